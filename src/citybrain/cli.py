@@ -1,0 +1,286 @@
+"""The ``citybrain`` command (Typer + Rich)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from citybrain.kit.settings import get_settings
+
+app = typer.Typer(help="城市大脑 citybrain — epidemic command centre platform", no_args_is_help=True)
+db_app = typer.Typer(help="Operational database 业务数据库", no_args_is_help=True)
+geo_app = typer.Typer(help="Hierarchy, compounds and places 区划与小区", no_args_is_help=True)
+users_app = typer.Typer(help="Accounts 账号", no_args_is_help=True)
+audit_app = typer.Typer(help="Audit log 审计日志", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(geo_app, name="geo")
+app.add_typer(users_app, name="users")
+app.add_typer(audit_app, name="audit")
+
+console = Console()
+err = Console(stderr=True)
+
+CLI_ACTOR_REF = "cli"
+
+
+def _actor() -> Any:
+    from citybrain.core.audit.service import Actor
+
+    return Actor(f"{CLI_ACTOR_REF}:{os.environ.get('USER', 'unknown')}", "operator", None)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]{message}[/red]")
+    return typer.Exit(code)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Migrate the database to the newest schema (Alembic)."""
+    from citybrain.kit.migrate import upgrade
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url, revision)
+    console.print(f"database at {revision}")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), console=err, transient=True,
+    )
+
+
+def _load_geo(show_progress: bool) -> dict[str, Any]:
+    from citybrain.core.geo.service import load_hierarchy
+    from citybrain.kit.db import get_database
+
+    database = get_database()
+    if not show_progress:
+        with database.unit_of_work() as session:
+            return load_hierarchy(session, actor=_actor()).as_dict()
+    with _progress() as progress:
+        tasks: dict[str, Any] = {}
+
+        def step(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=total)
+            progress.update(tasks[name], completed=done, total=total)
+
+        with database.unit_of_work() as session:
+            return load_hierarchy(session, actor=_actor(), progress=step).as_dict()
+
+
+@geo_app.command("load")
+def geo_load(
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary last")] = False,
+) -> None:
+    """Load Zhengzhou's hierarchy, compounds and places (idempotent); print the counts."""
+    counts = _load_geo(show_progress=not as_json)
+    if as_json:
+        print(json.dumps(counts, ensure_ascii=False))
+        return
+    table = Table("level 层级", "count 数量")
+    for key in ("districts", "streets", "communities", "compounds", "places"):
+        table.add_row(key, str(counts[key]))
+    console.print(table)
+    console.print(f"inserted {counts['inserted']}, updated {counts['updated']}")
+
+
+@users_app.command("create")
+def users_create(
+    username: Annotated[str, typer.Option(help="login name")],
+    role: Annotated[str, typer.Option(help="role, e.g. street_officer")],
+    area: Annotated[str, typer.Option(help="area code of the jurisdiction, e.g. 410105001")],
+    display_name: Annotated[str | None, typer.Option(help="name shown on pages")] = None,
+    password: Annotated[
+        str | None, typer.Option(help="password (asked for when not given)", hide_input=True)
+    ] = None,
+) -> None:
+    """Create an account with a role and a jurisdiction."""
+    from citybrain.core.authz.service import create_user
+    from citybrain.kit.db import get_database
+    from citybrain.kit.errors import CitybrainError
+
+    if password is None:
+        password = typer.prompt("password 密码", hide_input=True, confirmation_prompt=True)
+    try:
+        with get_database().unit_of_work() as session:
+            user = create_user(
+                session, _actor(), username=username, password=password, role=role,
+                area_code=area, display_name=display_name,
+            )
+            user_id = user.id
+    except CitybrainError as error:
+        raise _fail(f"{error.message_zh} / {error.message_en}") from error
+    console.print(f"created user {username} (id {user_id}, {role}, {area})")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary last")] = False,
+) -> None:
+    """Walk the hash chain; exit 0 when intact, 1 naming the first broken row."""
+    from citybrain.core.audit.service import verify_chain
+    from citybrain.kit.db import get_database
+
+    with get_database().unit_of_work() as session:
+        report = verify_chain(session)
+    if as_json:
+        print(json.dumps(report.__dict__, ensure_ascii=False))
+    elif report.ok:
+        console.print(f"audit chain intact: {report.rows} rows 审计链完整")
+    else:
+        err.print(
+            f"[red]audit chain broken at row {report.first_bad_seq}: {report.reason} "
+            f"审计链在第{report.first_bad_seq}条断裂[/red]"
+        )
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="address to bind")] = None,
+    port: Annotated[int | None, typer.Option(help="port")] = None,
+    background: Annotated[
+        bool, typer.Option(help="run jobs and event delivery in this process")
+    ] = True,
+) -> None:
+    """Serve the web app (with jobs and event delivery inside, the embedded default)."""
+    import uvicorn
+
+    from citybrain.web.app import create_app
+
+    settings = get_settings()
+    uvicorn.run(
+        create_app(background=background),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_config=None,
+        access_log=False,
+    )
+
+
+@app.command()
+def worker(workers: Annotated[int, typer.Option(help="worker threads")] = 2) -> None:
+    """Run background jobs and event delivery in their own process (production)."""
+    from citybrain.core.jobs.worker import run_worker
+    from citybrain.kit.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    run_worker(workers)
+
+
+DEMO_ACCOUNTS: list[tuple[str, str, str, str]] = [
+    # username, role, area code, display name
+    ("commander", "city_commander", "4101", "市指挥部 王指挥"),
+    ("jinshui", "district_officer", "410105", "金水区防控办 李专员"),
+    ("street", "street_officer", "410105001", "经八路街道 张专员"),
+    ("grid", "grid_worker", "410105001003", "体育社区网格员 刘网格"),
+    ("clinic", "clinic_staff", "410105", "发热门诊 陈医生"),
+    ("checkpoint", "checkpoint_staff", "410122", "中牟卡口 杨执勤"),
+    ("auditor", "auditor", "4101", "审计员 赵审计"),
+    ("admin", "system_admin", "4101", "系统管理员 周管理"),
+]
+DEMO_SEED = 20200125
+
+
+def _demo_passwords(data_dir: Path) -> dict[str, str]:
+    """Demo passwords, made once and kept (mode 0600) so every run prints the same."""
+    path = data_dir / "demo-accounts.json"
+    if path.exists():
+        return dict(json.loads(path.read_text("utf-8")))
+    passwords = {name: f"demo-{secrets.token_hex(4)}-{i}" for i, (name, *_r) in
+                 enumerate(DEMO_ACCOUNTS, start=1)}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(passwords, handle)
+    return passwords
+
+
+def seed_demo(persons: int = 300) -> dict[str, str]:
+    """Create the demo accounts and register synthetic residents in the demo street;
+    idempotent. Returns username → password."""
+    from sqlalchemy import select
+
+    from citybrain.core.authz import repository as authz_repository
+    from citybrain.core.authz.service import create_user, principal_for
+    from citybrain.core.geo.models import Compound
+    from citybrain.core.people.schemas import PersonIn
+    from citybrain.core.people.service import register_person
+    from citybrain.kit.db import get_database
+    from citybrain.simulate.persons import generate_persons
+
+    settings = get_settings()
+    passwords = _demo_passwords(settings.data_dir)
+    database = get_database()
+    with database.unit_of_work() as session:
+        for username, role, area, display in DEMO_ACCOUNTS:
+            if authz_repository.user_by_username(session, username) is None:
+                create_user(
+                    session, _actor(), username=username, password=passwords[username],
+                    role=role, area_code=area, display_name=display,
+                )
+    with database.unit_of_work() as session:
+        street_user = authz_repository.user_by_username(session, "street")
+        assert street_user is not None
+        registrar = principal_for(street_user)
+        compounds = list(
+            session.scalars(
+                select(Compound.code).where(Compound.code.startswith(registrar.area_code))
+                .order_by(Compound.code)
+            )
+        )
+        with _progress() as progress:
+            task = progress.add_task("registering synthetic residents 登记合成居民", total=persons)
+            for i, person in enumerate(generate_persons(persons, DEMO_SEED)):
+                register_person(
+                    session, registrar,
+                    PersonIn(name=person.name, id_number=person.id_number, phone=person.phone,
+                             compound_code=compounds[i % len(compounds)]),
+                )
+                progress.update(task, advance=1)
+    return passwords
+
+
+@app.command()
+def demo(
+    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="serve afterwards")] = True,
+    persons: Annotated[int, typer.Option(help="synthetic residents to register")] = 300,
+) -> None:
+    """Prepare ./var, migrate, load the hierarchy, create demo accounts, print them, serve."""
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    console.rule("城市大脑 citybrain demo")
+    db_upgrade("head")
+    counts = _load_geo(show_progress=True)
+    console.print(
+        f"hierarchy 区划: {counts['districts']} districts, {counts['streets']} streets, "
+        f"{counts['communities']} communities, {counts['compounds']} compounds, "
+        f"{counts['places']} places"
+    )
+    passwords = seed_demo(persons)
+    table = Table("username 用户名", "password 密码", "role 角色", "area 辖区", title="demo accounts 演示账号")
+    for username, role, area, display in DEMO_ACCOUNTS:
+        table.add_row(username, passwords[username], f"{role} ({display})", area)
+    console.print(table)
+    url = f"http://{settings.host}:{settings.port}"
+    console.print(f"open {url} and log in with an account above · 在浏览器打开 {url} 并登录")
+    console.print(f"API docs 接口文档: {url}/docs · health: {url}/healthz")
+    if serve_after:
+        serve(None, None, True)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Users, roles, jurisdiction scope, sessions and tokens (权限与辖区)."""

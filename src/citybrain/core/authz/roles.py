@@ -1,0 +1,95 @@
+"""Roles and what each may do. Deny by default: a permission not listed is not held."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    """The roles of citybrain's users, each bound to an area of the hierarchy."""
+
+    CITY_COMMANDER = "city_commander"  # 市指挥部
+    DISTRICT_OFFICER = "district_officer"  # 区县防控办
+    STREET_OFFICER = "street_officer"  # 街道/乡镇
+    GRID_WORKER = "grid_worker"  # 社区网格员
+    CLINIC_STAFF = "clinic_staff"  # 发热门诊
+    CHECKPOINT_STAFF = "checkpoint_staff"  # 卡口
+    ENTERPRISE_ADMIN = "enterprise_admin"  # 企业
+    SCHOOL_ADMIN = "school_admin"  # 学校
+    AUDITOR = "auditor"  # 审计
+    SYSTEM_ADMIN = "system_admin"  # 系统管理员
+
+
+class Permission(StrEnum):
+    """Fine-grained permissions checked by routes and services."""
+
+    PERSON_SEARCH = "person.search"
+    PERSON_VIEW = "person.view"
+    PERSON_UNMASK = "person.unmask"
+    PERSON_CREATE = "person.create"
+    GEO_VIEW = "geo.view"
+    AUDIT_VIEW = "audit.view"
+    USER_MANAGE = "user.manage"
+    TOKEN_MANAGE = "token.manage"
+    DEVICE_SCAN = "device.scan"
+
+
+ROLE_LABELS: dict[Role, tuple[str, str]] = {
+    Role.CITY_COMMANDER: ("市指挥部指挥长", "City commander"),
+    Role.DISTRICT_OFFICER: ("区县防控专员", "District officer"),
+    Role.STREET_OFFICER: ("街道防控专员", "Street officer"),
+    Role.GRID_WORKER: ("社区网格员", "Community grid worker"),
+    Role.CLINIC_STAFF: ("发热门诊医护", "Clinic staff"),
+    Role.CHECKPOINT_STAFF: ("卡口执勤人员", "Checkpoint staff"),
+    Role.ENTERPRISE_ADMIN: ("企业管理员", "Enterprise admin"),
+    Role.SCHOOL_ADMIN: ("学校管理员", "School admin"),
+    Role.AUDITOR: ("审计员", "Auditor"),
+    Role.SYSTEM_ADMIN: ("系统管理员", "System admin"),
+}
+
+_PEOPLE_WORK = {
+    Permission.PERSON_SEARCH,
+    Permission.PERSON_VIEW,
+    Permission.PERSON_UNMASK,
+    Permission.PERSON_CREATE,
+    Permission.GEO_VIEW,
+}
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.CITY_COMMANDER: frozenset(_PEOPLE_WORK),
+    Role.DISTRICT_OFFICER: frozenset(_PEOPLE_WORK),
+    Role.STREET_OFFICER: frozenset(_PEOPLE_WORK),
+    Role.GRID_WORKER: frozenset(_PEOPLE_WORK),
+    Role.CLINIC_STAFF: frozenset(
+        {Permission.PERSON_SEARCH, Permission.PERSON_VIEW, Permission.PERSON_CREATE}
+    ),
+    Role.CHECKPOINT_STAFF: frozenset({Permission.DEVICE_SCAN, Permission.GEO_VIEW}),
+    Role.ENTERPRISE_ADMIN: frozenset({Permission.GEO_VIEW}),
+    Role.SCHOOL_ADMIN: frozenset({Permission.GEO_VIEW}),
+    # The auditor reads the trail, never people's data.
+    Role.AUDITOR: frozenset({Permission.AUDIT_VIEW, Permission.GEO_VIEW}),
+    # The system admin manages accounts and devices, not people's data.
+    Role.SYSTEM_ADMIN: frozenset(
+        {Permission.USER_MANAGE, Permission.TOKEN_MANAGE, Permission.GEO_VIEW}
+    ),
+}
+
+# Device tokens (gates, checkpoints, venues) act as a place, with scanning rights only.
+DEVICE_PERMISSIONS = frozenset({Permission.DEVICE_SCAN})
+
+
+def permissions_of(role: str) -> frozenset[Permission]:
+    """Permissions of ``role``; an unknown role has none."""
+    try:
+        return ROLE_PERMISSIONS[Role(role)]
+    except ValueError:
+        return frozenset()
+
+
+def role_label(role: str, lang: str = "zh-CN") -> str:
+    """Human name of ``role`` in ``lang``."""
+    try:
+        zh, en = ROLE_LABELS[Role(role)]
+    except ValueError:
+        return role
+    return en if lang == "en" else zh

@@ -1,0 +1,246 @@
+"""Accounts, logins, tokens: every write here changes data and writes its audit row in the
+caller's transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import secrets
+
+from sqlalchemy.orm import Session
+
+from citybrain.core.audit.service import SYSTEM, Actor, record
+from citybrain.core.authz import repository
+from citybrain.core.authz.models import ApiToken, LoginFailure, User
+from citybrain.core.authz.passwords import (
+    burn_time,
+    check_strength,
+    hash_password,
+    verify_password,
+)
+from citybrain.core.authz.principal import Principal
+from citybrain.core.authz.roles import DEVICE_PERMISSIONS, Role, permissions_of
+from citybrain.core.geo.models import Area, Place
+from citybrain.kit import clock
+from citybrain.kit.errors import Conflict, InvalidInput, NotAuthenticated, RateLimited
+from citybrain.kit.settings import get_settings
+
+_USERNAME = re.compile(r"^[a-z][a-z0-9_.-]{2,63}$")
+TOKEN_PREFIX = "cbt_"
+
+
+def principal_for(user: User) -> Principal:
+    """The principal of an active user."""
+    return Principal(
+        kind="user",
+        id=user.id,
+        name=user.username,
+        display_name=user.display_name,
+        role=user.role,
+        area_code=user.area_code,
+        permissions=permissions_of(user.role),
+    )
+
+
+def create_user(
+    session: Session,
+    actor: Actor,
+    *,
+    username: str,
+    password: str,
+    role: str,
+    area_code: str,
+    display_name: str | None = None,
+) -> User:
+    """Create an account bound to one role and one area (辖区)."""
+    username = username.strip().lower()
+    if not _USERNAME.match(username):
+        raise InvalidInput(
+            "用户名须以字母开头，3–64位小写字母、数字或 _.-",
+            "username must start with a letter: 3–64 lowercase letters, digits or _.-",
+            field="username",
+        )
+    try:
+        Role(role)
+    except ValueError as exc:
+        raise InvalidInput(
+            f"未知角色 {role}", f"unknown role {role}; one of {', '.join(Role)}", field="role"
+        ) from exc
+    if session.get(Area, area_code) is None:
+        raise InvalidInput(
+            f"辖区代码 {area_code} 不存在", f"area code {area_code} does not exist", field="area_code"
+        )
+    check_strength(password)
+    if repository.user_by_username(session, username) is not None:
+        raise Conflict(f"用户名 {username} 已存在", f"username {username} exists", field="username")
+    user = User(
+        username=username,
+        display_name=display_name or username,
+        password_hash=hash_password(password),
+        role=role,
+        area_code=area_code,
+        is_active=True,
+        created_at=clock.now(),
+    )
+    session.add(user)
+    session.flush()
+    record(
+        session, actor, "user.create", object_type="user", object_id=user.id,
+        area_code=area_code, detail={"role": role},
+    )
+    return user
+
+
+def _login_failed(username: str, client_ip: str, reason: str) -> NotAuthenticated:
+    error = NotAuthenticated(
+        "用户名或密码错误", "wrong username or password", code="login_failed"
+    )
+
+    def keep(session: Session) -> None:
+        session.add(LoginFailure(username=username, client_ip=client_ip, at=clock.now()))
+        record(
+            session, SYSTEM, "auth.login", object_type="user", object_id=username,
+            outcome="denied", detail={"reason": reason, "client_ip": client_ip},
+        )
+
+    return error.keep(keep)
+
+
+def authenticate(session: Session, username: str, password: str, client_ip: str) -> Principal:
+    """Check a login; rate-limited per username and per address.
+
+    A failure raises NotAuthenticated whose record (the failure and its audit row) is kept by
+    the unit of work even though the login itself is rolled back.
+    """
+    settings = get_settings()
+    username = username.strip().lower()[:64]
+    since = clock.now() - dt.timedelta(seconds=settings.login_window_seconds)
+    if repository.recent_failures(session, username, client_ip, since) >= (
+        settings.login_max_failures
+    ):
+        minutes = settings.login_window_seconds // 60
+        error = RateLimited(
+            f"登录失败次数过多，请{minutes}分钟后再试",
+            f"too many failed logins; try again in {minutes} minutes",
+            code="login_rate_limited",
+        )
+        raise error.keep(
+            lambda s: record(
+                s, SYSTEM, "auth.login", object_type="user", object_id=username,
+                outcome="denied", detail={"reason": "rate_limited", "client_ip": client_ip},
+            )
+        )
+    user = repository.user_by_username(session, username)
+    if user is None:
+        burn_time(password)
+        raise _login_failed(username, client_ip, "unknown_user")
+    if not verify_password(user.password_hash, password):
+        raise _login_failed(username, client_ip, "wrong_password")
+    if not user.is_active:
+        raise _login_failed(username, client_ip, "inactive")
+    user.last_login_at = clock.now()
+    repository.clear_failures(session, username)
+    principal = principal_for(user)
+    record(
+        session, principal.actor, "auth.login", object_type="user", object_id=user.id,
+        area_code=user.area_code, detail={"client_ip": client_ip},
+    )
+    return principal
+
+
+def load_principal(session: Session, user_id: int) -> Principal | None:
+    """The principal behind a session cookie, if the account still exists and is active."""
+    user = repository.user_by_id(session, user_id)
+    if user is None or not user.is_active:
+        return None
+    return principal_for(user)
+
+
+def _hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def issue_token(
+    session: Session,
+    actor: Actor,
+    *,
+    name: str,
+    user: User | None = None,
+    device_place_code: str | None = None,
+    ttl: dt.timedelta | None = dt.timedelta(days=90),
+) -> tuple[ApiToken, str]:
+    """Issue a bearer token for a user or for a device at a place; returns the row and the
+    token text, which is shown once and never stored."""
+    if (user is None) == (device_place_code is None):
+        raise InvalidInput("令牌须属于一个用户或一个设备", "a token belongs to a user or a device")
+    if device_place_code is not None:
+        place = session.get(Place, device_place_code)
+        if place is None:
+            raise InvalidInput(
+                f"场所 {device_place_code} 不存在", f"place {device_place_code} does not exist",
+                field="device_place_code",
+            )
+        area_code = place.area_code
+    else:
+        assert user is not None
+        area_code = user.area_code
+    text = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    now = clock.now()
+    token = ApiToken(
+        token_hash=_hash_token(text),
+        prefix=text[:10],
+        name=name,
+        user_id=user.id if user else None,
+        device_place_code=device_place_code,
+        area_code=area_code,
+        created_at=now,
+        expires_at=now + ttl if ttl else None,
+    )
+    session.add(token)
+    session.flush()
+    record(
+        session, actor, "token.issue", object_type="api_token", object_id=token.id,
+        area_code=area_code, detail={"device": device_place_code is not None},
+    )
+    return token, text
+
+
+def authenticate_token(session: Session, text: str) -> Principal:
+    """The principal of a bearer token; refuses unknown, revoked and expired tokens."""
+    invalid = NotAuthenticated("令牌无效或已过期", "invalid or expired token", code="bad_token")
+    if not text.startswith(TOKEN_PREFIX):
+        raise invalid
+    token = repository.token_by_hash(session, _hash_token(text))
+    now = clock.now()
+    if token is None or token.revoked_at is not None:
+        raise invalid
+    if token.expires_at is not None and token.expires_at <= now:
+        raise invalid
+    token.last_used_at = now
+    if token.user_id is not None:
+        user = repository.user_by_id(session, token.user_id)
+        if user is None or not user.is_active:
+            raise invalid
+        return principal_for(user)
+    return Principal(
+        kind="device",
+        id=token.id,
+        name=token.device_place_code or "",
+        display_name=token.name,
+        role="device",
+        area_code=token.area_code,
+        permissions=DEVICE_PERMISSIONS,
+    )
+
+
+def revoke_token(session: Session, actor: Actor, token_id: int) -> None:
+    """Revoke a token at once."""
+    token = session.get(ApiToken, token_id)
+    if token is None:
+        raise InvalidInput(f"令牌 {token_id} 不存在", f"token {token_id} does not exist")
+    token.revoked_at = clock.now()
+    record(
+        session, actor, "token.revoke", object_type="api_token", object_id=token_id,
+        area_code=token.area_code,
+    )

@@ -1,0 +1,243 @@
+"""Operations on persons (人员). Each write changes the data, writes the audit row and queues
+its outbox event in the caller's transaction; nothing here commits."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Sequence
+
+from sqlalchemy.orm import Session
+
+from citybrain.core.audit.service import record
+from citybrain.core.authz.principal import Principal
+from citybrain.core.authz.roles import Permission
+from citybrain.core.authz.scope import covers
+from citybrain.core.events.service import publish
+from citybrain.core.geo.models import Area, Compound
+from citybrain.core.people import repository
+from citybrain.core.people.models import Person
+from citybrain.core.people.schemas import PersonIn, PersonMasked, PersonPage, PersonPlain
+from citybrain.kit import clock
+from citybrain.kit.crypto import blind_index, field_cipher
+from citybrain.kit.errors import InvalidInput, NotFound
+from citybrain.kit.idcheck import normalise_mobile, parse_resident_id
+from citybrain.kit.masking import mask_name, mask_phone, mask_resident_id
+
+NAME_FIELD, ID_FIELD, PHONE_FIELD = "persons.name", "persons.id_number", "persons.phone"
+
+
+def _clean_name(name: str) -> str:
+    cleaned = " ".join(name.split())
+    if not cleaned:
+        raise InvalidInput("姓名不能为空", "name must not be empty", field="name")
+    if any(ch.isdigit() for ch in cleaned):
+        raise InvalidInput("姓名不能包含数字", "name must not contain digits", field="name")
+    return cleaned
+
+
+def _age(birth: dt.date, today: dt.date) -> int:
+    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+
+
+def _masked_views(session: Session, persons: Sequence[Person]) -> list[PersonMasked]:
+    cipher = field_cipher()
+    names = repository.place_names(session, {p.area_code for p in persons})
+    today = clock.today_local()
+    views = []
+    for person in persons:
+        compound_name, community_name = names.get(person.area_code, (None, None))
+        phone = cipher.decrypt(person.phone_enc, PHONE_FIELD) if person.phone_enc else None
+        views.append(
+            PersonMasked(
+                ref=person.ref,
+                name=mask_name(cipher.decrypt(person.name_enc, NAME_FIELD)),
+                id_number=mask_resident_id(cipher.decrypt(person.id_number_enc, ID_FIELD)),
+                phone=mask_phone(phone) if phone else None,
+                sex=person.sex,
+                birth_year=person.birth_date.year,
+                age=_age(person.birth_date, today),
+                area_code=person.area_code,
+                compound_code=person.area_code if len(person.area_code) == 15 else None,
+                compound_name=compound_name,
+                community_name=community_name,
+            )
+        )
+    return views
+
+
+def _residence(session: Session, data: PersonIn) -> str:
+    if data.compound_code:
+        compound = session.get(Compound, data.compound_code)
+        if compound is None:
+            raise InvalidInput(
+                f"小区代码 {data.compound_code} 不存在",
+                f"compound {data.compound_code} does not exist",
+                field="compound_code",
+            )
+        return compound.code
+    if data.community_code:
+        area = session.get(Area, data.community_code)
+        if area is None or area.level != "community":
+            raise InvalidInput(
+                f"社区代码 {data.community_code} 不存在",
+                f"community {data.community_code} does not exist",
+                field="community_code",
+            )
+        return area.code
+    raise InvalidInput(
+        "须填写居住小区或社区", "a compound or community of residence is required",
+        field="compound_code",
+    )
+
+
+def register_person(
+    session: Session, who: Principal, data: PersonIn
+) -> tuple[PersonMasked, bool]:
+    """Register a person, or find them when their ID number is already known (按身份证去重).
+
+    Returns the masked person and whether they were created now. The residence must lie in
+    the registering principal's jurisdiction.
+    """
+    who.require(Permission.PERSON_CREATE)
+    name = _clean_name(data.name)
+    resident_id = parse_resident_id(data.id_number)
+    phone = normalise_mobile(data.phone) if data.phone else None
+    index = blind_index()
+    id_bidx = index.digest(resident_id.number, "id_number")
+    existing = repository.by_id_number_index(session, id_bidx)
+    if existing is not None:
+        record(
+            session, who.actor, "person.register", object_type="person",
+            object_id=existing.ref, area_code=existing.area_code,
+            detail={"created": False},
+        )
+        return _masked_views(session, [existing])[0], False
+    area_code = _residence(session, data)
+    if not covers(who, area_code):
+        raise InvalidInput(
+            "居住地不在您的辖区内", "the residence lies outside your jurisdiction",
+            field="compound_code",
+        )
+    cipher = field_cipher()
+    now = clock.now()
+    person = Person(
+        ref=secrets.token_hex(16),
+        name_enc=cipher.encrypt(name, NAME_FIELD),
+        id_number_enc=cipher.encrypt(resident_id.number, ID_FIELD),
+        id_number_bidx=id_bidx,
+        phone_enc=cipher.encrypt(phone, PHONE_FIELD) if phone else None,
+        phone_bidx=index.digest(phone, "phone") if phone else None,
+        name_bidx=index.digest(name, "name"),
+        birth_date=resident_id.birth_date,
+        sex=resident_id.sex,
+        area_code=area_code,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(person)
+    session.flush()
+    record(
+        session, who.actor, "person.register", object_type="person", object_id=person.ref,
+        area_code=area_code, detail={"created": True},
+    )
+    publish(
+        session, "person.registered", {"person_ref": person.ref, "area_code": area_code},
+        key=person.ref,
+    )
+    return _masked_views(session, [person])[0], True
+
+
+def search_people(
+    session: Session,
+    who: Principal,
+    *,
+    id_number: str | None = None,
+    phone: str | None = None,
+    name: str | None = None,
+    area_code: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> PersonPage:
+    """Search persons in the caller's jurisdiction by exact ID number, phone or name, and by
+    area; results are masked. The search is audited with its criteria kinds, never values."""
+    who.require(Permission.PERSON_SEARCH)
+    index = blind_index()
+    id_bidx = phone_bidx = name_bidx = None
+    if id_number:
+        id_bidx = index.digest(parse_resident_id(id_number, field="id_number").number, "id_number")
+    if phone:
+        phone_bidx = index.digest(normalise_mobile(phone), "phone")
+    if name:
+        name_bidx = index.digest(_clean_name(name), "name")
+    if area_code and not area_code.isdigit():
+        raise InvalidInput("区域代码须为数字", "area code must be digits", field="area_code")
+    limit = max(1, min(limit, 500))
+    total, persons = repository.search_scoped(
+        session, who, id_bidx=id_bidx, phone_bidx=phone_bidx, name_bidx=name_bidx,
+        area_code=area_code, limit=limit, offset=max(0, offset),
+    )
+    criteria = [k for k, v in (("id_number", id_number), ("phone", phone), ("name", name)) if v]
+    record(
+        session, who.actor, "person.search", object_type="person", area_code=who.area_code,
+        detail={"criteria": criteria, "area_code": area_code, "results": total},
+    )
+    return PersonPage(
+        total=total, items=_masked_views(session, persons), limit=limit, offset=offset
+    )
+
+
+def _get_or_deny(session: Session, who: Principal, ref: str, action: str) -> Person:
+    person = repository.get_scoped(session, who, ref)
+    if person is not None:
+        return person
+    # Same answer whether the person is elsewhere or nowhere; the log tells them apart.
+    outcome = "denied" if repository.exists_anywhere(session, ref) else "failed"
+    error = NotFound("未找到该人员", "no such person", code="person_not_found")
+    raise error.keep(
+        lambda s: record(
+            s, who.actor, action, object_type="person", object_id=ref,
+            area_code=who.area_code, outcome=outcome,
+            detail={"reason": "out_of_jurisdiction" if outcome == "denied" else "not_found"},
+        )
+    )
+
+
+def view_person(session: Session, who: Principal, ref: str) -> PersonMasked:
+    """One person, masked, if inside the caller's jurisdiction (audited)."""
+    who.require(Permission.PERSON_VIEW)
+    person = _get_or_deny(session, who, ref, "person.view")
+    record(
+        session, who.actor, "person.view", object_type="person", object_id=ref,
+        area_code=person.area_code,
+    )
+    return _masked_views(session, [person])[0]
+
+
+def unmask_person(session: Session, who: Principal, ref: str, purpose: str) -> PersonPlain:
+    """One person in plain text for a stated purpose (查看明文); the purpose is audited."""
+    who.require(Permission.PERSON_UNMASK)
+    purpose = " ".join(purpose.split())
+    if len(purpose) < 4:
+        raise InvalidInput(
+            "请说明查看原因（至少4个字）", "state the purpose (at least 4 characters)",
+            field="purpose",
+        )
+    person = _get_or_deny(session, who, ref, "person.unmask")
+    masked = _masked_views(session, [person])[0]
+    cipher = field_cipher()
+    now = clock.now()
+    record(
+        session, who.actor, "person.unmask", object_type="person", object_id=ref,
+        area_code=person.area_code, purpose=purpose,
+    )
+    return PersonPlain(
+        **masked.model_dump(
+            exclude={"name", "id_number", "phone"}
+        ),
+        name=cipher.decrypt(person.name_enc, NAME_FIELD),
+        id_number=cipher.decrypt(person.id_number_enc, ID_FIELD),
+        phone=cipher.decrypt(person.phone_enc, PHONE_FIELD) if person.phone_enc else None,
+        purpose=purpose,
+        unmasked_at=now,
+    )

@@ -1,0 +1,190 @@
+"""Database base: declarative Base with naming conventions, portable column types, engines
+(SQLite in WAL mode with foreign keys and a busy timeout; PostgreSQL via psycopg 3) and the
+unit of work that every request, command and job runs its writes in."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+from citybrain.kit.clock import as_utc
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table; one metadata for one Alembic tree."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Aware UTC datetimes on every backend (SQLite stores them naive; we restore the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use citybrain.kit.clock.now()")
+        utc = value.astimezone(dt.UTC)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        return as_utc(value)
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not pysqlite, emit BEGIN: pysqlite's own transaction handling breaks
+    # SAVEPOINTs, which the test suite and nested units of work rely on.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            from pathlib import Path
+
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            parsed, connect_args={"check_same_thread": False, "timeout": 10}, **kwargs
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(parsed, **kwargs)
+
+
+_after_commit_hooks: list[Callable[[], None]] = []
+_hooks_lock = threading.Lock()
+
+
+def on_any_commit(hook: Callable[[], None]) -> None:
+    """Call ``hook`` after every commit of a session that queued outbox events.
+
+    The events package registers its dispatcher wake-up here, so events leave only after
+    the transaction that wrote them has committed.
+    """
+    with _hooks_lock:
+        if hook not in _after_commit_hooks:
+            _after_commit_hooks.append(hook)
+
+
+def _after_commit(session: Session) -> None:
+    if session.info.pop("wake_after_commit", False):
+        for hook in list(_after_commit_hooks):
+            hook()
+
+
+def _after_rollback(session: Session) -> None:
+    session.info.pop("wake_after_commit", None)
+
+
+class Database:
+    """An engine and its session factory."""
+
+    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+        self.url = url
+        self.engine = make_engine(url, **engine_kwargs)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        event.listen(self.sessions, "after_commit", _after_commit)
+        event.listen(self.sessions, "after_soft_rollback", lambda s, _t: _after_rollback(s))
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.engine.dialect.name
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[Session]:
+        """A session whose writes commit together at the end of the block, or not at all."""
+        session = self.sessions()
+        try:
+            with transaction(session):
+                yield session
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        """Close pooled connections."""
+        self.engine.dispose()
+
+
+@contextmanager
+def transaction(session: Session) -> Iterator[Session]:
+    """Commit ``session`` at the end of the block; on error roll back, then run and commit the
+    error's ``after_rollback`` hooks (see CitybrainError.keep) before re-raising."""
+    try:
+        yield session
+        session.commit()
+    except BaseException as exc:
+        rollback_keeping(session, exc)
+        raise
+
+
+def rollback_keeping(session: Session, exc: BaseException) -> None:
+    """Roll back the failed work, then run and commit what ``exc`` asks to keep (the record
+    of a denied attempt, a failed login's counter)."""
+    session.rollback()
+    hooks = getattr(exc, "after_rollback", None)
+    if hooks:
+        for hook in hooks:
+            hook(session)
+        session.commit()
+
+
+_database: Database | None = None
+_database_lock = threading.Lock()
+
+
+def get_database() -> Database:
+    """The process's database, built from settings on first use."""
+    global _database
+    with _database_lock:
+        if _database is None:
+            from citybrain.kit.settings import get_settings
+
+            _database = Database(get_settings().resolved_database_url)
+        return _database
+
+
+def set_database(database: Database | None) -> None:
+    """Replace the process's database (tests, the CLI's --database option)."""
+    global _database
+    with _database_lock:
+        if _database is not None and database is not _database:
+            _database.dispose()
+        _database = database

@@ -1,0 +1,100 @@
+"""Errors that carry a bilingual message and say where the problem is (field, row)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Self
+
+
+class CitybrainError(Exception):
+    """Base error: a machine code, messages in Chinese and English, and where it happened."""
+
+    status_code = 400
+    code = "error"
+
+    def __init__(
+        self,
+        message_zh: str,
+        message_en: str | None = None,
+        *,
+        code: str | None = None,
+        field: str | None = None,
+        row: int | None = None,
+    ) -> None:
+        super().__init__(message_en or message_zh)
+        self.message_zh = message_zh
+        self.message_en = message_en or message_zh
+        if code:
+            self.code = code
+        self.field = field
+        self.row = row
+        # Work to keep even though the failed work is rolled back: the record of a denied
+        # attempt, a failed login. The unit of work runs these in a fresh transaction.
+        self.after_rollback: list[Callable[[Any], None]] = []
+
+    def keep(self, hook: Callable[[Any], None]) -> Self:
+        """Add ``hook(session)`` to run and commit after the failed work is rolled back."""
+        self.after_rollback.append(hook)
+        return self
+
+    def message(self, lang: str = "zh-CN") -> str:
+        """The message in the requested language (zh-CN default)."""
+        return self.message_en if lang.startswith("en") else self.message_zh
+
+    def to_dict(self, lang: str = "zh-CN") -> dict[str, Any]:
+        """JSON shape used by the API for every error."""
+        out: dict[str, Any] = {"code": self.code, "message": self.message(lang)}
+        if self.field is not None:
+            out["field"] = self.field
+        if self.row is not None:
+            out["row"] = self.row
+        return out
+
+
+class InvalidInput(CitybrainError):
+    """Input that fails validation."""
+
+    status_code = 422
+    code = "invalid_input"
+
+
+class NotFound(CitybrainError):
+    """The object does not exist, or lies outside the caller's jurisdiction (same answer)."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class PermissionDenied(CitybrainError):
+    """The caller's role does not allow the action."""
+
+    status_code = 403
+    code = "permission_denied"
+
+
+class NotAuthenticated(CitybrainError):
+    """No valid session or token."""
+
+    status_code = 401
+    code = "not_authenticated"
+
+
+class Conflict(CitybrainError):
+    """The change conflicts with what exists."""
+
+    status_code = 409
+    code = "conflict"
+
+
+class RateLimited(CitybrainError):
+    """Too many attempts; try again later."""
+
+    status_code = 429
+    code = "rate_limited"
+
+
+class ConfigurationError(CitybrainError):
+    """The process is misconfigured (missing keys in production, say)."""
+
+    status_code = 500
+    code = "configuration_error"

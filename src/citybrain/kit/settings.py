@@ -1,0 +1,75 @@
+"""Settings from the environment (prefix ``CITYBRAIN_``), read once per process."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Process settings. Every field can be set as ``CITYBRAIN_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CITYBRAIN_", extra="ignore")
+
+    env: Literal["dev", "test", "production"] = "dev"
+    data_dir: Path = Path("./var")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite file in the data dir"
+    )
+    jobs_url: str | None = Field(
+        default=None,
+        description="job queue: sqlite:///path (embedded default, in the data dir) or redis://",
+    )
+    # Key material. In production all three are required from the environment; in dev and
+    # test they are generated into <data_dir>/keys/ with mode 0600 on first use.
+    field_keys: str | None = Field(
+        default=None, description="'kid:base64key,kid:base64key' — the first is active"
+    )
+    blind_index_key: str | None = None
+    secret_key: str | None = None
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+    log_json: bool = True
+    cookie_secure: bool | None = None  # default: True in production
+    session_max_age_seconds: int = 8 * 3600
+    login_max_failures: int = 5
+    login_window_seconds: int = 15 * 60
+    default_language: Literal["zh-CN", "en"] = "zh-CN"
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The operational database URL (SQLite in the data dir unless set)."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'citybrain.db').resolve()}"
+
+    @property
+    def resolved_jobs_url(self) -> str:
+        """Where the durable job queue lives (SQLite file in the data dir unless set)."""
+        if self.jobs_url:
+            return self.jobs_url
+        return f"sqlite:///{(self.data_dir / 'jobs.db').resolve()}"
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Whether session cookies carry the Secure flag."""
+        if self.cookie_secure is not None:
+            return self.cookie_secure
+        return self.env == "production"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first call."""
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests and the CLI change the environment)."""
+    get_settings.cache_clear()

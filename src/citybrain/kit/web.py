@@ -1,0 +1,126 @@
+"""Web plumbing without domain: the request's unit of work, language, CSRF and templates.
+
+Packages' ``routes.py`` and ``pages.py`` depend on these; ``citybrain.web`` assembles the app.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.templating import Jinja2Templates
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.orm import Session
+from starlette.responses import Response
+
+from citybrain.kit.db import Database, get_database, transaction
+from citybrain.kit.errors import PermissionDenied
+from citybrain.kit.i18n import negotiate, translate
+
+LANG_COOKIE = "citybrain_lang"
+CSRF_KEY = "csrf"
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+
+
+def request_database(request: Request) -> Database:
+    """The database of the app serving ``request``."""
+    database = getattr(request.app.state, "database", None)
+    return database if database is not None else get_database()
+
+
+def db_session(request: Request) -> Iterator[Session]:
+    """FastAPI dependency: one unit of work per request, committed before the response.
+
+    Tests may put a session of their own on ``app.state.test_session``; it is used the same
+    way (commit/rollback there become savepoint operations).
+    """
+    session: Session | None = getattr(request.app.state, "test_session", None)
+    if session is not None:
+        with transaction(session):
+            yield session
+        return
+    database = request_database(request)
+    with database.unit_of_work() as unit:
+        yield unit
+
+
+def language(request: Request) -> str:
+    """zh-CN or en: ``?lang=``, then the cookie, then Accept-Language; zh-CN by default."""
+    return negotiate(
+        request.query_params.get("lang") or request.cookies.get(LANG_COOKIE),
+        request.headers.get("accept-language") if not request.cookies.get(LANG_COOKIE) else None,
+    )
+
+
+def csrf_token(request: Request) -> str:
+    """The session's CSRF token, created on first use."""
+    token = request.session.get(CSRF_KEY)
+    if not token:
+        token = secrets.token_urlsafe(32)
+        request.session[CSRF_KEY] = token
+    return str(token)
+
+
+def check_csrf(request: Request, submitted: str | None) -> None:
+    """Refuse a cookie-authenticated form post whose token does not match the session's."""
+    expected = request.session.get(CSRF_KEY)
+    offered = submitted or request.headers.get(CSRF_HEADER)
+    if not expected or not offered or not hmac.compare_digest(str(expected), str(offered)):
+        raise PermissionDenied(
+            "表单已失效，请刷新页面后重试", "the form has expired; reload the page and try again",
+            code="csrf_failed",
+        )
+
+
+_template_dirs: list[Path] = []
+_templates: Jinja2Templates | None = None
+
+
+def register_templates(directory: Path) -> None:
+    """Add a package's ``templates`` folder to the shared loader (the app does this)."""
+    global _templates
+    if directory not in _template_dirs:
+        _template_dirs.append(directory)
+        _templates = None
+
+
+def templates() -> Jinja2Templates:
+    """The shared Jinja2 templates over every registered folder."""
+    global _templates
+    if _templates is None:
+        env = Environment(
+            loader=ChoiceLoader([FileSystemLoader(str(d)) for d in _template_dirs]),
+            autoescape=select_autoescape(["html", "xml"]),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        _templates = Jinja2Templates(env=env)
+    return _templates
+
+
+def render(
+    request: Request,
+    name: str,
+    context: dict[str, Any] | None = None,
+    *,
+    status_code: int = 200,
+) -> Response:
+    """Render template ``name`` with the language, translator and CSRF token in context."""
+    lang = language(request)
+    full: dict[str, Any] = {
+        "lang": lang,
+        "t": lambda key, **kw: translate(key, lang, **kw),
+        "csrf_token": csrf_token(request),
+        "principal": getattr(request.state, "principal", None),
+        "path": request.url.path,
+    }
+    full.update(context or {})
+    response = templates().TemplateResponse(request, name, full, status_code=status_code)
+    if request.query_params.get("lang") in ("zh-CN", "en"):
+        response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="lax")
+    return response

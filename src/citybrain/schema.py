@@ -1,0 +1,22 @@
+"""Imports every package's models so one metadata describes the whole database.
+
+Alembic's env.py and the test suite import this; application code imports the models it uses.
+"""
+
+from citybrain.core.audit import models as audit_models
+from citybrain.core.authz import models as authz_models
+from citybrain.core.events import models as events_models
+from citybrain.core.geo import models as geo_models
+from citybrain.core.people import models as people_models
+from citybrain.kit.db import Base
+
+metadata = Base.metadata
+
+__all__ = [
+    "audit_models",
+    "authz_models",
+    "events_models",
+    "geo_models",
+    "metadata",
+    "people_models",
+]

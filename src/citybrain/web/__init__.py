@@ -1,0 +1,1 @@
+"""web: the app factory, the one list of routers, base templates and static files."""

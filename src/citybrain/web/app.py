@@ -1,0 +1,101 @@
+"""The app factory: middleware, templates, static files, routers, error pages, background
+work (jobs and event delivery) in the embedded default."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+import citybrain
+from citybrain.kit.db import Database
+from citybrain.kit.errors import CitybrainError, NotAuthenticated
+from citybrain.kit.keys import get_keyring
+from citybrain.kit.logging import configure_logging
+from citybrain.kit.settings import get_settings
+from citybrain.kit.web import language, register_templates, render
+from citybrain.web.middleware import RequestContextMiddleware
+from citybrain.web.routers import ROUTERS
+
+WEB_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = WEB_DIR.parent
+TEMPLATE_DIRS = [
+    WEB_DIR / "templates",
+    PACKAGE_DIR / "core" / "people" / "templates",
+]
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith("/api/") or "application/json" in request.headers.get(
+        "accept", ""
+    )
+
+
+async def _citybrain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, CitybrainError)
+    lang = language(request)
+    if _wants_json(request):
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, NotAuthenticated) else None
+        return JSONResponse(
+            {"error": exc.to_dict(lang)}, status_code=exc.status_code, headers=headers
+        )
+    if isinstance(exc, NotAuthenticated):
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+    return render(
+        request, "error.html", {"message": exc.message(lang), "status": exc.status_code},
+        status_code=exc.status_code,
+    )
+
+
+def create_app(database: Database | None = None, *, background: bool = False) -> FastAPI:
+    """Build the web app. ``database`` defaults to the one from settings; ``background``
+    runs the job consumer and event dispatcher inside this process (embedded default)."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker = None
+        if background:
+            from citybrain.core.jobs.worker import EmbeddedWorker
+
+            worker = EmbeddedWorker(database)
+            worker.start()
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.stop()
+
+    app = FastAPI(
+        title="citybrain 城市大脑",
+        version=citybrain.__version__,
+        description="疫情防控大数据中心与应用 API — epidemic command centre API",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.database = database
+    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=get_keyring().secret_key,
+        session_cookie="citybrain_session",
+        max_age=settings.session_max_age_seconds,
+        same_site="lax",
+        https_only=settings.secure_cookies,
+    )
+    for directory in TEMPLATE_DIRS:
+        register_templates(directory)
+    app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_exception_handler(CitybrainError, _citybrain_error)
+    return app

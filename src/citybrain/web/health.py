@@ -1,0 +1,49 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from sqlalchemy import text
+from starlette.responses import JSONResponse, Response
+
+from citybrain.core.authz.deps import public
+from citybrain.kit.migrate import current_revision, head_revision
+from citybrain.kit.web import request_database
+from citybrain.web.metrics import metrics_response
+
+router = APIRouter(tags=["ops 运维"])
+
+
+@router.get("/healthz")
+@public
+def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+@public
+def readyz(request: Request) -> Response:
+    """Ready to serve: the database answers and its schema is at the newest migration."""
+    database = request_database(request)
+    try:
+        with database.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+            revision = current_revision(conn)
+    except Exception as exc:  # noqa: BLE001 — any failure means not ready
+        return JSONResponse(
+            {"status": "unavailable", "database": type(exc).__name__}, status_code=503
+        )
+    head = head_revision()
+    ready = revision == head
+    return JSONResponse(
+        {"status": "ok" if ready else "migrations_pending", "revision": revision, "head": head},
+        status_code=200 if ready else 503,
+    )
+
+
+@router.get("/metrics", include_in_schema=False)
+@public
+def metrics() -> Response:
+    """Prometheus metrics (no personal data)."""
+    return metrics_response()

@@ -1,0 +1,122 @@
+"""Shared fixtures: a real database (SQLite file or a fresh PostgreSQL database), a
+transaction per test, the loaded hierarchy as the small synthetic city, and factories.
+
+Choose the backend with ``CITYBRAIN_TEST_DB=sqlite|postgresql``; PostgreSQL is reached at
+``CITYBRAIN_TEST_PG_URL`` (default: the local server on 127.0.0.1:5432).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+# Settings are read at import time by some modules (the job queue); fix them first.
+_TEST_DATA_DIR = Path(tempfile.mkdtemp(prefix="citybrain-test-"))
+os.environ["CITYBRAIN_ENV"] = "test"
+os.environ["CITYBRAIN_DATA_DIR"] = str(_TEST_DATA_DIR)
+os.environ.pop("CITYBRAIN_DATABASE_URL", None)
+os.environ.pop("CITYBRAIN_JOBS_URL", None)
+
+import pytest  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
+
+from citybrain import schema  # noqa: E402
+from citybrain.kit.db import Database, set_database  # noqa: E402
+
+BACKEND = os.environ.get("CITYBRAIN_TEST_DB", "sqlite")
+PG_ADMIN_URL = os.environ.get(
+    "CITYBRAIN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"citybrain test database backend: {BACKEND}"
+
+
+class DatabaseFactory:
+    """Creates empty databases on the backend under test and drops them afterwards."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.created: list[str] = []
+
+    def new_url(self) -> str:
+        """URL of a new, empty database."""
+        name = f"cbtest_{uuid.uuid4().hex[:12]}"
+        if BACKEND == "sqlite":
+            return f"sqlite:///{self.root / (name + '.db')}"
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        self.created.append(name)
+        return make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+    def new_database(self) -> Database:
+        """A new database with the full schema."""
+        database = Database(self.new_url())
+        schema.metadata.create_all(database.engine)
+        return database
+
+    def drop_all(self) -> None:
+        if not self.created:
+            return
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            for name in self.created:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_factory() -> Iterator[DatabaseFactory]:
+    factory = DatabaseFactory(_TEST_DATA_DIR)
+    yield factory
+    factory.drop_all()
+
+
+@pytest.fixture(scope="session")
+def database(database_factory: DatabaseFactory) -> Iterator[Database]:
+    """The session's database: full schema and the real hierarchy with its compounds."""
+    db = database_factory.new_database()
+    from citybrain.core.geo.service import load_hierarchy
+
+    with db.unit_of_work() as session:
+        load_hierarchy(session)
+    set_database(db)
+    yield db
+    set_database(None)
+    db.dispose()
+
+
+@pytest.fixture
+def session(database: Database) -> Iterator[Session]:
+    """A session inside a transaction that is rolled back after the test.
+
+    Code under test may commit: commits become SAVEPOINT releases inside the outer
+    transaction, so nothing outlives the test.
+    """
+    connection = database.engine.connect()
+    outer = connection.begin()
+    test_session = Session(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+    try:
+        yield test_session
+    finally:
+        test_session.close()
+        outer.rollback()
+        connection.close()
+
+
+@pytest.fixture
+def fresh_database(database_factory: DatabaseFactory) -> Iterator[Database]:
+    """A database of its own for tests that commit for real (CLI, server, browser)."""
+    db = database_factory.new_database()
+    yield db
+    db.dispose()

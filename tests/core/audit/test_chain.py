@@ -1,0 +1,71 @@
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DatabaseError
+from sqlalchemy.orm import Session
+
+from citybrain.core.audit.service import SYSTEM, record, verify_chain
+
+
+def _write(session: Session, n: int) -> None:
+    for i in range(n):
+        record(session, SYSTEM, "test.act", object_type="thing", object_id=i, detail={"i": i})
+
+
+def test_chain_verifies_and_links(session: Session) -> None:
+    _write(session, 5)
+    report = verify_chain(session)
+    assert report.ok, report
+    assert report.rows >= 5
+    rows = session.execute(text("SELECT seq, prev_hash, hash FROM audit_log ORDER BY seq")).all()
+    for before, after in zip(rows, rows[1:], strict=False):
+        assert after.prev_hash == before.hash
+        assert after.seq == before.seq + 1
+
+
+def test_updates_and_deletes_are_refused_by_the_database(session: Session) -> None:
+    _write(session, 1)
+    with pytest.raises(DatabaseError, match="append-only"), session.begin_nested():
+        session.execute(text("UPDATE audit_log SET outcome = 'denied'"))
+    with pytest.raises(DatabaseError, match="append-only"), session.begin_nested():
+        session.execute(text("DELETE FROM audit_log"))
+
+
+def _drop_guard(session: Session) -> None:
+    # An administrator with DDL rights can drop the guard; the chain must still tell.
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(text("DROP TRIGGER audit_log_no_update"))
+        session.execute(text("DROP TRIGGER audit_log_no_delete"))
+    else:
+        session.execute(text("DROP TRIGGER audit_log_no_change ON audit_log"))
+
+
+def test_altering_a_row_is_caught_and_named(session: Session) -> None:
+    _write(session, 6)
+    target = session.execute(text("SELECT max(seq) - 2 FROM audit_log")).scalar_one()
+    _drop_guard(session)
+    session.execute(
+        text("UPDATE audit_log SET purpose = 'tampered' WHERE seq = :s"), {"s": target}
+    )
+    report = verify_chain(session)
+    assert not report.ok
+    assert report.first_bad_seq == target
+    assert report.reason == "content does not match its hash"
+
+
+def test_deleting_the_last_rows_is_caught(session: Session) -> None:
+    _write(session, 3)
+    last = session.execute(text("SELECT max(seq) FROM audit_log")).scalar_one()
+    _drop_guard(session)
+    session.execute(text("DELETE FROM audit_log WHERE seq = :s"), {"s": last})
+    report = verify_chain(session)
+    assert not report.ok
+    assert report.first_bad_seq == last
+
+
+def test_deleting_a_middle_row_is_caught(session: Session) -> None:
+    _write(session, 4)
+    middle = session.execute(text("SELECT max(seq) - 1 FROM audit_log")).scalar_one()
+    _drop_guard(session)
+    session.execute(text("DELETE FROM audit_log WHERE seq = :s"), {"s": middle})
+    report = verify_chain(session)
+    assert not report.ok and report.first_bad_seq == middle
