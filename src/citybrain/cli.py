@@ -86,14 +86,17 @@ def geo_load(
 ) -> None:
     """Load Zhengzhou's hierarchy, compounds and places (idempotent); print the counts."""
     counts = _load_geo(show_progress=not as_json)
+    # The JSON line is the state of the hierarchy, the same on every run; what this run
+    # changed goes to stderr.
+    err.print(f"inserted {counts['inserted']}, updated {counts['updated']}")
     if as_json:
-        print(json.dumps(counts, ensure_ascii=False))
+        state = {k: v for k, v in counts.items() if k not in ("inserted", "updated")}
+        print(json.dumps(state, ensure_ascii=False, sort_keys=True))
         return
     table = Table("level 层级", "count 数量")
     for key in ("districts", "streets", "communities", "compounds", "places"):
         table.add_row(key, str(counts[key]))
     console.print(table)
-    console.print(f"inserted {counts['inserted']}, updated {counts['updated']}")
 
 
 @users_app.command("create")

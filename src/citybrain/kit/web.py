@@ -41,6 +41,9 @@ def db_session(request: Request) -> Iterator[Session]:
     """
     session: Session | None = getattr(request.app.state, "test_session", None)
     if session is not None:
+        # Settle the test's own setup first, so a failed request rolls back only its own
+        # work, as it would in production.
+        session.commit()
         with transaction(session):
             yield session
         return

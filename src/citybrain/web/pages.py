@@ -39,7 +39,7 @@ def _area_summary(session: Session, area_code: str) -> dict[str, int]:
             session.scalar(
                 select(func.count())
                 .select_from(Area)
-                .where(Area.level == level, Area.code.startswith(area_code))
+                .where(Area.level == level, Area.code.startswith(area_code), Area.code != area_code)
             )
             or 0
         )

@@ -5,17 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from citybrain.core.authz import pages as authz_pages
-from citybrain.core.geo import routes as geo_routes
 from citybrain.core.people import pages as people_pages
 from citybrain.core.people import routes as people_routes
-from citybrain.web import docs, health, pages
+from citybrain.web import docs, geo, health, pages
 
 ROUTERS: list[APIRouter] = [
     health.router,
     docs.router,
     authz_pages.router,
     pages.router,
-    geo_routes.router,
+    geo.router,
     people_routes.router,
     people_pages.router,
 ]

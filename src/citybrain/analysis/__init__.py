@@ -1,0 +1,1 @@
+"""analysis: identity linkage, trajectories, co-presence contacts, screening rules."""

@@ -1,0 +1,1 @@
+"""apps: one package per application of the nine; an app never imports another app."""

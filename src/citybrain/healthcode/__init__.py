@@ -1,0 +1,1 @@
+"""healthcode: signing keys, signed codes, QR, scan verification, trust list."""

@@ -1,0 +1,1 @@
+"""risk: facts, versioned rule sets, person colours, compound tiers, overrides, appeals."""

@@ -1,0 +1,121 @@
+"""Headless Chromium against a real server: log in, see the home page, on a desk and a phone."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from citybrain.core.geo.service import load_hierarchy
+from citybrain.kit.db import Database
+from citybrain.web.app import create_app
+from tests.factories import PASSWORD, STREET_A, make_person, make_user
+
+pytestmark = pytest.mark.browser
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def live_server(fresh_database: Database) -> Iterator[str]:
+    with fresh_database.unit_of_work() as session:
+        load_hierarchy(session)
+    with fresh_database.unit_of_work() as session:
+        officer = make_user(session, "street_officer", STREET_A, "browser")
+        for _ in range(3):
+            make_person(session, officer)
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(fresh_database), host="127.0.0.1", port=port, log_config=None)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists() or not shutil.which("chromium"):
+        if os.environ.get("CI") == "true":
+            pytest.fail("Chromium is required in CI (scripts/system-deps.sh installs it)")
+        pytest.skip("Debian chromium is not installed (run scripts/system-deps.sh as root)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def test_login_and_home_page_in_chromium(live_server: str, browser: object) -> None:
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 800}, locale="zh-CN")
+    page.goto(f"{live_server}/")
+    expect(page).to_have_url(f"{live_server}/login?next=/")
+    page.fill("#username", "browser")
+    page.fill("#password", "wrong-password-0")
+    page.click("button[type=submit]")
+    expect(page.get_by_test_id("login-error")).to_contain_text("用户名或密码错误")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    expect(page.get_by_test_id("home-title")).to_be_visible()
+    expect(page.get_by_test_id("role")).to_have_text("街道防控专员")
+    expect(page.get_by_test_id("area")).to_contain_text("经八路街道")
+    expect(page.get_by_test_id("persons-count")).to_have_text("3")
+    page.screenshot(path=str(ARTIFACTS / "home-desktop.png"), full_page=True)
+
+    # People search through htmx, masked; then the English switch.
+    page.click("a[href='/people']")
+    page.click("main form button[type=submit]")
+    expect(page.get_by_test_id("result-total")).to_contain_text("3")
+    assert page.locator("[data-testid=people-table] tbody tr").count() == 3
+    page.get_by_test_id("lang-switch").click()
+    expect(page.locator("h1")).to_have_text("Search people")
+
+
+def test_home_page_fits_a_phone(live_server: str, browser: object) -> None:
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, locale="zh-CN"
+    )
+    page = context.new_page()
+    page.goto(f"{live_server}/login")
+    page.fill("#username", "browser")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    expect(page.get_by_test_id("home-title")).to_be_visible()
+    # Nothing wider than the screen: no sideways scrolling on a phone.
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390
+    page.screenshot(path=str(ARTIFACTS / "home-phone.png"), full_page=True)
+    context.close()

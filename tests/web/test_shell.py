@@ -1,0 +1,140 @@
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from citybrain.core.audit.models import AuditEntry
+from citybrain.core.authz.deps import GUARD_ATTRIBUTE
+from citybrain.web.routers import ROUTERS
+from tests.factories import STREET_A, make_user
+from tests.web.conftest import csrf_of, log_in
+
+
+def _guards(route: APIRoute) -> set[str]:
+    found: set[str] = set()
+    marker = getattr(route.endpoint, GUARD_ATTRIBUTE, None)
+    if marker:
+        found.add(str(marker))
+    stack = list(route.dependant.dependencies)
+    while stack:
+        dependency = stack.pop()
+        marker = getattr(dependency.call, GUARD_ATTRIBUTE, None)
+        if marker:
+            found.add(str(marker))
+        stack.extend(dependency.dependencies)
+    return found
+
+
+def _all_routes(app: FastAPI) -> list[APIRoute]:
+    routes = [r for r in app.routes if isinstance(r, APIRoute)]
+    for router in ROUTERS:
+        routes.extend(r for r in router.routes if isinstance(r, APIRoute))
+    return routes
+
+
+def test_every_route_is_guarded_or_deliberately_public(app: FastAPI) -> None:
+    routes = _all_routes(app)
+    assert len(routes) > 15
+    unguarded = [route.path for route in routes if not _guards(route)]
+    assert unguarded == []
+    public = sorted(route.path for route in routes if _guards(route) == {"public"})
+    assert public == ["/api/v1/auth/token", "/docs", "/healthz", "/login", "/login", "/metrics", "/readyz"]
+
+
+def test_health_and_metrics(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    client.get("/login")
+    metrics = client.get("/metrics").text
+    assert "citybrain_http_requests_total" in metrics
+    assert 'route="/login"' in metrics
+
+
+def test_docs_are_served_without_a_cdn(client: TestClient) -> None:
+    page = client.get("/docs").text
+    assert "/static/vendor/swagger-ui/swagger-ui-bundle.js" in page
+    assert "cdn" not in page.lower()
+    assert client.get("/static/vendor/swagger-ui/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/openapi.json").json()["info"]["title"] == "citybrain 城市大脑"
+
+
+def test_pages_need_a_login_and_the_api_says_401(client: TestClient) -> None:
+    response = client.get("/people?q=x", follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/login?next=/people%3Fq%3Dx"
+    api = client.get("/api/v1/people")
+    assert api.status_code == 401
+    assert api.json()["error"]["code"] == "not_authenticated"
+
+
+def test_login_page_is_chinese_first_with_an_english_switch(client: TestClient) -> None:
+    page = client.get("/login")
+    assert 'lang="zh-CN"' in page.text and "登录" in page.text
+    english = client.get("/login?lang=en")
+    assert 'lang="en"' in english.text and "Log in" in english.text
+    # The choice sticks through the cookie.
+    assert 'lang="en"' in client.get("/login").text
+
+
+def test_login_then_home_shows_role_and_jurisdiction(client: TestClient, session: Session) -> None:
+    make_user(session, "street_officer", STREET_A, "homeuser")
+    log_in(client, "homeuser")
+    home = client.get("/")
+    assert home.status_code == 200
+    assert "街道防控专员" in home.text and "经八路街道" in home.text
+    assert 'href="/people"' in home.text and 'href="/audit"' not in home.text
+
+
+def test_auditor_home_offers_the_audit_log_not_people(client: TestClient, session: Session) -> None:
+    make_user(session, "auditor", "4101", "audithome")
+    log_in(client, "audithome")
+    home = client.get("/").text
+    assert 'href="/audit"' in home and 'href="/people"' not in home
+    assert client.get("/people").status_code == 403
+    audit = client.get("/audit?verify=1")
+    assert audit.status_code == 200 and 'data-testid="chain-ok"' in audit.text
+
+
+def test_form_posts_need_the_csrf_token(client: TestClient, session: Session) -> None:
+    make_user(session, "street_officer", STREET_A, "csrfuser")
+    response = client.post(
+        "/login", data={"username": "csrfuser", "password": "x", "csrf_token": "forged"}
+    )
+    assert response.status_code == 403
+    log_in(client, "csrfuser")
+    forged = client.post("/logout", data={"csrf_token": "forged"}, follow_redirects=False)
+    assert forged.status_code == 403
+    good = client.post("/logout", data={"csrf_token": csrf_of(client, "/")},
+                       follow_redirects=False)
+    assert good.status_code == 303
+
+
+def test_failed_logins_show_an_error_then_lock_out(client: TestClient, session: Session) -> None:
+    make_user(session, "street_officer", STREET_A, "lockme")
+    token = csrf_of(client)
+    statuses = []
+    for _ in range(6):
+        response = client.post(
+            "/login", data={"username": "lockme", "password": "wrong-pass-1", "csrf_token": token}
+        )
+        statuses.append(response.status_code)
+    assert statuses == [401] * 5 + [429]
+    assert "用户名或密码错误" in client.post(
+        "/login", data={"username": "other", "password": "wrong-pass-1", "csrf_token": token}
+    ).text
+    denials = session.scalars(
+        select(AuditEntry).where(AuditEntry.action == "auth.login", AuditEntry.outcome == "denied")
+    ).all()
+    assert len(denials) >= 6
+
+
+def test_login_redirect_stays_on_this_site(client: TestClient, session: Session) -> None:
+    make_user(session, "street_officer", STREET_A, "nextuser")
+    token = csrf_of(client)
+    response = client.post(
+        "/login",
+        data={"username": "nextuser", "password": "test-password-1", "csrf_token": token,
+              "next": "//evil.example/"},
+        follow_redirects=False,
+    )
+    assert response.headers["location"] == "/"
