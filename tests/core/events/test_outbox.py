@@ -4,6 +4,7 @@ once, and a database handler's effects commit together with its delivery mark.""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import threading
 import time
 from collections import Counter
@@ -320,7 +321,7 @@ def test_retry_delay_grows_and_is_capped() -> None:
     delays = [retry_delay(n).total_seconds() for n in range(1, 14)]
     assert delays[:4] == [1, 2, 4, 8]
     assert delays[-1] == 600
-    assert all(a <= b for a, b in zip(delays, delays[1:], strict=False))
+    assert all(a <= b for a, b in itertools.pairwise(delays))
 
 
 def test_describe_error_keeps_no_personal_data() -> None:

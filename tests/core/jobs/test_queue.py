@@ -4,6 +4,7 @@ delays, keep their scheduled time, and run in an in-process consumer."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
 import signal
 import socket
@@ -112,7 +113,7 @@ def test_failing_job_is_retried_with_growing_delays(queue_file: str) -> None:
     assert [left for _, left, _ in runs] == [2, 1, 0]
     planned = [delay for _, _, delay in runs]
     assert planned == [0.25, 1.0, 4.0]  # each wait ``backoff`` times the previous one
-    gaps = [later[0] - earlier[0] for earlier, later in zip(runs, runs[1:], strict=False)]
+    gaps = [later[0] - earlier[0] for earlier, later in itertools.pairwise(runs)]
     assert gaps[0] >= planned[0]
     assert gaps[1] >= planned[1]
     assert gaps[1] > gaps[0]
@@ -210,7 +211,7 @@ def test_redis_url_builds_the_priority_redis_queue() -> None:
         queue.storage.pool.disconnect()
 
 
-def test_worker_process_runs_the_dispatcher_and_stops_gracefully(
+def test_worker_process_delivers_events_and_stops_gracefully(
     fresh_database: Database, tmp_path: Path
 ) -> None:
     from citybrain.core.events import OutboxEvent, publish

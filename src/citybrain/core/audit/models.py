@@ -64,7 +64,6 @@ POSTGRES_APPEND_ONLY = [
     "CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log "
     "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()",
 ]
-SEED_HEAD = f"INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '{GENESIS_HASH}')"
 
 for _statement in SQLITE_APPEND_ONLY:
     event.listen(AuditEntry.__table__, "after_create", DDL(_statement).execute_if(dialect="sqlite"))
@@ -72,4 +71,10 @@ for _statement in POSTGRES_APPEND_ONLY:
     event.listen(
         AuditEntry.__table__, "after_create", DDL(_statement).execute_if(dialect="postgresql")
     )
-event.listen(AuditHead.__table__, "after_create", DDL(SEED_HEAD))
+
+
+def _seed_head(target: Any, connection: Any, **_kw: Any) -> None:
+    connection.execute(target.insert().values(id=1, seq=0, hash=GENESIS_HASH))
+
+
+event.listen(AuditHead.__table__, "after_create", _seed_head)

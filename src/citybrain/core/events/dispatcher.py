@@ -12,6 +12,10 @@ row taken, which means someone else did it. The event itself is marked dispatche
 conditional statement that counts the delivered rows in the database, never from one
 dispatcher's own view.
 
+The claim is a write, so on SQLite a handler runs while holding the database's write lock:
+handlers must be short. Slow outside work (a call, a file) belongs in a job the handler
+enqueues (``citybrain.core.jobs``), which is durable and retried on its own.
+
 Handlers subscribe at import time of their package's ``tasks.py``, which is listed in
 ``citybrain.core.jobs.worker.TASK_MODULES``: a process that dispatches without having imported
 a handler would mark its events dispatched without it.
@@ -28,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import CursorResult, exists, func, insert, select, update
+from sqlalchemy import ColumnElement, CursorResult, exists, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -318,7 +322,10 @@ def _mark_dispatched(
     with database.sessions() as session:
         try:
             for handlers, event_ids in complete.items():
-                condition = [OutboxEvent.id.in_(event_ids), OutboxEvent.dispatched_at.is_(None)]
+                condition: list[ColumnElement[bool]] = [
+                    OutboxEvent.id.in_(event_ids),
+                    OutboxEvent.dispatched_at.is_(None),
+                ]
                 if handlers:
                     delivered = (
                         select(func.count())
