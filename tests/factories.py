@@ -26,11 +26,17 @@ STREET_B = "410105002"
 OTHER_DISTRICT_STREET = "410102001"
 
 
-def make_user(session: Session, role: str, area_code: str, username: str | None = None) -> Principal:
+def make_user(
+    session: Session, role: str, area_code: str, username: str | None = None
+) -> Principal:
     """A user with ``role`` over ``area_code``; returns their principal."""
     user = create_user(
-        session, TEST_ACTOR, username=username or f"user{next(_counter)}", password=PASSWORD,
-        role=role, area_code=area_code,
+        session,
+        TEST_ACTOR,
+        username=username or f"user{next(_counter)}",
+        password=PASSWORD,
+        role=role,
+        area_code=area_code,
     )
     return principal_for(user)
 
@@ -56,9 +62,14 @@ def make_person(
     synthetic = next_synthetic()
     compound = first_compound(session, area_code or registrar.area_code)
     person, created = register_person(
-        session, registrar,
-        PersonIn(name=synthetic.name, id_number=synthetic.id_number, phone=synthetic.phone,
-                 compound_code=compound),
+        session,
+        registrar,
+        PersonIn(
+            name=synthetic.name,
+            id_number=synthetic.id_number,
+            phone=synthetic.phone,
+            compound_code=compound,
+        ),
     )
     assert created
     return person, synthetic

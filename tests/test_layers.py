@@ -14,15 +14,22 @@ LINT = Path(sys.executable).parent / "lint-imports"
 def _lint(project: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(LINT), "--config", str(project / "pyproject.toml"), "--no-cache"],
-        cwd=project, env={"PYTHONPATH": str(project / "src"), "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=300, check=False,
+        cwd=project,
+        env={"PYTHONPATH": str(project / "src"), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 
 def _copy(tmp_path: Path) -> Path:
     project = tmp_path / "project"
-    shutil.copytree(ROOT / "src", project / "src",
-                    ignore=shutil.ignore_patterns("__pycache__", "vendor", "data"))
+    shutil.copytree(
+        ROOT / "src",
+        project / "src",
+        ignore=shutil.ignore_patterns("__pycache__", "vendor", "data"),
+    )
     shutil.copy(ROOT / "pyproject.toml", project / "pyproject.toml")
     return project
 

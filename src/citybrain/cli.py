@@ -15,7 +15,9 @@ from rich.table import Table
 
 from citybrain.kit.settings import get_settings
 
-app = typer.Typer(help="城市大脑 citybrain — epidemic command centre platform", no_args_is_help=True)
+app = typer.Typer(
+    help="城市大脑 citybrain — epidemic command centre platform", no_args_is_help=True
+)
 db_app = typer.Typer(help="Operational database 业务数据库", no_args_is_help=True)
 geo_app = typer.Typer(help="Hierarchy, compounds and places 区划与小区", no_args_is_help=True)
 users_app = typer.Typer(help="Accounts 账号", no_args_is_help=True)
@@ -55,8 +57,12 @@ def db_upgrade(revision: str = "head") -> None:
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=err, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
     )
 
 
@@ -119,8 +125,13 @@ def users_create(
     try:
         with get_database().unit_of_work() as session:
             user = create_user(
-                session, _actor(), username=username, password=password, role=role,
-                area_code=area, display_name=display_name,
+                session,
+                _actor(),
+                username=username,
+                password=password,
+                role=role,
+                area_code=area,
+                display_name=display_name,
             )
             user_id = user.id
     except CitybrainError as error:
@@ -204,8 +215,10 @@ def _demo_passwords(data_dir: Path) -> dict[str, str]:
     path = data_dir / "demo-accounts.json"
     if path.exists():
         return dict(json.loads(path.read_text("utf-8")))
-    passwords = {name: f"demo-{secrets.token_hex(4)}-{i}" for i, (name, *_r) in
-                 enumerate(DEMO_ACCOUNTS, start=1)}
+    passwords = {
+        name: f"demo-{secrets.token_hex(4)}-{i}"
+        for i, (name, *_r) in enumerate(DEMO_ACCOUNTS, start=1)
+    }
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(passwords, handle)
@@ -232,8 +245,13 @@ def seed_demo(persons: int = 300) -> dict[str, str]:
         for username, role, area, display in DEMO_ACCOUNTS:
             if authz_repository.user_by_username(session, username) is None:
                 create_user(
-                    session, _actor(), username=username, password=passwords[username],
-                    role=role, area_code=area, display_name=display,
+                    session,
+                    _actor(),
+                    username=username,
+                    password=passwords[username],
+                    role=role,
+                    area_code=area,
+                    display_name=display,
                 )
     with database.unit_of_work() as session:
         street_user = authz_repository.user_by_username(session, "street")
@@ -241,7 +259,8 @@ def seed_demo(persons: int = 300) -> dict[str, str]:
         registrar = principal_for(street_user)
         compounds = list(
             session.scalars(
-                select(Compound.code).where(Compound.code.startswith(registrar.area_code))
+                select(Compound.code)
+                .where(Compound.code.startswith(registrar.area_code))
                 .order_by(Compound.code)
             )
         )
@@ -249,9 +268,14 @@ def seed_demo(persons: int = 300) -> dict[str, str]:
             task = progress.add_task("registering synthetic residents 登记合成居民", total=persons)
             for i, person in enumerate(generate_persons(persons, DEMO_SEED)):
                 register_person(
-                    session, registrar,
-                    PersonIn(name=person.name, id_number=person.id_number, phone=person.phone,
-                             compound_code=compounds[i % len(compounds)]),
+                    session,
+                    registrar,
+                    PersonIn(
+                        name=person.name,
+                        id_number=person.id_number,
+                        phone=person.phone,
+                        compound_code=compounds[i % len(compounds)],
+                    ),
                 )
                 progress.update(task, advance=1)
     return passwords
@@ -259,7 +283,9 @@ def seed_demo(persons: int = 300) -> dict[str, str]:
 
 @app.command()
 def demo(
-    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="serve afterwards")] = True,
+    serve_after: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="serve afterwards")
+    ] = True,
     persons: Annotated[int, typer.Option(help="synthetic residents to register")] = 300,
 ) -> None:
     """Prepare ./var, migrate, load the hierarchy, create demo accounts, print them, serve."""
@@ -274,7 +300,9 @@ def demo(
         f"{counts['places']} places"
     )
     passwords = seed_demo(persons)
-    table = Table("username 用户名", "password 密码", "role 角色", "area 辖区", title="demo accounts 演示账号")
+    table = Table(
+        "username 用户名", "password 密码", "role 角色", "area 辖区", title="demo accounts 演示账号"
+    )
     for username, role, area, display in DEMO_ACCOUNTS:
         table.add_row(username, passwords[username], f"{role} ({display})", area)
     console.print(table)

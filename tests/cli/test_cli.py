@@ -20,10 +20,16 @@ pytestmark = pytest.mark.slow
 def run(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [sys.executable, "-m", "citybrain.cli", *args],
-        env=env, capture_output=True, text=True, timeout=300, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"{args} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"{args} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
@@ -45,7 +51,10 @@ def test_geo_load_prints_the_counts_and_a_second_run_changes_nothing(
     first = run(cli_env, "geo", "load", "--json")
     counts = json.loads(first.stdout.strip().splitlines()[-1])
     assert {k: counts[k] for k in ("districts", "streets", "communities", "compounds")} == {
-        "districts": 15, "streets": 208, "communities": 3306, "compounds": 10806,
+        "districts": 15,
+        "streets": 208,
+        "communities": 3306,
+        "compounds": 10806,
     }
     second = run(cli_env, "geo", "load", "--json")
     assert second.stdout.strip().splitlines()[-1] == first.stdout.strip().splitlines()[-1]
@@ -62,13 +71,32 @@ def test_geo_load_prints_the_counts_and_a_second_run_changes_nothing(
 def test_users_create_and_audit_verify_detects_an_altered_row(cli_env: dict[str, str]) -> None:
     run(cli_env, "geo", "load", "--json")
     created = run(
-        cli_env, "users", "create", "--username", "cliuser", "--role", "street_officer",
-        "--area", "410105001", "--password", "cli-password-1",
+        cli_env,
+        "users",
+        "create",
+        "--username",
+        "cliuser",
+        "--role",
+        "street_officer",
+        "--area",
+        "410105001",
+        "--password",
+        "cli-password-1",
     )
     assert "created user cliuser" in created.stdout
     refused = run(
-        cli_env, "users", "create", "--username", "cliuser2", "--role", "street_officer",
-        "--area", "410105001", "--password", "short", check=False,
+        cli_env,
+        "users",
+        "create",
+        "--username",
+        "cliuser2",
+        "--role",
+        "street_officer",
+        "--area",
+        "410105001",
+        "--password",
+        "short",
+        check=False,
     )
     assert refused.returncode == 1 and "password" in refused.stderr
     ok = run(cli_env, "audit", "verify", "--json")

@@ -78,8 +78,13 @@ def test_production_refuses_to_start_without_keys(tmp_path: Path) -> None:
 def test_production_keys_come_from_the_environment(tmp_path: Path) -> None:
     k2, k1, blind = (base64.urlsafe_b64encode(_key()).decode() for _ in range(3))
     ring = build_keyring(
-        Settings(data_dir=tmp_path, env="production", field_keys=f"k2:{k2},k1:{k1}",
-                 blind_index_key=blind, secret_key="s" * 40)
+        Settings(
+            data_dir=tmp_path,
+            env="production",
+            field_keys=f"k2:{k2},k1:{k1}",
+            blind_index_key=blind,
+            secret_key="s" * 40,
+        )
     )
     assert ring.active_field_kid == "k2"
     assert set(ring.field_keys) == {"k1", "k2"}

@@ -76,8 +76,11 @@ def test_built_numbers_validate_and_any_single_digit_change_is_caught(
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("13812345678", "13812345678"), ("+86 138 1234 5678", "13812345678"),
-     ("0086-19912345678", "19912345678")],
+    [
+        ("13812345678", "13812345678"),
+        ("+86 138 1234 5678", "13812345678"),
+        ("0086-19912345678", "19912345678"),
+    ],
 )
 def test_mobile_numbers_normalise(raw: str, expected: str) -> None:
     assert normalise_mobile(raw) == expected
@@ -85,7 +88,11 @@ def test_mobile_numbers_normalise(raw: str, expected: str) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "code"),
-    [("1381234567", "phone_length"), ("12812345678", "phone_prefix"), ("1381234567a", "phone_characters")],
+    [
+        ("1381234567", "phone_length"),
+        ("12812345678", "phone_prefix"),
+        ("1381234567a", "phone_characters"),
+    ],
 )
 def test_bad_mobiles_say_why(raw: str, code: str) -> None:
     with pytest.raises(InvalidInput) as caught:

@@ -56,7 +56,7 @@ def test_logs_never_carry_raw_personal_data(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_exports_neutralise_formula_cells() -> None:
-    assert neutralise("=HYPERLINK(\"x\")") == "'=HYPERLINK(\"x\")"
+    assert neutralise('=HYPERLINK("x")') == '\'=HYPERLINK("x")'
     assert neutralise("+1") == "'+1" and neutralise("@a") == "'@a" and neutralise("-2") == "'-2"
     assert neutralise("张三") == "张三" and neutralise(5) == 5
     body = csv_bytes(["姓名"], [["=1+1"]]).decode("utf-8")

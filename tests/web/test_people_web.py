@@ -38,7 +38,9 @@ def test_street_officer_gets_404_for_another_street_and_it_is_audited(
     assert response.json()["error"]["code"] == "person_not_found"
     denial = _last(session, "person.view")
     assert (denial.outcome, denial.object_id, denial.actor) == (
-        "denied", person.ref, f"user:{outsider.id}"
+        "denied",
+        person.ref,
+        f"user:{outsider.id}",
     )
     insider = make_user(session, "street_officer", STREET_A)
     ok = client.get(f"/api/v1/people/{person.ref}", headers=_bearer(session, insider.id))
@@ -52,7 +54,8 @@ def test_api_registration_validates_and_unmask_is_audited(
     headers = _bearer(session, grid.id)
     compound = first_compound(session, grid.area_code)
     bad = client.post(
-        "/api/v1/people", headers=headers,
+        "/api/v1/people",
+        headers=headers,
         json={"name": "王五", "id_number": "410105198503141230", "compound_code": compound},
     )
     assert bad.status_code == 422
@@ -106,8 +109,13 @@ def test_registration_form_names_the_bad_field(client: TestClient, session: Sess
     token = csrf_of(client, "/people/new")
     response = client.post(
         "/people/new",
-        data={"name": "赵六", "id_number": "41010519850314123", "phone": "",
-              "compound_code": first_compound(session, STREET_A), "csrf_token": token},
+        data={
+            "name": "赵六",
+            "id_number": "41010519850314123",
+            "phone": "",
+            "compound_code": first_compound(session, STREET_A),
+            "csrf_token": token,
+        },
     )
     assert response.status_code == 422
     assert "18位" in response.text and "field-error" in response.text

@@ -39,7 +39,15 @@ def test_every_route_is_guarded_or_deliberately_public(app: FastAPI) -> None:
     unguarded = [route.path for route in routes if not _guards(route)]
     assert unguarded == []
     public = sorted(route.path for route in routes if _guards(route) == {"public"})
-    assert public == ["/api/v1/auth/token", "/docs", "/healthz", "/login", "/login", "/metrics", "/readyz"]
+    assert public == [
+        "/api/v1/auth/token",
+        "/docs",
+        "/healthz",
+        "/login",
+        "/login",
+        "/metrics",
+        "/readyz",
+    ]
 
 
 def test_health_and_metrics(client: TestClient) -> None:
@@ -104,8 +112,7 @@ def test_form_posts_need_the_csrf_token(client: TestClient, session: Session) ->
     log_in(client, "csrfuser")
     forged = client.post("/logout", data={"csrf_token": "forged"}, follow_redirects=False)
     assert forged.status_code == 403
-    good = client.post("/logout", data={"csrf_token": csrf_of(client, "/")},
-                       follow_redirects=False)
+    good = client.post("/logout", data={"csrf_token": csrf_of(client, "/")}, follow_redirects=False)
     assert good.status_code == 303
 
 
@@ -119,9 +126,12 @@ def test_failed_logins_show_an_error_then_lock_out(client: TestClient, session: 
         )
         statuses.append(response.status_code)
     assert statuses == [401] * 5 + [429]
-    assert "用户名或密码错误" in client.post(
-        "/login", data={"username": "other", "password": "wrong-pass-1", "csrf_token": token}
-    ).text
+    assert (
+        "用户名或密码错误"
+        in client.post(
+            "/login", data={"username": "other", "password": "wrong-pass-1", "csrf_token": token}
+        ).text
+    )
     denials = session.scalars(
         select(AuditEntry).where(AuditEntry.action == "auth.login", AuditEntry.outcome == "denied")
     ).all()
@@ -133,8 +143,12 @@ def test_login_redirect_stays_on_this_site(client: TestClient, session: Session)
     token = csrf_of(client)
     response = client.post(
         "/login",
-        data={"username": "nextuser", "password": "test-password-1", "csrf_token": token,
-              "next": "//evil.example/"},
+        data={
+            "username": "nextuser",
+            "password": "test-password-1",
+            "csrf_token": token,
+            "next": "//evil.example/",
+        },
         follow_redirects=False,
     )
     assert response.headers["location"] == "/"

@@ -28,7 +28,9 @@ class FieldCipher:
 
     def __init__(self, keys: dict[str, bytes], active_kid: str) -> None:
         if active_kid not in keys:
-            raise ConfigurationError("活动密钥不存在", f"active key id {active_kid!r} not in keyring")
+            raise ConfigurationError(
+                "活动密钥不存在", f"active key id {active_kid!r} not in keyring"
+            )
         self._keys = {kid: AESGCM(key) for kid, key in keys.items()}
         self.active_kid = active_kid
 

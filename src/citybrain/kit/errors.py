@@ -30,9 +30,9 @@ class CitybrainError(Exception):
         self.row = row
         # Work to keep even though the failed work is rolled back: the record of a denied
         # attempt, a failed login. The unit of work runs these in a fresh transaction.
-        self.after_rollback: list[Callable[[Any], None]] = []
+        self.after_rollback: list[Callable[[Any], object]] = []
 
-    def keep(self, hook: Callable[[Any], None]) -> Self:
+    def keep(self, hook: Callable[[Any], object]) -> Self:
         """Add ``hook(session)`` to run and commit after the failed work is rolled back."""
         self.after_rollback.append(hook)
         return self

@@ -7,7 +7,7 @@ back to Chinese and a missing id shows itself, so gaps are visible rather than s
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -15,7 +15,7 @@ LANGUAGES = ("zh-CN", "en")
 DEFAULT_LANGUAGE = "zh-CN"
 
 
-@lru_cache(maxsize=None)
+@cache
 def catalog(lang: str) -> dict[str, str]:
     """The message catalog of ``lang`` (zh-CN or en)."""
     name = "zh_CN.json" if lang == "zh-CN" else "en.json"

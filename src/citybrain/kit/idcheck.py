@@ -72,7 +72,7 @@ def parse_resident_id(
             field=field,
         )
     area = number[:6]
-    if area[:2] not in PROVINCE_CODES or area[2:4] == "00" and area[4:] != "00":
+    if area[:2] not in PROVINCE_CODES or (area[2:4] == "00" and area[4:] != "00"):
         raise InvalidInput(
             f"身份证号码地区码{area}无效",
             f"resident ID area code {area} is not a valid GB/T 2260 code (area code)",

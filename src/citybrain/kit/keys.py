@@ -36,7 +36,9 @@ def _unb64(text: str, what: str) -> bytes:
     try:
         raw = base64.urlsafe_b64decode(text.strip() + "=" * (-len(text.strip()) % 4))
     except (ValueError, TypeError) as exc:
-        raise ConfigurationError(f"{what} 不是有效的 base64", f"{what} is not valid base64") from exc
+        raise ConfigurationError(
+            f"{what} 不是有效的 base64", f"{what} is not valid base64"
+        ) from exc
     if len(raw) != KEY_BYTES:
         raise ConfigurationError(
             f"{what} 长度应为 32 字节", f"{what} must be 32 bytes, got {len(raw)}"

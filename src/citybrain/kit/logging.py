@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
@@ -33,7 +34,9 @@ def _scrub_value(value: Any) -> Any:
     return value
 
 
-def scrub_personal_data(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def scrub_personal_data(
+    _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+) -> Mapping[str, Any]:
     """structlog processor: mask personal-data-like strings in every field."""
     return {k: _scrub_value(v) for k, v in event_dict.items()}
 

@@ -75,7 +75,8 @@ def check_csrf(request: Request, submitted: str | None) -> None:
     offered = submitted or request.headers.get(CSRF_HEADER)
     if not expected or not offered or not hmac.compare_digest(str(expected), str(offered)):
         raise PermissionDenied(
-            "表单已失效，请刷新页面后重试", "the form has expired; reload the page and try again",
+            "表单已失效，请刷新页面后重试",
+            "the form has expired; reload the page and try again",
             code="csrf_failed",
         )
 

@@ -30,16 +30,82 @@ SURNAMES: list[tuple[str, float]] = [
 ]  # fmt: skip
 GIVEN_MALE = "伟强磊军勇杰涛斌超明刚平辉鹏华飞鑫波宇浩凯健俊帆帅旭宁龙林峰建国庆志文博"
 GIVEN_FEMALE = "芳娜敏静丽艳娟霞秀玲桂英华红梅琳洁雪燕婷颖慧倩晶欣怡佳雨涵萱琪璐瑶"
-MOBILE_PREFIXES = ("134", "135", "136", "137", "138", "139", "150", "151", "152", "157", "158",
-                   "159", "182", "183", "187", "188", "130", "131", "132", "155", "156", "185",
-                   "186", "133", "153", "180", "181", "189", "199", "177", "176", "166")
+MOBILE_PREFIXES = (
+    "134",
+    "135",
+    "136",
+    "137",
+    "138",
+    "139",
+    "150",
+    "151",
+    "152",
+    "157",
+    "158",
+    "159",
+    "182",
+    "183",
+    "187",
+    "188",
+    "130",
+    "131",
+    "132",
+    "155",
+    "156",
+    "185",
+    "186",
+    "133",
+    "153",
+    "180",
+    "181",
+    "189",
+    "199",
+    "177",
+    "176",
+    "166",
+)
 # Places of first registration: mostly Zhengzhou's own districts, many from elsewhere in
 # Henan and beyond (the city draws workers and students from the whole country).
-ZHENGZHOU_AREAS = ("410102", "410103", "410104", "410105", "410106", "410108", "410122",
-                   "410181", "410182", "410183", "410184", "410185")
-OTHER_AREAS = ("410202", "410302", "410402", "410502", "410602", "410702", "410802", "411002",
-               "411102", "411302", "411402", "411502", "411602", "411702", "420102", "340102",
-               "370102", "130102", "320102", "610102", "140105", "110101", "310101", "440103")
+ZHENGZHOU_AREAS = (
+    "410102",
+    "410103",
+    "410104",
+    "410105",
+    "410106",
+    "410108",
+    "410122",
+    "410181",
+    "410182",
+    "410183",
+    "410184",
+    "410185",
+)
+OTHER_AREAS = (
+    "410202",
+    "410302",
+    "410402",
+    "410502",
+    "410602",
+    "410702",
+    "410802",
+    "411002",
+    "411102",
+    "411302",
+    "411402",
+    "411502",
+    "411602",
+    "411702",
+    "420102",
+    "340102",
+    "370102",
+    "130102",
+    "320102",
+    "610102",
+    "140105",
+    "110101",
+    "310101",
+    "440103",
+)
 
 
 @dataclass(frozen=True)
@@ -55,10 +121,12 @@ class SyntheticPerson:
 
 def _surname(rng: random.Random) -> str:
     names, weights = zip(*SURNAMES, strict=True)
-    return rng.choices(names, weights=weights)[0]
+    return str(rng.choices(names, weights=weights)[0])
 
 
-def generate_persons(count: int, seed: int, *, today: dt.date | None = None) -> Iterator[SyntheticPerson]:
+def generate_persons(
+    count: int, seed: int, *, today: dt.date | None = None
+) -> Iterator[SyntheticPerson]:
     """``count`` distinct synthetic persons, the same for the same seed."""
     rng = random.Random(seed)
     today = today or dt.date(2020, 2, 1)

@@ -49,7 +49,9 @@ async def _citybrain_error(request: Request, exc: Exception) -> Response:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
     return render(
-        request, "error.html", {"message": exc.message(lang), "status": exc.status_code},
+        request,
+        "error.html",
+        {"message": exc.message(lang), "status": exc.status_code},
         status_code=exc.status_code,
     )
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.responses import Response
 
-REQUESTS = Counter(
-    "citybrain_http_requests_total", "HTTP requests", ["method", "route", "status"]
-)
+REQUESTS = Counter("citybrain_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram(
     "citybrain_http_request_seconds",
     "HTTP request latency",

@@ -95,16 +95,23 @@ def audit_page(
     whole hash chain (costly on a long log, so only on request)."""
     size = 50
     total, entries = audit_repository.recent(
-        session, action=action or None, outcome=outcome or None,
+        session,
+        action=action or None,
+        outcome=outcome or None,
         area_prefix=None if who.area_code == "4101" else who.area_code,
-        limit=size, offset=(page - 1) * size,
+        limit=size,
+        offset=(page - 1) * size,
     )
     return render(
         request,
         "audit.html",
         {
-            "entries": entries, "total": total, "page": page, "pages": max(1, -(-total // size)),
-            "action": action or "", "outcome": outcome or "",
+            "entries": entries,
+            "total": total,
+            "page": page,
+            "pages": max(1, -(-total // size)),
+            "action": action or "",
+            "outcome": outcome or "",
             "chain": verify_chain(session) if verify else None,
         },
     )

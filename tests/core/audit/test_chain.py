@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DatabaseError
@@ -17,7 +19,7 @@ def test_chain_verifies_and_links(session: Session) -> None:
     assert report.ok, report
     assert report.rows >= 5
     rows = session.execute(text("SELECT seq, prev_hash, hash FROM audit_log ORDER BY seq")).all()
-    for before, after in zip(rows, rows[1:], strict=False):
+    for before, after in itertools.pairwise(rows):
         assert after.prev_hash == before.hash
         assert after.seq == before.seq + 1
 
@@ -43,9 +45,7 @@ def test_altering_a_row_is_caught_and_named(session: Session) -> None:
     _write(session, 6)
     target = session.execute(text("SELECT max(seq) - 2 FROM audit_log")).scalar_one()
     _drop_guard(session)
-    session.execute(
-        text("UPDATE audit_log SET purpose = 'tampered' WHERE seq = :s"), {"s": target}
-    )
+    session.execute(text("UPDATE audit_log SET purpose = 'tampered' WHERE seq = :s"), {"s": target})
     report = verify_chain(session)
     assert not report.ok
     assert report.first_bad_seq == target

@@ -47,20 +47,34 @@ def test_passwords_are_hashed_with_argon2(session: Session) -> None:
 
 def test_create_user_checks_role_area_strength_and_uniqueness(session: Session) -> None:
     with pytest.raises(InvalidInput, match="role"):
-        create_user(session, TEST_ACTOR, username="x1a", password=PASSWORD, role="mayor",
-                    area_code=STREET_A)
+        create_user(
+            session, TEST_ACTOR, username="x1a", password=PASSWORD, role="mayor", area_code=STREET_A
+        )
     with pytest.raises(InvalidInput) as caught:
-        create_user(session, TEST_ACTOR, username="x1b", password=PASSWORD, role="auditor",
-                    area_code="999999")
+        create_user(
+            session,
+            TEST_ACTOR,
+            username="x1b",
+            password=PASSWORD,
+            role="auditor",
+            area_code="999999",
+        )
     assert caught.value.field == "area_code"
     with pytest.raises(InvalidInput) as weak:
-        create_user(session, TEST_ACTOR, username="x1c", password="short", role="auditor",
-                    area_code="4101")
+        create_user(
+            session, TEST_ACTOR, username="x1c", password="short", role="auditor", area_code="4101"
+        )
     assert weak.value.field == "password"
     make_user(session, "auditor", "4101", "taken")
     with pytest.raises(Conflict):
-        create_user(session, TEST_ACTOR, username="Taken", password=PASSWORD, role="auditor",
-                    area_code="4101")
+        create_user(
+            session,
+            TEST_ACTOR,
+            username="Taken",
+            password=PASSWORD,
+            role="auditor",
+            area_code="4101",
+        )
 
 
 def test_login_succeeds_and_is_audited(session: Session) -> None:
@@ -114,8 +128,9 @@ def test_roles_deny_by_default() -> None:
 def test_user_tokens_work_until_revoked_or_expired(session: Session) -> None:
     who = make_user(session, "district_officer", "410105", "tokenuser")
     user = repository.user_by_id(session, who.id)
-    token, secret = issue_token(session, TEST_ACTOR, name="script", user=user,
-                                ttl=dt.timedelta(hours=1))
+    token, secret = issue_token(
+        session, TEST_ACTOR, name="script", user=user, ttl=dt.timedelta(hours=1)
+    )
     assert token.token_hash not in secret and secret not in token.token_hash
     assert authenticate_token(session, secret).id == who.id
     with clock.frozen(clock.now() + dt.timedelta(hours=2)), pytest.raises(NotAuthenticated):

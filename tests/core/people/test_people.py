@@ -44,7 +44,8 @@ def test_register_derives_birth_and_sex_masks_and_publishes(session: Session) ->
     assert person.birth_year == synthetic.birth_date.year
     assert person.compound_name
     event = session.scalars(
-        select(OutboxEvent).where(OutboxEvent.topic == "person.registered")
+        select(OutboxEvent)
+        .where(OutboxEvent.topic == "person.registered")
         .order_by(OutboxEvent.id.desc())
     ).first()
     assert event is not None and event.payload["person_ref"] == person.ref
@@ -55,9 +56,13 @@ def test_same_id_number_finds_the_existing_person(session: Session) -> None:
     officer = make_user(session, "street_officer", STREET_A)
     person, synthetic = make_person(session, officer)
     again, created = register_person(
-        session, officer,
-        PersonIn(name=synthetic.name, id_number=synthetic.id_number.lower(),
-                 compound_code=first_compound(session, STREET_A)),
+        session,
+        officer,
+        PersonIn(
+            name=synthetic.name,
+            id_number=synthetic.id_number.lower(),
+            compound_code=first_compound(session, STREET_A),
+        ),
     )
     assert not created and again.ref == person.ref
     assert session.query(Person).filter(Person.ref == person.ref).count() == 1
@@ -70,9 +75,11 @@ def test_bad_id_is_refused_naming_the_checksum_and_nothing_is_written(session: S
     before = session.query(Person).count()
     with pytest.raises(InvalidInput) as caught:
         register_person(
-            session, officer,
-            PersonIn(name=synthetic.name, id_number=bad,
-                     compound_code=first_compound(session, STREET_A)),
+            session,
+            officer,
+            PersonIn(
+                name=synthetic.name, id_number=bad, compound_code=first_compound(session, STREET_A)
+            ),
         )
     assert caught.value.code == "id_checksum" and caught.value.field == "id_number"
     assert session.query(Person).count() == before
@@ -83,9 +90,13 @@ def test_cannot_register_outside_jurisdiction(session: Session) -> None:
     synthetic = next_synthetic()
     with pytest.raises(InvalidInput) as caught:
         register_person(
-            session, officer,
-            PersonIn(name=synthetic.name, id_number=synthetic.id_number,
-                     compound_code=first_compound(session, STREET_B)),
+            session,
+            officer,
+            PersonIn(
+                name=synthetic.name,
+                id_number=synthetic.id_number,
+                compound_code=first_compound(session, STREET_B),
+            ),
         )
     assert caught.value.field == "compound_code"
 

@@ -92,9 +92,7 @@ def record(
     )
     entry.hash = entry_hash(entry)
     session.add(entry)
-    session.execute(
-        text("UPDATE audit_head SET hash = :h WHERE id = 1"), {"h": entry.hash}
-    )
+    session.execute(text("UPDATE audit_head SET hash = :h WHERE id = 1"), {"h": entry.hash})
     session.flush()
     return entry
 

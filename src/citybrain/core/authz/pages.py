@@ -62,8 +62,11 @@ def login_submit(
         return render(
             request,
             "login.html",
-            {"next": _safe_next(next), "error": error.message(language(request)),
-             "username": username[:64]},
+            {
+                "next": _safe_next(next),
+                "error": error.message(language(request)),
+                "username": username[:64],
+            },
             status_code=error.status_code,
         )
     # A new session on login: no session fixation.
@@ -91,7 +94,7 @@ class TokenOut(BaseModel):
     """A bearer token, shown once."""
 
     access_token: str
-    token_type: str = "bearer"
+    token_type: str = "bearer"  # noqa: S105 — a scheme name, not a secret
     expires_at: str
 
 

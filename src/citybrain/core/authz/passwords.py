@@ -26,7 +26,8 @@ def check_strength(password: str) -> None:
     """Refuse passwords that are short or lack letters or digits."""
     if len(password) < MIN_LENGTH:
         raise InvalidInput(
-            f"密码至少{MIN_LENGTH}位", f"password must have at least {MIN_LENGTH} characters",
+            f"密码至少{MIN_LENGTH}位",
+            f"password must have at least {MIN_LENGTH} characters",
             field="password",
         )
     if not any(c.isalpha() for c in password) or not any(c.isdigit() for c in password):

@@ -30,7 +30,7 @@ class Permission(StrEnum):
     GEO_VIEW = "geo.view"
     AUDIT_VIEW = "audit.view"
     USER_MANAGE = "user.manage"
-    TOKEN_MANAGE = "token.manage"
+    TOKEN_MANAGE = "token.manage"  # noqa: S105 — a permission name
     DEVICE_SCAN = "device.scan"
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from citybrain.core.authz.principal import Principal
 
-T = TypeVar("T", bound=tuple[Any, ...])
+SelectT = TypeVar("SelectT", bound=Select[Any])
 
 
 def within(column: InstrumentedAttribute[str] | ColumnElement[str], area_code: str) -> Any:
@@ -28,8 +28,8 @@ def within(column: InstrumentedAttribute[str] | ColumnElement[str], area_code: s
 
 
 def scoped(
-    statement: Select[T], column: InstrumentedAttribute[str] | ColumnElement[str], who: Principal
-) -> Select[T]:
+    statement: SelectT, column: InstrumentedAttribute[str] | ColumnElement[str], who: Principal
+) -> SelectT:
     """Restrict ``statement`` to rows whose ``column`` lies inside ``who``'s jurisdiction."""
     return statement.where(within(column, who.area_code))
 

@@ -27,7 +27,7 @@ from citybrain.kit.errors import Conflict, InvalidInput, NotAuthenticated, RateL
 from citybrain.kit.settings import get_settings
 
 _USERNAME = re.compile(r"^[a-z][a-z0-9_.-]{2,63}$")
-TOKEN_PREFIX = "cbt_"
+TOKEN_PREFIX = "cbt_"  # noqa: S105 — a visible prefix, not a secret
 
 
 def principal_for(user: User) -> Principal:
@@ -69,7 +69,9 @@ def create_user(
         ) from exc
     if session.get(Area, area_code) is None:
         raise InvalidInput(
-            f"辖区代码 {area_code} 不存在", f"area code {area_code} does not exist", field="area_code"
+            f"辖区代码 {area_code} 不存在",
+            f"area code {area_code} does not exist",
+            field="area_code",
         )
     check_strength(password)
     if repository.user_by_username(session, username) is not None:
@@ -86,22 +88,30 @@ def create_user(
     session.add(user)
     session.flush()
     record(
-        session, actor, "user.create", object_type="user", object_id=user.id,
-        area_code=area_code, detail={"role": role},
+        session,
+        actor,
+        "user.create",
+        object_type="user",
+        object_id=user.id,
+        area_code=area_code,
+        detail={"role": role},
     )
     return user
 
 
 def _login_failed(username: str, client_ip: str, reason: str) -> NotAuthenticated:
-    error = NotAuthenticated(
-        "用户名或密码错误", "wrong username or password", code="login_failed"
-    )
+    error = NotAuthenticated("用户名或密码错误", "wrong username or password", code="login_failed")
 
     def keep(session: Session) -> None:
         session.add(LoginFailure(username=username, client_ip=client_ip, at=clock.now()))
         record(
-            session, SYSTEM, "auth.login", object_type="user", object_id=username,
-            outcome="denied", detail={"reason": reason, "client_ip": client_ip},
+            session,
+            SYSTEM,
+            "auth.login",
+            object_type="user",
+            object_id=username,
+            outcome="denied",
+            detail={"reason": reason, "client_ip": client_ip},
         )
 
     return error.keep(keep)
@@ -127,8 +137,13 @@ def authenticate(session: Session, username: str, password: str, client_ip: str)
         )
         raise error.keep(
             lambda s: record(
-                s, SYSTEM, "auth.login", object_type="user", object_id=username,
-                outcome="denied", detail={"reason": "rate_limited", "client_ip": client_ip},
+                s,
+                SYSTEM,
+                "auth.login",
+                object_type="user",
+                object_id=username,
+                outcome="denied",
+                detail={"reason": "rate_limited", "client_ip": client_ip},
             )
         )
     user = repository.user_by_username(session, username)
@@ -143,8 +158,13 @@ def authenticate(session: Session, username: str, password: str, client_ip: str)
     repository.clear_failures(session, username)
     principal = principal_for(user)
     record(
-        session, principal.actor, "auth.login", object_type="user", object_id=user.id,
-        area_code=user.area_code, detail={"client_ip": client_ip},
+        session,
+        principal.actor,
+        "auth.login",
+        object_type="user",
+        object_id=user.id,
+        area_code=user.area_code,
+        detail={"client_ip": client_ip},
     )
     return principal
 
@@ -178,7 +198,8 @@ def issue_token(
         place = session.get(Place, device_place_code)
         if place is None:
             raise InvalidInput(
-                f"场所 {device_place_code} 不存在", f"place {device_place_code} does not exist",
+                f"场所 {device_place_code} 不存在",
+                f"place {device_place_code} does not exist",
                 field="device_place_code",
             )
         area_code = place.area_code
@@ -200,8 +221,13 @@ def issue_token(
     session.add(token)
     session.flush()
     record(
-        session, actor, "token.issue", object_type="api_token", object_id=token.id,
-        area_code=area_code, detail={"device": device_place_code is not None},
+        session,
+        actor,
+        "token.issue",
+        object_type="api_token",
+        object_id=token.id,
+        area_code=area_code,
+        detail={"device": device_place_code is not None},
     )
     return token, text
 
@@ -241,6 +267,10 @@ def revoke_token(session: Session, actor: Actor, token_id: int) -> None:
         raise InvalidInput(f"令牌 {token_id} 不存在", f"token {token_id} does not exist")
     token.revoked_at = clock.now()
     record(
-        session, actor, "token.revoke", object_type="api_token", object_id=token_id,
+        session,
+        actor,
+        "token.revoke",
+        object_type="api_token",
+        object_id=token_id,
         area_code=token.area_code,
     )

@@ -22,10 +22,16 @@ from citybrain.kit.web import db_session, language, render
 router = APIRouter(include_in_schema=False)
 DB = Annotated[Session, Depends(db_session)]
 PAGE_SIZE = 20
+EXPORT_LIMIT = 5000
 
 
 def _search(
-    session: Session, who: Principal, q: str, area_code: str, page: int, size: int,
+    session: Session,
+    who: Principal,
+    q: str,
+    area_code: str,
+    page: int,
+    size: int,
     lang: str = "zh-CN",
 ) -> tuple[PersonPage | None, str | None]:
     """Interpret the one search box: 18 characters → ID number, 11 digits → phone,
@@ -41,8 +47,12 @@ def _search(
             criteria["name"] = q
     try:
         result = service.search_people(
-            session, who, area_code=area_code or None, limit=size,
-            offset=(page - 1) * size, **criteria,
+            session,
+            who,
+            area_code=area_code or None,
+            limit=size,
+            offset=(page - 1) * size,
+            **criteria,
         )
     except CitybrainError as error:
         rollback_keeping(session, error)
@@ -62,7 +72,11 @@ def people_search(
     """Search form and masked results; htmx requests get only the results table."""
     result, error = _search(session, who, q, area, page, PAGE_SIZE, language(request))
     context = {
-        "q": q, "area": area, "page": page, "result": result, "error": error,
+        "q": q,
+        "area": area,
+        "page": page,
+        "result": result,
+        "error": error,
         "pages": max(1, -(-(result.total if result else 0) // PAGE_SIZE)),
     }
     template = "people/_results.html" if request.headers.get("hx-request") else "people/search.html"
@@ -77,19 +91,29 @@ def people_export(
     area: Annotated[str, Query(max_length=15)] = "",
 ) -> Response:
     """The current search as CSV, masked, formulas neutralised (at most 5,000 rows)."""
-    result, error = _search(session, who, q, area, 1, 500)
-    rows = []
-    offset = 0
-    while result is not None and result.items and offset < 5000:
+    rows: list[list[object]] = []
+    page = 1
+    while len(rows) < EXPORT_LIMIT:
+        result, _error = _search(session, who, q, area, page, 500)
+        if result is None or not result.items:
+            break
         rows.extend(
-            [p.ref, p.name, p.id_number, p.phone or "", p.sex, p.age, p.community_name or "",
-             p.compound_name or "", p.area_code]
+            [
+                p.ref,
+                p.name,
+                p.id_number,
+                p.phone or "",
+                p.sex,
+                p.age,
+                p.community_name or "",
+                p.compound_name or "",
+                p.area_code,
+            ]
             for p in result.items
         )
-        offset += len(result.items)
-        if offset >= result.total:
+        if len(rows) >= result.total:
             break
-        result, error = _search(session, who, q, area, offset // 500 + 1, 500)
+        page += 1
     body = csv_bytes(
         ["编号", "姓名", "身份证号", "手机号", "性别", "年龄", "社区", "小区", "区域代码"], rows
     )
@@ -123,15 +147,21 @@ def person_create(
     form = {"name": name, "compound_code": compound_code}
     try:
         person, created = service.register_person(
-            session, who,
-            PersonIn(name=name or " ", id_number=id_number or " ", phone=phone or None,
-                     compound_code=compound_code or None),
+            session,
+            who,
+            PersonIn(
+                name=name or " ",
+                id_number=id_number or " ",
+                phone=phone or None,
+                compound_code=compound_code or None,
+            ),
         )
     except CitybrainError as error:
         rollback_keeping(session, error)
         lang = language(request)
         return render(
-            request, "people/new.html",
+            request,
+            "people/new.html",
             {"form": form, "error": error.message(lang), "error_field": error.field},
             status_code=error.status_code,
         )
@@ -149,10 +179,14 @@ def person_page(
     """One person, masked, with the unmask form for roles that may unmask."""
     person = service.view_person(session, who, ref)
     return render(
-        request, "people/detail.html",
-        {"person": person, "can_unmask": who.can(Permission.PERSON_UNMASK),
-         "created": "created" in request.query_params,
-         "existing": "existing" in request.query_params},
+        request,
+        "people/detail.html",
+        {
+            "person": person,
+            "can_unmask": who.can(Permission.PERSON_UNMASK),
+            "created": "created" in request.query_params,
+            "existing": "existing" in request.query_params,
+        },
     )
 
 
@@ -172,7 +206,8 @@ def person_unmask(
             raise
         rollback_keeping(session, error)
         return render(
-            request, "people/_unmask_form.html",
+            request,
+            "people/_unmask_form.html",
             {"ref": ref, "error": error.message(language(request)), "purpose": purpose},
             status_code=error.status_code,
         )

@@ -66,8 +66,6 @@ def place_names(session: Session, area_codes: set[str]) -> dict[str, tuple[str |
         compounds = {code: name for code, name in rows}
     communities: dict[str, str] = {}
     if community_codes:
-        rows = session.execute(
-            select(Area.code, Area.name).where(Area.code.in_(community_codes))
-        )
+        rows = session.execute(select(Area.code, Area.name).where(Area.code.in_(community_codes)))
         communities = {code: name for code, name in rows}
     return {c: (compounds.get(c), communities.get(c[:12])) for c in area_codes}

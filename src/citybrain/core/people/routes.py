@@ -38,8 +38,14 @@ def search(
 ) -> PersonPage:
     """Exact match on ID number, phone or name; filter by area. Results are masked."""
     return service.search_people(
-        session, who, id_number=id_number, phone=phone, name=name, area_code=area_code,
-        limit=limit, offset=offset,
+        session,
+        who,
+        id_number=id_number,
+        phone=phone,
+        name=name,
+        area_code=area_code,
+        limit=limit,
+        offset=offset,
     )
 
 

@@ -86,14 +86,13 @@ def _residence(session: Session, data: PersonIn) -> str:
             )
         return area.code
     raise InvalidInput(
-        "须填写居住小区或社区", "a compound or community of residence is required",
+        "须填写居住小区或社区",
+        "a compound or community of residence is required",
         field="compound_code",
     )
 
 
-def register_person(
-    session: Session, who: Principal, data: PersonIn
-) -> tuple[PersonMasked, bool]:
+def register_person(session: Session, who: Principal, data: PersonIn) -> tuple[PersonMasked, bool]:
     """Register a person, or find them when their ID number is already known (按身份证去重).
 
     Returns the masked person and whether they were created now. The residence must lie in
@@ -108,15 +107,20 @@ def register_person(
     existing = repository.by_id_number_index(session, id_bidx)
     if existing is not None:
         record(
-            session, who.actor, "person.register", object_type="person",
-            object_id=existing.ref, area_code=existing.area_code,
+            session,
+            who.actor,
+            "person.register",
+            object_type="person",
+            object_id=existing.ref,
+            area_code=existing.area_code,
             detail={"created": False},
         )
         return _masked_views(session, [existing])[0], False
     area_code = _residence(session, data)
     if not covers(who, area_code):
         raise InvalidInput(
-            "居住地不在您的辖区内", "the residence lies outside your jurisdiction",
+            "居住地不在您的辖区内",
+            "the residence lies outside your jurisdiction",
             field="compound_code",
         )
     cipher = field_cipher()
@@ -138,11 +142,18 @@ def register_person(
     session.add(person)
     session.flush()
     record(
-        session, who.actor, "person.register", object_type="person", object_id=person.ref,
-        area_code=area_code, detail={"created": True},
+        session,
+        who.actor,
+        "person.register",
+        object_type="person",
+        object_id=person.ref,
+        area_code=area_code,
+        detail={"created": True},
     )
     publish(
-        session, "person.registered", {"person_ref": person.ref, "area_code": area_code},
+        session,
+        "person.registered",
+        {"person_ref": person.ref, "area_code": area_code},
         key=person.ref,
     )
     return _masked_views(session, [person])[0], True
@@ -174,12 +185,22 @@ def search_people(
         raise InvalidInput("区域代码须为数字", "area code must be digits", field="area_code")
     limit = max(1, min(limit, 500))
     total, persons = repository.search_scoped(
-        session, who, id_bidx=id_bidx, phone_bidx=phone_bidx, name_bidx=name_bidx,
-        area_code=area_code, limit=limit, offset=max(0, offset),
+        session,
+        who,
+        id_bidx=id_bidx,
+        phone_bidx=phone_bidx,
+        name_bidx=name_bidx,
+        area_code=area_code,
+        limit=limit,
+        offset=max(0, offset),
     )
     criteria = [k for k, v in (("id_number", id_number), ("phone", phone), ("name", name)) if v]
     record(
-        session, who.actor, "person.search", object_type="person", area_code=who.area_code,
+        session,
+        who.actor,
+        "person.search",
+        object_type="person",
+        area_code=who.area_code,
         detail={"criteria": criteria, "area_code": area_code, "results": total},
     )
     return PersonPage(
@@ -196,8 +217,13 @@ def _get_or_deny(session: Session, who: Principal, ref: str, action: str) -> Per
     error = NotFound("未找到该人员", "no such person", code="person_not_found")
     raise error.keep(
         lambda s: record(
-            s, who.actor, action, object_type="person", object_id=ref,
-            area_code=who.area_code, outcome=outcome,
+            s,
+            who.actor,
+            action,
+            object_type="person",
+            object_id=ref,
+            area_code=who.area_code,
+            outcome=outcome,
             detail={"reason": "out_of_jurisdiction" if outcome == "denied" else "not_found"},
         )
     )
@@ -208,7 +234,11 @@ def view_person(session: Session, who: Principal, ref: str) -> PersonMasked:
     who.require(Permission.PERSON_VIEW)
     person = _get_or_deny(session, who, ref, "person.view")
     record(
-        session, who.actor, "person.view", object_type="person", object_id=ref,
+        session,
+        who.actor,
+        "person.view",
+        object_type="person",
+        object_id=ref,
         area_code=person.area_code,
     )
     return _masked_views(session, [person])[0]
@@ -220,7 +250,8 @@ def unmask_person(session: Session, who: Principal, ref: str, purpose: str) -> P
     purpose = " ".join(purpose.split())
     if len(purpose) < 4:
         raise InvalidInput(
-            "请说明查看原因（至少4个字）", "state the purpose (at least 4 characters)",
+            "请说明查看原因（至少4个字）",
+            "state the purpose (at least 4 characters)",
             field="purpose",
         )
     person = _get_or_deny(session, who, ref, "person.unmask")
@@ -228,13 +259,16 @@ def unmask_person(session: Session, who: Principal, ref: str, purpose: str) -> P
     cipher = field_cipher()
     now = clock.now()
     record(
-        session, who.actor, "person.unmask", object_type="person", object_id=ref,
-        area_code=person.area_code, purpose=purpose,
+        session,
+        who.actor,
+        "person.unmask",
+        object_type="person",
+        object_id=ref,
+        area_code=person.area_code,
+        purpose=purpose,
     )
     return PersonPlain(
-        **masked.model_dump(
-            exclude={"name", "id_number", "phone"}
-        ),
+        **masked.model_dump(exclude={"name", "id_number", "phone"}),
         name=cipher.decrypt(person.name_enc, NAME_FIELD),
         id_number=cipher.decrypt(person.id_number_enc, ID_FIELD),
         phone=cipher.decrypt(person.phone_enc, PHONE_FIELD) if person.phone_enc else None,
