@@ -68,7 +68,7 @@ def create_app(database: Database | None = None, *, background: bool = False) ->
         if background:
             from citybrain.core.jobs.worker import EmbeddedWorker
 
-            worker = EmbeddedWorker(database)
+            worker = EmbeddedWorker()
             worker.start()
         try:
             yield

@@ -85,7 +85,8 @@ def reset_queue(url: str | None = None) -> None:
     """Discard the process's Huey instance; the next use builds a new one.
 
     With ``url``, the new instance uses it instead of the settings (tests, the CLI); without,
-    the settings are read again. What is stored survives: tasks, schedules and results live
+    it uses ``get_settings().resolved_jobs_url`` (call ``reset_settings()`` first to re-read
+    the environment). What is stored survives: tasks, schedules and results live
     in the SQLite file or in Redis, not in the instance.
     """
     global _huey, _wrappers, _url_override
