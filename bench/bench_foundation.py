@@ -29,6 +29,8 @@ def main() -> None:
     os.environ.setdefault("CITYBRAIN_ENV", "dev")
     url = args.database_url or f"sqlite:///{data_dir}/bench.db"
 
+    from sqlalchemy import select
+
     from citybrain import schema
     from citybrain.core.audit.service import SYSTEM, verify_chain
     from citybrain.core.authz.service import authenticate, create_user, principal_for
@@ -38,7 +40,6 @@ def main() -> None:
     from citybrain.core.people.service import register_person, search_people
     from citybrain.kit.db import Database, set_database
     from citybrain.simulate.persons import generate_persons
-    from sqlalchemy import select
 
     database = Database(url)
     schema.metadata.drop_all(database.engine)
@@ -51,20 +52,37 @@ def main() -> None:
     geo_seconds = time.perf_counter() - started
 
     with database.unit_of_work() as session:
-        user = create_user(session, SYSTEM, username="bench", password="bench-password-1",
-                           role="district_officer", area_code="410105")
+        user = create_user(
+            session,
+            SYSTEM,
+            username="bench",
+            password="bench-password-1",
+            role="district_officer",
+            area_code="410105",
+        )
         officer = principal_for(user)
-        compounds = list(session.scalars(
-            select(Compound.code).where(Compound.code.startswith("410105")).order_by(Compound.code)
-        ))
+        compounds = list(
+            session.scalars(
+                select(Compound.code)
+                .where(Compound.code.startswith("410105"))
+                .order_by(Compound.code)
+            )
+        )
     people = list(generate_persons(args.persons, seed=99))
     started = time.perf_counter()
     for start in range(0, len(people), 100):
         with database.unit_of_work() as session:
-            for i, person in enumerate(people[start:start + 100], start=start):
-                register_person(session, officer, PersonIn(
-                    name=person.name, id_number=person.id_number, phone=person.phone,
-                    compound_code=compounds[i % len(compounds)]))
+            for i, person in enumerate(people[start : start + 100], start=start):
+                register_person(
+                    session,
+                    officer,
+                    PersonIn(
+                        name=person.name,
+                        id_number=person.id_number,
+                        phone=person.phone,
+                        compound_code=compounds[i % len(compounds)],
+                    ),
+                )
     register_seconds = time.perf_counter() - started
 
     lookups = []
@@ -88,19 +106,24 @@ def main() -> None:
         verify_seconds = time.perf_counter() - t0
     assert report.ok
 
-    print(json.dumps({
-        "bench": "foundation",
-        "backend": database.dialect,
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {sys.version.split()[0]}",
-        "geo_load_seconds": round(geo_seconds, 2),
-        "persons": args.persons,
-        "register_persons_per_second": round(args.persons / register_seconds, 1),
-        "lookup_by_id_ms_median": round(statistics.median(lookups) * 1000, 2),
-        "lookup_by_id_ms_p95": round(sorted(lookups)[int(len(lookups) * 0.95)] * 1000, 2),
-        "login_ms_median": round(statistics.median(logins) * 1000, 1),
-        "audit_rows": report.rows,
-        "audit_verify_rows_per_second": round(report.rows / verify_seconds),
-    }))
+    machine = f"{platform.machine()} {os.cpu_count()} cores, Python {sys.version.split()[0]}"
+    print(
+        json.dumps(
+            {
+                "bench": "foundation",
+                "backend": database.dialect,
+                "machine": machine,
+                "geo_load_seconds": round(geo_seconds, 2),
+                "persons": args.persons,
+                "register_persons_per_second": round(args.persons / register_seconds, 1),
+                "lookup_by_id_ms_median": round(statistics.median(lookups) * 1000, 2),
+                "lookup_by_id_ms_p95": round(sorted(lookups)[int(len(lookups) * 0.95)] * 1000, 2),
+                "login_ms_median": round(statistics.median(logins) * 1000, 1),
+                "audit_rows": report.rows,
+                "audit_verify_rows_per_second": round(report.rows / verify_seconds),
+            }
+        )
+    )
     database.dispose()
 
 
