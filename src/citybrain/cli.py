@@ -22,10 +22,12 @@ db_app = typer.Typer(help="Operational database 业务数据库", no_args_is_hel
 geo_app = typer.Typer(help="Hierarchy, compounds and places 区划与小区", no_args_is_help=True)
 users_app = typer.Typer(help="Accounts 账号", no_args_is_help=True)
 audit_app = typer.Typer(help="Audit log 审计日志", no_args_is_help=True)
+tokens_app = typer.Typer(help="API tokens for scripts and devices 接口令牌", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(geo_app, name="geo")
 app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
+app.add_typer(tokens_app, name="tokens")
 
 console = Console()
 err = Console(stderr=True)
@@ -137,6 +139,60 @@ def users_create(
     except CitybrainError as error:
         raise _fail(f"{error.message_zh} / {error.message_en}") from error
     console.print(f"created user {username} (id {user_id}, {role}, {area})")
+
+
+@tokens_app.command("issue")
+def tokens_issue(
+    name: Annotated[str, typer.Option(help="what the token is for, e.g. gate-3")],
+    user: Annotated[str | None, typer.Option(help="username the token acts as")] = None,
+    place: Annotated[
+        str | None, typer.Option(help="place code of a device (gate, checkpoint, venue)")
+    ] = None,
+    days: Annotated[int, typer.Option(help="days until it expires")] = 90,
+) -> None:
+    """Issue a bearer token for a user's scripts or for a device at a place; shown once."""
+    import datetime as dt
+
+    from citybrain.core.authz import repository
+    from citybrain.core.authz.service import issue_token
+    from citybrain.kit.db import get_database
+    from citybrain.kit.errors import CitybrainError
+
+    try:
+        with get_database().unit_of_work() as session:
+            account = None
+            if user is not None:
+                account = repository.user_by_username(session, user)
+                if account is None:
+                    raise _fail(f"no user {user} / 用户 {user} 不存在")
+            token, secret = issue_token(
+                session,
+                _actor(),
+                name=name,
+                user=account,
+                device_place_code=place,
+                ttl=dt.timedelta(days=days),
+            )
+            token_id = token.id
+    except CitybrainError as error:
+        raise _fail(f"{error.message_zh} / {error.message_en}") from error
+    console.print(f"token {token_id} (shown once, keep it safe 仅显示一次):")
+    print(secret)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: Annotated[int, typer.Argument(help="token id")]) -> None:
+    """Revoke a token at once."""
+    from citybrain.core.authz.service import revoke_token
+    from citybrain.kit.db import get_database
+    from citybrain.kit.errors import CitybrainError
+
+    try:
+        with get_database().unit_of_work() as session:
+            revoke_token(session, _actor(), token_id)
+    except CitybrainError as error:
+        raise _fail(f"{error.message_zh} / {error.message_en}") from error
+    console.print(f"token {token_id} revoked 已吊销")
 
 
 @audit_app.command("verify")

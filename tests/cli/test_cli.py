@@ -131,3 +131,29 @@ def test_demo_prepares_everything_without_serving(cli_env: dict[str, str]) -> No
         users = conn.execute(text("SELECT count(*) FROM users")).scalar_one()
     database.dispose()
     assert persons == 20 and users == 8
+
+
+def test_device_tokens_are_issued_used_and_revoked(cli_env: dict[str, str]) -> None:
+    run(cli_env, "geo", "load", "--json")
+    database = Database(cli_env["CITYBRAIN_DATABASE_URL"])
+    with database.engine.connect() as conn:
+        place = conn.execute(
+            text("SELECT code FROM places WHERE kind = 'checkpoint' ORDER BY code LIMIT 1")
+        ).scalar_one()
+    issued = run(cli_env, "tokens", "issue", "--name", "checkpoint-1", "--place", place)
+    secret = issued.stdout.strip().splitlines()[-1]
+    assert secret.startswith("cbt_")
+    from citybrain.core.authz.service import authenticate_token
+
+    with database.unit_of_work() as session:
+        device = authenticate_token(session, secret)
+        assert (device.kind, device.name) == ("device", place)
+        token_id = device.id
+    run(cli_env, "tokens", "revoke", str(token_id))
+    from citybrain.kit.errors import NotAuthenticated
+
+    with database.unit_of_work() as session, pytest.raises(NotAuthenticated):
+        authenticate_token(session, secret)
+    missing = run(cli_env, "tokens", "issue", "--name", "x", "--place", "NOPE", check=False)
+    assert missing.returncode == 1 and "NOPE" in missing.stderr
+    database.dispose()

@@ -92,10 +92,17 @@ def test_people_pages_search_show_masked_unmask_and_export(
     ref = match.group(1)
     detail = client.get(f"/people/{ref}")
     assert "查看明文" in detail.text and synthetic.phone not in detail.text
+    token = csrf_of(client, "/")
     unmasked = client.post(
-        f"/people/{ref}/unmask", data={"purpose": "上门核实", "csrf_token": csrf_of(client, "/")}
+        f"/people/{ref}/unmask",
+        data={"purpose": "上门核实", "csrf_token": token},
+        headers={"hx-request": "true"},
     )
     assert synthetic.id_number in unmasked.text and "上门核实" in unmasked.text
+    assert "<html" not in unmasked.text
+    # Without htmx the same post renders the whole page.
+    full = client.post(f"/people/{ref}/unmask", data={"purpose": "上门核实", "csrf_token": token})
+    assert "<html" in full.text and synthetic.phone in full.text
     export = client.get("/people/export.csv", params={"q": synthetic.name})
     rows = list(csv.reader(io.StringIO(export.content.decode("utf-8-sig"))))
     assert rows[0][:3] == ["编号", "姓名", "身份证号"]

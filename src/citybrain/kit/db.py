@@ -188,3 +188,17 @@ def set_database(database: Database | None) -> None:
         if _database is not None and database is not _database:
             _database.dispose()
         _database = database
+
+
+@contextmanager
+def use_database(database: Database) -> Iterator[Database]:
+    """Make ``database`` the process's database for the block, then restore the previous one
+    (jobs and commands that call get_database(), in tests)."""
+    global _database
+    with _database_lock:
+        previous, _database = _database, database
+    try:
+        yield database
+    finally:
+        with _database_lock:
+            _database = previous

@@ -16,5 +16,6 @@ ROUTERS: list[APIRouter] = [
     pages.router,
     geo.router,
     people_routes.router,
+    people_routes.households,
     people_pages.router,
 ]

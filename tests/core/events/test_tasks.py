@@ -13,7 +13,7 @@ from sqlalchemy import select
 from citybrain.core.events import OutboxEvent, publish
 from citybrain.core.jobs import TASK_MODULES, get_queue, import_task_modules, reset_queue
 from citybrain.core.jobs.worker import registered_services
-from citybrain.kit.db import Database, set_database
+from citybrain.kit.db import Database, use_database
 
 
 @pytest.fixture
@@ -48,11 +48,8 @@ def test_periodic_delivery_job_dispatches_pending_events(
     [task] = [
         t for t in queue.read_periodic(dt.datetime(2024, 3, 1, 3, 0)) if t.name == "deliver_outbox"
     ]
-    set_database(fresh_database)  # the process database the job reads
-    try:
+    with use_database(fresh_database):  # the process database the job reads
         queue.execute(task)  # as a consumer's worker would
-    finally:
-        set_database(database)
     with fresh_database.sessions() as session:
         event = session.scalars(select(OutboxEvent)).one()
     assert event.dispatched_at is not None

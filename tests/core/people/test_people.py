@@ -181,3 +181,42 @@ def test_plain_id_and_phone_never_reach_the_sqlite_file(
         for value in (synthetic.id_number, synthetic.phone, synthetic.name):
             assert value.encode("utf-8") not in blobs
             assert value.encode("utf-16-le") not in blobs
+
+
+def test_household_members_live_where_the_household_lives(session: Session) -> None:
+    from citybrain.core.people.models import Household
+    from citybrain.core.people.schemas import HouseholdIn
+    from citybrain.core.people.service import create_household
+
+    grid = make_user(session, "grid_worker", STREET_A + "003")
+    compound = first_compound(session, grid.area_code)
+    household = create_household(
+        session, grid, HouseholdIn(compound_code=compound, unit="3号楼2单元501")
+    )
+    stored = session.get(Household, household.id)
+    assert stored is not None and stored.unit_enc is not None
+    assert b"501" not in stored.unit_enc
+    members = []
+    for _ in range(3):
+        synthetic = next_synthetic()
+        person, created = register_person(
+            session,
+            grid,
+            PersonIn(name=synthetic.name, id_number=synthetic.id_number, household_id=household.id),
+        )
+        assert created
+        members.append(person)
+    assert {m.compound_code for m in members} == {compound}
+    assert {m.household_id for m in members} == {household.id}
+    # Outside the jurisdiction neither the household nor its compound may be used.
+    other = make_user(session, "grid_worker", STREET_B + "001")
+    stranger = next_synthetic()
+    with pytest.raises(InvalidInput) as caught:
+        register_person(
+            session,
+            other,
+            PersonIn(name=stranger.name, id_number=stranger.id_number, household_id=household.id),
+        )
+    assert caught.value.field == "household_id"
+    with pytest.raises(InvalidInput):
+        create_household(session, other, HouseholdIn(compound_code=compound))

@@ -26,6 +26,7 @@ log = get_logger(__name__)
 # ``tasks.py`` here: a process imports exactly these before it runs jobs or delivers events.
 TASK_MODULES: list[str] = [
     "citybrain.core.events.tasks",
+    "citybrain.core.authz.tasks",
 ]
 
 # Workers poll an idle SQLite queue with a growing delay; cap it so a job enqueued after a

@@ -211,4 +211,11 @@ def person_unmask(
             {"ref": ref, "error": error.message(language(request)), "purpose": purpose},
             status_code=error.status_code,
         )
-    return render(request, "people/_plain.html", {"person": plain})
+    if request.headers.get("hx-request"):
+        return render(request, "people/_plain.html", {"person": plain})
+    # Without JavaScript the form posts normally: show the whole page with the plain data.
+    return render(
+        request,
+        "people/detail.html",
+        {"person": plain, "plain": plain, "can_unmask": False, "created": False, "existing": False},
+    )

@@ -12,6 +12,8 @@ from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.people import service
 from citybrain.core.people.schemas import (
+    HouseholdIn,
+    HouseholdOut,
     PersonIn,
     PersonMasked,
     PersonPage,
@@ -79,3 +81,16 @@ def unmask(
 ) -> PersonPlain:
     """Plain name, ID number and phone; the purpose is written to the audit log."""
     return service.unmask_person(session, who, ref, data.purpose)
+
+
+households = APIRouter(prefix="/api/v1/households", tags=["people 人员"])
+
+
+@households.post("", response_model=HouseholdOut, status_code=201, summary="Open a household")
+def create_household(
+    data: HouseholdIn,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.PERSON_CREATE))],
+) -> HouseholdOut:
+    """A household (户) in a compound of your jurisdiction; register its members with its id."""
+    return service.create_household(session, who, data)

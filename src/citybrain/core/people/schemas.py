@@ -17,6 +17,22 @@ class PersonIn(BaseModel):
     community_code: str | None = Field(
         default=None, max_length=12, description="社区代码（无小区时）"
     )
+    household_id: int | None = Field(default=None, description="户编号（与家人同户登记）")
+
+
+class HouseholdIn(BaseModel):
+    """A household (户) in a compound; the unit (楼栋/单元/门牌) is kept encrypted."""
+
+    compound_code: str = Field(min_length=15, max_length=15, description="小区代码")
+    unit: str | None = Field(default=None, max_length=64, description="楼栋单元门牌")
+
+
+class HouseholdOut(BaseModel):
+    """A household as staff see it (the unit masked away)."""
+
+    id: int
+    compound_code: str
+    members: int
 
 
 class PersonMasked(BaseModel):
@@ -33,6 +49,7 @@ class PersonMasked(BaseModel):
     compound_code: str | None
     compound_name: str | None
     community_name: str | None
+    household_id: int | None = None
 
 
 class PersonPlain(PersonMasked):

@@ -16,8 +16,15 @@ from citybrain.core.authz.scope import covers
 from citybrain.core.events.service import publish
 from citybrain.core.geo.models import Area, Compound
 from citybrain.core.people import repository
-from citybrain.core.people.models import Person
-from citybrain.core.people.schemas import PersonIn, PersonMasked, PersonPage, PersonPlain
+from citybrain.core.people.models import Household, Person
+from citybrain.core.people.schemas import (
+    HouseholdIn,
+    HouseholdOut,
+    PersonIn,
+    PersonMasked,
+    PersonPage,
+    PersonPlain,
+)
 from citybrain.kit import clock
 from citybrain.kit.crypto import blind_index, field_cipher
 from citybrain.kit.errors import InvalidInput, NotFound
@@ -25,6 +32,7 @@ from citybrain.kit.idcheck import normalise_mobile, parse_resident_id
 from citybrain.kit.masking import mask_name, mask_phone, mask_resident_id
 
 NAME_FIELD, ID_FIELD, PHONE_FIELD = "persons.name", "persons.id_number", "persons.phone"
+UNIT_FIELD = "households.unit"
 
 
 def _clean_name(name: str) -> str:
@@ -61,12 +69,22 @@ def _masked_views(session: Session, persons: Sequence[Person]) -> list[PersonMas
                 compound_code=person.area_code if len(person.area_code) == 15 else None,
                 compound_name=compound_name,
                 community_name=community_name,
+                household_id=person.household_id,
             )
         )
     return views
 
 
-def _residence(session: Session, data: PersonIn) -> str:
+def _residence(session: Session, who: Principal, data: PersonIn) -> str:
+    if data.household_id is not None:
+        household = session.get(Household, data.household_id)
+        if household is None or not covers(who, household.compound_code):
+            raise InvalidInput(
+                f"户 {data.household_id} 不存在或不在您的辖区内",
+                f"household {data.household_id} does not exist in your jurisdiction",
+                field="household_id",
+            )
+        return household.compound_code
     if data.compound_code:
         compound = session.get(Compound, data.compound_code)
         if compound is None:
@@ -90,6 +108,48 @@ def _residence(session: Session, data: PersonIn) -> str:
         "a compound or community of residence is required",
         field="compound_code",
     )
+
+
+def create_household(session: Session, who: Principal, data: HouseholdIn) -> HouseholdOut:
+    """Open a household (户) in a compound of the caller's jurisdiction; members then register
+    with its id and live where it lives."""
+    who.require(Permission.PERSON_CREATE)
+    compound = session.get(Compound, data.compound_code)
+    if compound is None:
+        raise InvalidInput(
+            f"小区代码 {data.compound_code} 不存在",
+            f"compound {data.compound_code} does not exist",
+            field="compound_code",
+        )
+    if not covers(who, compound.code):
+        raise InvalidInput(
+            "小区不在您的辖区内",
+            "the compound lies outside your jurisdiction",
+            field="compound_code",
+        )
+    unit = " ".join((data.unit or "").split())
+    household = Household(
+        compound_code=compound.code,
+        unit_enc=field_cipher().encrypt(unit, UNIT_FIELD) if unit else None,
+        created_at=clock.now(),
+    )
+    session.add(household)
+    session.flush()
+    record(
+        session,
+        who.actor,
+        "household.create",
+        object_type="household",
+        object_id=household.id,
+        area_code=compound.code,
+    )
+    publish(
+        session,
+        "household.created",
+        {"household_id": household.id, "compound_code": compound.code},
+        key=str(household.id),
+    )
+    return HouseholdOut(id=household.id, compound_code=compound.code, members=0)
 
 
 def register_person(session: Session, who: Principal, data: PersonIn) -> tuple[PersonMasked, bool]:
@@ -116,7 +176,7 @@ def register_person(session: Session, who: Principal, data: PersonIn) -> tuple[P
             detail={"created": False},
         )
         return _masked_views(session, [existing])[0], False
-    area_code = _residence(session, data)
+    area_code = _residence(session, who, data)
     if not covers(who, area_code):
         raise InvalidInput(
             "居住地不在您的辖区内",
@@ -136,6 +196,7 @@ def register_person(session: Session, who: Principal, data: PersonIn) -> tuple[P
         birth_date=resident_id.birth_date,
         sex=resident_id.sex,
         area_code=area_code,
+        household_id=data.household_id,
         created_at=now,
         updated_at=now,
     )
