@@ -166,6 +166,9 @@ def upgrade() -> None:
         sa.Column("is_active", sa.Boolean(), nullable=False),
         sa.Column("created_at", citybrain.kit.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("last_login_at", citybrain.kit.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "sessions_revoked_at", citybrain.kit.db.UTCDateTime(timezone=True), nullable=True
+        ),
         sa.ForeignKeyConstraint(
             ["area_code"], ["areas.code"], name=op.f("fk_users_area_code_areas")
         ),

@@ -152,3 +152,48 @@ def test_login_redirect_stays_on_this_site(client: TestClient, session: Session)
         follow_redirects=False,
     )
     assert response.headers["location"] == "/"
+
+
+def test_validation_errors_name_the_field_in_one_shape(
+    client: TestClient, session: Session
+) -> None:
+    from citybrain.core.authz import repository
+    from citybrain.core.authz.service import issue_token
+    from tests.factories import TEST_ACTOR
+
+    who = make_user(session, "street_officer", STREET_A)
+    _token, secret = issue_token(
+        session, TEST_ACTOR, name="t", user=repository.user_by_id(session, who.id)
+    )
+    response = client.post(
+        "/api/v1/people",
+        headers={"authorization": f"Bearer {secret}"},
+        json={"name": "", "id_number": "410105198503141234"},
+    )
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_input" and error["field"] == "name"
+    assert "name" in error["message"]
+    limit = client.get(
+        "/api/v1/people", params={"limit": 0}, headers={"authorization": f"Bearer {secret}"}
+    )
+    assert limit.json()["error"]["field"] == "limit"
+
+
+def test_a_copied_session_cookie_dies_with_the_logout(client: TestClient, session: Session) -> None:
+    make_user(session, "street_officer", STREET_A, "cookieuser")
+    log_in(client, "cookieuser")
+    stolen = client.cookies.get("citybrain_session")
+    assert stolen and client.get("/").status_code == 200
+    token = csrf_of(client, "/")
+    assert (
+        client.post("/logout", data={"csrf_token": token}, follow_redirects=False).status_code
+        == 303
+    )
+    client.cookies.set("citybrain_session", stolen)
+    replay = client.get("/", follow_redirects=False)
+    assert replay.status_code == 303 and replay.headers["location"].startswith("/login")
+    # Logging in again works and gives a fresh session.
+    client.cookies.clear()
+    log_in(client, "cookieuser")
+    assert client.get("/").status_code == 200

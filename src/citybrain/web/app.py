@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -16,6 +18,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 import citybrain
 from citybrain.kit.db import Database
 from citybrain.kit.errors import CitybrainError, NotAuthenticated
+from citybrain.kit.i18n import translate
 from citybrain.kit.keys import get_keyring
 from citybrain.kit.logging import configure_logging
 from citybrain.kit.settings import get_settings
@@ -53,6 +56,37 @@ async def _citybrain_error(request: Request, exc: Exception) -> Response:
         "error.html",
         {"message": exc.message(lang), "status": exc.status_code},
         status_code=exc.status_code,
+    )
+
+
+def _field_of(location: tuple[Any, ...]) -> str:
+    # ("body", "name") -> "name"; ("query", "limit") -> "limit"
+    parts = [str(p) for p in location if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or ".".join(str(p) for p in location)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    """Request validation failures in the same shape as every other error, naming the field."""
+    assert isinstance(exc, RequestValidationError)
+    lang = language(request)
+    problems = [
+        {"field": _field_of(tuple(e.get("loc", ()))), "message": str(e.get("msg", ""))}
+        for e in exc.errors()
+    ]
+    first = problems[0] if problems else {"field": "", "message": ""}
+    summary = translate("error.invalid_field", lang, field=first["field"], message=first["message"])
+    if not _wants_json(request):
+        return render(request, "error.html", {"message": summary, "status": 422}, status_code=422)
+    return JSONResponse(
+        {
+            "error": {
+                "code": "invalid_input",
+                "message": summary,
+                "field": first["field"],
+                "problems": problems,
+            }
+        },
+        status_code=422,
     )
 
 
@@ -100,4 +134,5 @@ def create_app(database: Database | None = None, *, background: bool = False) ->
     for router in ROUTERS:
         app.include_router(router)
     app.add_exception_handler(CitybrainError, _citybrain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     return app

@@ -21,6 +21,7 @@ from citybrain.kit.errors import NotAuthenticated
 from citybrain.kit.web import CSRF_FIELD, check_csrf, db_session
 
 SESSION_USER_KEY = "uid"
+SESSION_ISSUED_KEY = "iat"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 GUARD_ATTRIBUTE = "__citybrain_guard__"
 
@@ -34,9 +35,10 @@ async def _principal(request: Request, session: Session) -> Principal:
         principal = service.authenticate_token(session, header[7:].strip())
     else:
         user_id = request.session.get(SESSION_USER_KEY)
-        loaded = service.load_principal(session, int(user_id)) if user_id else None
+        issued = float(request.session.get(SESSION_ISSUED_KEY) or 0)
+        loaded = service.load_principal(session, int(user_id), issued) if user_id else None
         if loaded is None:
-            request.session.pop(SESSION_USER_KEY, None)
+            request.session.clear()
             raise NotAuthenticated("请先登录", "please log in", code="not_authenticated")
         principal = loaded
         if request.method not in SAFE_METHODS:

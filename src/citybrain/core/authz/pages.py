@@ -12,7 +12,13 @@ from starlette.responses import RedirectResponse, Response
 
 from citybrain.core.audit.service import record
 from citybrain.core.authz import service
-from citybrain.core.authz.deps import SESSION_USER_KEY, CurrentPrincipal, public
+from citybrain.core.authz.deps import (
+    SESSION_ISSUED_KEY,
+    SESSION_USER_KEY,
+    CurrentPrincipal,
+    public,
+)
+from citybrain.kit import clock
 from citybrain.kit.db import rollback_keeping
 from citybrain.kit.errors import CitybrainError
 from citybrain.kit.web import check_csrf, db_session, language, render
@@ -72,6 +78,7 @@ def login_submit(
     # A new session on login: no session fixation.
     request.session.clear()
     request.session[SESSION_USER_KEY] = principal.id
+    request.session[SESSION_ISSUED_KEY] = clock.now().timestamp()
     return RedirectResponse(_safe_next(next), status_code=303)
 
 
@@ -79,6 +86,9 @@ def login_submit(
 def logout(request: Request, session: DB, who: CurrentPrincipal) -> Response:
     """End the session."""
     record(session, who.actor, "auth.logout", object_type="user", object_id=who.id)
+    if who.kind == "user":
+        # A copied cookie must not outlive the logout.
+        service.end_sessions(session, who.actor, who.id)
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
 

@@ -169,12 +169,31 @@ def authenticate(session: Session, username: str, password: str, client_ip: str)
     return principal
 
 
-def load_principal(session: Session, user_id: int) -> Principal | None:
-    """The principal behind a session cookie, if the account still exists and is active."""
+def load_principal(session: Session, user_id: int, issued_at: float) -> Principal | None:
+    """The principal behind a session cookie issued at ``issued_at`` (epoch seconds), if the
+    account is active and its sessions were not revoked since."""
     user = repository.user_by_id(session, user_id)
     if user is None or not user.is_active:
         return None
+    if user.sessions_revoked_at is not None and issued_at < user.sessions_revoked_at.timestamp():
+        return None
     return principal_for(user)
+
+
+def end_sessions(session: Session, actor: Actor, user_id: int) -> None:
+    """Refuse every session cookie of ``user_id`` issued until now (logout everywhere)."""
+    user = repository.user_by_id(session, user_id)
+    if user is None:
+        raise InvalidInput(f"用户 {user_id} 不存在", f"user {user_id} does not exist")
+    user.sessions_revoked_at = clock.now()
+    record(
+        session,
+        actor,
+        "auth.sessions_revoked",
+        object_type="user",
+        object_id=user_id,
+        area_code=user.area_code,
+    )
 
 
 def _hash_token(token: str) -> str:
