@@ -80,19 +80,26 @@ def test_people_pages_search_show_masked_unmask_and_export(
     grid = make_user(session, "grid_worker", STREET_A + "003", "gridpages")
     _, synthetic = make_person(session, grid)
     log_in(client, "gridpages")
-    page = client.get("/people", params={"q": synthetic.id_number})
+    token = csrf_of(client, "/people")
+    page = client.post("/people", data={"q": synthetic.id_number, "csrf_token": token})
     assert page.status_code == 200
     table = page.text.split('data-testid="people-table"')[1]
     assert synthetic.id_number not in table and synthetic.phone not in table
     assert synthetic.id_number[:4] + "*" * 10 + synthetic.id_number[-4:] in table
-    partial = client.get("/people", params={"q": synthetic.phone}, headers={"hx-request": "true"})
+    partial = client.post(
+        "/people", data={"q": synthetic.phone, "csrf_token": token}, headers={"hx-request": "true"}
+    )
     assert "<html" not in partial.text and "people-table" in partial.text
     match = re.search(r'href="/people/([0-9a-f]{32})"', partial.text)
     assert match
     ref = match.group(1)
+    # Searching needs the form's token: a forged cross-site post is refused.
+    assert client.post("/people", data={"q": synthetic.phone}).status_code == 403
+    # Browsing the jurisdiction without a query is a plain GET.
+    listing = client.get("/people")
+    assert ref in listing.text
     detail = client.get(f"/people/{ref}")
     assert "查看明文" in detail.text and synthetic.phone not in detail.text
-    token = csrf_of(client, "/")
     unmasked = client.post(
         f"/people/{ref}/unmask",
         data={"purpose": "上门核实", "csrf_token": token},
@@ -103,7 +110,7 @@ def test_people_pages_search_show_masked_unmask_and_export(
     # Without htmx the same post renders the whole page.
     full = client.post(f"/people/{ref}/unmask", data={"purpose": "上门核实", "csrf_token": token})
     assert "<html" in full.text and synthetic.phone in full.text
-    export = client.get("/people/export.csv", params={"q": synthetic.name})
+    export = client.post("/people/export.csv", data={"q": synthetic.name, "csrf_token": token})
     rows = list(csv.reader(io.StringIO(export.content.decode("utf-8-sig"))))
     assert rows[0][:3] == ["编号", "姓名", "身份证号"]
     assert any(r[0] == ref for r in rows[1:])

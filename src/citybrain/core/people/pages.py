@@ -60,16 +60,9 @@ def _search(
     return result, None
 
 
-@router.get("/people")
-def people_search(
-    request: Request,
-    session: DB,
-    who: Annotated[Principal, Depends(require(Permission.PERSON_SEARCH))],
-    q: Annotated[str, Query(max_length=32)] = "",
-    area: Annotated[str, Query(max_length=15)] = "",
-    page: Annotated[int, Query(ge=1)] = 1,
+def _search_page(
+    request: Request, session: Session, who: Principal, q: str, area: str, page: int
 ) -> Response:
-    """Search form and masked results; htmx requests get only the results table."""
     result, error = _search(session, who, q, area, page, PAGE_SIZE, language(request))
     context = {
         "q": q,
@@ -83,12 +76,38 @@ def people_search(
     return render(request, template, context)
 
 
-@router.get("/people/export.csv")
+@router.get("/people")
+def people_list(
+    request: Request,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.PERSON_SEARCH))],
+    area: Annotated[str, Query(max_length=15)] = "",
+    page: Annotated[int, Query(ge=1)] = 1,
+) -> Response:
+    """Everyone in the jurisdiction (or an area of it), masked, page by page."""
+    return _search_page(request, session, who, "", area, page)
+
+
+@router.post("/people")
+def people_search(
+    request: Request,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.PERSON_SEARCH))],
+    q: Annotated[str, Form(max_length=32)] = "",
+    area: Annotated[str, Form(max_length=15)] = "",
+    page: Annotated[int, Form(ge=1)] = 1,
+) -> Response:
+    """Search by ID number, phone or name. A form post, so what was searched for never
+    appears in a URL, a browser's history or a proxy's log."""
+    return _search_page(request, session, who, q, area, page)
+
+
+@router.post("/people/export.csv")
 def people_export(
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.PERSON_SEARCH))],
-    q: Annotated[str, Query(max_length=32)] = "",
-    area: Annotated[str, Query(max_length=15)] = "",
+    q: Annotated[str, Form(max_length=32)] = "",
+    area: Annotated[str, Form(max_length=15)] = "",
 ) -> Response:
     """The current search as CSV, masked, formulas neutralised (at most 5,000 rows)."""
     rows: list[list[object]] = []
