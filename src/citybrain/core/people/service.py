@@ -75,6 +75,15 @@ def _masked_views(session: Session, persons: Sequence[Person]) -> list[PersonMas
     return views
 
 
+def _compound(session: Session, code: str) -> Compound:
+    compound = session.get(Compound, code)
+    if compound is None:
+        raise InvalidInput(
+            f"小区代码 {code} 不存在", f"compound {code} does not exist", field="compound_code"
+        )
+    return compound
+
+
 def _residence(session: Session, who: Principal, data: PersonIn) -> str:
     if data.household_id is not None:
         household = session.get(Household, data.household_id)
@@ -86,14 +95,7 @@ def _residence(session: Session, who: Principal, data: PersonIn) -> str:
             )
         return household.compound_code
     if data.compound_code:
-        compound = session.get(Compound, data.compound_code)
-        if compound is None:
-            raise InvalidInput(
-                f"小区代码 {data.compound_code} 不存在",
-                f"compound {data.compound_code} does not exist",
-                field="compound_code",
-            )
-        return compound.code
+        return _compound(session, data.compound_code).code
     if data.community_code:
         area = session.get(Area, data.community_code)
         if area is None or area.level != "community":
@@ -114,13 +116,7 @@ def create_household(session: Session, who: Principal, data: HouseholdIn) -> Hou
     """Open a household (户) in a compound of the caller's jurisdiction; members then register
     with its id and live where it lives."""
     who.require(Permission.PERSON_CREATE)
-    compound = session.get(Compound, data.compound_code)
-    if compound is None:
-        raise InvalidInput(
-            f"小区代码 {data.compound_code} 不存在",
-            f"compound {data.compound_code} does not exist",
-            field="compound_code",
-        )
+    compound = _compound(session, data.compound_code)
     if not covers(who, compound.code):
         raise InvalidInput(
             "小区不在您的辖区内",
