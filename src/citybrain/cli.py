@@ -22,12 +22,14 @@ db_app = typer.Typer(help="Operational database 业务数据库", no_args_is_hel
 geo_app = typer.Typer(help="Hierarchy, compounds and places 区划与小区", no_args_is_help=True)
 users_app = typer.Typer(help="Accounts 账号", no_args_is_help=True)
 audit_app = typer.Typer(help="Audit log 审计日志", no_args_is_help=True)
+keys_app = typer.Typer(help="Key material 密钥", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens for scripts and devices 接口令牌", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(geo_app, name="geo")
 app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(keys_app, name="keys")
 
 console = Console()
 err = Console(stderr=True)
@@ -193,6 +195,30 @@ def tokens_revoke(token_id: Annotated[int, typer.Argument(help="token id")]) -> 
     except CitybrainError as error:
         raise _fail(f"{error.message_zh} / {error.message_en}") from error
     console.print(f"token {token_id} revoked 已吊销")
+
+
+@keys_app.command("reseal")
+def keys_reseal(
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary last")] = False,
+) -> None:
+    """Re-encrypt personal data sealed with older field keys under the active key."""
+    from citybrain.core.people.service import reseal_personal_data
+    from citybrain.kit.db import get_database
+
+    with _progress() as progress, get_database().unit_of_work() as session:
+        task = progress.add_task("resealing 重新加密", total=None)
+        counts = reseal_personal_data(
+            session,
+            _actor(),
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    if as_json:
+        print(json.dumps(counts))
+    else:
+        console.print(
+            f"{counts['persons_resealed']} of {counts['persons']} persons and "
+            f"{counts['households_resealed']} households resealed under the active key"
+        )
 
 
 @audit_app.command("verify")

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from citybrain.core.audit.service import record
+from citybrain.core.audit.service import Actor, record
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.authz.scope import covers
@@ -26,7 +27,7 @@ from citybrain.core.people.schemas import (
     PersonPlain,
 )
 from citybrain.kit import clock
-from citybrain.kit.crypto import blind_index, field_cipher
+from citybrain.kit.crypto import FieldCipher, blind_index, field_cipher
 from citybrain.kit.errors import InvalidInput, NotFound
 from citybrain.kit.idcheck import normalise_mobile, parse_resident_id
 from citybrain.kit.masking import mask_name, mask_phone, mask_resident_id
@@ -332,3 +333,60 @@ def unmask_person(session: Session, who: Principal, ref: str, purpose: str) -> P
         purpose=purpose,
         unmasked_at=now,
     )
+
+
+def reseal_personal_data(
+    session: Session,
+    actor: Actor,
+    *,
+    cipher: FieldCipher | None = None,
+    batch: int = 500,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, int]:
+    """Re-encrypt every person's and household's fields sealed with an older key under the
+    active key (密钥轮换), batch by batch; plain values exist only in memory. Returns counts."""
+    cipher = cipher or field_cipher()
+    total = session.scalar(select(func.count()).select_from(Person)) or 0
+    resealed = done = 0
+    last_id = 0
+    while True:
+        persons = session.scalars(
+            select(Person).where(Person.id > last_id).order_by(Person.id).limit(batch)
+        ).all()
+        if not persons:
+            break
+        for person in persons:
+            changed = False
+            for attribute, field in (
+                ("name_enc", NAME_FIELD),
+                ("id_number_enc", ID_FIELD),
+                ("phone_enc", PHONE_FIELD),
+            ):
+                blob = getattr(person, attribute)
+                if blob is not None and cipher.needs_rotation(blob):
+                    setattr(person, attribute, cipher.encrypt(cipher.decrypt(blob, field), field))
+                    changed = True
+            resealed += changed
+        last_id = persons[-1].id
+        done += len(persons)
+        session.flush()
+        if progress:
+            progress(done, int(total))
+    households = 0
+    for household in session.scalars(select(Household).where(Household.unit_enc.is_not(None))):
+        assert household.unit_enc is not None
+        if cipher.needs_rotation(household.unit_enc):
+            household.unit_enc = cipher.encrypt(
+                cipher.decrypt(household.unit_enc, UNIT_FIELD), UNIT_FIELD
+            )
+            households += 1
+    counts = {"persons": done, "persons_resealed": resealed, "households_resealed": households}
+    record(
+        session,
+        actor,
+        "keys.reseal",
+        object_type="field_key",
+        object_id=cipher.active_kid,
+        detail=counts,
+    )
+    return counts
