@@ -197,3 +197,68 @@ def test_a_copied_session_cookie_dies_with_the_logout(client: TestClient, sessio
     client.cookies.clear()
     log_in(client, "cookieuser")
     assert client.get("/").status_code == 200
+
+
+def test_auditors_export_the_filtered_trail(client: TestClient, session: Session) -> None:
+    make_user(session, "auditor", "4101", "exporter")
+    log_in(client, "exporter")
+    export = client.get("/audit/export.csv", params={"action": "auth.login"})
+    assert export.status_code == 200
+    lines = export.content.decode("utf-8-sig").splitlines()
+    assert lines[0].startswith("seq,at,actor")
+    assert len(lines) >= 2 and all(",auth.login," in line for line in lines[1:])
+    assert "audit.export" in client.get("/audit").text
+
+
+def test_admin_creates_and_disables_accounts_in_their_jurisdiction(
+    client: TestClient, session: Session
+) -> None:
+    make_user(session, "system_admin", "410105", "jinshuiadmin")
+    log_in(client, "jinshuiadmin")
+    token = csrf_of(client, "/admin/users")
+    outside = client.post(
+        "/admin/users",
+        data={
+            "username": "faraway",
+            "role": "street_officer",
+            "area_code": "410102001",
+            "password": "good-password-1",
+            "csrf_token": token,
+        },
+    )
+    assert outside.status_code == 422 and "辖区" in outside.text
+    created = client.post(
+        "/admin/users",
+        data={
+            "username": "newstreet",
+            "display_name": "新专员",
+            "role": "street_officer",
+            "area_code": STREET_A,
+            "password": "good-password-1",
+            "csrf_token": token,
+        },
+        follow_redirects=False,
+    )
+    assert created.status_code == 303
+    page = client.get("/admin/users")
+    assert "newstreet" in page.text
+    from citybrain.core.authz import repository
+
+    user = repository.user_by_username(session, "newstreet")
+    assert user is not None and user.is_active
+    disabled = client.post(
+        f"/admin/users/{user.id}/active",
+        data={"active": "false", "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert disabled.status_code == 303
+    session.refresh(user)
+    assert not user.is_active and user.sessions_revoked_at is not None
+    # The disabled account can no longer log in.
+    other = TestClient(client.app)
+    other_token = csrf_of(other)
+    refused = other.post(
+        "/login",
+        data={"username": "newstreet", "password": "good-password-1", "csrf_token": other_token},
+    )
+    assert refused.status_code == 401

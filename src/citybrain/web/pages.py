@@ -4,20 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from citybrain.core.audit import repository as audit_repository
-from citybrain.core.audit.service import verify_chain
+from citybrain.core.audit.service import record, verify_chain
 from citybrain.core.authz import repository as authz_repository
+from citybrain.core.authz import service as authz_service
 from citybrain.core.authz.deps import CurrentPrincipal, require
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission, Role, role_label
+from citybrain.core.authz.scope import covers
 from citybrain.core.geo import repository as geo_repository
 from citybrain.core.geo.models import Area, Compound
 from citybrain.core.people.models import Person
+from citybrain.kit.db import rollback_keeping
+from citybrain.kit.errors import CitybrainError, InvalidInput, NotFound
+from citybrain.kit.export import csv_bytes
 from citybrain.kit.web import db_session, language, render
 
 router = APIRouter(include_in_schema=False)
@@ -117,21 +122,167 @@ def audit_page(
     )
 
 
+@router.get("/audit/export.csv")
+def audit_export(
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.AUDIT_VIEW))],
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    outcome: Annotated[str | None, Query(max_length=16)] = None,
+) -> Response:
+    """The filtered trail as CSV (newest first, at most 50,000 rows), cells neutralised."""
+    _total, entries = audit_repository.recent(
+        session,
+        action=action or None,
+        outcome=outcome or None,
+        area_prefix=None if who.area_code == "4101" else who.area_code,
+        limit=50_000,
+    )
+    record(
+        session,
+        who.actor,
+        "audit.export",
+        object_type="audit_log",
+        area_code=who.area_code,
+        detail={"rows": len(entries), "action": action, "outcome": outcome},
+    )
+    body = csv_bytes(
+        [
+            "seq",
+            "at",
+            "actor",
+            "role",
+            "action",
+            "object_type",
+            "object_id",
+            "area",
+            "purpose",
+            "outcome",
+            "hash",
+        ],
+        (
+            [
+                e.seq,
+                e.at.isoformat(),
+                e.actor,
+                e.actor_role or "",
+                e.action,
+                e.object_type or "",
+                e.object_id or "",
+                e.area_code or "",
+                e.purpose or "",
+                e.outcome,
+                e.hash,
+            ]
+            for e in entries
+        ),
+    )
+    return Response(
+        body,
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": 'attachment; filename="audit.csv"'},
+    )
+
+
+def _users_page(
+    request: Request,
+    session: Session,
+    who: Principal,
+    *,
+    error: str | None = None,
+    error_field: str | None = None,
+    form: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> Response:
+    lang = language(request)
+    return render(
+        request,
+        "users.html",
+        {
+            "users": authz_repository.list_users(session, who.area_code),
+            "role_label": lambda role: role_label(role, lang),
+            "roles": [(r.value, role_label(r.value, lang)) for r in Role],
+            "error": error,
+            "error_field": error_field,
+            "form": form or {},
+        },
+        status_code=status_code,
+    )
+
+
 @router.get("/admin/users")
 def users_page(
     request: Request,
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.USER_MANAGE))],
 ) -> Response:
-    """Accounts inside the admin's jurisdiction."""
-    lang = language(request)
-    users = authz_repository.list_users(session, who.area_code)
-    return render(
-        request,
-        "users.html",
-        {
-            "users": users,
-            "role_label": lambda role: role_label(role, lang),
-            "roles": [(r.value, role_label(r.value, lang)) for r in Role],
-        },
-    )
+    """Accounts inside the admin's jurisdiction, with the form for a new one."""
+    return _users_page(request, session, who)
+
+
+@router.post("/admin/users")
+def users_create(
+    request: Request,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.USER_MANAGE))],
+    username: Annotated[str, Form(max_length=64)] = "",
+    display_name: Annotated[str, Form(max_length=64)] = "",
+    role: Annotated[str, Form(max_length=32)] = "",
+    area_code: Annotated[str, Form(max_length=12)] = "",
+    password: Annotated[str, Form(max_length=256)] = "",
+) -> Response:
+    """Create an account inside the admin's jurisdiction; errors come back on the form."""
+    form = {
+        "username": username,
+        "display_name": display_name,
+        "role": role,
+        "area_code": area_code,
+    }
+    try:
+        if not covers(who, area_code):
+            raise InvalidInput(
+                "辖区须在您的管理范围内",
+                "the area must lie inside your own jurisdiction",
+                field="area_code",
+            )
+        authz_service.create_user(
+            session,
+            who.actor,
+            username=username,
+            password=password,
+            role=role,
+            area_code=area_code,
+            display_name=display_name or None,
+        )
+    except CitybrainError as error:
+        rollback_keeping(session, error)
+        return _users_page(
+            request,
+            session,
+            who,
+            error=error.message(language(request)),
+            error_field=error.field,
+            form=form,
+            status_code=error.status_code,
+        )
+    return RedirectResponse("/admin/users", status_code=303)
+
+
+def _managed_user(session: Session, who: Principal, user_id: int) -> int:
+    user = authz_repository.user_by_id(session, user_id)
+    if user is None or not covers(who, user.area_code):
+        raise NotFound("未找到该账号", "no such account", code="user_not_found")
+    if user.id == who.id:
+        raise InvalidInput("不能停用自己的账号", "you cannot disable your own account")
+    return user.id
+
+
+@router.post("/admin/users/{user_id}/active")
+def users_set_active(
+    user_id: int,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.USER_MANAGE))],
+    active: Annotated[bool, Form()] = False,
+) -> Response:
+    """Disable (ending its sessions) or re-enable an account."""
+    authz_service.set_active(session, who.actor, _managed_user(session, who, user_id), active)
+    return RedirectResponse("/admin/users", status_code=303)

@@ -180,6 +180,25 @@ def load_principal(session: Session, user_id: int, issued_at: float) -> Principa
     return principal_for(user)
 
 
+def set_active(session: Session, actor: Actor, user_id: int, active: bool) -> User:
+    """Disable or re-enable an account; disabling also ends its sessions at once."""
+    user = repository.user_by_id(session, user_id)
+    if user is None:
+        raise InvalidInput(f"用户 {user_id} 不存在", f"user {user_id} does not exist")
+    user.is_active = active
+    if not active:
+        user.sessions_revoked_at = clock.now()
+    record(
+        session,
+        actor,
+        "user.enable" if active else "user.disable",
+        object_type="user",
+        object_id=user_id,
+        area_code=user.area_code,
+    )
+    return user
+
+
 def end_sessions(session: Session, actor: Actor, user_id: int) -> None:
     """Refuse every session cookie of ``user_id`` issued until now (logout everywhere)."""
     user = repository.user_by_id(session, user_id)
