@@ -50,12 +50,26 @@ def test_every_route_is_guarded_or_deliberately_public(app: FastAPI) -> None:
     ]
 
 
-def test_health_and_metrics(client: TestClient) -> None:
+def test_health_and_metrics(client: TestClient, session: Session) -> None:
+    from citybrain.core.events.service import publish
+
     assert client.get("/healthz").json() == {"status": "ok"}
     client.get("/login")
     metrics = client.get("/metrics").text
     assert "citybrain_http_requests_total" in metrics
     assert 'route="/login"' in metrics
+    before = _gauge(metrics, "citybrain_outbox_pending_events")
+    publish(session, "test.metrics", {"n": 1})
+    session.flush()
+    after = _gauge(client.get("/metrics").text, "citybrain_outbox_pending_events")
+    assert after == before + 1
+
+
+def _gauge(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in metrics")
 
 
 def test_docs_are_served_without_a_cdn(client: TestClient) -> None:

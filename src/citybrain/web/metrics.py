@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.responses import Response
 
 REQUESTS = Counter("citybrain_http_requests_total", "HTTP requests", ["method", "route", "status"])
@@ -11,6 +11,14 @@ LATENCY = Histogram(
     "HTTP request latency",
     ["method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+OUTBOX_PENDING = Gauge(
+    "citybrain_outbox_pending_events", "Outbox events not yet delivered to every handler"
+)
+OUTBOX_OLDEST = Gauge(
+    "citybrain_outbox_oldest_pending_seconds", "Age of the oldest undelivered outbox event"
 )
 
 

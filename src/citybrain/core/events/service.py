@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from citybrain.core.events.models import OutboxEvent
@@ -52,3 +54,13 @@ def publish(
     # kit.db runs the after-commit hooks (the dispatcher's wake-up) for sessions with this flag.
     session.info["wake_after_commit"] = True
     return event
+
+
+def outbox_backlog(session: Session) -> tuple[int, dt.datetime | None]:
+    """How many events wait for delivery, and when the oldest of them was written."""
+    count, oldest = session.execute(
+        select(func.count(), func.min(OutboxEvent.created_at)).where(
+            OutboxEvent.dispatched_at.is_(None)
+        )
+    ).one()
+    return int(count or 0), clock.as_utc(oldest) if oldest is not None else None
