@@ -61,3 +61,12 @@ def test_exports_neutralise_formula_cells() -> None:
     assert neutralise("张三") == "张三" and neutralise(5) == 5
     body = csv_bytes(["姓名"], [["=1+1"]]).decode("utf-8")
     assert body.startswith("\ufeff") and "'=1+1" in body
+
+
+def test_times_show_in_china_standard_time() -> None:
+    import datetime as dt
+
+    from citybrain.kit.web import china_time
+
+    assert china_time(dt.datetime(2020, 1, 24, 16, 30, tzinfo=dt.UTC)) == "2020-01-25 00:30:00"
+    assert china_time(None) == "—"

@@ -5,6 +5,7 @@ Packages' ``routes.py`` and ``pages.py`` depend on these; ``citybrain.web`` asse
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import secrets
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescap
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
+from citybrain.kit.clock import CHINA_TZ
 from citybrain.kit.db import Database, get_database, transaction
 from citybrain.kit.errors import PermissionDenied
 from citybrain.kit.i18n import negotiate, translate
@@ -81,6 +83,11 @@ def check_csrf(request: Request, submitted: str | None) -> None:
         )
 
 
+def china_time(value: dt.datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """Template filter: a stored UTC time as the city's local time (China Standard Time)."""
+    return value.astimezone(CHINA_TZ).strftime(fmt) if value else "—"
+
+
 _template_dirs: list[Path] = []
 _templates: Jinja2Templates | None = None
 
@@ -103,6 +110,7 @@ def templates() -> Jinja2Templates:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        env.filters["cst"] = china_time
         _templates = Jinja2Templates(env=env)
     return _templates
 
