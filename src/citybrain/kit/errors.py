@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Self
 
+from pydantic import BaseModel
+
 
 class CitybrainError(Exception):
     """Base error: a machine code, messages in Chinese and English, and where it happened."""
@@ -98,3 +100,39 @@ class ConfigurationError(CitybrainError):
 
     status_code = 500
     code = "configuration_error"
+
+
+class ErrorProblem(BaseModel):
+    """One failed check of a request: which field, what is wrong."""
+
+    field: str
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong and where (field, row)."""
+
+    code: str
+    message: str
+    field: str | None = None
+    row: int | None = None
+    problems: list[ErrorProblem] | None = None
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer of the API."""
+
+    error: ErrorDetail
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the error answers a route may give, all in one shape."""
+    descriptions = {
+        401: "Not authenticated (no, expired or revoked token) 未登录",
+        403: "Your role may not do this 无权限",
+        404: "No such object, or outside your jurisdiction 不存在或不在辖区内",
+        409: "Conflicts with what exists 冲突",
+        422: "Invalid input: the field and the problem are named 输入有误",
+        429: "Too many attempts 尝试次数过多",
+    }
+    return {s: {"model": ErrorBody, "description": descriptions[s]} for s in statuses}

@@ -20,7 +20,7 @@ from citybrain.core.authz.deps import (
 )
 from citybrain.kit import clock
 from citybrain.kit.db import rollback_keeping
-from citybrain.kit.errors import CitybrainError
+from citybrain.kit.errors import CitybrainError, error_responses
 from citybrain.kit.web import check_csrf, db_session, language, render
 
 router = APIRouter(tags=["auth 登录"])
@@ -108,7 +108,12 @@ class TokenOut(BaseModel):
     expires_at: str
 
 
-@router.post("/api/v1/auth/token", response_model=TokenOut, tags=["auth 登录"])
+@router.post(
+    "/api/v1/auth/token",
+    response_model=TokenOut,
+    tags=["auth 登录"],
+    responses=error_responses(401, 422, 429),
+)
 @public
 def issue_api_token(request: Request, data: TokenIn, session: DB) -> TokenOut:
     """Exchange a username and password for a bearer token valid for 12 hours."""

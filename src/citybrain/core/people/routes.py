@@ -21,9 +21,14 @@ from citybrain.core.people.schemas import (
     RegisterOut,
     UnmaskIn,
 )
+from citybrain.kit.errors import error_responses
 from citybrain.kit.web import db_session
 
-router = APIRouter(prefix="/api/v1/people", tags=["people 人员"])
+router = APIRouter(
+    prefix="/api/v1/people",
+    tags=["people 人员"],
+    responses=error_responses(401, 403, 404, 422),
+)
 DB = Annotated[Session, Depends(db_session)]
 
 
@@ -83,7 +88,11 @@ def unmask(
     return service.unmask_person(session, who, ref, data.purpose)
 
 
-households = APIRouter(prefix="/api/v1/households", tags=["people 人员"])
+households = APIRouter(
+    prefix="/api/v1/households",
+    tags=["people 人员"],
+    responses=error_responses(401, 403, 422),
+)
 
 
 @households.post("", response_model=HouseholdOut, status_code=201, summary="Open a household")
