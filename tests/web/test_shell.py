@@ -276,3 +276,35 @@ def test_admin_creates_and_disables_accounts_in_their_jurisdiction(
         data={"username": "newstreet", "password": "good-password-1", "csrf_token": other_token},
     )
     assert refused.status_code == 401
+
+
+def test_nul_characters_and_oversized_bodies_are_refused_up_front(
+    client: TestClient, session: Session
+) -> None:
+    token = csrf_of(client)
+    for response in (
+        client.get("/api/v1/people/a%00b"),
+        client.post("/login", data={"username": "a\x00b", "password": "x", "csrf_token": token}),
+        client.post("/api/v1/auth/token", json={"username": "a\u0000b", "password": "x"}),
+    ):
+        assert response.status_code == 422
+        assert response.json()["error"]["code"] == "invalid_input"
+    big = client.post(
+        "/api/v1/auth/token",
+        content=b"{" + b" " * (17 * 1024 * 1024) + b"}",
+        headers={"content-type": "application/json"},
+    )
+    assert big.status_code == 413
+
+
+def test_framework_errors_answer_in_our_shape(client: TestClient) -> None:
+    missing = client.get("/api/v1/nothing-here")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    wrong = client.delete("/api/v1/auth/token")
+    assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+    garbled = client.post(
+        "/api/v1/auth/token", content=b"\xfb", headers={"content-type": "application/json"}
+    )
+    assert garbled.status_code == 422 and garbled.json()["error"]["code"] == "invalid_input"
+    page = client.get("/no-such-page")
+    assert page.status_code == 404 and "<html" in page.text

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     login_max_failures: int = 5
     login_window_seconds: int = 15 * 60
     default_language: Literal["zh-CN", "en"] = "zh-CN"
+    max_request_bytes: int = 16 * 1024 * 1024
 
     @property
     def resolved_database_url(self) -> str:

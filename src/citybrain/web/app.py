@@ -12,6 +12,7 @@ from urllib.parse import quote
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
@@ -23,6 +24,7 @@ from citybrain.kit.keys import get_keyring
 from citybrain.kit.logging import configure_logging
 from citybrain.kit.settings import get_settings
 from citybrain.kit.web import language, register_templates, render
+from citybrain.web.guards import InputGuard
 from citybrain.web.middleware import RequestContextMiddleware
 from citybrain.web.routers import ROUTERS
 
@@ -56,6 +58,34 @@ async def _citybrain_error(request: Request, exc: Exception) -> Response:
         "error.html",
         {"message": exc.message(lang), "status": exc.status_code},
         status_code=exc.status_code,
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """The framework's own answers (unknown route, wrong method, unreadable body) in our
+    shape; a body that cannot be parsed is invalid input like any other (422)."""
+    assert isinstance(exc, StarletteHTTPException)
+    lang = language(request)
+    status = 422 if exc.status_code == 400 else exc.status_code
+    codes = {404: "not_found", 405: "method_not_allowed", 422: "invalid_input"}
+    messages = {
+        404: ("页面或接口不存在", "no such page or endpoint"),
+        405: ("不支持该请求方法", "method not allowed"),
+        422: (
+            "请求体无法解析（须为 UTF-8 编码的 JSON 或表单）",
+            "the request body cannot be parsed (UTF-8 JSON or form expected)",
+        ),
+    }
+    zh, en = messages.get(status, (str(exc.detail), str(exc.detail)))
+    message = en if lang == "en" else zh
+    if not _wants_json(request):
+        return render(
+            request, "error.html", {"message": message, "status": status}, status_code=status
+        )
+    return JSONResponse(
+        {"error": {"code": codes.get(status, "http_error"), "message": message}},
+        status_code=status,
+        headers=getattr(exc, "headers", None),
     )
 
 
@@ -119,6 +149,7 @@ def create_app(database: Database | None = None, *, background: bool = False) ->
         lifespan=lifespan,
     )
     app.state.database = database
+    app.add_middleware(InputGuard, max_body_bytes=settings.max_request_bytes)
     app.add_middleware(RequestContextMiddleware)
     app.add_middleware(
         SessionMiddleware,
@@ -135,4 +166,5 @@ def create_app(database: Database | None = None, *, background: bool = False) ->
         app.include_router(router)
     app.add_exception_handler(CitybrainError, _citybrain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     return app

@@ -43,7 +43,7 @@ def compounds(
     session: DB,
     who: Viewer,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> list[CompoundOut]:
     """Compounds inside an area, by code."""
     if repository.get_area(session, code) is None:

@@ -26,7 +26,10 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={503: {"description": "database unreachable or migrations pending 未就绪"}},
+)
 @public
 def readyz(request: Request) -> Response:
     """Ready to serve: the database answers and its schema is at the newest migration."""

@@ -93,7 +93,7 @@ def audit_page(
     who: Annotated[Principal, Depends(require(Permission.AUDIT_VIEW))],
     action: Annotated[str | None, Query(max_length=64)] = None,
     outcome: Annotated[str | None, Query(max_length=16)] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=50_000)] = 1,
     verify: bool = False,
 ) -> Response:
     """The audit trail in the auditor's jurisdiction, newest first; ``verify=1`` walks the

@@ -82,7 +82,7 @@ def people_list(
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.PERSON_SEARCH))],
     area: Annotated[str, Query(max_length=15)] = "",
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=50_000)] = 1,
 ) -> Response:
     """Everyone in the jurisdiction (or an area of it), masked, page by page."""
     return _search_page(request, session, who, "", area, page)
@@ -95,7 +95,7 @@ def people_search(
     who: Annotated[Principal, Depends(require(Permission.PERSON_SEARCH))],
     q: Annotated[str, Form(max_length=32)] = "",
     area: Annotated[str, Form(max_length=15)] = "",
-    page: Annotated[int, Form(ge=1)] = 1,
+    page: Annotated[int, Form(ge=1, le=50_000)] = 1,
 ) -> Response:
     """Search by ID number, phone or name. A form post, so what was searched for never
     appears in a URL, a browser's history or a proxy's log."""

@@ -41,7 +41,7 @@ def search(
     name: Annotated[str | None, Query(max_length=32)] = None,
     area_code: Annotated[str | None, Query(max_length=15)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> PersonPage:
     """Exact match on ID number, phone or name; filter by area. Results are masked."""
     return service.search_people(

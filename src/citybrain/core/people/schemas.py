@@ -17,7 +17,9 @@ class PersonIn(BaseModel):
     community_code: str | None = Field(
         default=None, max_length=12, description="社区代码（无小区时）"
     )
-    household_id: int | None = Field(default=None, description="户编号（与家人同户登记）")
+    household_id: int | None = Field(
+        default=None, ge=1, le=2**31 - 1, description="户编号（与家人同户登记）"
+    )
 
 
 class HouseholdIn(BaseModel):
