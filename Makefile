@@ -4,7 +4,7 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-VENDOR := src/citybrain/web/static/vendor
+VENDOR := build/web-vendor
 HTMX := $(VENDOR)/htmx.min.js
 
 .PHONY: setup demo serve test lint system-deps clean bench
@@ -54,4 +54,4 @@ bench: setup
 	@for b in bench/bench_*.py; do $(BIN)/python $$b; done
 
 clean:
-	rm -rf $(VENV) node_modules src/citybrain/web/static/vendor .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules build .pytest_cache .mypy_cache .ruff_cache

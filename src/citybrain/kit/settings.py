@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     login_window_seconds: int = 15 * 60
     default_language: Literal["zh-CN", "en"] = "zh-CN"
     max_request_bytes: int = 16 * 1024 * 1024
+    vendor_dir: Path | None = Field(
+        default=None,
+        description="front-end packages copied from npm at setup (default: build/web-vendor)",
+    )
 
     @property
     def resolved_database_url(self) -> str:

@@ -161,6 +161,10 @@ def create_app(database: Database | None = None, *, background: bool = False) ->
     )
     for directory in TEMPLATE_DIRS:
         register_templates(directory)
+    # npm packages (htmx, Swagger UI) are copied at setup into a build folder, not the source
+    # tree; mounted before /static so their paths win.
+    vendor = settings.vendor_dir or PACKAGE_DIR.parents[1] / "build" / "web-vendor"
+    app.mount("/static/vendor", StaticFiles(directory=vendor, check_dir=False), name="vendor")
     app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")
     for router in ROUTERS:
         app.include_router(router)

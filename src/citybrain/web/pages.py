@@ -16,7 +16,7 @@ from citybrain.core.authz import service as authz_service
 from citybrain.core.authz.deps import CurrentPrincipal, require
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission, Role, role_label
-from citybrain.core.authz.scope import covers
+from citybrain.core.authz.scope import covers, within
 from citybrain.core.geo import repository as geo_repository
 from citybrain.core.geo.models import Area, Compound
 from citybrain.core.people.models import Person
@@ -68,7 +68,7 @@ def home(request: Request, session: DB, who: CurrentPrincipal) -> Response:
             session.scalar(
                 select(func.count())
                 .select_from(Person)
-                .where(Person.area_code.startswith(who.area_code))
+                .where(within(Person.area_code, who.area_code))
             )
             or 0
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import RedirectResponse, Response
 
 from citybrain.core.audit.service import record
-from citybrain.core.authz import service
+from citybrain.core.authz import repository, service
 from citybrain.core.authz.deps import (
     SESSION_ISSUED_KEY,
     SESSION_USER_KEY,
@@ -117,10 +118,6 @@ class TokenOut(BaseModel):
 @public
 def issue_api_token(request: Request, data: TokenIn, session: DB) -> TokenOut:
     """Exchange a username and password for a bearer token valid for 12 hours."""
-    import datetime as dt
-
-    from citybrain.core.authz import repository
-
     principal = service.authenticate(session, data.username, data.password, _client_ip(request))
     user = repository.user_by_id(session, principal.id)
     assert user is not None
