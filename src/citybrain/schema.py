@@ -8,6 +8,7 @@ from citybrain.core.authz import models as authz_models
 from citybrain.core.events import models as events_models
 from citybrain.core.geo import models as geo_models
 from citybrain.core.people import models as people_models
+from citybrain.datahub import models as datahub_models
 from citybrain.kit.db import Base
 
 metadata = Base.metadata
@@ -15,6 +16,7 @@ metadata = Base.metadata
 __all__ = [
     "audit_models",
     "authz_models",
+    "datahub_models",
     "events_models",
     "geo_models",
     "metadata",

@@ -1,0 +1,292 @@
+"""The lake: Parquet files of canonical records, partitioned by kind, category and day.
+
+Layout under the data directory::
+
+    lake/<kind>/category=<code>/day=<YYYY-MM-DD>/<file_id>.parquet   pseudonymised records
+    linkage/category=<code>/day=<YYYY-MM-DD>/<file_id>.parquet       identifiers, encrypted
+    quarantine/category=<code>/<file_id>.parquet                     bad rows, encrypted
+
+Every part is named by the id of the file it came from, so re-ingesting a file after a crash
+rewrites the same parts instead of adding new ones, and parts of a file the database does not
+record as ingested are orphans that the next run removes. Parts are written to a staging folder
+first and moved into place one by one (an atomic rename each), so a reader never sees half a
+Parquet file. Partition columns (category, day) live in the paths, Hive style, which DuckDB and
+Spark both read.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from citybrain.kit.settings import get_settings
+
+IDENTIFIERS = ("id_hmac", "phone_hmac", "passport_hmac", "plate_hmac", "card_hmac")
+COMMON = [
+    ("record_id", pa.string()),
+    ("file_id", pa.string()),
+    ("line", pa.int32()),
+    *[(name, pa.string()) for name in IDENTIFIERS],
+    ("row_hash", pa.int64()),
+]
+TS = pa.timestamp("s")
+KIND_COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
+    "presence": [
+        ("place", pa.string()),
+        ("place_kind", pa.string()),
+        ("place_name", pa.string()),
+        ("start", TS),
+        ("end", TS),
+        ("vehicle", pa.string()),
+        ("carriage", pa.int32()),
+        ("row", pa.int32()),
+        ("seat", pa.string()),
+        ("direction", pa.string()),
+    ],
+    "travel": [
+        ("mode", pa.string()),
+        ("vehicle", pa.string()),
+        ("carriage", pa.int32()),
+        ("row", pa.int32()),
+        ("seat", pa.string()),
+        ("origin", pa.string()),
+        ("destination", pa.string()),
+        ("depart", TS),
+        ("arrive", TS),
+        ("direction", pa.string()),
+        ("country", pa.string()),
+        ("port", pa.string()),
+    ],
+    "health": [
+        ("event", pa.string()),
+        ("at", TS),
+        ("place", pa.string()),
+        ("result", pa.string()),
+        ("detail", pa.string()),
+        ("origin", pa.string()),
+    ],
+    "setting": [
+        ("setting_kind", pa.string()),
+        ("setting", pa.string()),
+        ("setting_name", pa.string()),
+        ("grade", pa.string()),
+        ("unit", pa.string()),
+        ("role", pa.string()),
+    ],
+    "identity": [
+        ("setting_kind", pa.string()),
+        ("setting", pa.string()),
+        ("sex", pa.string()),
+        ("role", pa.string()),
+    ],
+}
+SCHEMAS: dict[str, pa.Schema] = {
+    kind: pa.schema(COMMON + columns) for kind, columns in KIND_COLUMNS.items()
+}
+# Sort order inside each part: what the analysis filters on first, so row-group statistics
+# let a query skip what it does not need.
+SORT_KEYS: dict[str, list[str]] = {
+    "presence": ["place", "start"],
+    "travel": ["vehicle", "depart"],
+    "health": ["event", "at"],
+    "setting": ["setting", "unit"],
+    "identity": ["setting"],
+}
+LINKAGE_ENCRYPTED = (
+    "name",
+    "id_number",
+    "phone",
+    "passport",
+    "plate",
+    "card",
+    "birth_date",
+    "address",
+)
+LINKAGE_SCHEMA = pa.schema(
+    [
+        ("record_id", pa.string()),
+        ("file_id", pa.string()),
+        ("line", pa.int32()),
+        ("name", pa.string()),
+        ("id_number", pa.string()),
+        ("phone", pa.string()),
+        ("passport", pa.string()),
+        ("plate", pa.string()),
+        ("card", pa.string()),
+        ("birth_date", pa.date32()),
+        ("sex", pa.string()),
+        ("address", pa.string()),
+    ]
+)
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("file_id", pa.string()),
+        ("file_name", pa.string()),
+        ("line", pa.int32()),
+        ("field", pa.string()),
+        ("column", pa.string()),
+        ("reason", pa.string()),
+        ("errors", pa.string()),
+        ("raw", pa.string()),  # the row as the agency sent it (JSON), encrypted
+    ]
+)
+QUARANTINE_ENCRYPTED = ("raw",)
+STAGING = "_staging"
+
+
+@dataclass(frozen=True)
+class LakePaths:
+    """Where the lake, the linkage store and the quarantine live."""
+
+    root: Path
+
+    @classmethod
+    def default(cls) -> LakePaths:
+        """Under the configured data directory."""
+        return cls(get_settings().data_dir.resolve())
+
+    @property
+    def lake(self) -> Path:
+        """Pseudonymised records."""
+        return self.root / "lake"
+
+    @property
+    def linkage(self) -> Path:
+        """Encrypted identifiers for the linkage job."""
+        return self.root / "linkage"
+
+    @property
+    def quarantine(self) -> Path:
+        """Encrypted bad rows."""
+        return self.root / "quarantine"
+
+    @property
+    def staging(self) -> Path:
+        """Parts being written, moved into place when complete."""
+        return self.root / STAGING
+
+    def kind_dir(self, kind: str) -> Path:
+        """The folder of one canonical kind."""
+        return self.lake / kind
+
+    def lake_part(self, kind: str, category: str, day: str, file_id: str) -> Path:
+        """Relative path of one lake part."""
+        return Path("lake", kind, f"category={category}", f"day={day}", f"{file_id}.parquet")
+
+    def linkage_part(self, category: str, day: str, file_id: str) -> Path:
+        """Relative path of one linkage-store part."""
+        return Path("linkage", f"category={category}", f"day={day}", f"{file_id}.parquet")
+
+    def quarantine_part(self, category: str, file_id: str) -> Path:
+        """Relative path of a file's quarantine."""
+        return Path("quarantine", f"category={category}", f"{file_id}.parquet")
+
+    def all_parts(self) -> Iterator[Path]:
+        """Every part file in the lake, the linkage store and the quarantine."""
+        for top in (self.lake, self.linkage, self.quarantine):
+            if top.exists():
+                yield from top.rglob("*.parquet")
+
+    def glob(self, kind: str) -> str:
+        """A glob DuckDB and Spark read one kind with (Hive partitions)."""
+        return str(self.kind_dir(kind) / "**" / "*.parquet")
+
+
+def file_id_of(part: Path) -> str:
+    """The id of the file a part came from (its stem)."""
+    return part.stem
+
+
+def sorted_for(kind: str, table: pa.Table) -> pa.Table:
+    """``table`` in the kind's sort order."""
+    keys = [(k, "ascending") for k in SORT_KEYS[kind] if k in table.column_names]
+    return table.sort_by(keys) if keys else table
+
+
+def split_days(table: pa.Table, days: pa.Array) -> Iterator[tuple[str, pa.Table]]:
+    """Split ``table`` by the ISO day of each row (rows keep their order within a day)."""
+    if table.num_rows == 0:
+        return
+    import pyarrow.compute as pc
+
+    text = pc.strftime(days, format="%Y-%m-%d")
+    with_day = table.append_column("__day", text)
+    for day in sorted(pc.unique(text).to_pylist()):
+        part = with_day.filter(pc.equal(with_day.column("__day"), day)).drop_columns(["__day"])
+        yield day, part
+
+
+class Staging:
+    """Parts of one file, written aside and moved into place together."""
+
+    def __init__(self, paths: LakePaths, file_id: str) -> None:
+        self.paths = paths
+        self.dir = paths.staging / file_id
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        self.parts: list[Path] = []
+
+    def path_for(self, relative: Path) -> Path:
+        """Where to write ``relative`` now."""
+        target = self.dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.parts.append(relative)
+        return target
+
+    def write(self, table: pa.Table, relative: Path) -> None:
+        """Write a plain (unencrypted) lake part."""
+        pq.write_table(table, self.path_for(relative), compression="zstd", row_group_size=256_000)
+
+    def publish(self) -> list[Path]:
+        """Move every part into place (each an atomic rename) and drop the staging folder."""
+        placed = []
+        for relative in self.parts:
+            final = self.paths.root / relative
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.dir / relative, final)
+            placed.append(final)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return placed
+
+    def discard(self) -> None:
+        """Forget the parts (the file failed as a whole)."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def remove_orphans(paths: LakePaths, committed: Iterable[str]) -> int:
+    """Delete parts of files the database does not record as ingested (left by a crash)
+    and any staging leftovers; return how many part files went."""
+    keep = set(committed)
+    removed = 0
+    for part in list(paths.all_parts()):
+        if file_id_of(part) not in keep:
+            part.unlink()
+            removed += 1
+    shutil.rmtree(paths.staging, ignore_errors=True)
+    return removed
+
+
+def existing_hashes(
+    paths: LakePaths, kind: str, category: str, days: Iterable[str], exclude: str
+) -> pa.Array:
+    """Row hashes already in the lake for ``category`` on ``days`` (other files only)."""
+    import numpy as np
+
+    chunks = []
+    for day in days:
+        folder = paths.kind_dir(kind) / f"category={category}" / f"day={day}"
+        if not folder.exists():
+            continue
+        for part in folder.glob("*.parquet"):
+            if file_id_of(part) == exclude:
+                continue
+            chunks.append(pq.read_table(part, columns=["row_hash"]).column(0).to_numpy())
+    if not chunks:
+        return pa.array(np.zeros(0, dtype=np.int64))
+    return pa.array(np.concatenate(chunks))

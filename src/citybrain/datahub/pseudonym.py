@@ -1,0 +1,59 @@
+"""Pseudonymisation at the door: identifiers become keyed hashes before anything reaches the
+lake (the separation principle of record linkage).
+
+The hash is the platform's blind index (HMAC-SHA256 with a domain per identifier kind), so a
+resident ID in the lake matches the same person's blind index in the operational registry, and
+nothing else can compute it without the key. Each distinct value of a column is hashed once
+(identifiers repeat a great deal across a feed), and recent values are remembered across files.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from citybrain.kit.crypto import BlindIndex, blind_index
+
+# Identifier field -> (lake column, blind-index domain). The domains match the registry's.
+IDENTIFIER_FIELDS: dict[str, tuple[str, str]] = {
+    "id_number": ("id_hmac", "id_number"),
+    "phone": ("phone_hmac", "phone"),
+    "passport": ("passport_hmac", "passport"),
+    "plate": ("plate_hmac", "plate"),
+    "card": ("card_hmac", "transit_card"),
+}
+
+
+class Pseudonymiser:
+    """Keyed hashing of identifier columns, one distinct value at a time."""
+
+    def __init__(self, index: BlindIndex | None = None, *, remember: int = 2_000_000) -> None:
+        self._index = index or blind_index()
+        self._remember = remember
+        self._cache: OrderedDict[tuple[str, str], str] = OrderedDict()
+
+    def _digest(self, value: str, kind: str) -> str:
+        key = (kind, value)
+        found = self._cache.get(key)
+        if found is not None:
+            return found
+        digest = self._index.digest(value, kind)
+        self._cache[key] = digest
+        if len(self._cache) > self._remember:
+            # Forget the oldest half at once: cheaper than evicting one entry per insert.
+            for _ in range(self._remember // 2):
+                self._cache.popitem(last=False)
+        return digest
+
+    def column(self, values: pa.Array, kind: str) -> pa.Array:
+        """The keyed hash of every value (null stays null)."""
+        if len(values) == 0:
+            return pa.array([], pa.string())
+        encoded = pc.dictionary_encode(values)
+        if isinstance(encoded, pa.ChunkedArray):
+            encoded = encoded.combine_chunks()
+        distinct = encoded.dictionary.to_pylist()
+        digests = pa.array([self._digest(v, kind) for v in distinct], pa.string())
+        return pc.take(digests, encoded.indices)

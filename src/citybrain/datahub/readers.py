@@ -1,0 +1,281 @@
+"""Reading an agency's file into columns of text, with the line each row came from.
+
+Every reader returns a :class:`RawBatch`: one string column per agency column (empty string for
+an empty cell), the line number of every parsed row, and the rows that could not be parsed at
+all (wrong number of columns, broken JSON) with their line and reason, so nothing is silently
+dropped. Line numbers are physical lines of the file (header = line 1) for CSV, lines for JSON
+lines (first record = line 1), and sheet rows (header = row 1) for Excel.
+
+CSV and JSON lines are parsed by Arrow in C++; Excel (the agencies' small lists) by openpyxl.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+
+from citybrain.datahub.catalog import Source
+
+BLOCK_SIZE = 16 << 20
+
+
+@dataclass
+class Unparsed:
+    """A row that could not be split into the agency's columns."""
+
+    line: int
+    reason: str  # malformed_row | bad_json
+    text: str
+
+
+@dataclass
+class RawBatch:
+    """A file's rows as text columns keyed by the agency's column names."""
+
+    columns: dict[str, pa.Array]
+    lines: np.ndarray  # int64, one per parsed row
+    unparsed: list[Unparsed] = field(default_factory=list)
+    header: tuple[str, ...] = ()
+
+    @property
+    def parsed(self) -> int:
+        """Rows split into columns."""
+        return len(self.lines)
+
+    @property
+    def received(self) -> int:
+        """Every data row of the file, parsed or not."""
+        return self.parsed + len(self.unparsed)
+
+
+class UnreadableFile(Exception):
+    """The file as a whole cannot be read (wrong encoding, not a workbook, no header)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def to_utf8(data: bytes, encoding: str) -> bytes:
+    """The file's bytes as UTF-8. GBK is read as GB 18030, its superset, so characters an
+    agency's system added beyond GBK still decode."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    if encoding.lower().replace("-", "") in ("utf8",):
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UnreadableFile(
+                "encoding", f"not UTF-8 at byte {exc.start}: expected encoding utf-8"
+            ) from exc
+        return data
+    codec = "gb18030" if encoding.lower() in ("gbk", "gb2312", "gb18030") else encoding
+    try:
+        return data.decode(codec).encode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UnreadableFile("encoding", f"not {encoding} at byte {exc.start}") from exc
+
+
+def _nonempty_line_numbers(data: bytes) -> np.ndarray:
+    """Physical line numbers (1-based) of the lines that hold something."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(buf == 10)
+    if len(buf) and buf[-1] != 10:
+        ends = np.append(ends, len(buf))
+    starts = np.concatenate(([0], ends[:-1] + 1)) if len(ends) else np.array([], dtype=np.int64)
+    lengths = ends - starts
+    # A line holding only "\r" is empty too.
+    only_cr = (lengths == 1) & (buf[np.minimum(starts, max(len(buf) - 1, 0))] == 13)
+    keep = (lengths > 0) & ~only_cr
+    return (np.flatnonzero(keep) + 1).astype(np.int64)
+
+
+def read_csv(data: bytes) -> RawBatch:
+    """Parse UTF-8 CSV with a header row; every value as text."""
+    try:
+        header_line = data.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
+    except UnicodeDecodeError as exc:  # pragma: no cover - to_utf8 ran first
+        raise UnreadableFile("encoding", "header is not text") from exc
+    if not header_line.strip():
+        raise UnreadableFile("no_header", "the first line (header) is empty")
+    names = next(iter(_csv_rows(header_line)))
+    types = dict.fromkeys(names, pa.string())
+
+    def parse(threads: bool) -> tuple[pa.Table, list[tuple[int | None, str]]]:
+        bad: list[tuple[int | None, str]] = []
+
+        def handler(row: pacsv.InvalidRow) -> str:
+            bad.append((row.number, row.text))
+            return "skip"
+
+        table = pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=pacsv.ReadOptions(use_threads=threads, block_size=BLOCK_SIZE),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=handler),
+            convert_options=pacsv.ConvertOptions(
+                column_types=types,
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+        return table, bad
+
+    try:
+        table, bad = parse(threads=True)
+        if bad:
+            # Only the single-threaded parser knows which record each bad row was.
+            table, bad = parse(threads=False)
+    except pa.ArrowInvalid as exc:
+        raise UnreadableFile("malformed_file", str(exc).splitlines()[0]) from exc
+    records = table.num_rows + len(bad)
+    # Record numbers count the header as 1 and skip blank lines; map them to physical lines.
+    physical = _nonempty_line_numbers(data)
+    if len(physical) == records + 1:
+        line_of = physical  # index k-1 -> physical line of record k
+    else:  # quoted line breaks inside values: report record numbers
+        line_of = np.arange(1, records + 2, dtype=np.int64)
+    bad_numbers = np.array(sorted(int(n or 0) for n, _ in bad), dtype=np.int64)
+    all_numbers = np.arange(2, records + 2, dtype=np.int64)
+    good_numbers = np.setdiff1d(all_numbers, bad_numbers, assume_unique=True)
+    unparsed = [
+        Unparsed(int(line_of[int(n or 1) - 1]), "malformed_row", text)
+        for n, text in sorted(bad, key=lambda b: b[0] or 0)
+    ]
+    columns = {name: table.column(name).combine_chunks() for name in table.column_names}
+    return RawBatch(columns, line_of[good_numbers - 1], unparsed, tuple(names))
+
+
+def _csv_rows(text: str) -> list[list[str]]:
+    import csv
+
+    return list(csv.reader([text]))
+
+
+def read_jsonl(data: bytes) -> RawBatch:
+    """Parse JSON lines (one object per line); every value as text."""
+    lines = _nonempty_line_numbers(data)
+    try:
+        table = pajson.read_json(
+            io.BytesIO(data),
+            read_options=pajson.ReadOptions(use_threads=True, block_size=BLOCK_SIZE),
+            parse_options=pajson.ParseOptions(newlines_in_values=False),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return _read_jsonl_slowly(data, lines)
+    if table.num_rows != len(lines):
+        return _read_jsonl_slowly(data, lines)
+    columns: dict[str, pa.Array] = {}
+    for name in table.column_names:
+        column = table.column(name).combine_chunks()
+        if not pa.types.is_string(column.type):
+            if pa.types.is_struct(column.type) or pa.types.is_list(column.type):
+                return _read_jsonl_slowly(data, lines)
+            column = pc.cast(column, pa.string())
+        columns[name] = pc.fill_null(column, "")
+    return RawBatch(columns, lines, [], tuple(table.column_names))
+
+
+def _read_jsonl_slowly(data: bytes, lines: np.ndarray) -> RawBatch:
+    """Line by line, for files with broken lines: find exactly which lines are bad."""
+    texts = [t for t in data.decode("utf-8").split("\n") if t.strip() and t.strip() != "\r"]
+    values: dict[str, list[str]] = {}
+    good: list[int] = []
+    unparsed: list[Unparsed] = []
+    for index, (line, text) in enumerate(zip(lines.tolist(), texts, strict=True)):
+        try:
+            obj = json.loads(text)
+            if not isinstance(obj, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            unparsed.append(Unparsed(int(line), "bad_json", text[:500]))
+            continue
+        row = len(good)
+        for key, value in obj.items():
+            column = values.setdefault(str(key), [""] * row)
+            column.append(_as_text(value))
+        for column in values.values():
+            if len(column) < row + 1:
+                column.append("")
+        good.append(index)
+    columns = {k: pa.array(v, pa.string()) for k, v in values.items()}
+    return RawBatch(columns, lines[good] if good else lines[:0], unparsed, tuple(values))
+
+
+def _as_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def read_xlsx(data: bytes, source: Source) -> RawBatch:
+    """Read the first sheet of a workbook: header in row 1, one record per later row."""
+    from openpyxl import load_workbook
+
+    try:
+        book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises many types for a file that is not a workbook
+        raise UnreadableFile("not_a_workbook", f"not an Excel workbook: {exc}") from exc
+    try:
+        sheet = book.worksheets[0]
+        rows = sheet.iter_rows(values_only=True)
+        header_row = next(rows, None)
+        if header_row is None or not any(c not in (None, "") for c in header_row):
+            raise UnreadableFile("no_header", "row 1 (header) is empty")
+        header = [_as_text(c).strip() for c in header_row]
+        # A cell Excel typed as a date is written back in the contract's own format.
+        formats = {f.column: f.formats[0] for f in source.fields if f.formats}
+        values: list[list[str]] = [[] for _ in header]
+        lines: list[int] = []
+        for number, row in enumerate(rows, start=2):
+            if row is None or all(c in (None, "") for c in row):
+                continue
+            for i, name in enumerate(header):
+                cell = row[i] if i < len(row) else None
+                if isinstance(cell, dt.datetime | dt.date):
+                    fmt = formats.get(name, "%Y-%m-%d %H:%M:%S")
+                    text = cell.strftime(fmt) if fmt not in ("epoch", "epoch_ms") else str(cell)
+                else:
+                    text = _as_text(cell)
+                values[i].append(text)
+            lines.append(number)
+    finally:
+        book.close()
+    columns = {name: pa.array(col, pa.string()) for name, col in zip(header, values, strict=True)}
+    return RawBatch(columns, np.array(lines, dtype=np.int64), [], tuple(header))
+
+
+def read_file(path: Path, source: Source) -> RawBatch:
+    """Read a dropped file according to its source's file contract."""
+    if source.file is None:
+        raise UnreadableFile("not_a_feed", f"{source.code} is not delivered as files")
+    data = path.read_bytes()
+    return read_bytes(data, source)
+
+
+def read_bytes(data: bytes, source: Source) -> RawBatch:
+    """Read a file's bytes according to its source's file contract."""
+    spec = source.file
+    if spec is None:
+        raise UnreadableFile("not_a_feed", f"{source.code} is not delivered as files")
+    if spec.format == "xlsx":
+        return read_xlsx(data, source)
+    text = to_utf8(data, spec.encoding)
+    if spec.format == "jsonl":
+        return read_jsonl(text)
+    return read_csv(text)
