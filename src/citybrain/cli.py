@@ -24,12 +24,16 @@ users_app = typer.Typer(help="Accounts 账号", no_args_is_help=True)
 audit_app = typer.Typer(help="Audit log 审计日志", no_args_is_help=True)
 keys_app = typer.Typer(help="Key material 密钥", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens for scripts and devices 接口令牌", no_args_is_help=True)
+datahub_app = typer.Typer(
+    help="The data centre: intake, status, quarantine 大数据中心", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(geo_app, name="geo")
 app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(keys_app, name="keys")
+app.add_typer(datahub_app, name="datahub")
 
 console = Console()
 err = Console(stderr=True)
@@ -242,6 +246,235 @@ def audit_verify(
         )
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _ensure_schema() -> None:
+    """Bring the operational database to the newest schema (idempotent, quick when current)."""
+    from citybrain.kit.migrate import upgrade
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+
+
+def _bar_progress(progress: Progress) -> Any:
+    tasks: dict[str, Any] = {}
+
+    def step(stage: str, done: int, total: int) -> None:
+        if "bar" not in tasks:
+            tasks["bar"] = progress.add_task(stage, total=total)
+        progress.update(tasks["bar"], description=stage, completed=done, total=total)
+
+    return step
+
+
+def geo_input() -> Any:
+    """The platform's geography as plain rows for the simulator (which imports no core)."""
+    from citybrain.core.geo.service import build_dataset
+    from citybrain.simulate.config import AreaInput, CompoundInput, GeoInput, PlaceInput
+
+    dataset = build_dataset()
+    return GeoInput(
+        areas=[AreaInput(a.code, a.level, a.name, a.parent_code) for a in dataset.areas],
+        compounds=[
+            CompoundInput(
+                c.code,
+                c.community_code,
+                c.name,
+                c.address,
+                c.households_estimate,
+                c.lon,
+                c.lat,
+            )
+            for c in dataset.compounds
+        ],
+        places=[
+            PlaceInput(p.code, p.kind, p.subkind, p.name, p.area_code, p.compound_code)
+            for p in dataset.places
+        ],
+    )
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option(help="feeds folder (one drop folder per source)")] = Path(
+        "var/feeds"
+    ),
+    people: Annotated[int, typer.Option(help="population (full city: 12600000)", min=100)] = 20_000,
+    days: Annotated[int, typer.Option(help="days to simulate", min=1, max=366)] = 30,
+    seed: Annotated[int, typer.Option(help="random seed: same seed, same bytes")] = 7,
+    start: Annotated[
+        str | None, typer.Option(help="first simulated day, YYYY-MM-DD (default 2020-01-10)")
+    ] = None,
+    truth_out: Annotated[
+        Path | None,
+        typer.Option(help="ground truth folder (default: 'truth' beside the feeds folder)"),
+    ] = None,
+    clean_feeds: Annotated[
+        bool, typer.Option("--clean-feeds", help="write feeds without any faults")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary last")] = False,
+) -> None:
+    """Simulate a synthetic Zhengzhou with an outbreak; write every agency's feed files and,
+    separately, the ground truth. 模拟城市并生成各部门数据"""
+    import datetime as dt
+
+    from citybrain.simulate.config import DEFAULT_START, FaultRates, SimulationConfig
+    from citybrain.simulate.run import run_simulation
+
+    try:
+        first = dt.date.fromisoformat(start) if start else DEFAULT_START
+    except ValueError as exc:
+        raise _fail(f"--start 日期格式应为 YYYY-MM-DD: {start!r}") from exc
+    config = SimulationConfig(
+        people=people,
+        days=days,
+        seed=seed,
+        start=first,
+        faults=FaultRates.none() if clean_feeds else FaultRates(),
+    )
+    truth = truth_out or out.parent / "truth"
+    try:
+        with _progress() as progress:
+            summary = run_simulation(
+                config, geo_input(), out, truth, progress=_bar_progress(progress)
+            )
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    result = summary.as_dict()
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False, sort_keys=True, default=str))
+        return
+    console.print(
+        f"模拟完成 simulated {result['people']:,} people × {result['days']} days: "
+        f"{result['records']:,} records in {result['files']:,} files → {out} "
+        f"(truth → {truth}) in {result['seconds']:.1f}s"
+    )
+
+
+@datahub_app.command("ingest")
+def datahub_ingest(
+    folder: Annotated[Path, typer.Argument(help="folder of feed files (drop folders)")],
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary last")] = False,
+    per_file: Annotated[bool, typer.Option(help="include every file's counts in the JSON")] = False,
+) -> None:
+    """Take every feed file under FOLDER into the lake: validate, quarantine bad rows,
+    pseudonymise, recognise duplicates, reconcile. 数据汇聚入湖"""
+    from citybrain.datahub.service import Intake
+    from citybrain.kit.db import get_database
+    from citybrain.kit.errors import CitybrainError
+
+    if not folder.is_dir():
+        raise _fail(f"不是文件夹 / not a folder: {folder}")
+    _ensure_schema()
+    intake = Intake()
+    try:
+        with _progress() as progress:
+            summary = intake.ingest_folder(
+                get_database(), folder, progress=_bar_progress(progress), actor=_actor()
+            )
+    except CitybrainError as exc:
+        raise _fail(exc.message()) from exc
+    for name in summary.unrecognised:
+        err.print(
+            f"[yellow]未识别的文件（未入湖） unrecognised file, not taken in: {name}[/yellow]"
+        )
+    for result in summary.per_file:
+        if result.status == "rejected":
+            err.print(f"[red]文件被拒 rejected: {result.name}: {result.error}[/red]")
+    if as_json:
+        print(json.dumps(summary.as_dict(per_file=per_file), ensure_ascii=False, sort_keys=True))
+    else:
+        data = summary.as_dict()
+        console.print(
+            f"{data['new_files']} new files ({data['already_ingested']} already in), "
+            f"received {data['received']:,} = accepted {data['accepted']:,} + quarantined "
+            f"{data['quarantined']:,} + duplicate {data['duplicate']:,}; "
+            f"{data['records_per_second']:,} records/s"
+        )
+    if not summary.reconciles:
+        raise _fail("counts do not reconcile 计数不平")
+
+
+@datahub_app.command("status")
+def datahub_status(
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary last")] = False,
+) -> None:
+    """Every source category: files, records, quarantine, freshness; stale sources flagged."""
+    from citybrain.datahub.status import category_status
+    from citybrain.kit.db import get_database
+
+    _ensure_schema()
+    with get_database().unit_of_work() as session:
+        rows = category_status(session)
+    if as_json:
+        body = {
+            "categories": [r.as_dict() for r in rows],
+            "stale": [r.code for r in rows if r.stale],
+            "records": sum(r.records for r in rows),
+        }
+        print(json.dumps(body, ensure_ascii=False, sort_keys=True))
+        return
+    table = Table("类别 category", "名称", "文件", "入湖记录", "隔离", "重复", "最新数据日", "状态")
+    for r in rows:
+        colour = {"ok": "green", "stale": "red", "no_data": "red"}.get(r.state, "dim")
+        table.add_row(
+            r.code,
+            r.name,
+            str(r.files),
+            f"{r.records:,}",
+            f"{r.quarantined:,}",
+            f"{r.duplicate:,}",
+            r.last_day or "—",
+            f"[{colour}]{r.state}[/{colour}]",
+        )
+    console.print(table)
+
+
+@datahub_app.command("quarantine")
+def datahub_quarantine(
+    category: Annotated[str | None, typer.Option(help="only this category")] = None,
+    file_id: Annotated[str | None, typer.Option(help="only this file (its id)")] = None,
+    reason: Annotated[str | None, typer.Option(help="only this reason code")] = None,
+    export: Annotated[
+        Path | None, typer.Option(help="write the rows to this CSV for the agency")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="rows to show", min=1)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary last")] = False,
+) -> None:
+    """List or export quarantined rows (line, column, reason, the row as sent). 隔离数据"""
+    from itertools import islice
+
+    from citybrain.datahub.catalog import get_source
+    from citybrain.datahub.status import (
+        QUARANTINE_HEADER,
+        quarantine_csv_rows,
+        quarantined_rows,
+    )
+    from citybrain.kit.errors import CitybrainError
+    from citybrain.kit.export import csv_bytes
+
+    if category:
+        try:
+            get_source(category)
+        except CitybrainError as exc:
+            raise _fail(exc.message()) from exc
+    rows = quarantined_rows(category=category, file_id=file_id, reason=reason)
+    if export is not None:
+        listed = list(rows)
+        export.write_bytes(csv_bytes(QUARANTINE_HEADER, quarantine_csv_rows(iter(listed))))
+        err.print(f"{len(listed)} rows → {export}")
+        if as_json:
+            print(json.dumps({"rows": len(listed), "export": str(export)}, ensure_ascii=False))
+        return
+    shown = list(islice(rows, limit))
+    if as_json:
+        print(json.dumps({"rows": [r.as_dict() for r in shown]}, ensure_ascii=False))
+        return
+    table = Table("类别", "文件", "行", "列", "原因", "原始内容")
+    for r in shown:
+        table.add_row(r.category, r.file_name, str(r.line), r.column or "—", r.message, r.raw[:80])
+    console.print(table)
 
 
 @app.command()

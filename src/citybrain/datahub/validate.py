@@ -72,7 +72,8 @@ class Checked:
     @property
     def bad(self) -> np.ndarray:
         """Rows where the field failed."""
-        return self.reason != 0
+        failed: np.ndarray = self.reason != 0
+        return failed
 
 
 @dataclass
