@@ -41,8 +41,8 @@ KIND_COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
         ("place", pa.string()),
         ("place_kind", pa.string()),
         ("place_name", pa.string()),
-        ("start", TS),
-        ("end", TS),
+        ("start_time", TS),
+        ("end_time", TS),
         ("vehicle", pa.string()),
         ("carriage", pa.int32()),
         ("row", pa.int32()),
@@ -65,7 +65,7 @@ KIND_COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
     ],
     "health": [
         ("event", pa.string()),
-        ("at", TS),
+        ("event_time", TS),
         ("place", pa.string()),
         ("result", pa.string()),
         ("detail", pa.string()),
@@ -92,9 +92,9 @@ SCHEMAS: dict[str, pa.Schema] = {
 # Sort order inside each part: what the analysis filters on first, so row-group statistics
 # let a query skip what it does not need.
 SORT_KEYS: dict[str, list[str]] = {
-    "presence": ["place", "start"],
+    "presence": ["place", "start_time"],
     "travel": ["vehicle", "depart"],
-    "health": ["event", "at"],
+    "health": ["event", "event_time"],
     "setting": ["setting", "unit"],
     "identity": ["setting"],
 }
@@ -241,7 +241,12 @@ class Staging:
 
     def write(self, table: pa.Table, relative: Path) -> None:
         """Write a plain (unencrypted) lake part."""
-        pq.write_table(table, self.path_for(relative), compression="zstd", row_group_size=256_000)
+        pq.write_table(
+            table,
+            self.path_for(relative),
+            compression=get_settings().lake_compression,
+            row_group_size=256_000,
+        )
 
     def publish(self) -> list[Path]:
         """Move every part into place (each an atomic rename) and drop the staging folder."""

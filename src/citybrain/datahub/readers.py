@@ -161,25 +161,62 @@ def _csv_rows(text: str) -> list[list[str]]:
     return list(csv.reader([text]))
 
 
-def read_jsonl(data: bytes) -> RawBatch:
-    """Parse JSON lines (one object per line); every value as text."""
+def _json_table(data: bytes, schema: pa.Schema | None) -> pa.Table:
+    options = pajson.ParseOptions(
+        newlines_in_values=False,
+        explicit_schema=schema,
+        unexpected_field_behavior="infer",
+    )
+    return pajson.read_json(
+        io.BytesIO(data),
+        read_options=pajson.ReadOptions(use_threads=True, block_size=BLOCK_SIZE),
+        parse_options=options,
+    )
+
+
+def read_jsonl(data: bytes, expected: tuple[str, ...] = ()) -> RawBatch:
+    """Parse JSON lines (one object per line); every value as text exactly as sent.
+
+    The agreed columns are read as strings, so Arrow does not reinterpret a time; an agency
+    that sends some values as JSON numbers gets those columns read as numbers and then turned
+    into text. A file with broken lines is read line by line to find exactly which.
+    """
     lines = _nonempty_line_numbers(data)
+    as_text = pa.schema([(name, pa.string()) for name in expected]) if expected else None
     try:
-        table = pajson.read_json(
-            io.BytesIO(data),
-            read_options=pajson.ReadOptions(use_threads=True, block_size=BLOCK_SIZE),
-            parse_options=pajson.ParseOptions(newlines_in_values=False),
-        )
+        table = _json_table(data, as_text)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return _read_jsonl_slowly(data, lines)
+        try:
+            inferred = _json_table(data, None).schema
+            typed = pa.schema(
+                [
+                    (f.name, f.type)
+                    if pa.types.is_integer(f.type)
+                    or pa.types.is_floating(f.type)
+                    or pa.types.is_boolean(f.type)
+                    else (f.name, pa.string())
+                    for f in inferred
+                ]
+            )
+            table = _json_table(data, typed)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return _read_jsonl_slowly(data, lines)
     if table.num_rows != len(lines):
         return _read_jsonl_slowly(data, lines)
     columns: dict[str, pa.Array] = {}
     for name in table.column_names:
         column = table.column(name).combine_chunks()
-        if not pa.types.is_string(column.type):
-            if pa.types.is_struct(column.type) or pa.types.is_list(column.type):
-                return _read_jsonl_slowly(data, lines)
+        if pa.types.is_struct(column.type) or pa.types.is_list(column.type):
+            return _read_jsonl_slowly(data, lines)
+        if pa.types.is_floating(column.type):
+            # 12.0 -> "12": an agency's JSON number means the whole number it looks like.
+            whole = pc.equal(column, pc.floor(column))
+            column = pc.if_else(
+                whole,
+                pc.cast(pc.cast(column, pa.int64(), safe=False), pa.string()),
+                pc.cast(column, pa.string()),
+            )
+        elif not pa.types.is_string(column.type):
             column = pc.cast(column, pa.string())
         columns[name] = pc.fill_null(column, "")
     return RawBatch(columns, lines, [], tuple(table.column_names))
@@ -277,5 +314,5 @@ def read_bytes(data: bytes, source: Source) -> RawBatch:
         return read_xlsx(data, source)
     text = to_utf8(data, spec.encoding)
     if spec.format == "jsonl":
-        return read_jsonl(text)
+        return read_jsonl(text, source.columns)
     return read_csv(text)

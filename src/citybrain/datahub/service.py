@@ -49,6 +49,7 @@ from citybrain.datahub.vault import Vault
 from citybrain.kit import clock
 from citybrain.kit.db import Database
 from citybrain.kit.errors import Conflict
+from citybrain.kit.settings import get_settings
 
 TOPIC_FILE_INGESTED = "datahub.file_ingested"
 Progress = Callable[[str, int, int], None]
@@ -197,6 +198,7 @@ class Intake:
         except BaseException:
             staging.discard()
             raise
+        _stall_for_crash_test()
         result.seconds = time.perf_counter() - started
         row = self._ledger(session, result, sha, len(data), delivered, days, channel, actor)
         return result, row
@@ -456,6 +458,12 @@ def intake_lock(paths: lake.LakePaths) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _stall_for_crash_test() -> None:
+    settings = get_settings()
+    if settings.env == "test" and settings.intake_stall_seconds > 0:
+        time.sleep(settings.intake_stall_seconds)
+
+
 # -- building the parts -------------------------------------------------------------------
 
 
@@ -478,9 +486,9 @@ def _record_days(
     """The day each record belongs to: when it happened, or the delivery day for lists."""
     kind = source.kinds[0]
     candidates = {
-        "presence": ["start", "at", "depart", "arrive"],
+        "presence": ["start_time", "event_time", "depart", "arrive"],
         "travel": ["depart", "arrive"],
-        "health": ["at"],
+        "health": ["event_time"],
     }.get(kind, [])
     fallback_day = delivered or clock.today_local()
     fallback = pa.array(np.full(rows, np.datetime64(fallback_day, "s")), pa.timestamp("s"))
@@ -518,15 +526,15 @@ def _kind_table(
                 values["vehicle"], pc.strftime(depart, format="%Y-%m-%d"), "@"
             )
             derived["place_kind"] = pa.array(np.full(rows, source.vehicle_place, dtype=object))
-            derived["start"] = depart
+            derived["start_time"] = depart
             if "arrive" in values:
-                derived["end"] = _as_timestamp(values["arrive"])
+                derived["end_time"] = _as_timestamp(values["arrive"])
         elif source.place_from:
             derived["place"] = pc.binary_join_element_wise(
                 *[values[f] for f in source.place_from], "-"
             )
-        if "start" not in derived and "at" in values:
-            derived["start"] = _as_timestamp(values["at"])
+        if "start_time" not in derived and "event_time" in values:
+            derived["start_time"] = _as_timestamp(values["event_time"])
     if kind in ("setting", "identity") and source.setting_from:
         derived["setting"] = values[source.setting_from]
     columns = {name: array for name, array in common.items()}

@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     login_window_seconds: int = 15 * 60
     default_language: Literal["zh-CN", "en"] = "zh-CN"
     max_request_bytes: int = 16 * 1024 * 1024
+    lake_compression: Literal["zstd", "snappy", "none"] = Field(
+        default="zstd", description="Parquet compression of lake parts"
+    )
+    # Fault injection for the crash test: pause after a file's lake parts are published and
+    # before its ledger row commits. Honoured only when env is "test".
+    intake_stall_seconds: float = 0.0
     vendor_dir: Path | None = Field(
         default=None,
         description="front-end packages copied from npm at setup (default: build/web-vendor)",
