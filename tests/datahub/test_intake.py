@@ -273,7 +273,9 @@ def test_killing_the_intake_mid_file_then_rerunning_loses_and_doubles_nothing(
     assert summary["orphans_removed"] > 0
     assert summary["new_files"] == 3
     assert summary["received"] == 3000
-    assert summary["received"] == summary["accepted"] + summary["quarantined"] + summary["duplicate"]
+    assert (
+        summary["received"] == summary["accepted"] + summary["quarantined"] + summary["duplicate"]
+    )
     assert summary["quarantined"] == 60
     assert lake_rows(paths, "travel") == summary["accepted"] == 2940
     third = subprocess.run(command, env=env, capture_output=True, text=True, check=True)

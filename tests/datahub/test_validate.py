@@ -69,7 +69,9 @@ def test_times_in_the_agencies_formats_and_unix_times_in_china_time() -> None:
     roaming = get_source("telecom_roaming").field_named("arrive")
     transit = get_source("transit_card").field_named("start_time")
     assert depart is not None and roaming is not None and transit is not None
-    checked = check_field(pa.array(["2020-01-20 08:35", "2020/01/20 08:35", "1800-01-01 00:00"]), depart)
+    checked = check_field(
+        pa.array(["2020-01-20 08:35", "2020/01/20 08:35", "1800-01-01 00:00"]), depart
+    )
     assert checked.values[0].as_py() == dt.datetime(2020, 1, 20, 8, 35)
     assert reasons(checked.reason.tolist()) == ["", "bad_datetime", "implausible_time"]
     # 1579480500 is 2020-01-20 00:35 UTC, 08:35 in Zhengzhou.
