@@ -29,7 +29,7 @@ from citybrain.kit.settings import get_settings
 
 IDENTIFIERS = ("id_hmac", "phone_hmac", "passport_hmac", "plate_hmac", "card_hmac")
 COMMON = [
-    ("record_id", pa.string()),
+    ("record_id", pa.int64()),
     ("file_id", pa.string()),
     ("line", pa.int32()),
     *[(name, pa.string()) for name in IDENTIFIERS],
@@ -89,15 +89,6 @@ KIND_COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
 SCHEMAS: dict[str, pa.Schema] = {
     kind: pa.schema(COMMON + columns) for kind, columns in KIND_COLUMNS.items()
 }
-# Sort order inside each part: what the analysis filters on first, so row-group statistics
-# let a query skip what it does not need.
-SORT_KEYS: dict[str, list[str]] = {
-    "presence": ["place", "start_time"],
-    "travel": ["vehicle", "depart"],
-    "health": ["event", "event_time"],
-    "setting": ["setting", "unit"],
-    "identity": ["setting"],
-}
 LINKAGE_ENCRYPTED = (
     "name",
     "id_number",
@@ -110,7 +101,7 @@ LINKAGE_ENCRYPTED = (
 )
 LINKAGE_SCHEMA = pa.schema(
     [
-        ("record_id", pa.string()),
+        ("record_id", pa.int64()),
         ("file_id", pa.string()),
         ("line", pa.int32()),
         ("name", pa.string()),
@@ -138,6 +129,7 @@ QUARANTINE_SCHEMA = pa.schema(
 )
 QUARANTINE_ENCRYPTED = ("raw",)
 STAGING = "_staging"
+ROW_GROUP_ROWS = 256_000
 
 
 @dataclass(frozen=True)
@@ -203,25 +195,6 @@ def file_id_of(part: Path) -> str:
     return part.stem
 
 
-def sorted_for(kind: str, table: pa.Table) -> pa.Table:
-    """``table`` in the kind's sort order."""
-    keys = [(k, "ascending") for k in SORT_KEYS[kind] if k in table.column_names]
-    return table.sort_by(keys) if keys else table
-
-
-def split_days(table: pa.Table, days: pa.Array) -> Iterator[tuple[str, pa.Table]]:
-    """Split ``table`` by the ISO day of each row (rows keep their order within a day)."""
-    if table.num_rows == 0:
-        return
-    import pyarrow.compute as pc
-
-    text = pc.strftime(days, format="%Y-%m-%d")
-    with_day = table.append_column("__day", text)
-    for day in sorted(pc.unique(text).to_pylist()):
-        part = with_day.filter(pc.equal(with_day.column("__day"), day)).drop_columns(["__day"])
-        yield day, part
-
-
 class Staging:
     """Parts of one file, written aside and moved into place together."""
 
@@ -238,15 +211,6 @@ class Staging:
         target.parent.mkdir(parents=True, exist_ok=True)
         self.parts.append(relative)
         return target
-
-    def write(self, table: pa.Table, relative: Path) -> None:
-        """Write a plain (unencrypted) lake part."""
-        pq.write_table(
-            table,
-            self.path_for(relative),
-            compression=get_settings().lake_compression,
-            row_group_size=256_000,
-        )
 
     def publish(self) -> list[Path]:
         """Move every part into place (each an atomic rename) and drop the staging folder."""

@@ -16,6 +16,9 @@ import pyarrow.compute as pc
 
 from citybrain.kit.crypto import BlindIndex, blind_index
 
+# The lake keeps the first 128 bits (32 hex digits) of the blind index: as unguessable without
+# the key, no collisions at any city's scale, and half the bytes to write, hash and join on.
+LAKE_HASH_CHARS = 32
 # Identifier field -> (lake column, blind-index domain). The domains match the registry's.
 IDENTIFIER_FIELDS: dict[str, tuple[str, str]] = {
     "id_number": ("id_hmac", "id_number"),
@@ -27,25 +30,31 @@ IDENTIFIER_FIELDS: dict[str, tuple[str, str]] = {
 
 
 class Pseudonymiser:
-    """Keyed hashing of identifier columns, one distinct value at a time."""
+    """Keyed hashing of identifier columns, one distinct value at a time.
+
+    ``column`` gives the lake's form: the first 32 hex digits of the platform's blind index, so
+    a registry person's ``id_bidx[:32]`` finds their records in the lake.
+    """
 
     def __init__(self, index: BlindIndex | None = None, *, remember: int = 2_000_000) -> None:
         self._index = index or blind_index()
         self._remember = remember
         self._cache: OrderedDict[tuple[str, str], str] = OrderedDict()
 
-    def _digest(self, value: str, kind: str) -> str:
-        key = (kind, value)
-        found = self._cache.get(key)
-        if found is not None:
-            return found
-        digest = self._index.digest(value, kind)
-        self._cache[key] = digest
-        if len(self._cache) > self._remember:
-            # Forget the oldest half at once: cheaper than evicting one entry per insert.
-            for _ in range(self._remember // 2):
-                self._cache.popitem(last=False)
-        return digest
+    def _digests(self, values: list[str], kind: str) -> list[str]:
+        cache = self._cache
+        missing = [v for v in values if (kind, v) not in cache]
+        if missing:
+            for value, digest in zip(missing, self._index.digest_many(missing, kind), strict=True):
+                cache[(kind, value)] = digest
+            if len(cache) > self._remember:
+                # Forget the oldest half at once: cheaper than evicting one entry per insert.
+                for _ in range(len(cache) - self._remember // 2):
+                    cache.popitem(last=False)
+        found = [cache.get((kind, v)) for v in values]
+        if any(d is None for d in found):  # evicted just now: a batch bigger than the cache
+            return [d[:LAKE_HASH_CHARS] for d in self._index.digest_many(values, kind)]
+        return found  # type: ignore[return-value]
 
     def column(self, values: pa.Array, kind: str) -> pa.Array:
         """The keyed hash of every value (null stays null)."""
@@ -55,5 +64,5 @@ class Pseudonymiser:
         if isinstance(encoded, pa.ChunkedArray):
             encoded = encoded.combine_chunks()
         distinct = encoded.dictionary.to_pylist()
-        digests = pa.array([self._digest(v, kind) for v in distinct], pa.string())
+        digests = pa.array(self._digests(distinct, kind), pa.string())
         return pc.take(digests, encoded.indices)

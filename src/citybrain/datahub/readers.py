@@ -88,6 +88,15 @@ def to_utf8(data: bytes, encoding: str) -> bytes:
 
 def _nonempty_line_numbers(data: bytes) -> np.ndarray:
     """Physical line numbers (1-based) of the lines that hold something."""
+    if (
+        data
+        and not data.startswith((b"\n", b"\r\n"))
+        and b"\n\n" not in data
+        and (b"\n\r\n" not in data)
+    ):
+        # No blank line anywhere (the usual file): every line holds something.
+        count = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+        return np.arange(1, count + 1, dtype=np.int64)
     buf = np.frombuffer(data, dtype=np.uint8)
     ends = np.flatnonzero(buf == 10)
     if len(buf) and buf[-1] != 10:

@@ -20,6 +20,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -52,6 +54,8 @@ from citybrain.kit.errors import Conflict
 from citybrain.kit.settings import get_settings
 
 TOPIC_FILE_INGESTED = "datahub.file_ingested"
+# A record id is the ledger id of its file in the high bits and its line in the low 32.
+RECORD_BITS = 32
 Progress = Callable[[str, int, int], None]
 
 
@@ -157,6 +161,7 @@ class Intake:
         self.vault = Vault()
         self.pseudonymiser = Pseudonymiser()
         self.duck = duckdb.connect()
+        self._writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lake-writer")
 
     # -- one file ----------------------------------------------------------------------------
 
@@ -184,23 +189,38 @@ class Intake:
                 status="already_ingested",
             )
             return result, known
+        # The ledger row comes first: its id numbers the file's records (record_id = id << 32 |
+        # line). If anything fails the transaction rolls back and the row never existed.
+        row = IntakeFile(
+            file_id=file_id,
+            sha256=sha,
+            category=source.code,
+            name=name[-300:],
+            channel=channel,
+            size_bytes=len(data),
+            delivered_day=delivered,
+            status=STATUS_INGESTED,
+            ingested_at=clock.now(),
+        )
+        session.add(row)
+        session.flush()
         try:
             batch = read_bytes(data, source)
         except UnreadableFile as exc:
             result = FileResult(name, source.code, file_id, STATUS_REJECTED, error=exc.detail)
             result.reasons = {exc.reason: 1}
-            row = self._ledger(session, result, sha, len(data), delivered, None, channel, actor)
+            self._close_ledger(session, row, result, None, actor)
             return result, row
         staging = lake.Staging(self.paths, file_id)
         try:
-            result, days = self._take_in(batch, name, source, file_id, delivered, staging)
+            result, days = self._take_in(batch, name, source, row.id, file_id, delivered, staging)
             staging.publish()
         except BaseException:
             staging.discard()
             raise
         _stall_for_crash_test()
         result.seconds = time.perf_counter() - started
-        row = self._ledger(session, result, sha, len(data), delivered, days, channel, actor)
+        self._close_ledger(session, row, result, days, actor)
         return result, row
 
     def _take_in(
@@ -208,6 +228,7 @@ class Intake:
         batch: RawBatch,
         name: str,
         source: Source,
+        serial: int,
         file_id: str,
         delivered: dt.date | None,
         staging: lake.Staging,
@@ -215,9 +236,7 @@ class Intake:
         rows = batch.parsed
         checked = validate(batch.columns, rows, source)
         good = np.flatnonzero(~checked.bad)
-        values = {
-            k: v.take(pa.array(good)) if len(good) != rows else v for k, v in checked.values.items()
-        }
+        values = _take(checked.values, good, rows)
         lines = batch.lines[good]
         hmacs = {
             column: self.pseudonymiser.column(values[f], domain)
@@ -226,6 +245,10 @@ class Intake:
         }
         names = self.pseudonymiser.column(values["name"], "name") if "name" in values else None
         day_of = _record_days(source, values, len(good), delivered)
+        # Days as integers (days since 1970): cheap to compare, group and split on.
+        day_number = np.asarray(
+            pc.cast(pc.cast(day_of, pa.date32()), pa.int32()).to_numpy(zero_copy_only=False)
+        )
         row_hash = self._row_hashes(values, hmacs, names, day_of)
         # A duplicate is a row whose content is already in this file (earlier line) or in the
         # lake (an earlier file) for the same category and day.
@@ -233,43 +256,43 @@ class Intake:
         if len(good):
             _, first_index = np.unique(row_hash, return_index=True)
             first[first_index] = True
-        day_text = pc.strftime(day_of, format="%Y-%m-%d")
-        days_present = sorted(set(pc.unique(day_text).to_pylist())) if len(good) else []
+        days_present = [_iso_day(int(d)) for d in np.unique(day_number)]
         seen = lake.existing_hashes(
             self.paths, source.kinds[0], source.code, days_present, exclude=file_id
         ).to_numpy()
-        duplicate = ~first | np.isin(row_hash, seen)
+        duplicate = ~first
+        if len(seen):
+            duplicate |= np.isin(row_hash, seen)
         keep = np.flatnonzero(~duplicate)
-        take = pa.array(keep)
-        kept = {k: v.take(take) for k, v in values.items()}
-        kept_hmacs = {k: v.take(take) for k, v in hmacs.items()}
+        kept = _take(values, keep, len(good))
+        kept_hmacs = _take(hmacs, keep, len(good))
         kept_lines = lines[keep]
-        kept_days = day_of.take(take)
-        record_ids = pc.binary_join_element_wise(
-            pa.array(np.full(len(keep), file_id, dtype=object), pa.string()),
-            pc.cast(pa.array(kept_lines, pa.int64()), pa.string()),
-            "-",
-        )
+        kept_days = day_number[keep]
+        count = len(keep)
+        line_array = pa.array(kept_lines.astype(np.int32), pa.int32())
         common = {
-            "record_id": record_ids,
-            "file_id": pa.array(np.full(len(keep), file_id, dtype=object), pa.string()),
-            "line": pa.array(kept_lines.astype(np.int32), pa.int32()),
+            "record_id": pa.array((serial << RECORD_BITS) | kept_lines.astype(np.int64)),
+            "file_id": pa.repeat(pa.scalar(file_id), count),
+            "line": line_array,
             "row_hash": pa.array(row_hash[keep], pa.int64()),
             **kept_hmacs,
         }
+        by_day = _day_masks(kept_days)
+        # Parquet encoding and compression release the GIL: the lake parts and the encrypted
+        # linkage parts are written side by side.
+        writes = []
         for kind in source.kinds:
-            table = _kind_table(kind, source, kept, common, len(keep))
-            for day, part in lake.split_days(table, kept_days):
-                staging.write(
-                    lake.sorted_for(kind, part),
-                    self.paths.lake_part(kind, source.code, day, file_id),
-                )
-        linkage = _linkage_table(kept, common, len(keep))
-        for day, part in lake.split_days(linkage, kept_days):
-            self.vault.write(
-                part,
-                staging.path_for(self.paths.linkage_part(source.code, day, file_id)),
-                lake.LINKAGE_ENCRYPTED,
+            table = _kind_table(kind, source, kept, common, count)
+            for day, mask in by_day:
+                part = table if mask is None else table.filter(mask)
+                target = staging.path_for(self.paths.lake_part(kind, source.code, day, file_id))
+                writes.append(self._writer.submit(_write_part, part, target))
+        linkage = _linkage_table(kept, common, count)
+        for day, mask in by_day:
+            target = staging.path_for(self.paths.linkage_part(source.code, day, file_id))
+            part = linkage if mask is None else linkage.filter(mask)
+            writes.append(
+                self._writer.submit(self.vault.write, part, target, lake.LINKAGE_ENCRYPTED)
             )
         quarantine, reasons = _quarantine_table(batch, checked, source, file_id, name)
         if quarantine.num_rows:
@@ -278,22 +301,22 @@ class Intake:
                 staging.path_for(self.paths.quarantine_part(source.code, file_id)),
                 lake.QUARANTINE_ENCRYPTED,
             )
+        for write in writes:
+            write.result()
         late = 0
-        if delivered is not None and len(keep):
-            cutoff = pa.scalar(dt.datetime.combine(delivered - dt.timedelta(days=1), dt.time()))
-            late = int(pc.sum(pc.less(pc.cast(kept_days, pa.timestamp("s")), cutoff)).as_py() or 0)
         span = None
-        if len(keep):
-            low = pc.min(kept_days).as_py()
-            high = pc.max(kept_days).as_py()
-            span = (_as_date(low), _as_date(high))
+        if count:
+            if delivered is not None:
+                cutoff = (delivered - dt.timedelta(days=1) - EPOCH).days
+                late = int((kept_days < cutoff).sum())
+            span = (_day(int(kept_days.min())), _day(int(kept_days.max())))
         result = FileResult(
             name=name,
             category=source.code,
             file_id=file_id,
             status=STATUS_INGESTED,
             received=batch.received,
-            accepted=len(keep),
+            accepted=count,
             quarantined=quarantine.num_rows,
             duplicate=int(duplicate.sum()),
             late=late,
@@ -333,39 +356,26 @@ class Intake:
             self.duck.unregister("hash_input")
         return np.asarray(hashed, dtype=np.int64)
 
-    def _ledger(
+    def _close_ledger(
         self,
         session: Session,
+        row: IntakeFile,
         result: FileResult,
-        sha: str,
-        size: int,
-        delivered: dt.date | None,
         days: tuple[dt.date, dt.date] | None,
-        channel: str,
         actor: Actor,
-    ) -> IntakeFile:
-        row = IntakeFile(
-            file_id=result.file_id,
-            sha256=sha,
-            category=result.category,
-            name=result.name[-300:],
-            channel=channel,
-            size_bytes=size,
-            delivered_day=delivered,
-            first_day=days[0] if days else None,
-            last_day=days[1] if days else None,
-            status=result.status,
-            error=result.error,
-            received=result.received,
-            accepted=result.accepted,
-            quarantined=result.quarantined,
-            duplicate=result.duplicate,
-            late=result.late,
-            reasons=result.reasons,
-            seconds=round(result.seconds, 4),
-            ingested_at=clock.now(),
-        )
-        session.add(row)
+    ) -> None:
+        """Fill in the file's counts, with its audit row and outbox event."""
+        row.status = result.status
+        row.error = result.error
+        row.first_day = days[0] if days else None
+        row.last_day = days[1] if days else None
+        row.received = result.received
+        row.accepted = result.accepted
+        row.quarantined = result.quarantined
+        row.duplicate = result.duplicate
+        row.late = result.late
+        row.reasons = result.reasons
+        row.seconds = round(result.seconds, 4)
         counts = {
             "category": result.category,
             "received": result.received,
@@ -395,7 +405,6 @@ class Intake:
             key=result.file_id,
         )
         session.flush()
-        return row
 
     # -- a folder ----------------------------------------------------------------------------
 
@@ -458,6 +467,17 @@ def intake_lock(paths: lake.LakePaths) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _write_part(table: pa.Table, path: Path) -> None:
+    """Write one lake part. Rows stay in arrival order: sorting for the analysis' access paths
+    is the compaction job's work, not the door's (it would halve intake throughput)."""
+    pq.write_table(
+        table,
+        path,
+        compression=get_settings().lake_compression,
+        row_group_size=lake.ROW_GROUP_ROWS,
+    )
+
+
 def _stall_for_crash_test() -> None:
     settings = get_settings()
     if settings.env == "test" and settings.intake_stall_seconds > 0:
@@ -467,11 +487,31 @@ def _stall_for_crash_test() -> None:
 # -- building the parts -------------------------------------------------------------------
 
 
-def _as_date(value: object) -> dt.date:
-    if isinstance(value, dt.datetime):
-        return value.date()
-    assert isinstance(value, dt.date)
-    return value
+EPOCH = dt.date(1970, 1, 1)
+
+
+def _day(number: int) -> dt.date:
+    return EPOCH + dt.timedelta(days=number)
+
+
+def _iso_day(number: int) -> str:
+    return _day(number).isoformat()
+
+
+def _take(columns: dict[str, pa.Array], rows: np.ndarray, total: int) -> dict[str, pa.Array]:
+    """The given rows of every column; nothing copied when all rows are kept."""
+    if len(rows) == total:
+        return columns
+    picked = pa.array(rows)
+    return {name: array.take(picked) for name, array in columns.items()}
+
+
+def _day_masks(days: np.ndarray) -> list[tuple[str, pa.Array | None]]:
+    """Per distinct day, the mask of its rows (None when there is just the one day)."""
+    distinct = np.unique(days)
+    if len(distinct) == 1:
+        return [(_iso_day(int(distinct[0])), None)]
+    return [(_iso_day(int(d)), pa.array(days == d)) for d in distinct]
 
 
 def _as_timestamp(array: pa.Array) -> pa.Array:
@@ -491,7 +531,7 @@ def _record_days(
         "health": ["event_time"],
     }.get(kind, [])
     fallback_day = delivered or clock.today_local()
-    fallback = pa.array(np.full(rows, np.datetime64(fallback_day, "s")), pa.timestamp("s"))
+    fallback = pa.repeat(pa.scalar(dt.datetime.combine(fallback_day, dt.time()), lake.TS), rows)
     found = [_as_timestamp(values[c]) for c in candidates if c in values]
     if not found:
         return fallback
@@ -511,7 +551,7 @@ def _column(
             array = pc.cast(_as_timestamp(array) if type_ == lake.TS else array, type_)
         return array
     if name in source.constants:
-        return pa.array(np.full(rows, source.constants[name], dtype=object), type_)
+        return pa.repeat(pa.scalar(source.constants[name], type_), rows)
     return pa.nulls(rows, type_)
 
 
@@ -525,7 +565,7 @@ def _kind_table(
             derived["place"] = pc.binary_join_element_wise(
                 values["vehicle"], pc.strftime(depart, format="%Y-%m-%d"), "@"
             )
-            derived["place_kind"] = pa.array(np.full(rows, source.vehicle_place, dtype=object))
+            derived["place_kind"] = pa.repeat(pa.scalar(source.vehicle_place), rows)
             derived["start_time"] = depart
             if "arrive" in values:
                 derived["end_time"] = _as_timestamp(values["arrive"])
