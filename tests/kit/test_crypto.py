@@ -5,6 +5,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from citybrain.kit.crypto import BlindIndex, FieldCipher
 from citybrain.kit.errors import ConfigurationError
@@ -95,3 +97,10 @@ def test_malformed_key_spec_is_explained() -> None:
         parse_field_keys("k1:" + base64.urlsafe_b64encode(b"short").decode())
     with pytest.raises(ConfigurationError, match="kid:key"):
         parse_field_keys("nokeyid")
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.text(max_size=20), max_size=20), kind=st.sampled_from(["id", "phone"]))
+def test_digest_many_agrees_with_digest(values: list[str], kind: str) -> None:
+    index = BlindIndex(b"k" * 32)
+    assert index.digest_many(values, kind) == [index.digest(v, kind) for v in values]

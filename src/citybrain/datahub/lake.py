@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,16 +229,33 @@ class Staging:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def remove_orphans(paths: LakePaths, committed: Iterable[str]) -> int:
-    """Delete parts of files the database does not record as ingested (left by a crash)
-    and any staging leftovers; return how many part files went."""
+def remove_orphans(
+    paths: LakePaths,
+    committed: Iterable[str],
+    stale: Iterable[str] = (),
+    *,
+    grace_seconds: float = 120.0,
+) -> int:
+    """Delete parts no finished file owns, and staging leftovers; return how many parts went.
+
+    Parts of ``stale`` files (reservations a crashed run left) go at once; other parts no
+    finished file owns go once older than ``grace_seconds``, so the parts of a push being
+    committed at this moment are left alone."""
     keep = set(committed)
+    drop = set(stale)
     removed = 0
+    horizon = time.time() - grace_seconds
     for part in list(paths.all_parts()):
-        if file_id_of(part) not in keep:
+        owner = file_id_of(part)
+        if owner in keep:
+            continue
+        if owner in drop or part.stat().st_mtime < horizon:
             part.unlink()
             removed += 1
-    shutil.rmtree(paths.staging, ignore_errors=True)
+    if paths.staging.exists():
+        for folder in paths.staging.iterdir():
+            if folder.name in drop or folder.stat().st_mtime < horizon:
+                shutil.rmtree(folder, ignore_errors=True)
     return removed
 
 

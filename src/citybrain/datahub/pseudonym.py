@@ -9,6 +9,7 @@ nothing else can compute it without the key. Each distinct value of a column is 
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 import pyarrow as pa
@@ -40,8 +41,13 @@ class Pseudonymiser:
         self._index = index or blind_index()
         self._remember = remember
         self._cache: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._lock = threading.Lock()
 
     def _digests(self, values: list[str], kind: str) -> list[str]:
+        with self._lock:  # files are taken in on several threads
+            return self._digests_locked(values, kind)
+
+    def _digests_locked(self, values: list[str], kind: str) -> list[str]:
         cache = self._cache
         missing = [v for v in values if (kind, v) not in cache]
         if missing:

@@ -8,6 +8,7 @@ import datetime as dt
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
@@ -68,6 +69,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# SQLite's deferred BEGIN lets two transactions both read and then both try to write; the
+# second fails at once with "database is locked" (no busy wait can help it). Work that writes
+# from several threads asks for BEGIN IMMEDIATE, which waits for the write lock up front.
+_begin_immediate: ContextVar[bool] = ContextVar("citybrain_begin_immediate", default=False)
+
+
+def _sqlite_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if _begin_immediate.get() else "BEGIN")
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
     parsed = make_url(url)
@@ -82,7 +93,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             parsed, connect_args={"check_same_thread": False, "timeout": 10}, **kwargs
         )
         event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(parsed, **kwargs)
@@ -129,14 +140,20 @@ class Database:
         return self.engine.dialect.name
 
     @contextmanager
-    def unit_of_work(self) -> Iterator[Session]:
-        """A session whose writes commit together at the end of the block, or not at all."""
+    def unit_of_work(self, *, immediate: bool = False) -> Iterator[Session]:
+        """A session whose writes commit together at the end of the block, or not at all.
+
+        ``immediate``: on SQLite take the write lock when the transaction starts (for writers
+        that run on several threads at once); PostgreSQL needs nothing.
+        """
+        token = _begin_immediate.set(immediate)
         session = self.sessions()
         try:
             with transaction(session):
                 yield session
         finally:
             session.close()
+            _begin_immediate.reset(token)
 
     def dispose(self) -> None:
         """Close pooled connections."""
