@@ -356,7 +356,9 @@ def simulate(
 def datahub_ingest(
     folder: Annotated[Path, typer.Argument(help="folder of feed files (drop folders)")],
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary last")] = False,
-    per_file: Annotated[bool, typer.Option(help="include every file's counts in the JSON")] = False,
+    per_file: Annotated[
+        bool, typer.Option(help="include every file's counts in the JSON (--no-per-file: totals)")
+    ] = True,
 ) -> None:
     """Take every feed file under FOLDER into the lake: validate, quarantine bad rows,
     pseudonymise, recognise duplicates, reconcile. 数据汇聚入湖"""
