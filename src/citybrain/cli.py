@@ -313,12 +313,16 @@ def simulate(
     clean_feeds: Annotated[
         bool, typer.Option("--clean-feeds", help="write feeds without any faults")
     ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="replace feeds and truth already in the folders")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary last")] = False,
 ) -> None:
     """Simulate a synthetic Zhengzhou with an outbreak; write every agency's feed files and,
     separately, the ground truth. 模拟城市并生成各部门数据"""
     import datetime as dt
 
+    from citybrain.kit.errors import CitybrainError
     from citybrain.simulate.config import DEFAULT_START, FaultRates, SimulationConfig
     from citybrain.simulate.run import run_simulation
 
@@ -337,10 +341,15 @@ def simulate(
     try:
         with _progress() as progress:
             summary = run_simulation(
-                config, geo_input(), out, truth, progress=_bar_progress(progress)
+                config,
+                geo_input(),
+                out,
+                truth,
+                progress=_bar_progress(progress),
+                overwrite=overwrite,
             )
-    except ValueError as exc:
-        raise _fail(str(exc)) from exc
+    except CitybrainError as exc:
+        raise _fail(exc.message()) from exc
     result = summary.as_dict()
     if as_json:
         print(json.dumps(result, ensure_ascii=False, sort_keys=True, default=str))
