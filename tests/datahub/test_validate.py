@@ -105,3 +105,14 @@ def test_rows_with_missing_fields_identifiers_or_columns_are_bad_with_where() ->
     result = validate(without_column, 2, source)
     assert result.bad.all()
     assert REASON_CODES[result.error_reason[0]] == "missing_column"
+
+
+def test_dates_of_birth_before_2000_are_plausible_but_event_times_are_not() -> None:
+    birth = get_source("household_registry").field_named("birth_date")
+    depart = get_source("rail_ticket").field_named("depart")
+    assert birth is not None and depart is not None
+    assert check_field(pa.array(["19520504", "18990101"]), birth).reason.tolist() != [0, 0]
+    assert check_field(pa.array(["19520504"]), birth).reason.tolist() == [0]
+    assert reasons(check_field(pa.array(["1999-12-31 23:59"]), depart).reason.tolist()) == [
+        "implausible_time"
+    ]

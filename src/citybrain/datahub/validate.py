@@ -41,7 +41,8 @@ REASONS: dict[str, tuple[str, str]] = {
     "bad_json": ("JSON 格式错误", "line is not a JSON object"),
 }
 MAX_TEXT = 200
-EARLIEST = dt.datetime(2000, 1, 1)
+EARLIEST = dt.datetime(2000, 1, 1)  # events: nothing an agency reports happened earlier
+EARLIEST_DATE = dt.datetime(1900, 1, 1)  # plain dates include birth dates
 LATEST = dt.datetime(2100, 1, 1)
 CST_OFFSET_SECONDS = 8 * 3600  # Unix times are read as China Standard Time wall clock
 
@@ -180,7 +181,10 @@ def _check_times(array: pa.Array, spec: FieldSpec) -> Checked:
     parsed_ok = _mask(pc.is_valid(parsed))
     plausible = _mask(
         pc.and_(
-            pc.greater_equal(parsed, pa.scalar(EARLIEST, pa.timestamp("s"))),
+            pc.greater_equal(
+                parsed,
+                pa.scalar(EARLIEST_DATE if spec.type == "date" else EARLIEST, pa.timestamp("s")),
+            ),
             pc.less(parsed, pa.scalar(LATEST, pa.timestamp("s"))),
         )
     )
