@@ -197,36 +197,43 @@ def file_id_of(part: Path) -> str:
 
 
 class Staging:
-    """Parts of one file, written aside and moved into place together."""
+    """Parts of one file, written aside and moved into place together.
+
+    Staged parts sit flat in one shared folder, named ``<file_id>.<n>.parquet``: no folder to
+    make or remove per file (directory operations cost more than small writes on some disks).
+    """
 
     def __init__(self, paths: LakePaths, file_id: str) -> None:
         self.paths = paths
-        self.dir = paths.staging / file_id
-        shutil.rmtree(self.dir, ignore_errors=True)
-        self.dir.mkdir(parents=True)
-        self.parts: list[Path] = []
+        self.file_id = file_id
+        paths.staging.mkdir(parents=True, exist_ok=True)
+        self.parts: list[tuple[Path, Path]] = []
 
     def path_for(self, relative: Path) -> Path:
-        """Where to write ``relative`` now."""
-        target = self.dir / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self.parts.append(relative)
+        """Where to write the part that will live at ``relative``."""
+        target = self.paths.staging / f"{self.file_id}.{len(self.parts)}.parquet"
+        self.parts.append((target, relative))
         return target
 
     def publish(self) -> list[Path]:
-        """Move every part into place (each an atomic rename) and drop the staging folder."""
+        """Move every part into place, each with an atomic rename."""
         placed = []
-        for relative in self.parts:
+        made: set[Path] = set()
+        for staged, relative in self.parts:
             final = self.paths.root / relative
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.dir / relative, final)
+            if final.parent not in made:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                made.add(final.parent)
+            os.replace(staged, final)
             placed.append(final)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.parts.clear()
         return placed
 
     def discard(self) -> None:
         """Forget the parts (the file failed as a whole)."""
-        shutil.rmtree(self.dir, ignore_errors=True)
+        for staged, _ in self.parts:
+            staged.unlink(missing_ok=True)
+        self.parts.clear()
 
 
 def remove_orphans(
@@ -253,9 +260,13 @@ def remove_orphans(
             part.unlink()
             removed += 1
     if paths.staging.exists():
-        for folder in paths.staging.iterdir():
-            if folder.name in drop or folder.stat().st_mtime < horizon:
-                shutil.rmtree(folder, ignore_errors=True)
+        for staged in paths.staging.iterdir():
+            owner = staged.name.split(".", 1)[0]
+            if owner in drop or staged.stat().st_mtime < horizon:
+                if staged.is_dir():
+                    shutil.rmtree(staged, ignore_errors=True)
+                else:
+                    staged.unlink(missing_ok=True)
     return removed
 
 

@@ -163,7 +163,13 @@ class Intake:
         self.vault = Vault()
         self.pseudonymiser = Pseudonymiser()
         self.duck = duckdb.connect()
+        self._local = threading.local()
         self._writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lake-writer")
+
+    def close(self) -> None:
+        """Let the part writers finish and stop them; close DuckDB."""
+        self._writer.shutdown(wait=True)
+        self.duck.close()
 
     # -- one file ----------------------------------------------------------------------------
 
@@ -362,6 +368,12 @@ class Intake:
             raise RuntimeError(f"intake of {name} does not reconcile: {result.as_dict()}")
         return result, span
 
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is None:
+            cursor = self._local.cursor = self.duck.cursor()
+        return cursor
+
     def _row_hashes(
         self,
         values: dict[str, pa.Array],
@@ -369,7 +381,8 @@ class Intake:
         names: pa.Array | None,
         days: pa.Array,
     ) -> np.ndarray:
-        """A 63-bit hash of each row's content, computed over pseudonymised values only."""
+        """A 63-bit hash of each row's content, computed over pseudonymised values only
+        (DuckDB's hash, vectorised and the same in every run)."""
         columns: dict[str, pa.Array] = {"__day": days}
         identifier_fields = {"name", "address", *IDENTIFIER_FIELDS}
         for key, array in values.items():
@@ -382,15 +395,15 @@ class Intake:
         if table.num_rows == 0:
             return np.zeros(0, dtype=np.int64)
         arguments = ", ".join(f'"{c}"' for c in table.column_names)
-        cursor = self.duck.cursor()  # one per call: files are taken in on several threads
+        cursor = self._cursor()  # one per thread: categories are taken in side by side
+        cursor.register("hash_input", table)
         try:
-            cursor.register("hash_input", table)
             hashed = cursor.execute(
                 f"SELECT CAST(hash({arguments}) & 9223372036854775807 AS BIGINT) AS h "  # noqa: S608 - our column names
                 "FROM hash_input"
             ).fetchnumpy()["h"]
         finally:
-            cursor.close()
+            cursor.unregister("hash_input")
         return np.asarray(hashed, dtype=np.int64)
 
     def _close_ledger(
