@@ -186,6 +186,41 @@ def tokens_issue(
     print(secret)
 
 
+@tokens_app.command("agency")
+def tokens_agency(
+    agency: Annotated[str, typer.Option(help="the agency as the catalogue names it, e.g. 铁路")],
+    category: Annotated[
+        list[str] | None, typer.Option(help="a category it may push (repeat; default: all)")
+    ] = None,
+    days: Annotated[int, typer.Option(help="days until it expires")] = 365,
+) -> None:
+    """Issue a push token for an agency's feeds (POST /api/v1/datahub/batches); shown once."""
+    import datetime as dt
+
+    from citybrain.core.geo.models import CITY_CODE, Area
+    from citybrain.datahub.push import issue_agency_token
+    from citybrain.kit.db import get_database
+    from citybrain.kit.errors import CitybrainError
+
+    _ensure_schema()
+    try:
+        with get_database().unit_of_work() as session:
+            if session.get(Area, CITY_CODE) is None:
+                raise _fail("先加载区划 load the hierarchy first: citybrain geo load")
+            token, secret = issue_agency_token(
+                session,
+                _actor(),
+                agency=agency,
+                categories=category or None,
+                ttl=dt.timedelta(days=days),
+            )
+            token_id, allowed = token.id, token.categories
+    except CitybrainError as error:
+        raise _fail(f"{error.message_zh} / {error.message_en}") from error
+    console.print(f"token {token_id} for {agency} {allowed} (shown once 仅显示一次):")
+    print(secret)
+
+
 @tokens_app.command("revoke")
 def tokens_revoke(token_id: Annotated[int, typer.Argument(help="token id")]) -> None:
     """Revoke a token at once."""
@@ -531,6 +566,7 @@ DEMO_ACCOUNTS: list[tuple[str, str, str, str]] = [
     ("clinic", "clinic_staff", "410105", "发热门诊 陈医生"),
     ("checkpoint", "checkpoint_staff", "410122", "中牟卡口 杨执勤"),
     ("auditor", "auditor", "4101", "审计员 赵审计"),
+    ("dataofficer", "data_officer", "4101", "数据中心 孙专员"),
     ("admin", "system_admin", "4101", "系统管理员 周管理"),
 ]
 DEMO_SEED = 20200125

@@ -67,6 +67,12 @@ OPERATIONS: list[Operation] = [
     ("GET", "/api/v1/people/{ref}"),
     ("POST", "/api/v1/people/{ref}/unmask"),
     ("POST", "/api/v1/households"),
+    # The commander may read the data centre's board but not push (agency tokens only) nor
+    # read raw quarantined rows: those answer 403; tests/datahub fuzzes them as their users.
+    ("POST", "/api/v1/datahub/batches"),
+    ("GET", "/api/v1/datahub/status"),
+    ("GET", "/api/v1/datahub/files"),
+    ("GET", "/api/v1/datahub/quarantine"),
 ]
 NOT_FUZZED: set[Operation] = {("GET", "/readyz")}  # see the module docstring
 PERSONAL_DATA = [op for op in OPERATIONS if op[1].startswith(("/api/v1/people", "/api/v1/house"))]

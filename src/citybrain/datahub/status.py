@@ -149,6 +149,14 @@ def recent_files(
     return list(session.scalars(query))
 
 
+def count_files(session: Session, *, category: str | None = None) -> int:
+    """How many files the ledger holds (of one category)."""
+    query = select(func.count()).select_from(IntakeFile)
+    if category:
+        query = query.where(IntakeFile.category == category)
+    return int(session.scalar(query) or 0)
+
+
 @dataclass
 class QuarantinedRow:
     """A bad row as the agency sent it, with what is wrong and where."""

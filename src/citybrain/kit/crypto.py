@@ -90,10 +90,7 @@ class BlindIndex:
         keyed = hmac.new(self._key, f"{kind}\x1f".encode(), hashlib.sha256)
         out = []
         for value in values:
-            if value.isascii():
-                text = "".join(value.split()).upper()
-            else:
-                text = normalise(value)
+            text = "".join(value.split()).upper() if value.isascii() else normalise(value)
             state = keyed.copy()
             state.update(text.encode())
             out.append(state.hexdigest())

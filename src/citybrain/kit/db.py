@@ -146,14 +146,20 @@ class Database:
         ``immediate``: on SQLite take the write lock when the transaction starts (for writers
         that run on several threads at once); PostgreSQL needs nothing.
         """
-        token = _begin_immediate.set(immediate)
+        # Only writers that ask touch the flag, and they restore it by value: a generator
+        # dependency may finish in another context than it started in, where resetting a
+        # ContextVar token raises.
+        previous = _begin_immediate.get()
+        if immediate:
+            _begin_immediate.set(True)
         session = self.sessions()
         try:
             with transaction(session):
                 yield session
         finally:
             session.close()
-            _begin_immediate.reset(token)
+            if immediate:
+                _begin_immediate.set(previous)
 
     def dispose(self) -> None:
         """Close pooled connections."""

@@ -33,6 +33,7 @@ PACKAGE_DIR = WEB_DIR.parent
 TEMPLATE_DIRS = [
     WEB_DIR / "templates",
     PACKAGE_DIR / "core" / "people" / "templates",
+    PACKAGE_DIR / "datahub" / "templates",
 ]
 
 

@@ -34,6 +34,8 @@ HOME_CARDS: list[tuple[str, str, Permission]] = [
     ("card.people_new", "/people/new", Permission.PERSON_CREATE),
     ("card.audit", "/audit", Permission.AUDIT_VIEW),
     ("card.users", "/admin/users", Permission.USER_MANAGE),
+    ("card.datahub", "/datahub", Permission.DATAHUB_VIEW),
+    ("card.datahub_quarantine", "/datahub/quarantine", Permission.DATAHUB_QUARANTINE),
 ]
 
 

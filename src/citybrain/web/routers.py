@@ -7,6 +7,8 @@ from fastapi import APIRouter
 from citybrain.core.authz import pages as authz_pages
 from citybrain.core.people import pages as people_pages
 from citybrain.core.people import routes as people_routes
+from citybrain.datahub import pages as datahub_pages
+from citybrain.datahub import routes as datahub_routes
 from citybrain.web import docs, geo, health, pages
 
 ROUTERS: list[APIRouter] = [
@@ -18,4 +20,6 @@ ROUTERS: list[APIRouter] = [
     people_routes.router,
     people_routes.households,
     people_pages.router,
+    datahub_routes.router,
+    datahub_pages.router,
 ]

@@ -7,7 +7,7 @@ import datetime as dt
 from sqlalchemy import Boolean, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from citybrain.kit.db import Base, UTCDateTime
+from citybrain.kit.db import Base, JSONType, UTCDateTime
 
 
 class User(Base):
@@ -30,7 +30,8 @@ class User(Base):
 
 
 class ApiToken(Base):
-    """A bearer token for the API: for a user's scripts, or for a device acting as a place.
+    """A bearer token for the API: for a user's scripts, for a device acting as a place, or
+    for an agency's system pushing its feeds (``agency`` set, limited to ``categories``).
 
     Only the SHA-256 of the token is stored; the token itself is shown once at creation.
     """
@@ -43,6 +44,10 @@ class ApiToken(Base):
     name: Mapped[str] = mapped_column(String(64))
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     device_place_code: Mapped[str | None] = mapped_column(ForeignKey("places.code"))
+    # An agency token acts for this agency (as the source catalogue names it, e.g. 铁路) and
+    # may push only these source categories.
+    agency: Mapped[str | None] = mapped_column(String(40))
+    categories: Mapped[list[str] | None] = mapped_column(JSONType)
     area_code: Mapped[str] = mapped_column(ForeignKey("areas.code"))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

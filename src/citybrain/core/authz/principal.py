@@ -12,15 +12,17 @@ from citybrain.kit.errors import PermissionDenied
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated user or device."""
+    """An authenticated user, device or agency (an agency's system pushing its feeds)."""
 
-    kind: Literal["user", "device"]
+    kind: Literal["user", "device", "agency"]
     id: int
     name: str
     display_name: str
     role: str
     area_code: str
     permissions: frozenset[Permission]
+    # For an agency token: the source categories it may push (empty for everyone else).
+    categories: frozenset[str] = frozenset()
 
     @property
     def actor(self) -> Actor:

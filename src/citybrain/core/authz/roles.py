@@ -18,6 +18,7 @@ class Role(StrEnum):
     SCHOOL_ADMIN = "school_admin"  # 学校
     AUDITOR = "auditor"  # 审计
     SYSTEM_ADMIN = "system_admin"  # 系统管理员
+    DATA_OFFICER = "data_officer"  # 数据中心专员
 
 
 class Permission(StrEnum):
@@ -32,6 +33,10 @@ class Permission(StrEnum):
     USER_MANAGE = "user.manage"
     TOKEN_MANAGE = "token.manage"  # noqa: S105 — a permission name
     DEVICE_SCAN = "device.scan"
+    DATAHUB_VIEW = "datahub.view"  # the data centre's status board and file ledger
+    # The quarantine holds rows exactly as the agency sent them: raw personal data.
+    DATAHUB_QUARANTINE = "datahub.quarantine"
+    DATAHUB_PUSH = "datahub.push"  # agency tokens only: push feed batches
 
 
 ROLE_LABELS: dict[Role, tuple[str, str]] = {
@@ -45,6 +50,7 @@ ROLE_LABELS: dict[Role, tuple[str, str]] = {
     Role.SCHOOL_ADMIN: ("学校管理员", "School admin"),
     Role.AUDITOR: ("审计员", "Auditor"),
     Role.SYSTEM_ADMIN: ("系统管理员", "System admin"),
+    Role.DATA_OFFICER: ("数据中心专员", "Data-centre officer"),
 }
 
 _PEOPLE_WORK = {
@@ -56,7 +62,7 @@ _PEOPLE_WORK = {
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
-    Role.CITY_COMMANDER: frozenset(_PEOPLE_WORK),
+    Role.CITY_COMMANDER: frozenset({*_PEOPLE_WORK, Permission.DATAHUB_VIEW}),
     Role.DISTRICT_OFFICER: frozenset(_PEOPLE_WORK),
     Role.STREET_OFFICER: frozenset(_PEOPLE_WORK),
     Role.GRID_WORKER: frozenset(_PEOPLE_WORK),
@@ -72,10 +78,19 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.SYSTEM_ADMIN: frozenset(
         {Permission.USER_MANAGE, Permission.TOKEN_MANAGE, Permission.GEO_VIEW}
     ),
+    # The data-centre officer watches the feeds and sends bad rows back to the agencies;
+    # people's records in the registry are not theirs to search.
+    Role.DATA_OFFICER: frozenset(
+        {Permission.DATAHUB_VIEW, Permission.DATAHUB_QUARANTINE, Permission.GEO_VIEW}
+    ),
 }
 
 # Device tokens (gates, checkpoints, venues) act as a place, with scanning rights only.
 DEVICE_PERMISSIONS = frozenset({Permission.DEVICE_SCAN})
+
+# Agency tokens (railway, civil aviation, telecom…) act for one agency and may only push
+# batches of that agency's categories; no role of a user holds datahub.push.
+AGENCY_PERMISSIONS = frozenset({Permission.DATAHUB_PUSH})
 
 
 def permissions_of(role: str) -> frozenset[Permission]:

@@ -20,13 +20,19 @@ from citybrain.core.authz.passwords import (
     verify_password,
 )
 from citybrain.core.authz.principal import Principal
-from citybrain.core.authz.roles import DEVICE_PERMISSIONS, Role, permissions_of
-from citybrain.core.geo.models import Area, Place
+from citybrain.core.authz.roles import (
+    AGENCY_PERMISSIONS,
+    DEVICE_PERMISSIONS,
+    Role,
+    permissions_of,
+)
+from citybrain.core.geo.models import CITY_CODE, Area, Place
 from citybrain.kit import clock
 from citybrain.kit.errors import Conflict, InvalidInput, NotAuthenticated, RateLimited
 from citybrain.kit.settings import get_settings
 
 _USERNAME = re.compile(r"^[a-z][a-z0-9_.-]{2,63}$")
+_CATEGORY = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 TOKEN_PREFIX = "cbt_"  # noqa: S105 — a visible prefix, not a secret
 
 
@@ -270,6 +276,60 @@ def issue_token(
     return token, text
 
 
+def issue_agency_token(
+    session: Session,
+    actor: Actor,
+    *,
+    agency: str,
+    categories: list[str],
+    name: str,
+    ttl: dt.timedelta | None = dt.timedelta(days=365),
+) -> tuple[ApiToken, str]:
+    """Issue a bearer token for an agency's system (机构推送令牌): it may push batches of
+    ``categories`` only, and nothing else. Returns the row and the token text (shown once).
+
+    Which categories an agency may have is the data centre's knowledge (its catalogue, a
+    layer above); ``citybrain.datahub.push.issue_agency_token`` checks that and calls this.
+    """
+    agency = agency.strip()
+    if not agency or len(agency) > 40:
+        raise InvalidInput(
+            "须写明机构（1–40字）", "name the agency (1–40 characters)", field="agency"
+        )
+    chosen = sorted(set(categories))
+    if not chosen or any(not _CATEGORY.match(c) for c in chosen):
+        raise InvalidInput(
+            "须列出该机构可推送的数据类别", "list the categories it may push", field="categories"
+        )
+    text = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    now = clock.now()
+    token = ApiToken(
+        token_hash=_hash_token(text),
+        prefix=text[:10],
+        name=name[:64],
+        user_id=None,
+        device_place_code=None,
+        agency=agency,
+        categories=chosen,
+        # An agency serves the whole city; its pushes carry no jurisdiction of their own.
+        area_code=CITY_CODE,
+        created_at=now,
+        expires_at=now + ttl if ttl else None,
+    )
+    session.add(token)
+    session.flush()
+    record(
+        session,
+        actor,
+        "token.issue",
+        object_type="api_token",
+        object_id=token.id,
+        area_code=CITY_CODE,
+        detail={"agency": agency, "categories": chosen},
+    )
+    return token, text
+
+
 def authenticate_token(session: Session, text: str) -> Principal:
     """The principal of a bearer token; refuses unknown, revoked and expired tokens."""
     invalid = NotAuthenticated("令牌无效或已过期", "invalid or expired token", code="bad_token")
@@ -287,6 +347,17 @@ def authenticate_token(session: Session, text: str) -> Principal:
         if user is None or not user.is_active:
             raise invalid
         return principal_for(user)
+    if token.agency is not None:
+        return Principal(
+            kind="agency",
+            id=token.id,
+            name=token.agency,
+            display_name=token.name,
+            role="agency",
+            area_code=token.area_code,
+            permissions=AGENCY_PERMISSIONS,
+            categories=frozenset(token.categories or ()),
+        )
     return Principal(
         kind="device",
         id=token.id,
