@@ -421,6 +421,8 @@ def datahub_ingest(
             )
     except CitybrainError as exc:
         raise _fail(exc.message()) from exc
+    finally:
+        intake.close()
     for name in summary.unrecognised:
         err.print(
             f"[yellow]未识别的文件（未入湖） unrecognised file, not taken in: {name}[/yellow]"
@@ -643,14 +645,54 @@ def seed_demo(persons: int = 300) -> dict[str, str]:
     return passwords
 
 
+def _demo_city(data_dir: Path, people: int, days: int) -> None:
+    """Simulate a small city once (same seed, same feeds) and take its feeds in."""
+    from citybrain.datahub.service import Intake
+    from citybrain.kit.db import get_database
+    from citybrain.simulate.config import SimulationConfig
+    from citybrain.simulate.run import run_simulation
+
+    feeds = data_dir / "feeds"
+    if not feeds.exists():
+        with _progress() as progress:
+            summary = run_simulation(
+                SimulationConfig(people=people, days=days, seed=DEMO_SEED),
+                geo_input(),
+                feeds,
+                data_dir / "truth",
+                progress=_bar_progress(progress),
+            )
+        console.print(
+            f"synthetic city 模拟城市: {summary.people:,} people, {summary.days} days, "
+            f"{summary.records:,} records in {summary.files} feed files"
+        )
+    intake = Intake()
+    try:
+        with _progress() as progress:
+            taken = intake.ingest_folder(
+                get_database(), feeds, progress=_bar_progress(progress), actor=_actor()
+            )
+    finally:
+        intake.close()
+    console.print(
+        f"data centre 数据汇聚: {taken.new_files} new files, {taken.accepted:,} records in the "
+        f"lake, {taken.quarantined:,} quarantined, {taken.duplicate:,} duplicates"
+    )
+
+
 @app.command()
 def demo(
     serve_after: Annotated[
         bool, typer.Option("--serve/--no-serve", help="serve afterwards")
     ] = True,
     persons: Annotated[int, typer.Option(help="synthetic residents to register")] = 300,
+    city_people: Annotated[
+        int, typer.Option(help="people of the synthetic city whose feeds are taken in (0: none)")
+    ] = 5000,
+    city_days: Annotated[int, typer.Option(help="days of the synthetic city", min=1)] = 14,
 ) -> None:
-    """Prepare ./var, migrate, load the hierarchy, create demo accounts, print them, serve."""
+    """Prepare ./var, migrate, load the hierarchy, create demo accounts, simulate a small
+    city and take its feeds into the data centre, print the accounts, serve."""
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     console.rule("城市大脑 citybrain demo")
@@ -662,6 +704,8 @@ def demo(
         f"{counts['places']} places"
     )
     passwords = seed_demo(persons)
+    if city_people:
+        _demo_city(settings.data_dir, city_people, city_days)
     table = Table(
         "username 用户名", "password 密码", "role 角色", "area 辖区", title="demo accounts 演示账号"
     )
@@ -671,6 +715,7 @@ def demo(
     url = f"http://{settings.host}:{settings.port}"
     console.print(f"open {url} and log in with an account above · 在浏览器打开 {url} 并登录")
     console.print(f"API docs 接口文档: {url}/docs · health: {url}/healthz")
+    console.print(f"data centre 大数据中心: {url}/datahub (account dataofficer)")
     if serve_after:
         serve(None, None, True)
 

@@ -117,20 +117,26 @@ def test_users_create_and_audit_verify_detects_an_altered_row(cli_env: dict[str,
 
 
 def test_demo_prepares_everything_without_serving(cli_env: dict[str, str]) -> None:
-    result = run(cli_env, "demo", "--no-serve", "--persons", "20")
+    city = ("--city-people", "2000", "--city-days", "5")
+    result = run(cli_env, "demo", "--no-serve", "--persons", "20", *city)
     assert "commander" in result.stdout and "http://127.0.0.1:8000" in result.stdout
     passwords = json.loads((Path(cli_env["CITYBRAIN_DATA_DIR"]) / "demo-accounts.json").read_text())
     assert set(passwords) >= {"commander", "street", "grid", "auditor"}
     assert passwords["street"] in result.stdout
     # Idempotent: a second run keeps the same accounts and passwords.
-    again = run(cli_env, "demo", "--no-serve", "--persons", "20")
+    again = run(cli_env, "demo", "--no-serve", "--persons", "20", *city)
     assert passwords["street"] in again.stdout
+    # The small city's feeds went into the data centre once; the second run took in nothing.
+    assert "data centre" in result.stdout and "0 new files" in again.stdout
     database = Database(cli_env["CITYBRAIN_DATABASE_URL"])
     with database.engine.connect() as conn:
         persons = conn.execute(text("SELECT count(*) FROM persons")).scalar_one()
         users = conn.execute(text("SELECT count(*) FROM users")).scalar_one()
+        files = conn.execute(text("SELECT count(*) FROM intake_files")).scalar_one()
+        accepted = conn.execute(text("SELECT sum(accepted) FROM intake_files")).scalar_one()
     database.dispose()
-    assert persons == 20 and users == 8
+    assert persons == 20 and users == 9
+    assert files > 30 and accepted > 1000
 
 
 def test_device_tokens_are_issued_used_and_revoked(cli_env: dict[str, str]) -> None:
