@@ -53,3 +53,27 @@ def test_excel_dates_come_back_in_the_contract_format(tmp_path: Path) -> None:
     assert batch.columns["年龄"].to_pylist() == ["40"] * 3
     with pytest.raises(UnreadableFile):
         read_bytes(b"not a workbook", get_source("case_confirmed"))
+
+
+def test_a_workbook_continues_on_later_sheets_with_row_numbers_kept_apart() -> None:
+    import io as _io
+
+    from openpyxl import Workbook
+
+    from citybrain.datahub.readers import SHEET_ROWS
+
+    book = Workbook()
+    first = book.active
+    assert first is not None
+    header = ["机构名称", "姓名", "身份证号", "类别", "联系电话", "入住日期"]
+    first.append(header)
+    first.append(["康乐养老院", "王伟", "", "老人", None, "2019-05-01"])
+    second = book.create_sheet("养老机构人员2")
+    second.append(header)
+    second.append(["康乐养老院", "李娜", "", "员工"])  # short row: empty cells absent
+    buffer = _io.BytesIO()
+    book.save(buffer)
+    batch = read_bytes(buffer.getvalue(), get_source("elderly_care"))
+    assert batch.lines.tolist() == [2, SHEET_ROWS + 2]
+    assert batch.columns["姓名"].to_pylist() == ["王伟", "李娜"]
+    assert batch.columns["入住日期"].to_pylist() == ["2019-05-01", ""]

@@ -116,3 +116,24 @@ def test_dates_of_birth_before_2000_are_plausible_but_event_times_are_not() -> N
     assert reasons(check_field(pa.array(["1999-12-31 23:59"]), depart).reason.tolist()) == [
         "implausible_time"
     ]
+
+
+def test_a_passport_in_the_shared_document_number_column_is_checked_as_a_passport() -> None:
+    source = get_source("rail_ticket")
+    columns = {f.column: pa.array(["G1"] * 3) for f in source.fields}
+    columns.update(
+        {
+            "乘车人姓名": pa.array(["王伟", "Tom Lee", "Ann"]),
+            "证件类型": pa.array(["身份证", "护照", "护照"]),
+            "证件号码": pa.array([VALID, "e12345678", "bad!"]),
+            "发车时间": pa.array(["2020-01-20 08:35"] * 3),
+            "到达时间": pa.array(["2020-01-20 10:35"] * 3),
+            "车厢号": pa.array(["3"] * 3),
+            "手机号": pa.array(["13800138000"] * 3),
+        }
+    )
+    result = validate(columns, 3, source)
+    assert result.bad.tolist() == [False, False, True]
+    assert REASON_CODES[result.error_reason[2]] == "passport_format"
+    assert result.values["id_number"].to_pylist() == [VALID, None, None]
+    assert result.values["passport"].to_pylist()[:2] == [None, "E12345678"]

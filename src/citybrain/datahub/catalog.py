@@ -68,6 +68,9 @@ class FieldSpec:
     formats: tuple[str, ...] = ()
     values: dict[str, str] = field(default_factory=dict)
     regex: str | None = None
+    # For an ID column shared by document types: the values of the source's id_type field
+    # that mean the number is a passport (then it is checked and hashed as one).
+    passport_when: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,7 @@ def _field(name: str, raw: dict[str, Any], source: str) -> FieldSpec:
         formats=formats,
         values=values,
         regex=raw.get("regex"),
+        passport_when=tuple(str(v) for v in raw.get("passport_when", ())),
     )
 
 
@@ -173,6 +177,10 @@ def _source(row: dict[str, str], raw: dict[str, Any], defaults: dict[str, Any]) 
             raise ValueError(f"sources.yaml: {code}: unknown file format")
         file_spec = FileSpec(format=merged["format"], encoding=merged.get("encoding", "utf-8"))
     names = {f.name for f in fields}
+    if any(f.passport_when for f in fields):
+        if "id_type" not in names:
+            raise ValueError(f"sources.yaml: {code}: passport_when needs an id_type field")
+        names.add("passport")
     identity_any = tuple(raw.get("identity_any", ()))
     if any(n not in names for n in identity_any):
         raise ValueError(f"sources.yaml: {code}: identity_any names a missing field")

@@ -9,6 +9,7 @@ numpy, never a Python loop per row. A row with any failing field is bad; the fir
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -267,6 +268,8 @@ def validate(columns: dict[str, pa.Array], rows: int, source: Source) -> Validat
 
     for index, spec in enumerate(source.fields):
         raw = columns.get(spec.column)
+        if raw is not None and spec.passport_when:
+            raw = _split_passports(raw, columns, source, spec, values, index, note)
         if raw is None:
             values[spec.name] = pa.nulls(rows, _type_of(spec))
             if spec.required:
@@ -285,6 +288,38 @@ def validate(columns: dict[str, pa.Array], rows: int, source: Source) -> Validat
         first = next(i for i, f in enumerate(source.fields) if f.name == source.identity_any[0])
         note(first, _reasons(rows, ~has_any, "missing_identifier"))
     return Validated(values, error_reason != 0, error_field, error_reason, failed)
+
+
+def _split_passports(
+    raw: pa.Array,
+    columns: dict[str, pa.Array],
+    source: Source,
+    spec: FieldSpec,
+    values: dict[str, pa.Array],
+    index: int,
+    note: Callable[[int, np.ndarray], None],
+) -> pa.Array:
+    """Where the document type says passport, take the number out of the ID column and check
+    it as a passport (it becomes the row's ``passport``); return what is left as IDs."""
+    kind = source.field_named("id_type")
+    assert kind is not None  # the catalogue checks passport_when has an id_type field
+    types = columns.get(kind.column)
+    if types is None:
+        return raw
+    is_passport = pc.fill_null(
+        pc.is_in(pc.utf8_trim_whitespace(types), value_set=pa.array(spec.passport_when)), False
+    )
+    nothing = pa.scalar(None, pa.string())
+    checked = check_field(pc.if_else(is_passport, raw, nothing), _PASSPORT)
+    previous = values.get("passport")
+    values["passport"] = (
+        checked.values if previous is None else pc.coalesce(previous, checked.values)
+    )
+    note(index, checked.reason)
+    return pc.if_else(is_passport, nothing, raw)
+
+
+_PASSPORT = FieldSpec(name="passport", column="", type="passport")
 
 
 def _type_of(spec: FieldSpec) -> pa.DataType:
