@@ -281,3 +281,18 @@ def test_killing_the_intake_mid_file_then_rerunning_loses_and_doubles_nothing(
     third = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     assert json.loads(third.stdout.strip().splitlines()[-1])["new_files"] == 0
     assert lake_rows(paths, "travel") == 2940
+
+
+def test_lake_pseudonyms_are_the_registry_blind_index_cut_to_128_bits() -> None:
+    import pyarrow as pa
+
+    from citybrain.datahub.pseudonym import Pseudonymiser
+    from citybrain.kit.crypto import blind_index
+
+    values = pa.array(["13800138000", None, "13800138001", "13800138000"])
+    first = Pseudonymiser(remember=1)
+    digests = first.column(values, "phone").to_pylist()
+    again = first.column(values, "phone").to_pylist()  # from the cache (or recomputed)
+    expected = blind_index().digest("13800138000", "phone")[:32]
+    assert digests == again
+    assert digests[0] == digests[3] == expected and digests[1] is None and len(digests[2]) == 32

@@ -10,7 +10,6 @@ nothing else can compute it without the key. Each distinct value of a column is 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,27 +39,24 @@ class Pseudonymiser:
     def __init__(self, index: BlindIndex | None = None, *, remember: int = 2_000_000) -> None:
         self._index = index or blind_index()
         self._remember = remember
-        self._cache: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._caches: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
 
     def _digests(self, values: list[str], kind: str) -> list[str]:
         with self._lock:  # files are taken in on several threads
-            return self._digests_locked(values, kind)
-
-    def _digests_locked(self, values: list[str], kind: str) -> list[str]:
-        cache = self._cache
-        missing = [v for v in values if (kind, v) not in cache]
-        if missing:
-            for value, digest in zip(missing, self._index.digest_many(missing, kind), strict=True):
-                cache[(kind, value)] = digest
-            if len(cache) > self._remember:
-                # Forget the oldest half at once: cheaper than evicting one entry per insert.
-                for _ in range(len(cache) - self._remember // 2):
-                    cache.popitem(last=False)
-        found = [cache.get((kind, v)) for v in values]
-        if any(d is None for d in found):  # evicted just now: a batch bigger than the cache
-            return [d[:LAKE_HASH_CHARS] for d in self._index.digest_many(values, kind)]
-        return found  # type: ignore[return-value]
+            cache = self._caches.setdefault(kind, {})
+            get = cache.get
+            found = [get(v) for v in values]
+            missing = [i for i, digest in enumerate(found) if digest is None]
+            if missing:
+                fresh = self._index.digest_many([values[i] for i in missing], kind)
+                if len(cache) + len(missing) > self._remember:
+                    cache.clear()  # simpler than LRU, and the next files refill what they use
+                for i, digest in zip(missing, fresh, strict=True):
+                    short = digest[:LAKE_HASH_CHARS]
+                    found[i] = short
+                    cache[values[i]] = short
+            return found  # type: ignore[return-value]
 
     def column(self, values: pa.Array, kind: str) -> pa.Array:
         """The keyed hash of every value (null stays null)."""
