@@ -24,13 +24,23 @@ _TOKEN = re.compile(r"%[YmdHMS]")
 _WIDTH = {"%Y": 4, "%m": 2, "%d": 2, "%H": 2, "%M": 2, "%S": 2}
 
 
+def one_chunk(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """A contiguous array; a single-chunk column is returned without a copy."""
+    if not isinstance(arr, pa.ChunkedArray):
+        return arr
+    if arr.num_chunks == 1:
+        return arr.chunk(0)
+    if arr.num_chunks == 0:
+        return pa.array([], arr.type)
+    return arr.combine_chunks()
+
+
 def seconds(arr: pa.Array | pa.ChunkedArray) -> tuple[Int64s, Bools]:
     """Seconds since 1970 of a ``timestamp[s]`` or ``date32`` column, and which are present.
 
     Missing values come back as 0 with ``False`` in the second array.
     """
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
+    arr = one_chunk(arr)
     valid = np.ones(len(arr), dtype=np.bool_)
     if arr.null_count:
         valid = arr.is_valid().to_numpy(zero_copy_only=False)
@@ -192,15 +202,11 @@ def map_strings(
     Columns like place ids or cell ids have few distinct values among millions of rows, so the
     Python work is per distinct value, not per row. Unknown keys of a mapping become null.
     """
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
+    arr = one_chunk(arr)
     encoded = pc.dictionary_encode(arr)
     assert isinstance(encoded, pa.DictionaryArray)
     uniques = encoded.dictionary.to_pylist()
-    if callable(fn):
-        mapped = [fn(u) for u in uniques]
-    else:
-        mapped = [fn.get(u) for u in uniques]
+    mapped = [fn(u) for u in uniques] if callable(fn) else [fn.get(u) for u in uniques]
     return pc.take(pa.array(mapped, pa.string()), encoded.indices)
 
 
@@ -210,8 +216,27 @@ def enum_raw(arr: pa.Array | pa.ChunkedArray, values: Mapping[str, str]) -> pa.A
     return map_strings(arr, inverse)
 
 
+def may_contain(arr: pa.Array, chars: bytes) -> bool:
+    """Whether any value may contain one of ``chars`` (single-byte ASCII).
+
+    Scans the column's data buffer at memory speed: almost no generated value needs quoting
+    or escaping, and this spares the per-row checks for those columns. Conservative: a sliced
+    array's buffer may hold neighbours' bytes too.
+    """
+    arr = one_chunk(arr)
+    if len(arr) == 0 or arr.null_count == len(arr):
+        return False
+    data = arr.buffers()[2]
+    if data is None:
+        return False
+    raw = data.to_pybytes()
+    return any(raw.find(bytes([c])) >= 0 for c in chars)
+
+
 def json_escape(arr: pa.Array) -> pa.Array:
     """Escape a string column for the inside of a JSON string literal."""
+    if not may_contain(arr, b'\\"\n\r\t'):
+        return arr
     out = arr
     for char, escaped in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r")):
         if pc.any(pc.match_substring(out, char)).as_py():
@@ -223,6 +248,8 @@ def json_escape(arr: pa.Array) -> pa.Array:
 
 def csv_quote(arr: pa.Array) -> pa.Array:
     """Quote the values that need it (comma, quote, newline), doubling inner quotes (RFC 4180)."""
+    if not may_contain(arr, b',"\r\n'):
+        return arr
     needs = pc.match_substring_regex(arr, '[",\r\n]')
     if not pc.any(needs).as_py():
         return arr

@@ -98,6 +98,19 @@ class FeedShape:
         """File name extension."""
         return self.format
 
+    @property
+    def time_resolution(self) -> int:
+        """Seconds the file's time column resolves: its rows can only *look* out of order
+        when their times differ by at least this much (a date column hides the hour)."""
+        col = self.first_of_type("datetime") or self.first_of_type("date")
+        if col is None or col.fmt is None:
+            return 0
+        if col.type == "date":
+            return 86400
+        if col.fmt in (EPOCH, EPOCH_MS) or "%S" in col.fmt:
+            return 1
+        return 60 if "%M" in col.fmt else 3600
+
     def first_of_type(self, *types: FieldType) -> Col | None:
         """The first column of one of ``types`` (where faults of that kind land)."""
         for col in self.columns:
