@@ -137,3 +137,12 @@ def test_a_passport_in_the_shared_document_number_column_is_checked_as_a_passpor
     assert REASON_CODES[result.error_reason[2]] == "passport_format"
     assert result.values["id_number"].to_pylist() == [VALID, None, None]
     assert result.values["passport"].to_pylist()[:2] == [None, "E12345678"]
+
+
+def test_without_the_document_type_column_the_id_column_is_all_resident_ids() -> None:
+    source = get_source("rail_ticket")
+    columns = {f.column: pa.array(["G1"]) for f in source.fields if f.column != "证件类型"}
+    columns.update({"乘车人姓名": pa.array(["王伟"]), "证件号码": pa.array(["E12345678"])})
+    result = validate(columns, 1, source)
+    assert result.bad.tolist() == [True]
+    assert REASON_CODES[result.error_reason[0]] in {"id_format", "bad_datetime", "not_integer"}

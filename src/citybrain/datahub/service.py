@@ -21,10 +21,11 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Any
 
 import duckdb
@@ -33,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from citybrain.core.audit.service import SYSTEM, Actor, record
@@ -155,6 +157,33 @@ class IngestSummary:
         return out
 
 
+@dataclass
+class Prepared:
+    """A file read, validated, pseudonymised and hashed, waiting to be committed."""
+
+    name: str
+    source: Source
+    sha: str
+    size: int
+    delivered: dt.date | None
+    started: float
+    rejected: FileResult | None = None
+    received: int = 0
+    values: dict[str, pa.Array] = field(default_factory=dict)
+    hmacs: dict[str, pa.Array] = field(default_factory=dict)
+    lines: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    day_number: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    row_hash: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    first: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    quarantine: pa.Table = field(default_factory=lambda: pa.table({}))
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def file_id(self) -> str:
+        """The first 20 hex digits of the content's SHA-256."""
+        return self.sha[:20]
+
+
 class Intake:
     """The per-process machinery of intake: lake paths, vault, pseudonymiser, DuckDB."""
 
@@ -196,30 +225,20 @@ class Intake:
         row = _new_row(file_id, sha, source, name, channel, len(data), delivered)
         session.add(row)
         session.flush()
-        result, days = self._process(data, name, source, row.id, file_id, delivered)
+        result, days = self._process(self._prepare(data, name, source, delivered), row.id)
         result.seconds = time.perf_counter() - started
         self._close_ledger(session, row, result, days, actor)
         return result, row
 
     def _process(
-        self,
-        data: bytes,
-        name: str,
-        source: Source,
-        serial: int,
-        file_id: str,
-        delivered: dt.date | None,
+        self, prepared: Prepared, serial: int
     ) -> tuple[FileResult, tuple[dt.date, dt.date] | None]:
-        """Read, check and write a file's parts and publish them (no database work)."""
+        """Commit a prepared file: write its parts and publish them (no database work)."""
+        if prepared.rejected is not None:
+            return prepared.rejected, None
+        staging = lake.Staging(self.paths, prepared.file_id)
         try:
-            batch = read_bytes(data, source)
-        except UnreadableFile as exc:
-            result = FileResult(name, source.code, file_id, STATUS_REJECTED, error=exc.detail)
-            result.reasons = {exc.reason: 1}
-            return result, None
-        staging = lake.Staging(self.paths, file_id)
-        try:
-            result, days = self._take_in(batch, name, source, serial, file_id, delivered, staging)
+            result, days = self._commit(prepared, serial, staging)
             staging.publish()
         except BaseException:
             staging.discard()
@@ -227,59 +246,62 @@ class Intake:
         _stall_for_crash_test()
         return result, days
 
-    def _ingest_dropped(
-        self,
-        database: Database,
-        path: Path,
-        name: str,
-        source: Source,
-        delivered: dt.date | None,
-        actor: Actor,
-    ) -> FileResult:
-        """One dropped file in two short transactions: reserve its ledger row (the record-id
-        serial), then, after the parts are published, fill it in with the audit row and event.
-        Long work holds no database lock, so categories can be taken in side by side."""
-        started = time.perf_counter()
-        data = path.read_bytes()
-        sha = hashlib.sha256(data).hexdigest()
-        file_id = sha[:20]
-        with database.unit_of_work(immediate=True) as session:
-            known = session.scalar(select(IntakeFile).where(IntakeFile.file_id == file_id))
-            if known is not None:
-                return _already(name, known)
-            row = _new_row(file_id, sha, source, name, CHANNEL_DROP, len(data), delivered)
-            row.status = STATUS_RESERVED
-            session.add(row)
-            session.flush()
-            serial = row.id
+    def _commit_dropped(self, database: Database, prepared: Prepared, actor: Actor) -> FileResult:
+        """A prepared dropped file in two short transactions: reserve its ledger row (the
+        record-id serial), then, after the parts are published, fill it in with the audit row
+        and event. Long work holds no database lock."""
+        name, source, file_id = prepared.name, prepared.source, prepared.file_id
         try:
-            result, days = self._process(data, name, source, serial, file_id, delivered)
+            with database.unit_of_work(immediate=True) as session:
+                row = _new_row(
+                    file_id,
+                    prepared.sha,
+                    source,
+                    name,
+                    CHANNEL_DROP,
+                    prepared.size,
+                    prepared.delivered,
+                )
+                row.status = STATUS_RESERVED
+                session.add(row)
+                session.flush()
+                serial = row.id
+        except IntegrityError:  # the same bytes came in meanwhile (a push): nothing to do
+            with database.unit_of_work() as session:
+                known = session.scalar(select(IntakeFile).where(IntakeFile.file_id == file_id))
+                assert known is not None
+                return _already(name, known)
+        try:
+            result, days = self._process(prepared, serial)
         except BaseException:
             with database.unit_of_work(immediate=True) as session:
                 session.execute(delete(IntakeFile).where(IntakeFile.id == serial))
             raise
-        result.seconds = time.perf_counter() - started
+        result.seconds = time.perf_counter() - prepared.started
         with database.unit_of_work(immediate=True) as session:
             reserved = session.get(IntakeFile, serial)
             assert reserved is not None
             self._close_ledger(session, reserved, result, days, actor)
         return result
 
-    def _take_in(
-        self,
-        batch: RawBatch,
-        name: str,
-        source: Source,
-        serial: int,
-        file_id: str,
-        delivered: dt.date | None,
-        staging: lake.Staging,
-    ) -> tuple[FileResult, tuple[dt.date, dt.date] | None]:
+    def _prepare(
+        self, data: bytes, name: str, source: Source, delivered: dt.date | None
+    ) -> Prepared:
+        """Everything about a file that does not depend on other files: read, validate,
+        pseudonymise, hash. Files of one category can be prepared side by side."""
+        sha = hashlib.sha256(data).hexdigest()
+        prepared = Prepared(name, source, sha, len(data), delivered, time.perf_counter())
+        try:
+            batch = read_bytes(data, source)
+        except UnreadableFile as exc:
+            rejected = FileResult(name, source.code, sha[:20], STATUS_REJECTED, error=exc.detail)
+            rejected.reasons = {exc.reason: 1}
+            prepared.rejected = rejected
+            return prepared
         rows = batch.parsed
         checked = validate(batch.columns, rows, source)
         good = np.flatnonzero(~checked.bad)
         values = _take(checked.values, good, rows)
-        lines = batch.lines[good]
         hmacs = {
             column: self.pseudonymiser.column(values[f], domain)
             for f, (column, domain) in IDENTIFIER_FIELDS.items()
@@ -292,22 +314,44 @@ class Intake:
             pc.cast(pc.cast(day_of, pa.date32()), pa.int32()).to_numpy(zero_copy_only=False)
         )
         row_hash = self._row_hashes(values, hmacs, names, day_of)
-        # A duplicate is a row whose content is already in this file (earlier line) or in the
-        # lake (an earlier file) for the same category and day.
         first = np.zeros(len(good), dtype=bool)
         if len(good):
             _, first_index = np.unique(row_hash, return_index=True)
             first[first_index] = True
+        prepared.received = batch.received
+        prepared.values = values
+        prepared.hmacs = hmacs
+        prepared.lines = batch.lines[good]
+        prepared.day_number = day_number
+        prepared.row_hash = row_hash
+        prepared.first = first
+        prepared.quarantine, prepared.reasons = _quarantine_table(
+            batch, checked, source, prepared.file_id, name
+        )
+        return prepared
+
+    def _commit(
+        self, prepared: Prepared, serial: int, staging: lake.Staging
+    ) -> tuple[FileResult, tuple[dt.date, dt.date] | None]:
+        """Decide duplicates against the lake (earlier files of the category) and write the
+        file's parts to staging. Files of one category are committed in delivery order."""
+        source, file_id, name = prepared.source, prepared.file_id, prepared.name
+        delivered = prepared.delivered
+        values, hmacs, lines = prepared.values, prepared.hmacs, prepared.lines
+        day_number, row_hash = prepared.day_number, prepared.row_hash
+        good_count = len(row_hash)
         days_present = [_iso_day(int(d)) for d in np.unique(day_number)]
         seen = lake.existing_hashes(
             self.paths, source.kinds[0], source.code, days_present, exclude=file_id
         ).to_numpy()
-        duplicate = ~first
+        # A duplicate is a row whose content is already in this file (earlier line) or in the
+        # lake (an earlier file) for the same category and day.
+        duplicate = ~prepared.first
         if len(seen):
-            duplicate |= np.isin(row_hash, seen)
+            duplicate |= _contained(row_hash, seen)
         keep = np.flatnonzero(~duplicate)
-        kept = _take(values, keep, len(good))
-        kept_hmacs = _take(hmacs, keep, len(good))
+        kept = _take(values, keep, good_count)
+        kept_hmacs = _take(hmacs, keep, good_count)
         kept_lines = lines[keep]
         kept_days = day_number[keep]
         count = len(keep)
@@ -336,7 +380,7 @@ class Intake:
             writes.append(
                 self._writer.submit(self.vault.write, part, target, lake.LINKAGE_ENCRYPTED)
             )
-        quarantine, reasons = _quarantine_table(batch, checked, source, file_id, name)
+        quarantine, reasons = prepared.quarantine, prepared.reasons
         if quarantine.num_rows:
             self.vault.write(
                 quarantine,
@@ -357,7 +401,7 @@ class Intake:
             category=source.code,
             file_id=file_id,
             status=STATUS_INGESTED,
-            received=batch.received,
+            received=prepared.received,
             accepted=count,
             quarantined=quarantine.num_rows,
             duplicate=int(duplicate.sum()),
@@ -469,45 +513,76 @@ class Intake:
     ) -> IngestSummary:
         """Take in every feed file under ``root`` (the drop folders).
 
-        Files of one category go in order of delivery (so the earlier copy of a row is the one
-        kept and later copies count as duplicates); different categories go side by side on
-        ``workers`` threads (Arrow and Parquet work outside Python's lock)."""
+        A pipeline: files are *prepared* (read, validated, pseudonymised, hashed) on
+        ``workers`` threads in delivery order across all categories, and each category's
+        files are *committed* (duplicates against earlier files decided, parts written, ledger
+        row closed) in delivery order by that category's own committer, so the result is the
+        same on every run. Arrow and Parquet work outside Python's lock; a bounded number of
+        prepared files waits in memory."""
         started = time.perf_counter()
         summary = IngestSummary()
         with intake_lock(self.paths):
             summary.orphans_removed = self._recover(database)
-            chains: dict[str, list[tuple[str, str, Path, Source]]] = {}
+            with database.unit_of_work() as session:
+                known = set(session.scalars(select(IntakeFile.file_id)))
+            queue: list[tuple[str, str, Path, Source]] = []
             for path in sorted(p for p in root.rglob("*") if p.is_file()):
                 found = identify(path)
                 if found is None:
                     summary.unrecognised.append(str(path.relative_to(root)))
                     continue
                 source, day = found
-                chain = chains.setdefault(source.code, [])
-                chain.append((day or "", str(path.relative_to(root)), path, source))
-            for chain in chains.values():
-                chain.sort(key=lambda f: (f[0], f[1]))
-            total = sum(f[2].stat().st_size for c in chains.values() for f in c) or 1
+                queue.append((day or "", str(path.relative_to(root)), path, source))
+            queue.sort(key=lambda f: (f[0], f[1]))
+            total = sum(f[2].stat().st_size for f in queue) or 1
             done = [0]
             guard = threading.Lock()
+            ahead = threading.BoundedSemaphore(max(2, workers) * 3)
+            # Per category, its files in delivery order as they are submitted; None ends it.
+            chains: dict[str, SimpleQueue[tuple[str, int, Future[Prepared | FileResult]] | None]]
+            chains = {source.code: SimpleQueue() for _, _, _, source in queue}
 
-            def run_chain(chain: list[tuple[str, str, Path, Source]]) -> list[FileResult]:
+            def prepare(path: Path, name: str, source: Source, day: str) -> Prepared | FileResult:
+                data = path.read_bytes()
+                file_id = hashlib.sha256(data).hexdigest()[:20]
+                if file_id in known:
+                    return FileResult(name, source.code, file_id, "already_ingested")
+                delivered = dt.datetime.strptime(day, "%Y%m%d").date() if day else None
+                return self._prepare(data, name, source, delivered)
+
+            def commit_chain(code: str) -> list[FileResult]:
                 results = []
-                for day, name, path, source in chain:
-                    delivered = dt.datetime.strptime(day, "%Y%m%d").date() if day else None
-                    results.append(
-                        self._ingest_dropped(database, path, name, source, delivered, actor)
-                    )
+                while (entry := chains[code].get()) is not None:
+                    name, size, future = entry
+                    try:
+                        item = future.result()
+                        if isinstance(item, FileResult):
+                            results.append(item)
+                        else:
+                            results.append(self._commit_dropped(database, item, actor))
+                    finally:
+                        ahead.release()
                     with guard:
-                        done[0] += path.stat().st_size
+                        done[0] += size
                         if progress is not None:
                             progress(name, done[0], total)
                 return results
 
-            # Biggest categories first, so the two threads finish close together.
-            ordered = sorted(chains.values(), key=lambda c: -sum(f[2].stat().st_size for f in c))
-            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-                outcomes = [pool.submit(run_chain, chain) for chain in ordered]
+            with (
+                ThreadPoolExecutor(max_workers=max(1, workers)) as preparers,
+                ThreadPoolExecutor(
+                    max_workers=max(1, len({f[3].code for f in queue}))
+                ) as committers,
+            ):
+                outcomes = [committers.submit(commit_chain, code) for code in chains]
+                try:
+                    for day, name, path, source in queue:
+                        ahead.acquire()
+                        future = preparers.submit(prepare, path, name, source, day)
+                        chains[source.code].put((name, path.stat().st_size, future))
+                finally:
+                    for chain in chains.values():
+                        chain.put(None)
                 results = [r for outcome in outcomes for r in outcome.result()]
             results.sort(key=lambda r: r.name)
             for result in results:
@@ -612,6 +687,17 @@ def _take(columns: dict[str, pa.Array], rows: np.ndarray, total: int) -> dict[st
         return columns
     picked = pa.array(rows)
     return {name: array.take(picked) for name, array in columns.items()}
+
+
+def _contained(values: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """Which ``values`` occur in ``pool`` (a sorted search; faster than np.isin's hashing on
+    the lake's 64-bit row hashes)."""
+    ordered = np.sort(pool)
+    at = np.searchsorted(ordered, values)
+    inside = at < len(ordered)
+    found = np.zeros(len(values), dtype=bool)
+    found[inside] = ordered[at[inside]] == values[inside]
+    return found
 
 
 def _day_masks(days: np.ndarray) -> list[tuple[str, pa.Array | None]]:

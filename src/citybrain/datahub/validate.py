@@ -284,7 +284,9 @@ def validate(columns: dict[str, pa.Array], rows: int, source: Source) -> Validat
     if source.identity_any:
         has_any = np.zeros(rows, dtype=bool)
         for name in source.identity_any:
-            has_any |= _mask(pc.is_valid(values[name]))
+            present = values.get(name)  # a passport split out of an ID column may be absent
+            if present is not None:
+                has_any |= _mask(pc.is_valid(present))
         first = next(i for i, f in enumerate(source.fields) if f.name == source.identity_any[0])
         note(first, _reasons(rows, ~has_any, "missing_identifier"))
     return Validated(values, error_reason != 0, error_field, error_reason, failed)
