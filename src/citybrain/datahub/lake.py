@@ -131,6 +131,11 @@ QUARANTINE_SCHEMA = pa.schema(
 QUARANTINE_ENCRYPTED = ("raw",)
 STAGING = "_staging"
 ROW_GROUP_ROWS = 256_000
+# Columns whose values hardly repeat within a part: no dictionary encoding for them.
+UNIQUE_COLUMNS = frozenset(
+    {"record_id", "line", "row_hash", "start_time", "end_time", "event_time", "depart", "arrive"}
+    | {"name", "id_number", "phone", "passport", "plate", "card", "birth_date", "address", "raw"}
+)
 
 
 @dataclass(frozen=True)

@@ -307,13 +307,12 @@ class Intake:
             for f, (column, domain) in IDENTIFIER_FIELDS.items()
             if f in values
         }
-        names = self.pseudonymiser.column(values["name"], "name") if "name" in values else None
         day_of = _record_days(source, values, len(good), delivered)
         # Days as integers (days since 1970): cheap to compare, group and split on.
         day_number = np.asarray(
             pc.cast(pc.cast(day_of, pa.date32()), pa.int32()).to_numpy(zero_copy_only=False)
         )
-        row_hash = self._row_hashes(values, hmacs, names, day_of)
+        row_hash = self._row_hashes(values, hmacs, day_of)
         first = np.zeros(len(good), dtype=bool)
         if len(good):
             _, first_index = np.unique(row_hash, return_index=True)
@@ -422,19 +421,18 @@ class Intake:
         self,
         values: dict[str, pa.Array],
         hmacs: dict[str, pa.Array],
-        names: pa.Array | None,
         days: pa.Array,
     ) -> np.ndarray:
         """A 63-bit hash of each row's content, computed over pseudonymised values only
-        (DuckDB's hash, vectorised and the same in every run)."""
+        (DuckDB's hash, vectorised and the same in every run). Names and addresses are left
+        out: a row that differs from another only in how the name is spelt is the same
+        event of the same identifier, sent twice."""
         columns: dict[str, pa.Array] = {"__day": days}
         identifier_fields = {"name", "address", *IDENTIFIER_FIELDS}
         for key, array in values.items():
             if key not in identifier_fields:
                 columns[key] = array
         columns.update(hmacs)
-        if names is not None:
-            columns["__name"] = names
         table = pa.table(columns)
         if table.num_rows == 0:
             return np.zeros(0, dtype=np.int64)
@@ -630,6 +628,9 @@ def _write_part(table: pa.Table, path: Path) -> None:
         path,
         compression=get_settings().lake_compression,
         row_group_size=lake.ROW_GROUP_ROWS,
+        # Dictionary pages pay for columns that repeat (kinds, places, events); for keyed
+        # hashes and ids they cost time and are thrown away.
+        use_dictionary=[c for c in table.column_names if c not in lake.UNIQUE_COLUMNS],
     )
 
 

@@ -70,7 +70,13 @@ class Vault:
             internal_key_material=True,
         )
         properties = self._factory.file_encryption_properties(self._kms, config)
-        pq.write_table(table, path, encryption_properties=properties, compression="zstd")
+        pq.write_table(
+            table,
+            path,
+            encryption_properties=properties,
+            compression="zstd",
+            use_dictionary=[c for c in table.column_names if c not in encrypted],
+        )
 
     def read(self, path: Path, columns: Sequence[str] | None = None) -> pa.Table:
         """Read and decrypt a vault file."""
