@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import re
 import secrets
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -250,17 +251,34 @@ def issue_token(
     else:
         assert user is not None
         area_code = user.area_code
+    return _store_token(
+        session,
+        actor,
+        ttl,
+        {"device": device_place_code is not None},
+        name=name,
+        user_id=user.id if user else None,
+        device_place_code=device_place_code,
+        area_code=area_code,
+    )
+
+
+def _store_token(
+    session: Session,
+    actor: Actor,
+    ttl: dt.timedelta | None,
+    detail: dict[str, Any],
+    **fields: Any,
+) -> tuple[ApiToken, str]:
+    """Make the secret, keep only its hash, and audit the issue. Returns the row and text."""
     text = TOKEN_PREFIX + secrets.token_urlsafe(32)
     now = clock.now()
     token = ApiToken(
         token_hash=_hash_token(text),
         prefix=text[:10],
-        name=name,
-        user_id=user.id if user else None,
-        device_place_code=device_place_code,
-        area_code=area_code,
         created_at=now,
         expires_at=now + ttl if ttl else None,
+        **fields,
     )
     session.add(token)
     session.flush()
@@ -270,8 +288,8 @@ def issue_token(
         "token.issue",
         object_type="api_token",
         object_id=token.id,
-        area_code=area_code,
-        detail={"device": device_place_code is not None},
+        area_code=token.area_code,
+        detail=detail,
     )
     return token, text
 
@@ -301,33 +319,17 @@ def issue_agency_token(
         raise InvalidInput(
             "须列出该机构可推送的数据类别", "list the categories it may push", field="categories"
         )
-    text = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    now = clock.now()
-    token = ApiToken(
-        token_hash=_hash_token(text),
-        prefix=text[:10],
+    return _store_token(
+        session,
+        actor,
+        ttl,
+        {"agency": agency, "categories": chosen},
         name=name[:64],
-        user_id=None,
-        device_place_code=None,
         agency=agency,
         categories=chosen,
         # An agency serves the whole city; its pushes carry no jurisdiction of their own.
         area_code=CITY_CODE,
-        created_at=now,
-        expires_at=now + ttl if ttl else None,
     )
-    session.add(token)
-    session.flush()
-    record(
-        session,
-        actor,
-        "token.issue",
-        object_type="api_token",
-        object_id=token.id,
-        area_code=CITY_CODE,
-        detail={"agency": agency, "categories": chosen},
-    )
-    return token, text
 
 
 def authenticate_token(session: Session, text: str) -> Principal:
