@@ -479,6 +479,35 @@ def datahub_status(
     console.print(table)
 
 
+@datahub_app.command("reconcile")
+def datahub_reconcile(
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary last")] = False,
+) -> None:
+    """Count what every file left in the lake, the linkage store and the quarantine, and
+    compare with the ledger; exit 1 on any difference. 对账"""
+    from citybrain.datahub.reconcile import reconcile
+    from citybrain.kit.db import get_database
+
+    _ensure_schema()
+    with get_database().unit_of_work() as session:
+        report = reconcile(session)
+    if as_json:
+        print(json.dumps(report.as_dict(), ensure_ascii=False, sort_keys=True))
+    else:
+        console.print(
+            f"{report.files} files: received {report.received:,} = accepted "
+            f"{report.accepted:,} + quarantined {report.quarantined:,} + duplicate "
+            f"{report.duplicate:,}; lake {report.lake_rows}, linkage {report.linkage_rows:,}, "
+            f"quarantine {report.quarantine_rows:,}"
+        )
+        for m in report.mismatches[:20]:
+            err.print(f"[red]{m.name}: {m.what} expected {m.expected}, found {m.found}[/red]")
+        if report.orphan_files:
+            err.print(f"[red]{report.orphan_files} file ids have parts but no ledger row[/red]")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 @datahub_app.command("quarantine")
 def datahub_quarantine(
     category: Annotated[str | None, typer.Option(help="only this category")] = None,

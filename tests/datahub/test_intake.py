@@ -296,3 +296,33 @@ def test_lake_pseudonyms_are_the_registry_blind_index_cut_to_128_bits() -> None:
     expected = blind_index().digest("13800138000", "phone")[:32]
     assert digests == again
     assert digests[0] == digests[3] == expected and digests[1] is None and len(digests[2]) == 32
+
+
+def test_reconciliation_counts_the_lake_independently_and_finds_what_is_missing_or_stray(
+    fresh_database: Database, tmp_path: Path
+) -> None:
+    from citybrain.datahub.reconcile import reconcile
+
+    people = travellers(300)
+    rows, _ = corrupt(rail_rows(people, DAY), every=30)
+    feeds = tmp_path / "feeds"
+    write_rail(feeds, DAY, rows)
+    write_flights(feeds, DAY, people[:50], broken=2)
+    paths = lake.LakePaths(tmp_path / "var")
+    summary = Intake(paths).ingest_folder(fresh_database, feeds)
+    with fresh_database.unit_of_work() as session:
+        report = reconcile(session, paths)
+    assert report.ok, report.mismatches
+    assert report.files == 2 and report.accepted == summary.accepted
+    assert report.lake_rows["travel"] == summary.accepted  # rail and flights both travel
+    assert report.linkage_rows == summary.accepted
+    assert report.quarantine_rows == summary.quarantined == 12
+    # A lost part and a stray one are both found.
+    lost = next(paths.kind_dir("presence").rglob("*.parquet"))
+    stray = lost.with_name("ffffffffffffffffffff.parquet")
+    lost.rename(stray)
+    with fresh_database.unit_of_work() as session:
+        report = reconcile(session, paths)
+    assert not report.ok
+    assert report.orphan_files == 1
+    assert {m.what for m in report.mismatches} == {"lake:presence"}

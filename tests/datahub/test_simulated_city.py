@@ -83,6 +83,16 @@ def test_every_file_and_the_whole_run_reconcile(
     assert summary["rejected"] == 0
 
 
+def test_the_lake_reconciles_with_the_ledger_counted_independently(
+    city: tuple[dict[str, str], Path, dict[str, object]],
+) -> None:
+    env, _, summary = city
+    report = run(env, "datahub", "reconcile", "--json")
+    assert report["ok"] is True and report["mismatches"] == []
+    assert report["accepted"] == summary["accepted"] == report["linkage_rows"]
+    assert report["quarantine_rows"] == summary["quarantined"]
+
+
 def test_status_lists_42_categories_and_every_agency_feed_has_records(
     city: tuple[dict[str, str], Path, dict[str, object]],
 ) -> None:

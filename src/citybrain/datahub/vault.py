@@ -78,6 +78,13 @@ class Vault:
             use_dictionary=[c for c in table.column_names if c not in encrypted],
         )
 
+    def metadata(self, path: Path) -> pq.FileMetaData:
+        """The file's footer (row counts, schema), decrypted; no data page is read."""
+        properties = self._factory.file_decryption_properties(
+            self._kms, pe.DecryptionConfiguration()
+        )
+        return pq.ParquetFile(path, decryption_properties=properties).metadata
+
     def read(self, path: Path, columns: Sequence[str] | None = None) -> pa.Table:
         """Read and decrypt a vault file."""
         properties = self._factory.file_decryption_properties(
