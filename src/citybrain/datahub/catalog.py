@@ -248,6 +248,6 @@ def identify(path: Path) -> tuple[Source, str | None] | None:
     source = catalog().get(match["category"])
     if source is None or not source.is_feed or source.file is None:
         return None
-    if EXTENSIONS[source.file.format] != f".{match['ext']}":
+    if source.file.extension != f".{match['ext']}":
         return None
     return source, match["day"]

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -279,7 +280,6 @@ def existing_hashes(
     paths: LakePaths, kind: str, category: str, days: Iterable[str], exclude: str
 ) -> pa.Array:
     """Row hashes already in the lake for ``category`` on ``days`` (other files only)."""
-    import numpy as np
 
     chunks = []
     for day in days:

@@ -30,7 +30,7 @@ from citybrain.core.authz.models import ApiToken
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.datahub import lake
-from citybrain.datahub.catalog import EXTENSIONS, Source, catalog, get_source
+from citybrain.datahub.catalog import Source, catalog, get_source
 from citybrain.datahub.models import CHANNEL_PUSH, IntakeFile, PushBatch
 from citybrain.datahub.schemas import PushResult
 from citybrain.datahub.service import Intake, intake_lock
@@ -264,7 +264,7 @@ def push_batch(
         )
         return answer, True
     safe_key = re.sub(r"[^\w.-]", "_", key, flags=re.ASCII)[:60]
-    name = f"push/{category}_{delivered:%Y%m%d}_{safe_key}{EXTENSIONS[source.file.format]}"
+    name = f"push/{category}_{delivered:%Y%m%d}_{safe_key}{source.file.extension}"
     _result, row = intake.ingest_bytes(
         session, body, name, source, delivered=delivered, channel=CHANNEL_PUSH, actor=who.actor
     )

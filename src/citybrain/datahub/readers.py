@@ -16,7 +16,6 @@ import datetime as dt
 import io
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -331,14 +330,6 @@ def read_xlsx(data: bytes, source: Source) -> RawBatch:
             lines.append(base + number)
     columns = {name: pa.array(col, pa.string()) for name, col in zip(header, values, strict=True)}
     return RawBatch(columns, np.array(lines, dtype=np.int64), [], tuple(header))
-
-
-def read_file(path: Path, source: Source) -> RawBatch:
-    """Read a dropped file according to its source's file contract."""
-    if source.file is None:
-        raise UnreadableFile("not_a_feed", f"{source.code} is not delivered as files")
-    data = path.read_bytes()
-    return read_bytes(data, source)
 
 
 def read_bytes(data: bytes, source: Source) -> RawBatch:

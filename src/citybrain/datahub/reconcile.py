@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from citybrain.datahub import lake
 from citybrain.datahub.catalog import catalog
 from citybrain.datahub.models import STATUS_INGESTED, STATUS_REJECTED, IntakeFile
+from citybrain.datahub.vault import Vault
 
 
 @dataclass
@@ -70,8 +71,6 @@ def _rows_by_file(parts: list[Any]) -> Counter[str]:
 
 def reconcile(session: Session, paths: lake.LakePaths | None = None) -> ReconcileReport:
     """Count what every finished file left in the lake and compare it with the ledger."""
-    from citybrain.datahub.vault import Vault
-
     paths = paths or lake.LakePaths.default()
     report = ReconcileReport()
     files = list(
