@@ -1,7 +1,7 @@
 """Intake benchmark: simulate mixed feeds of at least --records records (default 10 million),
 then take them into a fresh lake and time it. Prints one JSON line of figures.
 
-    .venv/bin/python bench/bench_intake.py [--records 10000000] [--feeds DIR] [--workers 2]
+    .venv/bin/python bench/bench_intake.py [--records 10000000] [--feeds DIR] [--workers N]
 
 With --feeds it reuses a folder of feeds made earlier (by this script or `citybrain simulate`).
 The simulated people needed for the record count are estimated from a small pilot run.
@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--feeds", type=Path, default=None)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=None, help="default: one per core")
     parser.add_argument("--keep", action="store_true", help="keep the feeds and the lake")
     args = parser.parse_args()
 
@@ -91,7 +91,7 @@ def main() -> None:
         records_per_second=round(summary.received / seconds),
         feed_megabytes=round(feed_bytes / 1e6),
         lake_megabytes=round(lake_bytes / 1e6),
-        workers=args.workers,
+        workers=args.workers if args.workers is not None else os.cpu_count(),
     )
     print(json.dumps(figures, ensure_ascii=False))
     database.dispose()

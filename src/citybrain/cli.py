@@ -403,6 +403,13 @@ def datahub_ingest(
     per_file: Annotated[
         bool, typer.Option(help="include every file's counts in the JSON (--no-per-file: totals)")
     ] = True,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="worker processes that stage files (default: one per core for a big folder, "
+            "none for a small one)"
+        ),
+    ] = None,
 ) -> None:
     """Take every feed file under FOLDER into the lake: validate, quarantine bad rows,
     pseudonymise, recognise duplicates, reconcile. 数据汇聚入湖"""
@@ -417,7 +424,11 @@ def datahub_ingest(
     try:
         with _progress() as progress:
             summary = intake.ingest_folder(
-                get_database(), folder, progress=_bar_progress(progress), actor=_actor()
+                get_database(),
+                folder,
+                progress=_bar_progress(progress),
+                actor=_actor(),
+                workers=workers,
             )
     except CitybrainError as exc:
         raise _fail(exc.message()) from exc

@@ -144,6 +144,74 @@ def test_duplicates_within_a_file_and_across_late_files_are_recognised(
     assert lake_rows(paths, "travel") == 300
 
 
+def test_rows_already_in_the_lake_from_an_earlier_run_are_duplicates(
+    fresh_database: Database, tmp_path: Path
+) -> None:
+    people = travellers(300)
+    rows = rail_rows(people, DAY)
+    feeds = tmp_path / "feeds"
+    write_rail(feeds, DAY, rows[:200])
+    paths = lake.LakePaths(tmp_path / "var")
+    intake = Intake(paths)
+    intake.ingest_folder(fresh_database, feeds)
+    # The supplement arrives after the first file is in the lake: the stager finds its 50
+    # repeated rows there, before writing anything.
+    write_rail(feeds, DAY + dt.timedelta(days=2), rows[150:300], suffix="_supplement")
+    summary = intake.ingest_folder(fresh_database, feeds)
+    assert (summary.new_files, summary.already_ingested) == (1, 1)
+    (supplement,) = [r for r in summary.per_file if r.status == "ingested"]
+    assert (supplement.received, supplement.accepted, supplement.duplicate) == (150, 100, 50)
+    assert lake_rows(paths, "travel") == 300
+
+
+def lake_content(paths: lake.LakePaths) -> dict[str, list[tuple[int, int]]]:
+    """Every kind's (record id, row hash) pairs, and the linkage store's record ids."""
+    out = {}
+    for kind in lake.KIND_COLUMNS:
+        if paths.kind_dir(kind).exists():
+            out[kind] = duckdb.execute(
+                f"SELECT record_id, row_hash FROM read_parquet('{paths.glob(kind)}') "
+                "ORDER BY record_id"
+            ).fetchall()
+    vault = Vault()
+    out["linkage"] = sorted(
+        (record_id, 0)
+        for part in paths.linkage.rglob("*.parquet")
+        for record_id in vault.read(part, ["record_id"]).column(0).to_pylist()
+    )
+    return out
+
+
+@pytest.mark.slow
+def test_worker_processes_take_in_exactly_what_staging_here_does(
+    database_factory: DatabaseFactory, tmp_path: Path
+) -> None:
+    from citybrain.simulate.config import SimulationConfig
+    from citybrain.simulate.run import run_simulation
+    from tests.simulate.conftest import geo_input
+
+    feeds = tmp_path / "feeds"
+    run_simulation(
+        SimulationConfig(people=3000, days=6, seed=11), geo_input(), feeds, tmp_path / "truth"
+    )
+    outcomes = {}
+    for workers in (0, 2):
+        database = database_factory.new_database()
+        paths = lake.LakePaths(tmp_path / f"var{workers}")
+        summary = Intake(paths).ingest_folder(database, feeds, workers=workers)
+        with database.unit_of_work() as session:
+            ledger = sorted(
+                (f.id, f.name, f.received, f.accepted, f.quarantined, f.duplicate, f.late)
+                for f in session.scalars(select(IntakeFile))
+            )
+        database.dispose()
+        assert summary.reconciles and summary.new_files == len(ledger) > 100
+        outcomes[workers] = (summary.as_dict()["duplicate"], ledger, lake_content(paths))
+    here, pooled = outcomes[0], outcomes[2]
+    assert here[0] > 0  # the simulated agencies send rows twice, within and across files
+    assert pooled == here
+
+
 def test_json_lines_and_excel_feeds_reconcile(fresh_database: Database, tmp_path: Path) -> None:
     people = travellers(40)
     feeds = tmp_path / "feeds"

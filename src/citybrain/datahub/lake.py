@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +138,20 @@ UNIQUE_COLUMNS = frozenset(
 )
 
 
+# Below this many rows a part is written with snappy rather than the configured codec: zstd
+# costs about a millisecond per part to set up, more than a small part's bytes are worth (the
+# compaction job rewrites small parts anyway).
+SMALL_PART_ROWS = 4096
+
+
+def part_compression(rows: int) -> str:
+    """The Parquet codec for a part of ``rows`` rows."""
+    configured = get_settings().lake_compression
+    if configured == "none" or rows >= SMALL_PART_ROWS:
+        return configured
+    return "snappy"
+
+
 @dataclass(frozen=True)
 class LakePaths:
     """Where the lake, the linkage store and the quarantine live."""
@@ -242,54 +255,34 @@ class Staging:
         self.parts.clear()
 
 
-def remove_orphans(
-    paths: LakePaths,
-    committed: Iterable[str],
-    stale: Iterable[str] = (),
-    *,
-    grace_seconds: float = 120.0,
-) -> int:
-    """Delete parts no finished file owns, and staging leftovers; return how many parts went.
-
-    Parts of ``stale`` files (reservations a crashed run left) go at once; other parts no
-    finished file owns go once older than ``grace_seconds``, so the parts of a push being
-    committed at this moment are left alone."""
+def remove_orphans(paths: LakePaths, committed: Iterable[str]) -> int:
+    """Delete parts no finished file owns, and everything in staging; return how many parts
+    went. Called under the intake lock, which every writer of parts holds until its ledger
+    rows commit, so nothing removed here is in use."""
     keep = set(committed)
-    drop = set(stale)
     removed = 0
-    horizon = time.time() - grace_seconds
     for part in list(paths.all_parts()):
-        owner = file_id_of(part)
-        if owner in keep:
-            continue
-        if owner in drop or part.stat().st_mtime < horizon:
+        if file_id_of(part) not in keep:
             part.unlink()
             removed += 1
     if paths.staging.exists():
         for staged in paths.staging.iterdir():
-            owner = staged.name.split(".", 1)[0]
-            if owner in drop or staged.stat().st_mtime < horizon:
-                if staged.is_dir():
-                    shutil.rmtree(staged, ignore_errors=True)
-                else:
-                    staged.unlink(missing_ok=True)
+            if staged.is_dir():
+                shutil.rmtree(staged, ignore_errors=True)
+            else:
+                staged.unlink(missing_ok=True)
     return removed
 
 
-def existing_hashes(
-    paths: LakePaths, kind: str, category: str, days: Iterable[str], exclude: str
-) -> pa.Array:
-    """Row hashes already in the lake for ``category`` on ``days`` (other files only)."""
-
+def existing_hashes(paths: LakePaths, kind: str, category: str, days: Iterable[str]) -> np.ndarray:
+    """Row hashes already in the lake for ``category`` on ``days``."""
     chunks = []
     for day in days:
         folder = paths.kind_dir(kind) / f"category={category}" / f"day={day}"
         if not folder.exists():
             continue
         for part in folder.glob("*.parquet"):
-            if file_id_of(part) == exclude:
-                continue
             chunks.append(pq.read_table(part, columns=["row_hash"]).column(0).to_numpy())
     if not chunks:
-        return pa.array(np.zeros(0, dtype=np.int64))
-    return pa.array(np.concatenate(chunks))
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate(chunks)

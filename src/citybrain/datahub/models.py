@@ -13,9 +13,6 @@ from citybrain.kit.db import Base, JSONType, UTCDateTime
 
 STATUS_INGESTED = "ingested"  # taken in: every row accepted, quarantined or a duplicate
 STATUS_REJECTED = "rejected"  # unreadable as a whole (encoding, not a workbook, no header)
-# Being taken in: the row reserves the file's record-id serial. A crash leaves it; the next
-# folder run deletes it with the parts it may have published.
-STATUS_RESERVED = "reserved"
 CHANNEL_DROP = "drop"  # the agency's drop folder
 CHANNEL_PUSH = "push"  # POST /api/v1/datahub/batches
 

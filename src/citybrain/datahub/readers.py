@@ -26,7 +26,6 @@ import pyarrow.json as pajson
 from citybrain.datahub.catalog import Source
 
 BLOCK_SIZE = 16 << 20
-THREADED_BYTES = 4 << 20
 
 
 @dataclass
@@ -87,16 +86,20 @@ def to_utf8(data: bytes, encoding: str) -> bytes:
         raise UnreadableFile("encoding", f"not {encoding} at byte {exc.start}") from exc
 
 
-def _nonempty_line_numbers(data: bytes) -> np.ndarray:
-    """Physical line numbers (1-based) of the lines that hold something."""
-    if (
-        data
-        and not data.startswith((b"\n", b"\r\n"))
-        and b"\n\n" not in data
-        and (b"\n\r\n" not in data)
-    ):
-        # No blank line anywhere (the usual file): every line holds something.
-        count = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+def _line_count(data: bytes) -> int:
+    """Physical lines in ``data`` (a last line without a newline counts)."""
+    if not data:
+        return 0
+    return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+
+
+def _nonempty_line_numbers(data: bytes, records: int | None = None) -> np.ndarray:
+    """Physical line numbers (1-based) of the lines that hold something.
+
+    With ``records``, the number of lines a parser found: when the file has exactly that many
+    lines, none is blank (the usual file) and the numbers follow without a scan."""
+    count = _line_count(data)
+    if records == count:
         return np.arange(1, count + 1, dtype=np.int64)
     buf = np.frombuffer(data, dtype=np.uint8)
     ends = np.flatnonzero(buf == 10)
@@ -124,16 +127,18 @@ def read_csv(data: bytes) -> RawBatch:
         raise UnreadableFile("malformed_file", f"the header cannot be read: {exc}") from exc
     types = dict.fromkeys(names, pa.string())
 
-    def parse(threads: bool) -> tuple[pa.Table, list[tuple[int | None, str]]]:
-        bad: list[tuple[int | None, str]] = []
+    bad: list[tuple[int | None, str]] = []
 
-        def handler(row: pacsv.InvalidRow) -> str:
-            bad.append((row.number, row.text))
-            return "skip"
+    def handler(row: pacsv.InvalidRow) -> str:
+        bad.append((row.number, row.text))
+        return "skip"
 
+    try:
+        # One thread: intake runs a worker process per core, and only the single-threaded
+        # parser knows which record each bad row was.
         table = pacsv.read_csv(
             io.BytesIO(data),
-            read_options=pacsv.ReadOptions(use_threads=threads, block_size=BLOCK_SIZE),
+            read_options=pacsv.ReadOptions(use_threads=False, block_size=BLOCK_SIZE),
             parse_options=pacsv.ParseOptions(invalid_row_handler=handler),
             convert_options=pacsv.ConvertOptions(
                 column_types=types,
@@ -141,19 +146,11 @@ def read_csv(data: bytes) -> RawBatch:
                 quoted_strings_can_be_null=False,
             ),
         )
-        return table, bad
-
-    try:
-        # Threads pay off on big files only; a small file parses faster on one.
-        table, bad = parse(threads=len(data) > THREADED_BYTES)
-        if bad:
-            # Only the single-threaded parser knows which record each bad row was.
-            table, bad = parse(threads=False)
     except pa.ArrowInvalid as exc:
         raise UnreadableFile("malformed_file", str(exc).splitlines()[0]) from exc
     records = table.num_rows + len(bad)
     # Record numbers count the header as 1 and skip blank lines; map them to physical lines.
-    physical = _nonempty_line_numbers(data)
+    physical = _nonempty_line_numbers(data, records + 1)
     if len(physical) == records + 1:
         line_of = physical  # index k-1 -> physical line of record k
     else:  # quoted line breaks inside values: report record numbers
@@ -181,7 +178,7 @@ def _json_table(data: bytes, schema: pa.Schema | None) -> pa.Table:
     )
     return pajson.read_json(
         io.BytesIO(data),
-        read_options=pajson.ReadOptions(use_threads=True, block_size=BLOCK_SIZE),
+        read_options=pajson.ReadOptions(use_threads=False, block_size=BLOCK_SIZE),
         parse_options=options,
     )
 
@@ -193,7 +190,6 @@ def read_jsonl(data: bytes, expected: tuple[str, ...] = ()) -> RawBatch:
     that sends some values as JSON numbers gets those columns read as numbers and then turned
     into text. A file with broken lines is read line by line to find exactly which.
     """
-    lines = _nonempty_line_numbers(data)
     as_text = pa.schema([(name, pa.string()) for name in expected]) if expected else None
     try:
         table = _json_table(data, as_text)
@@ -212,7 +208,8 @@ def read_jsonl(data: bytes, expected: tuple[str, ...] = ()) -> RawBatch:
             )
             table = _json_table(data, typed)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return _read_jsonl_slowly(data, lines)
+            return _read_jsonl_slowly(data, _nonempty_line_numbers(data))
+    lines = _nonempty_line_numbers(data, table.num_rows)
     if table.num_rows != len(lines):
         return _read_jsonl_slowly(data, lines)
     columns: dict[str, pa.Array] = {}

@@ -157,11 +157,25 @@ def _check_pattern(array: pa.Array, pattern: str, code: str, *, upper: bool = Fa
     return Checked(values, _reasons(len(array), present & ~ok, code))
 
 
+PHONE = r"^1[3-9]\d{9}$"
+
+
 def check_phones(array: pa.Array) -> Checked:
     """Normalise (spaces, dashes, +86) and validate mainland mobile numbers."""
-    values = pc.replace_substring_regex(array, r"[\s\-]", "")
+    # Most numbers arrive clean; only the others are normalised and checked one by one.
+    clean = _mask(pc.match_substring_regex(array, PHONE))
+    reason = np.zeros(len(array), dtype=np.int8)
+    if clean.all():
+        return Checked(array, reason)
+    others = np.flatnonzero(~clean)
+    values = pc.replace_substring_regex(array.take(pa.array(others)), r"[\s\-]", "")
     values = pc.replace_substring_regex(values, r"^(?:\+?86)(1\d{10})$", r"\1")
-    return _check_pattern(values, r"^1[3-9]\d{9}$", "phone_format")
+    checked = _check_pattern(values, PHONE, "phone_format")
+    reason[others] = checked.reason
+    merged = pc.replace_with_mask(
+        array.cast(pa.string()), pa.array(~clean), checked.values.cast(pa.string())
+    )
+    return Checked(merged, reason)
 
 
 def _check_times(array: pa.Array, spec: FieldSpec) -> Checked:

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pyarrow.parquet.encryption as pe
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from citybrain.datahub.lake import UNIQUE_COLUMNS, part_compression
 from citybrain.kit.errors import ConfigurationError
 from citybrain.kit.keys import Keyring, get_keyring
 
@@ -74,8 +75,11 @@ class Vault:
             table,
             path,
             encryption_properties=properties,
-            compression="zstd",
-            use_dictionary=[c for c in table.column_names if c not in encrypted],
+            compression=part_compression(table.num_rows),
+            # Dictionaries for the columns that repeat; ids and secrets hardly do.
+            use_dictionary=[
+                c for c in table.column_names if c not in encrypted and c not in UNIQUE_COLUMNS
+            ],
         )
 
     def metadata(self, path: Path) -> pq.FileMetaData:

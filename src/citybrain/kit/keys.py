@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -82,15 +83,20 @@ def dev_keys_path(settings: Settings) -> Path:
 
 
 def _load_or_create_dev_keys(path: Path) -> dict[str, object]:
+    """The dev keys at ``path``, made on first use. Written aside and linked into place, so
+    processes starting together (intake workers) all read the one complete file."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return dict(json.loads(path.read_text("utf-8")))
-    material = generate_dev_keys()
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(material, handle, indent=2)
-    return material
+    if not path.exists():
+        fd, aside = tempfile.mkstemp(dir=path.parent, prefix=".dev-keys-")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(generate_dev_keys(), handle, indent=2)
+            os.link(aside, path)  # fails if another process got there first: theirs stands
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(aside)
+    return dict(json.loads(path.read_text("utf-8")))
 
 
 def build_keyring(settings: Settings) -> Keyring:
