@@ -155,8 +155,7 @@ class Stager:
         # so far (all earlier in delivery order); the committer checks the files in between.
         keep = np.zeros(0, dtype=np.int64)
         if len(good):
-            _, first = np.unique(row_hash, return_index=True)
-            keep = np.sort(first)
+            keep = first_occurrences(row_hash)
             keep = keep[~self._in_lake(source, day_number[keep], row_hash[keep])]
         staged.received = batch.received
         staged.duplicate = len(good) - len(keep)
@@ -366,6 +365,20 @@ def take(columns: dict[str, pa.Array], rows: np.ndarray, total: int) -> dict[str
     return {name: array.take(picked) for name, array in columns.items()}
 
 
+def first_occurrences(values: np.ndarray) -> np.ndarray:
+    """Positions of the first occurrence of each distinct value, in order (a hash table in
+    one pass, rather than a sort)."""
+    if not len(values):
+        return np.zeros(0, dtype=np.int64)
+    codes = np.asarray(pc.dictionary_encode(pa.array(values)).indices.to_numpy())
+    # Codes number the values in order of first appearance: a row is a first occurrence
+    # exactly when its code is above every code before it.
+    new = np.empty(len(codes), dtype=bool)
+    new[0] = True
+    new[1:] = codes[1:] > np.maximum.accumulate(codes)[:-1]
+    return np.flatnonzero(new)
+
+
 def contained(values: np.ndarray, pool: np.ndarray) -> np.ndarray:
     """Which ``values`` occur in the sorted array ``pool`` (a sorted search; faster than
     np.isin's hashing on the lake's 64-bit row hashes)."""
@@ -477,39 +490,105 @@ def linkage_table(values: dict[str, pa.Array], common: dict[str, pa.Array], rows
 def quarantine_table(
     batch: RawBatch, checked: Validated, source: Source, file_id: str, name: str
 ) -> tuple[pa.Table, dict[str, int]]:
-    """Bad rows with line, field, reason and the raw row (which the vault encrypts)."""
+    """Bad rows with line, field, reason and the raw row (which the vault encrypts), built
+    column by column: a feed can have many thousands of bad rows."""
     reasons: Counter[str] = Counter()
-    out: dict[str, list[Any]] = {f.name: [] for f in lake.QUARANTINE_SCHEMA}
     bad_rows = np.flatnonzero(checked.bad)
+    parts = []
     if len(bad_rows):
-        raw = {
-            c: batch.columns[c].take(pa.array(bad_rows)).to_pylist()
-            for c in batch.header
-            if c in batch.columns
-        }
-        lines = batch.lines[bad_rows].tolist()
-        for i, row in enumerate(bad_rows.tolist()):
-            spec = source.fields[int(checked.error_field[row])]
-            reason = REASON_CODES[int(checked.error_reason[row])]
-            reasons[reason] += 1
-            failed = [source.fields[j].column for j in checked.errors_of(row)]
-            out["file_id"].append(file_id)
-            out["file_name"].append(name)
-            out["line"].append(lines[i])
-            out["field"].append(spec.name)
-            out["column"].append(spec.column)
-            out["reason"].append(reason)
-            out["errors"].append("、".join(dict.fromkeys(failed)))
-            out["raw"].append(json.dumps({c: raw[c][i] for c in raw}, ensure_ascii=False))
-    for bad in batch.unparsed:
-        reasons[bad.reason] += 1
-        out["file_id"].append(file_id)
-        out["file_name"].append(name)
-        out["line"].append(bad.line)
-        out["field"].append(None)
-        out["column"].append(None)
-        out["reason"].append(bad.reason)
-        out["errors"].append(None)
-        out["raw"].append(bad.text)
-    table = pa.table(out, schema=lake.QUARANTINE_SCHEMA).sort_by("line")
+        first_field = checked.error_field[bad_rows].astype(np.int64)
+        reason_numbers = checked.error_reason[bad_rows].astype(np.int64)
+        names, counts = np.unique(reason_numbers, return_counts=True)
+        reasons.update({REASON_CODES[n]: int(c) for n, c in zip(names, counts, strict=True)})
+        field_names = np.array([f.name for f in source.fields], dtype=object)
+        field_columns = np.array([f.column for f in source.fields], dtype=object)
+        count = len(bad_rows)
+        parts.append(
+            pa.table(
+                {
+                    "file_id": pa.repeat(pa.scalar(file_id), count),
+                    "file_name": pa.repeat(pa.scalar(name), count),
+                    "line": pa.array(batch.lines[bad_rows].astype(np.int32)),
+                    "field": pa.array(field_names[first_field], pa.string()),
+                    "column": pa.array(field_columns[first_field], pa.string()),
+                    "reason": pa.array(np.array(REASON_CODES, dtype=object)[reason_numbers]),
+                    "errors": _failed_columns(checked, source, bad_rows),
+                    "raw": _raw_json(batch, bad_rows),
+                },
+                schema=lake.QUARANTINE_SCHEMA,
+            )
+        )
+    if batch.unparsed:
+        reasons.update(bad.reason for bad in batch.unparsed)
+        count = len(batch.unparsed)
+        parts.append(
+            pa.table(
+                {
+                    "file_id": pa.repeat(pa.scalar(file_id), count),
+                    "file_name": pa.repeat(pa.scalar(name), count),
+                    "line": pa.array([bad.line for bad in batch.unparsed], pa.int32()),
+                    "field": pa.nulls(count, pa.string()),
+                    "column": pa.nulls(count, pa.string()),
+                    "reason": pa.array([bad.reason for bad in batch.unparsed], pa.string()),
+                    "errors": pa.nulls(count, pa.string()),
+                    "raw": pa.array([bad.text for bad in batch.unparsed], pa.string()),
+                },
+                schema=lake.QUARANTINE_SCHEMA,
+            )
+        )
+    if not parts:
+        return lake.QUARANTINE_SCHEMA.empty_table(), {}
+    table = pa.concat_tables(parts).sort_by("line")
     return table, dict(sorted(reasons.items()))
+
+
+def _failed_columns(checked: Validated, source: Source, rows: np.ndarray) -> pa.Array:
+    """Per bad row, every agency column that failed, in contract order (、-separated)."""
+    codes = np.zeros(len(rows), dtype=np.int64)
+    for bit, (_, failed) in enumerate(checked.failed_fields):
+        codes |= failed[rows].astype(np.int64) << bit
+    distinct, inverse = np.unique(codes, return_inverse=True)
+    texts = []
+    for code in distinct.tolist():
+        columns = [
+            source.fields[index].column
+            for bit, (index, _) in enumerate(checked.failed_fields)
+            if code >> bit & 1
+        ]
+        texts.append("、".join(dict.fromkeys(columns)))
+    return pa.array(np.array(texts, dtype=object)[inverse], pa.string())
+
+
+_CONTROL = r"[\x00-\x1f]"
+
+
+def _raw_json(batch: RawBatch, rows: np.ndarray) -> pa.Array:
+    """Each row as a JSON object of its cells, the same text ``json.dumps(...,
+    ensure_ascii=False)`` gives, built with string kernels; the rare row with a control
+    character is left to ``json.dumps``."""
+    picked = pa.array(rows)
+    columns = {c: batch.columns[c].take(picked) for c in batch.header if c in batch.columns}
+    if not columns:
+        return pa.array(["{}"] * len(rows), pa.string())
+    pieces: list[pa.Array | str] = []
+    awkward = np.zeros(len(rows), dtype=bool)
+    for number, (column, values) in enumerate(columns.items()):
+        text = pc.cast(values, pa.string())
+        awkward |= np.asarray(
+            pc.fill_null(pc.match_substring_regex(text, _CONTROL), False), dtype=bool
+        )
+        escaped = pc.replace_substring(pc.replace_substring(text, "\\", "\\\\"), '"', '\\"')
+        quoted = pc.binary_join_element_wise('"', escaped, '"', "")
+        pieces.append(("{" if number == 0 else ", ") + json.dumps(column, ensure_ascii=False) + ": ")
+        pieces.append(pc.fill_null(quoted, "null"))
+    pieces.append("}")
+    raw = pc.binary_join_element_wise(*pieces, "")
+    if awkward.any():
+        slow = np.flatnonzero(awkward)
+        lists = {c: v.take(pa.array(slow)).to_pylist() for c, v in columns.items()}
+        texts = [
+            json.dumps({c: lists[c][i] for c in lists}, ensure_ascii=False)
+            for i in range(len(slow))
+        ]
+        raw = pc.replace_with_mask(raw, pa.array(awkward), pa.array(texts, pa.string()))
+    return raw
