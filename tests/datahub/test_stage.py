@@ -61,7 +61,9 @@ def test_rows_found_in_the_lake_leave_the_staged_parts_of_their_day_only(
     stager.drop_rows(staged, yesterday_rows[:2])
     assert len(staged.lines) == 48
     for target, relative in staged.parts:
-        part = stager.vault.read(target) if relative.parts[0] == "linkage" else pq.read_table(target)
+        part = (
+            stager.vault.read(target) if relative.parts[0] == "linkage" else pq.read_table(target)
+        )
         if relative.parent.name == "day=2020-01-20":
             assert part.num_rows == 8
         else:  # today's parts were not touched

@@ -385,6 +385,9 @@ class Intake:
                 stager.close()
             return
         get_keyring()  # dev keys are made here, once, before the workers read them
+        # Arrow's allocator (mimalloc) hands freed pages back to the system after 10 ms and
+        # faults them in again for the next file: a worker, which lives for one run, keeps them.
+        os.environ.setdefault("MIMALLOC_PURGE_DELAY", "-1")
         # Spawned, not forked: the parent holds threads (DuckDB, the database pool).
         pool = ProcessPoolExecutor(
             max_workers=workers,

@@ -20,7 +20,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import numpy as np
@@ -30,7 +29,7 @@ import pyarrow.parquet as pq
 
 from citybrain.datahub import lake
 from citybrain.datahub.catalog import Source, get_source
-from citybrain.datahub.pseudonym import IDENTIFIER_FIELDS, Pseudonymiser
+from citybrain.datahub.pseudonym import IDENTIFIER_FIELDS, LAKE_HASH, Pseudonymiser
 from citybrain.datahub.readers import RawBatch, UnreadableFile, read_bytes
 from citybrain.datahub.validate import REASON_CODES, Validated, validate
 from citybrain.datahub.vault import Vault
@@ -336,10 +335,18 @@ def stage_in_worker(task: StageTask) -> Staged:
 def write_part(table: pa.Table, path: Path) -> None:
     """Write one lake part. Rows stay in arrival order: sorting for the analysis' access paths
     is the compaction job's work, not the door's (it would halve intake throughput)."""
+    codec = lake.part_compression(table.num_rows)
     pq.write_table(
         table,
         path,
-        compression=lake.part_compression(table.num_rows),
+        # Keyed hashes are random bytes, and a column of nulls is all but empty: compressing
+        # them costs time (a codec context per column) and saves nothing.
+        compression={
+            c: "none"
+            if c in lake.IDENTIFIERS or table.column(c).null_count == table.num_rows
+            else codec
+            for c in table.column_names
+        },
         row_group_size=lake.ROW_GROUP_ROWS,
         # Dictionary pages pay for columns that repeat (kinds, places, events); for keyed
         # hashes and ids they cost time and are thrown away.
@@ -466,7 +473,7 @@ def kind_table(
         columns[name] = _column(name, type_, derived, source, rows)
     for name in lake.IDENTIFIERS:
         if name not in columns:
-            columns[name] = pa.nulls(rows, pa.string())
+            columns[name] = pa.nulls(rows, LAKE_HASH)
     return pa.table(
         {f.name: columns[f.name] for f in lake.SCHEMAS[kind]}, schema=lake.SCHEMAS[kind]
     )
@@ -579,7 +586,9 @@ def _raw_json(batch: RawBatch, rows: np.ndarray) -> pa.Array:
         )
         escaped = pc.replace_substring(pc.replace_substring(text, "\\", "\\\\"), '"', '\\"')
         quoted = pc.binary_join_element_wise('"', escaped, '"', "")
-        pieces.append(("{" if number == 0 else ", ") + json.dumps(column, ensure_ascii=False) + ": ")
+        pieces.append(
+            ("{" if number == 0 else ", ") + json.dumps(column, ensure_ascii=False) + ": "
+        )
         pieces.append(pc.fill_null(quoted, "null"))
     pieces.append("}")
     raw = pc.binary_join_element_wise(*pieces, "")

@@ -50,6 +50,15 @@ class _KeyringKms(pe.KmsClient):  # type: ignore[misc]
         return self._key(master_key_identifier).decrypt(blob[:_NONCE], blob[_NONCE:], _AAD)
 
 
+def _codecs(table: pa.Table) -> dict[str, str]:
+    """Per column: the part's codec, none for a column of nulls (nothing to compress)."""
+    codec = part_compression(table.num_rows)
+    return {
+        c: "none" if table.column(c).null_count == table.num_rows else codec
+        for c in table.column_names
+    }
+
+
 class Vault:
     """Writes and reads Parquet files whose named columns are encrypted."""
 
@@ -75,7 +84,7 @@ class Vault:
             table,
             path,
             encryption_properties=properties,
-            compression=part_compression(table.num_rows),
+            compression=_codecs(table),
             # Dictionaries for the columns that repeat; ids and secrets hardly do.
             use_dictionary=[
                 c for c in table.column_names if c not in encrypted and c not in UNIQUE_COLUMNS

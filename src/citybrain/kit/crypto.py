@@ -87,13 +87,17 @@ class BlindIndex:
     def digest_many(self, values: Iterable[str], kind: str) -> list[str]:
         """``digest`` of many values at once, the same results, about twice as fast: the keyed
         state is computed once and copied, and plain ASCII skips Unicode normalisation."""
+        return [raw.hex() for raw in self.raw_many(values, kind)]
+
+    def raw_many(self, values: Iterable[str], kind: str) -> list[bytes]:
+        """The 32 bytes behind ``digest_many``'s hex digits."""
         keyed = hmac.new(self._key, f"{kind}\x1f".encode(), hashlib.sha256)
         out = []
         for value in values:
             text = "".join(value.split()).upper() if value.isascii() else normalise(value)
             state = keyed.copy()
             state.update(text.encode())
-            out.append(state.hexdigest())
+            out.append(state.digest())
         return out
 
 
