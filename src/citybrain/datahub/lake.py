@@ -236,10 +236,11 @@ class Staging:
         self.parts.append((target, relative))
         return target
 
-    def publish(self) -> list[Path]:
-        """Move every part into place, each with an atomic rename."""
+    def publish(self, made: set[Path] | None = None) -> list[Path]:
+        """Move every part into place, each with an atomic rename. ``made``: folders known to
+        exist (a run publishing many files remembers them)."""
         placed = []
-        made: set[Path] = set()
+        made = set() if made is None else made
         for staged, relative in self.parts:
             final = self.paths.root / relative
             if final.parent not in made:

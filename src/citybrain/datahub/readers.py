@@ -291,8 +291,8 @@ def read_xlsx(data: bytes, source: Source) -> RawBatch:
     # A cell Excel typed as a date is written back in the contract's own format.
     formats = {f.column: f.formats[0] for f in source.fields if f.formats}
     header: list[str] = []
-    values: list[list[str]] = []
-    lines: list[int] = []
+    values: list[list[pa.Array]] = []
+    lines: list[np.ndarray] = []
     for sheet_index, sheet_name in enumerate(book.sheet_names):
         try:
             rows = book.get_sheet_by_name(sheet_name).to_python(skip_empty_area=False)
@@ -312,21 +312,48 @@ def read_xlsx(data: bytes, source: Source) -> RawBatch:
             raise UnreadableFile(
                 "malformed_file", f"sheet {sheet_name} has another header than the first"
             )
-        base = sheet_index * SHEET_ROWS
-        for number, row in enumerate(rows[1:], start=2):
-            if all(c in (None, "") for c in row):
-                continue
-            for i, name in enumerate(header):
-                cell = row[i] if i < len(row) else None
-                if isinstance(cell, dt.datetime | dt.date):
-                    fmt = formats.get(name, "%Y-%m-%d %H:%M:%S")
-                    text = cell.strftime(fmt) if not fmt.startswith("epoch") else str(cell)
-                else:
-                    text = _as_text(cell)
-                values[i].append(text)
-            lines.append(base + number)
-    columns = {name: pa.array(col, pa.string()) for name, col in zip(header, values, strict=True)}
-    return RawBatch(columns, np.array(lines, dtype=np.int64), [], tuple(header))
+        body = rows[1:]
+        if not body:
+            continue
+        # Column by column (a sheet's rows all have the sheet's width): text cells, the usual
+        # case, go to Arrow as they are; only columns holding numbers or dates are converted
+        # cell by cell.
+        width = max(len(header), max(map(len, body)))
+        padded = (
+            body
+            if all(len(r) == width for r in body)
+            else [[*r, *([None] * (width - len(r)))] for r in body]
+        )
+        cells = list(zip(*padded, strict=True))
+        texts = [_column_text(cells[i], formats.get(name)) for i, name in enumerate(header)]
+        empty = np.ones(len(body), dtype=bool)
+        for i in range(width):
+            text = texts[i] if i < len(header) else _column_text(cells[i], None)
+            empty &= np.asarray(pc.equal(text, "").to_numpy(zero_copy_only=False), dtype=bool)
+        kept = np.flatnonzero(~empty)
+        for i, text in enumerate(texts):
+            values[i].append(text if len(kept) == len(body) else text.take(pa.array(kept)))
+        lines.append(sheet_index * SHEET_ROWS + kept + 2)
+    columns = {
+        name: pa.concat_arrays(col) if col else pa.array([], pa.string())
+        for name, col in zip(header, values, strict=True)
+    }
+    line_numbers = np.concatenate(lines) if lines else np.zeros(0, dtype=np.int64)
+    return RawBatch(columns, line_numbers.astype(np.int64), [], tuple(header))
+
+
+def _column_text(cells: tuple[object, ...], fmt: str | None) -> pa.Array:
+    """A workbook column as text: an empty cell is "", a date in the contract's format."""
+    if set(map(type, cells)) == {str}:
+        return pa.array(cells, pa.string())
+    out = []
+    for cell in cells:
+        if isinstance(cell, dt.datetime | dt.date):
+            layout = fmt or "%Y-%m-%d %H:%M:%S"
+            out.append(cell.strftime(layout) if not layout.startswith("epoch") else str(cell))
+        else:
+            out.append(_as_text(cell))
+    return pa.array(out, pa.string())
 
 
 def read_bytes(data: bytes, source: Source) -> RawBatch:

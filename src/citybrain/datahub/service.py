@@ -31,7 +31,7 @@ import numpy as np
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from citybrain.core.audit.service import SYSTEM, Actor, record
+from citybrain.core.audit.service import SYSTEM, Actor, Event, record_many
 from citybrain.core.events.service import publish
 from citybrain.datahub import lake, stage
 from citybrain.datahub.catalog import Source, get_source, identify
@@ -203,10 +203,11 @@ class Intake:
         return result, row
 
     def _finish(
-        self, staged: Staged, seen: _SeenRows
+        self, staged: Staged, seen: _SeenRows, folders: set[Path] | None = None
     ) -> tuple[FileResult, tuple[dt.date, dt.date] | None]:
         """Commit a staged file's rows: take out those already in the lake (earlier files of
-        its category), then publish its parts. No database work."""
+        its category), then publish its parts (``folders``: lake folders known to exist). No
+        database work."""
         result = FileResult(
             name=staged.name,
             category=staged.category,
@@ -234,7 +235,7 @@ class Intake:
             span = (stage.day_of(int(days.min())), stage.day_of(int(days.max())))
         if not result.reconciles:  # a bug, never bad input: refuse to record a wrong ledger
             raise RuntimeError(f"intake of {staged.name} does not reconcile: {result.as_dict()}")
-        stage.publish(self.paths, staged)
+        stage.publish(self.paths, staged, folders)
         seen.add(staged.category, days, staged.row_hash)
         _stall_for_crash_test()
         return result, span
@@ -248,46 +249,7 @@ class Intake:
         actor: Actor,
     ) -> None:
         """Fill in the file's counts, with its audit row and outbox event."""
-        row.status = result.status
-        row.error = result.error
-        row.first_day = days[0] if days else None
-        row.last_day = days[1] if days else None
-        row.received = result.received
-        row.accepted = result.accepted
-        row.quarantined = result.quarantined
-        row.duplicate = result.duplicate
-        row.late = result.late
-        row.reasons = result.reasons
-        row.seconds = round(result.seconds, 4)
-        counts = {
-            "category": result.category,
-            "received": result.received,
-            "accepted": result.accepted,
-            "quarantined": result.quarantined,
-            "duplicate": result.duplicate,
-        }
-        record(
-            session,
-            actor,
-            "datahub.ingest",
-            object_type="intake_file",
-            object_id=result.file_id,
-            outcome="ok" if result.status == STATUS_INGESTED else "failed",
-            detail={**counts, "status": result.status},
-        )
-        publish(
-            session,
-            TOPIC_FILE_INGESTED,
-            {
-                **counts,
-                "file_id": result.file_id,
-                "status": result.status,
-                "first_day": days[0].isoformat() if days else None,
-                "last_day": days[1].isoformat() if days else None,
-            },
-            key=result.file_id,
-        )
-        session.flush()
+        record_many(session, [_fill_ledger(session, row, result, days, actor)])
 
     # -- a folder ----------------------------------------------------------------------------
 
@@ -421,6 +383,7 @@ class _Committer:
         self.actor = actor
         self.taken = set(known)  # file ids in the ledger or published in this run
         self.seen = _SeenRows(intake.paths)
+        self.folders: set[Path] = set()  # lake folders made in this run
         self.results: list[FileResult] = []
         self._ledger: list[tuple[Staged, FileResult, tuple[dt.date, dt.date] | None]] = []
         self._flushed = time.monotonic()
@@ -435,7 +398,7 @@ class _Committer:
             )
             return
         try:
-            result, span = self.intake._finish(staged, self.seen)
+            result, span = self.intake._finish(staged, self.seen, self.folders)
         except BaseException:
             stage.discard(staged)
             raise
@@ -449,6 +412,7 @@ class _Committer:
         """Write the ledger rows of the files published since the last flush."""
         if self._ledger:
             with self.database.unit_of_work(immediate=True) as session:
+                audits = []
                 for staged, result, span in self._ledger:
                     row = _new_row(
                         staged.file_id,
@@ -461,7 +425,8 @@ class _Committer:
                     )
                     row.id = staged.serial
                     session.add(row)
-                    self.intake._close_ledger(session, row, result, span, self.actor)
+                    audits.append(_fill_ledger(session, row, result, span, self.actor))
+                record_many(session, audits)
             self._ledger.clear()
         self._flushed = time.monotonic()
 
@@ -541,6 +506,55 @@ def intake_lock(paths: lake.LakePaths) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _fill_ledger(
+    session: Session,
+    row: IntakeFile,
+    result: FileResult,
+    days: tuple[dt.date, dt.date] | None,
+    actor: Actor,
+) -> Event:
+    """Fill in a file's ledger row and queue its outbox event; return its audit event, for the
+    caller to record (a batch of files audits in one turn of the chain)."""
+    row.status = result.status
+    row.error = result.error
+    row.first_day = days[0] if days else None
+    row.last_day = days[1] if days else None
+    row.received = result.received
+    row.accepted = result.accepted
+    row.quarantined = result.quarantined
+    row.duplicate = result.duplicate
+    row.late = result.late
+    row.reasons = result.reasons
+    row.seconds = round(result.seconds, 4)
+    counts = {
+        "category": result.category,
+        "received": result.received,
+        "accepted": result.accepted,
+        "quarantined": result.quarantined,
+        "duplicate": result.duplicate,
+    }
+    publish(
+        session,
+        TOPIC_FILE_INGESTED,
+        {
+            **counts,
+            "file_id": result.file_id,
+            "status": result.status,
+            "first_day": days[0].isoformat() if days else None,
+            "last_day": days[1].isoformat() if days else None,
+        },
+        key=result.file_id,
+    )
+    return Event(
+        actor,
+        "datahub.ingest",
+        object_type="intake_file",
+        object_id=result.file_id,
+        outcome="ok" if result.status == STATUS_INGESTED else "failed",
+        detail={**counts, "status": result.status},
+    )
 
 
 def _stall_for_crash_test() -> None:

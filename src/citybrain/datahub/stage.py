@@ -303,11 +303,12 @@ def discard(staged: Staged) -> None:
     staged.parts = []
 
 
-def publish(paths: lake.LakePaths, staged: Staged) -> None:
-    """Move a staged file's parts into place, each with an atomic rename."""
+def publish(paths: lake.LakePaths, staged: Staged, made: set[Path] | None = None) -> None:
+    """Move a staged file's parts into place, each with an atomic rename (``made``: folders
+    known to exist)."""
     staging = lake.Staging(paths, staged.file_id)
     staging.parts = list(staged.parts)
-    staging.publish()
+    staging.publish(made)
     staged.parts = []
 
 

@@ -5,7 +5,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session
 
-from citybrain.core.audit.service import SYSTEM, record, verify_chain
+from citybrain.core.audit.service import SYSTEM, Event, record, record_many, verify_chain
 
 
 def _write(session: Session, n: int) -> None:
@@ -22,6 +22,24 @@ def test_chain_verifies_and_links(session: Session) -> None:
     for before, after in itertools.pairwise(rows):
         assert after.prev_hash == before.hash
         assert after.seq == before.seq + 1
+
+
+def test_a_batch_extends_the_chain_like_rows_one_at_a_time(session: Session) -> None:
+    _write(session, 2)
+    entries = record_many(
+        session,
+        [
+            Event(SYSTEM, "test.batch", object_type="thing", object_id=i, detail={"i": i})
+            for i in range(4)
+        ],
+    )
+    _write(session, 1)
+    assert [e.object_id for e in entries] == ["0", "1", "2", "3"]
+    assert [b.seq - a.seq for a, b in itertools.pairwise(entries)] == [1, 1, 1]
+    assert verify_chain(session).ok
+    with pytest.raises(ValueError, match="outcome"):
+        record_many(session, [Event(SYSTEM, "test.batch", outcome="maybe")])
+    assert record_many(session, []) == []
 
 
 def test_updates_and_deletes_are_refused_by_the_database(session: Session) -> None:
