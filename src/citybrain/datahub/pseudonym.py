@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -31,6 +32,57 @@ IDENTIFIER_FIELDS: dict[str, tuple[str, str]] = {
 }
 
 
+# Big columns of these kinds are looked up by number: a phone is 11 digits, a resident ID 17
+# digits and a check character (0-9 or X), so each has an exact 64-bit integer key.
+NUMBERED_KINDS = frozenset({"phone", "id_number"})
+NUMBERED_FROM = 1024  # rows; below this a dict lookup costs less than setting up arrays
+
+
+def numbered_keys(values: pa.Array, kind: str) -> np.ndarray | None:
+    """Exact integer keys of validated phones or resident IDs (nulls get a key of 0), or None
+    when some value has another shape."""
+    filled = pc.fill_null(values, "0" * (11 if kind == "phone" else 18))
+    try:
+        if kind == "phone":
+            if not pc.all(pc.equal(pc.binary_length(filled), 11)).as_py():
+                return None
+            keys = pc.cast(filled, pa.int64())
+        else:
+            if not pc.all(pc.equal(pc.binary_length(filled), 18)).as_py():
+                return None
+            digits = pc.cast(pc.utf8_slice_codeunits(filled, 0, 17), pa.int64())
+            check = pc.cast(
+                pc.replace_substring(pc.utf8_slice_codeunits(filled, 17, 18), "X", "10"),
+                pa.int64(),
+            )
+            keys = pc.add(pc.multiply(digits, 11), check)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    numbers: np.ndarray = keys.to_numpy(zero_copy_only=False)
+    return numbers
+
+
+class _NumberedCache:
+    """Known values of one kind by integer key, with their lake hashes alongside."""
+
+    def __init__(self) -> None:
+        self.keys = np.zeros(0, dtype=np.int64)
+        self.digests = np.zeros((0, LAKE_HASH_BYTES), dtype=np.uint8)
+
+    def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per key: its position in the cache and whether it is there (a hash lookup, which
+        beats a sorted search for keys in no order)."""
+        found = pc.index_in(pa.array(keys), value_set=pa.array(self.keys))
+        known = np.asarray(pc.is_valid(found).to_numpy(zero_copy_only=False), dtype=bool)
+        at = np.asarray(pc.fill_null(found, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+        return at, known
+
+    def add(self, keys: np.ndarray, digests: np.ndarray) -> None:
+        """Remember new keys (distinct, none known yet) with their hashes."""
+        self.keys = np.concatenate([self.keys, keys])
+        self.digests = np.concatenate([self.digests, digests])
+
+
 class Pseudonymiser:
     """Keyed hashing of identifier columns, one distinct value at a time.
 
@@ -43,6 +95,7 @@ class Pseudonymiser:
         self._index = index or blind_index()
         self._remember = remember
         self._caches: dict[str, dict[str, bytes]] = {}
+        self._numbered: dict[str, _NumberedCache] = {}
         self._lock = threading.Lock()
 
     def _digests(self, values: list[str], kind: str) -> list[bytes]:
@@ -65,9 +118,39 @@ class Pseudonymiser:
         """The keyed hash of every value (null stays null)."""
         if len(values) == 0:
             return pa.array([], LAKE_HASH)
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        if kind in NUMBERED_KINDS and len(values) >= NUMBERED_FROM:
+            keys = numbered_keys(values, kind)
+            if keys is not None:
+                return self._numbered_column(values, keys, kind)
         encoded = pc.dictionary_encode(values)
-        if isinstance(encoded, pa.ChunkedArray):
-            encoded = encoded.combine_chunks()
         digests = pa.array(self._digests(encoded.dictionary.to_pylist(), kind), LAKE_HASH)
         # Decoding a dictionary array is a gather, like a take, but cheaper.
         return pa.DictionaryArray.from_arrays(encoded.indices, digests).cast(LAKE_HASH)
+
+    def _numbered_column(self, values: pa.Array, keys: np.ndarray, kind: str) -> pa.Array:
+        """``column`` for phones and resident IDs: sorted-array lookups, no Python objects per
+        value except for values not seen before."""
+        present = np.asarray(pc.is_valid(values).to_numpy(zero_copy_only=False), dtype=bool)
+        with self._lock:
+            cache = self._numbered.setdefault(kind, _NumberedCache())
+            at, known = cache.find(keys)
+            unknown = present & ~known
+            if unknown.any():
+                fresh, first = np.unique(keys[unknown], return_index=True)
+                rows = np.flatnonzero(unknown)[first]
+                texts = values.take(pa.array(rows)).to_pylist()
+                raw = b"".join(d[:LAKE_HASH_BYTES] for d in self._index.raw_many(texts, kind))
+                digests = np.frombuffer(raw, dtype=np.uint8).reshape(-1, LAKE_HASH_BYTES)
+                if len(cache.keys) + len(fresh) > self._remember:
+                    cache = self._numbered[kind] = _NumberedCache()
+                cache.add(fresh, digests)
+                at, known = cache.find(keys)
+            # One 16-byte item per row: a gather of whole hashes, not of bytes.
+            gathered = cache.digests.view(f"V{LAKE_HASH_BYTES}").ravel()[at]
+        data = pa.py_buffer(gathered.tobytes())
+        if values.offset == 0:  # the values' own validity bitmap marks the nulls
+            return pa.Array.from_buffers(LAKE_HASH, len(values), [values.buffers()[0], data])
+        hashed = pa.Array.from_buffers(LAKE_HASH, len(values), [None, data])
+        return pc.if_else(pc.is_valid(values), hashed, pa.scalar(None, LAKE_HASH))
