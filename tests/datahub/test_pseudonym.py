@@ -32,8 +32,11 @@ def test_big_phone_and_id_columns_hash_exactly_as_value_by_value() -> None:
         for i in range(3000)
     ]
     assert any(i.endswith("X") for i in ids)
+    # Cards of different lengths, leading zeros included: "007" is not "07".
+    cards = [f"{rng.randrange(10**11):0{rng.choice([8, 12, 17])}d}" for _ in range(2000)]
+    cards += ["00001234", "000001234", "12340000"]
     numbered = Pseudonymiser(remember=2500)  # a column beyond it starts the cache afresh
-    for kind, texts in (("phone", phones), ("id_number", ids)):
+    for kind, texts in (("phone", phones), ("id_number", ids), ("transit_card", cards)):
         column = pa.array([None if i % 97 == 0 else v for i, v in enumerate(texts * 2)])
         assert numbered_keys(column, kind) is not None
         hashed = numbered.column(column, kind)
@@ -47,7 +50,7 @@ def test_big_phone_and_id_columns_hash_exactly_as_value_by_value() -> None:
 
 
 def test_a_column_of_another_shape_goes_value_by_value() -> None:
-    column = pa.array(["+8613800138000"] * NUMBERED_FROM)
-    assert numbered_keys(column, "phone") is None
-    hashed = Pseudonymiser().column(column, "phone")
-    assert hashed.equals(value_by_value(column, "phone"))
+    for kind, value in (("phone", "+8613800138000"), ("transit_card", "1" * 18)):
+        column = pa.array([value] * NUMBERED_FROM)
+        assert numbered_keys(column, kind) is None
+        assert Pseudonymiser().column(column, kind).equals(value_by_value(column, kind))

@@ -32,23 +32,26 @@ IDENTIFIER_FIELDS: dict[str, tuple[str, str]] = {
 }
 
 
-# Big columns of these kinds are looked up by number: a phone is 11 digits, a resident ID 17
-# digits and a check character (0-9 or X), so each has an exact 64-bit integer key.
-NUMBERED_KINDS = frozenset({"phone", "id_number"})
+# Big columns of these kinds are looked up by number, each value having an exact 64-bit
+# integer key: a phone is 11 digits; a resident ID 17 digits and a check character (0-9 or X);
+# a transit card up to 17 digits (its length is part of the key: leading zeros count).
+NUMBERED_KINDS = frozenset({"phone", "id_number", "transit_card"})
 NUMBERED_FROM = 1024  # rows; below this a dict lookup costs less than setting up arrays
+_FILLER = {"phone": "0" * 11, "id_number": "0" * 18, "transit_card": "0"}
 
 
 def numbered_keys(values: pa.Array, kind: str) -> np.ndarray | None:
-    """Exact integer keys of validated phones or resident IDs (nulls get a key of 0), or None
-    when some value has another shape."""
-    filled = pc.fill_null(values, "0" * (11 if kind == "phone" else 18))
+    """Exact integer keys of validated phones, resident IDs or transit cards (nulls get a
+    placeholder key), or None when some value has another shape."""
+    filled = pc.fill_null(values, _FILLER[kind])
+    lengths = pc.binary_length(filled)
     try:
         if kind == "phone":
-            if not pc.all(pc.equal(pc.binary_length(filled), 11)).as_py():
+            if not pc.all(pc.equal(lengths, 11)).as_py():
                 return None
             keys = pc.cast(filled, pa.int64())
-        else:
-            if not pc.all(pc.equal(pc.binary_length(filled), 18)).as_py():
+        elif kind == "id_number":
+            if not pc.all(pc.equal(lengths, 18)).as_py():
                 return None
             digits = pc.cast(pc.utf8_slice_codeunits(filled, 0, 17), pa.int64())
             check = pc.cast(
@@ -56,6 +59,12 @@ def numbered_keys(values: pa.Array, kind: str) -> np.ndarray | None:
                 pa.int64(),
             )
             keys = pc.add(pc.multiply(digits, 11), check)
+        else:
+            if pc.max(lengths).as_py() > 17 or not pc.all(pc.utf8_is_digit(filled)).as_py():
+                return None
+            keys = pc.add(
+                pc.multiply(pc.cast(filled, pa.int64()), 32), pc.cast(lengths, pa.int64())
+            )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     numbers: np.ndarray = keys.to_numpy(zero_copy_only=False)
