@@ -301,24 +301,24 @@ class Intake:
             if workers is None:
                 workers = (os.cpu_count() or 1) if total >= POOL_MIN_BYTES else 0
             committer = _Committer(self, database, actor, known)
-            done = 0
+            pending: deque[tuple[int, Future[Staged]]] = deque()
+            done = [0]
+
+            def commit_oldest() -> None:
+                number, future = pending.popleft()
+                committer.take(future.result())
+                done[0] += sizes[number]
+                if progress is not None:
+                    progress(tasks[number].name, done[0], total)
+
             with self._stagers(workers, known) as submit:
-                pending: deque[tuple[int, Future[Staged]]] = deque()
                 try:
                     for number, task in enumerate(tasks):
                         pending.append((number, submit(task)))
                         while len(pending) > max(1, workers) * LOOK_AHEAD:
-                            number_done, future = pending.popleft()
-                            committer.take(future.result())
-                            done += sizes[number_done]
-                            if progress is not None:
-                                progress(tasks[number_done].name, done, total)
+                            commit_oldest()
                     while pending:
-                        number_done, future = pending.popleft()
-                        committer.take(future.result())
-                        done += sizes[number_done]
-                        if progress is not None:
-                            progress(tasks[number_done].name, done, total)
+                        commit_oldest()
                 finally:
                     # What is published is recorded, even when a later file fails.
                     committer.flush()
