@@ -164,6 +164,32 @@ def test_rows_already_in_the_lake_from_an_earlier_run_are_duplicates(
     assert lake_rows(paths, "travel") == 300
 
 
+def test_a_file_taken_in_after_a_folder_run_gets_the_next_ledger_id(
+    fresh_database: Database, tmp_path: Path
+) -> None:
+    from citybrain.datahub.catalog import get_source
+
+    people = travellers(60)
+    feeds = tmp_path / "feeds"
+    for offset in range(2):
+        write_rail(
+            feeds, DAY + dt.timedelta(days=offset), rail_rows(people[offset * 20 :][:20], DAY)
+        )
+    intake = Intake(lake.LakePaths(tmp_path / "var"))
+    intake.ingest_folder(fresh_database, feeds)
+    late = write_rail(tmp_path / "push", DAY, rail_rows(people[40:], DAY))
+    # The run reserved its ledger ids up front; a later file (a push) must not collide.
+    with fresh_database.unit_of_work() as session:
+        result, row = intake.ingest_bytes(
+            session, late.read_bytes(), late.name, get_source("rail_ticket"), delivered=DAY
+        )
+        assert row is not None and result.accepted == 20
+    with fresh_database.unit_of_work() as session:
+        ids = sorted(session.scalars(select(IntakeFile.id)))
+    assert len(ids) == 3 and ids[-1] > ids[-2]
+    assert lake_rows(intake.paths, "travel") == 60
+
+
 def lake_content(paths: lake.LakePaths) -> dict[str, list[tuple[int, int]]]:
     """Every kind's (record id, row hash) pairs, and the linkage store's record ids."""
     out = {}
