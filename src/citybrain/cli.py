@@ -34,6 +34,10 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(keys_app, name="keys")
 app.add_typer(datahub_app, name="datahub")
+analysis_app = typer.Typer(
+    help="Collision analysis: identity linkage 碰撞分析", no_args_is_help=True
+)
+app.add_typer(analysis_app, name="analysis")
 
 console = Console()
 err = Console(stderr=True)
@@ -517,6 +521,30 @@ def datahub_reconcile(
             err.print(f"[red]{report.orphan_files} file ids have parts but no ledger row[/red]")
     if not report.ok:
         raise typer.Exit(1)
+
+
+@analysis_app.command("link")
+def analysis_link(
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary last")] = False,
+) -> None:
+    """Give every record in the lake a person key (身份关联): resident IDs and passports, then
+    phones, transit cards and plates under guards for shared ones; written to
+    analysis/person_keys.parquet under the data directory; the run is audited."""
+    from citybrain.analysis.linkage import run_linkage
+    from citybrain.datahub.lake import LakePaths
+    from citybrain.kit.db import get_database
+
+    _ensure_schema()
+    summary = run_linkage(LakePaths.default(), get_database(), _actor())
+    if as_json:
+        print(json.dumps(summary.as_dict(), ensure_ascii=False, sort_keys=True))
+    else:
+        console.print(
+            f"{summary.records:,} records → {summary.persons:,} person keys in "
+            f"{summary.seconds:.1f}s ({summary.path})"
+        )
+        for rule, count in sorted(summary.rules.items(), key=lambda kv: -kv[1]):
+            console.print(f"  {rule}: {count:,}")
 
 
 @datahub_app.command("quarantine")

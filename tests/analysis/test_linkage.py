@@ -114,3 +114,21 @@ def test_precision_and_recall_against_the_truth(city: City, tmp_path: Path) -> N
     assert quality["precision"] >= 0.99
     assert quality["recall"] >= 0.70
     assert 0 < quality["exact_persons"] < 1
+
+
+def test_a_linkage_run_is_audited_and_announced(city: City) -> None:
+    from sqlalchemy import select
+
+    from citybrain.analysis.linkage import OUTPUT, TOPIC_LINKED, run_linkage
+    from citybrain.core.audit.models import AuditEntry
+    from citybrain.core.audit.service import Actor
+    from citybrain.core.events.models import OutboxEvent
+
+    summary = run_linkage(city.paths, city.database, Actor("cli:tester", "operator"))
+    assert summary.path == city.paths.root / OUTPUT and summary.records > 0
+    with city.database.unit_of_work() as session:
+        audit = session.scalars(select(AuditEntry).where(AuditEntry.action == "analysis.link"))
+        (entry,) = audit.all()
+        assert entry.actor == "cli:tester" and entry.detail["records"] == summary.records
+        (event,) = session.scalars(select(OutboxEvent).where(OutboxEvent.topic == TOPIC_LINKED))
+        assert event.payload["persons"] == summary.persons

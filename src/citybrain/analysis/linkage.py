@@ -46,11 +46,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from citybrain.core.audit.service import Actor, record
+from citybrain.core.events.service import publish
 from citybrain.datahub.lake import KIND_COLUMNS, LakePaths
 from citybrain.datahub.vault import Vault
 from citybrain.kit.db import Database
 
 OUTPUT = Path("analysis", "person_keys.parquet")
+TOPIC_LINKED = "analysis.persons_linked"
 # Sources whose phone is the line the operator serves, not a number someone quoted: all their
 # records on one phone are that line's holder, even when a family gives the number as theirs.
 LINE_SOURCES = frozenset({"telecom_cell", "telecom_itinerary", "telecom_roaming"})
@@ -428,3 +431,22 @@ def link(paths: LakePaths, database: Database, out: Path | None = None) -> Linka
         rules={str(k): int(v) for k, v in rules.items()},
         seconds=time.perf_counter() - started,
     )
+
+
+def run_linkage(paths: LakePaths, database: Database, actor: Actor) -> LinkageSummary:
+    """Link the whole lake and record the run: an audit row (the job read the linkage store's
+    personal data, decrypted in memory) and an outbox event for what waits on person keys."""
+    summary = link(paths, database)
+    counts = {"records": summary.records, "persons": summary.persons, "rules": summary.rules}
+    with database.unit_of_work() as session:
+        record(
+            session,
+            actor,
+            "analysis.link",
+            object_type="person_keys",
+            object_id=str(OUTPUT),
+            purpose="identity linkage 身份关联",
+            detail=counts,
+        )
+        publish(session, TOPIC_LINKED, counts)
+    return summary
