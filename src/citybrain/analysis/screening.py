@@ -1,0 +1,702 @@
+"""Key-person screening (重点人员摸排): who must be called on, and why, as of a given day.
+
+The rules are data (``data/screening_rules.yaml``): each names the lake kind and source
+categories it reads, the condition a record must meet within the window (14 days up to and
+including the screening day) and the columns shown as evidence. The risk-area list is data too
+(``data/risk_areas.csv`` by default; the command centre maintains it), so a newly listed city
+needs no release.
+
+People are screened by person key (``analysis/person_keys.parquet``, see ``linkage``), never by
+raw identifiers: one row per (person key, rule) with the records that met the rule, and the
+person's community and compound where the household registry knows them, so lists go out by
+community and compound (``by_compound``).
+
+Homes: the registry's address (decrypted from the linkage store in memory only) is matched to
+the compound whose address is its longest prefix; the geography comes from the operational
+database, or, when the database has not loaded it, from the generated dataset it would load.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import yaml
+from sqlalchemy import select
+
+from citybrain.analysis.linkage import OUTPUT
+from citybrain.core.geo.models import Area, Compound
+from citybrain.datahub.lake import KIND_COLUMNS, LakePaths
+from citybrain.datahub.models import IntakeFile
+from citybrain.datahub.vault import Vault
+from citybrain.kit.db import Database
+
+DATA = Path(__file__).parent / "data"
+RULES_PATH = DATA / "screening_rules.yaml"
+RISK_AREAS_PATH = DATA / "risk_areas.csv"
+CONDITIONS = frozenset({"risk_area", "any", "result_in", "mentions_risk_area"})
+HOME_CATEGORY = "household_registry"
+SHEET_ROWS = 1_048_576  # the lake's line stride per workbook sheet (see quality)
+OUTPUT_SCHEMA = pa.schema(
+    [
+        ("person_key", pa.int64()),
+        ("rule", pa.string()),
+        ("rule_zh", pa.string()),
+        ("rule_en", pa.string()),
+        ("records", pa.int64()),
+        ("first_time", pa.timestamp("s")),
+        ("last_time", pa.timestamp("s")),
+        ("areas", pa.list_(pa.string())),
+        ("places", pa.list_(pa.string())),
+        ("categories", pa.list_(pa.string())),
+        ("record_ids", pa.list_(pa.int64())),
+        ("evidence", pa.list_(pa.string())),
+        ("community_code", pa.string()),
+        ("community_name", pa.string()),
+        ("compound_code", pa.string()),
+        ("compound_name", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class RiskArea:
+    """One listed area and the days it is listed (``end`` None: still listed)."""
+
+    area: str
+    level: str
+    start: dt.date
+    end: dt.date | None
+
+    @property
+    def stem(self) -> str:
+        """The city part without its suffix (武汉市 -> 武汉, 深圳市南山区 -> 深圳): what station,
+        toll-gate and city names in the feeds begin with."""
+        if "市" in self.area:
+            return self.area.split("市", 1)[0]
+        return self.area.rstrip("省区县")
+
+    def listed_on(self, day: dt.date) -> bool:
+        """Whether the area is on the list on ``day``."""
+        return self.start <= day and (self.end is None or day <= self.end)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One screening rule as ``screening_rules.yaml`` states it."""
+
+    id: str
+    name_zh: str
+    name_en: str
+    kind: str
+    categories: tuple[str, ...]
+    time: tuple[str, ...]
+    condition: str
+    place: str
+    evidence: tuple[str, ...] = ()
+    separator: str | None = None
+    values: tuple[str, ...] = ()
+    undated: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ScreeningRules:
+    """The window and the rules."""
+
+    window_days: int
+    rules: tuple[Rule, ...] = field(default_factory=tuple)
+
+
+def load_rules(path: Path | None = None) -> ScreeningRules:
+    """Read and check the rules at ``path`` (default: the packaged ``screening_rules.yaml``)."""
+    raw = yaml.safe_load((path or RULES_PATH).read_text(encoding="utf-8"))
+    rules = []
+    for item in raw["rules"]:
+        rule = Rule(
+            id=str(item["id"]),
+            name_zh=str(item["name_zh"]),
+            name_en=str(item["name_en"]),
+            kind=str(item["kind"]),
+            categories=tuple(item["categories"]),
+            time=tuple(item["time"]),
+            condition=str(item["condition"]),
+            place=str(item["place"]),
+            evidence=tuple(item.get("evidence", ())),
+            separator=item.get("separator"),
+            values=tuple(str(v) for v in item.get("values", ())),
+            undated=tuple(item.get("undated", ())),
+        )
+        columns = {name for name, _ in KIND_COLUMNS.get(rule.kind, [])}
+        if not columns:
+            raise ValueError(f"screening rule {rule.id}: unknown kind {rule.kind!r}")
+        unknown = {*rule.time, rule.place, *rule.evidence} - columns
+        if unknown:
+            raise ValueError(f"screening rule {rule.id}: {rule.kind} has no {sorted(unknown)}")
+        if rule.condition not in CONDITIONS:
+            raise ValueError(f"screening rule {rule.id}: unknown condition {rule.condition!r}")
+        if not set(rule.undated) <= set(rule.categories):
+            raise ValueError(f"screening rule {rule.id}: undated categories it does not read")
+        if rule.condition == "result_in" and not rule.values:
+            raise ValueError(f"screening rule {rule.id}: result_in needs values")
+        rules.append(rule)
+    ids = [r.id for r in rules]
+    if len(ids) != len(set(ids)):
+        raise ValueError("screening rules: duplicate rule ids")
+    return ScreeningRules(window_days=int(raw["window_days"]), rules=tuple(rules))
+
+
+def load_risk_areas(path: Path | None = None) -> list[RiskArea]:
+    """The risk-area list at ``path`` (CSV with ``area,level,start,end``; lines starting with
+    ``#`` are comments; default: the packaged ``risk_areas.csv``)."""
+    text = (path or RISK_AREAS_PATH).read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    areas = []
+    for row in csv.DictReader(lines):
+        end = (row.get("end") or "").strip()
+        areas.append(
+            RiskArea(
+                area=row["area"].strip(),
+                level=row["level"].strip(),
+                start=dt.date.fromisoformat(row["start"].strip()),
+                end=dt.date.fromisoformat(end) if end else None,
+            )
+        )
+    return areas
+
+
+def _risk_table(areas: Sequence[RiskArea]) -> pa.Table:
+    return pa.table(
+        {
+            "area": pa.array([a.area for a in areas], pa.string()),
+            "stem": pa.array([a.stem for a in areas], pa.string()),
+            "start": pa.array([a.start for a in areas], pa.date32()),
+            "end": pa.array([a.end for a in areas], pa.date32()),
+        }
+    )
+
+
+def _category_globs(paths: LakePaths, rule: Rule) -> list[str]:
+    """The parts of the rule's categories that exist (a city may lack a feed)."""
+    globs = []
+    for category in rule.categories:
+        folder = paths.kind_dir(rule.kind) / f"category={category}"
+        if any(folder.rglob("*.parquet")):
+            globs.append(str(folder / "*" / "*.parquet"))
+    return globs
+
+
+def _collect(
+    con: duckdb.DuckDBPyConnection,
+    paths: LakePaths,
+    rule: Rule,
+    start: dt.datetime,
+    end: dt.datetime,
+    lookback: dt.datetime,
+) -> None:
+    """Insert the rule's records of the window [``start``, ``end``) that meet its condition
+    into ``hit``; for a rule with undated categories, also its dated records from
+    ``lookback`` on that pass a risk area's city into ``dated`` (see ``_explained``)."""
+    globs = _category_globs(paths, rule)
+    if not globs:
+        return
+    listed = ", ".join(f"'{g}'" for g in globs)
+    at = f"coalesce({', '.join(rule.time)})" if len(rule.time) > 1 else rule.time[0]
+    shown = ", ".join(f"CAST({c} AS VARCHAR)" for c in rule.evidence)
+    # The evidence line a field worker reads: source, time, then the rule's columns.
+    evidence = f"concat_ws(' ', category, strftime({at}, '%Y-%m-%d %H:%M'), {shown})"
+    # Only health records carry a result (the medicine bought); other kinds have none.
+    result = "CAST(result AS VARCHAR)" if rule.kind == "health" else "NULL"
+    undated = ", ".join(f"'{c}'" for c in rule.undated) or "NULL"
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE win AS
+        SELECT record_id, category, {at} AS seen, CAST({rule.place} AS VARCHAR) AS place,
+               {evidence} AS evidence, {result} AS result,
+               {at} >= ? AS in_window, coalesce(category IN ({undated}), false) AS undated
+        FROM read_parquet([{listed}], hive_partitioning = true, union_by_name = true)
+        WHERE {at} >= ? AND {at} < ?
+        """,  # noqa: S608 - our lake paths and the rule's checked column names
+        [start, lookback if rule.undated else start, end],
+    )
+    if rule.condition == "risk_area":
+        # Every stop of a route is checked; an area counts when listed on the record's day.
+        stop = "place"
+        if rule.separator:
+            separator = rule.separator.replace("'", "''")
+            stop = f"unnest(string_split(place, '{separator}'))"
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE stops AS
+            SELECT w.record_id, w.seen, w.in_window, w.undated, r.stem, r.area,
+                   r.start <= CAST(w.seen AS DATE)
+                   AND (r."end" IS NULL OR CAST(w.seen AS DATE) <= r."end") AS listed
+            FROM (SELECT record_id, seen, in_window, undated, trim(stop) AS stop
+                  FROM (SELECT record_id, seen, in_window, undated, {stop} AS stop FROM win)) w
+            JOIN risk r ON starts_with(w.stop, r.stem)
+            """  # noqa: S608 - the rule's separator, quoted
+        )
+        con.execute(
+            """
+            INSERT INTO dated
+            SELECT record_id, seen, stem, bool_or(listed AND in_window) FROM stops
+            WHERE NOT undated GROUP BY record_id, seen, stem
+            """
+        )
+        matched = """
+            SELECT record_id, list_sort(list_distinct(list(area))) AS areas,
+                   list_sort(list_distinct(list(stem))) AS stems
+            FROM stops WHERE listed AND in_window GROUP BY record_id
+        """
+    elif rule.condition == "mentions_risk_area":
+        matched = """
+            SELECT w.record_id, list_sort(list_distinct(list(r.area))) AS areas,
+                   CAST([] AS VARCHAR[]) AS stems
+            FROM win w JOIN risk r ON contains(w.place, r.stem)
+                AND r.start <= CAST(w.seen AS DATE)
+                AND (r."end" IS NULL OR CAST(w.seen AS DATE) <= r."end")
+            GROUP BY w.record_id
+        """
+    elif rule.condition == "result_in":
+        values = ", ".join("'" + v.replace("'", "''") + "'" for v in rule.values)
+        matched = f"""
+            SELECT record_id, CAST([] AS VARCHAR[]) AS areas, CAST([] AS VARCHAR[]) AS stems
+            FROM win WHERE result IN ({values})
+        """  # noqa: S608 - values from the rules file, quoted
+    else:
+        matched = (
+            "SELECT record_id, CAST([] AS VARCHAR[]) AS areas, CAST([] AS VARCHAR[]) AS stems"
+            " FROM win"
+        )
+    con.execute(
+        f"""
+        INSERT INTO hit
+        SELECT w.record_id, ? AS rule, w.category, w.seen, w.place, w.evidence, m.areas,
+               m.stems, w.undated
+        FROM win w JOIN ({matched}) m USING (record_id)
+        WHERE w.in_window
+        """,  # noqa: S608 - built above from checked parts
+        [rule.id],
+    )
+
+
+# A compound as (code, community code, name, address).
+CompoundRow = tuple[str, str, str, str]
+
+
+def _geography(database: Database) -> tuple[list[CompoundRow], dict[str, str]]:
+    """Compounds (code, community code, name, address) and area names by code."""
+    with database.unit_of_work() as session:
+        compounds = [
+            (c, m, n, a)
+            for c, m, n, a in session.execute(
+                select(Compound.code, Compound.community_code, Compound.name, Compound.address)
+            ).all()
+        ]
+        names = {code: name for code, name in session.execute(select(Area.code, Area.name))}
+    if not compounds:
+        # The database has not loaded the geography (a bare data directory): the generated
+        # dataset is what ``geo load`` would have put there.
+        from citybrain.core.geo.service import build_dataset
+
+        data = build_dataset()
+        compounds = [(c.code, c.community_code, c.name, c.address) for c in data.compounds]
+        names = {a.code: a.name for a in data.areas}
+    return compounds, names
+
+
+def resolve_compounds(
+    addresses: Iterable[str | None], compounds: Sequence[CompoundRow]
+) -> dict[str, tuple[str | None, str | None]]:
+    """Address -> (compound code, community code): the compound whose address is the
+    address's longest prefix. Two compounds with that same address leave the compound unknown
+    (and the community too, unless they share it)."""
+    by_address: dict[str, list[tuple[str, str]]] = {}
+    for code, community, _name, address in compounds:
+        by_address.setdefault(address, []).append((code, community))
+    longest = max((len(a) for a in by_address), default=0)
+    resolved: dict[str, tuple[str | None, str | None]] = {}
+    for text in addresses:
+        if text is None or text in resolved:
+            continue
+        hit: tuple[str | None, str | None] = (None, None)
+        for size in range(min(len(text), longest), 0, -1):
+            found = by_address.get(text[:size])
+            if found is None:
+                continue
+            communities = {m for _c, m in found}
+            if len(found) == 1:
+                hit = found[0]
+            elif len(communities) == 1:
+                hit = (None, found[0][1])
+            break
+        resolved[text] = hit
+    return resolved
+
+
+def _homes(paths: LakePaths, compounds: Sequence[CompoundRow]) -> pa.Table:
+    """``record_id``, ``compound_code``, ``community_code`` of household-registry records."""
+    folder = paths.linkage / f"category={HOME_CATEGORY}"
+    parts = sorted(folder.rglob("*.parquet")) if folder.exists() else []
+    empty = pa.table(
+        {
+            "record_id": pa.array([], pa.int64()),
+            "compound_code": pa.array([], pa.string()),
+            "community_code": pa.array([], pa.string()),
+        }
+    )
+    if not parts:
+        return empty
+    vault = Vault()
+    table = pa.concat_tables([vault.read(p, columns=["record_id", "address"]) for p in parts])
+    addresses = table.column("address").to_pylist()
+    resolved = resolve_compounds(addresses, compounds)
+    none: tuple[str | None, str | None] = (None, None)
+    pairs = [resolved.get(a, none) if a is not None else none for a in addresses]
+    return pa.table(
+        {
+            "record_id": table.column("record_id"),
+            "compound_code": pa.array([p[0] for p in pairs], pa.string()),
+            "community_code": pa.array([p[1] for p in pairs], pa.string()),
+        }
+    )
+
+
+def _names_table(compounds: Sequence[CompoundRow], names: dict[str, str]) -> pa.Table:
+    """``code`` and ``name`` of every area and compound."""
+    codes = sorted(names)
+    return pa.table(
+        {
+            "code": pa.array(codes + [c for c, _m, _n, _a in compounds], pa.string()),
+            "name": pa.array(
+                [names[c] for c in codes] + [n for _c, _m, n, _a in compounds], pa.string()
+            ),
+        }
+    )
+
+
+def screen(
+    paths: LakePaths,
+    database: Database,
+    *,
+    as_of: dt.date,
+    risk_areas_path: Path | None = None,
+    rules_path: Path | None = None,
+    keys: Path | None = None,
+) -> pa.Table:
+    """Screen the lake as of the end of ``as_of``: one row per (person key, rule) met within
+    the rules' window, with the evidence and the person's home community and compound.
+
+    ``risk_areas_path`` / ``rules_path``: the risk-area list and the rules (default: the
+    packaged ones). ``keys``: the linkage output (default ``analysis/person_keys.parquet``
+    under the data directory; run ``linkage.link`` first).
+
+    Columns (``OUTPUT_SCHEMA``): ``person_key``, ``rule``, ``rule_zh``, ``rule_en``,
+    ``records`` (how many records met the rule), ``first_time``, ``last_time``, ``areas``
+    (risk areas matched, empty for rules without one), ``places`` (the rule's place column:
+    origin or route, country, pharmacy...), ``categories``, ``record_ids`` and ``evidence``
+    (one line per record, in time order), ``community_code``/``community_name`` and
+    ``compound_code``/``compound_name`` (null when the household registry does not place the
+    person). Rows are ordered by community, compound, person key and rule.
+    """
+    rules = load_rules(rules_path)
+    areas = load_risk_areas(risk_areas_path)
+    keys = keys or paths.root / OUTPUT
+    if not keys.exists():
+        raise FileNotFoundError(f"{keys}: no person keys; run identity linkage first")
+    end = dt.datetime.combine(as_of + dt.timedelta(days=1), dt.time())
+    start = end - dt.timedelta(days=rules.window_days)
+    con = duckdb.connect()
+    try:
+        con.register("risk", _risk_table(areas))
+        con.register(
+            "rule_names",
+            pa.table(
+                {
+                    "rule": [r.id for r in rules.rules],
+                    "rule_zh": [r.name_zh for r in rules.rules],
+                    "rule_en": [r.name_en for r in rules.rules],
+                }
+            ),
+        )
+        con.execute(
+            "CREATE TEMP TABLE hit (record_id BIGINT, rule VARCHAR, category VARCHAR,"
+            " seen TIMESTAMP, place VARCHAR, evidence VARCHAR, areas VARCHAR[],"
+            " stems VARCHAR[], undated BOOLEAN)"
+        )
+        con.execute(
+            "CREATE TEMP TABLE dated (record_id BIGINT, seen TIMESTAMP, stem VARCHAR, hit BOOLEAN)"
+        )
+        # Undated records speak of the window_days before them: dated journeys that far back
+        # can explain them.
+        lookback = start - dt.timedelta(days=rules.window_days)
+        for rule in rules.rules:
+            _collect(con, paths, rule, start, end, lookback)
+        compounds, area_names = _geography(database)
+        con.register("homes", _homes(paths, compounds))
+        con.register("names", _names_table(compounds, area_names))
+        registry = paths.kind_dir("identity") / f"category={HOME_CATEGORY}"
+        if registry.exists() and any(registry.rglob("*.parquet")):
+            parts = f"'{registry}/*/*.parquet'"
+            registry_rows = (
+                f"SELECT record_id, day FROM read_parquet({parts}, hive_partitioning = true)"  # noqa: S608
+            )
+        else:
+            registry_rows = "SELECT NULL::BIGINT AS record_id, NULL::DATE AS day WHERE false"
+        table = con.sql(
+            f"""
+            WITH all_keyed AS (
+                SELECT k.person_key, h.* FROM hit h
+                JOIN read_parquet('{keys}') k USING (record_id)
+            ), dated_keyed AS (
+                SELECT k.person_key, d.* FROM dated d
+                JOIN read_parquet('{keys}') k USING (record_id)
+            ), undated_stems AS (
+                SELECT person_key, record_id, rule, seen, unnest(stems) AS stem
+                FROM all_keyed WHERE undated
+            ), stem_state AS (
+                -- The person's dated journeys through the city in the days the undated
+                -- record speaks of, and whether any of them is itself a hit.
+                SELECT u.record_id, u.rule, u.stem, count(d.record_id) AS journeys,
+                       coalesce(bool_or(d.hit), false) AS any_hit
+                FROM undated_stems u LEFT JOIN dated_keyed d
+                  ON d.person_key = u.person_key AND d.stem = u.stem
+                 AND d.seen >= u.seen - INTERVAL {rules.window_days} DAY
+                 AND d.seen < u.seen + INTERVAL 1 DAY
+                GROUP BY ALL
+            ), explained AS (
+                -- Every city the undated record names was passed on a dated journey that
+                -- is no hit (before the window, or before the city was listed).
+                SELECT record_id, rule FROM stem_state GROUP BY ALL
+                HAVING bool_and(journeys > 0 AND NOT any_hit)
+            ), keyed AS (
+                SELECT * FROM all_keyed ANTI JOIN explained USING (record_id, rule)
+            ), listed AS (
+                SELECT person_key, rule, count(*) AS records,
+                       min(seen) AS first_time, max(seen) AS last_time,
+                       list_sort(list_distinct(flatten(list(areas)))) AS areas,
+                       list_sort(list_distinct(list(place))) AS places,
+                       list_sort(list_distinct(list(category))) AS categories,
+                       list(record_id ORDER BY seen, record_id) AS record_ids,
+                       list(evidence ORDER BY seen, record_id) AS evidence
+                FROM keyed GROUP BY person_key, rule
+            ), home AS (
+                -- The latest registry record that places the person; a placed record beats
+                -- a later one whose address matched no compound.
+                SELECT k.person_key,
+                       arg_max(m.compound_code,
+                               [(m.compound_code IS NOT NULL)::INT,
+                                (m.community_code IS NOT NULL)::INT,
+                                epoch(r.day)::BIGINT, r.record_id]) AS compound_code,
+                       arg_max(m.community_code,
+                               [(m.compound_code IS NOT NULL)::INT,
+                                (m.community_code IS NOT NULL)::INT,
+                                epoch(r.day)::BIGINT, r.record_id]) AS community_code
+                FROM ({registry_rows}) r
+                JOIN homes m USING (record_id)
+                JOIN read_parquet('{keys}') k USING (record_id)
+                WHERE k.person_key IN (SELECT person_key FROM listed)
+                GROUP BY k.person_key
+            )
+            SELECT l.person_key, l.rule, n.rule_zh, n.rule_en, l.records,
+                   l.first_time, l.last_time, l.areas, l.places, l.categories,
+                   l.record_ids, l.evidence,
+                   h.community_code, cn.name AS community_name,
+                   h.compound_code, pn.name AS compound_name
+            FROM listed l
+            JOIN rule_names n USING (rule)
+            LEFT JOIN home h USING (person_key)
+            LEFT JOIN names cn ON cn.code = h.community_code
+            LEFT JOIN names pn ON pn.code = h.compound_code
+            ORDER BY h.community_code NULLS LAST, h.compound_code NULLS LAST,
+                     l.person_key, l.rule
+            """  # noqa: S608 - our paths
+        ).to_arrow_table()
+    finally:
+        con.close()
+    return table.cast(OUTPUT_SCHEMA)
+
+
+def by_compound(table: pa.Table) -> pa.Table:
+    """The screening list grouped for dispatch: one row per (community, compound) with the
+    number of persons and of (person, rule) rows, the rules met and the person keys. Persons
+    the registry does not place form the rows with null codes, listed last."""
+    con = duckdb.connect()
+    try:
+        con.register("screened", table)
+        return con.sql(
+            """
+            SELECT community_code, any_value(community_name) AS community_name,
+                   compound_code, any_value(compound_name) AS compound_name,
+                   count(DISTINCT person_key) AS persons, count(*) AS rows,
+                   list_sort(list_distinct(list(rule))) AS rules,
+                   list_sort(list_distinct(list(person_key))) AS person_keys
+            FROM screened GROUP BY community_code, compound_code
+            ORDER BY community_code NULLS LAST, compound_code NULLS LAST
+            """
+        ).to_arrow_table()
+    finally:
+        con.close()
+
+
+# --- evaluation against the synthetic city's ground truth ------------------------------------
+
+TRAVEL_RULES = ("risk_area_travel", "risk_area_roaming")
+
+
+def screening_quality(
+    paths: LakePaths,
+    database: Database,
+    truth_dir: Path,
+    keys: Path,
+    as_of: dt.date,
+    *,
+    risk_areas_path: Path | None = None,
+    window_days: int = 14,
+) -> dict[str, Any]:
+    """Screen as of ``as_of`` and score the risk-area rules against the truth in
+    ``truth_dir`` (read by path: ``travel.parquet``, ``risk_areas.parquet``,
+    ``record_owner/*.parquet``).
+
+    True risk-area travellers: persons with a truth journey into the city (direction ``in``)
+    arriving within the window whose origin city was listed on the arrival day (a city counts
+    when the list names it or a district of it). Each person key is the person most of its
+    records belong to. ``recall``: true travellers with a key listed by a risk-area rule;
+    ``precision``: keys listed by a risk-area rule whose person is a true traveller;
+    ``recall_any_rule``: travellers listed by any rule. Also ``seconds`` (the screening run),
+    ``rows``, ``keys``, ``travellers``, ``by_rule`` (keys per rule), ``placed`` (share of
+    listed keys with a compound) and ``compound_correct`` (share of placed keys whose compound
+    is the person's true one), ``missed`` (a sample of missed travellers' journeys).
+    """
+    started = time.perf_counter()
+    table = screen(paths, database, as_of=as_of, risk_areas_path=risk_areas_path, keys=keys)
+    seconds = time.perf_counter() - started
+    end = as_of
+    begin = as_of - dt.timedelta(days=window_days - 1)
+    owner = str(truth_dir / "record_owner" / "*.parquet")
+    con = duckdb.connect()
+    try:
+        with database.unit_of_work() as session:
+            ledger_rows = session.execute(select(IntakeFile.id, IntakeFile.name)).all()
+        con.register(
+            "ledger",
+            pa.table(
+                {
+                    "ledger_id": pa.array([r[0] for r in ledger_rows], pa.int64()),
+                    "name": pa.array([r[1] for r in ledger_rows], pa.string()),
+                }
+            ),
+        )
+        con.register("screened", table)
+        con.execute(
+            f"""
+            CREATE TEMP TABLE owner AS
+            WITH t AS (
+                SELECT file, line, sheet, person_id, filename, file_row_number
+                FROM read_parquet('{owner}', filename = true, file_row_number = true)
+            ), sheets AS (
+                SELECT filename, file, sheet,
+                       (row_number() OVER (PARTITION BY filename, file
+                                           ORDER BY min(file_row_number)) - 1) AS sheet_index
+                FROM t WHERE sheet IS NOT NULL GROUP BY filename, file, sheet
+            )
+            SELECT (l.ledger_id << 32)
+                   | (t.line + coalesce(s.sheet_index, 0) * {SHEET_ROWS}) AS record_id,
+                   t.person_id
+            FROM t JOIN ledger l ON l.name = t.file
+            LEFT JOIN sheets s USING (filename, file, sheet)
+            """  # noqa: S608 - our paths
+        )
+        con.execute(
+            f"""
+            CREATE TEMP TABLE key_person AS
+            SELECT person_key, arg_max(person_id, n) AS person_id FROM (
+                SELECT k.person_key, o.person_id, count(*) AS n
+                FROM read_parquet('{keys}') k JOIN owner o USING (record_id)
+                WHERE k.person_key IN (SELECT person_key FROM screened)
+                GROUP BY ALL)
+            GROUP BY person_key
+            """  # noqa: S608 - our paths
+        )
+        con.execute(
+            f"""
+            CREATE TEMP TABLE journeys AS
+            SELECT t.person_id, t.mode, t.origin, t.arrive
+            FROM read_parquet('{truth_dir / "travel.parquet"}') t
+            WHERE t.direction = 'in'
+              AND CAST(t.arrive AS DATE) BETWEEN DATE '{begin}' AND DATE '{end}'
+              AND EXISTS (
+                SELECT 1 FROM read_parquet('{truth_dir / "risk_areas.parquet"}') r
+                WHERE starts_with(r.area, t.origin) AND r.start <= CAST(t.arrive AS DATE)
+                  AND (r."end" IS NULL OR CAST(t.arrive AS DATE) <= r."end"))
+            """  # noqa: S608 - our paths and dates
+        )
+        rules = ", ".join(f"'{r}'" for r in TRAVEL_RULES)
+        ((travellers, found, found_any),) = con.execute(
+            f"""
+            WITH truth AS (SELECT DISTINCT person_id FROM journeys),
+            hit AS (SELECT DISTINCT kp.person_id FROM screened s
+                    JOIN key_person kp USING (person_key) WHERE s.rule IN ({rules})),
+            hit_any AS (SELECT DISTINCT kp.person_id FROM screened s
+                        JOIN key_person kp USING (person_key))
+            SELECT (SELECT count(*) FROM truth),
+                   (SELECT count(*) FROM truth JOIN hit USING (person_id)),
+                   (SELECT count(*) FROM truth JOIN hit_any USING (person_id))
+            """  # noqa: S608 - rule ids are constants
+        ).fetchall()
+        ((listed_keys, right_keys),) = con.execute(
+            f"""
+            WITH listed AS (SELECT DISTINCT person_key FROM screened WHERE rule IN ({rules}))
+            SELECT count(*), count(*) FILTER (
+                WHERE kp.person_id IN (SELECT person_id FROM journeys))
+            FROM listed LEFT JOIN key_person kp USING (person_key)
+            """  # noqa: S608 - rule ids are constants
+        ).fetchall()
+        by_rule = dict(
+            con.execute(
+                "SELECT rule, count(DISTINCT person_key) FROM screened GROUP BY rule ORDER BY rule"
+            ).fetchall()
+        )
+        persons = str(truth_dir / "persons.parquet")
+        ((keys_listed, placed, correct),) = con.execute(
+            f"""
+            WITH k AS (SELECT person_key, any_value(compound_code) AS compound_code
+                       FROM screened GROUP BY person_key)
+            SELECT count(*), count(k.compound_code),
+                   count(*) FILTER (WHERE k.compound_code = p.compound_code)
+            FROM k LEFT JOIN key_person kp USING (person_key)
+            LEFT JOIN read_parquet('{persons}') p USING (person_id)
+            """  # noqa: S608 - our paths
+        ).fetchall()
+        missed = con.execute(
+            f"""
+            SELECT j.person_id, j.mode, j.origin, CAST(j.arrive AS VARCHAR) FROM journeys j
+            WHERE j.person_id NOT IN (
+                SELECT kp.person_id FROM screened s JOIN key_person kp USING (person_key)
+                WHERE s.rule IN ({rules}))
+            ORDER BY j.person_id, j.arrive LIMIT 20
+            """  # noqa: S608 - rule ids are constants
+        ).fetchall()
+    finally:
+        con.close()
+    return {
+        "as_of": as_of.isoformat(),
+        "seconds": seconds,
+        "rows": table.num_rows,
+        "keys": int(keys_listed),
+        "travellers": int(travellers),
+        "recall": found / travellers if travellers else 1.0,
+        "precision": right_keys / listed_keys if listed_keys else 1.0,
+        "recall_any_rule": found_any / travellers if travellers else 1.0,
+        "listed_travel_keys": int(listed_keys),
+        "by_rule": {str(k): int(v) for k, v in by_rule.items()},
+        "placed": placed / keys_listed if keys_listed else 1.0,
+        "compound_correct": correct / placed if placed else 1.0,
+        "missed": [list(m) for m in missed],
+    }

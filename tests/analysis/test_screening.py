@@ -1,0 +1,207 @@
+"""Key-person screening on a small simulated city, scored against its ground truth."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from citybrain.analysis.linkage import link
+from citybrain.analysis.screening import (
+    OUTPUT_SCHEMA,
+    RiskArea,
+    by_compound,
+    load_risk_areas,
+    load_rules,
+    resolve_compounds,
+    screen,
+    screening_quality,
+)
+from citybrain.datahub import lake
+from citybrain.datahub.service import Intake
+from citybrain.kit.db import Database
+from tests.conftest import DatabaseFactory
+
+# The city runs from the 24th, when Wuhan, Xiaogan, Huanggang were listed and the others follow
+# within days: the window holds both listed and unlisted arrivals.
+START = dt.date(2020, 1, 24)
+DAYS = 6
+AS_OF = START + dt.timedelta(days=DAYS - 1)
+
+
+@dataclass
+class City:
+    paths: lake.LakePaths
+    database: Database
+    truth: Path
+    keys: Path
+    table: pa.Table
+
+
+@pytest.fixture(scope="module")
+def city(
+    database_factory: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[City]:
+    from citybrain.simulate.config import SimulationConfig
+    from citybrain.simulate.run import run_simulation
+    from tests.simulate.conftest import geo_input
+
+    root = tmp_path_factory.mktemp("screening")
+    feeds = root / "feeds"
+    run_simulation(
+        SimulationConfig(people=3000, days=DAYS, seed=11, start=START),
+        geo_input(),
+        feeds,
+        root / "truth",
+    )
+    database = database_factory.new_database()
+    paths = lake.LakePaths(root / "var")
+    Intake(paths).ingest_folder(database, feeds)
+    keys = link(paths, database, root / "keys.parquet").path
+    table = screen(paths, database, as_of=AS_OF, keys=keys)
+    yield City(paths, database, root / "truth", keys, table)
+    database.dispose()
+
+
+def _travel(paths: lake.LakePaths) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute(
+        "CREATE VIEW travel AS SELECT * FROM read_parquet("
+        f"'{paths.kind_dir('travel')}/*/*/*.parquet', hive_partitioning = true)"
+    )
+    return con
+
+
+def test_rules_and_risk_areas_load_from_data() -> None:
+    rules = load_rules()
+    assert rules.window_days == 14
+    ids = {r.id for r in rules.rules}
+    assert {"risk_area_travel", "risk_area_roaming", "overseas_entry"} <= ids
+    assert {"coop_contact", "fever_medicine"} <= ids
+    areas = load_risk_areas()
+    wuhan = next(a for a in areas if a.area == "武汉市")
+    assert wuhan.stem == "武汉" and wuhan.end is None
+    assert RiskArea("深圳市南山区", "medium", START, None).stem == "深圳"
+    assert not wuhan.listed_on(dt.date(2020, 1, 19)) and wuhan.listed_on(dt.date(2020, 1, 20))
+
+
+def test_a_risk_area_traveller_is_listed_with_evidence(city: City) -> None:
+    table = city.table
+    assert table.schema.equals(OUTPUT_SCHEMA)
+    travel = table.filter(pa.compute.equal(table.column("rule"), "risk_area_travel"))
+    assert travel.num_rows > 0
+    window_start = dt.datetime.combine(AS_OF - dt.timedelta(days=13), dt.time())
+    con = _travel(city.paths)
+    for row in travel.to_pylist():
+        assert row["areas"] and row["record_ids"] and len(row["evidence"]) == row["records"]
+        assert window_start <= row["first_time"] <= row["last_time"]
+        assert row["rule_zh"] and row["rule_en"]
+        # Every record behind the row comes from (or passed) a listed area's city.
+        ids = ", ".join(str(i) for i in row["record_ids"])
+        origins = [
+            o
+            for (o,) in con.execute(
+                f"SELECT origin FROM travel WHERE record_id IN ({ids})"
+            ).fetchall()
+        ]
+        assert origins and all(any(a.split("市")[0] in o for a in row["areas"]) for o in origins)
+
+
+def test_only_travel_from_unlisted_cities_is_not_listed(city: City) -> None:
+    con = _travel(city.paths)
+    con.execute(f"CREATE VIEW keys AS SELECT * FROM read_parquet('{city.keys}')")
+    con.register("screened", city.table)
+    # Persons whose every journey in the lake came from a city never on the list.
+    unlisted = con.execute(
+        """
+        SELECT k.person_key FROM travel t JOIN keys k USING (record_id)
+        GROUP BY k.person_key
+        HAVING bool_and(NOT regexp_matches(t.origin,
+            '武汉|孝感|黄冈|随州|荆州|襄阳|宜昌|温州|信阳|驻马店|南阳|深圳|广州'))
+           AND bool_and(t.origin NOT LIKE '%郑州%')
+        """
+    ).fetchall()
+    assert len(unlisted) >= 5
+    listed = {
+        k
+        for (k,) in con.execute(
+            "SELECT person_key FROM screened"
+            " WHERE rule IN ('risk_area_travel', 'risk_area_roaming')"
+        ).fetchall()
+    }
+    assert not listed & {k for (k,) in unlisted}
+
+
+def test_the_risk_area_list_decides(city: City, tmp_path: Path) -> None:
+    empty = tmp_path / "none.csv"
+    empty.write_text("# nothing listed\narea,level,start,end\n", encoding="utf-8")
+    none = screen(city.paths, city.database, as_of=AS_OF, risk_areas_path=empty, keys=city.keys)
+    assert not {"risk_area_travel", "risk_area_roaming"} & set(none.column("rule").to_pylist())
+    # Rules without a risk area do not depend on the list.
+    others = city.table.filter(
+        pa.compute.is_in(city.table.column("rule"), pa.array(["fever_medicine", "coop_contact"]))
+    )
+    assert none.filter(
+        pa.compute.is_in(none.column("rule"), pa.array(["fever_medicine", "coop_contact"]))
+    ).equals(others)
+    xinxiang = tmp_path / "xinxiang.csv"
+    xinxiang.write_text("area,level,start,end\n新乡市,medium,2020-01-01,\n", encoding="utf-8")
+    listed = screen(
+        city.paths, city.database, as_of=AS_OF, risk_areas_path=xinxiang, keys=city.keys
+    )
+    areas = {a for row in listed.column("areas").to_pylist() for a in row}
+    assert areas == {"新乡市"}
+
+
+def test_grouping_by_compound(city: City) -> None:
+    table = city.table
+    groups = by_compound(table)
+    assert sum(groups.column("persons").to_pylist()) == len(
+        {(r["compound_code"], r["person_key"]) for r in table.to_pylist()}
+    )
+    assert sum(groups.column("rows").to_pylist()) == table.num_rows
+    placed = [g for g in groups.to_pylist() if g["compound_code"] is not None]
+    assert placed and all(g["compound_name"] and g["community_name"] for g in placed)
+    for group in placed[:20]:
+        keys = {
+            r["person_key"]
+            for r in table.to_pylist()
+            if r["compound_code"] == group["compound_code"]
+        }
+        assert set(group["person_keys"]) == keys
+        assert group["compound_code"].startswith(group["community_code"])
+
+
+def test_addresses_resolve_to_the_longest_compound_prefix() -> None:
+    compounds = [
+        ("C1", "M1", "甲院", "某街道花园路1号"),
+        ("C2", "M1", "乙院", "某街道花园路1号"),  # two compounds, one address: community only
+        ("C3", "M2", "丙院", "某街道花园路12号"),
+        ("C4", "M3", "丁村", "某街道庙李村"),
+    ]
+    resolved = resolve_compounds(
+        ["某街道花园路12号3号楼101", "某街道花园路1号2号楼", "某街道庙李村2号", "别处", None],
+        compounds,
+    )
+    assert resolved["某街道花园路12号3号楼101"] == ("C3", "M2")
+    assert resolved["某街道花园路1号2号楼"] == (None, "M1")
+    assert resolved["某街道庙李村2号"] == ("C4", "M3")
+    assert resolved["别处"] == (None, None)
+
+
+def test_screening_is_deterministic(city: City) -> None:
+    again = screen(city.paths, city.database, as_of=AS_OF, keys=city.keys)
+    assert again.equals(city.table)
+
+
+def test_recall_and_precision_against_the_truth(city: City) -> None:
+    quality = screening_quality(city.paths, city.database, city.truth, city.keys, AS_OF)
+    assert quality["travellers"] >= 5
+    assert quality["recall"] >= 0.9
+    assert quality["precision"] >= 0.9
+    assert quality["compound_correct"] >= 0.99
