@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import secrets
@@ -35,7 +36,7 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(keys_app, name="keys")
 app.add_typer(datahub_app, name="datahub")
 analysis_app = typer.Typer(
-    help="Collision analysis: identity linkage 碰撞分析", no_args_is_help=True
+    help="Collision analysis: linkage, contacts, screening 碰撞分析", no_args_is_help=True
 )
 app.add_typer(analysis_app, name="analysis")
 
@@ -545,6 +546,148 @@ def analysis_link(
         )
         for rule, count in sorted(summary.rules.items(), key=lambda kv: -kv[1]):
             console.print(f"  {rule}: {count:,}")
+
+
+def _table_json(table: Any) -> list[dict[str, Any]]:
+    """Rows of an Arrow table as JSON-ready dicts (times as ISO text)."""
+    rows: list[dict[str, Any]] = table.to_pylist()
+    for row in rows:
+        for key, value in row.items():
+            if isinstance(value, dt.datetime | dt.date):
+                row[key] = value.isoformat()
+    return rows
+
+
+def _audit_query(action: str, detail: dict[str, Any]) -> None:
+    """An audit row for a query over person keys (pseudonymous, but about people)."""
+    from citybrain.core.audit.service import record
+    from citybrain.kit.db import get_database
+
+    with get_database().unit_of_work() as session:
+        record(session, _actor(), action, object_type="person_keys", detail=detail)
+
+
+@analysis_app.command("contacts")
+def analysis_contacts(
+    case: Annotated[list[int], typer.Option("--case", help="a case's person key (repeatable)")],
+    hops: Annotated[int, typer.Option(min=1, max=2, help="1: close contacts; 2: and theirs")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary last")] = False,
+) -> None:
+    """Close contacts (密接) and, with --hops 2, secondary contacts (次密接) of cases, by the
+    co-presence rules, each with its evidence (rule, place, overlap, record ids)."""
+    from citybrain.analysis.contacts import close_contacts
+    from citybrain.datahub.lake import LakePaths
+    from citybrain.kit.db import get_database
+
+    _ensure_schema()
+    table = close_contacts(LakePaths.default(), get_database(), case, hops=hops)
+    _audit_query("analysis.contacts", {"cases": case, "hops": hops, "rows": table.num_rows})
+    rows = _table_json(table)
+    if as_json:
+        contacts = {(r["hop"], r["contact"]) for r in rows}
+        summary = {
+            "cases": case,
+            "hops": hops,
+            "close_contacts": len({c for h, c in contacts if h == 1}),
+            "secondary_contacts": len({c for h, c in contacts if h == 2}),
+            "contacts": rows,
+        }
+        print(json.dumps(summary, ensure_ascii=False, sort_keys=True))
+        return
+    for r in rows:
+        console.print(
+            f"hop {r['hop']} case {r['case']} → {r['contact']}: {r['rule_zh']} ({r['strength']}) "
+            f"{r['place']} {r['start']}–{r['end']}"
+        )
+    console.print(f"{len(rows)} rows")
+
+
+@analysis_app.command("screen")
+def analysis_screen(
+    as_of: Annotated[
+        dt.datetime | None,
+        typer.Option(formats=["%Y-%m-%d"], help="screening day (default: the lake's last day)"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary last")] = False,
+) -> None:
+    """Key persons (重点人员) over the 14 days up to --as-of, by the screening rules, listed by
+    community and compound with the evidence."""
+    from citybrain.analysis.screening import by_compound, screen
+    from citybrain.datahub.lake import LakePaths
+    from citybrain.kit.db import get_database
+
+    _ensure_schema()
+    paths = LakePaths.default()
+    day = as_of.date() if as_of else _last_lake_day(paths)
+    table = screen(paths, get_database(), as_of=day)
+    grouped = by_compound(table)
+    _audit_query("analysis.screen", {"as_of": day.isoformat(), "rows": table.num_rows})
+    if as_json:
+        summary = {
+            "as_of": day.isoformat(),
+            "persons": len(set(table.column("person_key").to_pylist())),
+            "by_compound": _table_json(grouped),
+            "key_persons": _table_json(table),
+        }
+        print(json.dumps(summary, ensure_ascii=False, sort_keys=True))
+        return
+    for g in _table_json(grouped):
+        console.print(
+            f"{g['community_name'] or '未定位 unplaced'} {g['compound_name'] or ''}: "
+            f"{g['persons']} persons ({', '.join(g['rules'])})"
+        )
+
+
+def _last_lake_day(paths: Any) -> dt.date:
+    """The latest day any lake part holds (the default screening day)."""
+    days = [p.name.removeprefix("day=") for p in paths.lake.glob("*/*/day=*")]
+    if not days:
+        raise _fail("湖中没有数据 / the lake is empty: take feeds in first")
+    return dt.date.fromisoformat(max(days))
+
+
+@app.command("evaluate")
+def evaluate(
+    truth: Annotated[Path, typer.Option("--truth", help="the simulator's truth folder")],
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary last")] = False,
+) -> None:
+    """Score linkage, contacts and screening against a synthetic city's ground truth (only
+    evaluation reads it). Runs linkage first if the lake has no person keys."""
+    from citybrain.analysis.contacts import contact_quality
+    from citybrain.analysis.linkage import OUTPUT, run_linkage
+    from citybrain.analysis.quality import linkage_quality
+    from citybrain.analysis.screening import screening_quality
+    from citybrain.datahub.lake import LakePaths
+    from citybrain.kit.db import get_database
+
+    if not (truth / "record_owner").is_dir():
+        raise _fail(f"不是模拟真值目录 / not a truth folder: {truth}")
+    _ensure_schema()
+    paths, database = LakePaths.default(), get_database()
+    keys = paths.root / OUTPUT
+    if not keys.exists():
+        run_linkage(paths, database, _actor())
+    day = _last_lake_day(paths)
+    linkage = linkage_quality(paths, database, truth, keys)
+    contacts = contact_quality(paths, database, truth, keys)
+    screening = screening_quality(paths, database, truth, keys, day)
+    result = {
+        "linkage": {k: linkage[k] for k in ("precision", "recall", "f1", "records", "keys")},
+        "contacts": {
+            "cases": contacts["cases"],
+            "recall_infectees": contacts["infectee_recall"],
+            "recall_infectees_any_setting": contacts["infectee_recall_all"],
+            "recall_exposures": contacts["exposure_recall"],
+            "precision": contacts["precision"],
+            "first_hop_mean": contacts["first_hop_mean"],
+        },
+        "screening": {k: v for k, v in screening.items() if isinstance(v, int | float)},
+        "second_hop_share": contacts["second_hop_share_max"],
+    }
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False, sort_keys=True))
+        return
+    console.print_json(json.dumps(result, ensure_ascii=False))
 
 
 @datahub_app.command("quarantine")
