@@ -108,12 +108,26 @@ def test_precision_and_recall_against_the_truth(city: City, tmp_path: Path) -> N
     link(city.paths, city.database, out)
     quality = linkage_quality(city.paths, city.database, city.truth, keys=out)
     assert quality["matched"] == quality["records"]  # every lake record found in the truth
-    # 3,000 people over 6 days reach precision 0.997 and recall 0.728 (the goals, 0.99
-    # and 0.95, are for 20,000 people over 30 days, where the rules reach 0.99995 and 0.813:
-    # transit cards never shown with a phone and family-phone lines are the misses).
+    # 3,000 people over 6 days reach precision 0.997 and recall 0.82 (0.728
+    # before card traces, line holders and phone trips) (the goals, 0.99
+    # and 0.95, are for 20,000 people over 30 days, where the rules reach 0.9974 and 0.955).
     assert quality["precision"] >= 0.99
-    assert quality["recall"] >= 0.70
+    assert quality["recall"] >= 0.80
     assert 0 < quality["exact_persons"] < 1
+
+
+def test_traces_place_anonymous_cards_and_family_lines_with_their_holders(
+    city: City, tmp_path: Path
+) -> None:
+    out = tmp_path / "keys.parquet"
+    summary = link(city.paths, city.database, out)
+    quality = linkage_quality(city.paths, city.database, city.truth, keys=out)
+    for rule in ("card_trace", "phone_holder"):
+        placed = summary.rules.get(rule, 0)
+        assert placed > 0, rule
+        wrong = sum(r["records"] for r in quality["merged_by"] if r["rule"] == rule)
+        # Records a rule placed under a key whose main person is someone else: few.
+        assert wrong < 0.05 * placed, (rule, wrong, placed)
 
 
 def test_a_linkage_run_is_audited_and_announced(city: City) -> None:
