@@ -144,6 +144,24 @@ def test_duplicates_within_a_file_and_across_late_files_are_recognised(
     assert lake_rows(paths, "travel") == 300
 
 
+def test_duplicates_are_still_found_when_the_committer_forgets_what_it_published(
+    fresh_database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from citybrain.datahub import service
+
+    monkeypatch.setattr(service, "SEEN_LIMIT", 1)  # memory cleared at every file: days reread
+    people = travellers(300)
+    rows = rail_rows(people, DAY)
+    feeds = tmp_path / "feeds"
+    write_rail(feeds, DAY, [*rows[:200], rows[0], rows[1]])
+    write_rail(feeds, DAY + dt.timedelta(days=2), rows[150:300], suffix="_supplement")
+    paths = lake.LakePaths(tmp_path / "var")
+    first, supplement = Intake(paths).ingest_folder(fresh_database, feeds).per_file
+    assert (first.accepted, first.duplicate) == (200, 2)
+    assert (supplement.accepted, supplement.duplicate) == (100, 50)
+    assert lake_rows(paths, "travel") == 300
+
+
 def test_rows_already_in_the_lake_from_an_earlier_run_are_duplicates(
     fresh_database: Database, tmp_path: Path
 ) -> None:

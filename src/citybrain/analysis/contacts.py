@@ -30,11 +30,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import yaml
-from sqlalchemy import select
 
 from citybrain.analysis.linkage import OUTPUT, link
+from citybrain.analysis.quality import load_record_owners
 from citybrain.datahub.lake import LakePaths
-from citybrain.datahub.models import IntakeFile
 from citybrain.kit.db import Database
 
 RULES_FILE = Path(__file__).parent / "data" / "contact_rules.yaml"
@@ -46,7 +45,6 @@ POSITIVE_RESULTS = ("positive", "阳性")
 COVERED_SETTINGS = frozenset(
     {"household", "school", "class", "school_class", "care_home", "train", "flight", "coach"}
 )
-SHEET_ROWS = 1_048_576  # the lake's line stride per workbook sheet (see analysis.quality)
 
 OUTPUT_SCHEMA = pa.schema(
     [
@@ -505,17 +503,6 @@ def _epoch(moment: datetime) -> int:
     return int(moment.replace(tzinfo=UTC).timestamp())
 
 
-def _ledger(database: Database) -> pa.Table:
-    with database.unit_of_work() as session:
-        rows = session.execute(select(IntakeFile.id, IntakeFile.name)).all()
-    return pa.table(
-        {
-            "ledger_id": pa.array([r[0] for r in rows], pa.int64()),
-            "name": pa.array([r[1] for r in rows], pa.string()),
-        }
-    )
-
-
 def contact_quality(
     paths: LakePaths,
     database: Database,
@@ -547,31 +534,10 @@ def contact_quality(
         paths, database, case_keys, hops=2, keys=keys, window_days_before=window_days_before
     )
     seconds_two = time.perf_counter() - started
-    owner = str(truth_dir / "record_owner" / "*.parquet")
     con = duckdb.connect()
     try:
-        con.register("ledger", _ledger(database))
         con.register("found", table)
-        # Lake record -> true person, as analysis.quality matches them (workbook sheets apart).
-        con.execute(
-            f"""
-            CREATE TEMP TABLE owner AS
-            WITH t AS (
-                SELECT file, line, sheet, person_id, filename, file_row_number
-                FROM read_parquet('{owner}', filename = true, file_row_number = true)
-            ), sheets AS (
-                SELECT filename, file, sheet,
-                       (row_number() OVER (PARTITION BY filename, file
-                                           ORDER BY min(file_row_number)) - 1) AS sheet_index
-                FROM t WHERE sheet IS NOT NULL GROUP BY filename, file, sheet
-            )
-            SELECT (l.ledger_id << 32)
-                   | (t.line + coalesce(s.sheet_index, 0) * {SHEET_ROWS}) AS record_id,
-                   t.person_id
-            FROM t JOIN ledger l ON l.name = t.file
-            LEFT JOIN sheets s USING (filename, file, sheet)
-            """  # noqa: S608 - our paths
-        )
+        load_record_owners(con, database, truth_dir)
         con.execute(
             f"""
             CREATE TEMP TABLE who AS

@@ -24,21 +24,50 @@ from sqlalchemy import select
 from citybrain.analysis.linkage import OUTPUT
 from citybrain.datahub.lake import LakePaths
 from citybrain.datahub.models import IntakeFile
+from citybrain.datahub.readers import SHEET_ROWS
 from citybrain.kit.db import Database
 
-SHEET_ROWS = 1_048_576  # the lake's line stride per workbook sheet (Excel's row limit)
 
-
-def _ledger(database: Database) -> pa.Table:
+def load_record_owners(
+    con: duckdb.DuckDBPyConnection, database: Database, truth_dir: Path, table: str = "owner"
+) -> None:
+    """Create the temp table ``table`` (record_id, person_id, category): the true person of
+    every lake record, matched by the ledger's file name and the line (workbook sheets apart:
+    sheets are ordered as the truth lists their rows)."""
     with database.unit_of_work() as session:
         rows = session.execute(select(IntakeFile.id, IntakeFile.name, IntakeFile.category)).all()
-    return pa.table(
+    ledger = pa.table(
         {
             "ledger_id": pa.array([r[0] for r in rows], pa.int64()),
             "name": pa.array([r[1] for r in rows], pa.string()),
             "category": pa.array([r[2] for r in rows], pa.string()),
         }
     )
+    owners = str(truth_dir / "record_owner" / "*.parquet")
+    con.register("_ledger", ledger)
+    try:
+        con.execute(
+            f"""
+            CREATE TEMP TABLE {table} AS
+            WITH t AS (
+                SELECT file, line, sheet, person_id, filename, file_row_number
+                FROM read_parquet('{owners}', filename = true, file_row_number = true)
+            ), sheets AS (
+                SELECT filename, file, sheet,
+                       (row_number() OVER (PARTITION BY filename, file
+                                           ORDER BY min(file_row_number)) - 1) AS sheet_index
+                FROM t WHERE sheet IS NOT NULL GROUP BY filename, file, sheet
+            )
+            SELECT (l.ledger_id << 32)
+                   | (t.line + coalesce(s.sheet_index, 0) * {SHEET_ROWS}) AS record_id,
+                   t.person_id, l.category
+            FROM t
+            JOIN _ledger l ON l.name = t.file
+            LEFT JOIN sheets s USING (filename, file, sheet)
+            """  # noqa: S608 - our paths and table name
+        )
+    finally:
+        con.unregister("_ledger")
 
 
 def linkage_quality(
@@ -58,30 +87,9 @@ def linkage_quality(
     order); a workbook whose truth skips a whole sheet would shift the later sheets' lines.
     """
     keys = keys or paths.root / OUTPUT
-    owner = str(truth_dir / "record_owner" / "*.parquet")
     con = duckdb.connect()
     try:
-        con.register("ledger", _ledger(database))
-        con.execute(
-            f"""
-            CREATE TEMP TABLE truth AS
-            WITH t AS (
-                SELECT file, line, sheet, person_id, filename, file_row_number
-                FROM read_parquet('{owner}', filename = true, file_row_number = true)
-            ), sheets AS (
-                SELECT filename, file, sheet,
-                       (row_number() OVER (PARTITION BY filename, file
-                                           ORDER BY min(file_row_number)) - 1) AS sheet_index
-                FROM t WHERE sheet IS NOT NULL GROUP BY filename, file, sheet
-            )
-            SELECT (l.ledger_id << 32)
-                   | (t.line + coalesce(s.sheet_index, 0) * {SHEET_ROWS}) AS record_id,
-                   t.person_id, l.category
-            FROM t
-            JOIN ledger l ON l.name = t.file
-            LEFT JOIN sheets s USING (filename, file, sheet)
-            """  # noqa: S608 - our paths
-        )
+        load_record_owners(con, database, truth_dir, "truth")
         con.execute(
             f"""
             CREATE TEMP TABLE joined AS

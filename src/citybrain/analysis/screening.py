@@ -32,9 +32,9 @@ import yaml
 from sqlalchemy import select
 
 from citybrain.analysis.linkage import OUTPUT
+from citybrain.analysis.quality import load_record_owners
 from citybrain.core.geo.models import Area, Compound
 from citybrain.datahub.lake import KIND_COLUMNS, LakePaths
-from citybrain.datahub.models import IntakeFile
 from citybrain.datahub.vault import Vault
 from citybrain.kit.db import Database
 
@@ -43,7 +43,6 @@ RULES_PATH = DATA / "screening_rules.yaml"
 RISK_AREAS_PATH = DATA / "risk_areas.csv"
 CONDITIONS = frozenset({"risk_area", "any", "result_in", "mentions_risk_area"})
 HOME_CATEGORY = "household_registry"
-SHEET_ROWS = 1_048_576  # the lake's line stride per workbook sheet (see quality)
 OUTPUT_SCHEMA = pa.schema(
     [
         ("person_key", pa.int64()),
@@ -579,40 +578,10 @@ def screening_quality(
     seconds = time.perf_counter() - started
     end = as_of
     begin = as_of - dt.timedelta(days=window_days - 1)
-    owner = str(truth_dir / "record_owner" / "*.parquet")
     con = duckdb.connect()
     try:
-        with database.unit_of_work() as session:
-            ledger_rows = session.execute(select(IntakeFile.id, IntakeFile.name)).all()
-        con.register(
-            "ledger",
-            pa.table(
-                {
-                    "ledger_id": pa.array([r[0] for r in ledger_rows], pa.int64()),
-                    "name": pa.array([r[1] for r in ledger_rows], pa.string()),
-                }
-            ),
-        )
         con.register("screened", table)
-        con.execute(
-            f"""
-            CREATE TEMP TABLE owner AS
-            WITH t AS (
-                SELECT file, line, sheet, person_id, filename, file_row_number
-                FROM read_parquet('{owner}', filename = true, file_row_number = true)
-            ), sheets AS (
-                SELECT filename, file, sheet,
-                       (row_number() OVER (PARTITION BY filename, file
-                                           ORDER BY min(file_row_number)) - 1) AS sheet_index
-                FROM t WHERE sheet IS NOT NULL GROUP BY filename, file, sheet
-            )
-            SELECT (l.ledger_id << 32)
-                   | (t.line + coalesce(s.sheet_index, 0) * {SHEET_ROWS}) AS record_id,
-                   t.person_id
-            FROM t JOIN ledger l ON l.name = t.file
-            LEFT JOIN sheets s USING (filename, file, sheet)
-            """  # noqa: S608 - our paths
-        )
+        load_record_owners(con, database, truth_dir)
         con.execute(
             f"""
             CREATE TEMP TABLE key_person AS

@@ -382,7 +382,7 @@ class _Committer:
         self.database = database
         self.actor = actor
         self.taken = set(known)  # file ids in the ledger or published in this run
-        self.seen = _SeenRows(intake.paths)
+        self.seen = _SeenRows(intake.paths, SEEN_LIMIT)
         self.folders: set[Path] = set()  # lake folders made in this run
         self.results: list[FileResult] = []
         self._ledger: list[tuple[Staged, FileResult, tuple[dt.date, dt.date] | None]] = []
@@ -432,28 +432,32 @@ class _Committer:
 
 
 class _SeenRows:
-    """The row hashes already in the lake per category and day, loaded from the lake the first
-    time a day is needed and kept up to date as files are published (bounded in memory)."""
+    """The row hashes of the files published in this run, per category and day (bounded in
+    memory). What was in the lake before a file was staged, the stager has checked already;
+    only after the memory was cleared are days read back from the lake."""
 
     def __init__(self, paths: lake.LakePaths, limit: int = SEEN_LIMIT) -> None:
         self.paths = paths
         self.limit = limit
         self._days: dict[tuple[str, int], list[np.ndarray]] = {}
         self._held = 0
+        self._cleared = False
 
     def _chunks(self, category: str, day: int) -> list[np.ndarray]:
         key = (category, day)
         chunks = self._days.get(key)
         if chunks is None:
-            kind = get_source(category).kinds[0]
-            found = lake.existing_hashes(self.paths, kind, category, [stage.iso_day(day)])
+            found = np.zeros(0, dtype=np.int64)
+            if self._cleared:  # this run's earlier files are in the lake, not in memory
+                kind = get_source(category).kinds[0]
+                found = lake.existing_hashes(self.paths, kind, category, [stage.iso_day(day)])
             chunks = self._days[key] = [np.sort(found)] if len(found) else []
             self._held += len(found)
         return chunks
 
     def duplicates(self, category: str, days: np.ndarray, hashes: np.ndarray) -> np.ndarray:
-        """Which rows are already in the lake (a row hash covers the day, so equal hashes
-        are the same day's)."""
+        """Which rows repeat a row published earlier in this run (a row hash covers the day,
+        so equal hashes are the same day's)."""
         found = np.zeros(len(hashes), dtype=bool)
         for day in np.unique(days).tolist():
             chunks = self._chunks(category, day)
@@ -469,6 +473,7 @@ class _SeenRows:
         if self._held + len(hashes) > self.limit:
             self._days.clear()  # reloaded from the lake, day by day, when next needed
             self._held = 0
+            self._cleared = True
         for day in np.unique(days).tolist():
             chunks = self._chunks(category, day)
             chunks.append(np.sort(hashes[days == day]))
