@@ -9,11 +9,13 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from citybrain.analysis.linkage import link
 from citybrain.analysis.screening import (
     OUTPUT_SCHEMA,
+    RULES_PATH,
     RiskArea,
     by_compound,
     load_risk_areas,
@@ -205,3 +207,128 @@ def test_recall_and_precision_against_the_truth(city: City) -> None:
     assert quality["recall"] >= 0.9
     assert quality["precision"] >= 0.9
     assert quality["compound_correct"] >= 0.99
+
+
+def _part(paths: lake.LakePaths, kind: str, category: str, rows: list[dict[str, object]]) -> None:
+    """Write ``rows`` as one lake part of ``kind``/``category`` (unnamed columns null)."""
+    schema = lake.SCHEMAS[kind]
+    by_day: dict[dt.date, list[dict[str, object]]] = {}
+    for row in rows:
+        moment = next(
+            row[c] for c in ("start_time", "arrive", "event_time", "day") if row.get(c) is not None
+        )
+        day = moment.date() if isinstance(moment, dt.datetime) else moment
+        by_day.setdefault(day, []).append(row)  # type: ignore[arg-type]
+    for day, day_rows in by_day.items():
+        folder = paths.kind_dir(kind) / f"category={category}" / f"day={day.isoformat()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        columns = {
+            name: pa.array([r.get(name) for r in day_rows], schema.field(name).type)
+            for name in schema.names
+        }
+        pq.write_table(pa.table(columns, schema=schema), folder / "part.parquet")
+
+
+def test_presumed_car_occupants(database: Database, tmp_path: Path) -> None:
+    """A car from Wuhan arrives at 10:00; the driver's phone comes back at 10:03 after days
+    away; their child has no phone; their spouse's phone stayed in the city; a neighbour's
+    phone came back at 10:05 but off a train. Only the driver and the child are presumed
+    aboard, with the toll record as evidence; a car from an unlisted city presumes no one."""
+    paths = lake.LakePaths(tmp_path / "var")
+    arrive = dt.datetime(2020, 1, 28, 10, 0)
+    day0 = dt.datetime(2020, 1, 20, 8, 0)
+    # Person keys 1..5: 1 the car (plate only), 2 driver, 3 child, 4 spouse, 5 neighbour.
+    owners = {}
+
+    def rid(key: int, n: int) -> int:
+        record = key * 1000 + n
+        owners[record] = key
+        return record
+
+    _part(
+        paths,
+        "travel",
+        "highway_toll",
+        [
+            {"record_id": rid(1, 1), "origin": "武汉市", "arrive": arrive, "mode": "car"},
+            {"record_id": rid(1, 2), "origin": "洛阳市", "arrive": arrive.replace(hour=16)},
+        ],
+    )
+    _part(
+        paths,
+        "travel",
+        "rail_ticket",
+        [{"record_id": rid(5, 1), "origin": "北京市", "arrive": arrive.replace(minute=5)}],
+    )
+    cell = []
+    for key, stays in {
+        # The driver: in the city until the 24th, back with the car.
+        2: [(day0, day0.replace(day=24)), (arrive.replace(minute=3), arrive.replace(hour=23))],
+        # The spouse: in the city all along.
+        4: [(day0, arrive.replace(hour=23))],
+        # The neighbour: away, back off a train at 10:05.
+        5: [(day0, day0.replace(day=22)), (arrive.replace(minute=5), arrive.replace(hour=23))],
+        # Someone back at 16:02, when the car from Luoyang (unlisted) arrived.
+        6: [(day0, day0.replace(day=22)), (arrive.replace(hour=16, minute=2), None)],
+    }.items():
+        for n, (start, end) in enumerate(stays):
+            cell.append(
+                {
+                    "record_id": rid(key, 10 + n),
+                    "place": f"cell-{key}",
+                    "start_time": start,
+                    "end_time": end,
+                }
+            )
+    _part(paths, "presence", "telecom_cell", cell)
+    _part(
+        paths,
+        "identity",
+        "household_registry",
+        [
+            {
+                "record_id": rid(k, 50),
+                "setting_kind": "household",
+                "setting": "hh-a",
+                "day": dt.date(2020, 1, 20),
+            }
+            for k in (2, 3, 4)
+        ]
+        + [
+            {
+                "record_id": rid(5, 50),
+                "setting_kind": "household",
+                "setting": "hh-b",
+                "day": dt.date(2020, 1, 20),
+            }
+        ],
+    )
+    keys = tmp_path / "keys.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "record_id": pa.array(list(owners), pa.int64()),
+                "person_key": pa.array(list(owners.values()), pa.int64()),
+                "rule": pa.array(["test"] * len(owners)),
+            }
+        ),
+        keys,
+    )
+    table = screen(paths, database, as_of=dt.date(2020, 1, 29), keys=keys)
+    rows = {(r["person_key"], r["rule"]): r for r in table.to_pylist()}
+    assert (1, "risk_area_travel") in rows
+    occupants = {k for k, r in rows if r == "risk_area_car_occupant"}
+    assert occupants == {2, 3}
+    driver, child = rows[(2, "risk_area_car_occupant")], rows[(3, "risk_area_car_occupant")]
+    assert driver["record_ids"] == child["record_ids"] == [1001]
+    assert driver["areas"] == ["武汉市"]
+    assert driver["evidence"][0].startswith("手机随车返郑")
+    assert child["evidence"][0].startswith("同户推定同车")
+
+
+def test_a_co_traveller_rule_must_follow_a_risk_area_rule(tmp_path: Path) -> None:
+    text = RULES_PATH.read_text(encoding="utf-8")
+    broken = tmp_path / "rules.yaml"
+    broken.write_text(text.replace("of_rule: risk_area_travel", "of_rule: fever_medicine"), "utf-8")
+    with pytest.raises(ValueError, match="of_rule must be a risk_area rule"):
+        load_rules(broken)

@@ -43,6 +43,8 @@ RULES_PATH = DATA / "screening_rules.yaml"
 RISK_AREAS_PATH = DATA / "risk_areas.csv"
 CONDITIONS = frozenset({"risk_area", "any", "result_in", "mentions_risk_area"})
 HOME_CATEGORY = "household_registry"
+# A household larger than a car's seats is no family car's worth of passengers.
+CO_TRAVELLER_MAX_MEMBERS = 9
 OUTPUT_SCHEMA = pa.schema(
     [
         ("person_key", pa.int64()),
@@ -106,11 +108,40 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class CoTravellerRule:
+    """Presumed car occupants (推定同车人员) of a car record that made a hit.
+
+    A toll record names the car (its plate), never who sat in it, and no feed ties a plate to
+    a person. But a phone that was away from the city comes back onto its cells when the car
+    does: phones whose first presence after at least ``away_hours`` without any starts within
+    ``return_minutes`` of the car's arrival were in a car arriving then, unless a journey of
+    their own (``explained_by``: a ticket arriving within hours of it) explains it. Their
+    households are listed too (children travel without phones), except members whose own
+    phone was in the city in the ``stayed_home_hours`` before the arrival, and anyone another
+    rule already lists for travel. Over-inclusion is the intended side: a call at the door
+    clears it.
+    """
+
+    id: str
+    name_zh: str
+    name_en: str
+    of_rule: str
+    categories: tuple[str, ...]
+    presence: tuple[str, ...]
+    away_hours: int
+    return_minutes: tuple[int, int]
+    explained_by: tuple[str, ...]
+    household: str
+    stayed_home_hours: int
+
+
+@dataclass(frozen=True)
 class ScreeningRules:
-    """The window and the rules."""
+    """The window, the rules and the co-traveller rules built on them."""
 
     window_days: int
     rules: tuple[Rule, ...] = field(default_factory=tuple)
+    co_travellers: tuple[CoTravellerRule, ...] = field(default_factory=tuple)
 
 
 def load_rules(path: Path | None = None) -> ScreeningRules:
@@ -145,10 +176,35 @@ def load_rules(path: Path | None = None) -> ScreeningRules:
         if rule.condition == "result_in" and not rule.values:
             raise ValueError(f"screening rule {rule.id}: result_in needs values")
         rules.append(rule)
-    ids = [r.id for r in rules]
+    co_travellers = []
+    for item in raw.get("co_travellers", ()):
+        co = CoTravellerRule(
+            id=str(item["id"]),
+            name_zh=str(item["name_zh"]),
+            name_en=str(item["name_en"]),
+            of_rule=str(item["of_rule"]),
+            categories=tuple(item["categories"]),
+            presence=tuple(item["presence"]),
+            away_hours=int(item["away_hours"]),
+            return_minutes=(int(item["return_minutes"][0]), int(item["return_minutes"][1])),
+            explained_by=tuple(item.get("explained_by", ())),
+            household=str(item["household"]),
+            stayed_home_hours=int(item["stayed_home_hours"]),
+        )
+        of = next((r for r in rules if r.id == co.of_rule), None)
+        if of is None or of.condition != "risk_area":
+            raise ValueError(f"screening rule {co.id}: of_rule must be a risk_area rule")
+        if not set(co.categories) <= set(of.categories) - set(of.undated):
+            raise ValueError(f"screening rule {co.id}: categories its of_rule reads, dated")
+        co_travellers.append(co)
+    ids = [r.id for r in rules] + [c.id for c in co_travellers]
     if len(ids) != len(set(ids)):
         raise ValueError("screening rules: duplicate rule ids")
-    return ScreeningRules(window_days=int(raw["window_days"]), rules=tuple(rules))
+    return ScreeningRules(
+        window_days=int(raw["window_days"]),
+        rules=tuple(rules),
+        co_travellers=tuple(co_travellers),
+    )
 
 
 def load_risk_areas(path: Path | None = None) -> list[RiskArea]:
@@ -285,6 +341,122 @@ def _collect(
     )
 
 
+def _category_parts(paths: LakePaths, kind: str, categories: Iterable[str]) -> str | None:
+    """A DuckDB list literal of the parts of ``categories`` of ``kind``, None if none exist."""
+    globs = []
+    for category in categories:
+        folder = paths.kind_dir(kind) / f"category={category}"
+        if any(folder.rglob("*.parquet")):
+            globs.append(f"'{folder}/*/*.parquet'")
+    return f"[{', '.join(globs)}]" if globs else None
+
+
+def _co_travellers(
+    con: duckdb.DuckDBPyConnection,
+    paths: LakePaths,
+    co: CoTravellerRule,
+    keys: Path,
+    start: dt.datetime,
+) -> None:
+    """Insert the presumed occupants of ``co`` into ``co_keyed`` (already keyed by person)."""
+    cells = _category_parts(paths, "presence", co.presence)
+    if cells is None:
+        return
+    registry = _category_parts(paths, "identity", [co.household])
+    reg = (
+        f"""SELECT DISTINCT k.person_key, r.setting
+            FROM read_parquet({registry}, hive_partitioning = true) r
+            JOIN read_parquet('{keys}') k USING (record_id)
+            WHERE r.setting IS NOT NULL"""  # noqa: S608 - our paths
+        if registry is not None
+        else "SELECT NULL::BIGINT AS person_key, NULL::VARCHAR AS setting WHERE false"
+    )
+    tickets = _category_parts(paths, "travel", co.explained_by)
+    journeys = (
+        f"""SELECT k.person_key, t.arrive
+            FROM read_parquet({tickets}, hive_partitioning = true, union_by_name = true) t
+            JOIN read_parquet('{keys}') k USING (record_id)
+            WHERE t.arrive >= $since"""  # noqa: S608 - our paths
+        if tickets is not None
+        else "SELECT NULL::BIGINT AS person_key, NULL::TIMESTAMP AS arrive WHERE false"
+    )
+    cars = ", ".join(f"'{c}'" for c in co.categories)
+    away = f"INTERVAL {co.away_hours} HOUR"
+    home = f"INTERVAL {co.stayed_home_hours} HOUR"
+    early, late = co.return_minutes
+    # Presence from far enough back that a phone away since before the window shows a gap.
+    since = start - dt.timedelta(hours=co.away_hours + co.stayed_home_hours + 24)
+    con.execute(
+        f"""
+        INSERT INTO co_keyed
+        WITH car AS (
+            SELECT record_id, category, seen, place, evidence, areas, stems
+            FROM hit WHERE rule = $rule AND category IN ({cars})
+        ), cell AS (
+            SELECT k.person_key, p.start_time, p.end_time
+            FROM read_parquet({cells}, hive_partitioning = true) p
+            JOIN read_parquet('{keys}') k USING (record_id)
+            WHERE p.start_time >= $since AND p.start_time IS NOT NULL
+        ), gap AS (
+            SELECT person_key, start_time,
+                   max(coalesce(end_time, start_time)) OVER (
+                       PARTITION BY person_key ORDER BY start_time
+                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS last_seen
+            FROM cell
+        ), journey AS ({journeys}
+        ), back AS (
+            -- A phone's first presence after an absence: it came (back) into the city, by car
+            -- unless a ticket of its holder's arriving about then says otherwise.
+            SELECT g.person_key, g.start_time AS back FROM gap g
+            WHERE coalesce(g.last_seen, $since) <= g.start_time - {away}
+              AND NOT EXISTS (
+                SELECT 1 FROM journey j WHERE j.person_key = g.person_key
+                AND j.arrive BETWEEN g.start_time - INTERVAL 3 HOUR
+                AND g.start_time + INTERVAL 1 HOUR)
+        ), occupant AS (
+            SELECT DISTINCT c.record_id, b.person_key FROM car c JOIN back b
+              ON b.back >= c.seen + INTERVAL ({early}) MINUTE
+             AND b.back <= c.seen + INTERVAL ({late}) MINUTE
+        ), reg AS ({reg}
+        ), households AS (
+            -- A group bigger than a family is a collective registration, not one car's worth.
+            SELECT setting FROM reg GROUP BY setting HAVING count(*) <= $max_members
+        ), family AS (
+            SELECT DISTINCT o.record_id, m.person_key FROM occupant o
+            JOIN reg h ON h.person_key = o.person_key JOIN households USING (setting)
+            JOIN reg m ON m.setting = h.setting AND m.person_key <> o.person_key
+        ), at_home AS (
+            SELECT DISTINCT f.record_id, f.person_key FROM family f
+            JOIN car c USING (record_id) JOIN cell p USING (person_key)
+            WHERE p.start_time < c.seen AND coalesce(p.end_time, p.start_time) > c.seen - {home}
+        ), aboard AS (
+            SELECT record_id, person_key, 'returned' AS why FROM occupant
+            UNION ALL
+            SELECT record_id, person_key, 'household' AS why FROM (
+                SELECT * FROM family EXCEPT SELECT * FROM at_home EXCEPT
+                SELECT record_id, person_key FROM occupant)
+        ), travelled AS (
+            SELECT DISTINCT k.person_key FROM hit h
+            JOIN read_parquet('{keys}') k USING (record_id) WHERE h.rule = $rule
+        )
+        SELECT a.person_key, c.record_id, $co AS rule, c.category, c.seen, c.place,
+               concat_ws(' ', CASE a.why WHEN 'returned' THEN $note_returned
+                                         ELSE $note_household END, c.evidence) AS evidence,
+               c.areas, c.stems, false AS undated
+        FROM aboard a JOIN car c USING (record_id)
+        WHERE a.person_key NOT IN (SELECT person_key FROM travelled)
+        """,  # noqa: S608 - our paths, checked rule values and numbers
+        {
+            "rule": co.of_rule,
+            "co": co.id,
+            "since": since,
+            "max_members": CO_TRAVELLER_MAX_MEMBERS,
+            "note_returned": "手机随车返郑 phone came back with the car:",
+            "note_household": "同户推定同车 household presumed aboard:",
+        },
+    )
+
+
 # A compound as (code, community code, name, address).
 CompoundRow = tuple[str, str, str, str]
 
@@ -411,6 +583,7 @@ def screen(
         raise FileNotFoundError(f"{keys}: no person keys; run identity linkage first")
     end = dt.datetime.combine(as_of + dt.timedelta(days=1), dt.time())
     start = end - dt.timedelta(days=rules.window_days)
+    named: list[Rule | CoTravellerRule] = [*rules.rules, *rules.co_travellers]
     con = duckdb.connect()
     try:
         con.register("risk", _risk_table(areas))
@@ -418,9 +591,9 @@ def screen(
             "rule_names",
             pa.table(
                 {
-                    "rule": [r.id for r in rules.rules],
-                    "rule_zh": [r.name_zh for r in rules.rules],
-                    "rule_en": [r.name_en for r in rules.rules],
+                    "rule": [r.id for r in named],
+                    "rule_zh": [r.name_zh for r in named],
+                    "rule_en": [r.name_en for r in named],
                 }
             ),
         )
@@ -437,6 +610,13 @@ def screen(
         lookback = start - dt.timedelta(days=rules.window_days)
         for rule in rules.rules:
             _collect(con, paths, rule, start, end, lookback)
+        con.execute(
+            "CREATE TEMP TABLE co_keyed (person_key BIGINT, record_id BIGINT, rule VARCHAR,"
+            " category VARCHAR, seen TIMESTAMP, place VARCHAR, evidence VARCHAR,"
+            " areas VARCHAR[], stems VARCHAR[], undated BOOLEAN)"
+        )
+        for co in rules.co_travellers:
+            _co_travellers(con, paths, co, keys, start)
         compounds, area_names = _geography(database)
         con.register("homes", _homes(paths, compounds))
         con.register("names", _names_table(compounds, area_names))
@@ -453,6 +633,7 @@ def screen(
             WITH all_keyed AS (
                 SELECT k.person_key, h.* FROM hit h
                 JOIN read_parquet('{keys}') k USING (record_id)
+                UNION ALL BY NAME SELECT * FROM co_keyed
             ), dated_keyed AS (
                 SELECT k.person_key, d.* FROM dated d
                 JOIN read_parquet('{keys}') k USING (record_id)
@@ -546,7 +727,7 @@ def by_compound(table: pa.Table) -> pa.Table:
 
 # --- evaluation against the synthetic city's ground truth ------------------------------------
 
-TRAVEL_RULES = ("risk_area_travel", "risk_area_roaming")
+TRAVEL_RULES = ("risk_area_travel", "risk_area_roaming", "risk_area_car_occupant")
 
 
 def screening_quality(
