@@ -3,6 +3,7 @@
 Alembic's env.py and the test suite import this; application code imports the models it uses.
 """
 
+from citybrain.analysis import models as analysis_models
 from citybrain.core.audit import models as audit_models
 from citybrain.core.authz import models as authz_models
 from citybrain.core.events import models as events_models
@@ -14,6 +15,7 @@ from citybrain.kit.db import Base
 metadata = Base.metadata
 
 __all__ = [
+    "analysis_models",
     "audit_models",
     "authz_models",
     "datahub_models",

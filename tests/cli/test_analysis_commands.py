@@ -34,7 +34,9 @@ def test_link_contacts_screen_and_evaluate_on_a_small_city(
     run(env, "db", "upgrade")
     feeds = tmp_path / "feeds"
     run(env, "simulate", "--people", "4000", "--days", "18", "--seed", "11", "--out", str(feeds))
-    run(env, "datahub", "ingest", str(feeds), "--json")
+    ingested = last_json(run(env, "datahub", "ingest", str(feeds), "--json").stdout)
+    # The intake took case reports in, so it traced those cases' contacts.
+    assert isinstance(ingested["traced_cases"], int) and ingested["traced_cases"] > 0
 
     linked = last_json(run(env, "analysis", "link", "--json").stdout)
     assert isinstance(linked["records"], int) and linked["records"] > 10_000
@@ -54,6 +56,9 @@ def test_link_contacts_screen_and_evaluate_on_a_small_city(
     assert 0 <= screening["recall"] <= 1 and 0 <= screening["precision"] <= 1
     assert isinstance(evaluation["second_hop_share"], float)
     assert evaluation["second_hop_share"] < 0.02
+    assert evaluation["cases_traced"] == ingested["traced_cases"]
+    seconds = evaluation["seconds_case_to_contacts"]
+    assert isinstance(seconds, float) and 0 < seconds < 60
 
     # A case the lake holds: its contacts with evidence, two hops.
     from citybrain.analysis.contacts import cases_in_lake

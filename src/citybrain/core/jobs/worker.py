@@ -27,6 +27,7 @@ log = get_logger(__name__)
 TASK_MODULES: list[str] = [
     "citybrain.core.events.tasks",
     "citybrain.core.authz.tasks",
+    "citybrain.analysis.tasks",
 ]
 
 # Workers poll an idle SQLite queue with a growing delay; cap it so a job enqueued after a

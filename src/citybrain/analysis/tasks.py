@@ -1,0 +1,43 @@
+"""Background work of the analysis: trace a case's contacts when its report reaches the lake.
+
+The intake announces every file it takes in (``datahub.file_ingested``). A file of case reports
+or lab tests with accepted rows starts the tracing job; the handler only enqueues it, because
+the dispatcher's handlers must be short (linkage and the contact query take seconds). The job
+traces every case not traced yet, so one run catches up with several files, and a second job
+finding nothing new does nothing.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from citybrain.analysis.contacts import CASE_CATEGORIES
+from citybrain.analysis.tracing import trace_new_cases
+from citybrain.core.audit.service import SYSTEM
+from citybrain.core.events.dispatcher import subscribe
+from citybrain.core.events.models import OutboxEvent
+from citybrain.core.jobs.queue import job
+from citybrain.datahub.lake import LakePaths
+from citybrain.kit.db import get_database
+from citybrain.kit.logging import get_logger
+
+log = get_logger(__name__)
+
+# Case reports, and positive tests that may date a case earlier, start a trace.
+TRIGGER_CATEGORIES = frozenset({*CASE_CATEGORIES, "lab_test"})
+
+
+@job(retries=3, retry_delay=10)
+def trace_cases() -> int:
+    """Trace every case in the lake not traced yet; returns how many were traced."""
+    traced = trace_new_cases(LakePaths.default(), get_database(), SYSTEM)
+    log.info("analysis.cases_traced", cases=len(traced))
+    return len(traced)
+
+
+@subscribe("datahub.file_ingested", name="analysis.trace_on_arrival")
+def trace_on_arrival(session: Session, event: OutboxEvent) -> None:
+    """Start the tracing job for a file of case reports or lab tests with accepted rows."""
+    payload = event.payload or {}
+    if payload.get("category") in TRIGGER_CATEGORIES and int(payload.get("accepted") or 0) > 0:
+        trace_cases()

@@ -1,0 +1,191 @@
+"""Tracing on arrival (到案即追): when a confirmed case reaches the lake, list its close and
+secondary contacts and announce them.
+
+``trace_new_cases`` is the one service for it. It is run by the job the intake's
+``datahub.file_ingested`` event starts for case and lab-test files (``analysis.tasks``), and by
+``citybrain datahub ingest`` after a folder run, so a case is traced whether it came over the
+API or in an agency's drop folder. For every case in the lake not traced yet it:
+
+1. brings the person keys up to date (identity linkage) when files arrived since they were
+   written;
+2. lists the contacts of all new cases to two hops (``contacts.close_contacts``) and writes
+   them to ``analysis/contacts/case_<key>.parquet``;
+3. in one transaction: a ``ContactTrace`` row per case (when its first report arrived, when its
+   contacts were listed, how many), an audit row per case, and an outbox event
+   ``analysis.contacts_listed`` per case for what acts on contacts (risk facts, the screening
+   and outbound-call apps).
+
+``seconds`` on each row is the time from the ledger's commit of the file that brought the case
+to the commit of its contacts: what ``citybrain evaluate`` reports as
+``seconds_case_to_contacts``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from sqlalchemy import func, select
+
+from citybrain.analysis.contacts import CASE_CATEGORIES, cases_in_lake, close_contacts
+from citybrain.analysis.linkage import OUTPUT, run_linkage
+from citybrain.analysis.models import ContactTrace
+from citybrain.core.audit.service import Actor, Event, record_many
+from citybrain.core.events.service import publish
+from citybrain.datahub.lake import LakePaths
+from citybrain.datahub.models import IntakeFile
+from citybrain.kit import clock
+from citybrain.kit.db import Database
+
+TOPIC_CONTACTS_LISTED = "analysis.contacts_listed"
+CONTACTS_DIR = Path("analysis", "contacts")
+# Lake record ids carry the ledger id of the file that brought them in their high 32 bits.
+RECORD_SERIAL_SHIFT = 32
+
+
+@dataclass(frozen=True)
+class TraceResult:
+    """One case traced: counts and timings (no personal data)."""
+
+    case_key: int
+    close_contacts: int
+    secondary_contacts: int
+    seconds: float
+    result_path: str
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    # Lake times are the agencies' wall-clock times in China.
+    return moment.replace(tzinfo=clock.CHINA_TZ) if moment.tzinfo is None else moment
+
+
+def _stale(paths: LakePaths, database: Database, keys: Path) -> bool:
+    """Whether files were taken in after the person keys were written."""
+    if not keys.exists():
+        return True
+    with database.unit_of_work() as session:
+        latest = session.scalar(select(func.max(IntakeFile.ingested_at)))
+    written = dt.datetime.fromtimestamp(keys.stat().st_mtime, dt.UTC)
+    return latest is not None and latest > written
+
+
+def _arrivals(paths: LakePaths, keys: Path, cases: list[int]) -> dict[int, int]:
+    """Case person key -> ledger id of the file that brought its first case report."""
+    folder = paths.kind_dir("health")
+    globs = [
+        str(folder / f"category={c}" / "*" / "*.parquet")
+        for c in CASE_CATEGORIES
+        if any((folder / f"category={c}").rglob("*.parquet"))
+    ]
+    if not globs or not cases:
+        return {}
+    con = duckdb.connect()
+    try:
+        con.register("wanted", pa.table({"person_key": pa.array(cases, pa.int64())}))
+        listed = ", ".join(f"'{g}'" for g in globs)
+        rows = con.execute(
+            f"""
+            SELECT k.person_key, min(h.record_id >> {RECORD_SERIAL_SHIFT})
+            FROM read_parquet([{listed}]) h
+            JOIN read_parquet('{keys}') k USING (record_id)
+            SEMI JOIN wanted USING (person_key)
+            GROUP BY k.person_key
+            """  # noqa: S608 - our paths
+        ).fetchall()
+    finally:
+        con.close()
+    return {int(k): int(serial) for k, serial in rows}
+
+
+def trace_new_cases(
+    paths: LakePaths, database: Database, actor: Actor, *, hops: int = 2
+) -> list[TraceResult]:
+    """List the contacts of every case in the lake that has not been traced yet, record each
+    trace, audit it and announce it (``analysis.contacts_listed``). Returns what was traced,
+    oldest case first; nothing when every case is traced already."""
+    keys = paths.root / OUTPUT
+    if _stale(paths, database, keys):
+        run_linkage(paths, database, actor)
+    found = cases_in_lake(paths, database, keys)
+    with database.unit_of_work() as session:
+        done = set(session.scalars(select(ContactTrace.case_key)))
+    new = [(k, at) for k, at in found if k not in done]
+    if not new:
+        return []
+    table = close_contacts(paths, database, [k for k, _ in new], hops=hops, keys=keys)
+    arrivals = _arrivals(paths, keys, [k for k, _ in new])
+    with database.unit_of_work() as session:
+        serials = sorted(set(arrivals.values()))
+        arrived_at = {
+            serial: at
+            for serial, at in session.execute(
+                select(IntakeFile.id, IntakeFile.ingested_at).where(IntakeFile.id.in_(serials))
+            )
+        }
+    folder = paths.root / CONTACTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    cases = table.column("case")
+    written: list[tuple[int, dt.datetime, dt.datetime, pa.Table, str]] = []
+    for key, found_at in new:
+        rows = table.filter(pc.equal(cases, key))
+        relative = str(CONTACTS_DIR / f"case_{key}.parquet")
+        aside = paths.root / f"{relative}.part"
+        pq.write_table(rows, aside, compression="zstd")
+        aside.replace(paths.root / relative)  # readers never see half a file
+        serial = arrivals.get(key)
+        # A case the ledger cannot date (its report predates the ledger) arrived when found.
+        arrival = arrived_at.get(serial) if serial is not None else None
+        written.append((key, found_at, arrival or clock.now(), rows, relative))
+    results: list[TraceResult] = []
+    with database.unit_of_work() as session:
+        traced_at = clock.now()
+        events: list[Event] = []
+        for key, found_at, arrival, rows, relative in written:
+            hop = rows.column("hop")
+            close = len(pc.unique(rows.filter(pc.equal(hop, 1)).column("contact")))
+            secondary = len(pc.unique(rows.filter(pc.equal(hop, 2)).column("contact")))
+            seconds = max(0.0, (traced_at - arrival).total_seconds())
+            session.add(
+                ContactTrace(
+                    case_key=key,
+                    found_at=_aware(found_at),
+                    arrived_at=arrival,
+                    traced_at=traced_at,
+                    seconds=seconds,
+                    close_contacts=close,
+                    secondary_contacts=secondary,
+                    result_path=relative,
+                )
+            )
+            counts = {
+                "case_key": key,
+                "close_contacts": close,
+                "secondary_contacts": secondary,
+                "seconds": round(seconds, 3),
+                "result_path": relative,
+            }
+            events.append(
+                Event(
+                    actor,
+                    "analysis.trace",
+                    object_type="contact_trace",
+                    object_id=str(key),
+                    purpose="密接追踪 contact tracing",
+                    detail=counts,
+                )
+            )
+            publish(session, TOPIC_CONTACTS_LISTED, counts, key=str(key))
+            results.append(TraceResult(key, close, secondary, seconds, relative))
+        record_many(session, events)
+    return results
+
+
+def trace_seconds(database: Database) -> list[float]:
+    """Seconds from each traced case's arrival in the lake to its contacts being listed."""
+    with database.unit_of_work() as session:
+        return [float(s) for s in session.scalars(select(ContactTrace.seconds))]

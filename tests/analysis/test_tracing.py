@@ -1,0 +1,142 @@
+"""Tracing on arrival: a case file reaching the lake gets its contacts listed and announced
+by the running worker (dispatcher -> handler -> job), within a minute, once."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from sqlalchemy import select
+
+from citybrain.analysis.contacts import cases_in_lake
+from citybrain.analysis.linkage import OUTPUT
+from citybrain.analysis.models import ContactTrace
+from citybrain.analysis.tasks import TRIGGER_CATEGORIES
+from citybrain.analysis.tracing import TOPIC_CONTACTS_LISTED, trace_new_cases, trace_seconds
+from citybrain.core.audit.models import AuditEntry
+from citybrain.core.audit.service import SYSTEM
+from citybrain.core.events.models import OutboxEvent
+from citybrain.core.jobs import EmbeddedWorker, get_queue, reset_queue
+from citybrain.core.jobs.worker import import_task_modules
+from citybrain.datahub import lake
+from citybrain.datahub.service import Intake
+from citybrain.kit.db import Database, use_database
+from citybrain.kit.settings import reset_settings
+from tests.conftest import DatabaseFactory
+
+
+@dataclass
+class City:
+    root: Path
+    paths: lake.LakePaths
+    database: Database
+    held_back: Path
+
+
+@pytest.fixture(scope="module")
+def city(
+    database_factory: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[City]:
+    """A small city whose case reports and lab tests are held back from the first intake."""
+    from citybrain.simulate.config import SimulationConfig
+    from citybrain.simulate.run import run_simulation
+    from tests.simulate.conftest import geo_input
+
+    root = tmp_path_factory.mktemp("tracing")
+    feeds = root / "feeds"
+    run_simulation(
+        SimulationConfig(people=4000, days=18, seed=11), geo_input(), feeds, root / "truth"
+    )
+    held_back = root / "held_back"
+    for category in TRIGGER_CATEGORIES:
+        if (feeds / category).is_dir():
+            shutil.move(feeds / category, held_back / category)
+    database = database_factory.new_database()
+    with pytest.MonkeyPatch.context() as patch:
+        # The job finds the lake and the database the way a worker process does.
+        patch.setenv("CITYBRAIN_DATA_DIR", str(root / "var"))
+        reset_settings()
+        paths = lake.LakePaths.default()
+        Intake(paths).ingest_folder(database, feeds)
+        with use_database(database):
+            yield City(root, paths, database, held_back)
+    reset_settings()
+    database.dispose()
+
+
+def _wait_for(condition: Any, timeout: float) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            pytest.fail(f"condition not met within {timeout} s")
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def _traces(database: Database) -> list[ContactTrace]:
+    with database.unit_of_work() as session:
+        rows = list(session.scalars(select(ContactTrace).order_by(ContactTrace.case_key)))
+        session.expunge_all()
+    return rows
+
+
+def test_a_case_file_arriving_gets_its_contacts_listed_within_a_minute(
+    city: City, tmp_path: Path
+) -> None:
+    import_task_modules()
+    reset_queue(f"sqlite:///{tmp_path / 'jobs.db'}")
+    worker = EmbeddedWorker(workers=1, periodic=False)  # with the events dispatcher
+    worker.start()
+    try:
+        # Files without cases start nothing: the queue stays empty.
+        assert _traces(city.database) == []
+        assert get_queue().pending_count() == 0
+        Intake(city.paths).ingest_folder(city.database, city.held_back)
+        waited = _wait_for(lambda: len(_traces(city.database)) > 0, timeout=60)
+        # The job traces every case at once; wait for its last event to be committed.
+        _wait_for(lambda: get_queue().pending_count() == 0, timeout=60)
+    finally:
+        worker.stop()
+        reset_queue()
+    assert waited < 60
+    traces = _traces(city.database)
+    keys = city.paths.root / OUTPUT
+    cases = [k for k, _ in cases_in_lake(city.paths, city.database, keys)]
+    assert cases and [t.case_key for t in traces] == sorted(cases)
+    with city.database.unit_of_work() as session:
+        events = {
+            e.key: e.payload
+            for e in session.scalars(
+                select(OutboxEvent).where(OutboxEvent.topic == TOPIC_CONTACTS_LISTED)
+            )
+        }
+        audited = set(
+            session.scalars(
+                select(AuditEntry.object_id).where(AuditEntry.action == "analysis.trace")
+            )
+        )
+    assert set(events) == {str(t.case_key) for t in traces} == audited
+    listed_any = 0
+    for trace in traces:
+        assert 0 < trace.seconds < 60
+        assert trace.arrived_at <= trace.traced_at
+        rows = pq.read_table(city.paths.root / trace.result_path)
+        assert set(rows.column("case").to_pylist()) <= {trace.case_key}
+        hop = rows.column("hop")
+        close = len(pc.unique(rows.filter(pc.equal(hop, 1)).column("contact")))
+        second = len(pc.unique(rows.filter(pc.equal(hop, 2)).column("contact")))
+        assert (trace.close_contacts, trace.secondary_contacts) == (close, second)
+        payload = events[str(trace.case_key)]
+        assert payload["close_contacts"] == close and payload["secondary_contacts"] == second
+        listed_any += close
+    assert listed_any > 0
+    assert sorted(trace_seconds(city.database)) == sorted(t.seconds for t in traces)
+    # Once traced, a case is not traced again.
+    assert trace_new_cases(city.paths, city.database, SYSTEM) == []
