@@ -673,6 +673,86 @@ def analysis_screen(
         )
 
 
+@analysis_app.command("timeline")
+def analysis_timeline(
+    person: Annotated[int | None, typer.Argument(help="person key 人员编号")] = None,
+    record: Annotated[
+        int | None, typer.Option("--record", help="or: the person holding this record id")
+    ] = None,
+    since: Annotated[
+        dt.datetime | None, typer.Option(formats=["%Y-%m-%d"], help="from this day")
+    ] = None,
+    until: Annotated[
+        dt.datetime | None, typer.Option(formats=["%Y-%m-%d"], help="up to this day")
+    ] = None,
+    purpose: Annotated[str, typer.Option(help="why (流调, 密接排查…), audited")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary last")] = False,
+) -> None:
+    """A person's trajectory (个人轨迹): every lake record linked to PERSON (or to the holder
+    of --record) across every source, in time order, with place, source, record id and the
+    linkage rule; audited (analysis.timeline) with the stated --purpose."""
+    from citybrain.analysis.timeline import audited_read
+    from citybrain.datahub.catalog import catalog
+    from citybrain.datahub.lake import LakePaths
+    from citybrain.kit.db import get_database
+    from citybrain.kit.errors import CitybrainError
+
+    _ensure_schema()
+    try:
+        with get_database().unit_of_work() as session:
+            read = audited_read(
+                session,
+                _actor(),
+                LakePaths.default(),
+                person_key=person,
+                record_id=record,
+                since=since.date() if since else None,
+                until=until.date() if until else None,
+                purpose=purpose,
+            )
+    except CitybrainError as error:
+        raise _fail(f"{error.message('zh-CN')} / {error.message('en')}") from None
+    rows = _table_json(read.table)
+    if as_json:
+        summary = {
+            "person_key": read.person_key,
+            "record_id": read.record_id,
+            "since": read.since.isoformat() if read.since else None,
+            "until": read.until.isoformat() if read.until else None,
+            "rows": len(rows),
+            "timeline": rows,
+        }
+        print(json.dumps(summary, ensure_ascii=False, sort_keys=True))
+        return
+    sources = catalog()
+    table = Table(title=f"个人轨迹 trajectory · {read.person_key}")
+    table.add_column("日期 day", no_wrap=True)
+    table.add_column("时间 time", no_wrap=True)
+    for heading in ("来源 source", "地点 place", "详情 detail", "记录 record", "关联 rule"):
+        table.add_column(heading, overflow="fold")
+    shown = read.table.to_pylist()
+    for i, r in enumerate(shown):
+        last = i + 1 == len(shown) or shown[i + 1]["day"] != r["day"]
+        first = i == 0 or shown[i - 1]["day"] != r["day"]
+        source = sources.get(r["category"])
+        until_text = ""
+        if r["end"] is not None:
+            same_day = r["time"] is not None and r["end"].date() == r["time"].date()
+            until_text = "–" + r["end"].strftime("%H:%M" if same_day else "%m-%d %H:%M")
+        table.add_row(
+            r["day"].isoformat() if first else "",
+            (r["time"].strftime("%H:%M") + until_text) if r["time"] else "全天 all day",
+            source.name if source else r["category"],
+            r["place"] or "",
+            r["detail"] or "",
+            str(r["record_id"]),
+            r["rule"],
+            end_section=last,
+        )
+    console.print(table)
+    console.print(f"{len(rows)} records / 条记录")
+
+
 def _last_lake_day(paths: Any) -> dt.date:
     """The latest day any lake part holds (the default screening day)."""
     days = [p.name.removeprefix("day=") for p in paths.lake.glob("*/*/day=*")]

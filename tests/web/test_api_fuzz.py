@@ -73,6 +73,7 @@ OPERATIONS: list[Operation] = [
     ("GET", "/api/v1/datahub/status"),
     ("GET", "/api/v1/datahub/files"),
     ("GET", "/api/v1/datahub/quarantine"),
+    ("GET", "/api/v1/analysis/timeline"),
 ]
 NOT_FUZZED: set[Operation] = {("GET", "/readyz")}  # see the module docstring
 PERSONAL_DATA = [op for op in OPERATIONS if op[1].startswith(("/api/v1/people", "/api/v1/house"))]

@@ -34,6 +34,7 @@ TEMPLATE_DIRS = [
     WEB_DIR / "templates",
     PACKAGE_DIR / "core" / "people" / "templates",
     PACKAGE_DIR / "datahub" / "templates",
+    PACKAGE_DIR / "analysis" / "templates",
 ]
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from citybrain.analysis import pages as analysis_pages
+from citybrain.analysis import routes as analysis_routes
 from citybrain.core.authz import pages as authz_pages
 from citybrain.core.people import pages as people_pages
 from citybrain.core.people import routes as people_routes
@@ -22,4 +24,6 @@ ROUTERS: list[APIRouter] = [
     people_pages.router,
     datahub_routes.router,
     datahub_pages.router,
+    analysis_routes.router,
+    analysis_pages.router,
 ]

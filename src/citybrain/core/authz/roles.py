@@ -37,6 +37,8 @@ class Permission(StrEnum):
     # The quarantine holds rows exactly as the agency sent them: raw personal data.
     DATAHUB_QUARANTINE = "datahub.quarantine"
     DATAHUB_PUSH = "datahub.push"  # agency tokens only: push feed batches
+    # A person's whole trajectory across every source (流调): city-level investigation only.
+    TRAJECTORY_READ = "trajectory.read"
 
 
 ROLE_LABELS: dict[Role, tuple[str, str]] = {
@@ -62,7 +64,9 @@ _PEOPLE_WORK = {
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
-    Role.CITY_COMMANDER: frozenset({*_PEOPLE_WORK, Permission.DATAHUB_VIEW}),
+    Role.CITY_COMMANDER: frozenset(
+        {*_PEOPLE_WORK, Permission.DATAHUB_VIEW, Permission.TRAJECTORY_READ}
+    ),
     Role.DISTRICT_OFFICER: frozenset(_PEOPLE_WORK),
     Role.STREET_OFFICER: frozenset(_PEOPLE_WORK),
     Role.GRID_WORKER: frozenset(_PEOPLE_WORK),
