@@ -140,3 +140,23 @@ def test_a_case_file_arriving_gets_its_contacts_listed_within_a_minute(
     assert sorted(trace_seconds(city.database)) == sorted(t.seconds for t in traces)
     # Once traced, a case is not traced again.
     assert trace_new_cases(city.paths, city.database, SYSTEM) == []
+
+
+def test_two_traces_at_once_trace_each_case_once(city: City) -> None:
+    """Two jobs (two case files, two worker threads) at the same moment: one traces, the
+    other waits and then finds nothing left to trace."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import delete
+
+    Intake(city.paths).ingest_folder(city.database, city.held_back)  # a no-op if taken in
+    with city.database.unit_of_work() as session:
+        session.execute(delete(ContactTrace))  # forget any earlier traces
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(
+            pool.map(lambda _: trace_new_cases(city.paths, city.database, SYSTEM), range(2))
+        )
+    traced = [r.case_key for run in runs for r in run]
+    assert sorted(traced) == [t.case_key for t in _traces(city.database)]
+    assert len(traced) == len(set(traced)) > 0
+    assert sorted(len(run) == 0 for run in runs) == [False, True]

@@ -23,6 +23,9 @@ to the commit of its contacts: what ``citybrain evaluate`` reports as
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,12 +105,31 @@ def _arrivals(paths: LakePaths, keys: Path, cases: list[int]) -> dict[int, int]:
     return {int(k): int(serial) for k, serial in rows}
 
 
+@contextmanager
+def _one_trace_at_a_time(paths: LakePaths) -> Iterator[None]:
+    # Several case files make several jobs: the later ones wait, then find nothing new,
+    # rather than link and query the same cases twice.
+    paths.root.mkdir(parents=True, exist_ok=True)
+    with open(paths.root / ".trace.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def trace_new_cases(
     paths: LakePaths, database: Database, actor: Actor, *, hops: int = 2
 ) -> list[TraceResult]:
     """List the contacts of every case in the lake that has not been traced yet, record each
     trace, audit it and announce it (``analysis.contacts_listed``). Returns what was traced,
-    oldest case first; nothing when every case is traced already."""
+    oldest case first; nothing when every case is traced already. One trace runs at a time
+    per data directory; another waits for it."""
+    with _one_trace_at_a_time(paths):
+        return _trace(paths, database, actor, hops)
+
+
+def _trace(paths: LakePaths, database: Database, actor: Actor, hops: int) -> list[TraceResult]:
     keys = paths.root / OUTPUT
     if _stale(paths, database, keys):
         run_linkage(paths, database, actor)
