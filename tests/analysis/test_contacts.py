@@ -40,10 +40,16 @@ class City:
         return [key for key, _ in self.anchors]
 
 
-@pytest.fixture(scope="module")
-def city(
-    database_factory: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[City]:
+def build_city(
+    database_factory: DatabaseFactory,
+    tmp_path_factory: pytest.TempPathFactory,
+    *,
+    people: int = 4000,
+    days: int = 18,
+    seed: int = 11,
+) -> City:
+    """A small simulated city taken in by the data centre and linked: its lake, database,
+    truth, person keys and the cases in its lake."""
     from citybrain.simulate.config import SimulationConfig
     from citybrain.simulate.run import run_simulation
     from tests.simulate.conftest import geo_input
@@ -51,14 +57,22 @@ def city(
     root = tmp_path_factory.mktemp("contacts")
     feeds = root / "feeds"
     run_simulation(
-        SimulationConfig(people=4000, days=18, seed=11), geo_input(), feeds, root / "truth"
+        SimulationConfig(people=people, days=days, seed=seed), geo_input(), feeds, root / "truth"
     )
     database = database_factory.new_database()
     paths = lake.LakePaths(root / "var")
     Intake(paths).ingest_folder(database, feeds)
     keys = link(paths, database).path
-    yield City(paths, database, root / "truth", keys, cases_in_lake(paths, database, keys))
-    database.dispose()
+    return City(paths, database, root / "truth", keys, cases_in_lake(paths, database, keys))
+
+
+@pytest.fixture(scope="module")
+def city(
+    database_factory: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[City]:
+    built = build_city(database_factory, tmp_path_factory)
+    yield built
+    built.database.dispose()
 
 
 def test_the_rules_load_with_names_in_both_languages() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import sqlglot
+from sqlglot.errors import ErrorLevel
 
+from citybrain.analysis.engine import DuckDBEngine, SparkEngine, unportable
 from citybrain.analysis.linkage import link
 from citybrain.analysis.screening import (
     OUTPUT_SCHEMA,
@@ -27,6 +31,7 @@ from citybrain.analysis.screening import (
 from citybrain.datahub import lake
 from citybrain.datahub.service import Intake
 from citybrain.kit.db import Database
+from tests.analysis.test_engine import spark  # noqa: F401 - the one Spark session fixture
 from tests.conftest import DatabaseFactory
 
 # The city runs from the 24th, when Wuhan, Xiaogan, Huanggang were listed and the others follow
@@ -201,6 +206,29 @@ def test_screening_is_deterministic(city: City) -> None:
     assert again.equals(city.table)
 
 
+def test_spark_gives_the_same_list(city: City, request: pytest.FixtureRequest) -> None:
+    # Two engines, one query: the same statements, transpiled by sqlglot, on Spark.
+    engine: SparkEngine = request.getfixturevalue("spark")
+    assert {"risk_area_travel", "risk_area_roaming", "fever_medicine"} <= set(
+        city.table.column("rule").to_pylist()
+    )
+    on_spark = screen(city.paths, city.database, as_of=AS_OF, keys=city.keys, engine=engine)
+    assert on_spark.equals(city.table)
+
+
+def test_every_screening_query_transpiles_to_spark(
+    city: City, caplog: pytest.LogCaptureFixture
+) -> None:
+    trace: list[str] = []
+    screen(city.paths, city.database, as_of=AS_OF, keys=city.keys, engine=DuckDBEngine(trace))
+    assert len(trace) > 10
+    with caplog.at_level(logging.WARNING, logger="sqlglot"):
+        for sql in trace:
+            assert unportable(sql) == [], sql
+            sqlglot.transpile(sql, read="duckdb", write="spark", unsupported_level=ErrorLevel.RAISE)
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
+
+
 def test_recall_and_precision_against_the_truth(city: City) -> None:
     quality = screening_quality(city.paths, city.database, city.truth, city.keys, AS_OF)
     assert quality["travellers"] >= 5
@@ -229,11 +257,16 @@ def _part(paths: lake.LakePaths, kind: str, category: str, rows: list[dict[str, 
         pq.write_table(pa.table(columns, schema=schema), folder / "part.parquet")
 
 
-def test_presumed_car_occupants(database: Database, tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["duckdb", "spark"])
+def test_presumed_car_occupants(
+    database: Database, tmp_path: Path, engine: str, request: pytest.FixtureRequest
+) -> None:
     """A car from Wuhan arrives at 10:00; the driver's phone comes back at 10:03 after days
     away; their child has no phone; their spouse's phone stayed in the city; a neighbour's
     phone came back at 10:05 but off a train. Only the driver and the child are presumed
-    aboard, with the toll record as evidence; a car from an unlisted city presumes no one."""
+    aboard, with the toll record as evidence; a car from an unlisted city presumes no one.
+    The same on both engines."""
+    chosen = request.getfixturevalue("spark") if engine == "spark" else DuckDBEngine()
     paths = lake.LakePaths(tmp_path / "var")
     arrive = dt.datetime(2020, 1, 28, 10, 0)
     day0 = dt.datetime(2020, 1, 20, 8, 0)
@@ -314,7 +347,7 @@ def test_presumed_car_occupants(database: Database, tmp_path: Path) -> None:
         ),
         keys,
     )
-    table = screen(paths, database, as_of=dt.date(2020, 1, 29), keys=keys)
+    table = screen(paths, database, as_of=dt.date(2020, 1, 29), keys=keys, engine=chosen)
     rows = {(r["person_key"], r["rule"]): r for r in table.to_pylist()}
     assert (1, "risk_area_travel") in rows
     occupants = {k for k, r in rows if r == "risk_area_car_occupant"}

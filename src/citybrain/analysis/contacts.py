@@ -17,6 +17,8 @@ lists nobody, cell presence is weak evidence only, and the second hop starts onl
 first-hop contacts and follows only rules marked ``second_hop``.
 
 Everything is keyed by person keys (``analysis/person_keys.parquet``), never by identifiers.
+The queries run on DuckDB by default or on Spark (``engine=SparkEngine()``): written once in
+DuckDB's dialect, within the portable subset ``analysis.engine`` describes.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import duckdb
 import pyarrow as pa
 import yaml
 
+from citybrain.analysis.engine import Connection, DuckDBEngine, Engine
 from citybrain.analysis.linkage import OUTPUT, link
 from citybrain.analysis.quality import load_record_owners
 from citybrain.datahub.lake import LakePaths
@@ -112,50 +115,48 @@ def _keys_path(paths: LakePaths, database: Database, keys: Path | None) -> Path:
     return path
 
 
-def _glob(paths: LakePaths, kind: str) -> str | None:
-    # A kind with no parts yet has nothing to read; read_parquet would fail on an empty glob.
-    if not any(paths.kind_dir(kind).rglob("*.parquet")):
-        return None
-    return str(paths.kind_dir(kind) / "*" / "*" / "*.parquet")
-
-
-def _connect(keys: Path) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    con.execute(
-        f"CREATE TEMP TABLE keys AS SELECT record_id, person_key FROM read_parquet('{keys}')"  # noqa: S608 - our path
-    )
+def _connect(engine: Engine | None, keys: Path, paths: LakePaths) -> Connection:
+    con = (engine or DuckDBEngine()).connect()
+    try:
+        con.parquet("key_file", keys)
+        con.create("keys", "SELECT record_id, person_key FROM key_file")
+        con.lake("health", paths, "health")
+    except BaseException:
+        con.close()
+        raise
     return con
 
 
-def _case_times(con: duckdb.DuckDBPyConnection, paths: LakePaths) -> list[tuple[int, datetime]]:
-    health = _glob(paths, "health")
-    if health is None:
-        return []
+def _case_times(con: Connection) -> list[tuple[int, datetime]]:
     cats = ", ".join(f"'{c}'" for c in CASE_CATEGORIES)
     positive = ", ".join(f"'{r}'" for r in POSITIVE_RESULTS)
-    rows = con.execute(
+    table = con.fetch(
         f"""
-        SELECT k.person_key, min(h.event_time)
-        FROM read_parquet('{health}', hive_partitioning = true) h JOIN keys k USING (record_id)
+        SELECT k.person_key, min(epoch(h.event_time))::BIGINT AS found_s
+        FROM health h JOIN keys k ON k.record_id = h.record_id
         WHERE h.event_time IS NOT NULL
           AND (h.category IN ({cats}) OR (h.category = 'lab_test' AND h.result IN ({positive})))
-        GROUP BY 1 HAVING bool_or(h.category IN ({cats}))
-        ORDER BY 2, 1
-        """  # noqa: S608 - our paths and constants
-    ).fetchall()
-    return [(int(k), t) for k, t in rows]
+        GROUP BY k.person_key HAVING bool_or(h.category IN ({cats}))
+        ORDER BY found_s, k.person_key
+        """  # noqa: S608 - constants
+    )
+    keys = table.column("person_key").to_pylist()
+    times = table.column("found_s").to_pylist()
+    return [(int(k), _from_epoch(t)) for k, t in zip(keys, times, strict=True)]
 
 
 def cases_in_lake(
-    paths: LakePaths, database: Database, keys: Path | None = None
+    paths: LakePaths,
+    database: Database,
+    keys: Path | None = None,
+    *,
+    engine: Engine | None = None,
 ) -> list[tuple[int, datetime]]:
     """Every person with a confirmed or asymptomatic case report in the lake, with the time the
-    case was found: the earliest of its case reports and positive lab tests. Sorted by time."""
-    con = _connect(_keys_path(paths, database, keys))
-    try:
-        return _case_times(con, paths)
-    finally:
-        con.close()
+    case was found: the earliest of its case reports and positive lab tests. Sorted by time.
+    Runs on ``engine`` (default DuckDB)."""
+    with _connect(engine, _keys_path(paths, database, keys), paths) as con:
+        return _case_times(con)
 
 
 def _rules_table(rules: list[ContactRule]) -> pa.Table:
@@ -200,159 +201,147 @@ def _rules_table(rules: list[ContactRule]) -> pa.Table:
     )
 
 
-def _closed_table(rules: list[ContactRule]) -> pa.Table:
-    spans = [(r.name, since, until) for r in rules for since, until in r.closed]
-    return pa.table(
-        {
-            "rule": pa.array([s[0] for s in spans], pa.string()),
-            "since": pa.array([s[1] for s in spans], pa.date32()),
-            "until": pa.array([s[2] for s in spans], pa.date32()),
-        }
-    )
+def _open_days(rules: list[ContactRule], first: int, last: int) -> pa.Table:
+    """The days (numbered from 1970-01-01) from ``first`` to ``last`` on which each
+    working-days rule's setting met: weekdays outside the rule's closed spans. Made here, not
+    in SQL, because weekday functions are not portable between the engines."""
+    names: list[str] = []
+    days: list[int] = []
+    for rule in rules:
+        if not rule.working_days:
+            continue
+        for day in range(first, last + 1):
+            on = _EPOCH_DAY + timedelta(days=day)
+            if on.weekday() < 5 and not any(a <= on <= b for a, b in rule.closed):
+                names.append(rule.name)
+                days.append(day)
+    return pa.table({"rule": pa.array(names, pa.string()), "day": pa.array(days, pa.int64())})
 
 
-def _load_evidence(con: duckdb.DuckDBPyConnection, paths: LakePaths) -> None:
-    """Rosters and presences the rules use, keyed by person, as temp tables."""
-    rosters = []
-    setting = _glob(paths, "setting")
-    if setting is not None:
-        rosters.append(
-            "SELECT record_id, setting_kind, setting, grade, unit"  # noqa: S608 - our path
-            f" FROM read_parquet('{setting}', hive_partitioning = true)"
-        )
-    identity = _glob(paths, "identity")
-    if identity is not None:
-        rosters.append(
-            "SELECT record_id, setting_kind, setting, NULL AS grade, NULL AS unit"  # noqa: S608 - our path
-            f" FROM read_parquet('{identity}', hive_partitioning = true)"
-        )
-    union = " UNION ALL ".join(rosters) or (
-        "SELECT NULL::BIGINT AS record_id, NULL AS setting_kind, NULL AS setting,"
-        " NULL AS grade, NULL AS unit WHERE false"
-    )
+def _load_evidence(con: Connection, paths: LakePaths) -> None:
+    """Rosters and presences the rules use, keyed by person, as tables."""
+    con.lake("setting", paths, "setting")
+    con.lake("identity", paths, "identity")
+    con.lake("presence", paths, "presence")
     # A class is a school's grade and unit: the student roster's setting is the school.
-    con.execute(
-        f"""
-        CREATE TEMP TABLE roster AS
+    con.create(
+        "roster",
+        """
         SELECT k.person_key, r.record_id, r.setting_kind AS kind,
                concat_ws('/', r.setting_kind, r.setting, r.grade, r.unit) AS grp
-        FROM ({union}) r JOIN keys k USING (record_id)
+        FROM (SELECT record_id, setting_kind, setting, grade, unit FROM setting
+              UNION ALL
+              SELECT record_id, setting_kind, setting, CAST(NULL AS VARCHAR) AS grade,
+                     CAST(NULL AS VARCHAR) AS unit
+              FROM identity) r
+        JOIN keys k ON k.record_id = r.record_id
         JOIN rules ru ON ru.kind = r.setting_kind AND ru.source = 'setting'
         WHERE r.setting IS NOT NULL
-        """  # noqa: S608 - our paths
+        """,
     )
     # Groups bigger than a household or a class could be are collective registrations: they
     # would make everyone in them a contact of everyone else.
-    con.execute(
-        """
-        CREATE TEMP TABLE groups AS
-        SELECT r.grp, count(DISTINCT r.person_key) AS members
-        FROM roster r GROUP BY r.grp
-        """
+    con.create(
+        "groups",
+        "SELECT grp, count(DISTINCT person_key) AS members FROM roster GROUP BY grp",
     )
-    presence = _glob(paths, "presence")
-    if presence is None:
-        source = (
-            "SELECT NULL::BIGINT AS record_id, NULL AS place, NULL AS place_kind,"
-            " NULL::TIMESTAMP AS start_time, NULL::TIMESTAMP AS end_time,"
-            " NULL::INT AS carriage, NULL::INT AS row WHERE false"
-        )
-    else:
-        source = (
-            "SELECT record_id, place, place_kind, start_time, end_time, carriage, row"  # noqa: S608 - our path
-            f" FROM read_parquet('{presence}', hive_partitioning = true)"
-        )
     # Only stays with an end: a gate pass or a card tap says nothing about how long anyone
     # stayed, and a contact needs shared time.
-    con.execute(
-        f"""
-        CREATE TEMP TABLE pres AS
+    con.create(
+        "pres",
+        """
         SELECT p.record_id, k.person_key, p.place, p.place_kind,
                epoch(p.start_time)::BIGINT AS s, epoch(p.end_time)::BIGINT AS e,
-               p.carriage, p.row
-        FROM ({source}) p JOIN keys k USING (record_id)
+               p.carriage, p."row"
+        FROM presence p JOIN keys k ON k.record_id = p.record_id
         JOIN rules ru ON ru.kind = p.place_kind AND ru.source = 'presence'
         WHERE p.place IS NOT NULL AND p.start_time IS NOT NULL AND p.end_time > p.start_time
-        """  # noqa: S608 - our paths
+        """,
     )
 
 
-def _find(con: duckdb.DuckDBPyConnection, hop: int) -> None:
-    """Contacts of the people in ``seeds`` (case, person, ws, we, via) into ``found``."""
+def _find(con: Connection, seeds: str, hop: int) -> None:
+    """Contacts of the people in table ``seeds`` (case_key, person, ws, we, via) into ``found``.
+
+    Times are epoch seconds throughout, turned into timestamps only at the end."""
     second = "AND ru.second_hop" if hop == 2 else ""
-    con.execute(
+    # The days a window holds on which each working-days setting met; a window of whole weekend
+    # or holiday lists no class or office contacts. A window covers the days from the one it
+    # starts in to the one holding its last second.
+    con.create(
+        "open_windows",
         f"""
-        CREATE OR REPLACE TEMP TABLE roster_pairs AS
-        WITH mine AS (
-            SELECT sd.case_key, sd.person, sd.ws, sd.we, sd.via, r.grp, r.kind,
-                   list(r.record_id) AS recs
-            FROM seeds sd JOIN roster r ON r.person_key = sd.person
-            GROUP BY ALL)
-        SELECT m.case_key, o.person_key AS contact, ru.rule, ru.rule_zh, ru.strength,
-               m.grp AS place, m.ws AS os, m.we AS oe, m.via,
-               list_concat(any_value(m.recs), list(o.record_id)) AS evidence
-        FROM mine m
-        JOIN rules ru ON ru.kind = m.kind AND ru.source = 'setting' {second}
-        JOIN groups g ON g.grp = m.grp
-        JOIN roster o ON o.grp = m.grp AND o.person_key <> m.person
+        SELECT DISTINCT w.ws, w.we, d.rule
+        FROM (SELECT DISTINCT ws, we FROM {seeds}) w
+        JOIN open_days d ON d.day >= w.ws // 86400 AND d.day <= (w.we - 1) // 86400
+        """,  # noqa: S608 - our table name
+    )
+    # One row per record of the seed and record of the other member: ``found`` unites them.
+    con.create(
+        "roster_pairs",
+        f"""
+        SELECT sd.case_key, o.person_key AS contact, ru.rule, ru.rule_zh, ru.strength,
+               r.grp AS place, sd.ws AS os, sd.we AS oe, sd.via,
+               [r.record_id, o.record_id] AS evidence
+        FROM {seeds} sd JOIN roster r ON r.person_key = sd.person
+        JOIN rules ru ON ru.kind = r.kind AND ru.source = 'setting' {second}
+        JOIN groups g ON g.grp = r.grp
+        JOIN roster o ON o.grp = r.grp AND o.person_key <> sd.person
+        LEFT JOIN open_windows w ON w.ws = sd.ws AND w.we = sd.we AND w.rule = ru.rule
         WHERE (ru.max_members IS NULL OR g.members <= ru.max_members)
-          AND (NOT ru.working_days OR EXISTS (
-                SELECT 1 FROM (SELECT unnest(range(make_timestamp(m.ws * 1000000)::DATE::TIMESTAMP,
-                                                   make_timestamp(m.we * 1000000),
-                                                   INTERVAL 1 DAY))::DATE AS d) w
-                WHERE isodow(w.d) <= 5 AND NOT EXISTS (
-                    SELECT 1 FROM closed c WHERE c.rule = ru.rule AND w.d BETWEEN c.since
-                    AND c.until)))
-        GROUP BY m.case_key, o.person_key, ru.rule, ru.rule_zh, ru.strength, m.grp, m.ws, m.we,
-                 m.via
-        """  # noqa: S608 - constants
+          AND (NOT ru.working_days OR w.rule IS NOT NULL)
+        """,  # noqa: S608 - our table name and constants
     )
     # The seeds' own stays inside their windows, each distinct visit once: household members
     # who are all cases share rides and carriages, and the join should not run for each.
-    con.execute(
+    con.create(
+        "seed_stays",
         f"""
-        CREATE OR REPLACE TEMP TABLE seed_stays AS
         SELECT sd.case_key, sd.person, sd.via, p.record_id, p.place, p.place_kind,
-               greatest(p.s, sd.ws) AS s, least(p.e, sd.we) AS e, p.carriage, p.row
-        FROM seeds sd JOIN pres p ON p.person_key = sd.person AND p.s < sd.we AND p.e > sd.ws
+               greatest(p.s, sd.ws) AS s, least(p.e, sd.we) AS e, p.carriage, p."row"
+        FROM {seeds} sd JOIN pres p ON p.person_key = sd.person AND p.s < sd.we AND p.e > sd.ws
         JOIN rules ru ON ru.kind = p.place_kind AND ru.source = 'presence' {second}
-        """  # noqa: S608 - constants
+        """,  # noqa: S608 - our table name and constants
     )
-    con.execute(
+    con.create(
+        "visits",
         """
-        CREATE OR REPLACE TEMP TABLE visits AS
-        SELECT row_number() OVER (ORDER BY place, s, e, carriage, row) AS visit, *
-        FROM (SELECT DISTINCT place, place_kind, s, e, carriage, row FROM seed_stays)
-        """
+        SELECT row_number() OVER (ORDER BY place, s, e, carriage, "row") AS visit,
+               place, place_kind, s, e, carriage, "row"
+        FROM (SELECT DISTINCT place, place_kind, s, e, carriage, "row" FROM seed_stays) d
+        """,
     )
-    con.execute(
+    # Every bucket a stay covers (a stay ends after it starts, so the series is never empty).
+    con.create(
+        "visit_buckets",
         """
-        CREATE OR REPLACE TEMP TABLE visit_buckets AS
-        SELECT v.visit, v.place, unnest(range(v.s // ru.bucket_s, v.e // ru.bucket_s + 1)) AS b
+        SELECT v.visit, v.place,
+               unnest(generate_series(v.s // ru.bucket_s, v.e // ru.bucket_s)) AS b
         FROM visits v JOIN rules ru ON ru.kind = v.place_kind AND ru.source = 'presence'
-        """
+        """,
     )
     # Candidates only at the places visited and inside the span of the visits there.
-    con.execute(
+    con.create(
+        "cand_buckets",
         """
-        CREATE OR REPLACE TEMP TABLE cand_buckets AS
         WITH span AS (SELECT place, min(s) AS s, max(e) AS e FROM visits GROUP BY place)
-        SELECT p.record_id, p.person_key, p.place, p.s, p.e, p.carriage, p.row,
-               unnest(range(greatest(p.s, span.s) // ru.bucket_s,
-                            least(p.e, span.e) // ru.bucket_s + 1)) AS b
+        SELECT p.record_id, p.person_key, p.place, p.s, p.e, p.carriage, p."row",
+               unnest(generate_series(greatest(p.s, span.s) // ru.bucket_s,
+                                      least(p.e, span.e) // ru.bucket_s)) AS b
         FROM pres p JOIN span ON span.place = p.place AND p.s < span.e AND p.e > span.s
         JOIN rules ru ON ru.kind = p.place_kind AND ru.source = 'presence'
-        """
+        """,
     )
-    con.execute(
+    con.create(
+        "crowd",
         """
-        CREATE OR REPLACE TEMP TABLE crowd AS
-        SELECT place, b, count(DISTINCT person_key) AS people FROM cand_buckets GROUP BY ALL
-        """
+        SELECT place, b, count(DISTINCT person_key) AS people
+        FROM cand_buckets GROUP BY place, b
+        """,
     )
-    con.execute(
+    con.create(
+        "visit_pairs",
         """
-        CREATE OR REPLACE TEMP TABLE visit_pairs AS
         SELECT DISTINCT v.visit, c.record_id, c.person_key,
                greatest(v.s, c.s) AS os, least(v.e, c.e) AS oe
         FROM visit_buckets vb
@@ -362,34 +351,35 @@ def _find(con: duckdb.DuckDBPyConnection, hop: int) -> None:
         JOIN rules ru ON ru.kind = v.place_kind AND ru.source = 'presence'
         WHERE least(v.e, c.e) - greatest(v.s, c.s) >= greatest(ru.min_overlap_s, 1)
           AND (NOT ru.same_carriage OR c.carriage = v.carriage)
-          AND (ru.rows_apart IS NULL OR abs(c.row - v.row) <= ru.rows_apart)
+          AND (ru.rows_apart IS NULL OR abs(c."row" - v."row") <= ru.rows_apart)
           AND (ru.crowd_cap IS NULL OR cr.people <= ru.crowd_cap)
-        """
+        """,
     )
-    con.execute(
+    con.create(
+        "presence_pairs",
         """
-        CREATE OR REPLACE TEMP TABLE presence_pairs AS
         SELECT ss.case_key, vp.person_key AS contact, ru.rule, ru.rule_zh, ru.strength,
                ss.place, vp.os, vp.oe, ss.via, [ss.record_id, vp.record_id] AS evidence
         FROM seed_stays ss
         JOIN visits v ON v.place = ss.place AND v.s = ss.s AND v.e = ss.e
-             AND v.carriage IS NOT DISTINCT FROM ss.carriage AND v.row IS NOT DISTINCT FROM ss.row
+             AND v.carriage IS NOT DISTINCT FROM ss.carriage
+             AND v."row" IS NOT DISTINCT FROM ss."row"
         JOIN visit_pairs vp ON vp.visit = v.visit
         JOIN rules ru ON ru.kind = ss.place_kind AND ru.source = 'presence'
         WHERE vp.person_key <> ss.person
-        """
+        """,
     )
-    con.execute(
+    columns = "case_key, contact, rule, rule_zh, strength, place, os, oe, via, evidence"
+    con.create(
+        "found",
         f"""
-        CREATE OR REPLACE TEMP TABLE found AS
-        SELECT case_key, contact, {hop}::TINYINT AS hop, rule, rule_zh, strength, place,
-               make_timestamp(min(os) * 1000000) AS start,
-               make_timestamp(max(oe) * 1000000) AS "end",
-               min(via) AS via, list_sort(list_distinct(flatten(list(evidence)))) AS evidence
-        FROM (SELECT * FROM roster_pairs UNION ALL BY NAME SELECT * FROM presence_pairs)
+        SELECT case_key, contact, CAST({hop} AS TINYINT) AS hop, rule, rule_zh, strength, place,
+               min(os) AS os, max(oe) AS oe, min(via) AS via,
+               list_sort(list_distinct(flatten(list(evidence)))) AS evidence
+        FROM (SELECT {columns} FROM roster_pairs UNION ALL SELECT {columns} FROM presence_pairs) p
         WHERE contact <> case_key
         GROUP BY case_key, contact, rule, rule_zh, strength, place
-        """  # noqa: S608 - constants
+        """,  # noqa: S608 - constants
     )
 
 
@@ -404,6 +394,7 @@ def close_contacts(
     since: datetime | None = None,
     keys: Path | None = None,
     rules: list[ContactRule] | None = None,
+    engine: Engine | None = None,
 ) -> pa.Table:
     """Close contacts (hop 1) and, with ``hops=2``, secondary contacts (hop 2) of ``cases``
     (person keys).
@@ -418,16 +409,13 @@ def close_contacts(
     only); ``place`` (a place, or ``kind/setting/...`` of a roster group); ``start`` and
     ``end`` of the shared time; ``via`` (for hop 2, the close contact linking them);
     ``evidence`` (the lake record ids of both sides). Sorted, so equal input gives equal output.
+    The queries run on ``engine`` (default DuckDB; ``SparkEngine`` gives the same table).
     """
     if hops not in (1, 2):
         raise ValueError("hops must be 1 or 2")
-    con = _connect(_keys_path(paths, database, keys))
-    try:
-        con.register("rules_arrow", _rules_table(rules if rules is not None else load_rules()))
-        con.execute("CREATE TEMP TABLE rules AS SELECT * FROM rules_arrow")
-        con.register("closed_arrow", _closed_table(rules if rules is not None else load_rules()))
-        con.execute("CREATE TEMP TABLE closed AS SELECT * FROM closed_arrow")
-        found_at = dict(_case_times(con, paths))
+    rules = rules if rules is not None else load_rules()
+    with _connect(engine, _keys_path(paths, database, keys), paths) as con:
+        found_at = dict(_case_times(con))
         wanted = sorted(set(cases))
         anchors: list[datetime] = []
         for case in wanted:
@@ -437,70 +425,82 @@ def close_contacts(
             anchors.append(anchor)
         before = timedelta(days=window_days_before)
         after = timedelta(days=window_days_after)
+        starts = [_epoch(a - before) for a in anchors]
+        ends = [_epoch(a + after) for a in anchors]
+        con.register("rules", _rules_table(rules))
+        # Second-hop windows lie inside the first hop's: one calendar serves both.
+        first, last = (min(starts) // 86400, (max(ends) - 1) // 86400) if wanted else (0, -1)
+        con.register("open_days", _open_days(rules, first, last))
         con.register(
-            "seeds_arrow",
+            "seeds_1",
             pa.table(
                 {
                     "case_key": pa.array(wanted, pa.int64()),
                     "person": pa.array(wanted, pa.int64()),
-                    "ws": pa.array([_epoch(a - before) for a in anchors], pa.int64())
-                    if wanted
-                    else pa.array([], pa.int64()),
-                    "we": pa.array([_epoch(a + after) for a in anchors], pa.int64())
-                    if wanted
-                    else pa.array([], pa.int64()),
+                    "ws": pa.array(starts, pa.int64()),
+                    "we": pa.array(ends, pa.int64()),
                     "via": pa.array([None] * len(wanted), pa.int64()),
                 }
             ),
         )
-        con.execute("CREATE TEMP TABLE seeds AS SELECT * FROM seeds_arrow")
         _load_evidence(con, paths)
-        _find(con, 1)
-        con.execute("CREATE TEMP TABLE result AS SELECT * FROM found")
+        _find(con, "seeds_1", 1)
+        con.create("result", "SELECT * FROM found")
         if hops == 2:
             # The second hop starts from strong close contacts only: a weak lead (a shared cell)
             # is not someone to trace further, or two hops would reach the whole city.
-            con.execute(
+            con.create(
+                "seeds_2",
                 """
-                CREATE OR REPLACE TEMP TABLE seeds AS
-                SELECT f.case_key, f.contact AS person,
-                       min(epoch(f.start))::BIGINT AS ws, any_value(s.we) AS we,
+                SELECT f.case_key, f.contact AS person, min(f.os) AS ws, max(s.we) AS we,
                        f.contact AS via
-                FROM result f JOIN seeds_arrow s ON s.case_key = f.case_key
+                FROM result f JOIN seeds_1 s ON s.case_key = f.case_key
                 JOIN rules ru ON ru.rule = f.rule
                 WHERE f.strength = 'strong' AND ru.second_hop
                 GROUP BY f.case_key, f.contact
-                """
+                """,
             )
-            _find(con, 2)
-            con.execute(
+            _find(con, "seeds_2", 2)
+            con.create(
+                "result_2",
                 """
-                INSERT INTO result
+                SELECT * FROM result
+                UNION ALL
                 SELECT f.* FROM found f
-                WHERE f.contact NOT IN (SELECT s.case_key FROM seeds_arrow s)
+                WHERE NOT EXISTS (SELECT 1 FROM seeds_1 s WHERE s.case_key = f.contact)
                   AND NOT EXISTS (SELECT 1 FROM result r
                                   WHERE r.case_key = f.case_key AND r.contact = f.contact)
-                """
+                """,
             )
-        table = con.sql(
-            """
+        table = con.fetch(
+            f"""
             SELECT case_key AS "case", contact, hop, rule, rule_zh, strength, place,
-                   start, "end", via, evidence
-            FROM result
-            ORDER BY "case", hop, contact, rule, place, start
-            """
-        ).to_arrow_table()
-    finally:
-        con.close()
+                   os AS "start", oe AS "end", via, evidence
+            FROM {"result_2" if hops == 2 else "result"}
+            ORDER BY "case", hop, contact, rule, place, "start"
+            """  # noqa: S608 - our table names
+        )
+    # Epoch seconds to the lake's naive wall-clock timestamps, the same on either engine.
+    for name in ("start", "end"):
+        index = table.schema.get_field_index(name)
+        table = table.set_column(index, name, table.column(name).cast(pa.timestamp("s")))
     return table.cast(OUTPUT_SCHEMA)
 
 
+_EPOCH_DAY = date(1970, 1, 1)
+
+
 def _epoch(moment: datetime) -> int:
-    # Lake timestamps are naive wall-clock times, read by DuckDB as if UTC: so here too,
+    # Lake timestamps are naive wall-clock times, read by both engines as if UTC: so here too,
     # whatever the machine's time zone.
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC).replace(tzinfo=None)
     return int(moment.replace(tzinfo=UTC).timestamp())
+
+
+def _from_epoch(seconds: int) -> datetime:
+    # The inverse of _epoch: a naive wall-clock time, as the lake holds them.
+    return datetime(1970, 1, 1) + timedelta(seconds=seconds)
 
 
 def contact_quality(

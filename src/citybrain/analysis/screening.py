@@ -14,6 +14,8 @@ community and compound (``by_compound``).
 Homes: the registry's address (decrypted from the linkage store in memory only) is matched to
 the compound whose address is its longest prefix; the geography comes from the operational
 database, or, when the database has not loaded it, from the generated dataset it would load.
+The queries run on DuckDB by default or on Spark (``engine=SparkEngine()``): written once in
+DuckDB's dialect, within the portable subset ``analysis.engine`` describes.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import pyarrow as pa
 import yaml
 from sqlalchemy import select
 
+from citybrain.analysis.engine import Connection, DuckDBEngine, Engine
 from citybrain.analysis.linkage import OUTPUT
 from citybrain.analysis.quality import load_record_owners
 from citybrain.core.geo.models import Area, Compound
@@ -227,234 +230,269 @@ def load_risk_areas(path: Path | None = None) -> list[RiskArea]:
 
 
 def _risk_table(areas: Sequence[RiskArea]) -> pa.Table:
+    # Listed days as day numbers from 1970-01-01, compared with a record's ``seen // 86400``.
+    epoch = dt.date(1970, 1, 1)
     return pa.table(
         {
             "area": pa.array([a.area for a in areas], pa.string()),
             "stem": pa.array([a.stem for a in areas], pa.string()),
-            "start": pa.array([a.start for a in areas], pa.date32()),
-            "end": pa.array([a.end for a in areas], pa.date32()),
+            "start_day": pa.array([(a.start - epoch).days for a in areas], pa.int64()),
+            "end_day": pa.array(
+                [(a.end - epoch).days if a.end else None for a in areas], pa.int64()
+            ),
         }
     )
 
 
-def _category_globs(paths: LakePaths, rule: Rule) -> list[str]:
-    """The parts of the rule's categories that exist (a city may lack a feed)."""
-    globs = []
-    for category in rule.categories:
-        folder = paths.kind_dir(rule.kind) / f"category={category}"
-        if any(folder.rglob("*.parquet")):
-            globs.append(str(folder / "*" / "*.parquet"))
-    return globs
+def _quote(value: str) -> str:
+    """``value`` as a SQL string literal (sqlglot rewrites the escaping for Spark)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _timestamp(moment: dt.datetime) -> str:
+    """A naive timestamp literal, compared as is with the lake's naive times."""
+    return f"TIMESTAMP '{moment.isoformat(sep=' ')}'"
+
+
+def _seconds(moment: dt.datetime) -> int:
+    # Lake times are naive wall-clock times that both engines read as UTC; so here too.
+    return int(moment.replace(tzinfo=dt.UTC).timestamp())
+
+
+def _has_parts(paths: LakePaths, kind: str, categories: Iterable[str]) -> bool:
+    """Whether any of ``categories`` of ``kind`` has parts (a city may lack a feed)."""
+    return any(any((paths.kind_dir(kind) / f"category={c}").rglob("*.parquet")) for c in categories)
+
+
+def _in(values: Iterable[str]) -> str:
+    return ", ".join(_quote(v) for v in values)
+
+
+# Per-record tables: ``hit`` (the records that met a rule in the window), ``dated`` (dated
+# journeys that passed a risk area's city, see ``_collect``) and ``co_keyed`` (co-travellers,
+# already keyed by person). Times are epoch seconds (``seen``) until the end.
+HIT_SCHEMA = pa.schema(
+    [
+        ("record_id", pa.int64()),
+        ("rule", pa.string()),
+        ("category", pa.string()),
+        ("seen", pa.int64()),
+        ("place", pa.string()),
+        ("evidence", pa.string()),
+        ("areas", pa.list_(pa.string())),
+        ("stems", pa.list_(pa.string())),
+        ("undated", pa.bool_()),
+    ]
+)
+DATED_SCHEMA = pa.schema(
+    [
+        ("record_id", pa.int64()),
+        ("seen", pa.int64()),
+        ("stem", pa.string()),
+        ("hit", pa.bool_()),
+    ]
+)
+CO_SCHEMA = pa.schema([("person_key", pa.int64()), *HIT_SCHEMA])
+HIT_COLUMNS = ", ".join(HIT_SCHEMA.names)
+
+
+def _union(con: Connection, name: str, parts: list[str], schema: pa.Schema) -> None:
+    """Table ``name``: the rows of tables ``parts``, or none, with ``schema``'s columns."""
+    empty = f"{name}_none"
+    con.register(empty, schema.empty_table())
+    columns = ", ".join(schema.names)
+    selects = [f"SELECT {columns} FROM {table}" for table in [empty, *parts]]  # noqa: S608 - ours
+    con.create(name, " UNION ALL ".join(selects))
 
 
 def _collect(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     paths: LakePaths,
     rule: Rule,
+    n: int,
     start: dt.datetime,
     end: dt.datetime,
     lookback: dt.datetime,
-) -> None:
-    """Insert the rule's records of the window [``start``, ``end``) that meet its condition
-    into ``hit``; for a rule with undated categories, also its dated records from
-    ``lookback`` on that pass a risk area's city into ``dated`` (see ``_explained``)."""
-    globs = _category_globs(paths, rule)
-    if not globs:
-        return
-    listed = ", ".join(f"'{g}'" for g in globs)
+) -> tuple[str | None, str | None]:
+    """Tables ``hit_<n>``, the rule's records of the window [``start``, ``end``) that meet its
+    condition, and, for a risk-area rule, ``dated_<n>``, its dated records (from ``lookback``
+    on for a rule with undated categories) that pass a risk area's city: they can explain an
+    undated record (see ``screen``). Returns their names (None for a table not made)."""
+    if not _has_parts(paths, rule.kind, rule.categories):
+        return None, None
     at = f"coalesce({', '.join(rule.time)})" if len(rule.time) > 1 else rule.time[0]
     shown = ", ".join(f"CAST({c} AS VARCHAR)" for c in rule.evidence)
     # The evidence line a field worker reads: source, time, then the rule's columns.
     evidence = f"concat_ws(' ', category, strftime({at}, '%Y-%m-%d %H:%M'), {shown})"
     # Only health records carry a result (the medicine bought); other kinds have none.
-    result = "CAST(result AS VARCHAR)" if rule.kind == "health" else "NULL"
-    undated = ", ".join(f"'{c}'" for c in rule.undated) or "NULL"
-    con.execute(
+    result = "CAST(result AS VARCHAR)" if rule.kind == "health" else "CAST(NULL AS VARCHAR)"
+    undated = f"category IN ({_in(rule.undated)})" if rule.undated else "false"
+    since = lookback if rule.undated else start
+    win = f"win_{n}"
+    con.create(
+        win,
         f"""
-        CREATE OR REPLACE TEMP TABLE win AS
-        SELECT record_id, category, {at} AS seen, CAST({rule.place} AS VARCHAR) AS place,
-               {evidence} AS evidence, {result} AS result,
-               {at} >= ? AS in_window, coalesce(category IN ({undated}), false) AS undated
-        FROM read_parquet([{listed}], hive_partitioning = true, union_by_name = true)
-        WHERE {at} >= ? AND {at} < ?
-        """,  # noqa: S608 - our lake paths and the rule's checked column names
-        [start, lookback if rule.undated else start, end],
+        SELECT record_id, category, epoch({at})::BIGINT AS seen,
+               CAST({rule.place} AS VARCHAR) AS place, {evidence} AS evidence,
+               {result} AS result, {at} >= {_timestamp(start)} AS in_window,
+               {undated} AS undated
+        FROM {rule.kind}
+        WHERE category IN ({_in(rule.categories)})
+          AND {at} >= {_timestamp(since)} AND {at} < {_timestamp(end)}
+        """,  # noqa: S608 - the rule's checked column names, quoted values
     )
+    # A risk area counts when listed on the record's day (day numbers from 1970-01-01).
+    listed = (
+        "r.start_day <= w.seen // 86400 AND (r.end_day IS NULL OR w.seen // 86400 <= r.end_day)"
+    )
+    dated = None
     if rule.condition == "risk_area":
-        # Every stop of a route is checked; an area counts when listed on the record's day.
+        # Every stop of a route is checked.
         stop = "place"
         if rule.separator:
-            separator = rule.separator.replace("'", "''")
-            stop = f"unnest(string_split(place, '{separator}'))"
-        con.execute(
+            stop = f"unnest(string_split(place, {_quote(rule.separator)}))"
+        stops = f"stops_{n}"
+        con.create(
+            stops,
             f"""
-            CREATE OR REPLACE TEMP TABLE stops AS
             SELECT w.record_id, w.seen, w.in_window, w.undated, r.stem, r.area,
-                   r.start <= CAST(w.seen AS DATE)
-                   AND (r."end" IS NULL OR CAST(w.seen AS DATE) <= r."end") AS listed
+                   {listed} AS listed
             FROM (SELECT record_id, seen, in_window, undated, trim(stop) AS stop
-                  FROM (SELECT record_id, seen, in_window, undated, {stop} AS stop FROM win)) w
+                  FROM (SELECT record_id, seen, in_window, undated, {stop} AS stop
+                        FROM {win}) s) w
             JOIN risk r ON starts_with(w.stop, r.stem)
-            """  # noqa: S608 - the rule's separator, quoted
+            """,  # noqa: S608 - our table names, the rule's separator quoted
         )
-        con.execute(
-            """
-            INSERT INTO dated
-            SELECT record_id, seen, stem, bool_or(listed AND in_window) FROM stops
+        # Every dated journey through a risk area's city can explain another rule's undated
+        # record, whichever rule reads it.
+        dated = f"dated_{n}"
+        con.create(
+            dated,
+            f"""
+            SELECT record_id, seen, stem, bool_or(listed AND in_window) AS hit FROM {stops}
             WHERE NOT undated GROUP BY record_id, seen, stem
-            """
+            """,  # noqa: S608 - our table names
         )
-        matched = """
+        matched = f"""
             SELECT record_id, list_sort(list_distinct(list(area))) AS areas,
                    list_sort(list_distinct(list(stem))) AS stems
-            FROM stops WHERE listed AND in_window GROUP BY record_id
-        """
+            FROM {stops} WHERE listed AND in_window GROUP BY record_id
+        """  # noqa: S608 - our table names
     elif rule.condition == "mentions_risk_area":
-        matched = """
+        matched = f"""
             SELECT w.record_id, list_sort(list_distinct(list(r.area))) AS areas,
                    CAST([] AS VARCHAR[]) AS stems
-            FROM win w JOIN risk r ON contains(w.place, r.stem)
-                AND r.start <= CAST(w.seen AS DATE)
-                AND (r."end" IS NULL OR CAST(w.seen AS DATE) <= r."end")
+            FROM {win} w JOIN risk r ON contains(w.place, r.stem) AND {listed}
             GROUP BY w.record_id
-        """
+        """  # noqa: S608 - our table names
     elif rule.condition == "result_in":
-        values = ", ".join("'" + v.replace("'", "''") + "'" for v in rule.values)
         matched = f"""
             SELECT record_id, CAST([] AS VARCHAR[]) AS areas, CAST([] AS VARCHAR[]) AS stems
-            FROM win WHERE result IN ({values})
+            FROM {win} WHERE result IN ({_in(rule.values)})
         """  # noqa: S608 - values from the rules file, quoted
     else:
         matched = (
-            "SELECT record_id, CAST([] AS VARCHAR[]) AS areas, CAST([] AS VARCHAR[]) AS stems"
-            " FROM win"
+            "SELECT record_id, CAST([] AS VARCHAR[]) AS areas, CAST([] AS VARCHAR[]) AS stems"  # noqa: S608 - our table names
+            f" FROM {win}"
         )
-    con.execute(
+    hit = f"hit_{n}"
+    con.create(
+        hit,
         f"""
-        INSERT INTO hit
-        SELECT w.record_id, ? AS rule, w.category, w.seen, w.place, w.evidence, m.areas,
-               m.stems, w.undated
-        FROM win w JOIN ({matched}) m USING (record_id)
+        SELECT w.record_id, {_quote(rule.id)} AS rule, w.category, w.seen, w.place,
+               w.evidence, m.areas, m.stems, w.undated
+        FROM {win} w JOIN ({matched}) m ON m.record_id = w.record_id
         WHERE w.in_window
         """,  # noqa: S608 - built above from checked parts
-        [rule.id],
     )
-
-
-def _category_parts(paths: LakePaths, kind: str, categories: Iterable[str]) -> str | None:
-    """A DuckDB list literal of the parts of ``categories`` of ``kind``, None if none exist."""
-    globs = []
-    for category in categories:
-        folder = paths.kind_dir(kind) / f"category={category}"
-        if any(folder.rglob("*.parquet")):
-            globs.append(f"'{folder}/*/*.parquet'")
-    return f"[{', '.join(globs)}]" if globs else None
+    return hit, dated
 
 
 def _co_travellers(
-    con: duckdb.DuckDBPyConnection,
-    paths: LakePaths,
-    co: CoTravellerRule,
-    keys: Path,
-    start: dt.datetime,
-) -> None:
-    """Insert the presumed occupants of ``co`` into ``co_keyed`` (already keyed by person)."""
-    cells = _category_parts(paths, "presence", co.presence)
-    if cells is None:
-        return
-    registry = _category_parts(paths, "identity", [co.household])
-    reg = (
-        f"""SELECT DISTINCT k.person_key, r.setting
-            FROM read_parquet({registry}, hive_partitioning = true) r
-            JOIN read_parquet('{keys}') k USING (record_id)
-            WHERE r.setting IS NOT NULL"""  # noqa: S608 - our paths
-        if registry is not None
-        else "SELECT NULL::BIGINT AS person_key, NULL::VARCHAR AS setting WHERE false"
-    )
-    tickets = _category_parts(paths, "travel", co.explained_by)
-    journeys = (
-        f"""SELECT k.person_key, t.arrive
-            FROM read_parquet({tickets}, hive_partitioning = true, union_by_name = true) t
-            JOIN read_parquet('{keys}') k USING (record_id)
-            WHERE t.arrive >= $since"""  # noqa: S608 - our paths
-        if tickets is not None
-        else "SELECT NULL::BIGINT AS person_key, NULL::TIMESTAMP AS arrive WHERE false"
-    )
-    cars = ", ".join(f"'{c}'" for c in co.categories)
-    away = f"INTERVAL {co.away_hours} HOUR"
-    home = f"INTERVAL {co.stayed_home_hours} HOUR"
+    con: Connection, paths: LakePaths, co: CoTravellerRule, n: int, start: dt.datetime
+) -> str | None:
+    """Table ``co_<n>``: the presumed occupants of ``co``, keyed by person (None: no cell
+    presence to tell them by)."""
+    if not _has_parts(paths, "presence", co.presence):
+        return None
     early, late = co.return_minutes
     # Presence from far enough back that a phone away since before the window shows a gap.
     since = start - dt.timedelta(hours=co.away_hours + co.stayed_home_hours + 24)
-    con.execute(
+    name = f"co_{n}"
+    con.create(
+        name,
         f"""
-        INSERT INTO co_keyed
         WITH car AS (
             SELECT record_id, category, seen, place, evidence, areas, stems
-            FROM hit WHERE rule = $rule AND category IN ({cars})
+            FROM hit WHERE rule = {_quote(co.of_rule)} AND category IN ({_in(co.categories)})
         ), cell AS (
-            SELECT k.person_key, p.start_time, p.end_time
-            FROM read_parquet({cells}, hive_partitioning = true) p
-            JOIN read_parquet('{keys}') k USING (record_id)
-            WHERE p.start_time >= $since AND p.start_time IS NOT NULL
+            SELECT k.person_key, epoch(p.start_time)::BIGINT AS s,
+                   epoch(coalesce(p.end_time, p.start_time))::BIGINT AS e
+            FROM presence p JOIN keys k ON k.record_id = p.record_id
+            WHERE p.category IN ({_in(co.presence)})
+              AND p.start_time >= {_timestamp(since)} AND p.start_time IS NOT NULL
         ), gap AS (
-            SELECT person_key, start_time,
-                   max(coalesce(end_time, start_time)) OVER (
-                       PARTITION BY person_key ORDER BY start_time
-                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS last_seen
+            SELECT person_key, s,
+                   max(e) OVER (PARTITION BY person_key ORDER BY s
+                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS last_seen
             FROM cell
-        ), journey AS ({journeys}
+        ), journey AS (
+            SELECT k.person_key, epoch(t.arrive)::BIGINT AS arrive
+            FROM travel t JOIN keys k ON k.record_id = t.record_id
+            WHERE t.category IN ({_in(co.explained_by) or "NULL"})
+              AND t.arrive >= {_timestamp(since)}
         ), back AS (
             -- A phone's first presence after an absence: it came (back) into the city, by car
             -- unless a ticket of its holder's arriving about then says otherwise.
-            SELECT g.person_key, g.start_time AS back FROM gap g
-            WHERE coalesce(g.last_seen, $since) <= g.start_time - {away}
+            SELECT g.person_key, g.s AS back FROM gap g
+            WHERE coalesce(g.last_seen, {_seconds(since)}) <= g.s - {co.away_hours * 3600}
               AND NOT EXISTS (
                 SELECT 1 FROM journey j WHERE j.person_key = g.person_key
-                AND j.arrive BETWEEN g.start_time - INTERVAL 3 HOUR
-                AND g.start_time + INTERVAL 1 HOUR)
+                AND j.arrive BETWEEN g.s - 3 * 3600 AND g.s + 3600)
         ), occupant AS (
             SELECT DISTINCT c.record_id, b.person_key FROM car c JOIN back b
-              ON b.back >= c.seen + INTERVAL ({early}) MINUTE
-             AND b.back <= c.seen + INTERVAL ({late}) MINUTE
-        ), reg AS ({reg}
+              ON b.back >= c.seen + {early * 60} AND b.back <= c.seen + {late * 60}
+        ), reg AS (
+            SELECT DISTINCT k.person_key, r.setting
+            FROM identity r JOIN keys k ON k.record_id = r.record_id
+            WHERE r.category = {_quote(co.household)} AND r.setting IS NOT NULL
         ), households AS (
             -- A group bigger than a family is a collective registration, not one car's worth.
-            SELECT setting FROM reg GROUP BY setting HAVING count(*) <= $max_members
+            SELECT setting FROM reg GROUP BY setting HAVING count(*) <= {CO_TRAVELLER_MAX_MEMBERS}
         ), family AS (
             SELECT DISTINCT o.record_id, m.person_key FROM occupant o
-            JOIN reg h ON h.person_key = o.person_key JOIN households USING (setting)
+            JOIN reg h ON h.person_key = o.person_key
+            JOIN households hh ON hh.setting = h.setting
             JOIN reg m ON m.setting = h.setting AND m.person_key <> o.person_key
         ), at_home AS (
             SELECT DISTINCT f.record_id, f.person_key FROM family f
-            JOIN car c USING (record_id) JOIN cell p USING (person_key)
-            WHERE p.start_time < c.seen AND coalesce(p.end_time, p.start_time) > c.seen - {home}
+            JOIN car c ON c.record_id = f.record_id JOIN cell p ON p.person_key = f.person_key
+            WHERE p.s < c.seen AND p.e > c.seen - {co.stayed_home_hours * 3600}
         ), aboard AS (
             SELECT record_id, person_key, 'returned' AS why FROM occupant
             UNION ALL
             SELECT record_id, person_key, 'household' AS why FROM (
-                SELECT * FROM family EXCEPT SELECT * FROM at_home EXCEPT
-                SELECT record_id, person_key FROM occupant)
+                SELECT record_id, person_key FROM family
+                EXCEPT SELECT record_id, person_key FROM at_home
+                EXCEPT SELECT record_id, person_key FROM occupant) x
         ), travelled AS (
-            SELECT DISTINCT k.person_key FROM hit h
-            JOIN read_parquet('{keys}') k USING (record_id) WHERE h.rule = $rule
+            SELECT DISTINCT k.person_key FROM hit h JOIN keys k ON k.record_id = h.record_id
+            WHERE h.rule = {_quote(co.of_rule)}
         )
-        SELECT a.person_key, c.record_id, $co AS rule, c.category, c.seen, c.place,
-               concat_ws(' ', CASE a.why WHEN 'returned' THEN $note_returned
-                                         ELSE $note_household END, c.evidence) AS evidence,
+        SELECT a.person_key, c.record_id, {_quote(co.id)} AS rule, c.category, c.seen, c.place,
+               concat_ws(' ', CASE a.why WHEN 'returned' THEN {_quote(NOTE_RETURNED)}
+                                         ELSE {_quote(NOTE_HOUSEHOLD)} END,
+                         c.evidence) AS evidence,
                c.areas, c.stems, false AS undated
-        FROM aboard a JOIN car c USING (record_id)
+        FROM aboard a JOIN car c ON c.record_id = a.record_id
         WHERE a.person_key NOT IN (SELECT person_key FROM travelled)
-        """,  # noqa: S608 - our paths, checked rule values and numbers
-        {
-            "rule": co.of_rule,
-            "co": co.id,
-            "since": since,
-            "max_members": CO_TRAVELLER_MAX_MEMBERS,
-            "note_returned": "手机随车返郑 phone came back with the car:",
-            "note_household": "同户推定同车 household presumed aboard:",
-        },
+        """,  # noqa: S608 - checked rule values, quoted, and numbers
     )
+    return name
+
+
+NOTE_RETURNED = "手机随车返郑 phone came back with the car:"
+NOTE_HOUSEHOLD = "同户推定同车 household presumed aboard:"
 
 
 # A compound as (code, community code, name, address).
@@ -560,6 +598,7 @@ def screen(
     risk_areas_path: Path | None = None,
     rules_path: Path | None = None,
     keys: Path | None = None,
+    engine: Engine | None = None,
 ) -> pa.Table:
     """Screen the lake as of the end of ``as_of``: one row per (person key, rule) met within
     the rules' window, with the evidence and the person's home community and compound.
@@ -574,7 +613,8 @@ def screen(
     origin or route, country, pharmacy...), ``categories``, ``record_ids`` and ``evidence``
     (one line per record, in time order), ``community_code``/``community_name`` and
     ``compound_code``/``compound_name`` (null when the household registry does not place the
-    person). Rows are ordered by community, compound, person key and rule.
+    person). Rows are ordered by community, compound, person key and rule. The queries run on
+    ``engine`` (default DuckDB; ``SparkEngine`` gives the same table).
     """
     rules = load_rules(rules_path)
     areas = load_risk_areas(risk_areas_path)
@@ -584,59 +624,51 @@ def screen(
     end = dt.datetime.combine(as_of + dt.timedelta(days=1), dt.time())
     start = end - dt.timedelta(days=rules.window_days)
     named: list[Rule | CoTravellerRule] = [*rules.rules, *rules.co_travellers]
-    con = duckdb.connect()
-    try:
+    compounds, area_names = _geography(database)
+    with (engine or DuckDBEngine()).connect() as con:
         con.register("risk", _risk_table(areas))
         con.register(
             "rule_names",
             pa.table(
                 {
-                    "rule": [r.id for r in named],
-                    "rule_zh": [r.name_zh for r in named],
-                    "rule_en": [r.name_en for r in named],
+                    "rule": pa.array([r.id for r in named], pa.string()),
+                    "rule_zh": pa.array([r.name_zh for r in named], pa.string()),
+                    "rule_en": pa.array([r.name_en for r in named], pa.string()),
                 }
             ),
         )
-        con.execute(
-            "CREATE TEMP TABLE hit (record_id BIGINT, rule VARCHAR, category VARCHAR,"
-            " seen TIMESTAMP, place VARCHAR, evidence VARCHAR, areas VARCHAR[],"
-            " stems VARCHAR[], undated BOOLEAN)"
-        )
-        con.execute(
-            "CREATE TEMP TABLE dated (record_id BIGINT, seen TIMESTAMP, stem VARCHAR, hit BOOLEAN)"
-        )
+        con.parquet("key_file", keys)
+        con.create("keys", "SELECT record_id, person_key FROM key_file")
+        kinds = {r.kind for r in rules.rules} | {"identity"}
+        if rules.co_travellers:
+            kinds |= {"presence", "travel"}
+        for kind in sorted(kinds):
+            con.lake(kind, paths, kind)
         # Undated records speak of the window_days before them: dated journeys that far back
         # can explain them.
         lookback = start - dt.timedelta(days=rules.window_days)
-        for rule in rules.rules:
-            _collect(con, paths, rule, start, end, lookback)
-        con.execute(
-            "CREATE TEMP TABLE co_keyed (person_key BIGINT, record_id BIGINT, rule VARCHAR,"
-            " category VARCHAR, seen TIMESTAMP, place VARCHAR, evidence VARCHAR,"
-            " areas VARCHAR[], stems VARCHAR[], undated BOOLEAN)"
-        )
-        for co in rules.co_travellers:
-            _co_travellers(con, paths, co, keys, start)
-        compounds, area_names = _geography(database)
+        hits: list[str] = []
+        dated: list[str] = []
+        for n, rule in enumerate(rules.rules):
+            hit, dated_n = _collect(con, paths, rule, n, start, end, lookback)
+            hits += [hit] if hit else []
+            dated += [dated_n] if dated_n else []
+        _union(con, "hit", hits, HIT_SCHEMA)
+        _union(con, "dated", dated, DATED_SCHEMA)
+        co = [_co_travellers(con, paths, c, n, start) for n, c in enumerate(rules.co_travellers)]
+        _union(con, "co_keyed", [c for c in co if c], CO_SCHEMA)
         con.register("homes", _homes(paths, compounds))
         con.register("names", _names_table(compounds, area_names))
-        registry = paths.kind_dir("identity") / f"category={HOME_CATEGORY}"
-        if registry.exists() and any(registry.rglob("*.parquet")):
-            parts = f"'{registry}/*/*.parquet'"
-            registry_rows = (
-                f"SELECT record_id, day FROM read_parquet({parts}, hive_partitioning = true)"  # noqa: S608
-            )
-        else:
-            registry_rows = "SELECT NULL::BIGINT AS record_id, NULL::DATE AS day WHERE false"
-        table = con.sql(
+        table = con.fetch(
             f"""
             WITH all_keyed AS (
-                SELECT k.person_key, h.* FROM hit h
-                JOIN read_parquet('{keys}') k USING (record_id)
-                UNION ALL BY NAME SELECT * FROM co_keyed
+                SELECT k.person_key, {", ".join("h." + c for c in HIT_SCHEMA.names)}
+                FROM hit h JOIN keys k ON k.record_id = h.record_id
+                UNION ALL
+                SELECT person_key, {HIT_COLUMNS} FROM co_keyed
             ), dated_keyed AS (
-                SELECT k.person_key, d.* FROM dated d
-                JOIN read_parquet('{keys}') k USING (record_id)
+                SELECT k.person_key, d.record_id, d.seen, d.stem, d.hit
+                FROM dated d JOIN keys k ON k.record_id = d.record_id
             ), undated_stems AS (
                 SELECT person_key, record_id, rule, seen, unnest(stems) AS stem
                 FROM all_keyed WHERE undated
@@ -647,24 +679,28 @@ def screen(
                        coalesce(bool_or(d.hit), false) AS any_hit
                 FROM undated_stems u LEFT JOIN dated_keyed d
                   ON d.person_key = u.person_key AND d.stem = u.stem
-                 AND d.seen >= u.seen - INTERVAL {rules.window_days} DAY
-                 AND d.seen < u.seen + INTERVAL 1 DAY
-                GROUP BY ALL
+                 AND d.seen >= u.seen - {rules.window_days * 86400}
+                 AND d.seen < u.seen + 86400
+                GROUP BY u.record_id, u.rule, u.stem
             ), explained AS (
                 -- Every city the undated record names was passed on a dated journey that
                 -- is no hit (before the window, or before the city was listed).
-                SELECT record_id, rule FROM stem_state GROUP BY ALL
+                SELECT record_id, rule FROM stem_state GROUP BY record_id, rule
                 HAVING bool_and(journeys > 0 AND NOT any_hit)
             ), keyed AS (
-                SELECT * FROM all_keyed ANTI JOIN explained USING (record_id, rule)
+                SELECT a.* FROM all_keyed a
+                WHERE NOT EXISTS (SELECT 1 FROM explained x
+                                  WHERE x.record_id = a.record_id AND x.rule = a.rule)
             ), listed AS (
+                -- Records and their evidence lines in time order: sorted as (time, record)
+                -- pairs, since neither engine keeps the order rows are aggregated in.
                 SELECT person_key, rule, count(*) AS records,
                        min(seen) AS first_time, max(seen) AS last_time,
                        list_sort(list_distinct(flatten(list(areas)))) AS areas,
                        list_sort(list_distinct(list(place))) AS places,
                        list_sort(list_distinct(list(category))) AS categories,
-                       list(record_id ORDER BY seen, record_id) AS record_ids,
-                       list(evidence ORDER BY seen, record_id) AS evidence
+                       list_sort(list({{'seen': seen, 'record_id': record_id,
+                                        'evidence': evidence}})) AS ordered
                 FROM keyed GROUP BY person_key, rule
             ), home AS (
                 -- The latest registry record that places the person; a placed record beats
@@ -678,28 +714,32 @@ def screen(
                                [(m.compound_code IS NOT NULL)::INT,
                                 (m.community_code IS NOT NULL)::INT,
                                 epoch(r.day)::BIGINT, r.record_id]) AS community_code
-                FROM ({registry_rows}) r
-                JOIN homes m USING (record_id)
-                JOIN read_parquet('{keys}') k USING (record_id)
-                WHERE k.person_key IN (SELECT person_key FROM listed)
+                FROM identity r
+                JOIN homes m ON m.record_id = r.record_id
+                JOIN keys k ON k.record_id = r.record_id
+                WHERE r.category = {_quote(HOME_CATEGORY)}
+                  AND k.person_key IN (SELECT person_key FROM listed)
                 GROUP BY k.person_key
             )
             SELECT l.person_key, l.rule, n.rule_zh, n.rule_en, l.records,
                    l.first_time, l.last_time, l.areas, l.places, l.categories,
-                   l.record_ids, l.evidence,
+                   list_transform(l.ordered, lambda x: x.record_id) AS record_ids,
+                   list_transform(l.ordered, lambda x: x.evidence) AS evidence,
                    h.community_code, cn.name AS community_name,
                    h.compound_code, pn.name AS compound_name
             FROM listed l
-            JOIN rule_names n USING (rule)
-            LEFT JOIN home h USING (person_key)
+            JOIN rule_names n ON n.rule = l.rule
+            LEFT JOIN home h ON h.person_key = l.person_key
             LEFT JOIN names cn ON cn.code = h.community_code
             LEFT JOIN names pn ON pn.code = h.compound_code
             ORDER BY h.community_code NULLS LAST, h.compound_code NULLS LAST,
                      l.person_key, l.rule
-            """  # noqa: S608 - our paths
-        ).to_arrow_table()
-    finally:
-        con.close()
+            """  # noqa: S608 - our table names and numbers
+        )
+    # Epoch seconds to the lake's naive wall-clock timestamps, the same on either engine.
+    for name in ("first_time", "last_time"):
+        index = table.schema.get_field_index(name)
+        table = table.set_column(index, name, table.column(name).cast(pa.timestamp("s")))
     return table.cast(OUTPUT_SCHEMA)
 
 
