@@ -1,53 +1,80 @@
 """Identity linkage (身份关联): one person key per real person across every source.
 
 The lake holds each record's keyed hashes of the identifiers it carried (resident ID, passport,
-phone, transit card, plate); the linkage store holds the names, decrypted here in memory only.
-Linkage gives every accepted record a person key and the rule that placed it, written as
-``analysis/person_keys.parquet`` (``record_id``, ``person_key``, ``rule``).
+phone, transit card, plate); the linkage store holds the names, birth dates, sexes and
+addresses, decrypted here in memory only (the job's DuckDB connection may not spill to disk).
+Linkage gives every accepted record a person key, the rule that placed it and the evidence it
+was placed on, written as ``analysis/person_keys.parquet``.
 
-Deterministic rules, strongest first:
+Rules, strongest first (all but ``probabilistic`` deterministic):
 
 ``id`` / ``passport``
     A valid resident ID (intake quarantines wrong check characters) is one person, and so is a
     passport; a record carrying both ties them together (connected components).
-``phone`` / ``phone+name``
+``probabilistic``
+    A record with a name but no ID or passport (a hotline tip, a clerk's register) joins the
+    ID-person its name, birth date, sex, address and phone match best, when Splink's match
+    probability is high and no other ID-person comes close (see ``linkage_probabilistic``).
+``phone``
     Families share phones and people keep two, so a phone is never an identity of its own: a
-    record with a phone but no ID joins the ID-person whose records carry that phone only when
-    exactly one ID-person does (``phone``), or, on a family phone, when its name is that of
-    exactly one of the family members seen with the phone, up to one mistyped character
-    (``phone+name``). A name that contradicts the phone's only ID-person keeps the record apart.
-    Rosters whose phone is a guardian's (pupils, care homes) are no evidence of whose it is.
+    nameless record with a phone but no ID joins the ID-person whose records carry that phone
+    only when exactly one ID-person does. Rosters whose phone is a guardian's (pupils, care
+    homes) are no evidence of whose it is.
 ``phone_pair``
     The operator's own records of a line (cell stays) are its holder's. Two lines whose stays
     coincide are one holder's two phones: a line no ID was seen with joins its twin's person
     (never merging two ID-persons).
-``phone_holder`` / ``phone_trip``
+``phone_holder``
     A family phone's line (its operator records) is held by the one ID-person seen with the
     phone who is old enough to hold a line (12, the linkage store's birth dates), else by the one
-    such person short of 76; every ID-person of the phone must have a known birth date. A ride
-    booked on that phone whose start comes 2-11 minutes after the line left a cell is the
-    holder's trip (about four in five are; the other family members' rides stay alone).
+    such person short of 76; every ID-person of the phone must have a known birth date.
 ``card`` / ``plate``
     A transit card or a plate joins the one person the records carrying it were already linked
     to; a card or plate seen with two people links nobody.
 ``card_trace``
     A card never seen next to a person (no tap carried a phone) joins the person whose phone
-    lines left a cell 3-11 minutes before its tap-ins, in a cell the stop is seen next to (the
-    stop-cell association and the walk are learnt from the phone-bound cards' taps against their
-    lines' stays), when that person explains at least 3 of its tap-ins and twice as many as the
-    runner-up. Cards join persons, never persons each other: two ID-persons are never merged.
+    lines left a cell 3-11 minutes before its tap-ins, in a cell the stop is seen next to, when
+    that person explains at least 3 of its tap-ins and twice as many as the runner-up (see
+    ``linkage_evidence``). Cards join persons, never persons each other.
+``ride_holder`` / ``ride_other``
+    A ride booked on a family phone is its line holder's when the line left a cell 2-11 minutes
+    before the pickup, no stay of the line runs through the pickup, no other ride on the phone
+    within half an hour could be the one, and none of the holder's cards tapped in within half
+    an hour (they went by bus or metro). It is the phone's other ID-person's when the phone
+    has exactly two and the line sat in one cell all through the 11 minutes before the pickup
+    (the holder did not go). On the 20,000-person city the first is right 86% of the time (the
+    line's holder and a family member often leave home together), the second 99.7%.
 ``phone_shared``, ``phone_alone``, ``card_alone``, ``plate_alone``, ``single``
     What no rule could place: an operator's records on a family phone or on a line no ID-person
     gave group by the line; a card or plate never seen next to a person groups by itself; a ride
     booked on a family number, or a record with no identifier, is a person alone.
 
-A person key is the smallest record id among the person's records: the same lake gives the same
-keys on every run, whatever order the parts are read in.
+Evidence, per output row (so an investigator can follow why two records are one person):
+``via`` is the kind of identifier or evidence the record was placed through (``id``,
+``passport``, ``phone``, ``line``, ``card``, ``plate``, ``name``), ``via_hash`` its keyed hash
+as in the lake (for ``line``: the line that bore it out, the twin line or the line that left a
+cell before the card's tap-ins or the ride),
+``via_record`` a record of the same person the match went through (another record with the same
+ID; the ID-person's first record with the phone; the twin line's stay; the stay the line left
+before the tap-in or ride; the ID-person's record the name matched), ``support`` how many
+events bore it out (stays shared by twin lines, tap-ins a line explained) and ``probability``
+Splink's match probability for ``probabilistic`` placements.
+
+Runs are incremental (see ``linkage_keys`` and ``linkage_evidence``): a re-run keeps the person
+keys of the previous output and records merges and splits; it does nothing when no lake part
+changed, and otherwise reads only the lake parts added since (the rest of the records' hashes
+come from a cache) and recomputes the behavioural evidence only for the days they fell on.
+Names are decrypted, and the rules and the probabilistic model run, over the whole lake each
+time, so the partition is always the one a first run would give.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import shutil
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +85,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from citybrain.analysis import linkage_evidence, linkage_keys, linkage_probabilistic
+from citybrain.analysis.linkage_evidence import LINE_SOURCES
 from citybrain.core.audit.service import Actor, record
 from citybrain.core.events.service import publish
 from citybrain.datahub.lake import KIND_COLUMNS, LakePaths
@@ -66,21 +95,26 @@ from citybrain.kit.db import Database
 
 OUTPUT = Path("analysis", "person_keys.parquet")
 TOPIC_LINKED = "analysis.persons_linked"
-# Sources whose phone is the line the operator serves, not a number someone quoted: all their
-# records on one phone are that line's holder, even when a family gives the number as theirs.
-LINE_SOURCES = frozenset({"telecom_cell", "telecom_itinerary", "telecom_roaming"})
 # Registers whose phone is a guardian's or relative's contact number, not the person's own: a
 # pupil's roster gives a parent's phone. They say nothing about whose a phone is.
 CONTACT_SOURCES = frozenset({"student_roster", "elderly_care"})
 OUTPUT_SCHEMA = pa.schema(
-    [("record_id", pa.int64()), ("person_key", pa.int64()), ("rule", pa.string())]
+    [
+        ("record_id", pa.int64()),
+        ("person_key", pa.int64()),
+        ("rule", pa.string()),
+        ("via", pa.string()),
+        ("via_hash", pa.binary()),
+        ("via_record", pa.int64()),
+        ("support", pa.int64()),
+        ("probability", pa.float64()),
+    ]
 )
+# Bump when the output's meaning changes: the state of another version is not reused.
+STATE_VERSION = 1
 # Characters a clerk or a form adds to a name that do not make it another name: spaces, the
 # middle dot of transliterated names in its several code points.
 _NAME_NOISE = r"[\s·•‧・.\-]"
-# Names agreeing up to one substituted character are the same name: the commonest keying
-# mistake is a look-alike or sound-alike character.
-_NAME_EDITS = 1
 
 
 @dataclass
@@ -92,6 +126,14 @@ class LinkageSummary:
     persons: int
     rules: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    # Incremental runs: lake parts not read before, days whose evidence was computed or taken
+    # from the cache, keys merged into others or split, and whether nothing had changed.
+    new_parts: int = 0
+    days_computed: int = 0
+    days_cached: int = 0
+    merges: int = 0
+    splits: int = 0
+    unchanged: bool = False
 
     def as_dict(self) -> dict[str, object]:
         """Plain figures for logs and the CLI."""
@@ -101,6 +143,12 @@ class LinkageSummary:
             "persons": self.persons,
             "rules": dict(self.rules),
             "seconds": round(self.seconds, 3),
+            "new_parts": self.new_parts,
+            "days_computed": self.days_computed,
+            "days_cached": self.days_cached,
+            "merges": self.merges,
+            "splits": self.splits,
+            "unchanged": self.unchanged,
         }
 
 
@@ -150,47 +198,58 @@ def normalise_names(names: pa.Array) -> pa.Array:
     return pc.if_else(empty, pa.scalar(None, pa.string()), names)
 
 
+_NAMED_SCHEMA = pa.schema(
+    [
+        ("record_id", pa.int64()),
+        ("name", pa.string()),
+        ("birth", pa.date32()),
+        ("sex", pa.string()),
+        ("address", pa.string()),
+    ]
+)
+
+
 def _names(paths: LakePaths, vault: Vault) -> pa.Table:
-    """``record_id`` and normalised ``name`` of every record the linkage store names."""
+    """``record_id``, normalised ``name``, ``birth``, ``sex`` and ``address`` of every record the
+    linkage store names, decrypted in memory."""
     parts = sorted(paths.linkage.rglob("*.parquet")) if paths.linkage.exists() else []
     tables = []
     for part in parts:
-        table = vault.read(part, columns=["record_id", "name", "birth_date"])
+        table = vault.read(part, columns=["record_id", "name", "birth_date", "sex", "address"])
         names = table.column("name")
         if names.null_count == table.num_rows:
             continue  # sources without names (telecom, ride hailing): nothing to carry
         named = table.filter(pc.is_valid(names))
         tables.append(
             pa.table(
-                {
-                    "record_id": named.column("record_id"),
-                    "name": normalise_names(named.column("name").combine_chunks()),
-                    "birth": named.column("birth_date").cast(pa.date32()),
-                }
+                [
+                    named.column("record_id"),
+                    normalise_names(named.column("name").combine_chunks()),
+                    named.column("birth_date").cast(pa.date32()),
+                    named.column("sex").cast(pa.string()),
+                    named.column("address").cast(pa.string()),
+                ],
+                schema=_NAMED_SCHEMA,
             )
         )
-    if not tables:
-        return pa.table(
-            {
-                "record_id": pa.array([], pa.int64()),
-                "name": pa.array([], pa.string()),
-                "birth": pa.array([], pa.date32()),
-            }
-        )
-    return pa.concat_tables(tables)
+    return pa.concat_tables(tables) if tables else _NAMED_SCHEMA.empty_table()
 
 
 def _anchor_components(con: duckdb.DuckDBPyConnection) -> None:
-    """``anchor``: per resident ID and passport hash, the component it belongs to."""
+    """``anchor``: per resident ID and passport hash, the component it belongs to, and the
+    first two records that carry it (``r1``, ``r2``: a record's evidence names the other)."""
     con.execute(
         """
-        CREATE TEMP TABLE anchor_node AS
-        SELECT kind, value, (row_number() OVER (ORDER BY kind, value) - 1)::BIGINT AS node
-        FROM (
-            SELECT DISTINCT 'i' AS kind, id AS value FROM rec WHERE id IS NOT NULL
+        CREATE TEMP TABLE anchor_value AS
+        SELECT kind, value, min(record_id, 2) AS firsts FROM (
+            SELECT 'i' AS kind, id AS value, record_id FROM rec WHERE id IS NOT NULL
             UNION ALL
-            SELECT DISTINCT 'p', pp FROM rec WHERE pp IS NOT NULL
-        )
+            SELECT 'p', pp, record_id FROM rec WHERE pp IS NOT NULL
+        ) GROUP BY kind, value;
+        CREATE TEMP TABLE anchor_node AS
+        SELECT kind, value, firsts[1] AS r1, firsts[2] AS r2,
+               (row_number() OVER (ORDER BY kind, value) - 1)::BIGINT AS node
+        FROM anchor_value
         """
     )
     ((size,),) = con.execute("SELECT count(*) FROM anchor_node").fetchall()
@@ -209,7 +268,8 @@ def _anchor_components(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         """
         CREATE TEMP TABLE anchor AS
-        SELECT n.kind, n.value, l.anchor FROM anchor_node n JOIN anchor_label l USING (node)
+        SELECT n.kind, n.value, l.anchor, n.r1, n.r2
+        FROM anchor_node n JOIN anchor_label l USING (node)
         """
     )
     con.unregister("anchor_label")
@@ -218,58 +278,63 @@ def _anchor_components(con: duckdb.DuckDBPyConnection) -> None:
 # A line's holder is of an age to hold one (the operators sell no line to children under 12);
 # beyond the second figure people more often share a relative's phone than hold their own.
 _HOLDER_AGE = (12, 76)
-# A car booked on a phone comes a few minutes after the booking: a trip that starts between this
-# many minutes and the walk's longest after the line left a cell is the holder's.
-_TRIP_WAIT = 2
-# Card traces: a tap-in comes this many minutes after its holder's phone left the last cell
-# (the walk to the stop), read off the phone-bound cards' taps against their lines' stays.
-_TRACE_WALK = (3, 11)
 # A card joins a person whose lines explain at least this many of its tap-ins, and at least this
 # many times as many as the runner-up's. Chosen on the 20,000-person city (30 days), where cards
 # so placed went to their true holder 3,366 times in 3,373 (2 and 1.5 let in more mistakes).
 _TRACE_MIN_TAPS = 3
 _TRACE_MARGIN = 2
+# A ride is not its line holder's when another ride on the phone starts within this many
+# minutes (one of the two is someone else's), or when the holder's card taps in within it.
+_RIDE_APART = 30
 
 
-_RESOLVE = f"""
--- 1. Resident ID, else passport: the record's anchor component.
+def _ev(
+    rule: str,
+    via: str | None = None,
+    hash_: str = "NULL",
+    rec: str = "NULL",
+    support: str = "NULL",
+    probability: str = "NULL",
+) -> str:
+    """A SQL struct literal of a record's placement: the rule and its evidence."""
+    via_sql = f"'{via}'" if via else "NULL"
+    return (
+        f"{{'rule': '{rule}', 'via': {via_sql}, 'hash': {hash_}::BLOB, 'rec': {rec}::BIGINT,"
+        f" 'support': {support}::BIGINT, 'probability': {probability}::DOUBLE}}"
+    )
+
+
+_PLACE = f"""
+-- 1. Resident ID, else passport: the record's anchor component; its evidence is another record
+-- with the same ID (or passport).
 CREATE TEMP TABLE placed AS
 SELECT rec.*,
        coalesce(ai.anchor, ap.anchor) AS anchor,
-       CASE WHEN ai.anchor IS NOT NULL THEN 'id' WHEN ap.anchor IS NOT NULL THEN 'passport' END
-           AS rule
+       CASE WHEN ai.anchor IS NOT NULL THEN
+                {
+    _ev("id", "id", "rec.id", "CASE WHEN rec.record_id = ai.r1 THEN ai.r2 ELSE ai.r1 END")
+}
+            WHEN ap.anchor IS NOT NULL THEN
+                {
+    _ev(
+        "passport",
+        "passport",
+        "rec.pp",
+        "CASE WHEN rec.record_id = ap.r1 THEN ap.r2 ELSE ap.r1 END",
+    )
+}
+       END AS ev
 FROM rec
 LEFT JOIN anchor ai ON ai.kind = 'i' AND ai.value = rec.id
 LEFT JOIN anchor ap ON ap.kind = 'p' AND ap.value = rec.pp;
 
--- 2. Phones: which ID-persons (with which names) the anchored records carrying them belong to.
+-- 2. Phones: which ID-persons the anchored records carrying them belong to.
 CREATE TEMP TABLE phone_person AS
-SELECT ph, anchor, list(DISTINCT name) FILTER (WHERE name IS NOT NULL) AS names
+SELECT ph, anchor, min(record_id) AS rec
 FROM placed WHERE ph IS NOT NULL AND anchor IS NOT NULL AND NOT contact GROUP BY ph, anchor;
 CREATE TEMP TABLE phone_owner AS
-SELECT ph, count(*) AS persons, min(anchor) AS anchor FROM phone_person GROUP BY ph;
-
--- A phone record's name against each ID-person of its phone: 2 same name, 1 one character
--- off (a typo), 0 another name, NULL nothing to compare.
-CREATE TEMP TABLE phone_name AS
-SELECT r.record_id, pp.anchor,
-       max(CASE WHEN n = r.name THEN 2
-                WHEN length(n) = length(r.name) AND levenshtein(n, r.name) <= {_NAME_EDITS}
-                THEN 1 ELSE 0 END) AS agree
-FROM placed r
-JOIN phone_person pp USING (ph), unnest(pp.names) AS t(n)
-WHERE r.anchor IS NULL AND r.name IS NOT NULL
-GROUP BY r.record_id, pp.anchor;
--- Per record: the one ID-person whose name it bears best (exact beats a typo), if only one.
-CREATE TEMP TABLE name_choice AS
-SELECT record_id, min(anchor) AS anchor
-FROM (
-    SELECT record_id, anchor, agree FROM phone_name
-    QUALIFY agree = max(agree) OVER (PARTITION BY record_id)
-)
-WHERE agree > 0
-GROUP BY record_id
-HAVING count(*) = 1;
+SELECT ph, count(*) AS persons, min(anchor) AS anchor, arg_min(rec, anchor) AS rec
+FROM phone_person GROUP BY ph;
 
 -- The holder of a family phone: its one ID-person of an age to hold a line (children share a
 -- parent's), else its one ID-person of that age short of old age; every ID-person of the phone
@@ -277,7 +342,7 @@ HAVING count(*) = 1;
 CREATE TEMP TABLE anchor_age AS
 SELECT anchor,
        CASE WHEN count(DISTINCT birth) = 1
-            THEN date_diff('day', min(birth), (SELECT max(end_time) FROM stay)::DATE) / 365.25
+            THEN date_diff('day', min(birth), getvariable('reference_day')) / 365.25
        END AS age
 FROM placed WHERE anchor IS NOT NULL AND birth IS NOT NULL GROUP BY anchor;
 CREATE TEMP TABLE line_holder AS
@@ -293,80 +358,92 @@ GROUP BY ph
 HAVING count(a.age) = count(*)
    AND (count(*) FILTER (WHERE a.age >= {_HOLDER_AGE[0]}) = 1
         OR count(*) FILTER (WHERE a.age >= {_HOLDER_AGE[0]} AND a.age < {_HOLDER_AGE[1]}) = 1);
+CREATE TEMP TABLE holder AS
+SELECT h.ph, h.anchor, pp.rec FROM line_holder h JOIN phone_person pp USING (ph, anchor);
 
+-- What the probabilistic part compares (a guardian's phone on a roster is not the person's).
+CREATE TEMP TABLE named AS
+SELECT record_id, anchor, name, birth, sex, address,
+       CASE WHEN contact THEN NULL ELSE hex(ph) END AS phone
+FROM placed WHERE name IS NOT NULL;
+"""  # noqa: S608 - only our constants are interpolated
+
+_RESOLVE = f"""
 CREATE TEMP TABLE phoned_first AS
-SELECT p.record_id, p.id, p.pp, p.ph, p.cd, p.pl, p.name, p.device,
+SELECT p.record_id, p.ph, p.cd, p.pl, p.device,
        CASE
            WHEN p.anchor IS NOT NULL THEN 'a' || p.anchor
+           WHEN m.anchor IS NOT NULL THEN 'a' || m.anchor
            WHEN p.ph IS NULL THEN NULL
-           WHEN nc.anchor IS NOT NULL THEN 'a' || nc.anchor
            WHEN o.persons = 1 AND p.name IS NULL THEN 'a' || o.anchor
            -- A family phone, a phone no ID-person was seen with, or a relative's name on one
            -- person's phone names no one. The line's own records are its holder's; a card
            -- registered with a phone no ID-person gave is most likely the line holder's; a
            -- card on a family phone decides by itself; anything else (a ride booked on the
-           -- family number) stays alone.
+           -- family number) stays alone until the rides are looked at (step 5).
            WHEN p.device AND h.anchor IS NOT NULL THEN 'a' || h.anchor
            WHEN p.device THEN 'f' || hex(p.ph)
            WHEN o.persons IS NULL AND p.cd IS NOT NULL THEN 'f' || hex(p.ph)
            WHEN p.cd IS NOT NULL THEN NULL
-           WHEN h.anchor IS NOT NULL AND pt.record_id IS NOT NULL THEN 'a' || h.anchor
            ELSE 'r' || p.record_id
        END AS key,
        CASE
-           WHEN p.anchor IS NOT NULL THEN p.rule
+           WHEN p.anchor IS NOT NULL THEN p.ev
+           WHEN m.anchor IS NOT NULL THEN
+               {_ev("probabilistic", "name", rec="m.via_record", probability="m.probability")}
            WHEN p.ph IS NULL THEN NULL
-           WHEN nc.anchor IS NOT NULL THEN 'phone+name'
-           WHEN o.persons = 1 AND p.name IS NULL THEN 'phone'
-           WHEN p.device AND h.anchor IS NOT NULL THEN 'phone_holder'
-           WHEN o.persons IS NULL THEN 'phone_alone'
+           WHEN o.persons = 1 AND p.name IS NULL THEN {_ev("phone", "phone", "p.ph", "o.rec")}
+           WHEN p.device AND h.anchor IS NOT NULL THEN
+               {_ev("phone_holder", "phone", "p.ph", "h.rec")}
+           WHEN o.persons IS NULL THEN {_ev("phone_alone", "phone", "p.ph")}
            WHEN p.cd IS NOT NULL AND NOT p.device THEN NULL
-           WHEN h.anchor IS NOT NULL AND pt.record_id IS NOT NULL THEN 'phone_trip'
-           ELSE 'phone_shared'
-       END AS rule
+           ELSE {_ev("phone_shared", "phone", "p.ph")}
+       END AS ev
 FROM placed p
 LEFT JOIN phone_owner o USING (ph)
-LEFT JOIN name_choice nc USING (record_id)
-LEFT JOIN line_holder h USING (ph)
-LEFT JOIN phone_trip pt USING (record_id);
+LEFT JOIN prob_choice m USING (record_id)
+LEFT JOIN holder h USING (ph);
 
--- 2b. Two lines of one holder: phones whose cell stays coincide (see _line_twins). A line no
--- ID was seen with joins its twin's person; two ID-persons are never merged this way.
+-- 2b. Two lines of one holder: phones whose cell stays coincide. A line no ID was seen with
+-- joins its twin's person; two ID-persons are never merged this way. The evidence is the twin
+-- line, one of its stays and the number of stays the two share.
 CREATE TEMP TABLE line_key AS
 SELECT ph, min(key) AS key FROM phoned_first WHERE device AND ph IS NOT NULL GROUP BY ph;
 CREATE TEMP TABLE twin_map AS
-SELECT DISTINCT
-       CASE WHEN kb.key LIKE 'a%' OR (ka.key NOT LIKE 'a%' AND kb.key < ka.key)
-            THEN ka.key ELSE kb.key END AS from_key,
-       CASE WHEN kb.key LIKE 'a%' OR (ka.key NOT LIKE 'a%' AND kb.key < ka.key)
-            THEN kb.key ELSE ka.key END AS to_key
+SELECT DISTINCT ON (from_key) ka.key AS from_key, kb.key AS to_key, t.b AS via, t.rec, t.shared
 FROM line_twin t
 JOIN line_key ka ON ka.ph = t.a
 JOIN line_key kb ON kb.ph = t.b
-WHERE ka.key <> kb.key AND NOT (ka.key LIKE 'a%' AND kb.key LIKE 'a%');
+WHERE ka.key <> kb.key AND NOT (ka.key LIKE 'a%' AND kb.key LIKE 'a%')
+  -- b's person is the one both lines go to: an ID-person's, else the smaller label.
+  AND (kb.key LIKE 'a%' OR (ka.key NOT LIKE 'a%' AND kb.key < ka.key))
+ORDER BY from_key, to_key;
 CREATE TEMP TABLE phoned AS
-SELECT p.* REPLACE (coalesce(m.to_key, p.key) AS key,
-                    CASE WHEN m.to_key IS NOT NULL THEN 'phone_pair' ELSE p.rule END AS rule)
+SELECT p.* REPLACE (
+           coalesce(m.to_key, p.key) AS key,
+           CASE WHEN m.to_key IS NOT NULL
+                THEN {_ev("phone_pair", "line", "m.via", "m.rec", "m.shared")}
+                ELSE p.ev END AS ev)
 FROM phoned_first p LEFT JOIN twin_map m ON m.from_key = p.key;
 
 -- 3. Transit cards, then plates: the one person the records carrying one were linked to.
 CREATE TEMP TABLE card_owner AS
-SELECT cd, count(DISTINCT key) AS persons, min(key) AS key
+SELECT cd, count(DISTINCT key) AS persons, min(key) AS key, min(record_id) AS rec
 FROM phoned WHERE cd IS NOT NULL AND key IS NOT NULL GROUP BY cd;
 
--- 3a. A card never seen next to a person: the line whose stays end just before its taps (see
--- _card_traces), counted per person the line belongs to, when that person explains enough of
--- its taps and clearly more than any other.
+-- 3a. A card never seen next to a person: the lines whose stays end just before its taps
+-- (linkage_evidence), counted per person the line belongs to, when that person explains
+-- enough of its taps and clearly more than any other.
 CREATE TEMP TABLE trace_line_key AS
 SELECT ph, min(key) AS key FROM phoned WHERE device AND ph IS NOT NULL GROUP BY ph;
 CREATE TEMP TABLE trace_score AS
-SELECT t.cd, k.key, count(DISTINCT t.record_id) AS hits
+SELECT t.cd, k.key, count(DISTINCT t.record_id) AS hits, min(t.ph) AS ph, min(t.stay) AS stay
 FROM card_trace t JOIN trace_line_key k USING (ph)
 WHERE t.cd NOT IN (SELECT cd FROM card_owner)
 GROUP BY t.cd, k.key;
 CREATE TEMP TABLE trace_choice AS
-SELECT cd, key FROM (
-    SELECT cd, key, hits,
+SELECT cd, key, hits, ph, stay FROM (
+    SELECT *,
            row_number() OVER (PARTITION BY cd ORDER BY hits DESC, key) AS rank,
            lead(hits) OVER (PARTITION BY cd ORDER BY hits DESC, key) AS runner
     FROM trace_score
@@ -374,148 +451,170 @@ SELECT cd, key FROM (
 WHERE rank = 1 AND hits >= {_TRACE_MIN_TAPS} AND hits >= {_TRACE_MARGIN} * coalesce(runner, 0);
 
 CREATE TEMP TABLE carded AS
-SELECT p.record_id, p.pl,
+SELECT p.record_id, p.ph, p.pl,
        CASE WHEN p.key IS NOT NULL THEN p.key
             WHEN p.cd IS NULL THEN NULL
             WHEN o.persons = 1 THEN o.key
             WHEN tc.key IS NOT NULL THEN tc.key
             ELSE 'c' || hex(p.cd) END AS key,
-       CASE WHEN p.key IS NOT NULL THEN p.rule
-            WHEN p.cd IS NULL THEN NULL
-            WHEN o.persons = 1 THEN 'card'
-            WHEN tc.key IS NOT NULL THEN 'card_trace'
-            ELSE 'card_alone' END AS rule
+       CASE WHEN p.key IS NOT NULL THEN p.ev
+            WHEN p.cd IS NULL THEN p.ev
+            WHEN o.persons = 1 THEN {_ev("card", "card", "p.cd", "o.rec")}
+            WHEN tc.key IS NOT NULL THEN
+                {_ev("card_trace", "line", "tc.ph", "tc.stay", "tc.hits")}
+            ELSE {_ev("card_alone", "card", "p.cd")} END AS ev
 FROM phoned p LEFT JOIN card_owner o USING (cd) LEFT JOIN trace_choice tc USING (cd);
 
 CREATE TEMP TABLE plate_owner AS
-SELECT pl, count(DISTINCT key) AS persons, min(key) AS key
+SELECT pl, count(DISTINCT key) AS persons, min(key) AS key, min(record_id) AS rec
 FROM carded WHERE pl IS NOT NULL AND key IS NOT NULL GROUP BY pl;
-CREATE TEMP TABLE keyed AS
-SELECT p.record_id,
+CREATE TEMP TABLE keyed_first AS
+SELECT p.record_id, p.ph,
        CASE WHEN p.key IS NOT NULL THEN p.key
             WHEN p.pl IS NULL THEN 'r' || p.record_id
             WHEN o.persons = 1 THEN o.key
             ELSE 'v' || hex(p.pl) END AS key,
-       CASE WHEN p.key IS NOT NULL THEN p.rule
-            WHEN p.pl IS NULL THEN 'single'
-            WHEN o.persons = 1 THEN 'plate'
-            ELSE 'plate_alone' END AS rule
+       CASE WHEN p.key IS NOT NULL THEN p.ev
+            WHEN p.pl IS NULL THEN coalesce(p.ev, {_ev("single")})
+            WHEN o.persons = 1 THEN {_ev("plate", "plate", "p.pl", "o.rec")}
+            ELSE {_ev("plate_alone", "plate", "p.pl")} END AS ev
 FROM carded p LEFT JOIN plate_owner o USING (pl);
+
+-- 5. Rides booked on a family phone with a known line holder (linkage_evidence.rides): the
+-- holder's when the line left a cell just before the pickup and nothing says otherwise; the
+-- phone's other ID-person's when the line sat still and the phone has only two.
+CREATE TEMP TABLE tap_key AS
+SELECT k.key, r.tap_t AS t FROM rec r JOIN keyed_first k USING (record_id)
+WHERE r.tap_t IS NOT NULL;
+CREATE TEMP TABLE ride_case AS
+SELECT r.record_id, r.ph, r.s, r.dep_stay, r.spans_start, r.sat, h.anchor AS holder,
+       o.persons
+FROM ride r
+JOIN keyed_first k ON k.record_id = r.record_id AND k.key = 'r' || r.record_id
+JOIN holder h ON h.ph = r.ph
+JOIN phone_owner o ON o.ph = r.ph;
+CREATE TEMP TABLE ride_choice AS
+SELECT c.record_id, 'a' || c.holder AS key,
+       {_ev("ride_holder", "line", "c.ph", "c.dep_stay")} AS ev
+FROM ride_case c
+WHERE c.dep_stay IS NOT NULL AND NOT c.spans_start
+  AND NOT EXISTS (
+      SELECT 1 FROM ride_case d
+      WHERE d.ph = c.ph AND d.record_id <> c.record_id AND d.dep_stay IS NOT NULL
+        AND d.s BETWEEN c.s - INTERVAL {_RIDE_APART} MINUTE AND c.s + INTERVAL {_RIDE_APART} MINUTE)
+  AND NOT EXISTS (
+      SELECT 1 FROM tap_key t
+      WHERE t.key = 'a' || c.holder
+        AND t.t BETWEEN c.s - INTERVAL {_RIDE_APART} MINUTE AND c.s + INTERVAL {_RIDE_APART} MINUTE)
+UNION ALL
+SELECT c.record_id, 'a' || pp.anchor,
+       {_ev("ride_other", "phone", "c.ph", "pp.rec")}
+FROM ride_case c JOIN phone_person pp ON pp.ph = c.ph AND pp.anchor <> c.holder
+WHERE c.sat AND c.persons = 2;
+CREATE TEMP TABLE keyed_lines AS
+SELECT k.record_id, coalesce(c.key, k.key) AS key, coalesce(c.ev, k.ev) AS ev
+FROM keyed_first k LEFT JOIN ride_choice c USING (record_id);
+-- The operator's records each take their line's placement.
+CREATE TEMP TABLE keyed AS
+SELECT * FROM keyed_lines
+UNION ALL
+SELECT l.record_id, k.key, k.ev FROM line_rec l JOIN keyed_lines k ON k.record_id = l.rep
+WHERE l.record_id <> l.rep;
+CREATE TEMP TABLE resolved AS SELECT record_id, key FROM keyed;
 """  # noqa: S608 - only our constants are interpolated
 
 
-# Phones whose operator records (cell stays) coincide, to the second, in place, start and end, are
-# two lines one person carries. Whole days in one cell (someone home all day) are left out: a
-# family at home shares those. The thresholds were read off the 20,000-person city, where two
-# lines of one holder share 95-100% of their stays and different people rarely above 90%.
-_TWIN_MIN_STAYS = 5
-_TWIN_SHARE = 0.95
+def _part_stamps(paths: LakePaths) -> dict[str, list[int]]:
+    """Every lake and linkage-store part by its path under the data directory, with its size and
+    modification time: parts are written once, so a stamp that changed means a part rewritten."""
+    stamps = {}
+    for top in (paths.lake, paths.linkage):
+        if top.exists():
+            for part in top.rglob("*.parquet"):
+                stat = part.stat()
+                stamps[str(part.relative_to(paths.root))] = [stat.st_size, stat.st_mtime_ns]
+    return stamps
 
 
-def _line_twins(con: duckdb.DuckDBPyConnection, paths: LakePaths) -> None:
-    """``line_twin(a, b)``: pairs of phones (both orders) whose stays coincide, each phone
-    having exactly one such partner (a phone matching two others is ambiguous)."""
-    folders = [
-        paths.kind_dir("presence") / f"category={c}"
-        for c in sorted(LINE_SOURCES)
-        if (paths.kind_dir("presence") / f"category={c}").exists()
+def _days_of(parts: set[str]) -> set[dt.date]:
+    """The days presence parts among ``parts`` fall on (their ``day=`` folder)."""
+    days = set()
+    for part in parts:
+        pieces = Path(part).parts
+        if len(pieces) >= 5 and pieces[0] == "lake" and pieces[1] == "presence":
+            days.add(dt.date.fromisoformat(pieces[3].removeprefix("day=")))
+    return days
+
+
+@dataclass
+class _State:
+    """What the previous run read: the lake and linkage-store parts (path: size and
+    modification time) and the batches of the record cache."""
+
+    parts: dict[str, list[int]]
+    records: list[str]
+
+
+def _state_of(state_dir: Path) -> _State | None:
+    """The previous run's state, if it is of this version."""
+    path = state_dir / "state.json"
+    if not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text())
+        if state.get("version") != STATE_VERSION or state.get("evidence") != _evidence_stamp():
+            return None
+        return _State(
+            parts={str(k): [int(x) for x in v] for k, v in state["parts"].items()},
+            records=[str(b) for b in state["records"]],
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None  # a state half written or of an older shape: start over
+
+
+def _evidence_stamp() -> list[object]:
+    """What the cached evidence was computed with: another version or window is recomputed."""
+    return [
+        linkage_evidence.VERSION,
+        list(linkage_evidence.TRACE_WALK),
+        linkage_evidence.RIDE_WAIT,
     ]
-    if not folders:
-        con.execute(
-            "CREATE TEMP TABLE stay (ph BLOB, place VARCHAR, start_time TIMESTAMP,"
-            " end_time TIMESTAMP); CREATE TEMP TABLE line_twin (a BLOB, b BLOB)"
+
+
+def _summary_of(target: Path, started: float) -> LinkageSummary:
+    """The figures of an existing output (a run that found nothing new)."""
+    table = pq.read_table(target, columns=["person_key", "rule"])
+    counts = table.group_by("rule").aggregate([("rule", "count")])
+    rules = dict(
+        zip(
+            counts.column("rule").to_pylist(),
+            counts.column("rule_count").to_pylist(),
+            strict=True,
         )
-        return
-    listed = ", ".join(f"'{f}/**/*.parquet'" for f in folders)
-    con.execute(
-        f"""
-        CREATE TEMP TABLE stay AS
-        SELECT DISTINCT phone_hmac AS ph, place, start_time, end_time
-        FROM read_parquet([{listed}], union_by_name = true, hive_partitioning = false)
-        WHERE phone_hmac IS NOT NULL AND place IS NOT NULL AND start_time IS NOT NULL
-          AND NOT (start_time = date_trunc('day', start_time)
-                   AND coalesce(end_time, start_time)
-                       >= date_trunc('day', start_time) + INTERVAL 86399 SECOND);
-        CREATE TEMP TABLE stays AS SELECT ph, count(*) AS n FROM stay GROUP BY ph;
-        CREATE TEMP TABLE strong AS
-        SELECT x.a, x.b FROM (
-            SELECT s.ph AS a, t.ph AS b, count(*) AS shared
-            FROM stay s JOIN stay t USING (place, start_time, end_time)
-            WHERE s.ph <> t.ph GROUP BY ALL
-        ) x
-        JOIN stays sa ON sa.ph = x.a JOIN stays sb ON sb.ph = x.b
-        WHERE x.shared >= {_TWIN_MIN_STAYS}
-          AND x.shared >= {_TWIN_SHARE} * least(sa.n, sb.n);
-        CREATE TEMP TABLE line_twin AS
-        SELECT a, b FROM strong
-        WHERE a IN (SELECT a FROM strong GROUP BY a HAVING count(*) = 1)
-          AND b IN (SELECT a FROM strong GROUP BY a HAVING count(*) = 1);
-        """  # noqa: S608 - our lake paths and constants
+    )
+    return LinkageSummary(
+        path=target,
+        records=table.num_rows,
+        persons=len(pc.unique(table.column("person_key"))) if table.num_rows else 0,
+        rules={str(k): int(v) for k, v in sorted(rules.items())},
+        seconds=time.perf_counter() - started,
+        unchanged=True,
     )
 
 
-def _card_traces(con: duckdb.DuckDBPyConnection, paths: LakePaths) -> None:
-    """``card_trace(cd, record_id, ph)``: per tap-in of a card no tap of which carried a phone,
-    the lines that left a cell the stop is seen next to a few minutes before it (after
-    ``_line_twins``, whose ``stay`` it reads).
-
-    Which cells a stop is next to is learnt from the cards bound to a phone: the cells their
-    lines left within the walk before their tap-ins. No map is needed and the association
-    follows the city's own data.
-    """
-    presence = paths.kind_dir("presence")
-    if not presence.exists() or not any(presence.rglob("*.parquet")):
-        con.execute(
-            "CREATE TEMP TABLE card_trace (cd BLOB, record_id BIGINT, ph BLOB);"
-            " CREATE TEMP TABLE phone_trip (record_id BIGINT)"
-        )
-        return
-    low, high = _TRACE_WALK
-    devices = ", ".join(f"'{c}'" for c in sorted(LINE_SOURCES))
-    con.execute(
-        f"""
-        CREATE TEMP TABLE tap AS
-        SELECT record_id, phone_hmac AS ph, card_hmac AS cd, place, start_time AS t
-        FROM read_parquet('{paths.glob("presence")}', union_by_name = true,
-                          hive_partitioning = true)
-        WHERE card_hmac IS NOT NULL AND place IS NOT NULL AND start_time IS NOT NULL
-          AND direction = 'in';
-        -- Trips booked on a phone (ride hailing) that start within the walk after the line
-        -- itself left a cell: the line's holder went.
-        CREATE TEMP TABLE phone_trip AS
-        SELECT DISTINCT b.record_id
-        FROM read_parquet('{paths.glob("presence")}', union_by_name = true,
-                          hive_partitioning = true) b
-        JOIN stay s ON s.ph = b.phone_hmac
-         AND s.end_time BETWEEN b.start_time - INTERVAL {high} MINUTE
-                            AND b.start_time - INTERVAL {_TRIP_WAIT} MINUTE
-        WHERE b.phone_hmac IS NOT NULL AND b.card_hmac IS NULL
-          AND b.category NOT IN ({devices}) AND b.start_time IS NOT NULL;
-        CREATE TEMP TABLE stop_cell AS
-        SELECT DISTINCT t.place AS stop, s.place AS cell
-        FROM tap t JOIN stay s ON s.ph = t.ph
-         AND s.end_time BETWEEN t.t - INTERVAL {high} MINUTE AND t.t - INTERVAL {low} MINUTE
-        WHERE t.ph IS NOT NULL;
-        -- Equality on (cell, minute) rather than a range: one probe per minute of the walk.
-        CREATE TEMP TABLE stay_left AS
-        SELECT ph, place AS cell, end_time, (epoch(end_time) // 60)::BIGINT AS minute
-        FROM stay WHERE place IN (SELECT cell FROM stop_cell);
-        CREATE TEMP TABLE card_trace AS
-        SELECT DISTINCT t.cd, t.record_id, s.ph
-        FROM (
-            SELECT tap.*, c.cell, (epoch(tap.t) // 60)::BIGINT - w AS minute
-            FROM tap JOIN stop_cell c ON c.stop = tap.place, range({low}, {high} + 1) AS r(w)
-            WHERE tap.cd NOT IN (SELECT cd FROM tap WHERE ph IS NOT NULL)
-        ) t
-        JOIN stay_left s USING (cell, minute)
-        WHERE s.end_time BETWEEN t.t - INTERVAL {high} MINUTE AND t.t - INTERVAL {low} MINUTE;
-        """  # noqa: S608 - our lake paths and constants
-    )
-
-
-def link(paths: LakePaths, database: Database, out: Path | None = None) -> LinkageSummary:
+def link(
+    paths: LakePaths, database: Database, out: Path | None = None, *, reuse: bool = True
+) -> LinkageSummary:
     """Give every record in the lake a person key; write ``record_id``, ``person_key``,
-    ``rule`` to ``out`` (default ``analysis/person_keys.parquet`` under the data directory).
+    ``rule`` and the evidence (``OUTPUT_SCHEMA``) to ``out`` (default
+    ``analysis/person_keys.parquet`` under the data directory).
+
+    A previous output at ``out`` names the persons (see ``linkage_keys``); the run's state and
+    evidence cache live beside it in ``.<name>.state``. When no lake part changed since, the
+    output stands as it is; when parts were only added, the evidence of the days they fell on is
+    recomputed and the rest read from the cache. ``reuse=False`` recomputes all evidence (the
+    keys still follow the previous output). The partition of records into persons is the same
+    as a run on an empty state would give.
 
     ``database`` is the platform's; linkage reads nothing from it yet (the lake and the linkage
     store are self-contained), but takes it so that recording runs needs no new signature.
@@ -523,55 +622,70 @@ def link(paths: LakePaths, database: Database, out: Path | None = None) -> Linka
     del database  # see the docstring
     started = time.perf_counter()
     target = out or paths.root / OUTPUT
-    sources = _lake_sources(paths)
+    state_dir = target.with_name(f".{target.stem}.state")
+    stamps = _part_stamps(paths)
+    state = _state_of(state_dir) if target.exists() else None
+    before = state.parts if state is not None else {}
+    if state is not None and before == stamps and reuse:
+        return _summary_of(target, started)
+    new = set(stamps) - set(before)
+    only_added = state is not None and all(stamps.get(p) == s for p, s in before.items())
+    fresh = _days_of(new) if reuse and only_added else None
+    batches = state.records if fresh is not None and state is not None else []
+
     names = _names(paths, Vault())
     con = duckdb.connect()
     try:
+        # Decrypted names live in this connection only: never spill them to a temp file.
+        con.execute("SET temp_directory = ''")
         con.register("record_name", names)
-        if sources:
-            listed = ", ".join(f"'{s}'" for s in sources)
-            devices = ", ".join(f"'{c}'" for c in sorted(LINE_SOURCES))
-            contacts = ", ".join(f"'{c}'" for c in sorted(CONTACT_SOURCES))
-            # A source of two kinds writes the same record in both: one row per record.
-            con.execute(
-                f"""
-                CREATE TEMP TABLE rec AS
-                SELECT r.*, n.name, n.birth FROM (
-                    SELECT record_id, any_value(id_hmac) AS id, any_value(passport_hmac) AS pp,
-                           any_value(phone_hmac) AS ph, any_value(card_hmac) AS cd,
-                           any_value(plate_hmac) AS pl,
-                           bool_or(category IN ({devices})) AS device,
-                           bool_or(category IN ({contacts})) AS contact
-                    FROM read_parquet([{listed}], union_by_name = true, hive_partitioning = true)
-                    GROUP BY record_id
-                ) r LEFT JOIN record_name n USING (record_id)
-                """  # noqa: S608 - our lake paths and category codes
-            )
-        else:
-            con.execute(
-                "CREATE TEMP TABLE rec (record_id BIGINT, id BLOB, pp BLOB, ph BLOB, cd BLOB,"
-                " pl BLOB, device BOOLEAN, contact BOOLEAN, name VARCHAR, birth DATE)"
-            )
+        batches = _record_ids(
+            con, paths, new if fresh is not None else None, state_dir / "records", batches
+        )
+        _records(con)
+        del names
+        con.unregister("record_name")
         _anchor_components(con)
-        _line_twins(con, paths)
-        _card_traces(con, paths)
+        evidence = linkage_evidence.build(con, paths, state_dir / "evidence", fresh)
+        con.execute(f"SET VARIABLE reference_day = DATE '{_reference_day(paths).isoformat()}'")
+        con.execute(_PLACE)
+        linkage_probabilistic.match(con)
+        con.execute("DROP TABLE named")
         con.execute(_RESOLVE)
+        previous = target if target.exists() else None
+        merges, splits = linkage_keys.assign(con, previous)
         result = con.sql(
             """
-            SELECT record_id, min(record_id) OVER (PARTITION BY key) AS person_key, rule
-            FROM keyed ORDER BY record_id
+            SELECT p.record_id, p.person_key, k.ev.rule AS rule, k.ev.via AS via,
+                   k.ev.hash AS via_hash, k.ev.rec AS via_record, k.ev.support AS support,
+                   k.ev.probability AS probability
+            FROM person p JOIN keyed k USING (record_id) ORDER BY p.record_id
             """
         ).to_arrow_table()
         rules = dict(
-            con.execute("SELECT rule, count(*) FROM keyed GROUP BY rule ORDER BY rule").fetchall()
+            con.execute(
+                "SELECT ev.rule, count(*) FROM keyed GROUP BY ev.rule ORDER BY ev.rule"
+            ).fetchall()
         )
+        table = result.cast(OUTPUT_SCHEMA)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        aside = target.with_name(f".{target.name}.part")
+        pq.write_table(table, aside, compression="zstd")
+        linkage_keys.record_changes(con, target, dt.datetime.now(dt.UTC).replace(tzinfo=None))
+        aside.replace(target)  # readers never see half a file
     finally:
         con.close()
-    table = result.cast(OUTPUT_SCHEMA)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    aside = target.with_name(f".{target.name}.part")
-    pq.write_table(table, aside, compression="zstd")
-    aside.replace(target)  # readers never see half a file
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "state.json").write_text(
+        json.dumps(
+            {
+                "version": STATE_VERSION,
+                "evidence": _evidence_stamp(),
+                "records": batches,
+                "parts": stamps,
+            }
+        )
+    )
     persons = len(pc.unique(table.column("person_key"))) if table.num_rows else 0
     return LinkageSummary(
         path=target,
@@ -579,14 +693,121 @@ def link(paths: LakePaths, database: Database, out: Path | None = None) -> Linka
         persons=persons,
         rules={str(k): int(v) for k, v in rules.items()},
         seconds=time.perf_counter() - started,
+        new_parts=len(new),
+        days_computed=evidence.computed_days,
+        days_cached=evidence.cached_days,
+        merges=merges,
+        splits=splits,
+    )
+
+
+def _reference_day(paths: LakePaths) -> dt.date:
+    """The day ages are counted to: the day after the operators' last day of stays (their
+    files end at midnight), today if the lake has none."""
+    days = linkage_evidence.presence_days(paths)
+    lines = set().union(*(days.get(c, set()) for c in LINE_SOURCES))
+    return max(lines) + dt.timedelta(days=1) if lines else dt.date.today()
+
+
+_REC_COLUMNS = (
+    "record_id BIGINT, id BLOB, pp BLOB, ph BLOB, cd BLOB, pl BLOB, device BOOLEAN,"
+    " contact BOOLEAN, tap_t TIMESTAMP"
+)
+# An incremental run adds a batch of records to the cache; this many batches are compacted.
+_MAX_BATCHES = 8
+
+
+def _record_ids(
+    con: duckdb.DuckDBPyConnection,
+    paths: LakePaths,
+    new: set[str] | None,
+    cache: Path,
+    batches: list[str],
+) -> list[str]:
+    """``rec_ids``: one row per lake record with its identifier hashes, whether it is an
+    operator's (``device``) or a guardian's contact (``contact``) and its tap-in time if it is a
+    card's.
+
+    The rows are kept in ``cache`` (keyed hashes, as in the lake), as the ``batches`` files the
+    state lists: with ``new`` (the lake parts added since), only those parts are read and make
+    one more batch; with None every part is read and the cache starts over. Returns the batches
+    the state is to list.
+    """
+    kept = [cache / b for b in batches]
+    if new is not None and all(b.exists() for b in kept):
+        files = sorted(f"'{paths.root / p}'" for p in new if Path(p).parts[0] == "lake")
+    else:
+        new, kept, files = None, [], [f"'{s}'" for s in _lake_sources(paths)]
+    devices = ", ".join(f"'{c}'" for c in sorted(LINE_SOURCES))
+    contacts = ", ".join(f"'{c}'" for c in sorted(CONTACT_SOURCES))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE rec_new ({_REC_COLUMNS})")
+    if files:
+        # A source of two kinds writes the same record in both (the same file's parts, which
+        # arrive together): one row per record.
+        con.execute(
+            f"""
+            INSERT INTO rec_new
+            SELECT record_id, any_value(id_hmac), any_value(passport_hmac),
+                   any_value(phone_hmac), any_value(card_hmac), any_value(plate_hmac),
+                   bool_or(category IN ({devices})), bool_or(category IN ({contacts})),
+                   any_value(start_time) FILTER (WHERE card_hmac IS NOT NULL AND direction = 'in')
+            FROM read_parquet([{", ".join(files)}], union_by_name = true,
+                              hive_partitioning = true)
+            GROUP BY record_id
+            """  # noqa: S608 - our lake paths and category codes
+        )
+    listed = ", ".join(f"'{b}'" for b in kept)
+    cached = f"UNION ALL SELECT * FROM read_parquet([{listed}])" if kept else ""  # noqa: S608
+    con.execute(f"CREATE OR REPLACE TEMP TABLE rec_ids AS SELECT * FROM rec_new {cached}")  # noqa: S608
+    if new is None or len(kept) >= _MAX_BATCHES:
+        if cache.exists():
+            shutil.rmtree(cache)
+        kept, source = [], "rec_ids"
+    else:
+        source = "rec_new"
+    cache.mkdir(parents=True, exist_ok=True)
+    batch = cache / f"{uuid.uuid4().hex}.parquet"
+    con.execute(f"COPY {source} TO '{batch}' (FORMAT parquet, COMPRESSION zstd)")
+    return [p.name for p in kept] + [batch.name]
+
+
+def _records(con: duckdb.DuckDBPyConnection) -> None:
+    """``rec``: ``rec_ids`` with the linkage store's name, birth date, sex and address, the
+    operator's records of a line collapsed to the line's first (``line_rec``: record and the
+    line's first record)."""
+    con.execute(
+        """
+        CREATE TEMP TABLE rec_all AS
+        SELECT r.*, n.name, n.birth, n.sex, n.address
+        FROM rec_ids r LEFT JOIN record_name n USING (record_id);
+        DROP TABLE rec_ids;
+        -- An operator's records that carry nothing but the line are placed alike, by the line:
+        -- the rules see one of them (the line's first record) and the rest follow it.
+        CREATE TEMP TABLE line_rec AS
+        SELECT record_id, min(record_id) OVER (PARTITION BY ph) AS rep FROM rec_all
+        WHERE device AND ph IS NOT NULL AND id IS NULL AND pp IS NULL AND cd IS NULL
+          AND pl IS NULL AND name IS NULL;
+        CREATE TEMP TABLE rec AS
+        SELECT * FROM rec_all
+        ANTI JOIN (SELECT record_id FROM line_rec WHERE record_id <> rep) USING (record_id);
+        DROP TABLE rec_all;
+        """
     )
 
 
 def run_linkage(paths: LakePaths, database: Database, actor: Actor) -> LinkageSummary:
-    """Link the whole lake and record the run: an audit row (the job read the linkage store's
-    personal data, decrypted in memory) and an outbox event for what waits on person keys."""
+    """Link the lake (incrementally, see ``link``) and record the run: an audit row (the job
+    read the linkage store's personal data, decrypted in memory) and an outbox event for what
+    waits on person keys."""
     summary = link(paths, database)
-    counts = {"records": summary.records, "persons": summary.persons, "rules": summary.rules}
+    counts = {
+        "records": summary.records,
+        "persons": summary.persons,
+        "rules": summary.rules,
+        "merges": summary.merges,
+        "splits": summary.splits,
+        "unchanged": summary.unchanged,
+    }
     with database.unit_of_work() as session:
         record(
             session,

@@ -90,10 +90,11 @@ RULE_LABELS: dict[str, tuple[str, str]] = {
     "id": ("身份证号", "ID number"),
     "passport": ("护照号", "passport"),
     "phone": ("手机号", "phone"),
-    "phone+name": ("手机号+姓名", "phone and name"),
+    "probabilistic": ("姓名等概率匹配（推断）", "name and details, probabilistic (inferred)"),
     "phone_pair": ("同机主双号（推断）", "second line (inferred)"),
     "phone_holder": ("家庭号码机主（推断）", "family line holder (inferred)"),
-    "phone_trip": ("家庭号码出行（推断）", "ride on family line (inferred)"),
+    "ride_holder": ("家庭号码约车·机主（推断）", "ride on family line: its holder (inferred)"),
+    "ride_other": ("家庭号码约车·另一家人（推断）", "ride on family line: other user (inferred)"),
     "card": ("交通卡", "transit card"),
     "card_trace": ("交通卡轨迹（推断）", "card traced (inferred)"),
     "plate": ("车牌", "plate"),
@@ -103,7 +104,9 @@ RULE_LABELS: dict[str, tuple[str, str]] = {
     "plate_alone": ("仅车牌", "plate only"),
     "single": ("单条记录", "single record"),
 }
-INFERRED_RULES = frozenset({"phone_pair", "phone_holder", "phone_trip", "card_trace"})
+INFERRED_RULES = frozenset(
+    {"probabilistic", "phone_pair", "phone_holder", "ride_holder", "ride_other", "card_trace"}
+)
 CSV_HEADER = (
     "日期",
     "开始时间",
