@@ -611,11 +611,16 @@ def analysis_contacts(
     """Close contacts (密接) and, with --hops 2, secondary contacts (次密接) of cases, by the
     co-presence rules, each with its evidence (rule, place, overlap, record ids)."""
     from citybrain.analysis.contacts import close_contacts
+    from citybrain.analysis.linkage import OUTPUT, run_linkage
+    from citybrain.analysis.presence_index import current_lake_index
     from citybrain.datahub.lake import LakePaths
     from citybrain.kit.db import get_database
 
     _ensure_schema()
-    table = close_contacts(LakePaths.default(), get_database(), case, hops=hops)
+    paths, database = LakePaths.default(), get_database()
+    if not (paths.root / OUTPUT).exists():
+        run_linkage(paths, database, _actor())
+    table = close_contacts(paths, database, case, hops=hops, index=current_lake_index(paths))
     _audit_query("analysis.contacts", {"cases": case, "hops": hops, "rows": table.num_rows})
     rows = _table_json(table)
     if as_json:

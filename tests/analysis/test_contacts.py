@@ -208,3 +208,28 @@ def test_quality_against_the_truth(city: City) -> None:
     assert quality["infectee_recall_covered_settings"] >= 0.6
     assert quality["precision_strong"] >= 0.35
     assert quality["second_hop_share_max"] < 0.02
+
+
+@pytest.mark.parametrize("cell_cap", [None, 3])
+def test_the_contact_index_gives_the_lake_scan_s_contacts(city: City, cell_cap: int | None) -> None:
+    """Presence read from the contact index (only the stays each hop needs) lists exactly what
+    the scan of the lake lists, crowd caps and second hop included; schools open, so every
+    roster and presence rule has something to find."""
+    from dataclasses import replace
+
+    from citybrain.analysis.presence_index import INDEX_DIR, PresenceIndex, sync_lake_index
+
+    rules = [
+        replace(r, closed=(), crowd_cap=cell_cap if r.name == "cell" else r.crowd_cap)
+        for r in load_rules()
+    ]
+    sync_lake_index(city.paths, keys=city.keys)
+    index = PresenceIndex(city.paths.root / INDEX_DIR)
+    scanned = close_contacts(
+        city.paths, city.database, city.cases, hops=2, keys=city.keys, rules=rules
+    )
+    indexed = close_contacts(
+        city.paths, city.database, city.cases, hops=2, keys=city.keys, rules=rules, index=index
+    )
+    assert scanned.num_rows > 0 and set(scanned.column("hop").to_pylist()) == {1, 2}
+    assert indexed.equals(scanned)

@@ -30,11 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import yaml
 
 from citybrain.analysis.engine import Connection, DuckDBEngine, Engine
 from citybrain.analysis.linkage import OUTPUT, link
+from citybrain.analysis.presence_index import PresenceIndex
 from citybrain.analysis.quality import load_record_owners
 from citybrain.datahub.lake import LakePaths
 from citybrain.kit.db import Database
@@ -218,11 +220,13 @@ def _open_days(rules: list[ContactRule], first: int, last: int) -> pa.Table:
     return pa.table({"rule": pa.array(names, pa.string()), "day": pa.array(days, pa.int64())})
 
 
-def _load_evidence(con: Connection, paths: LakePaths) -> None:
-    """Rosters and presences the rules use, keyed by person, as tables."""
+def _load_evidence(con: Connection, paths: LakePaths, index: PresenceIndex | None) -> None:
+    """Rosters and presences the rules use, keyed by person, as tables (presence from the
+    contact index per hop instead, when there is one)."""
     con.lake("setting", paths, "setting")
     con.lake("identity", paths, "identity")
-    con.lake("presence", paths, "presence")
+    if index is None:
+        con.lake("presence", paths, "presence")
     # A class is a school's grade and unit: the student roster's setting is the school.
     con.create(
         "roster",
@@ -245,17 +249,68 @@ def _load_evidence(con: Connection, paths: LakePaths) -> None:
         "groups",
         "SELECT grp, count(DISTINCT person_key) AS members FROM roster GROUP BY grp",
     )
+    if index is None:
+        _presence(con, "presence")
+
+
+def _presence(con: Connection, source: str) -> None:
+    """``pres``: the presence rows of ``source`` the presence rules use, keyed by person."""
     # Only stays with an end: a gate pass or a card tap says nothing about how long anyone
     # stayed, and a contact needs shared time.
     con.create(
         "pres",
-        """
+        f"""
         SELECT p.record_id, k.person_key, p.place, p.place_kind,
                epoch(p.start_time)::BIGINT AS s, epoch(p.end_time)::BIGINT AS e,
                p.carriage, p."row"
-        FROM presence p JOIN keys k ON k.record_id = p.record_id
+        FROM {source} p JOIN keys k ON k.record_id = p.record_id
         JOIN rules ru ON ru.kind = p.place_kind AND ru.source = 'presence'
         WHERE p.place IS NOT NULL AND p.start_time IS NOT NULL AND p.end_time > p.start_time
+        """,  # noqa: S608 - our table name
+    )
+
+
+def _indexed_presence(
+    con: Connection, index: PresenceIndex, seeds: str, rules: list[ContactRule], hop: int
+) -> None:
+    """``pres`` from the contact index: only the seeds' stays in their windows and the stays at
+    the places those visit, over the span of the visits there (what ``_find`` reads of it)."""
+    kinds = [
+        k for r in rules if r.source == "presence" and (hop == 1 or r.second_hop) for k in r.kinds
+    ]
+    wanted = con.fetch(f"SELECT person, ws, we FROM {seeds}")  # noqa: S608 - our table name
+    stays = index.stays_of(
+        wanted.column("person").to_numpy(),
+        wanted.column("ws").to_numpy(),
+        wanted.column("we").to_numpy(),
+        kinds=kinds,
+    )
+    con.register("own_stays", stays)
+    # The seeds' visits clipped to their windows, then each place's span, as _find takes them.
+    spans = con.fetch(
+        f"""
+        SELECT p.place, min(greatest(p.s, sd.ws)) AS s, max(least(p.e, sd.we)) AS e
+        FROM {seeds} sd JOIN own_stays p ON p.person_key = sd.person
+         AND p.s < sd.we AND p.e > sd.ws
+        GROUP BY p.place
+        """  # noqa: S608 - our table name
+    )
+    around = index.at_places(
+        spans.column("place"),
+        spans.column("s").to_numpy(),
+        spans.column("e").to_numpy(),
+        kinds=kinds,
+    )
+    both = pa.concat_tables([stays, around.cast(stays.schema)])
+    # A seed's own stay is also a stay at its place: keep each record once.
+    _, first = np.unique(both.column("record_id").to_numpy(), return_index=True)
+    con.register("indexed", both.take(first))
+    con.create(
+        "pres",
+        """
+        SELECT p.record_id, p.person_key, p.place, p.place_kind, p.s, p.e, p.carriage, p."row"
+        FROM indexed p JOIN rules ru ON ru.kind = p.place_kind AND ru.source = 'presence'
+        WHERE p.place IS NOT NULL AND p.e > p.s
         """,
     )
 
@@ -395,6 +450,7 @@ def close_contacts(
     keys: Path | None = None,
     rules: list[ContactRule] | None = None,
     engine: Engine | None = None,
+    index: PresenceIndex | None = None,
 ) -> pa.Table:
     """Close contacts (hop 1) and, with ``hops=2``, secondary contacts (hop 2) of ``cases``
     (person keys).
@@ -410,6 +466,8 @@ def close_contacts(
     ``end`` of the shared time; ``via`` (for hop 2, the close contact linking them);
     ``evidence`` (the lake record ids of both sides). Sorted, so equal input gives equal output.
     The queries run on ``engine`` (default DuckDB; ``SparkEngine`` gives the same table).
+    With ``index`` (``presence_index``, synced with the lake and these keys) presence is read
+    from it, only the stays each hop needs, instead of scanning the lake: the same table.
     """
     if hops not in (1, 2):
         raise ValueError("hops must be 1 or 2")
@@ -443,7 +501,9 @@ def close_contacts(
                 }
             ),
         )
-        _load_evidence(con, paths)
+        _load_evidence(con, paths, index)
+        if index is not None:
+            _indexed_presence(con, index, "seeds_1", rules, 1)
         _find(con, "seeds_1", 1)
         con.create("result", "SELECT * FROM found")
         if hops == 2:
@@ -460,6 +520,8 @@ def close_contacts(
                 GROUP BY f.case_key, f.contact
                 """,
             )
+            if index is not None:
+                _indexed_presence(con, index, "seeds_2", rules, 2)
             _find(con, "seeds_2", 2)
             con.create(
                 "result_2",

@@ -8,8 +8,9 @@ API or in an agency's drop folder. For every case in the lake not traced yet it:
 
 1. brings the person keys up to date (identity linkage) when files arrived since they were
    written;
-2. lists the contacts of all new cases to two hops (``contacts.close_contacts``) and writes
-   them to ``analysis/contacts/case_<key>.parquet``;
+2. brings the contact index up to date (``presence_index.sync_lake_index``: the new parts as a
+   delta), lists the contacts of all new cases to two hops from it (``contacts.close_contacts``)
+   and writes them to ``analysis/contacts/case_<key>.parquet``;
 3. in one transaction: a ``ContactTrace`` row per case (when its first report arrived, when its
    contacts were listed, how many), an audit row per case, and an outbox event
    ``analysis.contacts_listed`` per case for what acts on contacts (risk facts, the screening
@@ -38,6 +39,7 @@ from sqlalchemy import func, select
 from citybrain.analysis.contacts import CASE_CATEGORIES, cases_in_lake, close_contacts
 from citybrain.analysis.linkage import OUTPUT, run_linkage
 from citybrain.analysis.models import ContactTrace
+from citybrain.analysis.presence_index import current_lake_index
 from citybrain.core.audit.service import Actor, Event, record_many
 from citybrain.core.events.service import publish
 from citybrain.datahub.lake import LakePaths
@@ -139,7 +141,14 @@ def _trace(paths: LakePaths, database: Database, actor: Actor, hops: int) -> lis
     new = [(k, at) for k, at in found if k not in done]
     if not new:
         return []
-    table = close_contacts(paths, database, [k for k, _ in new], hops=hops, keys=keys)
+    table = close_contacts(
+        paths,
+        database,
+        [k for k, _ in new],
+        hops=hops,
+        keys=keys,
+        index=current_lake_index(paths, keys=keys),
+    )
     arrivals = _arrivals(paths, keys, [k for k, _ in new])
     with database.unit_of_work() as session:
         serials = sorted(set(arrivals.values()))
