@@ -27,16 +27,8 @@ from citybrain.datahub.lake import LakePaths
 HOUR = 3600
 BASE = np.datetime64("2022-04-01T00:00:00", "s")
 KINDS = np.array(["venue", "cell", "train"])
-COLUMNS = Columns(
-    person="person_key",
-    place="place",
-    start="start_time",
-    end="end_time",
-    place_kind="place_kind",
-    record_id="record_id",
-    carriage="carriage",
-    row="row",
-)
+# The test tables use the lake's column names.
+COLUMNS = LAKE_COLUMNS
 
 
 def random_stays(
