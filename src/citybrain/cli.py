@@ -583,6 +583,15 @@ def analysis_link(
             console.print(f"  {rule}: {count:,}")
 
 
+def _engine(name: str) -> Any:
+    from citybrain.analysis.engine import engine_named
+
+    try:
+        return engine_named(name)
+    except ValueError as exc:
+        raise _fail(f"未知的计算引擎 / {exc}") from exc
+
+
 def _table_json(table: Any) -> list[dict[str, Any]]:
     """Rows of an Arrow table as JSON-ready dicts (times as ISO text)."""
     rows: list[dict[str, Any]] = table.to_pylist()
@@ -607,6 +616,10 @@ def analysis_contacts(
     case: Annotated[list[int], typer.Option("--case", help="a case's person key (repeatable)")],
     hops: Annotated[int, typer.Option(min=1, max=2, help="1: close contacts; 2: and theirs")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary last")] = False,
+    engine: Annotated[
+        str,
+        typer.Option(help="duckdb (one machine) or spark (PySpark; a cluster's or local)"),
+    ] = "duckdb",
 ) -> None:
     """Close contacts (密接) and, with --hops 2, secondary contacts (次密接) of cases, by the
     co-presence rules, each with its evidence (rule, place, overlap, record ids)."""
@@ -620,7 +633,11 @@ def analysis_contacts(
     paths, database = LakePaths.default(), get_database()
     if not (paths.root / OUTPUT).exists():
         run_linkage(paths, database, _actor())
-    table = close_contacts(paths, database, case, hops=hops, index=current_lake_index(paths))
+    if engine == "duckdb":
+        table = close_contacts(paths, database, case, hops=hops, index=current_lake_index(paths))
+    else:
+        # The cluster reads the lake itself: the contact index is this machine's cache.
+        table = close_contacts(paths, database, case, hops=hops, engine=_engine(engine))
     _audit_query("analysis.contacts", {"cases": case, "hops": hops, "rows": table.num_rows})
     rows = _table_json(table)
     if as_json:
@@ -649,6 +666,10 @@ def analysis_screen(
         typer.Option(formats=["%Y-%m-%d"], help="screening day (default: the lake's last day)"),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary last")] = False,
+    engine: Annotated[
+        str,
+        typer.Option(help="duckdb (one machine) or spark (PySpark; a cluster's or local)"),
+    ] = "duckdb",
 ) -> None:
     """Key persons (重点人员) over the 14 days up to --as-of, by the screening rules, listed by
     community and compound with the evidence."""
@@ -659,7 +680,7 @@ def analysis_screen(
     _ensure_schema()
     paths = LakePaths.default()
     day = as_of.date() if as_of else _last_lake_day(paths)
-    table = screen(paths, get_database(), as_of=day)
+    table = screen(paths, get_database(), as_of=day, engine=_engine(engine))
     grouped = by_compound(table)
     _audit_query("analysis.screen", {"as_of": day.isoformat(), "rows": table.num_rows})
     if as_json:
