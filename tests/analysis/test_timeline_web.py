@@ -8,15 +8,12 @@ import csv
 import datetime as dt
 import io
 import re
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -35,7 +32,7 @@ from tests.conftest import DatabaseFactory
 from tests.datahub.feeds import rail_rows, travellers, write_rail
 from tests.factories import PASSWORD, TEST_ACTOR, make_user
 from tests.web.conftest import csrf_of, log_in
-from tests.web.test_browser import ARTIFACTS, _free_port
+from tests.web.test_browser import ARTIFACTS, serving
 from tests.web.test_browser import browser as browser  # the fixture
 
 # An agency wrote a formula where a station belongs: the export must not let Excel run it.
@@ -267,20 +264,8 @@ def test_the_page_is_refused_to_other_roles(site: Site, client: TestClient) -> N
 
 @pytest.fixture
 def live(site: Site) -> Iterator[str]:
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(site.app(), host="127.0.0.1", port=port, log_config=None)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(site.app()) as base:
+        yield base
 
 
 @pytest.mark.browser

@@ -3,13 +3,10 @@ desk and on a phone (no sideways scrolling)."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from citybrain.core.geo.service import load_hierarchy
 from citybrain.datahub import lake, routes
@@ -17,7 +14,7 @@ from citybrain.kit.db import Database
 from citybrain.web.app import create_app
 from tests.datahub.webkit import ingest, rail_file
 from tests.factories import PASSWORD, make_user
-from tests.web.test_browser import ARTIFACTS, _free_port
+from tests.web.test_browser import ARTIFACTS, serving
 from tests.web.test_browser import browser as browser  # the fixture
 
 pytestmark = pytest.mark.browser
@@ -33,18 +30,8 @@ def datahub_server(fresh_database: Database, tmp_path: Path) -> Iterator[str]:
         ingest(session, paths, rail_file(6), "rail_ticket/rail_ticket_20200121.csv")
     app = create_app(fresh_database)
     app.dependency_overrides[routes.lake_paths] = lambda: paths
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(app) as base:
+        yield base
 
 
 def _log_in(page: object, base: str) -> None:
