@@ -1,0 +1,121 @@
+"""Health-code tables: the signing keys (签名密钥) and the scans (扫码记录) at gates and places."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from citybrain.kit.db import Base, UTCDateTime
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
+ScanId = BigInteger().with_variant(Integer, "sqlite")
+
+KEY_ACTIVE = "active"  # signs new codes; exactly one at a time
+KEY_RETIRED = "retired"  # signs nothing, still verifies the codes it signed until verify_until
+KEY_REMOVED = "removed"  # out of the trust list
+KEY_STATUSES = (KEY_ACTIVE, KEY_RETIRED, KEY_REMOVED)
+
+
+class SigningKey(Base):
+    """An ES256 (P-256) key pair that signs health codes and place codes.
+
+    ``kid`` is derived from the public key as the EU DCC does (the first 8 bytes of the
+    SHA-256 of the SubjectPublicKeyInfo, base64url), so a gate can check it matches the key.
+    The private key is stored only encrypted with the platform's field cipher.
+    """
+
+    __tablename__ = "signing_keys"
+    __table_args__ = (
+        # One active key at a time, even when two processes create the first key at once.
+        Index(
+            "uq_signing_keys_active",
+            "status",
+            unique=True,
+            postgresql_where=text("status = 'active'"),
+            sqlite_where=text("status = 'active'"),
+        ),
+    )
+
+    kid: Mapped[str] = mapped_column(String(16), primary_key=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)  # SPKI, DER
+    private_key_enc: Mapped[bytes] = mapped_column(LargeBinary)  # PKCS#8 PEM, field-encrypted
+    status: Mapped[str] = mapped_column(String(12))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    activated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    retired_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # A retired key stays in the trust list until every code it signed has expired.
+    verify_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    removed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    def __repr__(self) -> str:
+        return f"<SigningKey {self.kid} {self.status}>"
+
+
+SCAN_GATE = "gate"  # a device at a place scanned a person's code
+SCAN_PLACE = "place"  # a person scanned a place's code (场所码)
+DIRECTION_ENTRY = "entry"
+DIRECTION_EXIT = "exit"
+DIRECTION_VISIT = "visit"  # a place-code scan says only "I was here"
+DECISION_PASS = "pass"  # noqa: S105 — a decision, not a password
+DECISION_DENY = "deny"
+
+
+class Scan(Base):
+    """One scan: who (pseudonymous ref and risk subject) passed or was turned back where, when,
+    which way, with which colour, and why.
+
+    Rows are written in batches by the scan writer; ``batch`` names the batch so its one
+    outbox event can find exactly its rows.
+    """
+
+    __tablename__ = "scans"
+    __table_args__ = (Index("ix_scans_place_code_scanned_at", "place_code", "scanned_at"),)
+
+    id: Mapped[int] = mapped_column(ScanId, primary_key=True, autoincrement=True)
+    method: Mapped[str] = mapped_column(String(8))
+    place_code: Mapped[str] = mapped_column(ForeignKey("places.code"))
+    person_ref: Mapped[str] = mapped_column(String(32), index=True)
+    subject: Mapped[str | None] = mapped_column(String(32), index=True)
+    direction: Mapped[str] = mapped_column(String(8))
+    colour: Mapped[str] = mapped_column(String(8))
+    # Whether the colour came from the server (online) or only from inside the code (offline).
+    colour_source: Mapped[str] = mapped_column(String(8))
+    decision: Mapped[str] = mapped_column(String(8))
+    reason: Mapped[str] = mapped_column(String(40))
+    device_token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id"))
+    scanned_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    batch: Mapped[str] = mapped_column(String(32))
+
+    def __repr__(self) -> str:
+        # Never the person: reprs end up in logs.
+        return f"<Scan {self.id} {self.place_code} {self.decision}>"
+
+
+class ScanBatch(Base):
+    """One commit of the scan writer: which scans it wrote (ids ``first_id``..``last_id`` with
+    this ``batch``), and when they were exported to the lake (the export job takes every
+    batch not exported yet, so one lake file holds many batches)."""
+
+    __tablename__ = "scan_batches"
+    __table_args__ = (
+        Index(
+            "ix_scan_batches_unexported",
+            "recorded_at",
+            postgresql_where=text("exported_at IS NULL"),
+            sqlite_where=text("exported_at IS NULL"),
+        ),
+    )
+
+    batch: Mapped[str] = mapped_column(String(32), primary_key=True)
+    first_id: Mapped[int] = mapped_column(ScanId)
+    last_id: Mapped[int] = mapped_column(ScanId)
+    count: Mapped[int] = mapped_column(Integer)
+    recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    exported_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # The lake files (ledger file ids) the batch's scans went into, by category.
+    exported_files: Mapped[str | None] = mapped_column(String(64))
+
+    def __repr__(self) -> str:
+        return f"<ScanBatch {self.batch} {self.count}>"

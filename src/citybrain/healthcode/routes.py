@@ -1,0 +1,299 @@
+"""The health-code API: the public trust list, gate scans, place-code scans and place codes.
+
+``POST /api/v1/scans`` is the hot path of the whole platform at the morning peak. It verifies
+the code's signature in memory against the cached trust list (no database), hands the scan
+to the group-commit writer and answers after the commit; when too many scans wait it answers
+429 with Retry-After at once. It does not use the per-request unit of work: the writer's
+transaction is the one that matters.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse, Response
+
+from citybrain.core.authz.deps import public, require
+from citybrain.core.authz.principal import Principal
+from citybrain.core.authz.roles import Permission
+from citybrain.core.geo.models import Place
+from citybrain.healthcode.codes import (
+    CodeRefused,
+    VerifiedCode,
+    issue_place_code,
+    verify_code,
+    verify_place_code,
+)
+from citybrain.healthcode.deps import Scanner
+from citybrain.healthcode.keys import trust_cache
+from citybrain.healthcode.models import DIRECTION_ENTRY, SCAN_GATE
+from citybrain.healthcode.qr import qr_svg
+from citybrain.healthcode.schemas import (
+    PlaceCodeOut,
+    PlaceScanIn,
+    ScanIn,
+    ScanOut,
+    TrustListOut,
+)
+from citybrain.healthcode.service import (
+    ScanOutcome,
+    ScanRequest,
+    place_scan_request,
+    record_scans,
+)
+from citybrain.healthcode.trust import TrustList
+from citybrain.healthcode.writer import Overloaded, check_capacity, writer_for
+from citybrain.kit import clock
+from citybrain.kit.db import transaction
+from citybrain.kit.errors import InvalidInput, NotFound, error_responses
+from citybrain.kit.web import db_session, language, request_database
+
+router = APIRouter(tags=["healthcode 健康码"])
+DB = Annotated[Session, Depends(db_session)]
+TRUST_LIST_MAX_AGE = 60
+
+
+def _trust_list(request: Request, *, unknown_kid: str | None = None) -> TrustList:
+    test_session = getattr(request.app.state, "test_session", None)
+    if test_session is not None:
+        from citybrain.healthcode.keys import trust_list
+
+        return trust_list(test_session)
+    return trust_cache.get(request_database(request), unknown_kid=unknown_kid)
+
+
+def _kid_hint(text: str) -> str:
+    # Any value not in the list makes the cache re-read (at most once a second).
+    return f"?{text[:16]}"
+
+
+def verify_health_code(request: Request, text: str) -> VerifiedCode:
+    """Verify a health code with the server's trust list; a code naming a key the list does
+    not know makes it re-read the list once (a rotation by another process)."""
+    try:
+        return verify_code(text.strip(), _trust_list(request))
+    except CodeRefused as refused:
+        if refused.reason_code != "unknown_key":
+            raise
+        return verify_code(text.strip(), _trust_list(request, unknown_kid=_kid_hint(text)))
+
+
+class _PlaceCache:
+    """Place code -> (area code, name), for checking a staff member's jurisdiction."""
+
+    def __init__(self, seconds: float = 300.0) -> None:
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._places: dict[tuple[str, str], tuple[str, float]] = {}
+
+    def area_of(self, session: Session, database_url: str, code: str) -> str | None:
+        key = (database_url, code)
+        with self._lock:
+            hit = self._places.get(key)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        place = session.get(Place, code)
+        if place is None:
+            return None
+        with self._lock:
+            self._places[key] = (place.area_code, time.monotonic() + self.seconds)
+        return place.area_code
+
+
+_places = _PlaceCache()
+
+
+def _place_area(request: Request, code: str) -> str | None:
+    test_session = getattr(request.app.state, "test_session", None)
+    if test_session is not None:
+        place = test_session.get(Place, code)
+        return place.area_code if place else None
+    database = request_database(request)
+    with database.sessions() as session:
+        return _places.area_of(session, database.url, code)
+
+
+async def scan_place_of(request: Request, who: Principal, place_code: str | None) -> str:
+    """The place a scan is made at: a device's own place, or the place a staff member names
+    (which must lie in their jurisdiction)."""
+    if who.kind == "device":
+        if place_code and place_code != who.name:
+            raise InvalidInput(
+                "设备只能在其所属场所扫码",
+                "a device scans only at its own place",
+                field="place_code",
+            )
+        return who.name
+    if not place_code:
+        raise InvalidInput("请选择扫码场所", "name the place of the scan", field="place_code")
+    area = await run_in_threadpool(_place_area, request, place_code)
+    if area is None or not area.startswith(who.area_code):
+        raise NotFound(
+            f"场所 {place_code} 不存在或不在辖区内",
+            f"place {place_code} does not exist or lies outside your area",
+            field="place_code",
+        )
+    return place_code
+
+
+async def record(request: Request, scan: ScanRequest) -> ScanOutcome:
+    """Record one scan: through the group-commit writer, or in the test's own transaction."""
+    test_session = getattr(request.app.state, "test_session", None)
+    if test_session is not None:
+        test_session.commit()
+        with transaction(test_session):
+            return record_scans(test_session, [scan])[0]
+    writer = writer_for(request_database(request))
+    return await writer.record(scan)
+
+
+def overloaded(error: Overloaded, lang: str) -> JSONResponse:
+    """429 with Retry-After."""
+    return JSONResponse(
+        {"error": error.to_dict(lang)},
+        status_code=429,
+        headers={"Retry-After": str(error.retry_after)},
+    )
+
+
+def outcome_json(outcome: ScanOutcome, lang: str) -> dict[str, object]:
+    """The answer to a scan."""
+    return {
+        "scan_id": outcome.scan_id,
+        "passed": outcome.passed,
+        "decision": outcome.decision,
+        "reason_code": outcome.reason_code,
+        "reason": outcome.reason_en if lang == "en" else outcome.reason_zh,
+        "reason_zh": outcome.reason_zh,
+        "reason_en": outcome.reason_en,
+        "colour": outcome.colour,
+        "colour_source": outcome.colour_source,
+        "place_code": outcome.place_code,
+        "place_name": outcome.place_name,
+        "direction": outcome.direction,
+        "scanned_at": outcome.scanned_at.isoformat(),
+    }
+
+
+async def gate_scan(
+    request: Request, who: Principal, text: str, direction: str, place_code: str | None
+) -> ScanOutcome:
+    """Verify a health code at a gate and record the decision (raises CodeRefused,
+    Overloaded, InvalidInput, NotFound)."""
+    place = await scan_place_of(request, who, place_code)
+    verified = verify_health_code(request, text)
+    return await record(
+        request,
+        ScanRequest(
+            method=SCAN_GATE,
+            place_code=place,
+            person_ref=verified.person_ref,
+            code_colour=verified.colour,
+            direction=direction,
+            device_token_id=who.id if who.kind == "device" else None,
+            scanned_at=clock.now(),
+        ),
+    )
+
+
+@router.get(
+    "/api/v1/healthcode/trust-list",
+    response_model=TrustListOut,
+    summary="信任列表 Trust list of code-signing keys",
+)
+@public
+def get_trust_list(request: Request) -> Response:
+    """The public keys that verify citybrain's codes, for gates to verify offline. Public
+    and cacheable; a gate re-downloads it every minute or when a code names an unknown key."""
+    trust = _trust_list(request)
+    return JSONResponse(
+        trust.as_json(),
+        headers={"Cache-Control": f"public, max-age={TRUST_LIST_MAX_AGE}"},
+    )
+
+
+@router.post(
+    "/api/v1/scans",
+    response_model=ScanOut,
+    summary="闸机扫码 Scan a health code at a gate",
+    responses=error_responses(401, 403, 404, 422, 429),
+)
+async def post_scan(body: ScanIn, request: Request, who: Scanner) -> Response:
+    """Verify the code (signature offline-capable, then the person's current colour online),
+    decide pass or deny by the place's policy and the compound's tier, record the scan and
+    answer after it is committed. 422 names why a code is refused (``bad_signature``,
+    ``expired``, ``unknown_key``…); 429 with Retry-After when too many scans wait."""
+    lang = language(request)
+    try:
+        if getattr(request.app.state, "test_session", None) is None:
+            check_capacity()
+        outcome = await gate_scan(request, who, body.code, body.direction, body.place_code)
+    except Overloaded as error:
+        return overloaded(error, lang)
+    return JSONResponse(outcome_json(outcome, lang))
+
+
+@router.post(
+    "/api/v1/scans/place",
+    response_model=ScanOut,
+    summary="扫场所码 Record a visit by scanning a place code",
+    responses=error_responses(422, 429),
+)
+@public
+async def post_place_scan(body: PlaceScanIn, request: Request) -> Response:
+    """A resident scanned a place code (场所码): record "I was here". The resident's own
+    current health code (signed, valid for minutes, shown only to its holder) identifies
+    them, so no further login is needed; both codes must verify."""
+    lang = language(request)
+    try:
+        if getattr(request.app.state, "test_session", None) is None:
+            check_capacity()
+    except Overloaded as error:
+        return overloaded(error, lang)
+    place = verify_place_code(body.place.strip(), _trust_list(request))
+    person = verify_health_code(request, body.code)
+    try:
+        outcome = await record(
+            request, place_scan_request(place.place_code, person.person_ref, person.colour)
+        )
+    except Overloaded as error:
+        return overloaded(error, lang)
+    return JSONResponse(outcome_json(outcome, lang))
+
+
+@router.get(
+    "/api/v1/healthcode/place-codes/{place_code}",
+    response_model=PlaceCodeOut,
+    summary="场所码 A place's signed code to print",
+    responses=error_responses(401, 403, 404),
+)
+def get_place_code(
+    place_code: str,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.GEO_VIEW))],
+) -> PlaceCodeOut:
+    """Sign a place code (场所码) for a place in the caller's area, with its QR as SVG."""
+    place = session.get(Place, place_code)
+    if place is None or not place.area_code.startswith(who.area_code):
+        raise NotFound(
+            f"场所 {place_code} 不存在或不在辖区内",
+            f"place {place_code} does not exist or lies outside your area",
+        )
+    issued = issue_place_code(session, place.code, place.kind)
+    return PlaceCodeOut(
+        place_code=place.code,
+        place_name=place.name,
+        text=issued.text,
+        kid=issued.kid,
+        issued_at=issued.issued_at,
+        expires_at=issued.expires_at,
+        svg=qr_svg(issued.text, title=place.name),
+    )
+
+
+__all__ = ["DIRECTION_ENTRY", "router"]

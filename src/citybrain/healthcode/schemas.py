@@ -1,0 +1,83 @@
+"""Pydantic I/O of the health-code API: the trust list, scans and place codes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+MAX_CODE_TEXT = 4096
+
+
+class TrustedKeyOut(BaseModel):
+    """One key of the trust list."""
+
+    kid: str = Field(description="密钥标识：SPKI 的 SHA-256 前8字节（base64url） key id")
+    alg: Literal["ES256"] = "ES256"
+    spki: str = Field(description="公钥（DER SubjectPublicKeyInfo，base64） public key")
+    status: Literal["active", "retired"]
+    not_before: dt.datetime | None = None
+    not_after: dt.datetime | None = Field(
+        default=None, description="此后该密钥签发的码不再有效 codes refused after this"
+    )
+
+
+class TrustListOut(BaseModel):
+    """The trust list (信任列表) gates download to verify codes offline."""
+
+    issuer: str
+    generated_at: dt.datetime | None
+    keys: list[TrustedKeyOut]
+
+
+class ScanIn(BaseModel):
+    """A gate's scan of a person's health code (扫码)."""
+
+    code: str = Field(min_length=1, max_length=MAX_CODE_TEXT, description="码的文本（CB1:…）")
+    direction: Literal["entry", "exit"] = Field(default="entry", description="进 entry / 出 exit")
+    place_code: str | None = Field(
+        default=None,
+        max_length=24,
+        description="场所代码：设备令牌不需填写（设备即场所）；工作人员须填写 place (staff only)",
+    )
+
+
+class ScanOut(BaseModel):
+    """The decision at the gate, with its reason, after the scan is recorded."""
+
+    scan_id: int
+    passed: bool
+    decision: Literal["pass", "deny"]
+    reason_code: str
+    reason: str = Field(description="原因（按请求语言） reason in the request's language")
+    reason_zh: str
+    reason_en: str
+    colour: Literal["green", "yellow", "red"]
+    colour_source: Literal["online", "code"] = Field(
+        description="online: 当前颜色（风险引擎） current; "
+        "code: 码内颜色（登记库无此人） the colour in the code"
+    )
+    place_code: str
+    place_name: str
+    direction: str
+    scanned_at: dt.datetime
+
+
+class PlaceScanIn(BaseModel):
+    """A resident scanning a place code (场所码) with their own health code."""
+
+    place: str = Field(min_length=1, max_length=MAX_CODE_TEXT, description="场所码文本（CBP1:…）")
+    code: str = Field(min_length=1, max_length=MAX_CODE_TEXT, description="本人健康码文本（CB1:…）")
+
+
+class PlaceCodeOut(BaseModel):
+    """A signed place code (场所码) to print and post."""
+
+    place_code: str
+    place_name: str
+    text: str
+    kid: str
+    issued_at: dt.datetime
+    expires_at: dt.datetime
+    svg: str

@@ -1,0 +1,297 @@
+"""The group-commit writer against a real database (scans committed for real, many per
+transaction, one event per batch, back-pressure past capacity, a bad scan failing alone),
+and the export of committed scans to the lake through the data centre's intake."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pytest
+from sqlalchemy import func, select
+
+from citybrain.core.authz.service import issue_token
+from citybrain.core.events.models import OutboxEvent
+from citybrain.core.geo.models import PLACE_COMPOUND_GATE, PLACE_VENUE, Place
+from citybrain.core.geo.service import load_hierarchy
+from citybrain.datahub.lake import LakePaths
+from citybrain.datahub.models import IntakeFile
+from citybrain.datahub.reconcile import reconcile
+from citybrain.healthcode import writer as writer_module
+from citybrain.healthcode.export import export_scans
+from citybrain.healthcode.models import Scan, ScanBatch
+from citybrain.healthcode.service import ScanOutcome, ScanRequest, place_scan_request
+from citybrain.healthcode.writer import Overloaded, ScanWriter
+from citybrain.kit import clock
+from citybrain.kit.db import Database
+from citybrain.kit.errors import InvalidInput
+from tests.conftest import DatabaseFactory
+from tests.factories import STREET_A, TEST_ACTOR, make_person, make_user
+from tests.healthcode.conftest import make_red, person_row
+
+
+@dataclass
+class City:
+    database: Database
+    gate: str
+    venue: str
+    token_id: int
+    refs: list[str]
+    subjects: list[str]
+
+
+@pytest.fixture(scope="module")
+def city(database_factory: DatabaseFactory) -> Iterator[City]:
+    database = database_factory.new_database()
+    with database.unit_of_work() as session:
+        load_hierarchy(session)
+    with database.unit_of_work() as session:
+        officer = make_user(session, "street_officer", STREET_A)
+        people = [person_row(session, make_person(session, officer)[0].ref) for _ in range(6)]
+        compound = people[0].area_code
+        gate = session.scalar(
+            select(Place).where(Place.compound_code == compound, Place.kind == PLACE_COMPOUND_GATE)
+        )
+        venue = session.scalar(
+            select(Place).where(Place.kind == PLACE_VENUE, Place.area_code.startswith(STREET_A))
+        )
+        assert gate is not None and venue is not None
+        token, _ = issue_token(session, TEST_ACTOR, name="gate", device_place_code=gate.code)
+        make_red(session, people[5])
+        built = City(
+            database,
+            gate.code,
+            venue.code,
+            token.id,
+            [p.ref for p in people],
+            [p.id_number_bidx[:32] for p in people],
+        )
+    yield built
+    database.dispose()
+
+
+def _request(city: City, n: int, place: str | None = None) -> ScanRequest:
+    return ScanRequest(
+        method="gate",
+        place_code=place or (city.gate if n % 2 else city.venue),
+        person_ref=city.refs[n % len(city.refs)],
+        code_colour="green",
+        direction="entry" if n % 3 else "exit",
+        device_token_id=city.token_id,
+        scanned_at=clock.now(),
+    )
+
+
+def _counts(database: Database) -> tuple[int, int, int]:
+    with database.unit_of_work() as session:
+        return (
+            int(session.scalar(select(func.count()).select_from(Scan)) or 0),
+            int(session.scalar(select(func.count()).select_from(ScanBatch)) or 0),
+            int(
+                session.scalar(
+                    select(func.count()).where(OutboxEvent.topic == "healthcode.scans_recorded")
+                )
+                or 0
+            ),
+        )
+
+
+def test_the_writer_commits_many_scans_per_transaction_with_one_event_each(city: City) -> None:
+    scans_before, batches_before, events_before = _counts(city.database)
+    total = 400
+
+    async def run() -> list[ScanOutcome]:
+        writer = ScanWriter(city.database)
+        try:
+            return await asyncio.gather(*(writer.record(_request(city, n)) for n in range(total)))
+        finally:
+            writer.close()
+
+    outcomes = asyncio.run(run())
+    assert len({o.scan_id for o in outcomes}) == total
+    # The red person (index 5) is turned back at the venue; the others pass there. Their
+    # compound is closed (a case lives there): residents come in, nobody goes out.
+    for n, outcome in enumerate(outcomes):
+        red = n % len(city.refs) == 5
+        assert outcome.colour == ("red" if red else "green")
+        if outcome.place_code == city.venue:
+            assert outcome.decision == ("deny" if red else "pass")
+        else:
+            expected = "deny" if outcome.direction == "exit" else "pass"
+            assert (outcome.decision, outcome.reason_code) == (
+                expected,
+                "compound_closed_exit" if expected == "deny" else "resident_home",
+            )
+    scans, batches, events = _counts(city.database)
+    assert scans - scans_before == total
+    made = batches - batches_before
+    assert 1 <= made < total  # grouped
+    assert events - events_before == made  # one event per batch
+    with city.database.unit_of_work() as session:
+        ids = {o.scan_id for o in outcomes}
+        rows = session.scalars(select(ScanBatch).order_by(ScanBatch.recorded_at)).all()
+        covered = set()
+        for batch in rows[-made:]:
+            members = set(session.scalars(select(Scan.id).where(Scan.batch == batch.batch)).all())
+            assert len(members) == batch.count
+            assert min(members) == batch.first_id and max(members) == batch.last_id
+            covered |= members
+        assert ids <= covered
+
+
+def test_past_capacity_scans_are_refused_at_once_and_none_is_lost(
+    city: City, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module.get_healthcode_settings(), "queue_capacity", 5)
+    monkeypatch.setattr(writer_module.get_healthcode_settings(), "batch_max", 2)
+    release = threading.Event()
+    writer = ScanWriter(city.database)
+    original = writer._commit
+
+    def slow_commit(requests: list[ScanRequest]) -> list[ScanOutcome]:
+        release.wait(10)
+        return original(requests)
+
+    monkeypatch.setattr(writer, "_commit", slow_commit)
+    scans_before, _, _ = _counts(city.database)
+
+    async def run() -> tuple[list[ScanOutcome], list[Overloaded]]:
+        waiting = [writer.submit(_request(city, n)) for n in range(5)]
+        await asyncio.sleep(0.2)  # the writer took the first batch (2) and is stuck in it
+        refused: list[Overloaded] = []
+        for n in range(10):
+            try:
+                waiting.append(writer.submit(_request(city, 100 + n)))
+            except Overloaded as error:
+                refused.append(error)
+        release.set()
+        return list(await asyncio.gather(*waiting)), refused
+
+    accepted, refused = asyncio.run(run())
+    writer.close()
+    # 5 queued, 2 of them taken into the stuck batch: 2 more fit, the other 8 are refused.
+    assert len(accepted) == 7 and len(refused) == 8
+    assert all(e.status_code == 429 and e.retry_after >= 1 for e in refused)
+    scans_after, _, _ = _counts(city.database)
+    assert scans_after - scans_before == len(accepted)  # every answered scan is recorded
+
+
+def test_one_bad_scan_fails_alone(city: City) -> None:
+    async def run() -> list[ScanOutcome | BaseException]:
+        writer = ScanWriter(city.database)
+        try:
+            requests = [_request(city, n) for n in range(6)]
+            requests[3] = _request(city, 3, place="X_NO_SUCH_PLACE")
+            return await asyncio.gather(
+                *(writer.record(r) for r in requests), return_exceptions=True
+            )
+        finally:
+            writer.close()
+
+    results = asyncio.run(run())
+    assert isinstance(results[3], InvalidInput)
+    assert all(isinstance(r, ScanOutcome) for i, r in enumerate(results) if i != 3)
+
+
+def test_export_takes_committed_scans_to_the_lake_pseudonymised_and_reconciled(
+    city: City, tmp_path: Path
+) -> None:
+    paths = LakePaths(tmp_path / "data")
+
+    async def run() -> list[ScanOutcome]:
+        writer = ScanWriter(city.database)
+        try:
+            gate_scans = [writer.record(_request(city, n)) for n in range(30)]
+            visits = [
+                writer.record(place_scan_request(city.venue, city.refs[0], "green"))
+                for _ in range(2)
+            ]
+            return await asyncio.gather(*gate_scans, *visits)
+        finally:
+            writer.close()
+
+    asyncio.run(run())
+    with city.database.unit_of_work() as session:
+        pending = int(
+            session.scalar(
+                select(func.coalesce(func.sum(ScanBatch.count), 0)).where(
+                    ScanBatch.exported_at.is_(None)
+                )
+            )
+            or 0
+        )
+    result = export_scans(city.database, paths)
+    assert result.scans == pending and result.reconciles, result.as_dict()
+    assert result.as_dict()["quarantined"] == 0, [(f.reasons, f.error) for f in result.files]
+    assert result.received == pending
+    categories = {f.category for f in result.files}
+    assert categories == {"gate_scan", "venue_scan"}
+    # The data centre's ledger has the files, and its reconciliation agrees with the lake.
+    with city.database.unit_of_work() as session:
+        ledger = session.scalars(
+            select(IntakeFile).where(IntakeFile.file_id.in_([f.file_id for f in result.files]))
+        ).all()
+        assert {row.channel for row in ledger} == {"outbox"}
+        assert sum(row.received for row in ledger) == pending
+        assert session.scalar(select(func.count()).where(ScanBatch.exported_at.is_(None))) == 0
+        report = reconcile(session, paths)
+    assert report.ok, report
+    # The lake holds keyed hashes, never the ID numbers; the hash is the person's subject.
+    glob = str(paths.lake / "presence" / "**" / "*.parquet")
+    rows = duckdb.sql(
+        f"SELECT category, hex(id_hmac) AS h, place, direction, start_time "
+        f"FROM read_parquet('{glob}', hive_partitioning = true)"
+    ).fetchall()
+    accepted = sum(f.accepted for f in result.files)
+    assert len(rows) == accepted > 0
+    assert {r[1].lower() for r in rows} <= set(city.subjects)
+    assert {r[2] for r in rows} <= {city.gate, city.venue}
+    assert {r[3] for r in rows} <= {"in", "out"}
+    raw = b"".join(p.read_bytes() for p in (paths.lake).rglob("*.parquet"))
+    with city.database.unit_of_work() as session:
+        from citybrain.core.people.models import Person
+        from citybrain.core.people.service import ID_FIELD
+        from citybrain.kit.crypto import field_cipher
+
+        person = session.scalar(select(Person).where(Person.ref == city.refs[0]))
+        assert person is not None
+        number = field_cipher().decrypt(person.id_number_enc, ID_FIELD)
+    assert number.encode() not in raw
+    # A second export finds nothing new.
+    again = export_scans(city.database, paths)
+    assert again.scans == 0 and again.files == []
+    # Scans on a later day land in that day's partition.
+    assert all(isinstance(r[4], dt.datetime) for r in rows)
+
+
+def test_scans_past_retention_are_purged_only_once_in_the_lake(city: City, tmp_path: Path) -> None:
+    from citybrain.core.audit.models import AuditEntry
+    from citybrain.healthcode.service import purge_expired_scans
+
+    async def scan(count: int) -> list[ScanOutcome]:
+        writer = ScanWriter(city.database)
+        try:
+            return await asyncio.gather(*(writer.record(_request(city, n)) for n in range(count)))
+        finally:
+            writer.close()
+
+    asyncio.run(scan(5))
+    export_scans(city.database, LakePaths(tmp_path / "data"))
+    waiting = asyncio.run(scan(2))  # recorded, not yet in the lake
+    with city.database.unit_of_work() as session:
+        total = int(session.scalar(select(func.count()).select_from(Scan)) or 0)
+        # Nothing is old yet.
+        assert purge_expired_scans(session) == 0
+        later = clock.now() + dt.timedelta(days=31)
+        gone = purge_expired_scans(session, now=later)
+        assert gone == total - 2
+        left = set(session.scalars(select(Scan.id)))
+        assert left == {o.scan_id for o in waiting}
+        assert session.scalar(
+            select(AuditEntry).where(AuditEntry.action == "healthcode.scans_purge")
+        )
