@@ -1,0 +1,294 @@
+"""Facts from the analysis (分析结果转事实): a traced case's close and secondary contacts, the
+case itself, and risk-area travellers from a screening run.
+
+The analysis works on person keys (``analysis/person_keys.parquet``); facts are keyed by risk
+subject, the lake's ``id_hmac`` as hex. Linkage records, for every record it placed by a
+resident ID, that ID's keyed hash (``rule = 'id'``, ``via_hash``): so a person key's subjects
+are read from the person keys alone, without scanning the lake. Persons the analysis knows
+only by phone, card or plate have no subject: they are counted, not asserted (screening and
+the outbound calls reach them).
+
+Only strong contacts become facts: a weak lead (a shared cell) is something to check, not a
+reason to turn a code red. Every assertion carries a dedupe key, so reading the same trace or
+screening again asserts nothing twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from sqlalchemy.orm import Session
+
+from citybrain.analysis.contacts import CASE_CATEGORIES
+from citybrain.analysis.linkage import OUTPUT
+from citybrain.core.audit.service import Actor, record
+from citybrain.datahub.lake import LakePaths
+from citybrain.kit import clock
+from citybrain.kit.errors import InvalidInput
+from citybrain.risk import repository
+from citybrain.risk.kinds import FactKind
+from citybrain.risk.service import assert_fact
+from citybrain.risk.subjects import subject_of_lake_hash
+
+# Screening rules whose hits are travel from a risk area (the ticket, or the phone roaming
+# there); presumed car occupants and hotline tips are leads for a call, not facts.
+TRAVEL_RULES = ("risk_area_travel", "risk_area_roaming")
+RECORDS_KEPT = 20  # record ids kept as a fact's evidence
+
+
+@dataclass
+class FindingsSummary:
+    """What one batch of analysis results turned into (counts only)."""
+
+    asserted: dict[str, int] = field(default_factory=dict)
+    already_known: int = 0
+    without_identity: int = 0
+    weak_leads: int = 0
+    persons: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain figures for the audit log and the CLI."""
+        return {
+            "asserted": dict(self.asserted),
+            "already_known": self.already_known,
+            "without_identity": self.without_identity,
+            "weak_leads": self.weak_leads,
+            "persons": self.persons,
+        }
+
+
+def subjects_of_keys(keys: Path, person_keys: Iterable[int]) -> dict[int, list[str]]:
+    """Per person key, the risk subjects of the resident IDs linkage placed its records by."""
+    wanted = sorted(set(person_keys))
+    if not wanted or not keys.exists():
+        return {}
+    con = duckdb.connect()
+    try:
+        con.register("wanted", pa.table({"person_key": pa.array(wanted, pa.int64())}))
+        rows = con.execute(
+            """
+            SELECT DISTINCT k.person_key, k.via_hash
+            FROM read_parquet(?) k SEMI JOIN wanted USING (person_key)
+            WHERE k.rule = 'id' AND k.via = 'id' AND k.via_hash IS NOT NULL
+            ORDER BY 1, 2
+            """,
+            [str(keys)],
+        ).fetchall()
+    finally:
+        con.close()
+    found: dict[int, list[str]] = {}
+    for key, digest in rows:
+        found.setdefault(int(key), []).append(subject_of_lake_hash(bytes(digest)))
+    return found
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    # Lake times are the agencies' wall-clock times in China.
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=clock.CHINA_TZ)
+    return moment.astimezone(dt.UTC)
+
+
+def _case_reports(paths: LakePaths, keys: Path, case_key: int) -> tuple[str, dt.datetime] | None:
+    """The kind of a case (confirmed unless only asymptomatic reports exist) and its first
+    report time, from the lake's case reports."""
+    folder = paths.kind_dir("health")
+    globs = [
+        str(folder / f"category={c}" / "*" / "*.parquet")
+        for c in CASE_CATEGORIES
+        if any((folder / f"category={c}").rglob("*.parquet"))
+    ]
+    if not globs:
+        return None
+    con = duckdb.connect()
+    try:
+        row = con.execute(
+            f"""
+            SELECT bool_or(h.category = 'case_confirmed'), min(h.event_time)
+            FROM read_parquet([{", ".join("?" for _ in globs)}], hive_partitioning = true) h
+            JOIN read_parquet(?) k USING (record_id)
+            WHERE k.person_key = ?
+            """,  # noqa: S608 - placeholders only
+            [*globs, str(keys), case_key],
+        ).fetchone()
+    finally:
+        con.close()
+    if row is None or row[1] is None:
+        return None
+    kind = FactKind.CONFIRMED_CASE if row[0] else FactKind.ASYMPTOMATIC
+    return kind, _aware(row[1])
+
+
+def _assert_for(
+    session: Session,
+    actor: Actor,
+    summary: FindingsSummary,
+    subjects: Sequence[str],
+    kind: str,
+    *,
+    source: str,
+    evidence: dict[str, Any],
+    valid_from: dt.datetime,
+    dedupe_key: str,
+    compound_code: str | None = None,
+) -> None:
+    for subject in subjects:
+        if repository.duplicate_fact(session, subject, kind, dedupe_key) is not None:
+            summary.already_known += 1
+            continue
+        assert_fact(
+            session,
+            actor,
+            subject=subject,
+            kind=kind,
+            source=source,
+            evidence=evidence,
+            valid_from=valid_from,
+            compound_code=compound_code,
+            dedupe_key=dedupe_key,
+        )
+        summary.asserted[kind] = summary.asserted.get(kind, 0) + 1
+
+
+def facts_from_trace(
+    session: Session,
+    actor: Actor,
+    paths: LakePaths,
+    *,
+    case_key: int,
+    result_path: str,
+    keys: Path | None = None,
+) -> FindingsSummary:
+    """Assert the facts a traced case gives (``analysis.contacts_listed``): the case's own
+    confirmed or asymptomatic fact from its reports, close contacts (hop 1) and secondary
+    contacts (hop 2) with strong evidence, each from their last exposure; for every person
+    key whose resident ID is known. Audited as one row with the counts."""
+    keys = keys or paths.root / OUTPUT
+    target = (paths.root / result_path).resolve()
+    if paths.root.resolve() not in target.parents or target.suffix != ".parquet":
+        raise InvalidInput("结果文件路径无效", "invalid result path", field="result_path")
+    summary = FindingsSummary()
+    table = pq.read_table(target)
+    strong = table.filter(pc.equal(table.column("strength"), "strong"))
+    contacts = set(table.column("contact").to_pylist())
+    strong_contacts = set(strong.column("contact").to_pylist())
+    summary.weak_leads = len(contacts - strong_contacts)
+    subjects = subjects_of_keys(keys, [case_key, *strong_contacts])
+    case = _case_reports(paths, keys, case_key)
+    if case is not None and subjects.get(case_key):
+        kind, found_at = case
+        _assert_for(
+            session,
+            actor,
+            summary,
+            subjects[case_key],
+            kind,
+            source="analysis.case_report",
+            evidence={"case_key": case_key, "analysis_run": result_path},
+            valid_from=found_at,
+            dedupe_key=f"lake_case:{case_key}",
+        )
+    exposures: dict[tuple[int, int], tuple[dt.datetime, list[int], set[str]]] = {}
+    for row in strong.to_pylist():
+        key = (int(row["contact"]), int(row["hop"]))
+        last, records, rules = exposures.get(key, (row["end"], [], set()))
+        last = max(last, row["end"])
+        records += [int(r) for r in row["evidence"] or [] if len(records) < RECORDS_KEPT]
+        rules.add(str(row["rule"]))
+        exposures[key] = (last, records[:RECORDS_KEPT], rules)
+    for (contact, hop), (last, records, rules) in sorted(exposures.items()):
+        summary.persons += 1
+        found = subjects.get(contact)
+        if not found:
+            summary.without_identity += 1
+            continue
+        _assert_for(
+            session,
+            actor,
+            summary,
+            found,
+            FactKind.CLOSE_CONTACT if hop == 1 else FactKind.SECONDARY_CONTACT,
+            source="analysis.contacts",
+            evidence={
+                "case_key": case_key,
+                "contact_key": contact,
+                "record_ids": records,
+                "rules": sorted(rules),
+                "analysis_run": result_path,
+            },
+            valid_from=_aware(last),
+            dedupe_key=f"trace:{case_key}",
+        )
+    record(
+        session,
+        actor,
+        "risk.facts.from_trace",
+        object_type="contact_trace",
+        object_id=str(case_key),
+        purpose="密接赋码 facts from contact tracing",
+        detail=summary.as_dict(),
+    )
+    return summary
+
+
+def facts_from_screening(
+    session: Session,
+    actor: Actor,
+    rows: Iterable[dict[str, Any]],
+    keys: Path,
+    *,
+    rules: Sequence[str] = TRAVEL_RULES,
+) -> FindingsSummary:
+    """Assert ``risk_area_travel`` facts from a screening run's rows (``analysis.screening.
+    screen`` as a table's rows, or the ``key_persons`` of ``citybrain analysis screen --json``)
+    whose rule is a travel rule: from the latest journey, with the records and the home
+    compound the screening found. Audited as one row with the counts."""
+    summary = FindingsSummary()
+    hits = [r for r in rows if r.get("rule") in rules]
+    subjects = subjects_of_keys(keys, [int(r["person_key"]) for r in hits])
+    for hit in hits:
+        summary.persons += 1
+        key = int(hit["person_key"])
+        found = subjects.get(key)
+        if not found:
+            summary.without_identity += 1
+            continue
+        last = hit.get("last_time")
+        moment = dt.datetime.fromisoformat(last) if isinstance(last, str) else last
+        if not isinstance(moment, dt.datetime):
+            continue
+        compound = hit.get("compound_code")
+        _assert_for(
+            session,
+            actor,
+            summary,
+            found,
+            FactKind.RISK_AREA_TRAVEL,
+            source="screening",
+            evidence={
+                "person_key": key,
+                "rule": str(hit["rule"]),
+                "areas": list(hit.get("areas") or [])[:5],
+                "record_ids": [int(r) for r in (hit.get("record_ids") or [])[:RECORDS_KEPT]],
+            },
+            valid_from=_aware(moment),
+            compound_code=compound if isinstance(compound, str) and len(compound) == 15 else None,
+            dedupe_key=f"screening:{key}:{hit['rule']}:{_aware(moment).isoformat()}",
+        )
+    record(
+        session,
+        actor,
+        "risk.facts.from_screening",
+        object_type="person_keys",
+        purpose="行程赋码 facts from screening",
+        detail={**summary.as_dict(), "rules": list(rules)},
+    )
+    return summary

@@ -1,0 +1,636 @@
+"""Staff pages of risk (/risk, 健康码风险管理), Chinese first, usable on a phone: the overview
+of colours and compound tiers in one's jurisdiction, a person's colour with reasons and facts,
+rule versions with their dry runs by district and approve buttons, the manual-colour queue
+and the street office's appeals queue. Every action is a form post with the CSRF token; an
+error comes back on the page that was submitted."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Request
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+from starlette.responses import RedirectResponse, Response
+
+from citybrain.core.audit.service import record
+from citybrain.core.authz.deps import require
+from citybrain.core.authz.principal import Principal
+from citybrain.core.authz.roles import Permission
+from citybrain.kit import clock
+from citybrain.kit.db import rollback_keeping
+from citybrain.kit.errors import CitybrainError, InvalidInput, NotFound
+from citybrain.kit.web import db_session, language, render
+from citybrain.risk import repository, rulesets, service
+from citybrain.risk.kinds import (
+    CLINICAL_KINDS,
+    COLOUR_LABELS,
+    KIND_LABELS,
+    SETTING_LABELS,
+    TIER_LABELS,
+    FactKind,
+)
+from citybrain.risk.models import Fact
+from citybrain.risk.routes import subject_for
+from citybrain.risk.rules import packaged_rules_text
+from citybrain.risk.schemas import DecideIn
+from citybrain.risk.settings import risk_settings
+
+router = APIRouter(include_in_schema=False)
+DB = Annotated[Session, Depends(db_session)]
+
+# The pages' words, Chinese first: (zh-CN, en).
+TEXT: dict[str, tuple[str, str]] = {
+    "title": ("健康码风险管理", "Health-code risk"),
+    "overview": ("概况", "Overview"),
+    "persons": ("人员赋码", "Colours"),
+    "compounds": ("小区分层", "Compound tiers"),
+    "rules": ("赋码规则版本", "Rule versions"),
+    "overrides": ("人工赋码", "Manual colours"),
+    "appeals": ("申诉处理", "Appeals"),
+    "lookup": ("按人员编号查看", "Look up by person reference"),
+    "ref": ("人员编号", "Person reference"),
+    "show": ("查看", "Show"),
+    "reasons": ("赋码原因", "Reasons"),
+    "until": ("截止", "Until"),
+    "facts": ("事实记录", "Facts"),
+    "kind": ("类型", "Kind"),
+    "source": ("来源", "Source"),
+    "since": ("起", "From"),
+    "evidence": ("证据", "Evidence"),
+    "retracted": ("已撤销", "withdrawn"),
+    "retract": ("撤销", "Withdraw"),
+    "reason": ("原因", "Reason"),
+    "assert": ("登记事实", "Record a fact"),
+    "setting": ("隔离方式", "Setting"),
+    "valid_until": ("有效期至（可空）", "Valid until (optional)"),
+    "note": ("说明", "Note"),
+    "save": ("保存", "Save"),
+    "request": ("申请人工赋码", "Request a manual colour"),
+    "colour": ("颜色", "Colour"),
+    "legal_basis": ("法律依据", "Legal basis"),
+    "hours": ("小时（最多72）", "Hours (72 at most)"),
+    "two_people": (
+        "人工赋码须两人办理：一人申请，另一人批准；最长72小时，到期自动恢复，并告知本人。",
+        "A manual colour takes two people: one requests, another approves; 72 hours at most, "
+        "ending by itself; the person is told.",
+    ),
+    "version": ("版本", "Version"),
+    "status": ("状态", "Status"),
+    "approvals": ("批准", "Approvals"),
+    "dry_run": ("试运行", "Dry run"),
+    "changed": ("将变色人数", "Would change"),
+    "district": ("区县", "District"),
+    "to_red": ("转红", "to red"),
+    "to_yellow": ("转黄", "to yellow"),
+    "to_green": ("转绿", "to green"),
+    "approve": ("批准", "Approve"),
+    "reject": ("驳回", "Reject"),
+    "revoke": ("撤销", "Revoke"),
+    "propose": ("提出新版本", "Propose a version"),
+    "yaml": ("规则（YAML）", "Rules (YAML)"),
+    "policy": (
+        "新版本须由提出者以外的两人批准后生效；试运行变色人数超过阈值时须三人批准。"
+        "规则只能使用健康与出行事实。",
+        "A version takes effect when two people other than its proposer approve it; three when "
+        "its dry run changes more people than the threshold. Rules may use only health and "
+        "travel facts.",
+    ),
+    "proposed_by": ("提出人", "Proposed by"),
+    "requested_by": ("申请人", "Requested by"),
+    "expires": ("到期", "Expires"),
+    "filed": ("提交时间", "Filed"),
+    "deadline": ("处理时限", "Deadline"),
+    "overdue": ("已超时", "overdue"),
+    "text": ("申诉内容", "Appeal"),
+    "decide": ("处理", "Decide"),
+    "upheld": ("申诉成立", "Upheld"),
+    "rejected": ("申诉不成立", "Rejected"),
+    "action": ("处理方式", "Action"),
+    "act_none": ("不作调整", "No action"),
+    "act_retract": ("撤销所申诉的事实", "Withdraw the disputed fact"),
+    "act_override": (
+        "申请人工赋码（须另一人批准）",
+        "Request a manual colour (second person approves)",
+    ),
+    "fact_id": ("事实编号", "Fact id"),
+    "none": ("暂无", "None"),
+    "done": ("已完成", "Done"),
+    "red": ("红码", "Red"),
+    "yellow": ("黄码", "Yellow"),
+    "green": ("绿码", "Green"),
+    "overridden": ("人工赋码中", "set by hand"),
+    "in_scope": ("辖区内", "In your jurisdiction"),
+    "decided": ("已处理", "Decided"),
+}
+
+
+def _words(request: Request) -> dict[str, str]:
+    index = 1 if language(request) == "en" else 0
+    return {key: pair[index] for key, pair in TEXT.items()}
+
+
+def _labels(request: Request) -> dict[str, dict[str, str]]:
+    index = 1 if language(request) == "en" else 0
+    return {
+        "kinds": {k: v[index] for k, v in KIND_LABELS.items()},
+        "colours": {k: v[index] for k, v in COLOUR_LABELS.items()},
+        "tiers": {k: v[index] for k, v in TIER_LABELS.items()},
+        "settings": {k: v[index] for k, v in SETTING_LABELS.items()},
+    }
+
+
+def _page(
+    request: Request, name: str, context: dict[str, Any], *, status_code: int = 200
+) -> Response:
+    full = {"x": _words(request), "labels": _labels(request), "now": clock.now(), **context}
+    return render(request, name, full, status_code=status_code)
+
+
+def _act(
+    request: Request,
+    session: Session,
+    work: Callable[[], object],
+    success: str,
+    failure: Callable[[str, int], Response],
+) -> Response:
+    """Run a form's action; on success go to ``success`` (303), else show the page again
+    with the error (the failed work rolled back, what it keeps kept)."""
+    try:
+        work()
+    except CitybrainError as error:
+        if error.status_code == 404:
+            raise
+        rollback_keeping(session, error)
+        return failure(error.message(language(request)), error.status_code)
+    return RedirectResponse(success, status_code=303)
+
+
+# --- overview and persons --------------------------------------------------------------------
+
+
+@router.get("/risk")
+def overview(
+    request: Request,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.RISK_VIEW))],
+) -> Response:
+    """Colours and compound tiers in the jurisdiction, and the way to everything else."""
+    return _page(
+        request,
+        "risk/index.html",
+        {
+            "colours": repository.colour_counts_scoped(session, who),
+            "tiers": repository.tier_counts_scoped(session, who),
+            "compounds": repository.tiers_scoped(session, who, ("red", "yellow"), limit=50),
+            "active": service.active_rule_set(session),
+            "can": _can(who),
+        },
+    )
+
+
+def _can(who: Principal) -> dict[str, bool]:
+    return {
+        "assert": who.can(Permission.RISK_ASSERT),
+        "assert_clinical": who.can(Permission.RISK_ASSERT_CLINICAL),
+        "rules": who.can(Permission.RULES_PROPOSE) or who.can(Permission.RULES_APPROVE),
+        "propose": who.can(Permission.RULES_PROPOSE),
+        "approve": who.can(Permission.RULES_APPROVE),
+        "request": who.can(Permission.OVERRIDE_REQUEST),
+        "approve_override": who.can(Permission.OVERRIDE_APPROVE),
+        "appeals": who.can(Permission.APPEAL_DECIDE),
+    }
+
+
+@router.post("/risk/lookup")
+def lookup(
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.RISK_VIEW))],
+    ref: Annotated[str, Form(max_length=32)] = "",
+) -> Response:
+    """Go to a person's page (a form post, so the reference stays out of the address bar's
+    history of searches)."""
+    ref = ref.strip().lower()
+    if not ref.isalnum():
+        return RedirectResponse("/risk", status_code=303)
+    return RedirectResponse(f"/risk/persons/{ref}", status_code=303)
+
+
+def _person_page(
+    request: Request,
+    session: Session,
+    who: Principal,
+    ref: str,
+    *,
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    subject = subject_for(session, who, ref, None, "risk.view")
+    record(
+        session,
+        who.actor,
+        "risk.view",
+        object_type="subject",
+        object_id=subject,
+        area_code=who.area_code,
+    )
+    can = _can(who)
+    kinds = [k.value for k in FactKind] if can["assert"] else sorted(CLINICAL_KINDS)
+    return _page(
+        request,
+        "risk/person.html",
+        {
+            "ref": ref,
+            "subject": subject,
+            "colour": service.colour_of(session, subject),
+            "facts": service.facts_of_subject(session, subject),
+            "kinds": kinds if (can["assert"] or can["assert_clinical"]) else [],
+            "can": can,
+            "error": error,
+        },
+        status_code=status_code,
+    )
+
+
+@router.get("/risk/persons/{ref}")
+def person(
+    request: Request,
+    ref: str,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.RISK_VIEW))],
+) -> Response:
+    """A person's colour with its reasons, their facts, and the forms to act on them."""
+    return _person_page(request, session, who, ref)
+
+
+@router.post("/risk/persons/{ref}/facts")
+def person_assert(
+    request: Request,
+    ref: str,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.RISK_VIEW))],
+    kind: Annotated[str, Form(max_length=24)] = "",
+    setting: Annotated[str, Form(max_length=16)] = "",
+    days: Annotated[str, Form(max_length=3)] = "",
+    note: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    """Record a fact about the person from the page."""
+
+    def work() -> None:
+        service.check_may_assert(who, kind)
+        subject = subject_for(session, who, ref, None, "risk.fact.assert")
+        now = clock.now()
+        until = None
+        if days.strip():
+            if not days.strip().isdigit() or not 1 <= int(days) <= 60:
+                raise InvalidInput("天数应为1至60", "days must be 1 to 60", field="days")
+            until = now + dt.timedelta(days=int(days))
+        service.assert_fact(
+            session,
+            who.actor,
+            subject=subject,
+            kind=kind,
+            source="staff" if who.can(Permission.RISK_ASSERT) else "fever_clinic",
+            evidence={"note": " ".join(note.split())} if note.strip() else {},
+            valid_from=now,
+            valid_until=until,
+            setting=setting or None,
+        )
+
+    return _act(
+        request,
+        session,
+        work,
+        f"/risk/persons/{ref}",
+        lambda message, status: _person_page(
+            request, session, who, ref, error=message, status_code=status
+        ),
+    )
+
+
+@router.post("/risk/persons/{ref}/facts/{fact_id}/retract")
+def person_retract(
+    request: Request,
+    ref: str,
+    fact_id: int,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.RISK_ASSERT))],
+    reason: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    """Withdraw one of the person's facts."""
+
+    def work() -> None:
+        subject = subject_for(session, who, ref, None, "risk.fact.retract")
+        fact = session.get(Fact, fact_id)
+        if fact is None or fact.subject != subject:
+            raise NotFound("事实不存在", "no such fact", code="fact_not_found")
+        service.retract_fact(session, who.actor, fact_id, reason=reason)
+
+    return _act(
+        request,
+        session,
+        work,
+        f"/risk/persons/{ref}",
+        lambda message, status: _person_page(
+            request, session, who, ref, error=message, status_code=status
+        ),
+    )
+
+
+@router.post("/risk/persons/{ref}/override")
+def person_override(
+    request: Request,
+    ref: str,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.OVERRIDE_REQUEST))],
+    colour: Annotated[str, Form(max_length=8)] = "",
+    legal_basis: Annotated[str, Form(max_length=300)] = "",
+    reason: Annotated[str, Form(max_length=300)] = "",
+    hours: Annotated[str, Form(max_length=3)] = "",
+) -> Response:
+    """Request a manual colour for the person; another person approves it in the queue."""
+
+    def work() -> None:
+        if not hours.strip().isdigit():
+            raise InvalidInput("请填写小时数（1至72）", "give the hours (1 to 72)", field="hours")
+        subject = subject_for(session, who, ref, None, "risk.override.request")
+        service.request_override(
+            session,
+            who,
+            subject=subject,
+            colour=colour,
+            legal_basis=legal_basis,
+            reason=reason,
+            hours=int(hours),
+        )
+
+    return _act(
+        request,
+        session,
+        work,
+        "/risk/overrides",
+        lambda message, status: _person_page(
+            request, session, who, ref, error=message, status_code=status
+        ),
+    )
+
+
+# --- rule versions ---------------------------------------------------------------------------
+
+
+def _rules_page(
+    request: Request,
+    session: Session,
+    who: Principal,
+    *,
+    error: str | None = None,
+    draft: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    versions = rulesets.list_rule_sets(session, who)
+    active = next((v for v in versions if v.status == "active"), None)
+    if draft is None:
+        row = repository.active_rule_set(session)
+        draft = row.yaml_text if row is not None else packaged_rules_text()
+    return _page(
+        request,
+        "risk/rules.html",
+        {
+            "versions": versions,
+            "active": active,
+            "threshold": risk_settings().third_approval_threshold,
+            "draft": draft,
+            "error": error,
+            "can": _can(who),
+            "me": who.actor.ref,
+        },
+        status_code=status_code,
+    )
+
+
+@router.get("/risk/rules")
+def rules(
+    request: Request,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.RISK_VIEW))],
+) -> Response:
+    """Rule versions: status, approvals, the dry run by district, approve buttons."""
+    return _rules_page(request, session, who)
+
+
+@router.get("/risk/rules/{version}")
+def rule_set(
+    request: Request,
+    version: int,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.RISK_VIEW))],
+) -> Response:
+    """One version's rules and YAML."""
+    return _page(
+        request,
+        "risk/rule_set.html",
+        {"rule_set": rulesets.get_rule_set(session, who, version), "can": _can(who)},
+    )
+
+
+@router.post("/risk/rules")
+def rules_propose(
+    request: Request,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.RULES_PROPOSE))],
+    yaml_text: Annotated[str, Form(max_length=65536)] = "",
+    note: Annotated[str, Form(max_length=500)] = "",
+) -> Response:
+    """Propose a version (validated, dry-run)."""
+    return _act(
+        request,
+        session,
+        lambda: rulesets.propose_rule_set(session, who, yaml_text, note=note or None),
+        "/risk/rules",
+        lambda message, status: _rules_page(
+            request, session, who, error=message, draft=yaml_text, status_code=status
+        ),
+    )
+
+
+@router.post("/risk/rules/{version}/{decision}")
+def rules_decide(
+    request: Request,
+    version: int,
+    decision: str,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.RULES_APPROVE))],
+    reason: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    """Approve or reject a version."""
+
+    def work() -> None:
+        if decision == "approve":
+            rulesets.approve_rule_set(session, who, version)
+        elif decision == "reject":
+            rulesets.reject_rule_set(session, who, version, reason or "驳回 rejected")
+        else:
+            raise NotFound("操作不存在", "no such action")
+
+    return _act(
+        request,
+        session,
+        work,
+        "/risk/rules",
+        lambda message, status: _rules_page(
+            request, session, who, error=message, status_code=status
+        ),
+    )
+
+
+# --- manual colours --------------------------------------------------------------------------
+
+
+def _overrides_page(
+    request: Request,
+    session: Session,
+    who: Principal,
+    *,
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    return _page(
+        request,
+        "risk/overrides.html",
+        {
+            "overrides": service.pending_overrides(session, who),
+            "error": error,
+            "can": _can(who),
+            "me": who.actor.ref,
+        },
+        status_code=status_code,
+    )
+
+
+@router.get("/risk/overrides")
+def overrides(
+    request: Request,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.OVERRIDE_REQUEST))],
+) -> Response:
+    """Requests awaiting a second person and overrides in force."""
+    return _overrides_page(request, session, who)
+
+
+@router.post("/risk/overrides/{override_id}/{decision}")
+def overrides_decide(
+    request: Request,
+    override_id: int,
+    decision: str,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.OVERRIDE_APPROVE))],
+) -> Response:
+    """Approve, reject or revoke a manual colour."""
+    actions = {
+        "approve": service.approve_override,
+        "reject": service.reject_override,
+        "revoke": service.revoke_override,
+    }
+
+    def work() -> None:
+        if decision not in actions:
+            raise NotFound("操作不存在", "no such action")
+        actions[decision](session, who, override_id)
+
+    return _act(
+        request,
+        session,
+        work,
+        "/risk/overrides",
+        lambda message, status: _overrides_page(
+            request, session, who, error=message, status_code=status
+        ),
+    )
+
+
+# --- appeals ---------------------------------------------------------------------------------
+
+
+def _appeals_page(
+    request: Request,
+    session: Session,
+    who: Principal,
+    *,
+    status: str = "open",
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    return _page(
+        request,
+        "risk/appeals.html",
+        {
+            "appeals": service.appeal_queue(session, who, status=status),
+            "status": status,
+            "error": error,
+            "can": _can(who),
+        },
+        status_code=status_code,
+    )
+
+
+@router.get("/risk/appeals")
+def appeals(
+    request: Request,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.APPEAL_DECIDE))],
+    status: str = "open",
+) -> Response:
+    """The street office's appeals, nearest deadline first."""
+    return _appeals_page(request, session, who, status="decided" if status == "decided" else "open")
+
+
+@router.post("/risk/appeals/{appeal_id}/decide")
+def appeals_decide(
+    request: Request,
+    appeal_id: int,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.APPEAL_DECIDE))],
+    outcome: Annotated[str, Form(max_length=10)] = "",
+    note: Annotated[str, Form(max_length=400)] = "",
+    action: Annotated[str, Form(max_length=20)] = "none",
+    fact_id: Annotated[str, Form(max_length=10)] = "",
+    override_colour: Annotated[str, Form(max_length=8)] = "",
+    legal_basis: Annotated[str, Form(max_length=300)] = "",
+    hours: Annotated[str, Form(max_length=3)] = "",
+) -> Response:
+    """Decide an appeal from the queue."""
+
+    def work() -> None:
+        try:
+            data = DecideIn.model_validate(
+                {
+                    "outcome": outcome,
+                    "note": note,
+                    "action": action or "none",
+                    "fact_id": int(fact_id) if fact_id.strip().isdigit() else None,
+                    "override_colour": override_colour or None,
+                    "legal_basis": legal_basis or None,
+                    "hours": int(hours) if hours.strip().isdigit() else None,
+                }
+            )
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            field = str(problem["loc"][0]) if problem.get("loc") else "note"
+            raise InvalidInput(
+                f"请检查“{field}”：处理意见至少4个字，小时数1至72",
+                f"check '{field}': a note of 4 characters or more, hours 1 to 72",
+                field=field,
+            ) from exc
+        service.decide_appeal(session, who, appeal_id, data)
+
+    return _act(
+        request,
+        session,
+        work,
+        "/risk/appeals",
+        lambda message, status: _appeals_page(
+            request, session, who, error=message, status_code=status
+        ),
+    )

@@ -1,0 +1,380 @@
+"""All SQL of risk. Batch reads take lists of subjects (chunked ``IN``), never one query per
+person; streams walk subjects and compounds in key order, a batch at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, cast
+
+from sqlalchemy import Select, exists, func, literal, select, union
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from citybrain.core.authz.principal import Principal
+from citybrain.core.authz.scope import scoped
+from citybrain.core.geo.models import Area
+from citybrain.risk.models import (
+    Appeal,
+    CompoundTier,
+    Fact,
+    Override,
+    PersonColour,
+    RiskNotification,
+    RuleSet,
+    RuleSetApproval,
+)
+
+CHUNK = 500  # parameters per IN list: well under SQLite's and PostgreSQL's limits
+
+
+def _chunks(values: Sequence[str], size: int = CHUNK) -> Iterator[Sequence[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def active_version_query() -> Select[Any]:
+    """The active rule set's version, as a scalar subquery."""
+    return select(RuleSet.version).where(RuleSet.status == "active").limit(1)
+
+
+def active_rule_set(session: Session) -> RuleSet | None:
+    """The active rule set, if any."""
+    return session.scalars(select(RuleSet).where(RuleSet.status == "active").limit(1)).first()
+
+
+def active_rule_set_key(session: Session) -> tuple[int, str] | None:
+    """The active rule set's version and hash (two short columns), if any."""
+    row = session.execute(
+        select(RuleSet.version, RuleSet.sha256).where(RuleSet.status == "active").limit(1)
+    ).first()
+    return (int(row[0]), str(row[1])) if row is not None else None
+
+
+def rule_set_by_version(session: Session, version: int) -> RuleSet | None:
+    """The rule set stored as ``version``."""
+    return session.scalars(select(RuleSet).where(RuleSet.version == version)).first()
+
+
+def next_version(session: Session) -> int:
+    """The number the next proposed rule set gets."""
+    return int(session.scalar(select(func.max(RuleSet.version))) or 0) + 1
+
+
+def rule_sets(session: Session, limit: int = 50) -> list[RuleSet]:
+    """Rule sets, newest first."""
+    return list(session.scalars(select(RuleSet).order_by(RuleSet.version.desc()).limit(limit)))
+
+
+def approvals_of(session: Session, rule_set_ids: Sequence[int]) -> dict[int, list[RuleSetApproval]]:
+    """Approvals per rule set, oldest first."""
+    found: dict[int, list[RuleSetApproval]] = {i: [] for i in rule_set_ids}
+    if not rule_set_ids:
+        return found
+    rows = session.scalars(
+        select(RuleSetApproval)
+        .where(RuleSetApproval.rule_set_id.in_(rule_set_ids))
+        .order_by(RuleSetApproval.approved_at, RuleSetApproval.id)
+    )
+    for row in rows:
+        found[row.rule_set_id].append(row)
+    return found
+
+
+def colour_row(session: Session, subject: str) -> tuple[int | None, PersonColour | None]:
+    """The active rule-set version and the subject's stored colour, in one round trip."""
+    version = active_version_query().scalar_subquery()
+    one = select(literal(1).label("one")).subquery()
+    row = session.execute(
+        select(version, PersonColour)
+        .select_from(one)
+        .outerjoin(PersonColour, PersonColour.subject == subject)
+    ).first()
+    if row is None:
+        return None, None
+    return (None if row[0] is None else int(row[0])), row[1]
+
+
+def colour_rows(session: Session, subjects: Sequence[str]) -> dict[str, PersonColour]:
+    """Stored colours of ``subjects`` (those that have one)."""
+    found: dict[str, PersonColour] = {}
+    for chunk in _chunks(sorted(set(subjects))):
+        for row in session.scalars(select(PersonColour).where(PersonColour.subject.in_(chunk))):
+            found[row.subject] = row
+    return found
+
+
+def tier_rows(session: Session, codes: Sequence[str]) -> dict[str, CompoundTier]:
+    """Stored tiers of ``codes``."""
+    found: dict[str, CompoundTier] = {}
+    for chunk in _chunks(sorted(set(codes))):
+        rows = session.scalars(select(CompoundTier).where(CompoundTier.compound_code.in_(chunk)))
+        for row in rows:
+            found[row.compound_code] = row
+    return found
+
+
+def facts_of(session: Session, subjects: Iterable[str]) -> dict[str, list[Fact]]:
+    """Every fact (retracted ones too) of ``subjects``, oldest first, by subject."""
+    wanted = sorted(set(subjects))
+    found: dict[str, list[Fact]] = {s: [] for s in wanted}
+    for chunk in _chunks(wanted):
+        rows = session.scalars(
+            select(Fact).where(Fact.subject.in_(chunk)).order_by(Fact.valid_from, Fact.id)
+        )
+        for row in rows:
+            found[row.subject].append(row)
+    return found
+
+
+def facts_for_view(session: Session, subject: str, limit: int = 200) -> list[Fact]:
+    """A subject's facts, newest first (staff pages)."""
+    return list(
+        session.scalars(
+            select(Fact)
+            .where(Fact.subject == subject)
+            .order_by(Fact.valid_from.desc(), Fact.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def duplicate_fact(session: Session, subject: str, kind: str, dedupe_key: str) -> Fact | None:
+    """A standing fact of the same finding (same subject, kind and dedupe key)."""
+    return session.scalars(
+        select(Fact).where(
+            Fact.subject == subject,
+            Fact.kind == kind,
+            Fact.dedupe_key == dedupe_key,
+            Fact.retracted_at.is_(None),
+        )
+    ).first()
+
+
+def facts_by_dedupe_key(session: Session, dedupe_key: str) -> list[Fact]:
+    """Standing facts asserted under ``dedupe_key`` (what one finding caused)."""
+    return list(
+        session.scalars(
+            select(Fact).where(Fact.dedupe_key == dedupe_key, Fact.retracted_at.is_(None))
+        )
+    )
+
+
+def compound_subjects(session: Session, code: str) -> list[str]:
+    """Subjects that count for a compound: those living there (their colour row's area) and
+    those a standing fact places there."""
+    living = select(PersonColour.subject).where(PersonColour.area_code == code)
+    placed = select(Fact.subject).where(Fact.compound_code == code, Fact.retracted_at.is_(None))
+    return sorted(set(session.scalars(union(living, placed))))
+
+
+def compounds_of_subjects(session: Session, subjects: Sequence[str]) -> dict[str, set[str]]:
+    """Per compound, the subjects among ``subjects`` that count for it (batch form of
+    ``compound_subjects`` for replay and activation)."""
+    found: dict[str, set[str]] = {}
+    for chunk in _chunks(sorted(set(subjects))):
+        for subject, area in session.execute(
+            select(PersonColour.subject, PersonColour.area_code).where(
+                PersonColour.subject.in_(chunk), func.length(PersonColour.area_code) == 15
+            )
+        ):
+            found.setdefault(str(area), set()).add(subject)
+    return found
+
+
+def subjects_after(session: Session, after: str, limit: int) -> list[str]:
+    """The next ``limit`` subjects with facts or a stored colour, in order, after ``after``."""
+    with_facts = select(Fact.subject).where(Fact.subject > after)
+    with_rows = select(PersonColour.subject).where(PersonColour.subject > after)
+    both = union(with_facts, with_rows).subquery()
+    return list(session.scalars(select(both.c.subject).order_by(both.c.subject).limit(limit)))
+
+
+def count_subjects(session: Session) -> int:
+    """How many subjects have facts."""
+    return int(session.scalar(select(func.count(func.distinct(Fact.subject)))) or 0)
+
+
+def compounds_after(session: Session, after: str, limit: int) -> list[str]:
+    """The next ``limit`` compounds that have a stored tier, a resident with a colour row or a
+    fact placing someone there, in order, after ``after``."""
+    tiers = select(CompoundTier.compound_code.label("code")).where(
+        CompoundTier.compound_code > after
+    )
+    living = select(PersonColour.area_code.label("code")).where(
+        PersonColour.area_code > after, func.length(PersonColour.area_code) == 15
+    )
+    placed = select(Fact.compound_code.label("code")).where(
+        Fact.compound_code > after, Fact.compound_code.is_not(None)
+    )
+    both = union(tiers, living, placed).subquery()
+    return [
+        str(c)
+        for c in session.scalars(select(both.c.code).order_by(both.c.code).limit(limit))
+        if c is not None
+    ]
+
+
+def subjects_placed_in(session: Session, codes: Sequence[str]) -> dict[str, set[str]]:
+    """Per compound of ``codes``, every subject that counts for it."""
+    found: dict[str, set[str]] = {c: set() for c in codes}
+    for chunk in _chunks(sorted(set(codes))):
+        for subject, area in session.execute(
+            select(PersonColour.subject, PersonColour.area_code).where(
+                PersonColour.area_code.in_(chunk)
+            )
+        ):
+            found[str(area)].add(subject)
+        for subject, code in session.execute(
+            select(Fact.subject, Fact.compound_code).where(
+                Fact.compound_code.in_(chunk), Fact.retracted_at.is_(None)
+            )
+        ):
+            found[str(code)].add(subject)
+    return found
+
+
+def orphan_rows_after(session: Session, after: str, limit: int) -> list[PersonColour]:
+    """Stored colours whose subject has no fact at all (a colour from nowhere)."""
+    return list(
+        session.scalars(
+            select(PersonColour)
+            .where(
+                PersonColour.subject > after,
+                ~exists().where(Fact.subject == PersonColour.subject),
+            )
+            .order_by(PersonColour.subject)
+            .limit(limit)
+        )
+    )
+
+
+def area_names(session: Session, codes: Iterable[str]) -> dict[str, str]:
+    """Names of areas by code."""
+    wanted = sorted({c for c in codes if c and c.isdigit()})
+    names: dict[str, str] = {}
+    for chunk in _chunks(wanted):
+        for code, name in session.execute(select(Area.code, Area.name).where(Area.code.in_(chunk))):
+            names[code] = name
+    return names
+
+
+def area_exists(session: Session, code: str, level: str) -> bool:
+    """Whether ``code`` is an area of ``level`` (district, street, community)."""
+    return bool(session.scalar(select(exists().where(Area.code == code, Area.level == level))))
+
+
+def active_override(session: Session, subject: str) -> Override | None:
+    """The subject's override in force (status active), if any."""
+    return session.scalars(
+        select(Override).where(Override.subject == subject, Override.status == "active")
+    ).first()
+
+
+def overrides_scoped(
+    session: Session, who: Principal, statuses: Sequence[str], limit: int = 200
+) -> list[Override]:
+    """Overrides in ``who``'s jurisdiction (by the person's area; city-level users also see
+    those of subjects not in the registry)."""
+    statement = select(Override).where(Override.status.in_(statuses))
+    if len(who.area_code) > 4:
+        statement = scoped(statement, cast(ColumnElement[str], Override.area_code), who)
+    return list(session.scalars(statement.order_by(Override.requested_at.desc()).limit(limit)))
+
+
+def overrides_due(session: Session, now_: object, limit: int) -> list[Override]:
+    """Active overrides whose time has run out."""
+    return list(
+        session.scalars(
+            select(Override)
+            .where(Override.status == "active", Override.expires_at <= now_)
+            .order_by(Override.id)
+            .limit(limit)
+        )
+    )
+
+
+def colours_due(session: Session, now_: object, limit: int) -> list[str]:
+    """Subjects whose stored colour has reached its recheck time."""
+    return list(
+        session.scalars(
+            select(PersonColour.subject)
+            .where(PersonColour.recheck_at <= now_)
+            .order_by(PersonColour.recheck_at)
+            .limit(limit)
+        )
+    )
+
+
+def tiers_due(session: Session, now_: object, limit: int) -> list[str]:
+    """Compounds whose stored tier has reached its recheck time."""
+    return list(
+        session.scalars(
+            select(CompoundTier.compound_code)
+            .where(CompoundTier.recheck_at <= now_)
+            .order_by(CompoundTier.recheck_at)
+            .limit(limit)
+        )
+    )
+
+
+def open_appeal(session: Session, subject: str) -> Appeal | None:
+    """The subject's appeal not yet decided, if any."""
+    return session.scalars(
+        select(Appeal).where(Appeal.subject == subject, Appeal.status == "open")
+    ).first()
+
+
+def appeals_scoped(
+    session: Session, who: Principal, statuses: Sequence[str], limit: int = 200
+) -> list[Appeal]:
+    """Appeals in the streets of ``who``'s jurisdiction, oldest deadline first."""
+    statement = scoped(select(Appeal), Appeal.street_code, who).where(Appeal.status.in_(statuses))
+    return list(session.scalars(statement.order_by(Appeal.deadline, Appeal.id).limit(limit)))
+
+
+def appeals_of(session: Session, subject: str, limit: int = 20) -> list[Appeal]:
+    """A subject's appeals, newest first."""
+    return list(
+        session.scalars(
+            select(Appeal)
+            .where(Appeal.subject == subject)
+            .order_by(Appeal.filed_at.desc(), Appeal.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def notifications_of(session: Session, subject: str, limit: int = 20) -> list[RiskNotification]:
+    """A subject's notifications, newest first."""
+    return list(
+        session.scalars(
+            select(RiskNotification)
+            .where(RiskNotification.subject == subject)
+            .order_by(RiskNotification.created_at.desc(), RiskNotification.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def colour_counts_scoped(session: Session, who: Principal) -> dict[str, int]:
+    """Stored colours by colour among subjects living in ``who``'s jurisdiction."""
+    counting: Any = select(PersonColour.colour, func.count()).group_by(PersonColour.colour)
+    statement = scoped(counting, cast(ColumnElement[str], PersonColour.area_code), who)
+    return {str(colour): int(n) for colour, n in session.execute(statement)}
+
+
+def tier_counts_scoped(session: Session, who: Principal) -> dict[str, int]:
+    """Stored compound tiers by tier inside ``who``'s jurisdiction."""
+    counting: Any = select(CompoundTier.tier, func.count()).group_by(CompoundTier.tier)
+    statement = scoped(counting, CompoundTier.compound_code, who)
+    return {str(tier): int(n) for tier, n in session.execute(statement)}
+
+
+def tiers_scoped(
+    session: Session, who: Principal, tiers: Sequence[str], limit: int = 100
+) -> list[CompoundTier]:
+    """Compounds of ``tiers`` inside ``who``'s jurisdiction, most recent change first."""
+    statement = scoped(
+        select(CompoundTier).where(CompoundTier.tier.in_(tiers)), CompoundTier.compound_code, who
+    )
+    return list(session.scalars(statement.order_by(CompoundTier.since.desc()).limit(limit)))

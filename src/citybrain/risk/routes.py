@@ -1,0 +1,306 @@
+"""JSON API of risk (/api/v1/risk): a subject's facts and colour, compound tiers, rule sets
+with their dry runs and approvals, manual colours (request, approve) and the appeals queue.
+
+Staff reach a person by their registry reference (scoped to their jurisdiction) or, at city
+level, by subject (people the analysis found who are not registered). Every read of a
+person's risk is audited.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+
+from citybrain.core.audit.service import record
+from citybrain.core.authz.deps import authenticated, require
+from citybrain.core.authz.principal import Principal
+from citybrain.core.authz.roles import Permission
+from citybrain.core.people import repository as people_repository
+from citybrain.kit import clock
+from citybrain.kit.errors import InvalidInput, NotFound, error_responses
+from citybrain.kit.web import db_session
+from citybrain.risk import rulesets, service
+from citybrain.risk.models import Fact
+from citybrain.risk.schemas import (
+    AppealOut,
+    DecideIn,
+    FactIn,
+    FactOut,
+    OverrideIn,
+    OverrideOut,
+    RetractIn,
+    RuleSetDetail,
+    RuleSetIn,
+    RuleSetOut,
+    SubjectRisk,
+    TierView,
+)
+from citybrain.risk.subjects import subject_of
+
+router = APIRouter(
+    prefix="/api/v1/risk",
+    tags=["risk 风险赋码"],
+    responses=error_responses(401, 403, 404, 409, 422),
+)
+DB = Annotated[Session, Depends(db_session)]
+Ref = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[0-9a-f]+$")]
+Subject = Annotated[str, Path(min_length=32, max_length=32, pattern=r"^[0-9a-f]+$")]
+Version = Annotated[int, Path(ge=1, le=2**31 - 1)]
+Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+def subject_for(
+    session: Session, who: Principal, person_ref: str | None, subject: str | None, action: str
+) -> str:
+    """The subject a staff request is about: a registered person in the caller's
+    jurisdiction, or a subject (city level only); denials audited and answered 404."""
+    if person_ref:
+        person = people_repository.get_scoped(session, who, person_ref)
+        if person is None:
+            outcome = (
+                "denied" if people_repository.exists_anywhere(session, person_ref) else "failed"
+            )
+            error = NotFound("未找到该人员", "no such person", code="person_not_found")
+            raise error.keep(
+                lambda s: record(
+                    s,
+                    who.actor,
+                    action,
+                    object_type="person",
+                    object_id=person_ref,
+                    area_code=who.area_code,
+                    outcome=outcome,
+                )
+            )
+        return subject_of(person)
+    if subject:
+        service.subject_in_scope(session, who, subject, action)
+        return subject
+    raise InvalidInput(
+        "须指定人员编号或风险主体", "give a person_ref or a subject", field="person_ref"
+    )
+
+
+def _risk(session: Session, who: Principal, subject: str) -> SubjectRisk:
+    record(
+        session,
+        who.actor,
+        "risk.view",
+        object_type="subject",
+        object_id=subject,
+        area_code=who.area_code,
+    )
+    return SubjectRisk(
+        subject=subject,
+        colour=service.colour_of(session, subject),
+        facts=service.facts_of_subject(session, subject),
+    )
+
+
+@router.get("/persons/{ref}", response_model=SubjectRisk, summary="A person's colour and facts")
+def person_risk(
+    ref: Ref, session: DB, who: Annotated[Principal, Depends(require(Permission.RISK_VIEW))]
+) -> SubjectRisk:
+    """Colour with reasons and every fact, for a registered person in your jurisdiction."""
+    return _risk(session, who, subject_for(session, who, ref, None, "risk.view"))
+
+
+@router.get(
+    "/subjects/{subject}", response_model=SubjectRisk, summary="A subject's colour and facts"
+)
+def subject_risk(
+    subject: Subject,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.RISK_VIEW))],
+) -> SubjectRisk:
+    """By subject (the pseudonym facts are keyed by): registered persons in your
+    jurisdiction; subjects not in the registry at city level only."""
+    return _risk(session, who, subject_for(session, who, None, subject, "risk.view"))
+
+
+@router.post("/facts", response_model=FactOut, status_code=201, summary="Assert a fact")
+def assert_fact(
+    data: FactIn, session: DB, who: Annotated[Principal, Depends(authenticated)]
+) -> FactOut:
+    """Record a health or travel fact (clinic staff: fever visits and negative tests only).
+    The colour, and the compound's tier, follow at once."""
+    service.check_may_assert(who, data.kind)
+    subject = subject_for(session, who, data.person_ref, data.subject, "risk.fact.assert")
+    evidence: dict[str, object] = {"record_ids": data.record_ids} if data.record_ids else {}
+    if data.note:
+        evidence["note"] = " ".join(data.note.split())
+    fact = service.assert_fact(
+        session,
+        who.actor,
+        subject=subject,
+        kind=data.kind,
+        source="staff" if who.can(Permission.RISK_ASSERT) else "fever_clinic",
+        evidence=evidence,
+        valid_from=data.valid_from or clock.now(),
+        valid_until=data.valid_until,
+        setting=data.setting,
+    )
+    return service.fact_out(fact)
+
+
+@router.post("/facts/{fact_id}/retract", response_model=FactOut, summary="Withdraw a fact")
+def retract_fact(
+    fact_id: Id,
+    data: RetractIn,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.RISK_ASSERT))],
+) -> FactOut:
+    """The fact stops counting; the row stays, marked, with the reason."""
+    fact = session.get(Fact, fact_id)
+    if fact is None:
+        raise NotFound("事实不存在", "no such fact", code="fact_not_found")
+    service.subject_in_scope(session, who, fact.subject, "risk.fact.retract")
+    return service.fact_out(service.retract_fact(session, who.actor, fact_id, reason=data.reason))
+
+
+@router.get("/compounds/{code}", response_model=TierView, summary="A compound's tier")
+def compound_tier(
+    code: Annotated[str, Path(min_length=15, max_length=15, pattern=r"^\d+$")],
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.RISK_VIEW))],
+) -> TierView:
+    """Red (closed), yellow (controlled) or green, with reasons and since when."""
+    return service.tier_of(session, code)
+
+
+@router.get("/rule-sets", response_model=list[RuleSetOut], summary="Rule-set versions")
+def list_rule_sets(
+    session: DB, who: Annotated[Principal, Depends(require(Permission.RISK_VIEW))]
+) -> list[RuleSetOut]:
+    """Every version with its status, dry run and approvals, newest first."""
+    return rulesets.list_rule_sets(session, who)
+
+
+@router.get("/rule-sets/{version}", response_model=RuleSetDetail, summary="One version")
+def get_rule_set(
+    version: Version,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.RISK_VIEW))],
+) -> RuleSetDetail:
+    """A version with its YAML and rules."""
+    return rulesets.get_rule_set(session, who, version)
+
+
+@router.post("/rule-sets", response_model=RuleSetOut, status_code=201, summary="Propose a version")
+def propose(
+    data: RuleSetIn,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.RULES_PROPOSE))],
+) -> RuleSetOut:
+    """Validated (only health and travel facts), stored with its hash and a dry run: how
+    many people would change colour, by district. Needs approvals to take effect."""
+    row = rulesets.propose_rule_set(session, who, data.yaml_text, note=data.note)
+    result: RuleSetOut = rulesets.rule_set_out(session, [row])[0]
+    return result
+
+
+@router.post("/rule-sets/{version}/approve", response_model=RuleSetOut, summary="Approve a version")
+def approve(
+    version: Version,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.RULES_APPROVE))],
+) -> RuleSetOut:
+    """Two approvers other than the proposer activate it (three above the threshold)."""
+    row = rulesets.approve_rule_set(session, who, version)
+    result: RuleSetOut = rulesets.rule_set_out(session, [row])[0]
+    return result
+
+
+class RejectIn(BaseModel):
+    """Why a proposal or request is turned down."""
+
+    reason: str = Field(min_length=4, max_length=200)
+
+
+@router.post("/rule-sets/{version}/reject", response_model=RuleSetOut, summary="Reject a version")
+def reject(
+    version: Version,
+    data: RejectIn,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.RULES_APPROVE))],
+) -> RuleSetOut:
+    """The proposal can no longer be approved."""
+    row = rulesets.reject_rule_set(session, who, version, data.reason)
+    result: RuleSetOut = rulesets.rule_set_out(session, [row])[0]
+    return result
+
+
+@router.get("/overrides", response_model=list[OverrideOut], summary="Manual colours")
+def list_overrides(
+    session: DB, who: Annotated[Principal, Depends(authenticated)]
+) -> list[OverrideOut]:
+    """Requests awaiting a second person and overrides in force, in your jurisdiction."""
+    return service.pending_overrides(session, who)
+
+
+@router.post(
+    "/overrides", response_model=OverrideOut, status_code=201, summary="Request a manual colour"
+)
+def request_override(
+    data: OverrideIn,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.OVERRIDE_REQUEST))],
+) -> OverrideOut:
+    """A legal basis is required, 72 hours at most; nothing changes until another person
+    approves."""
+    subject = subject_for(session, who, data.person_ref, data.subject, "risk.override.request")
+    row = service.request_override(
+        session,
+        who,
+        subject=subject,
+        colour=data.colour,
+        legal_basis=data.legal_basis,
+        reason=data.reason,
+        hours=data.hours,
+    )
+    return service.override_out(row)
+
+
+@router.post(
+    "/overrides/{override_id}/{decision}",
+    response_model=OverrideOut,
+    summary="Approve, reject or revoke a manual colour",
+)
+def decide_override(
+    override_id: Id,
+    decision: Literal["approve", "reject", "revoke"],
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.OVERRIDE_APPROVE))],
+) -> OverrideOut:
+    """The requester cannot approve their own request (two different people, always)."""
+    action = {
+        "approve": service.approve_override,
+        "reject": service.reject_override,
+        "revoke": service.revoke_override,
+    }[decision]
+    return service.override_out(action(session, who, override_id))
+
+
+@router.get("/appeals", response_model=list[AppealOut], summary="The appeals queue")
+def appeals(
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.APPEAL_DECIDE))],
+    status: Annotated[Literal["open", "decided"], Query()] = "open",
+) -> list[AppealOut]:
+    """Appeals of the streets in your jurisdiction, nearest deadline first."""
+    return service.appeal_queue(session, who, status=status)
+
+
+@router.post("/appeals/{appeal_id}/decide", response_model=AppealOut, summary="Decide an appeal")
+def decide_appeal(
+    appeal_id: Id,
+    data: DecideIn,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.APPEAL_DECIDE))],
+) -> AppealOut:
+    """Upheld (withdraw the disputed fact, or request a manual colour) or rejected; the
+    outcome is shown to the person."""
+    return service.appeal_out(service.decide_appeal(session, who, appeal_id, data))

@@ -1,0 +1,250 @@
+"""Pydantic I/O of risk: colours with reasons, tiers, facts, rule sets, overrides, appeals."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field
+
+ColourName = Literal["green", "yellow", "red"]
+KindName = Literal[
+    "confirmed_case",
+    "asymptomatic",
+    "close_contact",
+    "secondary_contact",
+    "risk_area_travel",
+    "fever_visit",
+    "negative_test",
+    "in_quarantine",
+    "released",
+]
+
+
+class ReasonView(BaseModel):
+    """Why a colour or tier: the rule, in plain Chinese and English, what it rests on (fact
+    and record ids) and until when."""
+
+    rule_id: str
+    text_zh: str
+    text_en: str
+    evidence: list[str] = Field(default_factory=list)
+    until: dt.datetime | None = None
+
+
+class ColourView(BaseModel):
+    """A person's colour as gates, the cockpit and the person see it."""
+
+    colour: ColourName
+    reasons: list[ReasonView]
+    until: dt.datetime | None
+    rule_set_version: int
+    overridden: bool = False
+
+
+class TierView(BaseModel):
+    """A compound's tier (三色分层): red closed, yellow controlled, green normal."""
+
+    compound_code: str
+    tier: ColourName
+    reasons: list[ReasonView]
+    since: dt.datetime | None
+    until: dt.datetime | None = None
+    rule_set_version: int
+
+
+class FactIn(BaseModel):
+    """Asserting a fact through the API: about a registered person (``person_ref``) or, for
+    city-level users, a subject."""
+
+    person_ref: str | None = Field(default=None, max_length=32, pattern=r"^[0-9a-f]{1,32}$")
+    subject: str | None = Field(default=None, min_length=32, max_length=32, pattern=r"^[0-9a-f]+$")
+    kind: KindName
+    valid_from: dt.datetime | None = Field(default=None, description="默认为当前时间")
+    valid_until: dt.datetime | None = None
+    setting: Literal["home", "facility", "hospital"] | None = Field(
+        default=None, description="隔离方式（仅 in_quarantine）"
+    )
+    record_ids: list[Annotated[int, Field(ge=0, le=2**63 - 1)]] = Field(
+        default_factory=list, max_length=50, description="湖中记录编号"
+    )
+    note: str | None = Field(default=None, max_length=200, description="说明（不含个人信息）")
+
+
+class FactOut(BaseModel):
+    """A fact as staff see it."""
+
+    id: int
+    subject: str
+    kind: str
+    kind_zh: str
+    source: str
+    evidence: dict[str, Any]
+    setting: str | None
+    compound_code: str | None
+    asserted_by: str
+    asserted_at: dt.datetime
+    valid_from: dt.datetime
+    valid_until: dt.datetime | None
+    retracted_at: dt.datetime | None
+    retraction_reason: str | None
+
+
+class RetractIn(BaseModel):
+    """Why a fact is withdrawn (撤销事实)."""
+
+    reason: str = Field(min_length=4, max_length=200)
+
+
+class SubjectRisk(BaseModel):
+    """A subject's colour and facts (staff view)."""
+
+    subject: str
+    colour: ColourView
+    facts: list[FactOut]
+
+
+class DistrictChange(BaseModel):
+    """How many subjects of one district would change colour, and to what."""
+
+    code: str
+    name: str
+    changed: int
+    to_red: int = 0
+    to_yellow: int = 0
+    to_green: int = 0
+
+
+class DryRunView(BaseModel):
+    """What activating a rule set would change, against the facts when computed."""
+
+    computed_at: dt.datetime | None = None
+    base_version: int | None = None
+    subjects: int = 0
+    changed: int = 0
+    by_district: list[DistrictChange] = Field(default_factory=list)
+    compounds: int = 0
+    compounds_changed: int = 0
+
+
+class RuleSetIn(BaseModel):
+    """Proposing a rule set: its YAML and a note for the approvers."""
+
+    yaml_text: str = Field(min_length=1, max_length=65536)
+    note: str | None = Field(default=None, max_length=500)
+
+
+class ApprovalOut(BaseModel):
+    """One approver's signature."""
+
+    approver: str
+    approver_role: str | None
+    approved_at: dt.datetime
+
+
+class RuleSetOut(BaseModel):
+    """A rule-set version with its dry run and approvals."""
+
+    id: int
+    version: int
+    name: str
+    sha256: str
+    status: str
+    note: str | None
+    proposed_by: str
+    proposed_at: dt.datetime
+    approvals_required: int
+    approvals: list[ApprovalOut]
+    dry_run: DryRunView
+    activated_at: dt.datetime | None
+    rules: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class RuleSetDetail(RuleSetOut):
+    """A rule set with its YAML."""
+
+    yaml_text: str
+
+
+class OverrideIn(BaseModel):
+    """Requesting a manual colour (人工赋码): a legal basis is required, 72 hours at most."""
+
+    person_ref: str | None = Field(default=None, max_length=32, pattern=r"^[0-9a-f]{1,32}$")
+    subject: str | None = Field(default=None, min_length=32, max_length=32, pattern=r"^[0-9a-f]+$")
+    colour: ColourName
+    legal_basis: str = Field(min_length=4, max_length=300, description="法律依据")
+    reason: str = Field(min_length=4, max_length=300, description="理由（将告知本人）")
+    hours: int = Field(ge=1, le=72, description="有效小时数，最多72")
+
+
+class OverrideOut(BaseModel):
+    """An override request or an applied override."""
+
+    id: int
+    subject: str
+    colour: str
+    legal_basis: str
+    reason: str
+    hours: int
+    status: str
+    requested_by: str
+    requested_at: dt.datetime
+    approved_by: str | None
+    approved_at: dt.datetime | None
+    expires_at: dt.datetime | None
+
+
+class AppealOut(BaseModel):
+    """An appeal in a street office's queue, or as its person sees it."""
+
+    id: int
+    subject: str
+    street_code: str
+    text: str
+    colour: str
+    filed_at: dt.datetime
+    deadline: dt.datetime
+    overdue: bool
+    status: str
+    decided_by: str | None
+    decided_at: dt.datetime | None
+    outcome_zh: str | None
+    outcome_en: str | None
+    action: str | None
+
+
+class DecideIn(BaseModel):
+    """A street officer's decision on an appeal."""
+
+    outcome: Literal["upheld", "rejected"]
+    note: str = Field(min_length=4, max_length=400, description="处理意见（将告知本人）")
+    action: Literal["retract_fact", "request_override", "none"] = "none"
+    fact_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    override_colour: ColourName | None = None
+    legal_basis: str | None = Field(default=None, max_length=300)
+    hours: int | None = Field(default=None, ge=1, le=72)
+
+
+class NotificationOut(BaseModel):
+    """A message shown to the person on their code page."""
+
+    id: int
+    kind: str
+    text_zh: str
+    text_en: str
+    created_at: dt.datetime
+
+
+class ReplayReport(BaseModel):
+    """The outcome of recomputing every stored colour from the facts."""
+
+    persons: int
+    differences: int
+    stale: int = 0
+    missing: int = 0
+    orphans: int = 0
+    compounds: int = 0
+    compound_differences: int = 0
+    rule_set_version: int
+    repaired: int = 0
+    examples: list[str] = Field(default_factory=list)

@@ -1,0 +1,1332 @@
+"""Operations of risk (赋码): facts, colours, compound tiers, overrides and appeals.
+
+``assert_fact`` and ``retract_fact`` are the one way facts change: each writes the fact, the
+audit row and the outbox event, and recomputes the subject's colour and the tiers of the
+compounds they count for, all in the caller's transaction (nothing here commits). Colours are
+read with ``colour_of`` (one row) and never shown stale: a stored colour past its recheck
+time, or computed by a rule set no longer active, is recomputed on the spot.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, object_session
+
+from citybrain.core.audit.service import SYSTEM, Actor, record
+from citybrain.core.authz.principal import Principal
+from citybrain.core.authz.roles import Permission
+from citybrain.core.authz.scope import covers
+from citybrain.core.events.service import publish
+from citybrain.core.people.models import Person
+from citybrain.kit import clock
+from citybrain.kit.crypto import field_cipher
+from citybrain.kit.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from citybrain.risk import repository
+from citybrain.risk.engine import (
+    FactSnapshot,
+    Outcome,
+    compute_colour,
+    compute_tier,
+    local_time,
+    no_risk_reason,
+)
+from citybrain.risk.kinds import (
+    CASE_KINDS,
+    CLINICAL_KINDS,
+    COLOUR_LABELS,
+    FACT_KINDS,
+    SETTINGS,
+    FactKind,
+    kind_label,
+)
+from citybrain.risk.models import (
+    Appeal,
+    CompoundTier,
+    Fact,
+    Override,
+    PersonColour,
+    RiskNotification,
+    RuleSet,
+)
+from citybrain.risk.rules import (
+    CompiledRuleSet,
+    compiled,
+    compiled_by_hash,
+    packaged_rules_text,
+    rule_set_hash,
+)
+from citybrain.risk.schemas import (
+    AppealOut,
+    ColourView,
+    DecideIn,
+    FactOut,
+    NotificationOut,
+    OverrideOut,
+    ReasonView,
+    TierView,
+)
+from citybrain.risk.settings import OVERRIDE_MAX_HOURS, risk_settings
+from citybrain.risk.subjects import (
+    check_subject,
+    compound_of,
+    household_subjects,
+    person_of_subject,
+)
+
+SOURCE_PATTERN = re.compile(r"[a-z][a-z0-9_.]{1,47}")
+COMPOUND_PATTERN = re.compile(r"\d{15}")
+MAX_EVIDENCE_BYTES = 4096
+APPEAL_TEXT_FIELD = "risk_appeals.text"
+TOPIC_FACT_ASSERTED = "risk.fact_asserted"
+TOPIC_FACT_RETRACTED = "risk.fact_retracted"
+TOPIC_COLOUR_CHANGED = "risk.colour_changed"
+TOPIC_TIER_CHANGED = "risk.tier_changed"
+TOPIC_OVERRIDE_REQUESTED = "risk.override_requested"
+TOPIC_OVERRIDE_APPLIED = "risk.override_applied"
+TOPIC_OVERRIDE_ENDED = "risk.override_ended"
+TOPIC_APPEAL_FILED = "risk.appeal_filed"
+TOPIC_APPEAL_DECIDED = "risk.appeal_decided"
+TOPIC_RULES_ACTIVATED = "risk.rules_activated"
+
+
+# --- rule sets in force --------------------------------------------------------------------
+
+
+def _bootstrap(session: Session) -> RuleSet:
+    """Install the packaged rule set v1 as active when none is (a new database): the
+    baseline shipped with the release; every later version goes through two approvers."""
+    from sqlalchemy.exc import IntegrityError
+
+    text = packaged_rules_text()
+    compiled(text, 1)  # refuse to install a packaged set that does not validate
+    now = clock.now()
+    try:
+        with session.begin_nested():
+            row = RuleSet(
+                version=1,
+                name=compiled(text, 1).name,
+                yaml_text=text,
+                sha256=rule_set_hash(text),
+                status="active",
+                note="packaged baseline 随版本发布的基线规则",
+                proposed_by=SYSTEM.ref,
+                proposed_at=now,
+                dry_run={},
+                approvals_required=0,
+                activated_at=now,
+            )
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        # Another transaction installed it first.
+        found = repository.active_rule_set(session)
+        if found is None:
+            raise
+        return found
+    record(
+        session,
+        SYSTEM,
+        "risk.rules.bootstrap",
+        object_type="rule_set",
+        object_id=1,
+        detail={"version": 1, "sha256": row.sha256},
+    )
+    publish(
+        session,
+        TOPIC_RULES_ACTIVATED,
+        {"version": 1, "sha256": row.sha256, "recompute": "none"},
+        key="1",
+    )
+    return row
+
+
+def active_rule_set(session: Session) -> CompiledRuleSet:
+    """The rule set in force (the packaged v1 is installed on first use of a new database)."""
+    key = repository.active_rule_set_key(session)
+    if key is not None:
+        known = compiled_by_hash(key[1], key[0])
+        if known is not None:
+            return known
+    row = repository.active_rule_set(session)
+    if row is None:
+        row = _bootstrap(session)
+    return _compile_stored(row)
+
+
+def _compile_stored(row: RuleSet) -> CompiledRuleSet:
+    """Compile a stored rule set, refusing one whose YAML no longer matches its hash (edited
+    behind the lifecycle's back)."""
+    if rule_set_hash(row.yaml_text) != row.sha256:
+        raise Conflict(
+            f"规则集 v{row.version} 的内容与其哈希不符，已拒绝使用",
+            f"rule set v{row.version} does not match its hash; refused",
+            code="rule_set_tampered",
+        )
+    return compiled(row.yaml_text, row.version)
+
+
+def rule_set_version(session: Session, version: int) -> CompiledRuleSet:
+    """A stored rule set by version."""
+    row = repository.rule_set_by_version(session, version)
+    if row is None:
+        raise NotFound(f"规则集 v{version} 不存在", f"no rule set v{version}")
+    return _compile_stored(row)
+
+
+# --- facts -----------------------------------------------------------------------------------
+
+
+def snapshot(fact: Fact) -> FactSnapshot:
+    """The engine's view of a stored fact."""
+    return FactSnapshot(
+        id=fact.id,
+        subject=fact.subject,
+        kind=fact.kind,
+        valid_from=clock.as_utc(fact.valid_from),
+        valid_until=clock.as_utc(fact.valid_until) if fact.valid_until else None,
+        source=fact.source,
+        asserted_at=clock.as_utc(fact.asserted_at),
+        setting=fact.setting,
+        compound_code=fact.compound_code,
+        evidence=dict(fact.evidence or {}),
+        retracted_at=clock.as_utc(fact.retracted_at) if fact.retracted_at else None,
+    )
+
+
+def fact_out(fact: Fact) -> FactOut:
+    """A fact for the API and pages."""
+    return FactOut(
+        id=fact.id,
+        subject=fact.subject,
+        kind=fact.kind,
+        kind_zh=kind_label(fact.kind),
+        source=fact.source,
+        evidence=dict(fact.evidence or {}),
+        setting=fact.setting,
+        compound_code=fact.compound_code,
+        asserted_by=fact.asserted_by,
+        asserted_at=fact.asserted_at,
+        valid_from=fact.valid_from,
+        valid_until=fact.valid_until,
+        retracted_at=fact.retracted_at,
+        retraction_reason=fact.retraction_reason,
+    )
+
+
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+
+
+def _aware(value: dt.datetime, field: str) -> dt.datetime:
+    if value.tzinfo is None:
+        raise InvalidInput(
+            "时间须带时区", "times must carry a time zone (e.g. +08:00)", field=field
+        )
+    try:
+        utc = value.astimezone(dt.UTC)
+    except OverflowError:
+        utc = EARLIEST
+    if not EARLIEST <= utc < LATEST:
+        raise InvalidInput("时间超出范围", "the time is out of range (1970-2099)", field=field)
+    return utc
+
+
+def _check_fact(
+    kind: str,
+    source: str,
+    evidence: dict[str, Any],
+    valid_from: dt.datetime,
+    valid_until: dt.datetime | None,
+    setting: str | None,
+    compound_code: str | None,
+) -> tuple[dt.datetime, dt.datetime | None]:
+    if kind not in FACT_KINDS:
+        raise InvalidInput(
+            f"未知的事实类型“{kind}”：只能是健康或出行事实",
+            f"unknown fact kind '{kind}': only health and travel facts exist",
+            field="kind",
+        )
+    if not SOURCE_PATTERN.fullmatch(source):
+        raise InvalidInput("来源代码无效", "invalid source code", field="source")
+    if not isinstance(evidence, dict):
+        raise InvalidInput("证据应为映射", "evidence must be a mapping", field="evidence")
+    try:
+        size = len(json.dumps(evidence, ensure_ascii=False).encode())
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(
+            "证据只能包含编号等简单数据", "evidence must be plain JSON (ids)", field="evidence"
+        ) from exc
+    if size > MAX_EVIDENCE_BYTES:
+        raise InvalidInput("证据过大", "evidence is too large (4 KB at most)", field="evidence")
+    start = _aware(valid_from, "valid_from")
+    end = _aware(valid_until, "valid_until") if valid_until is not None else None
+    if end is not None and end <= start:
+        raise InvalidInput(
+            "有效期结束时间须晚于开始时间",
+            "valid_until must be after valid_from",
+            field="valid_until",
+        )
+    if setting is not None and (kind != FactKind.IN_QUARANTINE or setting not in SETTINGS):
+        raise InvalidInput(
+            "隔离方式只能用于“隔离中”，且为 home、facility 或 hospital",
+            "a setting belongs to in_quarantine only: home, facility or hospital",
+            field="setting",
+        )
+    if compound_code is not None and not COMPOUND_PATTERN.fullmatch(compound_code):
+        raise InvalidInput(
+            "小区代码应为15位数字", "a compound code is 15 digits", field="compound_code"
+        )
+    return start, end
+
+
+def assert_fact(
+    session: Session,
+    actor: Actor,
+    *,
+    subject: str,
+    kind: str,
+    source: str,
+    evidence: dict[str, Any],
+    valid_from: dt.datetime,
+    valid_until: dt.datetime | None = None,
+    setting: str | None = None,
+    compound_code: str | None = None,
+    dedupe_key: str | None = None,
+) -> Fact:
+    """Assert a fact about ``subject`` (断言事实): the one way facts are added.
+
+    Writes the fact, its audit row and a ``risk.fact_asserted`` event; recomputes the
+    subject's colour (publishing ``risk.colour_changed`` when it changes) and the tiers of the
+    compounds the subject counts for. A confirmed case or asymptomatic infection of a
+    registered person also makes the other registered members of their household close
+    contacts (evidence: the household and the case fact), in the same transaction.
+    ``dedupe_key``: the same finding asserted again (a retried job) returns the standing fact.
+    ``evidence`` holds ids only (record ids, the analysis run, the household), never personal
+    data. Nothing is committed here.
+    """
+    check_subject(subject)
+    start, end = _check_fact(
+        kind, source, evidence, valid_from, valid_until, setting, compound_code
+    )
+    if dedupe_key is not None:
+        standing = repository.duplicate_fact(session, subject, kind, dedupe_key[:96])
+        if standing is not None:
+            return standing
+    now = clock.now()
+    person = person_of_subject(session, subject)
+    fact = Fact(
+        subject=subject,
+        kind=kind,
+        source=source,
+        evidence=dict(evidence),
+        setting=setting,
+        compound_code=compound_code,
+        asserted_by=actor.ref[:64],
+        asserted_at=now,
+        valid_from=start,
+        valid_until=end,
+        dedupe_key=dedupe_key[:96] if dedupe_key else None,
+    )
+    session.add(fact)
+    session.flush()
+    area = person.area_code if person is not None else compound_code
+    record(
+        session,
+        actor,
+        "risk.fact.assert",
+        object_type="fact",
+        object_id=fact.id,
+        area_code=area,
+        detail={"subject": subject, "kind": kind, "source": source},
+    )
+    publish(
+        session,
+        TOPIC_FACT_ASSERTED,
+        {"fact_id": fact.id, "subject": subject, "kind": kind, "source": source},
+        key=subject,
+    )
+    _after_change(session, subject, person, now, extra_compounds={compound_code})
+    if kind in CASE_KINDS and person is not None:
+        # Living together is exposure until the case is taken away: from now, or from the
+        # case's own start when that is later.
+        exposed = max(start, now)
+        for member in household_subjects(session, person):
+            assert_fact(
+                session,
+                actor,
+                subject=member,
+                kind=FactKind.CLOSE_CONTACT,
+                source="household",
+                evidence={"household_id": person.household_id, "case_fact_id": fact.id},
+                valid_from=exposed,
+                dedupe_key=f"household_case:{fact.id}",
+            )
+    return fact
+
+
+def retract_fact(session: Session, actor: Actor, fact_id: int, *, reason: str) -> Fact:
+    """Withdraw a fact (撤销): it stops counting at once; the row stays, marked. Household
+    close contacts derived from a withdrawn case are withdrawn with it. Audited, announced
+    (``risk.fact_retracted``), colours and tiers recomputed."""
+    reason = " ".join(reason.split())
+    if len(reason) < 4:
+        raise InvalidInput(
+            "请说明撤销原因（至少4个字）", "state why (at least 4 characters)", field="reason"
+        )
+    fact = session.get(Fact, fact_id, with_for_update=True)
+    if fact is None:
+        raise NotFound("事实不存在", "no such fact", code="fact_not_found")
+    if fact.retracted_at is not None:
+        raise Conflict("该事实已撤销", "the fact is already withdrawn", code="fact_retracted")
+    now = clock.now()
+    fact.retracted_at = now
+    fact.retracted_by = actor.ref[:64]
+    fact.retraction_reason = reason[:200]
+    session.flush()
+    person = person_of_subject(session, fact.subject)
+    record(
+        session,
+        actor,
+        "risk.fact.retract",
+        object_type="fact",
+        object_id=fact.id,
+        area_code=person.area_code if person is not None else fact.compound_code,
+        detail={"subject": fact.subject, "kind": fact.kind},
+    )
+    publish(
+        session,
+        TOPIC_FACT_RETRACTED,
+        {"fact_id": fact.id, "subject": fact.subject, "kind": fact.kind},
+        key=fact.subject,
+    )
+    _after_change(session, fact.subject, person, now, extra_compounds={fact.compound_code})
+    if fact.kind in CASE_KINDS:
+        for derived in repository.facts_by_dedupe_key(session, f"household_case:{fact.id}"):
+            retract_fact(session, actor, derived.id, reason=f"病例事实 #{fact.id} 已撤销")
+    return fact
+
+
+def facts_of_subject(session: Session, subject: str) -> list[FactOut]:
+    """A subject's facts, newest first."""
+    check_subject(subject)
+    return [fact_out(f) for f in repository.facts_for_view(session, subject)]
+
+
+# --- colours ---------------------------------------------------------------------------------
+
+
+def _residence(person: Person | None, facts: Sequence[Fact]) -> str | None:
+    """Where a subject lives: the registry's area, else the latest fact placing them."""
+    if person is not None:
+        return person.area_code
+    placed = [f for f in facts if f.compound_code and f.retracted_at is None]
+    return placed[-1].compound_code if placed else None
+
+
+def store_colour(
+    session: Session,
+    subject: str,
+    row: PersonColour | None,
+    outcome: Outcome,
+    now: dt.datetime,
+    *,
+    area_code: str | None = None,
+    locate: bool = False,
+) -> tuple[PersonColour, str | None]:
+    """Write a computed colour; publish ``risk.colour_changed`` when it changed. With
+    ``locate`` (or for a new row) ``area_code`` is where the subject lives. Returns the row and
+    the colour before (None when there was no row)."""
+    before = row.colour if row is not None else None
+    shown_before = _shown_colour(row, now) if row is not None else "green"
+    if row is None:
+        row = PersonColour(subject=subject)
+        session.add(row)
+        locate = True
+    row.colour = outcome.colour
+    row.reasons = outcome.reasons_json()
+    row.until = outcome.until
+    row.recheck_at = outcome.recheck_at
+    row.rule_set_version = outcome.rule_set_version
+    row.computed_at = now
+    if locate:
+        row.area_code = area_code
+    shown_after = _shown_colour(row, now)
+    if shown_after != shown_before:
+        publish(
+            session,
+            TOPIC_COLOUR_CHANGED,
+            {
+                "subject": subject,
+                "old": shown_before,
+                "new": shown_after,
+                "rule_set_version": outcome.rule_set_version,
+                "overridden": row.override_colour is not None,
+            },
+            key=subject,
+        )
+    return row, before
+
+
+def _shown_colour(row: PersonColour, now: dt.datetime) -> str:
+    if row.override_colour and row.override_until and clock.as_utc(row.override_until) > now:
+        return row.override_colour
+    return row.colour
+
+
+def recompute_subject(
+    session: Session,
+    subject: str,
+    *,
+    now: dt.datetime | None = None,
+    rule_set: CompiledRuleSet | None = None,
+    person: Person | None = None,
+    locate: bool = False,
+) -> PersonColour:
+    """Recompute and store one subject's colour from their facts. With ``locate``, ``person``
+    is their registry entry (or None) as the caller looked it up, and where the subject lives
+    is refreshed from it."""
+    now = now or clock.now()
+    rule_set = rule_set or active_rule_set(session)
+    facts = repository.facts_of(session, [subject])[subject]
+    outcome = compute_colour([snapshot(f) for f in facts], rule_set, now)
+    row = session.get(PersonColour, subject, with_for_update=True)
+    stored, _before = store_colour(
+        session,
+        subject,
+        row,
+        outcome,
+        now,
+        area_code=_residence(person, facts),
+        locate=locate,
+    )
+    session.flush()
+    return stored
+
+
+def _after_change(
+    session: Session,
+    subject: str,
+    person: Person | None,
+    now: dt.datetime,
+    extra_compounds: Iterable[str | None] = (),
+) -> None:
+    """Recompute a subject's colour and the tiers of every compound they count for."""
+    rule_set = active_rule_set(session)
+    old = session.get(PersonColour, subject)
+    old_area = old.area_code if old is not None else None
+    row = recompute_subject(
+        session, subject, now=now, rule_set=rule_set, person=person, locate=True
+    )
+    facts = repository.facts_of(session, [subject])[subject]
+    compounds = {old_area, row.area_code, compound_of(person), *extra_compounds}
+    compounds |= {f.compound_code for f in facts}
+    for code in sorted(c for c in compounds if c and len(c) == 15):
+        recompute_compound(session, code, now=now, rule_set=rule_set)
+
+
+def _view(row: PersonColour, now: dt.datetime) -> ColourView:
+    reasons = [ReasonView.model_validate(r) for r in row.reasons or []]
+    if row.override_colour and row.override_until and clock.as_utc(row.override_until) > now:
+        override = ReasonView.model_validate(row.override_reason or {})
+        return ColourView(
+            colour=row.override_colour,
+            reasons=[override, *reasons],
+            until=clock.as_utc(row.override_until),
+            rule_set_version=row.rule_set_version,
+            overridden=True,
+        )
+    return ColourView(
+        colour=row.colour,
+        reasons=reasons,
+        until=clock.as_utc(row.until) if row.until else None,
+        rule_set_version=row.rule_set_version,
+        overridden=False,
+    )
+
+
+def _fresh(row: PersonColour, version: int, now: dt.datetime) -> PersonColour:
+    """The row as it must be shown now: recomputed when past its recheck time or computed by
+    another rule set; an override that ran out ended."""
+    if row.override_until is not None and clock.as_utc(row.override_until) <= now:
+        _end_override_on_row(session_of(row), row, now, "expired", SYSTEM)
+    if row.rule_set_version != version or (
+        row.recheck_at is not None and clock.as_utc(row.recheck_at) <= now
+    ):
+        row = recompute_subject(session_of(row), row.subject, now=now)
+    return row
+
+
+def session_of(row: Any) -> Session:
+    """The session a loaded row belongs to."""
+    session = object_session(row)
+    assert session is not None
+    return session
+
+
+def colour_of(session: Session, subject: str, *, now: dt.datetime | None = None) -> ColourView:
+    """A subject's colour with its reasons (one row read). Never stale: a colour past its
+    end is recomputed, an override shows only while it lasts. No facts: green."""
+    check_subject(subject)
+    now = now or clock.now()
+    version, row = repository.colour_row(session, subject)
+    if version is None:
+        version = active_rule_set(session).version
+    if row is None:
+        return ColourView(
+            colour="green",
+            reasons=[no_risk_reason()],
+            until=None,
+            rule_set_version=version,
+            overridden=False,
+        )
+    return _view(_fresh(row, version, now), now)
+
+
+def colours_of(
+    session: Session, subjects: Iterable[str], *, now: dt.datetime | None = None
+) -> dict[str, ColourView]:
+    """Colours of many subjects at once (batched reads; only stale ones recomputed)."""
+    wanted = sorted({check_subject(s) for s in subjects})
+    now = now or clock.now()
+    version = active_rule_set(session).version
+    rows = repository.colour_rows(session, wanted)
+    found: dict[str, ColourView] = {}
+    for subject in wanted:
+        row = rows.get(subject)
+        if row is None:
+            found[subject] = ColourView(
+                colour="green",
+                reasons=[no_risk_reason()],
+                until=None,
+                rule_set_version=version,
+                overridden=False,
+            )
+        else:
+            found[subject] = _view(_fresh(row, version, now), now)
+    return found
+
+
+# --- compound tiers --------------------------------------------------------------------------
+
+
+def store_tier(
+    session: Session, code: str, row: CompoundTier | None, outcome: Outcome, now: dt.datetime
+) -> CompoundTier | None:
+    before = row.tier if row is not None else "green"
+    if row is None:
+        if outcome.colour == "green" and outcome.recheck_at is None:
+            return None  # nothing to remember about a compound nobody's facts touch
+        row = CompoundTier(compound_code=code, since=now)
+        session.add(row)
+    elif row.tier != outcome.colour:
+        row.since = now
+    row.tier = outcome.colour
+    row.reasons = outcome.reasons_json()
+    row.until = outcome.until
+    row.recheck_at = outcome.recheck_at
+    row.rule_set_version = outcome.rule_set_version
+    row.computed_at = now
+    if before != outcome.colour:
+        publish(
+            session,
+            TOPIC_TIER_CHANGED,
+            {
+                "compound_code": code,
+                "old": before,
+                "new": outcome.colour,
+                "rule_set_version": outcome.rule_set_version,
+            },
+            key=code,
+        )
+    return row
+
+
+def compound_outcome(
+    session: Session, code: str, rule_set: CompiledRuleSet, now: dt.datetime
+) -> Outcome:
+    """A compound's tier computed from the facts of everyone who counts for it."""
+    subjects = repository.compound_subjects(session, code)
+    facts = repository.facts_of(session, subjects)
+    return compute_tier({s: [snapshot(f) for f in fs] for s, fs in facts.items()}, rule_set, now)
+
+
+def recompute_compound(
+    session: Session,
+    code: str,
+    *,
+    now: dt.datetime | None = None,
+    rule_set: CompiledRuleSet | None = None,
+) -> CompoundTier | None:
+    """Recompute and store a compound's tier (三色分层)."""
+    now = now or clock.now()
+    rule_set = rule_set or active_rule_set(session)
+    outcome = compound_outcome(session, code, rule_set, now)
+    row = session.get(CompoundTier, code, with_for_update=True)
+    stored = store_tier(session, code, row, outcome, now)
+    session.flush()
+    return stored
+
+
+def tier_of(session: Session, compound_code: str, *, now: dt.datetime | None = None) -> TierView:
+    """A compound's tier with reasons and since when (one row read; recomputed when past its
+    recheck time or computed by another rule set)."""
+    if not COMPOUND_PATTERN.fullmatch(compound_code or ""):
+        raise InvalidInput(
+            "小区代码应为15位数字", "a compound code is 15 digits", field="compound_code"
+        )
+    now = now or clock.now()
+    rule_set = active_rule_set(session)
+    row = session.get(CompoundTier, compound_code)
+    if row is not None and (
+        row.rule_set_version != rule_set.version
+        or (row.recheck_at is not None and clock.as_utc(row.recheck_at) <= now)
+    ):
+        row = recompute_compound(session, compound_code, now=now, rule_set=rule_set)
+    if row is None:
+        return TierView(
+            compound_code=compound_code,
+            tier="green",
+            reasons=[no_risk_reason()],
+            since=None,
+            until=None,
+            rule_set_version=rule_set.version,
+        )
+    return TierView(
+        compound_code=compound_code,
+        tier=row.tier,
+        reasons=[ReasonView.model_validate(r) for r in row.reasons or []],
+        since=clock.as_utc(row.since),
+        until=clock.as_utc(row.until) if row.until else None,
+        rule_set_version=row.rule_set_version,
+    )
+
+
+# --- scoping of subjects for staff ----------------------------------------------------------
+
+
+def subject_in_scope(session: Session, who: Principal, subject: str, action: str) -> Person | None:
+    """The registered person behind ``subject`` if ``who`` may act on them. Subjects not in
+    the registry belong to no jurisdiction below the city: only city-level users reach them.
+    Denials are answered as "not found" and audited."""
+    check_subject(subject)
+    person = person_of_subject(session, subject)
+    allowed = covers(who, person.area_code) if person is not None else len(who.area_code) <= 4
+    if allowed:
+        return person
+    error = NotFound("未找到该人员", "no such person", code="person_not_found")
+    raise error.keep(
+        lambda s: record(
+            s,
+            who.actor,
+            action,
+            object_type="subject",
+            object_id=subject,
+            area_code=who.area_code,
+            outcome="denied",
+            detail={"reason": "out_of_jurisdiction"},
+        )
+    )
+
+
+def check_may_assert(who: Principal, kind: str) -> None:
+    """Clinic staff may record a fever visit or a negative test; other facts need
+    ``risk.assert``."""
+    if who.can(Permission.RISK_ASSERT):
+        return
+    if kind in CLINICAL_KINDS and who.can(Permission.RISK_ASSERT_CLINICAL):
+        return
+    raise PermissionDenied(
+        f"您的角色不能登记“{kind_label(kind)}”",
+        f"your role may not assert {kind}",
+        code="permission_denied",
+    )
+
+
+# --- overrides (人工赋码) ---------------------------------------------------------------------
+
+
+def override_out(row: Override) -> OverrideOut:
+    """An override for the API and pages."""
+    return OverrideOut(
+        id=row.id,
+        subject=row.subject,
+        colour=row.colour,
+        legal_basis=row.legal_basis,
+        reason=row.reason,
+        hours=row.hours,
+        status=row.status,
+        requested_by=row.requested_by,
+        requested_at=row.requested_at,
+        approved_by=row.approved_by,
+        approved_at=row.approved_at,
+        expires_at=row.expires_at,
+    )
+
+
+def request_override(
+    session: Session,
+    who: Principal,
+    *,
+    subject: str,
+    colour: str,
+    legal_basis: str,
+    reason: str,
+    hours: int,
+    appeal_id: int | None = None,
+) -> Override:
+    """Ask for a manual colour (申请人工赋码). Nothing changes until a second person approves
+    it (``approve_override``). The legal basis is required; at most 72 hours."""
+    who.require(Permission.OVERRIDE_REQUEST)
+    person = subject_in_scope(session, who, subject, "risk.override.request")
+    if colour not in COLOUR_LABELS:
+        raise InvalidInput(
+            "颜色应为 green、yellow 或 red", "colour must be green, yellow or red", field="colour"
+        )
+    if not 1 <= hours <= OVERRIDE_MAX_HOURS:
+        raise InvalidInput(
+            f"人工赋码最长 {OVERRIDE_MAX_HOURS} 小时",
+            f"an override lasts {OVERRIDE_MAX_HOURS} hours at most",
+            field="hours",
+        )
+    legal_basis = " ".join(legal_basis.split())
+    reason = " ".join(reason.split())
+    if len(legal_basis) < 4:
+        raise InvalidInput(
+            "人工赋码须注明法律依据", "an override needs its legal basis", field="legal_basis"
+        )
+    if len(reason) < 4:
+        raise InvalidInput("请说明理由（至少4个字）", "state the reason", field="reason")
+    row = Override(
+        subject=subject,
+        colour=colour,
+        legal_basis=legal_basis[:300],
+        reason=reason[:300],
+        hours=hours,
+        area_code=person.area_code if person is not None else None,
+        status="requested",
+        requested_by=who.actor.ref,
+        requested_at=clock.now(),
+        appeal_id=appeal_id,
+    )
+    session.add(row)
+    session.flush()
+    record(
+        session,
+        who.actor,
+        "risk.override.request",
+        object_type="override",
+        object_id=row.id,
+        area_code=row.area_code,
+        detail={"subject": subject, "colour": colour, "hours": hours},
+    )
+    publish(
+        session,
+        TOPIC_OVERRIDE_REQUESTED,
+        {"override_id": row.id, "subject": subject, "colour": colour},
+        key=subject,
+    )
+    return row
+
+
+def _override_in_scope(session: Session, who: Principal, override_id: int) -> Override:
+    row = session.get(Override, override_id, with_for_update=True)
+    visible = row is not None and (
+        covers(who, row.area_code) if row.area_code else len(who.area_code) <= 4
+    )
+    if row is None or not visible:
+        raise NotFound("人工赋码申请不存在", "no such override", code="override_not_found")
+    return row
+
+
+def _notify(session: Session, subject: str, kind: str, text_zh: str, text_en: str) -> None:
+    session.add(
+        RiskNotification(
+            subject=subject, kind=kind, text_zh=text_zh, text_en=text_en, created_at=clock.now()
+        )
+    )
+
+
+def approve_override(session: Session, who: Principal, override_id: int) -> Override:
+    """Approve a manual colour as the second person (批准人工赋码); it applies at once, for the
+    hours requested, and the person is notified. The requester cannot approve their own
+    request: one person alone can never change a colour."""
+    who.require(Permission.OVERRIDE_APPROVE)
+    row = _override_in_scope(session, who, override_id)
+    if row.requested_by == who.actor.ref:
+        error = PermissionDenied(
+            "人工赋码须由两名不同人员办理：申请人不能批准自己的申请，请由另一名有权人员批准",
+            "an override needs two different people: the requester cannot approve it; "
+            "another authorised person must",
+            code="override_needs_second_approver",
+        )
+        raise error.keep(
+            lambda s: record(
+                s,
+                who.actor,
+                "risk.override.approve",
+                object_type="override",
+                object_id=override_id,
+                area_code=who.area_code,
+                outcome="denied",
+                detail={"reason": "same_person"},
+            )
+        )
+    if row.status != "requested":
+        raise Conflict(
+            "该申请已处理", "the request has been dealt with already", code="override_not_pending"
+        )
+    now = clock.now()
+    if now - clock.as_utc(row.requested_at) > dt.timedelta(hours=OVERRIDE_MAX_HOURS):
+        raise Conflict(
+            "申请已超过72小时，请重新申请",
+            "the request is older than 72 hours; request again",
+            code="override_request_expired",
+        )
+    colour_row = session.get(PersonColour, row.subject, with_for_update=True)
+    if colour_row is None:
+        person = person_of_subject(session, row.subject)
+        colour_row = recompute_subject(session, row.subject, now=now, person=person)
+    standing = repository.active_override(session, row.subject)
+    if standing is not None:
+        _end_override(session, standing, now, "revoked", who.actor)
+    row.status = "active"
+    row.approved_by = who.actor.ref
+    row.approved_at = now
+    row.expires_at = now + dt.timedelta(hours=row.hours)
+    before = _shown_colour(colour_row, now)
+    colour_row.override_id = row.id
+    colour_row.override_colour = row.colour
+    colour_row.override_until = row.expires_at
+    colour_row.override_reason = _override_reason(row).model_dump(mode="json")
+    session.flush()
+    label_zh, label_en = COLOUR_LABELS[row.colour]
+    until = local_time(row.expires_at)
+    _notify(
+        session,
+        row.subject,
+        "override_applied",
+        f"您的健康码已被人工调整为{label_zh}，至 {until}（北京时间）。理由：{row.reason}。"
+        f"法律依据：{row.legal_basis}。如有异议可提出申诉。",
+        f"Your health code was set to {label_en} by hand until {until} (Beijing time). "
+        f"Reason: {row.reason}. Legal basis: {row.legal_basis}. You may appeal.",
+    )
+    record(
+        session,
+        who.actor,
+        "risk.override.approve",
+        object_type="override",
+        object_id=row.id,
+        area_code=row.area_code,
+        detail={
+            "subject": row.subject,
+            "colour": row.colour,
+            "hours": row.hours,
+            "requested_by": row.requested_by,
+            "legal_basis": row.legal_basis,
+        },
+    )
+    publish(
+        session,
+        TOPIC_OVERRIDE_APPLIED,
+        {
+            "override_id": row.id,
+            "subject": row.subject,
+            "colour": row.colour,
+            "expires_at": row.expires_at.isoformat(),
+        },
+        key=row.subject,
+    )
+    if before != row.colour:
+        publish(
+            session,
+            TOPIC_COLOUR_CHANGED,
+            {
+                "subject": row.subject,
+                "old": before,
+                "new": row.colour,
+                "rule_set_version": colour_row.rule_set_version,
+                "overridden": True,
+            },
+            key=row.subject,
+        )
+    return row
+
+
+def _override_reason(row: Override) -> ReasonView:
+    assert row.expires_at is not None
+    label_zh, label_en = COLOUR_LABELS[row.colour]
+    until = local_time(row.expires_at)
+    return ReasonView(
+        rule_id="override",
+        text_zh=(
+            f"人工赋码（{label_zh}）：{row.reason}。法律依据：{row.legal_basis}。"
+            f"由 {row.requested_by} 申请、{row.approved_by} 批准，至 {until}（北京时间）。"
+        ),
+        text_en=(
+            f"Set by hand ({label_en}): {row.reason}. Legal basis: {row.legal_basis}. "
+            f"Requested by {row.requested_by}, approved by {row.approved_by}; until {until} "
+            "(Beijing time)."
+        ),
+        evidence=[f"override:{row.id}"],
+        until=row.expires_at,
+    )
+
+
+def reject_override(session: Session, who: Principal, override_id: int) -> Override:
+    """Turn down a request for a manual colour (audited)."""
+    who.require(Permission.OVERRIDE_APPROVE)
+    row = _override_in_scope(session, who, override_id)
+    if row.status != "requested":
+        raise Conflict(
+            "该申请已处理", "the request has been dealt with already", code="override_not_pending"
+        )
+    row.status = "rejected"
+    row.ended_at = clock.now()
+    row.ended_by = who.actor.ref
+    record(
+        session,
+        who.actor,
+        "risk.override.reject",
+        object_type="override",
+        object_id=row.id,
+        area_code=row.area_code,
+        detail={"subject": row.subject},
+    )
+    return row
+
+
+def revoke_override(session: Session, who: Principal, override_id: int) -> Override:
+    """End an applied override before its time (撤销人工赋码); the person is notified."""
+    who.require(Permission.OVERRIDE_APPROVE)
+    row = _override_in_scope(session, who, override_id)
+    if row.status != "active":
+        raise Conflict(
+            "该人工赋码未生效", "the override is not in force", code="override_not_active"
+        )
+    _end_override(session, row, clock.now(), "revoked", who.actor)
+    return row
+
+
+def _end_override(
+    session: Session, row: Override, now: dt.datetime, status: str, actor: Actor
+) -> None:
+    colour_row = session.get(PersonColour, row.subject)
+    if colour_row is not None and colour_row.override_id == row.id:
+        _end_override_on_row(session, colour_row, now, status, actor)
+        return
+    row.status = status
+    row.ended_at = now
+    row.ended_by = actor.ref
+
+
+def _end_override_on_row(
+    session: Session, colour_row: PersonColour, now: dt.datetime, status: str, actor: Actor
+) -> None:
+    """End the override a colour row carries: expired (its time ran out) or revoked."""
+    override = session.get(Override, colour_row.override_id) if colour_row.override_id else None
+    before = colour_row.override_colour
+    colour_row.override_id = None
+    colour_row.override_colour = None
+    colour_row.override_until = None
+    colour_row.override_reason = None
+    if override is None or override.status != "active":
+        return
+    override.status = status
+    override.ended_at = min(now, clock.as_utc(override.expires_at)) if override.expires_at else now
+    override.ended_by = actor.ref
+    record(
+        session,
+        actor,
+        f"risk.override.{'expire' if status == 'expired' else 'revoke'}",
+        object_type="override",
+        object_id=override.id,
+        area_code=override.area_code,
+        detail={"subject": override.subject},
+    )
+    publish(
+        session,
+        TOPIC_OVERRIDE_ENDED,
+        {"override_id": override.id, "subject": override.subject, "status": status},
+        key=override.subject,
+    )
+    if before != colour_row.colour:
+        publish(
+            session,
+            TOPIC_COLOUR_CHANGED,
+            {
+                "subject": override.subject,
+                "old": before,
+                "new": colour_row.colour,
+                "rule_set_version": colour_row.rule_set_version,
+                "overridden": False,
+            },
+            key=override.subject,
+        )
+    if status == "revoked":
+        _notify(
+            session,
+            override.subject,
+            "override_ended",
+            "您的健康码人工调整已撤销，恢复按规则赋码。",
+            "The manual setting of your health code was withdrawn; the rules apply again.",
+        )
+    session.flush()
+
+
+def pending_overrides(session: Session, who: Principal) -> list[OverrideOut]:
+    """Override requests awaiting a second person, and those in force, in ``who``'s
+    jurisdiction."""
+    if not (who.can(Permission.OVERRIDE_APPROVE) or who.can(Permission.OVERRIDE_REQUEST)):
+        who.require(Permission.OVERRIDE_APPROVE)
+    rows = repository.overrides_scoped(session, who, ("requested", "active"))
+    return [override_out(r) for r in rows]
+
+
+# --- appeals (申诉) --------------------------------------------------------------------------
+
+
+def file_appeal(
+    session: Session, actor: Actor, *, subject: str, text: str, street_code: str
+) -> Appeal:
+    """A person's appeal against their colour (提出申诉), from their code page. It goes to the
+    street office's queue (``street_code``: the first 9 digits of where they live) with a
+    deadline; the text is kept encrypted. One open appeal per person."""
+    check_subject(subject)
+    text = " ".join(text.split())
+    if not 4 <= len(text) <= 1000:
+        raise InvalidInput(
+            "请填写申诉理由（4至1000字）", "write the appeal (4 to 1000 characters)", field="text"
+        )
+    if not re.fullmatch(r"\d{9}", street_code or "") or not repository.area_exists(
+        session, street_code, "street"
+    ):
+        raise InvalidInput("街道代码无效", "no such street", field="street_code")
+    if repository.open_appeal(session, subject) is not None:
+        raise Conflict(
+            "您已有一件申诉正在处理，请等待结果",
+            "you have an appeal being dealt with; wait for its outcome",
+            code="appeal_open",
+        )
+    now = clock.now()
+    shown = colour_of(session, subject, now=now)
+    appeal = Appeal(
+        subject=subject,
+        street_code=street_code,
+        text_enc=field_cipher().encrypt(text, APPEAL_TEXT_FIELD),
+        colour=shown.colour,
+        filed_by=actor.ref[:64],
+        filed_at=now,
+        deadline=now + dt.timedelta(hours=risk_settings().appeal_deadline_hours),
+        status="open",
+    )
+    session.add(appeal)
+    session.flush()
+    record(
+        session,
+        actor,
+        "risk.appeal.file",
+        object_type="appeal",
+        object_id=appeal.id,
+        area_code=street_code,
+        detail={"subject": subject, "colour": shown.colour},
+    )
+    publish(
+        session,
+        TOPIC_APPEAL_FILED,
+        {"appeal_id": appeal.id, "subject": subject, "street_code": street_code},
+        key=subject,
+    )
+    return appeal
+
+
+def appeal_out(row: Appeal, now: dt.datetime | None = None) -> AppealOut:
+    """An appeal with its text decrypted (for the person and the street office)."""
+    now = now or clock.now()
+    return AppealOut(
+        id=row.id,
+        subject=row.subject,
+        street_code=row.street_code,
+        text=field_cipher().decrypt(row.text_enc, APPEAL_TEXT_FIELD),
+        colour=row.colour,
+        filed_at=row.filed_at,
+        deadline=row.deadline,
+        overdue=row.status == "open" and clock.as_utc(row.deadline) < now,
+        status=row.status,
+        decided_by=row.decided_by,
+        decided_at=row.decided_at,
+        outcome_zh=row.outcome_zh,
+        outcome_en=row.outcome_en,
+        action=row.action,
+    )
+
+
+def appeal_queue(session: Session, who: Principal, *, status: str = "open") -> list[AppealOut]:
+    """The appeals of the streets in ``who``'s jurisdiction (街道申诉队列), nearest deadline
+    first. Reading the queue is audited (appeal texts are personal)."""
+    who.require(Permission.APPEAL_DECIDE)
+    statuses = ("open",) if status == "open" else ("upheld", "rejected")
+    rows = repository.appeals_scoped(session, who, statuses)
+    record(
+        session,
+        who.actor,
+        "risk.appeal.list",
+        object_type="appeal",
+        area_code=who.area_code,
+        detail={"status": status, "results": len(rows)},
+    )
+    now = clock.now()
+    return [appeal_out(r, now) for r in rows]
+
+
+def decide_appeal(session: Session, who: Principal, appeal_id: int, data: DecideIn) -> Appeal:
+    """Decide an appeal (处理申诉): upheld (withdrawing the fact it disputes, or requesting a
+    manual colour that a second person must approve) or rejected. The outcome is recorded,
+    audited, announced and shown to the person."""
+    who.require(Permission.APPEAL_DECIDE)
+    appeal = session.get(Appeal, appeal_id, with_for_update=True)
+    if appeal is None or not covers(who, appeal.street_code):
+        raise NotFound("申诉不存在", "no such appeal", code="appeal_not_found")
+    if appeal.status != "open":
+        raise Conflict("该申诉已处理", "the appeal was decided already", code="appeal_decided")
+    note = " ".join(data.note.split())
+    if data.outcome == "rejected" and data.action != "none":
+        raise InvalidInput(
+            "驳回申诉时不能同时撤销事实或调整赋码",
+            "a rejected appeal takes no action",
+            field="action",
+        )
+    if data.action == "retract_fact":
+        fact = session.get(Fact, data.fact_id) if data.fact_id else None
+        if fact is None or fact.subject != appeal.subject:
+            raise InvalidInput(
+                "请选择申诉人本人的一条事实", "choose one of the appellant's facts", field="fact_id"
+            )
+        retract_fact(session, who.actor, fact.id, reason=f"申诉 #{appeal.id} 成立：{note}"[:200])
+        appeal.fact_id = fact.id
+    elif data.action == "request_override":
+        if data.override_colour is None or not data.legal_basis or not data.hours:
+            raise InvalidInput(
+                "申请人工赋码须填写颜色、法律依据和小时数",
+                "an override needs a colour, a legal basis and hours",
+                field="override_colour",
+            )
+        override = request_override(
+            session,
+            who,
+            subject=appeal.subject,
+            colour=data.override_colour,
+            legal_basis=data.legal_basis,
+            reason=f"申诉 #{appeal.id}：{note}",
+            hours=data.hours,
+            appeal_id=appeal.id,
+        )
+        appeal.override_id = override.id
+    now = clock.now()
+    appeal.status = data.outcome
+    appeal.decided_by = who.actor.ref
+    appeal.decided_at = now
+    appeal.action = data.action
+    verdict_zh = "申诉成立" if data.outcome == "upheld" else "申诉不成立"
+    verdict_en = "Appeal upheld" if data.outcome == "upheld" else "Appeal rejected"
+    follow_zh, follow_en = {
+        "retract_fact": (
+            "相关记录已撤销，健康码已重新计算。",
+            "The record was withdrawn and the code recomputed.",
+        ),
+        "request_override": (
+            "已申请人工调整健康码，经第二人批准后生效。",
+            "A manual colour was requested; it applies once a second person approves it.",
+        ),
+        "none": ("", ""),
+    }[data.action]
+    appeal.outcome_zh = f"{verdict_zh}：{note}。{follow_zh}"[:500]
+    appeal.outcome_en = f"{verdict_en}: {note}. {follow_en}"[:500]
+    _notify(session, appeal.subject, "appeal_decided", appeal.outcome_zh, appeal.outcome_en)
+    session.flush()
+    record(
+        session,
+        who.actor,
+        "risk.appeal.decide",
+        object_type="appeal",
+        object_id=appeal.id,
+        area_code=appeal.street_code,
+        detail={
+            "subject": appeal.subject,
+            "outcome": data.outcome,
+            "action": data.action,
+            "fact_id": appeal.fact_id,
+            "override_id": appeal.override_id,
+            "overdue": clock.as_utc(appeal.deadline) < now,
+        },
+    )
+    publish(
+        session,
+        TOPIC_APPEAL_DECIDED,
+        {
+            "appeal_id": appeal.id,
+            "subject": appeal.subject,
+            "outcome": data.outcome,
+            "action": data.action,
+        },
+        key=appeal.subject,
+    )
+    return appeal
+
+
+def appeals_of(session: Session, subject: str) -> list[AppealOut]:
+    """A person's own appeals with their outcomes (for their code page)."""
+    check_subject(subject)
+    now = clock.now()
+    return [appeal_out(r, now) for r in repository.appeals_of(session, subject)]
+
+
+def notifications_of(session: Session, subject: str) -> list[NotificationOut]:
+    """Messages for the person: overrides applied to them, their appeals decided."""
+    check_subject(subject)
+    return [
+        NotificationOut(
+            id=n.id, kind=n.kind, text_zh=n.text_zh, text_en=n.text_en, created_at=n.created_at
+        )
+        for n in repository.notifications_of(session, subject)
+    ]
+
+
+# --- keeping colours current ----------------------------------------------------------------
+
+
+def sweep(session: Session, *, now: dt.datetime | None = None, limit: int = 1000) -> dict[str, int]:
+    """Recompute colours and tiers past their recheck time and end overrides whose time ran
+    out (the periodic job; reads do the same lazily). Returns counts."""
+    now = now or clock.now()
+    rule_set = active_rule_set(session)
+    ended = 0
+    for override in repository.overrides_due(session, now, limit):
+        _end_override(session, override, now, "expired", SYSTEM)
+        ended += 1
+    colours = repository.colours_due(session, now, limit)
+    for subject in colours:
+        recompute_subject(session, subject, now=now, rule_set=rule_set)
+    tiers = repository.tiers_due(session, now, limit)
+    for code in tiers:
+        recompute_compound(session, code, now=now, rule_set=rule_set)
+    return {"overrides_ended": ended, "colours": len(colours), "tiers": len(tiers)}
+
+
+def person_registered(session: Session, person_ref: str) -> bool:
+    """A person joined the registry: if facts about them exist already (found by the
+    analysis before they registered), their colour row learns where they live and their
+    compound's tier counts them. Returns whether anything was recomputed."""
+    person = session.scalars(select(Person).where(Person.ref == person_ref)).first()
+    if person is None:
+        return False
+    subject = person.id_number_bidx[:32]
+    if not repository.facts_of(session, [subject])[subject]:
+        return False
+    _after_change(session, subject, person, clock.now())
+    return True

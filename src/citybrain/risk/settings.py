@@ -1,0 +1,44 @@
+"""Settings of the risk engine, from the environment (prefix ``CITYBRAIN_RISK_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The longest a manual colour may last: policy, not a setting.
+OVERRIDE_MAX_HOURS = 72
+
+
+class RiskSettings(BaseSettings):
+    """Thresholds and deadlines of rule changes, appeals and recomputation."""
+
+    model_config = SettingsConfigDict(env_prefix="CITYBRAIN_RISK_", extra="ignore")
+
+    third_approval_threshold: int = Field(
+        default=1000,
+        ge=0,
+        description="a rule set whose dry run changes more subjects than this needs 3 approvals",
+    )
+    appeal_deadline_hours: int = Field(
+        default=24, ge=1, le=24 * 14, description="hours a street office has to decide an appeal"
+    )
+    inline_recompute_limit: int = Field(
+        default=20_000,
+        ge=0,
+        description="activating a rule set recomputes up to this many subjects at once; more "
+        "go to a background job (reads recompute a stale colour meanwhile)",
+    )
+    batch_size: int = Field(default=1000, ge=10, le=50_000, description="rows per batch")
+
+
+@lru_cache(maxsize=1)
+def risk_settings() -> RiskSettings:
+    """The process's risk settings (read once)."""
+    return RiskSettings()
+
+
+def reset_risk_settings() -> None:
+    """Forget cached settings (tests)."""
+    risk_settings.cache_clear()

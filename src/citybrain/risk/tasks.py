@@ -1,0 +1,123 @@
+"""Background work of risk: facts from traced cases, colours for people who register after
+the analysis found them, recomputing every colour after a rule change in a big city, and the
+sweep that ends colours and overrides whose time has run out.
+
+Handlers stay short (the dispatcher holds the write lock while they run): reading a trace's
+contacts and asserting their facts is a job the handler enqueues; the job is idempotent
+(every fact carries a dedupe key), so a retry asserts nothing twice.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from citybrain.analysis.tracing import TOPIC_CONTACTS_LISTED
+from citybrain.core.audit.service import SYSTEM, record
+from citybrain.core.events.dispatcher import subscribe
+from citybrain.core.events.models import OutboxEvent
+from citybrain.core.jobs.queue import job, schedule
+from citybrain.datahub.lake import LakePaths
+from citybrain.kit import clock
+from citybrain.kit.db import get_database
+from citybrain.kit.logging import get_logger
+from citybrain.risk import service
+from citybrain.risk.findings import facts_from_trace
+from citybrain.risk.rulesets import recompute_compounds_batch, recompute_subjects_batch
+from citybrain.risk.settings import risk_settings
+
+log = get_logger(__name__)
+
+
+@job(retries=3, retry_delay=10)
+def contact_facts(case_key: int, result_path: str) -> dict[str, object]:
+    """Assert the facts of one traced case (its contacts' close and secondary contact facts,
+    and the case's own); returns the counts."""
+    with get_database().unit_of_work(immediate=True) as session:
+        summary = facts_from_trace(
+            session, SYSTEM, LakePaths.default(), case_key=case_key, result_path=result_path
+        )
+    log.info("risk.contact_facts", case_key=case_key, **summary.as_dict())
+    return summary.as_dict()
+
+
+@subscribe(TOPIC_CONTACTS_LISTED, name="risk.facts_from_contacts")
+def on_contacts_listed(session: Session, event: OutboxEvent) -> None:
+    """A case's contacts were listed: enqueue the job that turns them into facts."""
+    payload = event.payload or {}
+    if payload.get("case_key") is None or not payload.get("result_path"):
+        return
+    contact_facts(int(payload["case_key"]), str(payload["result_path"]))
+
+
+@subscribe("person.registered", name="risk.person_registered")
+def on_person_registered(session: Session, event: OutboxEvent) -> None:
+    """Someone registered: facts found about them earlier now place them in their compound."""
+    ref = (event.payload or {}).get("person_ref")
+    if isinstance(ref, str):
+        service.person_registered(session, ref)
+
+
+@job(retries=3, retry_delay=30)
+def recompute_colours(version: int) -> dict[str, int]:
+    """After a rule set was activated in a city too big to recompute at once: every colour
+    and tier under ``version``, a batch per transaction. Stops if another version took over
+    meanwhile (its own job does the work)."""
+    database = get_database()
+    size = risk_settings().batch_size
+    subjects = changed = compounds = 0
+    after: str | None = ""
+    while after is not None:
+        with database.unit_of_work(immediate=True) as session:
+            rule_set = service.active_rule_set(session)
+            if rule_set.version != version:
+                return {"superseded": 1}
+            after, done, moved = recompute_subjects_batch(
+                session, rule_set, after, clock.now(), size
+            )
+            subjects += done
+            changed += moved
+    after = ""
+    while after is not None:
+        with database.unit_of_work(immediate=True) as session:
+            rule_set = service.active_rule_set(session)
+            if rule_set.version != version:
+                return {"superseded": 1}
+            after, done = recompute_compounds_batch(
+                session, rule_set, after, clock.now(), max(10, size // 10)
+            )
+            compounds += done
+    counts = {"recomputed": subjects, "changed": changed, "compounds": compounds}
+    with database.unit_of_work() as session:
+        record(
+            session,
+            SYSTEM,
+            "risk.rules.recomputed",
+            object_type="rule_set",
+            object_id=version,
+            detail=counts,
+        )
+    return counts
+
+
+@subscribe(service.TOPIC_RULES_ACTIVATED, name="risk.recompute_on_activation")
+def on_rules_activated(session: Session, event: OutboxEvent) -> None:
+    """A rule set was activated without recomputing inline: start the job."""
+    payload = event.payload or {}
+    if payload.get("recompute") == "job":
+        recompute_colours(int(payload["version"]))
+
+
+def sweep_once() -> dict[str, int]:
+    """End what has run out: colours and tiers past their recheck time, overrides past 72
+    hours or their set end."""
+    with get_database().unit_of_work(immediate=True) as session:
+        counts = service.sweep(session)
+    if any(counts.values()):
+        log.info("risk.swept", **counts)
+    return counts
+
+
+@schedule(minute="*/5")
+def sweep_expired() -> None:
+    """Every five minutes: recompute colours and tiers whose time ran out, end overrides."""
+    sweep_once()
