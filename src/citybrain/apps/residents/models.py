@@ -1,0 +1,119 @@
+"""Tables of compound resident registration (小区居民健康登记, application 9.3).
+
+Persons and households live in the core registry (``persons``, ``households``); this app adds
+only what is its own: the residents' self-service accounts, their failed logins, the daily
+health reports (每日健康打卡) and the households' passes (出入证).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    Boolean,
+    Date,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from citybrain.kit.db import Base, JSONType, UTCDateTime
+
+# Where a resident spent the day (在家 / 外出).
+AT_HOME = "home"
+AWAY = "away"
+WHEREABOUTS = (AT_HOME, AWAY)
+
+# Why a household may leave a closed or controlled compound (出入证事由).
+PERMIT_SUPPLIES = "supplies"  # 采购生活物资
+PERMIT_MEDICAL = "medical"  # 就医
+PERMIT_ESSENTIAL_WORK = "essential_work"  # 保供保运等必要工作
+PERMIT_OTHER = "other"  # 其他（须写明）
+PASS_REASONS = (PERMIT_SUPPLIES, PERMIT_MEDICAL, PERMIT_ESSENTIAL_WORK, PERMIT_OTHER)
+
+
+class ResidentAccount(Base):
+    """A resident's self-service account (居民账户), bound to a person of the registry.
+
+    Residents are not staff users: they hold no role and no password. They prove who they are
+    with their ID number, phone and name (matched through the blind indexes); the signed
+    session cookie carries only ``person_ref``. ``sessions_revoked_at`` lets logging out end
+    every copy of the cookie, as staff sessions do.
+    """
+
+    __tablename__ = "resident_accounts"
+
+    person_ref: Mapped[str] = mapped_column(ForeignKey("persons.ref"), primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    sessions_revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class ResidentLoginFailure(Base):
+    """One failed resident login or registration with a known ID, kept for the rate-limit
+    window. ``key`` is pseudonymous (the first 32 hex characters of the ID's blind index), so
+    this table holds no ID number."""
+
+    __tablename__ = "resident_login_failures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(32), index=True)
+    client_ip: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class HealthReport(Base):
+    """One person's daily health report (每日健康打卡): at most one per person per local day,
+    correctable the same day.
+
+    ``area_code`` is where the person lived when reporting (their compound); staff scoping
+    matches it by prefix. A report with fever or symptoms is ``flagged`` for the compound's
+    staff to follow up; it is never turned into a risk fact (see service.submit_report).
+    """
+
+    __tablename__ = "health_reports"
+    __table_args__ = (UniqueConstraint("person_ref", "report_date"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_ref: Mapped[str] = mapped_column(ForeignKey("persons.ref"))
+    report_date: Mapped[dt.date] = mapped_column(Date, index=True)
+    area_code: Mapped[str] = mapped_column(String(15), index=True)
+    temperature: Mapped[float] = mapped_column(Float)  # °C, one decimal
+    symptoms: Mapped[list[str]] = mapped_column(JSONType)
+    whereabouts: Mapped[str] = mapped_column(String(8))
+    flagged: Mapped[bool] = mapped_column(Boolean, index=True)
+    # The person ref of whoever submitted it: the person, or a member of their household
+    # reporting for a child or an elder (代报).
+    reported_by: Mapped[str] = mapped_column(String(32))
+    corrections: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # A flagged report is followed up by the compound's staff (已跟进): who and when.
+    followed_up_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    followed_up_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class HouseholdPass(Base):
+    """A pass (出入证) letting a household of a closed or controlled compound out, valid for
+    whole local days from ``valid_from`` to ``valid_until`` inclusive, unless revoked.
+
+    The gate decision lives in healthcode, which may not import apps: it learns of passes
+    through the ``residents.pass.issued`` and ``residents.pass.revoked`` events.
+    """
+
+    __tablename__ = "household_passes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    compound_code: Mapped[str] = mapped_column(ForeignKey("compounds.code"), index=True)
+    valid_from: Mapped[dt.date] = mapped_column(Date)
+    valid_until: Mapped[dt.date] = mapped_column(Date, index=True)
+    reason: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(String(100))
+    issued_by: Mapped[str] = mapped_column(String(64))
+    issued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    revoked_by: Mapped[str | None] = mapped_column(String(64))

@@ -1,0 +1,970 @@
+"""Pages of compound resident registration (小区居民健康登记).
+
+For residents, on a phone: register self and household, log back in, report daily health,
+see one's health code with its colour and reasons, appeal. For compound and community staff:
+compounds of their jurisdiction, a compound's residents (masked), today's reports (flagged
+first), entries and exits, passes; lists export to Excel with formulas neutralised.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Form, Query, Request
+from sqlalchemy.orm import Session
+from starlette.responses import RedirectResponse, Response
+
+from citybrain.apps.residents import colours, picker, service, sessions
+from citybrain.apps.residents.export import XLSX_MEDIA_TYPE, xlsx_bytes
+from citybrain.apps.residents.i18n import translator
+from citybrain.apps.residents.models import PASS_REASONS, WHEREABOUTS
+from citybrain.apps.residents.schemas import (
+    CompoundRow,
+    HealthReportIn,
+    MemberIn,
+    PassIn,
+    RegistrationIn,
+)
+from citybrain.core.audit.service import record
+from citybrain.core.authz.deps import GUARD_ATTRIBUTE, public, require
+from citybrain.core.authz.principal import Principal
+from citybrain.core.authz.roles import Permission
+from citybrain.core.people.models import Person
+from citybrain.kit import clock
+from citybrain.kit.db import rollback_keeping
+from citybrain.kit.errors import CitybrainError, InvalidInput
+from citybrain.kit.web import check_csrf, db_session, language, render
+
+router = APIRouter(include_in_schema=False)
+DB = Annotated[Session, Depends(db_session)]
+Staff = Annotated[Principal, Depends(require(Permission.RESIDENTS_VIEW))]
+PassStaff = Annotated[Principal, Depends(require(Permission.RESIDENTS_PASS))]
+NO_STORE = {"cache-control": "no-store"}
+TABS = ("residents", "reports", "scans", "passes")
+EXPORT_LISTS = TABS
+
+
+def current_resident(request: Request, session: DB) -> Person | None:
+    """The resident of a valid resident session cookie, or None (pages then send them to the
+    resident login, never to the staff one)."""
+    found = sessions.read(request)
+    if found is None:
+        return None
+    return service.session_person(session, *found)
+
+
+setattr(current_resident, GUARD_ATTRIBUTE, "resident")
+Resident = Annotated[Person | None, Depends(current_resident)]
+
+
+def _page(
+    request: Request,
+    name: str,
+    context: dict[str, Any] | None = None,
+    *,
+    status_code: int = 200,
+) -> Response:
+    """Render with the app's messages (falling back to the shared catalogue)."""
+    full = {"t": translator(language(request)), "today": clock.today_local()}
+    full.update(context or {})
+    response = render(request, name, full, status_code=status_code)
+    # Resident pages carry their own data (and typed ID numbers after an error): never cached.
+    response.headers.update(NO_STORE)
+    return response
+
+
+def _client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _to_login(request: Request) -> Response:
+    return RedirectResponse("/residents/login", status_code=303)
+
+
+def _errors(error: CitybrainError, lang: str) -> dict[str, str]:
+    if isinstance(error, service.FormInvalid):
+        return error.messages(lang)
+    return {error.field or "form": error.message(lang)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Residents: landing, registration, login
+
+
+@router.get("/residents")
+@public
+def landing(request: Request, me: Resident) -> Response:
+    """The resident service's front page: register, or log in (straight to the code when
+    already logged in)."""
+    if me is not None:
+        return RedirectResponse("/residents/code", status_code=303)
+    return _page(request, "residents/landing.html")
+
+
+def _register_form(
+    request: Request,
+    session: Session,
+    form: RegistrationIn,
+    pick: dict[str, str],
+    *,
+    errors: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> Response:
+    members = list(form.members) or [MemberIn()]
+    return _page(
+        request,
+        "residents/register.html",
+        {
+            "form": form,
+            "members": members,
+            "errors": errors or {},
+            "pick": picker.options(session, **pick),
+            "max_members": service.MAX_MEMBERS,
+        },
+        status_code=status_code,
+    )
+
+
+@router.get("/residents/register")
+@public
+def register_page(request: Request, session: DB) -> Response:
+    """The registration form (居民登记): self, address, household members."""
+    return _register_form(
+        request, session, RegistrationIn(), {"district": "", "street": "", "community": ""}
+    )
+
+
+@router.post("/residents/register")
+@public
+def register_submit(
+    request: Request,
+    session: DB,
+    csrf_token: Annotated[str, Form()] = "",
+    action: Annotated[str, Form(max_length=24)] = "submit",
+    name: Annotated[str, Form(max_length=32)] = "",
+    id_number: Annotated[str, Form(max_length=32)] = "",
+    phone: Annotated[str, Form(max_length=20)] = "",
+    district: Annotated[str, Form(max_length=6)] = "",
+    street: Annotated[str, Form(max_length=9)] = "",
+    community: Annotated[str, Form(max_length=12)] = "",
+    compound_q: Annotated[str, Form(max_length=32)] = "",
+    compound_code: Annotated[str, Form(max_length=15)] = "",
+    building: Annotated[str, Form(max_length=16)] = "",
+    unit: Annotated[str, Form(max_length=16)] = "",
+    room: Annotated[str, Form(max_length=16)] = "",
+    member_name: Annotated[list[str] | None, Form(max_length=10)] = None,
+    member_id_number: Annotated[list[str] | None, Form(max_length=10)] = None,
+    member_phone: Annotated[list[str] | None, Form(max_length=10)] = None,
+) -> Response:
+    """Register; on any error the form comes back with everything typed and each wrong field
+    saying what is wrong. "Add a member" and "remove" re-show the form with one slot more or
+    less, and "choose" refreshes the compound lists (for phones without JavaScript)."""
+    check_csrf(request, csrf_token)
+    names, numbers, phones = member_name or [], member_id_number or [], member_phone or []
+    slots = max(len(names), len(numbers), len(phones))
+    members = [
+        MemberIn(
+            name=names[i] if i < len(names) else "",
+            id_number=numbers[i] if i < len(numbers) else "",
+            phone=phones[i] if i < len(phones) else "",
+        )
+        for i in range(slots)
+    ]
+    form = RegistrationIn(
+        name=name,
+        id_number=id_number,
+        phone=phone,
+        compound_code=compound_code,
+        building=building,
+        unit=unit,
+        room=room,
+        members=members[: service.MAX_MEMBERS],
+    )
+    pick = {
+        "district": district,
+        "street": street,
+        "community": community,
+        "compound_code": compound_code,
+        "q": compound_q,
+    }
+    if action == "add_member":
+        form.members = [*form.members, MemberIn()][: service.MAX_MEMBERS]
+        return _register_form(request, session, form, pick)
+    if action.startswith("remove_member_"):
+        position = action.removeprefix("remove_member_")
+        if position.isdigit():
+            index = int(position) - 1
+            form.members = [m for i, m in enumerate(form.members) if i != index]
+        return _register_form(request, session, form, pick)
+    if action == "choose":
+        return _register_form(request, session, form, pick)
+    try:
+        result = service.register_household(session, form, client_ip=_client_ip(request))
+    except CitybrainError as error:
+        rollback_keeping(session, error)
+        return _register_form(
+            request,
+            session,
+            form,
+            pick,
+            errors=_errors(error, language(request)),
+            status_code=error.status_code,
+        )
+    target = "/residents/code?" + ("registered=1" if result.created else "existing=1")
+    response = RedirectResponse(target, status_code=303)
+    sessions.start(response, result.person_ref)
+    return response
+
+
+@router.get("/residents/picker")
+@public
+def picker_fragment(
+    request: Request,
+    session: DB,
+    district: Annotated[str, Query(max_length=6)] = "",
+    street: Annotated[str, Query(max_length=9)] = "",
+    community: Annotated[str, Query(max_length=12)] = "",
+    compound_code: Annotated[str, Query(max_length=15)] = "",
+    compound_q: Annotated[str, Query(max_length=32)] = "",
+) -> Response:
+    """The compound picker (区县 → 街道 → 社区 → 小区) for the choices so far (htmx swaps it)."""
+    pick = picker.options(
+        session,
+        district=district,
+        street=street,
+        community=community,
+        compound_code=compound_code,
+        q=compound_q,
+    )
+    return _page(request, "residents/_picker.html", {"pick": pick, "errors": {}})
+
+
+@router.get("/residents/picker/compounds")
+@public
+def picker_compounds(
+    request: Request,
+    session: DB,
+    district: Annotated[str, Query(max_length=6)] = "",
+    street: Annotated[str, Query(max_length=9)] = "",
+    community: Annotated[str, Query(max_length=12)] = "",
+    compound_code: Annotated[str, Query(max_length=15)] = "",
+    compound_q: Annotated[str, Query(max_length=32)] = "",
+) -> Response:
+    """Only the compound list, for a name search as it is typed (the search box keeps its
+    focus)."""
+    pick = picker.options(
+        session,
+        district=district,
+        street=street,
+        community=community,
+        compound_code=compound_code,
+        q=compound_q,
+    )
+    return _page(request, "residents/_compound_field.html", {"pick": pick, "errors": {}})
+
+
+@router.get("/residents/login")
+@public
+def login_page(request: Request, me: Resident) -> Response:
+    """Log back in with ID number, phone and name."""
+    if me is not None:
+        return RedirectResponse("/residents/code", status_code=303)
+    return _page(request, "residents/login.html", {"form": {}, "errors": {}})
+
+
+@router.post("/residents/login")
+@public
+def login_submit(
+    request: Request,
+    session: DB,
+    csrf_token: Annotated[str, Form()] = "",
+    name: Annotated[str, Form(max_length=32)] = "",
+    id_number: Annotated[str, Form(max_length=32)] = "",
+    phone: Annotated[str, Form(max_length=20)] = "",
+) -> Response:
+    """Check the three; on success start a resident session and show the code."""
+    check_csrf(request, csrf_token)
+    try:
+        person = service.log_in(
+            session, id_number=id_number, phone=phone, name=name, client_ip=_client_ip(request)
+        )
+    except CitybrainError as error:
+        rollback_keeping(session, error)
+        return _page(
+            request,
+            "residents/login.html",
+            {
+                "form": {"name": name, "id_number": id_number, "phone": phone},
+                "errors": _errors(error, language(request)),
+            },
+            status_code=error.status_code,
+        )
+    response = RedirectResponse("/residents/code", status_code=303)
+    sessions.start(response, person.ref)
+    return response
+
+
+@router.post("/residents/logout")
+def logout(
+    request: Request, session: DB, me: Resident, csrf_token: Annotated[str, Form()] = ""
+) -> Response:
+    """End the resident session everywhere."""
+    check_csrf(request, csrf_token)
+    if me is not None:
+        service.log_out(session, me)
+    response = RedirectResponse("/residents", status_code=303)
+    sessions.end(response)
+    return response
+
+
+# ---------------------------------------------------------------------------------------------
+# Residents: code, appeal, daily report, household
+
+
+def _code_context(session: Session, me: Person, member: str | None) -> dict[str, Any]:
+    person = service.member_of(session, me, member)
+    return {
+        "me": me,
+        "card": colours.code_card(session, me, person),
+        "members": service.members_view(session, me),
+    }
+
+
+@router.get("/residents/code")
+def code_page(
+    request: Request,
+    session: DB,
+    me: Resident,
+    member: Annotated[str | None, Query(max_length=32)] = None,
+) -> Response:
+    """我的健康码: the QR code (issued afresh on every view, short-lived), its colour big, the
+    reasons in plain words, override notices, the compound's tier, appeals, and the
+    household's colours."""
+    if me is None:
+        return _to_login(request)
+    context = _code_context(session, me, member)
+    context.update(
+        {
+            "registered": "registered" in request.query_params,
+            "existing": "existing" in request.query_params,
+            "appealed": "appealed" in request.query_params,
+            "errors": {},
+            "appeal_text": "",
+        }
+    )
+    return _page(request, "residents/code.html", context)
+
+
+@router.get("/residents/code/fresh")
+def code_fresh(
+    request: Request,
+    session: DB,
+    me: Resident,
+    member: Annotated[str | None, Query(max_length=32)] = None,
+) -> Response:
+    """A newly issued code for the card (htmx refreshes it before the old one expires)."""
+    if me is None:
+        return Response(status_code=401, headers={"HX-Redirect": "/residents/login"})
+    person = service.member_of(session, me, member)
+    return _page(
+        request, "residents/_code_card.html", {"card": colours.code_card(session, me, person)}
+    )
+
+
+@router.post("/residents/appeal")
+def appeal_submit(
+    request: Request,
+    session: DB,
+    me: Resident,
+    csrf_token: Annotated[str, Form()] = "",
+    member: Annotated[str, Form(max_length=32)] = "",
+    text: Annotated[str, Form(max_length=1000)] = "",
+) -> Response:
+    """File an appeal against the colour shown (申诉); it goes to the street office's queue."""
+    if me is None:
+        return _to_login(request)
+    check_csrf(request, csrf_token)
+    person = service.member_of(session, me, member or None)
+    try:
+        colours.file_appeal(session, me, person, text)
+    except CitybrainError as error:
+        rollback_keeping(session, error)
+        context = _code_context(session, me, member or None)
+        context.update(
+            {
+                "errors": _errors(error, language(request)),
+                "appeal_text": text,
+                "registered": False,
+                "existing": False,
+                "appealed": False,
+            }
+        )
+        return _page(request, "residents/code.html", context, status_code=error.status_code)
+    query = urlencode({"appealed": 1, **({"member": person.ref} if person.ref != me.ref else {})})
+    return RedirectResponse(f"/residents/code?{query}", status_code=303)
+
+
+def _report_form(
+    request: Request,
+    session: Session,
+    me: Person,
+    *,
+    chosen: str,
+    form: dict[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+    saved: bool = False,
+    status_code: int = 200,
+) -> Response:
+    members = service.members_view(session, me)
+    reports = service.todays_reports(session, me)
+    current = reports.get(chosen)
+    if form is None:
+        form = (
+            {
+                "temperature": f"{current.temperature:.1f}",
+                "symptoms": list(current.symptoms or []),
+                "whereabouts": current.whereabouts,
+            }
+            if current
+            else {"temperature": "", "symptoms": [], "whereabouts": ""}
+        )
+    return _page(
+        request,
+        "residents/report.html",
+        {
+            "me": me,
+            "members": members,
+            "chosen": chosen,
+            "current": current,
+            "reports": reports,
+            "form": form,
+            "errors": errors or {},
+            "saved": saved,
+            "symptoms": service.SYMPTOMS,
+            "whereabouts": WHEREABOUTS,
+            "fever_from": service.FEVER_FROM,
+        },
+        status_code=status_code,
+    )
+
+
+@router.get("/residents/report")
+def report_page(
+    request: Request,
+    session: DB,
+    me: Resident,
+    member: Annotated[str | None, Query(max_length=32)] = None,
+) -> Response:
+    """每日健康打卡 for oneself or a household member; today's report is shown and can be
+    corrected until midnight."""
+    if me is None:
+        return _to_login(request)
+    chosen = service.member_of(session, me, member).ref
+    return _report_form(request, session, me, chosen=chosen, saved="saved" in request.query_params)
+
+
+@router.post("/residents/report")
+def report_submit(
+    request: Request,
+    session: DB,
+    me: Resident,
+    csrf_token: Annotated[str, Form()] = "",
+    person_ref: Annotated[str, Form(max_length=32)] = "",
+    temperature: Annotated[str, Form(max_length=8)] = "",
+    symptoms: Annotated[list[str] | None, Form(max_length=12)] = None,
+    whereabouts: Annotated[str, Form(max_length=8)] = "",
+) -> Response:
+    """Save (or correct) today's report."""
+    if me is None:
+        return _to_login(request)
+    check_csrf(request, csrf_token)
+    data = HealthReportIn(
+        person_ref=person_ref or me.ref,
+        temperature=temperature,
+        symptoms=symptoms or [],
+        whereabouts=whereabouts,
+    )
+    try:
+        report = service.submit_report(session, me, data)
+    except CitybrainError as error:
+        if error.status_code == 404:
+            raise
+        rollback_keeping(session, error)
+        return _report_form(
+            request,
+            session,
+            me,
+            chosen=data.person_ref,
+            form={
+                "temperature": temperature,
+                "symptoms": data.symptoms,
+                "whereabouts": whereabouts,
+            },
+            errors=_errors(error, language(request)),
+            status_code=error.status_code,
+        )
+    query = urlencode({"saved": 1, "member": report.person_ref})
+    return RedirectResponse(f"/residents/report?{query}", status_code=303)
+
+
+@router.get("/residents/household")
+def household_page(request: Request, session: DB, me: Resident) -> Response:
+    """我的家庭: the members (masked) with their colours and today's reports, the household's
+    passes, and a form to add a member."""
+    if me is None:
+        return _to_login(request)
+    return _household(request, session, me)
+
+
+def _household(
+    request: Request,
+    session: Session,
+    me: Person,
+    *,
+    form: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    added: bool = False,
+    status_code: int = 200,
+) -> Response:
+    members = service.members_view(session, me)
+    compound, unit = service.address_of(session, me)
+    return _page(
+        request,
+        "residents/household.html",
+        {
+            "me": me,
+            "members": members,
+            "member_colours": colours.colours_for(session, service.household_of(session, me)),
+            "compound": compound,
+            "unit": unit,
+            "passes": service.my_passes(session, me),
+            "form": form or {},
+            "errors": errors or {},
+            "added": added or "added" in request.query_params,
+        },
+        status_code=status_code,
+    )
+
+
+@router.post("/residents/household")
+def household_add(
+    request: Request,
+    session: DB,
+    me: Resident,
+    csrf_token: Annotated[str, Form()] = "",
+    name: Annotated[str, Form(max_length=32)] = "",
+    id_number: Annotated[str, Form(max_length=32)] = "",
+    phone: Annotated[str, Form(max_length=20)] = "",
+) -> Response:
+    """Add a household member."""
+    if me is None:
+        return _to_login(request)
+    check_csrf(request, csrf_token)
+    try:
+        service.add_member(session, me, name, id_number, phone)
+    except CitybrainError as error:
+        rollback_keeping(session, error)
+        return _household(
+            request,
+            session,
+            me,
+            form={"name": name, "id_number": id_number, "phone": phone},
+            errors=_errors(error, language(request)),
+            status_code=error.status_code,
+        )
+    return RedirectResponse("/residents/household?added=1", status_code=303)
+
+
+# ---------------------------------------------------------------------------------------------
+# Staff
+
+
+@router.get("/residents/staff")
+def staff_index(
+    request: Request,
+    session: DB,
+    who: Staff,
+    area: Annotated[str, Query(max_length=15)] = "",
+    name: Annotated[str, Query(max_length=32)] = "",
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+) -> Response:
+    """The compounds of the jurisdiction: residents registered, today's reports and flags,
+    and each compound's tier."""
+    size = 30
+    error = None
+    total, rows = 0, list[CompoundRow]()
+    try:
+        total, rows = service.compounds_overview(
+            session, who, area_code=area or None, name=name or None, page=page, size=size
+        )
+    except InvalidInput as exc:
+        rollback_keeping(session, exc)
+        error = exc.message(language(request))
+    tiers = colours.tiers_for(session, [r.code for r in rows])
+    for row in rows:
+        row.tier = tiers.get(row.code)
+    return _page(
+        request,
+        "residents/staff_index.html",
+        {
+            "rows": rows,
+            "total": total,
+            "page": page,
+            "pages": max(1, -(-total // size)),
+            "area": area,
+            "name": name,
+            "error": error,
+        },
+    )
+
+
+def _day(value: str) -> dt.date:
+    if not value:
+        return clock.today_local()
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidInput("日期格式应为 YYYY-MM-DD", "dates are YYYY-MM-DD", field="day") from exc
+
+
+@router.get("/residents/staff/compounds/{code}")
+def staff_compound(
+    request: Request,
+    code: str,
+    session: DB,
+    who: Staff,
+    tab: Annotated[str, Query(max_length=16)] = "reports",
+    day: Annotated[str, Query(max_length=10)] = "",
+    flagged: bool = False,
+    building: Annotated[str, Query(max_length=16)] = "",
+    direction: Annotated[str, Query(max_length=8)] = "",
+    active: bool = False,
+) -> Response:
+    """One compound: its tier with reasons, and the tab asked for (residents, today's reports
+    with the flagged first, entries and exits, passes)."""
+    compound = service.compound_for_staff(session, who, code)
+    tab = tab if tab in TABS else "reports"
+    the_day = _day(day)
+    context: dict[str, Any] = {
+        "compound": compound,
+        "tier": colours.tier_view(session, compound.code),
+        "tab": tab,
+        "day": the_day,
+        "flagged": flagged,
+        "building": building,
+        "direction": direction,
+        "active": active,
+        "filters": _filters(tab, day, flagged, building, direction, active),
+        "can_pass": who.can(Permission.RESIDENTS_PASS),
+        "pass_reasons": PASS_REASONS,
+        "symptom_names": service.symptom_labels,
+        "where_name": service.whereabouts_label,
+        "errors": {},
+        "pass_form": {},
+    }
+    if tab == "residents":
+        residents = service.list_residents(session, who, code, building=building or None)
+        found = colours.colours_for_refs(session, [r.ref for r in residents])
+        for r in residents:
+            r.colour = found.get(r.ref)
+        context["residents"] = residents
+    elif tab == "reports":
+        context["reports"] = service.list_reports(
+            session, who, code, day=the_day, flagged_only=flagged
+        )
+    elif tab == "scans":
+        context["scans"] = service.list_scans(
+            session, who, code, day=the_day, direction=direction or None
+        )
+    else:
+        context["passes"] = service.list_passes(session, who, code, active_only=active)
+        context["households"] = service.households_of(session, who, code)
+    return _page(request, "residents/staff_compound.html", context)
+
+
+def _filters(tab: str, day: str, flagged: bool, building: str, direction: str, active: bool) -> str:
+    """The list's filters as a query string (for the export link)."""
+    values: dict[str, str] = {"list": tab}
+    if day:
+        values["day"] = day
+    if flagged:
+        values["flagged"] = "true"
+    if building:
+        values["building"] = building
+    if direction:
+        values["direction"] = direction
+    if active:
+        values["active"] = "true"
+    return urlencode(values)
+
+
+@router.get("/residents/staff/compounds/{code}/export.xlsx")
+def staff_export(
+    request: Request,
+    code: str,
+    session: DB,
+    who: Staff,
+    list_: Annotated[str, Query(alias="list", max_length=16)] = "residents",
+    day: Annotated[str, Query(max_length=10)] = "",
+    flagged: bool = False,
+    building: Annotated[str, Query(max_length=16)] = "",
+    direction: Annotated[str, Query(max_length=8)] = "",
+    active: bool = False,
+) -> Response:
+    """The list as shown (same filters), masked, as an Excel workbook; cells that a
+    spreadsheet would run as formulas are neutralised. The export is audited."""
+    lang = language(request)
+    t = translator(lang)
+    compound = service.compound_for_staff(session, who, code)
+    if list_ not in EXPORT_LISTS:
+        raise InvalidInput("未知的列表", "unknown list", field="list")
+    the_day = _day(day)
+    header: list[str]
+    rows: list[list[Any]]
+    if list_ == "residents":
+        residents = service.list_residents(session, who, code, building=building or None)
+        found = colours.colours_for_refs(session, [r.ref for r in residents])
+        header = [
+            t(k)
+            for k in (
+                "res.name",
+                "res.id_number",
+                "res.phone",
+                "res.sex",
+                "res.age",
+                "res.building",
+                "res.unit",
+                "res.room",
+                "res.household",
+                "res.self_registered",
+                "res.reported_today_col",
+                "res.colour",
+            )
+        ]
+        rows = [
+            [
+                r.name,
+                r.id_number,
+                r.phone or "",
+                t("sex." + r.sex),
+                r.age,
+                r.building,
+                r.unit,
+                r.room,
+                r.household_id or "",
+                t("res.yes") if r.self_registered else t("res.no"),
+                t("res.yes") if r.reported_today else t("res.no"),
+                t("colour." + found[r.ref]) if r.ref in found else "",
+            ]
+            for r in residents
+        ]
+    elif list_ == "reports":
+        reports = service.list_reports(session, who, code, day=the_day, flagged_only=flagged)
+        header = [
+            t(k)
+            for k in (
+                "res.name",
+                "res.building",
+                "res.report_date",
+                "res.temperature",
+                "res.symptoms",
+                "res.whereabouts",
+                "res.flagged",
+                "res.followed_up",
+                "res.updated_at",
+                "res.corrections",
+            )
+        ]
+        rows = [
+            [
+                r.name,
+                r.building,
+                r.report_date.isoformat(),
+                r.temperature,
+                service.symptom_labels(r.symptoms, lang),
+                service.whereabouts_label(r.whereabouts, lang),
+                t("res.yes") if r.flagged else t("res.no"),
+                t("res.yes") if r.followed_up_at else t("res.no"),
+                r.updated_at.astimezone(clock.CHINA_TZ).strftime("%Y-%m-%d %H:%M"),
+                r.corrections,
+            ]
+            for r in reports
+        ]
+    elif list_ == "scans":
+        scans = service.list_scans(session, who, code, day=the_day, direction=direction or None)
+        header = [
+            t(k)
+            for k in (
+                "res.scanned_at",
+                "res.gate",
+                "res.direction",
+                "res.name",
+                "res.colour",
+                "res.decision",
+                "res.reason",
+            )
+        ]
+        rows = [
+            [
+                s.scanned_at.astimezone(clock.CHINA_TZ).strftime("%Y-%m-%d %H:%M:%S"),
+                s.place_name,
+                t("direction." + s.direction),
+                s.name or "",
+                t("colour." + s.colour),
+                t("decision." + s.decision),
+                s.reason,
+            ]
+            for s in scans
+        ]
+    else:
+        passes = service.list_passes(session, who, code, active_only=active)
+        header = [
+            t(k)
+            for k in (
+                "res.pass_id",
+                "res.household",
+                "res.members",
+                "res.valid_from",
+                "res.valid_until",
+                "res.pass_reason",
+                "res.note",
+                "res.pass_status",
+            )
+        ]
+        rows = [
+            [
+                p.id,
+                p.household_id,
+                p.members,
+                p.valid_from.isoformat(),
+                p.valid_until.isoformat(),
+                t("pass." + p.reason),
+                p.note or "",
+                t("res.revoked")
+                if p.revoked_at
+                else (t("res.active") if p.active else t("res.inactive")),
+            ]
+            for p in passes
+        ]
+    record(
+        session,
+        who.actor,
+        "residents.export",
+        object_type="compound",
+        object_id=compound.code,
+        area_code=compound.code,
+        detail={"list": list_, "rows": len(rows)},
+    )
+    body = xlsx_bytes(f"{compound.name}-{list_}", header, rows)
+    filename = f"{compound.code}-{list_}-{the_day.isoformat()}.xlsx"
+    return Response(
+        body,
+        media_type=XLSX_MEDIA_TYPE,
+        headers={"content-disposition": f'attachment; filename="{filename}"', **NO_STORE},
+    )
+
+
+@router.post("/residents/staff/reports/{report_id}/follow-up")
+def staff_follow_up(
+    request: Request,
+    report_id: int,
+    session: DB,
+    who: Staff,
+) -> Response:
+    """Mark a flagged report followed up, then back to the compound's reports."""
+    report = service.follow_up(session, who, report_id)
+    query = urlencode({"tab": "reports", "day": report.report_date.isoformat()})
+    return RedirectResponse(
+        f"/residents/staff/compounds/{report.area_code}?{query}", status_code=303
+    )
+
+
+@router.post("/residents/staff/compounds/{code}/passes")
+def staff_issue_pass(
+    request: Request,
+    code: str,
+    session: DB,
+    who: PassStaff,
+    household_id: Annotated[str, Form(max_length=12)] = "",
+    valid_from: Annotated[str, Form(max_length=10)] = "",
+    valid_until: Annotated[str, Form(max_length=10)] = "",
+    reason: Annotated[str, Form(max_length=16)] = "",
+    note: Annotated[str, Form(max_length=100)] = "",
+) -> Response:
+    """Issue a pass to a household (closed or controlled compounds only)."""
+    form = {
+        "household_id": household_id,
+        "valid_from": valid_from,
+        "valid_until": valid_until,
+        "reason": reason,
+        "note": note,
+    }
+    try:
+        data = _pass_in(household_id, valid_from, valid_until, reason, note)
+        tier = colours.tier_view(session, code)
+        service.issue_pass(session, who, code, data, tier=tier.tier if tier else None)
+    except CitybrainError as error:
+        if error.status_code == 404:
+            raise
+        rollback_keeping(session, error)
+        compound = service.compound_for_staff(session, who, code)
+        context: dict[str, Any] = {
+            "compound": compound,
+            "tier": colours.tier_view(session, compound.code),
+            "tab": "passes",
+            "day": clock.today_local(),
+            "flagged": False,
+            "building": "",
+            "direction": "",
+            "active": False,
+            "filters": _filters("passes", "", False, "", "", False),
+            "can_pass": True,
+            "pass_reasons": PASS_REASONS,
+            "passes": service.list_passes(session, who, code),
+            "households": service.households_of(session, who, code),
+            "errors": _errors(error, language(request)),
+            "pass_form": form,
+        }
+        return _page(
+            request, "residents/staff_compound.html", context, status_code=error.status_code
+        )
+    return RedirectResponse(f"/residents/staff/compounds/{code}?tab=passes", status_code=303)
+
+
+def _pass_in(
+    household_id: str, valid_from: str, valid_until: str, reason: str, note: str
+) -> PassIn:
+    problems: dict[str, tuple[str, str]] = {}
+    if not household_id.isdigit() or not 1 <= int(household_id) < 2**31:
+        problems["household_id"] = ("请选择一户", "choose a household")
+    dates: dict[str, dt.date] = {}
+    for field, value in (("valid_from", valid_from), ("valid_until", valid_until)):
+        try:
+            dates[field] = dt.date.fromisoformat(value)
+        except ValueError:
+            problems[field] = ("请填写日期（YYYY-MM-DD）", "enter a date (YYYY-MM-DD)")
+    if problems:
+        raise service.FormInvalid(problems)
+    return PassIn(
+        household_id=int(household_id),
+        valid_from=dates["valid_from"],
+        valid_until=dates["valid_until"],
+        reason=reason,
+        note=note or None,
+    )
+
+
+@router.post("/residents/staff/passes/{pass_id}/revoke")
+def staff_revoke_pass(
+    request: Request,
+    pass_id: int,
+    session: DB,
+    who: PassStaff,
+) -> Response:
+    """Revoke a pass at once."""
+    item = service.revoke_pass(session, who, pass_id)
+    return RedirectResponse(
+        f"/residents/staff/compounds/{item.compound_code}?tab=passes", status_code=303
+    )

@@ -1,0 +1,320 @@
+"""All SQL of resident registration. Every staff query of personal data goes through
+``core.authz.scope.scoped``; resident queries are bound to the resident's own household."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import case, delete, func, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from citybrain.apps.residents.models import (
+    HealthReport,
+    HouseholdPass,
+    ResidentAccount,
+    ResidentLoginFailure,
+)
+from citybrain.core.authz.principal import Principal
+from citybrain.core.authz.scope import scoped, within
+from citybrain.core.geo.models import Area, Compound, Place
+from citybrain.core.people.models import Household, Person
+from citybrain.healthcode.models import Scan
+
+# ---------------------------------------------------------------------------------------------
+# Residents' own data (bound to one person or household, never a search)
+
+
+def person_by_ref(session: Session, ref: str) -> Person | None:
+    """The person ``ref`` (for the resident's own session only)."""
+    return session.scalars(select(Person).where(Person.ref == ref)).first()
+
+
+def person_by_id_index(session: Session, id_bidx: str) -> Person | None:
+    """The person with this ID-number blind index, wherever they live: registration must find
+    an existing person so no ID is registered twice."""
+    return session.scalars(select(Person).where(Person.id_number_bidx == id_bidx)).first()
+
+
+def household_members(session: Session, person: Person) -> list[Person]:
+    """The person and everyone of their household (just the person when they have none)."""
+    if person.household_id is None:
+        return [person]
+    return list(
+        session.scalars(
+            select(Person).where(Person.household_id == person.household_id).order_by(Person.id)
+        )
+    )
+
+
+def account(session: Session, ref: str) -> ResidentAccount | None:
+    """The self-service account of person ``ref``, if they have one."""
+    return session.get(ResidentAccount, ref)
+
+
+def report_of(session: Session, ref: str, day: dt.date) -> HealthReport | None:
+    """Person ``ref``'s report of ``day``, if any."""
+    return session.scalars(
+        select(HealthReport).where(HealthReport.person_ref == ref, HealthReport.report_date == day)
+    ).first()
+
+
+def reports_of_persons(session: Session, refs: list[str], day: dt.date) -> dict[str, HealthReport]:
+    """The reports of ``day`` of these persons, by person ref."""
+    if not refs:
+        return {}
+    rows = session.scalars(
+        select(HealthReport).where(
+            HealthReport.person_ref.in_(refs), HealthReport.report_date == day
+        )
+    )
+    return {r.person_ref: r for r in rows}
+
+
+def passes_of_household(session: Session, household_id: int) -> list[HouseholdPass]:
+    """A household's passes, newest first."""
+    return list(
+        session.scalars(
+            select(HouseholdPass)
+            .where(HouseholdPass.household_id == household_id)
+            .order_by(HouseholdPass.id.desc())
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Failed logins
+
+
+def recent_failures(session: Session, key: str, client_ip: str, since: dt.datetime) -> int:
+    """The larger of the failures for this ID key and (a quarter of) those for this address."""
+    by_key = session.scalar(
+        select(func.count())
+        .select_from(ResidentLoginFailure)
+        .where(ResidentLoginFailure.key == key, ResidentLoginFailure.at >= since)
+    )
+    # Residents behind one carrier NAT share an address: it gets more room than one ID.
+    by_ip = session.scalar(
+        select(func.count())
+        .select_from(ResidentLoginFailure)
+        .where(ResidentLoginFailure.client_ip == client_ip, ResidentLoginFailure.at >= since)
+    )
+    return max(int(by_key or 0), int(by_ip or 0) // 4)
+
+
+def clear_failures(session: Session, key: str) -> None:
+    """Forget the failures of one ID after a successful login."""
+    session.execute(delete(ResidentLoginFailure).where(ResidentLoginFailure.key == key))
+
+
+def purge_failures_before(session: Session, before: dt.datetime) -> int:
+    """Delete failure records older than ``before``; returns how many."""
+    result = session.execute(delete(ResidentLoginFailure).where(ResidentLoginFailure.at < before))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Staff queries, all scoped to the principal's jurisdiction
+
+
+def in_jurisdiction(column: InstrumentedAttribute[str], who: Principal) -> ColumnElement[bool]:
+    """The condition ``core.authz.scope.scoped`` adds, for selects of several entities (its
+    type variable takes one-entity selects): ``column`` lies inside ``who``'s jurisdiction."""
+    condition: ColumnElement[bool] = within(column, who.area_code)
+    return condition
+
+
+def compound_scoped(session: Session, who: Principal, code: str) -> Compound | None:
+    """The compound ``code`` if inside ``who``'s jurisdiction."""
+    return session.scalars(
+        scoped(select(Compound).where(Compound.code == code), Compound.code, who)
+    ).first()
+
+
+def compounds_scoped(
+    session: Session,
+    who: Principal,
+    *,
+    area_code: str | None,
+    name: str | None,
+    limit: int,
+    offset: int,
+) -> tuple[int, list[tuple[Compound, str]]]:
+    """Compounds in ``who``'s jurisdiction (optionally inside ``area_code``, name containing
+    ``name``), with their community's name, by code."""
+    statement = (
+        select(Compound, Area.name)
+        .join(Area, Area.code == Compound.community_code)
+        .where(in_jurisdiction(Compound.code, who))
+    )
+    if area_code:
+        statement = statement.where(within(Compound.code, area_code))
+    if name:
+        statement = statement.where(Compound.name.contains(name, autoescape=True))
+    total = session.scalar(select(func.count()).select_from(statement.subquery())) or 0
+    rows = session.execute(statement.order_by(Compound.code).limit(limit).offset(offset)).all()
+    return int(total), [(c, n) for c, n in rows]
+
+
+def resident_counts(session: Session, who: Principal, codes: list[str]) -> dict[str, int]:
+    """Registered persons per compound, for compounds in ``who``'s jurisdiction."""
+    if not codes:
+        return {}
+    statement = (
+        select(Person.area_code, func.count())
+        .where(Person.area_code.in_(codes), in_jurisdiction(Person.area_code, who))
+        .group_by(Person.area_code)
+    )
+    return {code: int(n) for code, n in session.execute(statement)}
+
+
+def report_counts(
+    session: Session, who: Principal, codes: list[str], day: dt.date
+) -> dict[str, tuple[int, int]]:
+    """(reports, flagged reports) of ``day`` per compound, in ``who``'s jurisdiction."""
+    if not codes:
+        return {}
+    flagged = func.sum(case((HealthReport.flagged.is_(True), 1), else_=0))
+    statement = (
+        select(HealthReport.area_code, func.count(), flagged)
+        .where(
+            HealthReport.area_code.in_(codes),
+            HealthReport.report_date == day,
+            in_jurisdiction(HealthReport.area_code, who),
+        )
+        .group_by(HealthReport.area_code)
+    )
+    return {code: (int(n), int(f or 0)) for code, n, f in session.execute(statement)}
+
+
+def residents_scoped(session: Session, who: Principal, compound_code: str) -> list[Person]:
+    """Persons living in ``compound_code``, if inside ``who``'s jurisdiction, by household."""
+    statement = scoped(
+        select(Person).where(Person.area_code == compound_code), Person.area_code, who
+    )
+    return list(session.scalars(statement.order_by(Person.household_id, Person.id)))
+
+
+def households_by_id(session: Session, ids: set[int]) -> dict[int, Household]:
+    """Households by id (their units are decrypted by the service)."""
+    if not ids:
+        return {}
+    return {h.id: h for h in session.scalars(select(Household).where(Household.id.in_(ids)))}
+
+
+def account_refs(session: Session, refs: list[str]) -> set[str]:
+    """Which of ``refs`` have a self-service account."""
+    if not refs:
+        return set()
+    return set(
+        session.scalars(
+            select(ResidentAccount.person_ref).where(ResidentAccount.person_ref.in_(refs))
+        )
+    )
+
+
+def reports_scoped(
+    session: Session,
+    who: Principal,
+    compound_code: str,
+    day: dt.date,
+    *,
+    flagged_only: bool,
+) -> list[tuple[HealthReport, Person]]:
+    """The reports of ``day`` from ``compound_code`` in ``who``'s jurisdiction, flagged ones
+    first (those not yet followed up before the rest), then by time."""
+    statement = (
+        select(HealthReport, Person)
+        .join(Person, Person.ref == HealthReport.person_ref)
+        .where(HealthReport.area_code == compound_code, HealthReport.report_date == day)
+        .where(in_jurisdiction(HealthReport.area_code, who))
+    )
+    if flagged_only:
+        statement = statement.where(HealthReport.flagged.is_(True))
+    statement = statement.order_by(
+        HealthReport.flagged.desc(),
+        HealthReport.followed_up_at.is_not(None),
+        HealthReport.updated_at.desc(),
+    )
+    return [(r, p) for r, p in session.execute(statement).all()]
+
+
+def report_scoped(session: Session, who: Principal, report_id: int) -> HealthReport | None:
+    """One report if inside ``who``'s jurisdiction."""
+    return session.scalars(
+        scoped(
+            select(HealthReport).where(HealthReport.id == report_id), HealthReport.area_code, who
+        )
+    ).first()
+
+
+def scans_scoped(
+    session: Session,
+    who: Principal,
+    compound_code: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    *,
+    direction: str | None,
+    limit: int,
+) -> list[tuple[Scan, Place, Person | None]]:
+    """Entries and exits at the gates of ``compound_code`` in ``[since, until)``, newest first,
+    inside ``who``'s jurisdiction."""
+    statement = (
+        select(Scan, Place, Person)
+        .join(Place, Place.code == Scan.place_code)
+        .outerjoin(Person, Person.ref == Scan.person_ref)
+        .where(
+            Place.compound_code == compound_code,
+            Scan.scanned_at >= since,
+            Scan.scanned_at < until,
+        )
+        # A gate's area is the community its compound lies in.
+        .where(in_jurisdiction(Place.area_code, who))
+    )
+    if direction:
+        statement = statement.where(Scan.direction == direction)
+    rows = session.execute(statement.order_by(Scan.scanned_at.desc()).limit(limit)).all()
+    return [(s, pl, pe) for s, pl, pe in rows]
+
+
+def passes_scoped(session: Session, who: Principal, compound_code: str) -> list[HouseholdPass]:
+    """The passes of ``compound_code`` in ``who``'s jurisdiction, newest first."""
+    statement = scoped(
+        select(HouseholdPass).where(HouseholdPass.compound_code == compound_code),
+        HouseholdPass.compound_code,
+        who,
+    )
+    return list(session.scalars(statement.order_by(HouseholdPass.id.desc())))
+
+
+def pass_scoped(session: Session, who: Principal, pass_id: int) -> HouseholdPass | None:
+    """One pass if inside ``who``'s jurisdiction."""
+    return session.scalars(
+        scoped(
+            select(HouseholdPass).where(HouseholdPass.id == pass_id),
+            HouseholdPass.compound_code,
+            who,
+        )
+    ).first()
+
+
+def member_counts(session: Session, household_ids: set[int]) -> dict[int, int]:
+    """Registered members per household."""
+    if not household_ids:
+        return {}
+    rows = session.execute(
+        select(Person.household_id, func.count())
+        .where(Person.household_id.in_(household_ids))
+        .group_by(Person.household_id)
+    )
+    return {int(h): int(n) for h, n in rows if h is not None}
+
+
+def member_refs(session: Session, household_id: int) -> list[str]:
+    """The person refs of a household."""
+    return list(
+        session.scalars(
+            select(Person.ref).where(Person.household_id == household_id).order_by(Person.id)
+        )
+    )

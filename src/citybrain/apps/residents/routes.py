@@ -1,0 +1,97 @@
+"""JSON API of resident registration for staff systems (/api/v1/residents): a compound's
+residents (masked), daily reports, passes; issuing and revoking passes. All scoped to the
+caller's jurisdiction."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+from sqlalchemy.orm import Session
+
+from citybrain.apps.residents import colours, service
+from citybrain.apps.residents.schemas import PassIn, PassView, ReportView, ResidentView
+from citybrain.core.authz.deps import require
+from citybrain.core.authz.principal import Principal
+from citybrain.core.authz.roles import Permission
+from citybrain.kit.errors import error_responses
+from citybrain.kit.web import db_session
+
+router = APIRouter(
+    prefix="/api/v1/residents",
+    tags=["residents 小区居民"],
+    responses=error_responses(401, 403, 404, 422),
+)
+DB = Annotated[Session, Depends(db_session)]
+Staff = Annotated[Principal, Depends(require(Permission.RESIDENTS_VIEW))]
+PassStaff = Annotated[Principal, Depends(require(Permission.RESIDENTS_PASS))]
+CompoundCode = Annotated[str, Path(pattern=r"^\d{15}$", description="小区代码")]
+
+
+@router.get(
+    "/compounds/{code}/residents",
+    response_model=list[ResidentView],
+    summary="Residents of a compound (masked)",
+)
+def residents(
+    code: CompoundCode,
+    session: DB,
+    who: Staff,
+    building: Annotated[str | None, Query(max_length=16)] = None,
+) -> list[ResidentView]:
+    """Masked residents with their code colour; 404 outside your jurisdiction."""
+    views = service.list_residents(session, who, code, building=building)
+    found = colours.colours_for_refs(session, [v.ref for v in views])
+    for view in views:
+        view.colour = found.get(view.ref)
+    return views
+
+
+@router.get(
+    "/compounds/{code}/reports",
+    response_model=list[ReportView],
+    summary="A day's health reports of a compound, flagged first",
+)
+def reports(
+    code: CompoundCode,
+    session: DB,
+    who: Staff,
+    day: dt.date | None = None,
+    flagged_only: bool = False,
+) -> list[ReportView]:
+    """每日健康打卡 of a compound (today by default)."""
+    return service.list_reports(session, who, code, day=day, flagged_only=flagged_only)
+
+
+@router.get(
+    "/compounds/{code}/passes", response_model=list[PassView], summary="Passes of a compound"
+)
+def passes(
+    code: CompoundCode, session: DB, who: Staff, active_only: bool = False
+) -> list[PassView]:
+    """出入证 of a compound, newest first."""
+    return service.list_passes(session, who, code, active_only=active_only)
+
+
+@router.post(
+    "/compounds/{code}/passes",
+    response_model=PassView,
+    status_code=201,
+    summary="Issue a pass to a household (closed or controlled compounds)",
+    responses=error_responses(401, 403, 404, 422),
+)
+def issue_pass(code: CompoundCode, data: PassIn, session: DB, who: PassStaff) -> PassView:
+    """A pass for whole local days (at most 14); announced as ``residents.pass.issued``."""
+    tier = colours.tier_view(session, code)
+    item = service.issue_pass(session, who, code, data, tier=tier.tier if tier else None)
+    return next(p for p in service.list_passes(session, who, code) if p.id == item.id)
+
+
+@router.post("/passes/{pass_id}/revoke", response_model=PassView, summary="Revoke a pass at once")
+def revoke_pass(
+    pass_id: Annotated[int, Path(ge=1, le=2**31 - 1)], session: DB, who: PassStaff
+) -> PassView:
+    """Announced as ``residents.pass.revoked``."""
+    item = service.revoke_pass(session, who, pass_id)
+    return next(p for p in service.list_passes(session, who, item.compound_code) if p.id == item.id)

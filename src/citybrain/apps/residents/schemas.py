@@ -1,0 +1,142 @@
+"""Pydantic I/O of resident registration: what residents submit, and what staff see (masked)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Colour = Literal["green", "yellow", "red"]
+
+
+class MemberIn(BaseModel):
+    """A household member registered with the resident (家庭成员); a phone is optional (children,
+    elders without one) but needed for the member to log in on their own."""
+
+    name: str = Field(default="", max_length=32, description="姓名")
+    id_number: str = Field(default="", max_length=32, description="居民身份证号码")
+    phone: str = Field(default="", max_length=20, description="手机号码（可选）")
+
+    def is_blank(self) -> bool:
+        """Whether nothing was typed into this member's fields (an unused slot of the form)."""
+        return not (self.name.strip() or self.id_number.strip() or self.phone.strip())
+
+
+class RegistrationIn(BaseModel):
+    """A resident registering self and household to a compound (居民登记)."""
+
+    name: str = Field(default="", max_length=32, description="姓名")
+    id_number: str = Field(default="", max_length=32, description="居民身份证号码")
+    phone: str = Field(default="", max_length=20, description="手机号码")
+    compound_code: str = Field(default="", max_length=15, description="小区代码")
+    building: str = Field(default="", max_length=16, description="楼栋")
+    unit: str = Field(default="", max_length=16, description="单元")
+    room: str = Field(default="", max_length=16, description="门牌号")
+    members: list[MemberIn] = Field(default_factory=list, max_length=9)
+
+
+class RegistrationOut(BaseModel):
+    """The outcome of a registration: the registrant, and whether they were new.
+
+    ``created`` False means the ID number, phone and name matched a registered person: nothing
+    was changed and the resident is simply logged in."""
+
+    person_ref: str
+    household_id: int | None
+    members: list[str]
+    created: bool
+
+
+class HealthReportIn(BaseModel):
+    """A daily health report (每日健康打卡) for oneself or a household member."""
+
+    person_ref: str = Field(max_length=32)
+    temperature: str = Field(default="", max_length=8, description="体温（℃）")
+    symptoms: list[str] = Field(default_factory=list, max_length=12)
+    whereabouts: str = Field(default="", max_length=8, description="在家/外出")
+
+
+class ReportView(BaseModel):
+    """A health report as staff see it (the person masked)."""
+
+    id: int
+    person_ref: str
+    name: str
+    report_date: dt.date
+    temperature: float
+    symptoms: list[str]
+    whereabouts: str
+    flagged: bool
+    corrections: int
+    updated_at: dt.datetime
+    followed_up_at: dt.datetime | None
+    building: str
+
+
+class ResidentView(BaseModel):
+    """A resident of a compound as staff see them (脱敏)."""
+
+    ref: str
+    name: str
+    id_number: str
+    phone: str | None
+    sex: str
+    age: int
+    household_id: int | None
+    building: str
+    unit: str
+    room: str
+    self_registered: bool
+    reported_today: bool
+    colour: str | None = None
+
+
+class PassIn(BaseModel):
+    """Staff issuing a pass (出入证) to a household."""
+
+    household_id: int = Field(ge=1, le=2**31 - 1)
+    valid_from: dt.date
+    valid_until: dt.date
+    reason: str = Field(max_length=16)
+    note: str | None = Field(default=None, max_length=100)
+
+
+class PassView(BaseModel):
+    """A pass as staff and the household see it."""
+
+    id: int
+    household_id: int
+    compound_code: str
+    valid_from: dt.date
+    valid_until: dt.date
+    reason: str
+    note: str | None
+    issued_at: dt.datetime
+    revoked_at: dt.datetime | None
+    active: bool
+    members: int
+
+
+class ScanView(BaseModel):
+    """An entry or exit at one of the compound's gates (no person data but a masked name)."""
+
+    scanned_at: dt.datetime
+    place_name: str
+    direction: str
+    colour: str
+    decision: str
+    reason: str
+    name: str | None
+
+
+class CompoundRow(BaseModel):
+    """One compound in a staff member's overview."""
+
+    code: str
+    name: str
+    community_name: str
+    residents: int
+    reports_today: int
+    flagged_today: int
+    tier: str | None = None

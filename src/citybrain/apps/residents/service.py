@@ -1,0 +1,1234 @@
+"""Operations of resident registration (小区居民健康登记). Each write changes the data, writes
+its audit row and queues its outbox event in the caller's transaction; nothing here commits.
+
+Residents register through the core registry's own services (``core.people.service``), acting
+as a self-service channel limited to the one compound they chose; this app keeps only its own
+tables (accounts, failed logins, daily reports, passes).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session
+
+from citybrain.apps.residents import repository
+from citybrain.apps.residents.models import (
+    AT_HOME,
+    AWAY,
+    PASS_REASONS,
+    PERMIT_OTHER,
+    WHEREABOUTS,
+    HealthReport,
+    HouseholdPass,
+    ResidentAccount,
+    ResidentLoginFailure,
+)
+from citybrain.apps.residents.schemas import (
+    CompoundRow,
+    HealthReportIn,
+    PassIn,
+    PassView,
+    RegistrationIn,
+    RegistrationOut,
+    ReportView,
+    ResidentView,
+    ScanView,
+)
+from citybrain.core.audit.service import SYSTEM, Actor, record
+from citybrain.core.authz.principal import Principal
+from citybrain.core.authz.roles import Permission
+from citybrain.core.events.service import publish
+from citybrain.core.geo.models import Compound
+from citybrain.core.people import service as people_service
+from citybrain.core.people.models import Household, Person
+from citybrain.core.people.schemas import HouseholdIn, PersonIn
+from citybrain.kit import clock
+from citybrain.kit.crypto import BlindIndex, blind_index, field_cipher
+from citybrain.kit.errors import InvalidInput, NotAuthenticated, NotFound, RateLimited
+from citybrain.kit.idcheck import normalise_mobile, parse_resident_id
+from citybrain.kit.masking import mask_name, mask_phone, mask_resident_id
+from citybrain.kit.settings import get_settings
+
+RESIDENT_ROLE = "resident"
+SELF_SERVICE = Actor("resident:self-service", RESIDENT_ROLE, None)
+MAX_MEMBERS = 9
+
+# Daily report (每日健康打卡): fever from 37.3 ℃ (the national screening threshold); a reading
+# outside 34–43 ℃ is a typo, not a temperature.
+FEVER_FROM = 37.3
+LOWEST_TEMPERATURE, HIGHEST_TEMPERATURE = 34.0, 43.0
+SYMPTOMS: dict[str, tuple[str, str]] = {
+    "cough": ("咳嗽", "cough"),
+    "sore_throat": ("咽痛", "sore throat"),
+    "fatigue": ("乏力", "fatigue"),
+    "taste_smell": ("嗅觉或味觉减退", "loss of taste or smell"),
+    "breathless": ("呼吸困难", "shortness of breath"),
+    "diarrhoea": ("腹泻", "diarrhoea"),
+    "aches": ("肌肉酸痛", "muscle aches"),
+    "runny_nose": ("鼻塞流涕", "runny or blocked nose"),
+}
+PASS_LONGEST_DAYS = 14
+
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors naming every field that is wrong
+
+
+class FormInvalid(InvalidInput):
+    """Several fields of a form are wrong at once: each field with what is wrong with it."""
+
+    code = "form_invalid"
+
+    def __init__(self, problems: dict[str, tuple[str, str]]) -> None:
+        field, (zh, en) = next(iter(problems.items()))
+        super().__init__(zh, en, field=field)
+        self.problems = dict(problems)
+
+    def messages(self, lang: str = "zh-CN") -> dict[str, str]:
+        """Field → what is wrong with it, in ``lang``."""
+        english = lang.startswith("en")
+        return {f: en if english else zh for f, (zh, en) in self.problems.items()}
+
+    def to_dict(self, lang: str = "zh-CN") -> dict[str, Any]:
+        """The API's error shape, with every problem listed."""
+        out = super().to_dict(lang)
+        out["problems"] = [{"field": f, "message": m} for f, m in self.messages(lang).items()]
+        return out
+
+
+def _collect(
+    problems: dict[str, tuple[str, str]],
+    check: Callable[..., T],
+    *args: Any,
+    prefix: tuple[str, str] | None = None,
+    **kwargs: Any,
+) -> T | None:
+    """Run ``check``; on InvalidInput note its field and message and return None."""
+    try:
+        return check(*args, **kwargs)
+    except InvalidInput as error:
+        zh, en = error.message_zh, error.message_en
+        if prefix:
+            zh, en = prefix[0] + zh, prefix[1] + en
+        problems.setdefault(error.field or "form", (zh, en))
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Field checks
+
+_NAME_MARKS = frozenset("·•-' ")
+
+
+def check_name(value: str, field: str = "name") -> str:
+    """A person's name: letters of any script, the interpunct of minority and foreign names
+    (·), spaces, hyphens and apostrophes; no digits or symbols (a name starting with = is a
+    spreadsheet formula, not a name)."""
+    cleaned = " ".join(value.split())
+    if not cleaned:
+        raise InvalidInput("请填写姓名", "name is required", field=field)
+    if len(cleaned) > 32:
+        raise InvalidInput(
+            "姓名不能超过32个字", "name must have at most 32 characters", field=field
+        )
+    if any(ch.isdigit() for ch in cleaned):
+        raise InvalidInput("姓名不能包含数字", "name must not contain digits", field=field)
+    if not all(ch.isalpha() or ch in _NAME_MARKS for ch in cleaned):
+        raise InvalidInput(
+            "姓名只能包含文字、字母、间隔号“·”和空格",
+            "name may contain letters, the interpunct (·) and spaces only",
+            field=field,
+        )
+    return cleaned
+
+
+def check_id_number(value: str, field: str = "id_number") -> str:
+    """A resident ID number checked per GB 11643 (length, characters, area, birth date,
+    checksum); the error names the failing check."""
+    if not value.strip():
+        raise InvalidInput("请填写身份证号码", "resident ID number is required", field=field)
+    return parse_resident_id(value, field=field).number
+
+
+def check_phone(value: str, field: str = "phone", *, required: bool = True) -> str | None:
+    """A mainland mobile number; required for whoever will log in with it."""
+    if not value.strip():
+        if required:
+            raise InvalidInput(
+                "请填写手机号码（登录时需要）",
+                "mobile number is required (you log in with it)",
+                field=field,
+            )
+        return None
+    return normalise_mobile(value, field=field)
+
+
+def _check_address_part(value: str, field: str, zh: str, en: str, *, required: bool) -> str:
+    cleaned = "".join(value.split())
+    if not cleaned:
+        if required:
+            raise InvalidInput(f"请填写{zh}", f"{en} is required", field=field)
+        return ""
+    if len(cleaned) > 16:
+        raise InvalidInput(
+            f"{zh}不能超过16个字", f"{en} must have at most 16 characters", field=field
+        )
+    if not all(ch.isalnum() or ch in "-#" for ch in cleaned):
+        raise InvalidInput(
+            f"{zh}只能包含文字、字母、数字和 - #",
+            f"{en} may contain letters, digits, - and # only",
+            field=field,
+        )
+    return cleaned
+
+
+def check_compound(session: Session, code: str) -> Compound:
+    """The chosen compound (小区), which must exist."""
+    code = code.strip()
+    if not code:
+        raise InvalidInput(
+            "请选择所在小区（区县 → 街道 → 社区 → 小区）",
+            "choose your compound (district → street → community → compound)",
+            field="compound_code",
+        )
+    compound = session.get(Compound, code) if code.isdigit() and len(code) == 15 else None
+    if compound is None:
+        raise InvalidInput(
+            "所选小区不存在，请重新选择",
+            "the chosen compound does not exist",
+            field="compound_code",
+        )
+    return compound
+
+
+def parse_temperature(value: str) -> float:
+    """A body temperature in ℃ with at most one decimal, within 34–43."""
+    text = value.strip().replace("，", ".").replace(",", ".").replace("℃", "")
+    if not text:
+        raise InvalidInput("请填写体温", "temperature is required", field="temperature")
+    try:
+        reading = float(text)
+    except ValueError as exc:
+        raise InvalidInput(
+            "体温须为数字，例如 36.5",
+            "temperature must be a number such as 36.5",
+            field="temperature",
+        ) from exc
+    if not LOWEST_TEMPERATURE <= reading <= HIGHEST_TEMPERATURE:
+        raise InvalidInput(
+            f"体温应在{LOWEST_TEMPERATURE}–{HIGHEST_TEMPERATURE}℃之间，请重新测量",
+            f"temperature must lie between {LOWEST_TEMPERATURE} and {HIGHEST_TEMPERATURE} ℃",
+            field="temperature",
+        )
+    return round(reading, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The self-service channel and residents as actors
+
+
+class _SelfService(Principal):
+    """The registration page acting on a resident's behalf, for core.people's services: it may
+    only create persons, and only in the one compound the resident chose (its jurisdiction)."""
+
+    @property
+    def actor(self) -> Actor:
+        """Audit rows of self-registration name the channel and the compound."""
+        return Actor(SELF_SERVICE.ref, RESIDENT_ROLE, self.area_code)
+
+
+def _self_service(compound_code: str) -> Principal:
+    return _SelfService(
+        kind="device",
+        id=0,
+        name="residents",
+        display_name="居民自助登记",
+        role=RESIDENT_ROLE,
+        area_code=compound_code,
+        permissions=frozenset({Permission.PERSON_CREATE}),
+    )
+
+
+def resident_actor(person: Person) -> Actor:
+    """A logged-in resident as an audit actor (pseudonymous: the person's ref)."""
+    return Actor(f"resident:{person.ref}", RESIDENT_ROLE, person.area_code)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rate limits, as core.authz does for staff logins
+
+
+def _limit_key(id_bidx: str) -> str:
+    return id_bidx[:32]
+
+
+def _check_rate(session: Session, key: str, client_ip: str) -> None:
+    settings = get_settings()
+    since = clock.now() - dt.timedelta(seconds=settings.login_window_seconds)
+    if repository.recent_failures(session, key, client_ip, since) < settings.login_max_failures:
+        return
+    minutes = settings.login_window_seconds // 60
+    error = RateLimited(
+        f"尝试次数过多，请{minutes}分钟后再试",
+        f"too many attempts; try again in {minutes} minutes",
+        code="resident_rate_limited",
+    )
+    raise error.keep(
+        lambda s: record(
+            s,
+            SYSTEM,
+            "residents.login",
+            object_type="resident",
+            outcome="denied",
+            detail={"reason": "rate_limited", "client_ip": client_ip},
+        )
+    )
+
+
+def _failed(error: InvalidInput | NotAuthenticated, key: str, client_ip: str, reason: str) -> Any:
+    """``error`` carrying the record of the failure, kept although the attempt rolls back."""
+
+    def keep(session: Session) -> None:
+        session.add(ResidentLoginFailure(key=key, client_ip=client_ip, at=clock.now()))
+        record(
+            session,
+            SYSTEM,
+            "residents.login",
+            object_type="resident",
+            outcome="denied",
+            detail={"reason": reason, "client_ip": client_ip},
+        )
+
+    return error.keep(keep)
+
+
+def _matches(person: Person, name: str, phone: str, index: BlindIndex) -> bool:
+    return (
+        person.phone_bidx is not None
+        and secrets.compare_digest(person.phone_bidx, index.digest(phone, "phone"))
+        and secrets.compare_digest(person.name_bidx, index.digest(name, "name"))
+    )
+
+
+def _logged_in(session: Session, person: Person, key: str, client_ip: str) -> None:
+    repository.clear_failures(session, key)
+    now = clock.now()
+    account = repository.account(session, person.ref)
+    if account is None:
+        account = ResidentAccount(person_ref=person.ref, created_at=now)
+        session.add(account)
+    account.last_login_at = now
+    record(
+        session,
+        resident_actor(person),
+        "residents.login",
+        object_type="person",
+        object_id=person.ref,
+        area_code=person.area_code,
+        detail={"client_ip": client_ip},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Registration and login
+
+
+def _unit_text(data: RegistrationIn, problems: dict[str, tuple[str, str]]) -> str | None:
+    building = _collect(
+        problems, _check_address_part, data.building, "building", "楼栋", "building", required=True
+    )
+    unit = _collect(
+        problems, _check_address_part, data.unit, "unit", "单元", "unit", required=False
+    )
+    room = _collect(
+        problems, _check_address_part, data.room, "room", "门牌号", "room", required=True
+    )
+    if building is None or unit is None or room is None:
+        return None
+    return "/".join((building, unit, room))
+
+
+def split_unit(text: str) -> tuple[str, str, str]:
+    """Building, unit and room of a household's stored unit ("3号楼/2单元/501")."""
+    parts = [*text.split("/"), "", "", ""][:3]
+    return parts[0], parts[1], parts[2]
+
+
+def register_household(
+    session: Session, data: RegistrationIn, *, client_ip: str
+) -> RegistrationOut:
+    """Register a resident and their household members to a compound (居民自助登记).
+
+    Every field is checked and every problem reported at once, each with its field. An ID
+    number already in the registry is never registered again, and nothing of that person is
+    shown: if the phone and name given match the registered ones, the resident is simply
+    logged in (``created`` False, nothing changed); otherwise the ID field says it is taken and
+    asks for the registered phone and name, and the attempt counts against the rate limit as a
+    failed login does.
+    """
+    index = blind_index()
+    problems: dict[str, tuple[str, str]] = {}
+    name = _collect(problems, check_name, data.name, "name")
+    number = _collect(problems, check_id_number, data.id_number, "id_number")
+    phone = _collect(problems, check_phone, data.phone, "phone")
+    compound = _collect(problems, check_compound, session, data.compound_code)
+    unit = _unit_text(data, problems)
+
+    key: str | None = None
+    taken = False
+    if number is not None:
+        id_bidx = index.digest(number, "id_number")
+        key = _limit_key(id_bidx)
+        _check_rate(session, key, client_ip)
+        existing = repository.person_by_id_index(session, id_bidx)
+        if existing is not None:
+            if name is not None and phone and _matches(existing, name, phone, index):
+                _logged_in(session, existing, key, client_ip)
+                return RegistrationOut(
+                    person_ref=existing.ref,
+                    household_id=existing.household_id,
+                    members=[],
+                    created=False,
+                )
+            taken = True
+            problems["id_number"] = (
+                "该身份证号码已登记。如是本人，请填写登记时的手机号码和姓名（将直接为您登录）；"
+                "如仍有问题请联系所在社区",
+                "this ID number is already registered. If it is yours, enter the phone and name "
+                "you registered with (you will be logged in); otherwise contact your community",
+            )
+
+    members: list[tuple[str, str, str | None]] = []
+    seen = {number} if number else set()
+    slots = [m for m in data.members if not m.is_blank()]
+    if len(slots) > MAX_MEMBERS:
+        problems["members"] = (
+            f"一次最多登记{MAX_MEMBERS}位家庭成员",
+            f"at most {MAX_MEMBERS} household members at once",
+        )
+    for position, member in enumerate(data.members, start=1):
+        if member.is_blank():
+            continue
+        field = f"members-{position}-"
+        prefix = (f"家庭成员{position}：", f"household member {position}: ")
+        m_name = _collect(problems, check_name, member.name, field + "name", prefix=prefix)
+        m_number = _collect(
+            problems, check_id_number, member.id_number, field + "id_number", prefix=prefix
+        )
+        m_phone = _collect(
+            problems, check_phone, member.phone, field + "phone", required=False, prefix=prefix
+        )
+        if m_number is not None:
+            if m_number in seen:
+                problems.setdefault(
+                    field + "id_number",
+                    (prefix[0] + "身份证号码与前面重复", prefix[1] + "ID number entered twice"),
+                )
+                continue
+            seen.add(m_number)
+            if repository.person_by_id_index(session, index.digest(m_number, "id_number")):
+                # Say only that it is taken: who holds it and where is not this resident's to see.
+                problems.setdefault(
+                    field + "id_number",
+                    (
+                        prefix[0] + "该身份证号码已登记，不能重复登记；如需加入本户，请其本人登录"
+                        "或联系社区网格员",
+                        prefix[1] + "this ID number is already registered; they can log in "
+                        "themselves, or your community's grid worker can help",
+                    ),
+                )
+        if m_name is not None and m_number is not None:
+            members.append((m_name, m_number, m_phone))
+
+    if problems:
+        error = FormInvalid(problems)
+        if taken and key is not None:
+            raise _failed(error, key, client_ip, "id_taken")
+        raise error
+    assert name is not None and number is not None and phone is not None
+    assert compound is not None and unit is not None
+
+    channel = _self_service(compound.code)
+    household = people_service.create_household(
+        session, channel, HouseholdIn(compound_code=compound.code, unit=unit)
+    )
+    me, created = people_service.register_person(
+        session,
+        channel,
+        PersonIn(name=name, id_number=number, phone=phone, household_id=household.id),
+    )
+    assert created
+    member_refs: list[str] = []
+    for m_name, m_number, m_phone in members:
+        registered, created = people_service.register_person(
+            session,
+            channel,
+            PersonIn(name=m_name, id_number=m_number, phone=m_phone, household_id=household.id),
+        )
+        assert created
+        member_refs.append(registered.ref)
+    now = clock.now()
+    session.add(ResidentAccount(person_ref=me.ref, created_at=now, last_login_at=now))
+    record(
+        session,
+        channel.actor,
+        "residents.register",
+        object_type="household",
+        object_id=household.id,
+        area_code=compound.code,
+        detail={"members": len(member_refs), "client_ip": client_ip},
+    )
+    publish(
+        session,
+        "residents.household.registered",
+        {
+            "household_id": household.id,
+            "compound_code": compound.code,
+            "person_refs": [me.ref, *member_refs],
+        },
+        key=str(household.id),
+    )
+    return RegistrationOut(
+        person_ref=me.ref, household_id=household.id, members=member_refs, created=True
+    )
+
+
+def log_in(session: Session, *, id_number: str, phone: str, name: str, client_ip: str) -> Person:
+    """A resident logs back in with ID number, phone and name, matched through the blind
+    indexes (nothing is decrypted). Failures are rate-limited per ID and per address; the
+    answer never says which of the three did not match."""
+    problems: dict[str, tuple[str, str]] = {}
+    checked_name = _collect(problems, check_name, name, "name")
+    number = _collect(problems, check_id_number, id_number, "id_number")
+    checked_phone = _collect(problems, check_phone, phone, "phone")
+    if problems:
+        # A typo is not a guess: format errors do not count against the limit.
+        raise FormInvalid(problems)
+    assert checked_name is not None and number is not None and checked_phone is not None
+    index = blind_index()
+    id_bidx = index.digest(number, "id_number")
+    key = _limit_key(id_bidx)
+    _check_rate(session, key, client_ip)
+    person = repository.person_by_id_index(session, id_bidx)
+    if person is None or not _matches(person, checked_name, checked_phone, index):
+        error = NotAuthenticated(
+            "身份证号码、手机号码和姓名与登记信息不符，或尚未登记",
+            "the ID number, phone and name do not match a registration",
+            code="resident_login_failed",
+        )
+        raise _failed(error, key, client_ip, "unknown" if person is None else "mismatch")
+    _logged_in(session, person, key, client_ip)
+    return person
+
+
+def session_person(session: Session, ref: str, issued_at: float) -> Person | None:
+    """The resident behind a session cookie issued at ``issued_at`` (epoch seconds), unless
+    their sessions were ended since."""
+    account = repository.account(session, ref)
+    if account is None:
+        return None
+    revoked = account.sessions_revoked_at
+    if revoked is not None and issued_at < revoked.timestamp():
+        return None
+    return repository.person_by_ref(session, ref)
+
+
+def log_out(session: Session, person: Person) -> None:
+    """End every session of the resident (a copied cookie must not outlive the logout)."""
+    account = repository.account(session, person.ref)
+    if account is not None:
+        account.sessions_revoked_at = clock.now()
+    record(
+        session,
+        resident_actor(person),
+        "residents.logout",
+        object_type="person",
+        object_id=person.ref,
+        area_code=person.area_code,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# What a resident sees of their household
+
+
+@dataclass(frozen=True)
+class Member:
+    """A household member as the resident sees them: masked, except their own entry's name."""
+
+    ref: str
+    name: str
+    id_number: str
+    is_self: bool
+    can_log_in: bool
+    reported_today: bool
+
+
+def household_of(session: Session, me: Person) -> list[Person]:
+    """The resident and the members of their household."""
+    return repository.household_members(session, me)
+
+
+def members_view(session: Session, me: Person) -> list[Member]:
+    """The household, masked (a member's ID and name are theirs, not the registrant's)."""
+    cipher = field_cipher()
+    persons = household_of(session, me)
+    reports = repository.reports_of_persons(session, [p.ref for p in persons], clock.today_local())
+    out = []
+    for person in persons:
+        name = cipher.decrypt(person.name_enc, people_service.NAME_FIELD)
+        number = cipher.decrypt(person.id_number_enc, people_service.ID_FIELD)
+        out.append(
+            Member(
+                ref=person.ref,
+                name=name if person.ref == me.ref else mask_name(name),
+                id_number=mask_resident_id(number),
+                is_self=person.ref == me.ref,
+                can_log_in=person.phone_bidx is not None,
+                reported_today=person.ref in reports,
+            )
+        )
+    return out
+
+
+def member_of(session: Session, me: Person, ref: str | None) -> Person:
+    """The resident (``ref`` None) or one of their household; anyone else is not found."""
+    if not ref or ref == me.ref:
+        return me
+    for person in household_of(session, me):
+        if person.ref == ref:
+            return person
+    raise NotFound("未找到该家庭成员", "no such household member", code="member_not_found")
+
+
+def address_of(session: Session, person: Person) -> tuple[Compound | None, str]:
+    """The person's compound and their building/unit/room (for their own pages)."""
+    compound = session.get(Compound, person.area_code) if len(person.area_code) == 15 else None
+    unit = ""
+    if person.household_id is not None:
+        household = session.get(Household, person.household_id)
+        if household is not None and household.unit_enc:
+            unit = field_cipher().decrypt(household.unit_enc, people_service.UNIT_FIELD)
+    return compound, " ".join(p for p in split_unit(unit) if p)
+
+
+def add_member(session: Session, me: Person, name: str, id_number: str, phone: str) -> Person:
+    """Add a household member later (from "my household"), with the same checks as at
+    registration; the household is created if the resident had none."""
+    problems: dict[str, tuple[str, str]] = {}
+    m_name = _collect(problems, check_name, name, "name")
+    number = _collect(problems, check_id_number, id_number, "id_number")
+    m_phone = _collect(problems, check_phone, phone, "phone", required=False)
+    index = blind_index()
+    if number is not None and repository.person_by_id_index(
+        session, index.digest(number, "id_number")
+    ):
+        problems["id_number"] = (
+            "该身份证号码已登记，不能重复登记；如需加入本户，请其本人登录或联系社区网格员",
+            "this ID number is already registered; they can log in themselves, or your "
+            "community's grid worker can help",
+        )
+    if len(me.area_code) != 15:
+        problems.setdefault(
+            "form",
+            (
+                "您的登记没有小区，请联系社区",
+                "your registration has no compound; ask your community",
+            ),
+        )
+    if problems:
+        raise FormInvalid(problems)
+    assert m_name is not None and number is not None
+    if len(household_of(session, me)) > MAX_MEMBERS:
+        raise InvalidInput(
+            f"一户最多登记{MAX_MEMBERS + 1}人", f"at most {MAX_MEMBERS + 1} persons per household"
+        )
+    channel = _self_service(me.area_code)
+    if me.household_id is None:
+        household = people_service.create_household(
+            session, channel, HouseholdIn(compound_code=me.area_code)
+        )
+        me.household_id = household.id
+    masked, created = people_service.register_person(
+        session,
+        channel,
+        PersonIn(name=m_name, id_number=number, phone=m_phone, household_id=me.household_id),
+    )
+    assert created
+    record(
+        session,
+        resident_actor(me),
+        "residents.member.add",
+        object_type="household",
+        object_id=me.household_id,
+        area_code=me.area_code,
+    )
+    publish(
+        session,
+        "residents.household.member_added",
+        {
+            "household_id": me.household_id,
+            "compound_code": me.area_code,
+            "person_ref": masked.ref,
+        },
+        key=str(me.household_id),
+    )
+    person = repository.person_by_ref(session, masked.ref)
+    assert person is not None
+    return person
+
+
+# ---------------------------------------------------------------------------------------------
+# Daily health reports (每日健康打卡)
+
+
+def submit_report(session: Session, me: Person, data: HealthReportIn) -> HealthReport:
+    """Record today's report for the resident or a household member; a second report the same
+    day corrects the first (one per person per day). Fever (≥ 37.3 ℃) or any symptom flags it
+    for the compound's staff.
+
+    A self-report never becomes a risk fact: a fever typed into a phone is not a diagnosis, and
+    a fact turns codes and compounds red. Only clinics assert ``fever_visit`` (after seeing the
+    patient); the flag here asks the grid worker to call or visit, and they decide what
+    follows.
+    """
+    target = member_of(session, me, data.person_ref)
+    problems: dict[str, tuple[str, str]] = {}
+    temperature = _collect(problems, parse_temperature, data.temperature)
+    symptoms = sorted(set(data.symptoms))
+    unknown = [s for s in symptoms if s not in SYMPTOMS]
+    if unknown:
+        problems["symptoms"] = ("症状选项无效", f"unknown symptom {unknown[0]!r}")
+    if data.whereabouts not in WHEREABOUTS:
+        problems["whereabouts"] = ("请选择今天在家还是外出", "choose at home or away today")
+    if problems:
+        raise FormInvalid(problems)
+    assert temperature is not None
+    flagged = temperature >= FEVER_FROM or bool(symptoms)
+    today = clock.today_local()
+    now = clock.now()
+    report = repository.report_of(session, target.ref, today)
+    corrected = report is not None
+    if report is None:
+        report = HealthReport(
+            person_ref=target.ref,
+            report_date=today,
+            corrections=0,
+            created_at=now,
+        )
+        session.add(report)
+    else:
+        report.corrections += 1
+        # A corrected report is a new statement: a flag already followed up is raised again
+        # when the correction still shows fever or symptoms.
+        report.followed_up_at = None
+        report.followed_up_by = None
+    report.area_code = target.area_code
+    report.temperature = temperature
+    report.symptoms = symptoms
+    report.whereabouts = data.whereabouts
+    report.flagged = flagged
+    report.reported_by = me.ref
+    report.updated_at = now
+    session.flush()
+    record(
+        session,
+        resident_actor(me),
+        "residents.health_report.correct" if corrected else "residents.health_report.submit",
+        object_type="health_report",
+        object_id=report.id,
+        area_code=target.area_code,
+        detail={"flagged": flagged, "for_self": target.ref == me.ref},
+    )
+    publish(
+        session,
+        "residents.health_report.submitted",
+        {
+            "report_id": report.id,
+            "person_ref": target.ref,
+            "area_code": target.area_code,
+            "report_date": today.isoformat(),
+            "flagged": flagged,
+            "corrected": corrected,
+        },
+        key=target.ref,
+    )
+    return report
+
+
+def todays_reports(session: Session, me: Person) -> dict[str, HealthReport]:
+    """Today's reports of the resident's household, by person ref."""
+    refs = [p.ref for p in household_of(session, me)]
+    return repository.reports_of_persons(session, refs, clock.today_local())
+
+
+def my_passes(session: Session, me: Person) -> list[PassView]:
+    """The passes of the resident's household."""
+    if me.household_id is None:
+        return []
+    passes = repository.passes_of_household(session, me.household_id)
+    counts = repository.member_counts(session, {me.household_id})
+    return [_pass_view(p, counts.get(p.household_id, 0)) for p in passes]
+
+
+# ---------------------------------------------------------------------------------------------
+# Staff: compounds, residents, reports, entries and exits, passes — all scoped
+
+
+def _deny(session: Session, who: Principal, action: str, object_type: str, object_id: str) -> Any:
+    error = NotFound("未找到，或不在您的辖区内", "not found in your jurisdiction", code="not_found")
+    return error.keep(
+        lambda s: record(
+            s,
+            who.actor,
+            action,
+            object_type=object_type,
+            object_id=object_id,
+            area_code=who.area_code,
+            outcome="denied",
+        )
+    )
+
+
+def compound_for_staff(session: Session, who: Principal, code: str) -> Compound:
+    """The compound ``code`` if inside the caller's jurisdiction; otherwise the same 404 as a
+    compound that does not exist (the log tells them apart)."""
+    who.require(Permission.RESIDENTS_VIEW)
+    compound = repository.compound_scoped(session, who, code) if code.isdigit() else None
+    if compound is None:
+        raise _deny(session, who, "residents.compound.view", "compound", code[:15])
+    return compound
+
+
+def compounds_overview(
+    session: Session,
+    who: Principal,
+    *,
+    area_code: str | None = None,
+    name: str | None = None,
+    page: int = 1,
+    size: int = 30,
+) -> tuple[int, list[CompoundRow]]:
+    """The compounds of the caller's jurisdiction with registered residents and today's
+    reports (flagged ones counted apart)."""
+    who.require(Permission.RESIDENTS_VIEW)
+    if area_code and not area_code.isdigit():
+        raise InvalidInput("区域代码须为数字", "area code must be digits", field="area")
+    total, rows = repository.compounds_scoped(
+        session,
+        who,
+        area_code=area_code or None,
+        name=(name or "").strip() or None,
+        limit=size,
+        offset=(max(1, page) - 1) * size,
+    )
+    codes = [c.code for c, _ in rows]
+    residents = repository.resident_counts(session, who, codes)
+    reports = repository.report_counts(session, who, codes, clock.today_local())
+    return total, [
+        CompoundRow(
+            code=c.code,
+            name=c.name,
+            community_name=community,
+            residents=residents.get(c.code, 0),
+            reports_today=reports.get(c.code, (0, 0))[0],
+            flagged_today=reports.get(c.code, (0, 0))[1],
+        )
+        for c, community in rows
+    ]
+
+
+def _units(session: Session, persons: list[Person]) -> dict[int, tuple[str, str, str]]:
+    households = repository.households_by_id(
+        session, {p.household_id for p in persons if p.household_id is not None}
+    )
+    cipher = field_cipher()
+    out = {}
+    for hid, household in households.items():
+        text = (
+            cipher.decrypt(household.unit_enc, people_service.UNIT_FIELD)
+            if household.unit_enc
+            else ""
+        )
+        out[hid] = split_unit(text)
+    return out
+
+
+def _age(birth: dt.date, today: dt.date) -> int:
+    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+
+
+def list_residents(
+    session: Session, who: Principal, compound_code: str, *, building: str | None = None
+) -> list[ResidentView]:
+    """The residents of a compound in the caller's jurisdiction, masked (4101**********1234,
+    138****5678), by household; rooms are masked too (the building and unit are kept, which is
+    what staff organise door-to-door work by). The listing is audited (counts, no data)."""
+    compound_for_staff(session, who, compound_code)
+    persons = repository.residents_scoped(session, who, compound_code)
+    units = _units(session, persons)
+    if building:
+        wanted = "".join(building.split())
+        persons = [
+            p
+            for p in persons
+            if p.household_id is not None and units.get(p.household_id, ("",))[0] == wanted
+        ]
+    refs = [p.ref for p in persons]
+    accounts = repository.account_refs(session, refs)
+    reports = repository.reports_of_persons(session, refs, clock.today_local())
+    cipher = field_cipher()
+    today = clock.today_local()
+    views = []
+    for person in persons:
+        b, u, room = units.get(person.household_id or 0, ("", "", ""))
+        phone = (
+            cipher.decrypt(person.phone_enc, people_service.PHONE_FIELD)
+            if person.phone_enc
+            else None
+        )
+        views.append(
+            ResidentView(
+                ref=person.ref,
+                name=mask_name(cipher.decrypt(person.name_enc, people_service.NAME_FIELD)),
+                id_number=mask_resident_id(
+                    cipher.decrypt(person.id_number_enc, people_service.ID_FIELD)
+                ),
+                phone=mask_phone(phone) if phone else None,
+                sex=person.sex,
+                age=_age(person.birth_date, today),
+                household_id=person.household_id,
+                building=b,
+                unit=u,
+                room="*" * len(room),
+                self_registered=person.ref in accounts,
+                reported_today=person.ref in reports,
+            )
+        )
+    record(
+        session,
+        who.actor,
+        "residents.list",
+        object_type="compound",
+        object_id=compound_code,
+        area_code=compound_code,
+        detail={"results": len(views), "building": bool(building)},
+    )
+    return views
+
+
+def list_reports(
+    session: Session,
+    who: Principal,
+    compound_code: str,
+    *,
+    day: dt.date | None = None,
+    flagged_only: bool = False,
+) -> list[ReportView]:
+    """A day's health reports of a compound (today by default), flagged ones first."""
+    compound_for_staff(session, who, compound_code)
+    day = day or clock.today_local()
+    rows = repository.reports_scoped(session, who, compound_code, day, flagged_only=flagged_only)
+    units = _units(session, [p for _, p in rows])
+    cipher = field_cipher()
+    views = [
+        ReportView(
+            id=report.id,
+            person_ref=person.ref,
+            name=mask_name(cipher.decrypt(person.name_enc, people_service.NAME_FIELD)),
+            report_date=report.report_date,
+            temperature=report.temperature,
+            symptoms=list(report.symptoms or []),
+            whereabouts=report.whereabouts,
+            flagged=report.flagged,
+            corrections=report.corrections,
+            updated_at=report.updated_at,
+            followed_up_at=report.followed_up_at,
+            building=units.get(person.household_id or 0, ("", "", ""))[0],
+        )
+        for report, person in rows
+    ]
+    record(
+        session,
+        who.actor,
+        "residents.reports.list",
+        object_type="compound",
+        object_id=compound_code,
+        area_code=compound_code,
+        detail={"results": len(views), "day": day.isoformat(), "flagged_only": flagged_only},
+    )
+    return views
+
+
+def follow_up(session: Session, who: Principal, report_id: int) -> HealthReport:
+    """Mark a flagged report as followed up (已跟进) by the caller."""
+    who.require(Permission.RESIDENTS_VIEW)
+    report = repository.report_scoped(session, who, report_id)
+    if report is None:
+        raise _deny(
+            session, who, "residents.health_report.follow_up", "health_report", str(report_id)
+        )
+    if not report.flagged:
+        raise InvalidInput("该报告无异常，无需跟进", "this report is not flagged", field="report")
+    report.followed_up_at = clock.now()
+    report.followed_up_by = who.actor.ref
+    record(
+        session,
+        who.actor,
+        "residents.health_report.follow_up",
+        object_type="health_report",
+        object_id=report.id,
+        area_code=report.area_code,
+    )
+    publish(
+        session,
+        "residents.health_report.followed_up",
+        {"report_id": report.id, "person_ref": report.person_ref, "area_code": report.area_code},
+        key=report.person_ref,
+    )
+    return report
+
+
+def list_scans(
+    session: Session,
+    who: Principal,
+    compound_code: str,
+    *,
+    day: dt.date | None = None,
+    direction: str | None = None,
+    limit: int = 500,
+) -> list[ScanView]:
+    """Entries and exits at the compound's gates on a local day (today by default), newest
+    first; the person masked."""
+    compound_for_staff(session, who, compound_code)
+    day = day or clock.today_local()
+    start = dt.datetime.combine(day, dt.time(), tzinfo=clock.CHINA_TZ)
+    rows = repository.scans_scoped(
+        session,
+        who,
+        compound_code,
+        start,
+        start + dt.timedelta(days=1),
+        direction=direction or None,
+        limit=limit,
+    )
+    cipher = field_cipher()
+    views = [
+        ScanView(
+            scanned_at=scan.scanned_at,
+            place_name=place.name,
+            direction=scan.direction,
+            colour=scan.colour,
+            decision=scan.decision,
+            reason=scan.reason,
+            name=mask_name(cipher.decrypt(person.name_enc, people_service.NAME_FIELD))
+            if person is not None
+            else None,
+        )
+        for scan, place, person in rows
+    ]
+    record(
+        session,
+        who.actor,
+        "residents.scans.list",
+        object_type="compound",
+        object_id=compound_code,
+        area_code=compound_code,
+        detail={"results": len(views), "day": day.isoformat()},
+    )
+    return views
+
+
+def pass_active(item: HouseholdPass, day: dt.date) -> bool:
+    """Whether a pass lets its household out on local day ``day``."""
+    return item.revoked_at is None and item.valid_from <= day <= item.valid_until
+
+
+def _pass_view(item: HouseholdPass, members: int) -> PassView:
+    return PassView(
+        id=item.id,
+        household_id=item.household_id,
+        compound_code=item.compound_code,
+        valid_from=item.valid_from,
+        valid_until=item.valid_until,
+        reason=item.reason,
+        note=item.note,
+        issued_at=item.issued_at,
+        revoked_at=item.revoked_at,
+        active=pass_active(item, clock.today_local()),
+        members=members,
+    )
+
+
+def list_passes(
+    session: Session, who: Principal, compound_code: str, *, active_only: bool = False
+) -> list[PassView]:
+    """The passes of a compound, newest first (only those valid today if ``active_only``)."""
+    compound_for_staff(session, who, compound_code)
+    passes = repository.passes_scoped(session, who, compound_code)
+    today = clock.today_local()
+    if active_only:
+        passes = [p for p in passes if pass_active(p, today)]
+    counts = repository.member_counts(session, {p.household_id for p in passes})
+    return [_pass_view(p, counts.get(p.household_id, 0)) for p in passes]
+
+
+def households_of(
+    session: Session, who: Principal, compound_code: str
+) -> list[tuple[int, str, int]]:
+    """The compound's households for the pass form: id, building/unit (room masked) and how
+    many members are registered."""
+    compound_for_staff(session, who, compound_code)
+    persons = repository.residents_scoped(session, who, compound_code)
+    units = _units(session, persons)
+    seen: dict[int, tuple[str, int]] = {}
+    for person in persons:
+        if person.household_id is None:
+            continue
+        building, unit, _room = units.get(person.household_id, ("", "", ""))
+        label, count = seen.get(
+            person.household_id, (" ".join(p for p in (building, unit) if p), 0)
+        )
+        seen[person.household_id] = (label, count + 1)
+    return [(hid, label, count) for hid, (label, count) in sorted(seen.items())]
+
+
+def issue_pass(
+    session: Session,
+    who: Principal,
+    compound_code: str,
+    data: PassIn,
+    *,
+    tier: str | None,
+) -> HouseholdPass:
+    """Issue a pass (出入证) to a household of a closed (red) or controlled (yellow) compound,
+    valid for whole local days, at most 14. ``tier`` is the compound's current tier (the caller
+    reads it from the risk engine); a green compound needs no passes.
+
+    Publishes ``residents.pass.issued`` with the household's person refs: the gate decision
+    (healthcode) may not import apps and learns of passes from this event.
+    """
+    who.require(Permission.RESIDENTS_PASS)
+    compound = compound_for_staff(session, who, compound_code)
+    problems: dict[str, tuple[str, str]] = {}
+    if tier not in ("red", "yellow"):
+        problems["compound"] = (
+            "小区目前不是封控（红）或管控（黄）小区，无需出入证",
+            "the compound is neither closed (red) nor controlled (yellow): no pass is needed",
+        )
+    household = session.get(Household, data.household_id)
+    if household is None or household.compound_code != compound.code:
+        problems["household_id"] = ("请选择本小区的一户", "choose a household of this compound")
+    today = clock.today_local()
+    if data.valid_from < today:
+        problems["valid_from"] = ("起始日期不能早于今天", "the pass cannot start before today")
+    if data.valid_until < data.valid_from:
+        problems["valid_until"] = ("截止日期不能早于起始日期", "the end date precedes the start")
+    elif (data.valid_until - data.valid_from).days + 1 > PASS_LONGEST_DAYS:
+        problems["valid_until"] = (
+            f"出入证有效期最长{PASS_LONGEST_DAYS}天",
+            f"a pass is valid for at most {PASS_LONGEST_DAYS} days",
+        )
+    if data.reason not in PASS_REASONS:
+        problems["reason"] = ("请选择事由", "choose a reason")
+    note = " ".join((data.note or "").split()) or None
+    if data.reason == PERMIT_OTHER and not note:
+        problems["note"] = ("事由为“其他”时请写明", "explain the reason “other”")
+    if problems:
+        raise FormInvalid(problems)
+    assert household is not None
+    item = HouseholdPass(
+        household_id=household.id,
+        compound_code=compound.code,
+        valid_from=data.valid_from,
+        valid_until=data.valid_until,
+        reason=data.reason,
+        note=note,
+        issued_by=who.actor.ref,
+        issued_at=clock.now(),
+    )
+    session.add(item)
+    session.flush()
+    record(
+        session,
+        who.actor,
+        "residents.pass.issue",
+        object_type="household_pass",
+        object_id=item.id,
+        area_code=compound.code,
+        detail={
+            "household_id": household.id,
+            "valid_from": data.valid_from.isoformat(),
+            "valid_until": data.valid_until.isoformat(),
+            "reason": data.reason,
+            "tier": tier,
+        },
+    )
+    publish(
+        session,
+        "residents.pass.issued",
+        {
+            "pass_id": item.id,
+            "household_id": household.id,
+            "compound_code": compound.code,
+            "person_refs": repository.member_refs(session, household.id),
+            "valid_from": data.valid_from.isoformat(),
+            "valid_until": data.valid_until.isoformat(),
+        },
+        key=str(item.id),
+    )
+    return item
+
+
+def revoke_pass(session: Session, who: Principal, pass_id: int) -> HouseholdPass:
+    """Revoke a pass at once (publishes ``residents.pass.revoked``)."""
+    who.require(Permission.RESIDENTS_PASS)
+    item = repository.pass_scoped(session, who, pass_id)
+    if item is None:
+        raise _deny(session, who, "residents.pass.revoke", "household_pass", str(pass_id))
+    if item.revoked_at is not None:
+        raise InvalidInput("该出入证已作废", "this pass is already revoked", field="pass")
+    item.revoked_at = clock.now()
+    item.revoked_by = who.actor.ref
+    record(
+        session,
+        who.actor,
+        "residents.pass.revoke",
+        object_type="household_pass",
+        object_id=item.id,
+        area_code=item.compound_code,
+    )
+    publish(
+        session,
+        "residents.pass.revoked",
+        {
+            "pass_id": item.id,
+            "household_id": item.household_id,
+            "compound_code": item.compound_code,
+        },
+        key=str(item.id),
+    )
+    return item
+
+
+def whereabouts_label(code: str, lang: str = "zh-CN") -> str:
+    """在家 / 外出 in ``lang``."""
+    labels = {AT_HOME: ("在家", "at home"), AWAY: ("外出", "away")}
+    zh, en = labels.get(code, (code, code))
+    return en if lang.startswith("en") else zh
+
+
+def symptom_labels(codes: list[str], lang: str = "zh-CN") -> str:
+    """The symptoms in ``lang``, or 无 / none."""
+    english = lang.startswith("en")
+    if not codes:
+        return "none" if english else "无"
+    names = [SYMPTOMS.get(c, (c, c))[1 if english else 0] for c in codes]
+    return ", ".join(names) if english else "、".join(names)

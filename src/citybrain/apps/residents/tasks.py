@@ -1,0 +1,30 @@
+"""Background work of resident registration: forget failed resident logins once the
+rate-limit window has passed (they hold a pseudonymous key and an address, nothing more)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from citybrain.apps.residents.repository import purge_failures_before
+from citybrain.core.jobs.queue import schedule
+from citybrain.kit import clock
+from citybrain.kit.db import get_database
+from citybrain.kit.logging import get_logger
+from citybrain.kit.settings import get_settings
+
+log = get_logger(__name__)
+
+
+def purge_expired_failures() -> int:
+    """Delete failed resident logins older than twice the window; returns how many."""
+    window = dt.timedelta(seconds=get_settings().login_window_seconds)
+    with get_database().unit_of_work() as session:
+        purged = purge_failures_before(session, clock.now() - 2 * window)
+    log.info("resident login failures purged", count=purged)
+    return purged
+
+
+@schedule(minute="*/15")
+def purge_resident_login_failures() -> None:
+    """Every quarter hour: forget failed resident logins that can no longer count."""
+    purge_expired_failures()

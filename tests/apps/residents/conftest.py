@@ -1,0 +1,118 @@
+"""Fixtures of the residents app: the real app on the test's transaction, a phone-like
+resident client (no staff session), and helpers to register through the real form."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from citybrain.kit.db import Database
+from citybrain.simulate.persons import SyntheticPerson
+from citybrain.web.app import create_app
+from tests.factories import STREET_A, first_compound, next_synthetic
+
+CSRF = re.compile(r'name="csrf-token" content="([^"]+)"')
+# A community of 经八路街道 (金水区) and one of another street of the same district.
+COMMUNITY = STREET_A + "003"
+OTHER_COMMUNITY = "410105002001"
+
+
+@pytest.fixture
+def app(database: Database, session: Session) -> FastAPI:
+    application = create_app(database)
+    application.state.test_session = session
+    return application
+
+
+@pytest.fixture
+def resident(app: FastAPI) -> Iterator[TestClient]:
+    """A resident's browser: no staff session, its own cookies."""
+    with TestClient(app, base_url="http://testserver") as client:
+        yield client
+
+
+@pytest.fixture
+def staff(app: FastAPI) -> Iterator[TestClient]:
+    """A staff member's browser."""
+    with TestClient(app, base_url="http://testserver") as client:
+        yield client
+
+
+@pytest.fixture
+def compound(session: Session) -> str:
+    return first_compound(session, COMMUNITY)
+
+
+def csrf(client: TestClient, path: str = "/residents/register") -> str:
+    page = client.get(path)
+    match = CSRF.search(page.text)
+    assert match, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+def form_of(
+    person: SyntheticPerson,
+    compound: str,
+    members: list[SyntheticPerson] | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """The registration form as a phone would post it."""
+    data: dict[str, Any] = {
+        "action": "submit",
+        "name": person.name,
+        "id_number": person.id_number,
+        "phone": person.phone,
+        "district": compound[:6],
+        "street": compound[:9],
+        "community": compound[:12],
+        "compound_code": compound,
+        "building": "3号楼",
+        "unit": "2单元",
+        "room": "501",
+        "member_name": [m.name for m in members or []],
+        "member_id_number": [m.id_number for m in members or []],
+        "member_phone": ["" for _ in members or []],
+    }
+    data.update(overrides)
+    return data
+
+
+def register(
+    client: TestClient,
+    compound: str,
+    person: SyntheticPerson | None = None,
+    members: list[SyntheticPerson] | None = None,
+    **overrides: Any,
+) -> tuple[Any, SyntheticPerson]:
+    """Post the registration form; returns the response (not followed) and the person."""
+    person = person or next_synthetic()
+    data = form_of(person, compound, members, **overrides)
+    data["csrf_token"] = csrf(client)
+    response = client.post("/residents/register", data=data, follow_redirects=False)
+    return response, person
+
+
+def login(client: TestClient, person: SyntheticPerson, **overrides: str) -> Any:
+    data = {"name": person.name, "id_number": person.id_number, "phone": person.phone}
+    data.update(overrides)
+    data["csrf_token"] = csrf(client, "/residents/login")
+    return client.post("/residents/login", data=data, follow_redirects=False)
+
+
+def registered(
+    client: TestClient,
+    compound: str,
+    person: SyntheticPerson | None = None,
+    members: list[SyntheticPerson] | None = None,
+    **overrides: Any,
+) -> SyntheticPerson:
+    """Register successfully (the client is then logged in as the person)."""
+    response, person = register(client, compound, person, members, **overrides)
+    assert response.status_code == 303, response.text
+    return person

@@ -1,0 +1,118 @@
+"""The code page (我的健康码): a short-lived code signed afresh on every view, the colour and its
+reasons from the risk engine, household members' codes only, and appeals from the page through
+the street office's queue to an outcome shown to the person."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from citybrain.core.audit.service import Actor
+from citybrain.core.people.models import Person
+from citybrain.kit import clock
+from citybrain.kit.crypto import blind_index
+from citybrain.risk import service as risk
+from citybrain.risk.models import Appeal
+from citybrain.risk.schemas import DecideIn
+from citybrain.risk.subjects import subject_of
+from tests.apps.residents.conftest import csrf, registered
+from tests.factories import STREET_A, make_user, next_synthetic
+
+CONTACT_TRACING = Actor("system:analysis", "system", None)
+
+
+def _person(session: Session, id_number: str) -> Person:
+    bidx = blind_index().digest(id_number, "id_number")
+    person = session.scalars(select(Person).where(Person.id_number_bidx == bidx)).first()
+    assert person is not None
+    return person
+
+
+def _svg(page: str) -> str:
+    match = re.search(r'<div class="qr"[^>]*>(<svg.*?</svg>)', page, re.S)
+    assert match
+    return match.group(1)
+
+
+def test_every_view_signs_a_new_short_lived_code(
+    resident: TestClient, session: Session, compound: str
+) -> None:
+    registered(resident, compound)
+    first = resident.get("/residents/code")
+    # Signatures are deterministic (RFC 6979): the same claims in the same second give the
+    # same code; a view a moment later gives a new one.
+    with clock.frozen(clock.now() + dt.timedelta(seconds=2)):
+        second = resident.get("/residents/code")
+    assert first.headers["cache-control"] == "no-store"
+    assert _svg(first.text) != _svg(second.text)
+    times = re.search(r"生成于 (\d\d:\d\d:\d\d) · 有效至 (\d\d:\d\d:\d\d)", second.text)
+    assert times
+    issued, expires = (dt.datetime.strptime(t, "%H:%M:%S") for t in times.groups())
+    assert dt.timedelta(0) < (expires - issued) % dt.timedelta(days=1) <= dt.timedelta(minutes=5)
+    fresh = resident.get("/residents/code/fresh")
+    assert fresh.status_code == 200 and 'data-testid="code-card"' in fresh.text
+    assert "<html" not in fresh.text  # a fragment for htmx
+    assert "无风险记录" in first.text
+
+
+def test_a_members_code_but_nobody_elses(
+    resident: TestClient, app: Any, session: Session, compound: str
+) -> None:
+    child = next_synthetic()
+    registered(resident, compound, members=[child])
+    member = _person(session, child.id_number)
+    page = resident.get(f"/residents/code?member={member.ref}")
+    assert page.status_code == 200
+    masked = child.name[0] + "*"
+    assert f"{masked}" in page.text and child.name not in page.text
+    with TestClient(app, base_url="http://testserver") as other_phone:
+        stranger = _person(session, registered(other_phone, compound).id_number)
+    assert resident.get(f"/residents/code?member={stranger.ref}").status_code == 404
+    assert resident.get(f"/residents/code/fresh?member={stranger.ref}").status_code == 404
+
+
+def test_red_with_reasons_then_an_appeal_to_its_outcome(
+    resident: TestClient, session: Session, compound: str
+) -> None:
+    me = _person(session, registered(resident, compound).id_number)
+    risk.assert_fact(
+        session,
+        CONTACT_TRACING,
+        subject=subject_of(me),
+        kind="close_contact",
+        source="analysis.contacts",
+        evidence={"run_id": 7},
+        valid_from=clock.now() - dt.timedelta(days=1),
+    )
+    page = resident.get("/residents/code").text
+    assert 'data-colour="red"' in page and "密切接触者" in page
+    assert 'data-testid="reason-until"' in page
+    token = csrf(resident, "/residents/code")
+    short = resident.post("/residents/appeal", data={"csrf_token": token, "text": "不对"})
+    assert short.status_code == 422 and 'data-testid="error-text"' in short.text
+    assert ">不对</textarea>" in short.text
+    filed = resident.post(
+        "/residents/appeal",
+        data={"csrf_token": token, "text": "我当天不在该地点，已做核酸检测阴性"},
+        follow_redirects=False,
+    )
+    assert filed.status_code == 303
+    shown = resident.get(filed.headers["location"]).text
+    assert "申诉已提交" in shown and "处理中" in shown and "处理期限" in shown
+    appeal = session.scalars(select(Appeal).where(Appeal.subject == subject_of(me))).one()
+    assert appeal.street_code == compound[:9] and appeal.filed_by == f"resident:{me.ref}"
+    officer = make_user(session, "street_officer", STREET_A)
+    risk.decide_appeal(
+        session,
+        officer,
+        appeal.id,
+        DecideIn(outcome="rejected", note="接触记录核实无误"),
+    )
+    decided = resident.get("/residents/code").text
+    assert "申诉不成立" in decided and 'data-testid="appeal-outcome"' in decided
+    assert 'data-testid="risk-notice"' in decided
