@@ -1081,5 +1081,370 @@ def demo(
         serve(None, None, True)
 
 
+# --- health codes (健康码): signing keys, the trust list, verification, scans to the lake ---
+
+healthcode_app = typer.Typer(
+    help="Health codes: signing keys, trust list, verification 健康码", no_args_is_help=True
+)
+healthcode_keys_app = typer.Typer(help="Code-signing keys 签名密钥", no_args_is_help=True)
+healthcode_app.add_typer(healthcode_keys_app, name="keys")
+app.add_typer(healthcode_app, name="healthcode")
+
+
+@healthcode_keys_app.command("rotate")
+def healthcode_keys_rotate(
+    compromised: Annotated[
+        bool, typer.Option(help="the old key leaked: remove it from the trust list at once")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary last")] = False,
+) -> None:
+    """Make a new signing key; the old one verifies its codes until they expire."""
+    from citybrain.healthcode import repository
+    from citybrain.healthcode.keys import rotate_key
+    from citybrain.kit.db import get_database
+
+    _ensure_schema()
+    with get_database().unit_of_work() as session:
+        old = repository.active_key(session)
+        old_kid = old.kid if old else None
+        new = rotate_key(session, _actor(), compromised=compromised)
+        summary = {
+            "kid": new.kid,
+            "retired_kid": old_kid,
+            "compromised": compromised,
+            "verify_until": old.verify_until.isoformat() if old and old.verify_until else None,
+        }
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        console.print(f"new signing key 新签名密钥 {summary['kid']} (retired 已停用: {old_kid})")
+
+
+@healthcode_keys_app.command("list")
+def healthcode_keys_list(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Every signing key with its status and validity."""
+    from citybrain.healthcode import repository
+    from citybrain.kit.db import get_database
+
+    with get_database().unit_of_work() as session:
+        rows = [
+            {
+                "kid": k.kid,
+                "status": k.status,
+                "created_at": k.created_at.isoformat(),
+                "retired_at": k.retired_at.isoformat() if k.retired_at else None,
+                "verify_until": k.verify_until.isoformat() if k.verify_until else None,
+            }
+            for k in repository.all_keys(session)
+        ]
+    if as_json:
+        print(json.dumps({"keys": rows}))
+        return
+    table = Table("kid", "status 状态", "created 创建", "verify until 验证截止")
+    for row in rows:
+        table.add_row(row["kid"], row["status"], row["created_at"], row["verify_until"] or "—")
+    console.print(table)
+
+
+@healthcode_app.command("trust-list")
+def healthcode_trust_list(
+    as_json: Annotated[bool, typer.Option("--json", help="print the list as JSON")] = False,
+) -> None:
+    """The trust list gates verify codes with (the same JSON the API publishes)."""
+    from citybrain.healthcode.keys import trust_list
+    from citybrain.kit.db import get_database
+
+    with get_database().unit_of_work() as session:
+        published = trust_list(session).as_json()
+    if as_json:
+        print(json.dumps(published))
+        return
+    for key in published["keys"]:
+        console.print(f"{key['kid']}  {key['status']}  until 截止 {key['not_after'] or '—'}")
+
+
+@healthcode_app.command("verify")
+def healthcode_verify(
+    text: Annotated[str, typer.Argument(help="the code's text (CB1:…)")],
+    trust: Annotated[
+        Path | None, typer.Option(help="a downloaded trust list (JSON) instead of the database")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Verify a health code; exit 0 when valid, 1 with the reason when refused."""
+    from citybrain.healthcode.codes import CodeRefused, verify_code
+    from citybrain.healthcode.keys import trust_list
+    from citybrain.healthcode.trust import TrustList
+    from citybrain.kit.db import get_database
+
+    if trust is not None:
+        trusted = TrustList.from_json(json.loads(trust.read_text(encoding="utf-8")))
+    else:
+        with get_database().unit_of_work() as session:
+            trusted = trust_list(session)
+    try:
+        code = verify_code(text, trusted)
+    except CodeRefused as refused:
+        result: dict[str, Any] = {
+            "valid": False,
+            "reason": refused.reason_code,
+            "message_zh": refused.message_zh,
+            "message_en": refused.message_en,
+        }
+        if as_json:
+            print(json.dumps(result, ensure_ascii=False))
+        else:
+            err.print(f"[red]refused 拒绝: {refused.message_zh} / {refused.message_en}[/red]")
+        raise typer.Exit(1) from None
+    result = {
+        "valid": True,
+        "person_ref": code.person_ref,
+        "colour": code.colour,
+        "rule_set_version": code.rule_set_version,
+        "kid": code.kid,
+        "issued_at": code.issued_at.isoformat(),
+        "expires_at": code.expires_at.isoformat(),
+    }
+    if as_json:
+        print(json.dumps(result))
+    else:
+        console.print(f"valid 有效: {code.colour}, expires 过期 {result['expires_at']}")
+
+
+@healthcode_app.command("export")
+def healthcode_export(
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary last")] = False,
+) -> None:
+    """Take every scan not yet in the lake to the data centre's intake now."""
+    from citybrain.healthcode.export import export_scans
+    from citybrain.kit.db import get_database
+
+    result = export_scans(get_database(), actor=_actor())
+    if as_json:
+        print(json.dumps(result.as_dict()))
+    else:
+        console.print(
+            f"{result.scans} scans in {result.batches} batches to the lake 扫码记录入湖 "
+            f"(reconciled 对账: {result.reconciles})"
+        )
+
+
+# --- risk (赋码): replay, rule versions, facts from the analysis, sweep ----------------------
+
+risk_app = typer.Typer(
+    help="Health-code risk: facts, rule versions, colours, replay 风险赋码", no_args_is_help=True
+)
+risk_rules_app = typer.Typer(help="Rule-set versions 赋码规则版本", no_args_is_help=True)
+risk_app.add_typer(risk_rules_app, name="rules")
+app.add_typer(risk_app, name="risk")
+
+
+@risk_app.command("replay")
+def risk_replay(
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary last")] = False,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="rewrite stored colours that differ (audited)")
+    ] = False,
+) -> None:
+    """Recompute every stored colour and compound tier from the facts with the active rule
+    set and compare; the last line (--json) has persons and differences (0 when every stored
+    colour follows from its facts). Exits 1 when differences remain."""
+    from citybrain.kit.db import get_database
+    from citybrain.risk.rulesets import replay
+
+    _ensure_schema()
+    with get_database().unit_of_work() as session:
+        report = replay(session, actor=_actor(), repair=repair)
+    summary = report.model_dump()
+    if as_json:
+        print(json.dumps(summary, ensure_ascii=False, sort_keys=True))
+    else:
+        console.print(
+            f"replay 重放: {report.persons} persons, {report.differences} differences, "
+            f"{report.stale} stale, {report.compounds} compounds, "
+            f"{report.compound_differences} compound differences (rules v{report.rule_set_version})"
+        )
+    if report.differences - report.repaired > 0:
+        raise typer.Exit(1)
+
+
+@risk_app.command("colour")
+def risk_colour(
+    subject: Annotated[str, typer.Argument(help="a risk subject (32 hex characters)")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """A subject's colour with its reasons (as gates and the person see it)."""
+    from citybrain.kit.db import get_database
+    from citybrain.kit.errors import CitybrainError
+    from citybrain.risk.service import colour_of
+
+    _ensure_schema()
+    try:
+        with get_database().unit_of_work() as session:
+            view = colour_of(session, subject)
+    except CitybrainError as error:
+        raise _fail(error.message("en")) from None
+    if as_json:
+        print(view.model_dump_json())
+        return
+    console.print(f"{view.colour} (rules v{view.rule_set_version})")
+    for reason in view.reasons:
+        console.print(f"- {reason.text_zh}")
+
+
+@risk_rules_app.command("list")
+def risk_rules_list(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Every rule-set version with its status, approvals and dry run."""
+    from citybrain.kit.db import get_database
+    from citybrain.risk import repository
+    from citybrain.risk.rulesets import rule_set_out
+    from citybrain.risk.service import active_rule_set
+
+    _ensure_schema()
+    with get_database().unit_of_work() as session:
+        active_rule_set(session)
+        rows = rule_set_out(session, repository.rule_sets(session))
+    if as_json:
+        print(json.dumps([r.model_dump(mode="json") for r in rows], ensure_ascii=False))
+        return
+    for row in rows:
+        console.print(
+            f"v{row.version} {row.status:10} {len(row.approvals)}/{row.approvals_required} "
+            f"approvals · {row.name} · {row.sha256[:12]}"
+        )
+
+
+@risk_rules_app.command("dry-run")
+def risk_rules_dry_run(
+    path: Annotated[Path, typer.Argument(help="a rule set (YAML)", exists=True, dir_okay=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary last")] = False,
+) -> None:
+    """Validate a rule set and show what activating it would change, by district (nothing is
+    stored; propose it on /risk/rules for approval)."""
+    from citybrain.kit import clock
+    from citybrain.kit.db import get_database
+    from citybrain.kit.errors import CitybrainError
+    from citybrain.risk.rules import compiled
+    from citybrain.risk.rulesets import dry_run
+    from citybrain.risk.service import active_rule_set
+
+    _ensure_schema()
+    text = path.read_text("utf-8")
+    try:
+        with get_database().unit_of_work() as session:
+            base = active_rule_set(session)
+            result = dry_run(session, compiled(text, base.version + 1), base, clock.now())
+            session.rollback()
+    except CitybrainError as error:
+        raise _fail(error.message("en")) from None
+    if as_json:
+        print(result.model_dump_json())
+        return
+    console.print(f"{result.changed} of {result.subjects} would change colour 将变色")
+    for district in result.by_district:
+        console.print(
+            f"  {district.name} {district.code}: {district.changed} "
+            f"(red {district.to_red}, yellow {district.to_yellow}, green {district.to_green})"
+        )
+
+
+@risk_app.command("travel-facts")
+def risk_travel_facts(
+    screening: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            help="the output of `citybrain analysis screen --json` (default: screen now)",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    as_of: Annotated[
+        dt.datetime | None,
+        typer.Option(formats=["%Y-%m-%d"], help="screening day (default: the lake's last day)"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary last")] = False,
+) -> None:
+    """Assert risk-area travel facts (中高风险地区旅居史) for the travellers a screening run
+    found, by person key; those whose resident ID the lake never saw are counted only."""
+    from citybrain.analysis.linkage import OUTPUT
+    from citybrain.datahub.lake import LakePaths
+    from citybrain.kit.db import get_database
+    from citybrain.risk.findings import facts_from_screening
+
+    _ensure_schema()
+    paths = LakePaths.default()
+    if screening is not None:
+        lines = [line for line in screening.read_text("utf-8").splitlines() if line.strip()]
+        rows = list(json.loads(lines[-1])["key_persons"])
+    else:
+        from citybrain.analysis.screening import screen
+
+        day = as_of.date() if as_of else _last_lake_day(paths)
+        rows = screen(paths, get_database(), as_of=day).to_pylist()
+    with get_database().unit_of_work() as session:
+        summary = facts_from_screening(session, _actor(), rows, paths.root / OUTPUT)
+    if as_json:
+        print(json.dumps(summary.as_dict(), ensure_ascii=False, sort_keys=True))
+    else:
+        console.print(
+            f"travel facts 行程事实: {summary.asserted}, {summary.already_known} known, "
+            f"{summary.without_identity} without a resident ID"
+        )
+
+
+@risk_app.command("contact-facts")
+def risk_contact_facts(
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary last")] = False,
+) -> None:
+    """Assert the facts of every traced case (close and secondary contacts, the case); what
+    the worker does on each analysis.contacts_listed event, idempotent."""
+    from sqlalchemy import select
+
+    from citybrain.analysis.models import ContactTrace
+    from citybrain.datahub.lake import LakePaths
+    from citybrain.kit.db import get_database
+    from citybrain.risk.findings import facts_from_trace
+
+    _ensure_schema()
+    paths = LakePaths.default()
+    database = get_database()
+    with database.unit_of_work() as session:
+        traces = [(t.case_key, t.result_path) for t in session.scalars(select(ContactTrace))]
+    totals: dict[str, Any] = {"cases": len(traces), "asserted": {}, "already_known": 0}
+    for case_key, result_path in traces:
+        with database.unit_of_work() as session:
+            summary = facts_from_trace(
+                session, _actor(), paths, case_key=case_key, result_path=result_path
+            )
+        for kind, n in summary.asserted.items():
+            totals["asserted"][kind] = totals["asserted"].get(kind, 0) + n
+        totals["already_known"] += summary.already_known
+    if as_json:
+        print(json.dumps(totals, ensure_ascii=False, sort_keys=True))
+    else:
+        console.print(f"{totals['cases']} traced cases: {totals['asserted']}")
+
+
+@risk_app.command("sweep")
+def risk_sweep(
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary last")] = False,
+) -> None:
+    """Recompute colours and tiers whose time ran out and end expired overrides now (the
+    worker does this every five minutes)."""
+    from citybrain.risk.tasks import sweep_once
+
+    _ensure_schema()
+    counts = sweep_once()
+    if as_json:
+        print(json.dumps(counts, sort_keys=True))
+    else:
+        console.print(counts)
+
+
 if __name__ == "__main__":
     app()

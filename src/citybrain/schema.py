@@ -4,13 +4,16 @@ Alembic's env.py and the test suite import this; application code imports the mo
 """
 
 from citybrain.analysis import models as analysis_models
+from citybrain.apps.residents import models as residents_models
 from citybrain.core.audit import models as audit_models
 from citybrain.core.authz import models as authz_models
 from citybrain.core.events import models as events_models
 from citybrain.core.geo import models as geo_models
 from citybrain.core.people import models as people_models
 from citybrain.datahub import models as datahub_models
+from citybrain.healthcode import models as healthcode_models
 from citybrain.kit.db import Base
+from citybrain.risk import models as risk_models
 
 metadata = Base.metadata
 
@@ -21,6 +24,9 @@ __all__ = [
     "datahub_models",
     "events_models",
     "geo_models",
+    "healthcode_models",
     "metadata",
     "people_models",
+    "residents_models",
+    "risk_models",
 ]

@@ -35,6 +35,9 @@ TEMPLATE_DIRS = [
     PACKAGE_DIR / "core" / "people" / "templates",
     PACKAGE_DIR / "datahub" / "templates",
     PACKAGE_DIR / "analysis" / "templates",
+    PACKAGE_DIR / "risk" / "templates",
+    PACKAGE_DIR / "healthcode" / "templates",
+    PACKAGE_DIR / "apps" / "residents" / "templates",
 ]
 
 

@@ -39,6 +39,21 @@ class Permission(StrEnum):
     DATAHUB_PUSH = "datahub.push"  # agency tokens only: push feed batches
     # A person's whole trajectory across every source (流调): city-level investigation only.
     TRAJECTORY_READ = "trajectory.read"
+    # Compound resident registration (小区居民健康登记): a compound's residents (masked), their
+    # daily reports, entries and exits; and issuing passes (出入证) to households.
+    RESIDENTS_VIEW = "residents.view"
+    RESIDENTS_PASS = "residents.pass"  # noqa: S105 — a permission name
+    # Health-code risk (赋码): colours with their facts; asserting facts (clinic staff only a
+    # fever visit or a negative test); rule versions, manual colours (two people each) and
+    # appeals.
+    RISK_VIEW = "risk.view"
+    RISK_ASSERT = "risk.assert"
+    RISK_ASSERT_CLINICAL = "risk.assert_clinical"
+    RULES_PROPOSE = "risk.rules_propose"
+    RULES_APPROVE = "risk.rules_approve"
+    OVERRIDE_REQUEST = "risk.override_request"
+    OVERRIDE_APPROVE = "risk.override_approve"
+    APPEAL_DECIDE = "risk.appeal_decide"
 
 
 ROLE_LABELS: dict[Role, tuple[str, str]] = {
@@ -63,15 +78,45 @@ _PEOPLE_WORK = {
     Permission.GEO_VIEW,
 }
 
+# Compound work (小区): the staff who run compounds, and those above them, look after registered
+# residents and issue passes.
+_COMPOUND_WORK = {Permission.RESIDENTS_VIEW, Permission.RESIDENTS_PASS}
+# Risk (赋码) in a jurisdiction: see colours, assert facts, request manual colours (a second
+# person approves) and decide appeals.
+_RISK_WORK = {
+    Permission.RISK_VIEW,
+    Permission.RISK_ASSERT,
+    Permission.OVERRIDE_REQUEST,
+    Permission.APPEAL_DECIDE,
+}
+
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    # The commander also proposes and approves rule versions and approves manual colours.
     Role.CITY_COMMANDER: frozenset(
-        {*_PEOPLE_WORK, Permission.DATAHUB_VIEW, Permission.TRAJECTORY_READ}
+        {
+            *_PEOPLE_WORK,
+            *_COMPOUND_WORK,
+            *_RISK_WORK,
+            Permission.DATAHUB_VIEW,
+            Permission.TRAJECTORY_READ,
+            Permission.RULES_PROPOSE,
+            Permission.RULES_APPROVE,
+            Permission.OVERRIDE_APPROVE,
+        }
     ),
-    Role.DISTRICT_OFFICER: frozenset(_PEOPLE_WORK),
-    Role.STREET_OFFICER: frozenset(_PEOPLE_WORK),
-    Role.GRID_WORKER: frozenset(_PEOPLE_WORK),
+    Role.DISTRICT_OFFICER: frozenset({*_PEOPLE_WORK, *_COMPOUND_WORK, *_RISK_WORK}),
+    Role.STREET_OFFICER: frozenset({*_PEOPLE_WORK, *_COMPOUND_WORK, *_RISK_WORK}),
+    # Grid workers see colours; facts are asserted above them.
+    Role.GRID_WORKER: frozenset({*_PEOPLE_WORK, *_COMPOUND_WORK, Permission.RISK_VIEW}),
+    # Clinic staff record fever visits and test results, nothing else of risk.
     Role.CLINIC_STAFF: frozenset(
-        {Permission.PERSON_SEARCH, Permission.PERSON_VIEW, Permission.PERSON_CREATE}
+        {
+            Permission.PERSON_SEARCH,
+            Permission.PERSON_VIEW,
+            Permission.PERSON_CREATE,
+            Permission.RISK_VIEW,
+            Permission.RISK_ASSERT_CLINICAL,
+        }
     ),
     Role.CHECKPOINT_STAFF: frozenset({Permission.DEVICE_SCAN, Permission.GEO_VIEW}),
     Role.ENTERPRISE_ADMIN: frozenset({Permission.GEO_VIEW}),

@@ -28,6 +28,9 @@ TASK_MODULES: list[str] = [
     "citybrain.core.events.tasks",
     "citybrain.core.authz.tasks",
     "citybrain.analysis.tasks",
+    "citybrain.risk.tasks",
+    "citybrain.healthcode.tasks",
+    "citybrain.apps.residents.tasks",
 ]
 
 # Workers poll an idle SQLite queue with a growing delay; cap it so a job enqueued after a
