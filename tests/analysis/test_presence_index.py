@@ -19,6 +19,7 @@ from citybrain.analysis.presence_index import (
     add_delta,
     build_index,
     compact,
+    open_index,
     relabel,
     sync_lake_index,
 )
@@ -292,6 +293,23 @@ def test_deltas_and_compaction_answer_as_one_build(tmp_path: Path) -> None:
     meta = add_delta(tmp_path / "auto", pa.concat_tables(parts[1:]), COLUMNS)
     assert len(meta["segments"]) == 1
     assert answers(PresenceIndex(tmp_path / "auto")) == expected
+
+
+def test_open_index_is_kept_until_the_index_changes(tmp_path: Path) -> None:
+    """A worker's open index is reused while unchanged, reopened after a delta, and both
+    snapshots answer for their own state."""
+    parts = [random_stays(40 + i, rows=1200, first_record=10_000 * i) for i in range(2)]
+    build_index(parts[0], tmp_path / "index", COLUMNS)
+    first = open_index(tmp_path / "index")
+    assert open_index(tmp_path / "index") is first
+    rows_before = first.rows
+    add_delta(tmp_path / "index", parts[1], COLUMNS, compact=False)
+    second = open_index(tmp_path / "index")
+    fresh = PresenceIndex(tmp_path / "index")
+    assert second is not first and second.rows == fresh.rows > rows_before
+    keys = sorted(set(pa.concat_tables(parts).column("person_key").to_pylist()))[:5]
+    assert second.first_hop(keys).contacts.tolist() == fresh.first_hop(keys).contacts.tolist()
+    assert first.rows == rows_before  # the snapshot held before the delta is unchanged
 
 
 def test_small_partitions_and_a_tight_memory_budget(
