@@ -321,6 +321,7 @@ def test_small_partitions_and_a_tight_memory_budget(
     monkeypatch.setattr(presence_index, "PARTITION_ROWS", 300)
     monkeypatch.setattr(presence_index, "SCAN_BATCH", 700)
     monkeypatch.setattr(presence_index, "CANDIDATE_CHUNK", 100)
+    monkeypatch.setattr(presence_index, "TAKE_ROWS", 37)
     build_index(table, tmp_path / "small", COLUMNS)
     keys = sorted(set(table.column("person_key").to_pylist()))
     plain, small = (

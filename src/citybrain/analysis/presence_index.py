@@ -123,6 +123,7 @@ SCAN_BATCH = 1_000_000
 SAMPLE_ROWS = 64
 # Candidate stays read per step of a query: bounds its working arrays to some 200 MB.
 CANDIDATE_CHUNK = 4_000_000
+TAKE_ROWS = 1_000_000  # rows gathered from a mapped column between budget checks
 RESIDENT_BYTES = 1 << 30
 # Deltas are merged when they hold this share of the main segment's rows, or are this many.
 DELTA_SHARE = 0.25
@@ -772,10 +773,18 @@ class _Segment:
         self.sample = load("sample", directory=True)
 
     def take(self, column: Array, rows: Array) -> Array:
-        """``column[rows]``, then the resident pages checked against the budget."""
-        values = column[rows]
-        self.resident.settle()
-        return values
+        """``column[rows]``, a slice of rows at a time with the resident pages checked against
+        the budget after each: one gather of millions of rows across a column of gigabytes
+        would otherwise map most of it before the first check."""
+        if len(rows) <= TAKE_ROWS:
+            values = column[rows]
+            self.resident.settle()
+            return values
+        out = np.empty(len(rows), column.dtype)
+        for at in range(0, len(rows), TAKE_ROWS):
+            out[at : at + TAKE_ROWS] = column[rows[at : at + TAKE_ROWS]]
+            self.resident.settle()
+        return out
 
     def place_range(self, places: Array) -> tuple[Int64Array, Int64Array, Int64Array]:
         """Rows [lo, hi) of each place id and its index among this segment's places."""
