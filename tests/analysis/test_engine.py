@@ -187,7 +187,9 @@ def test_sqlglot_keeps_the_meaning_of_what_the_queries_rely_on(spark: SparkEngin
     # If a sqlglot upgrade changes what one of these means on Spark, this names it.
     with spark.connect() as con:
         for sql, expected in RELIED_ON:
-            assert duckdb.sql(sql).to_arrow_table().column("v").to_pylist() == expected, sql
+            assert duckdb.connect().sql(sql).to_arrow_table().column("v").to_pylist() == expected, (
+                sql
+            )
             got = con.fetch(sql).column("v").to_pylist()
             assert got == expected, f"sqlglot changed its meaning: {sql} -> {to_spark(sql)}"
 
@@ -220,5 +222,5 @@ def test_constructs_that_change_meaning_are_refused(sql: str) -> None:
 def test_descending_series_differ_so_the_queries_never_make_them() -> None:
     # Spark's sequence(3, 1) counts down where DuckDB's list is empty: every series in the
     # contact queries runs from a stay's start bucket to its end bucket, never backwards.
-    assert duckdb.sql("SELECT generate_series(3, 1) AS v").fetchall() == [([],)]
+    assert duckdb.connect().sql("SELECT generate_series(3, 1) AS v").fetchall() == [([],)]
     assert to_spark("SELECT generate_series(3, 1) AS v") == "SELECT SEQUENCE(3, 1) AS v"

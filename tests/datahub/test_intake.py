@@ -52,9 +52,9 @@ def lake_rows(paths: lake.LakePaths, kind: str) -> int:
     if not paths.kind_dir(kind).exists():
         return 0
     return int(
-        duckdb.execute(
-            f"SELECT count(*) FROM read_parquet('{paths.glob(kind)}', hive_partitioning=true)"
-        ).fetchone()[0]  # type: ignore[index]
+        duckdb.connect()
+        .execute(f"SELECT count(*) FROM read_parquet('{paths.glob(kind)}', hive_partitioning=true)")
+        .fetchone()[0]  # type: ignore[index]
     )
 
 
@@ -213,10 +213,14 @@ def lake_content(paths: lake.LakePaths) -> dict[str, list[tuple[int, int]]]:
     out = {}
     for kind in lake.KIND_COLUMNS:
         if paths.kind_dir(kind).exists():
-            out[kind] = duckdb.execute(
-                f"SELECT record_id, row_hash FROM read_parquet('{paths.glob(kind)}') "
-                "ORDER BY record_id"
-            ).fetchall()
+            out[kind] = (
+                duckdb.connect()
+                .execute(
+                    f"SELECT record_id, row_hash FROM read_parquet('{paths.glob(kind)}') "
+                    "ORDER BY record_id"
+                )
+                .fetchall()
+            )
     vault = Vault()
     out["linkage"] = sorted(
         (record_id, 0)
@@ -269,15 +273,23 @@ def test_json_lines_and_excel_feeds_reconcile(fresh_database: Database, tmp_path
     assert flights.reasons == {"bad_json": 4}
     cases = by_category["case_confirmed"]
     assert (cases.received, cases.accepted) == (5, 5)
-    rows = duckdb.execute(
-        f"SELECT event, event_time, detail FROM read_parquet('{paths.glob('health')}', "
-        "hive_partitioning=true) ORDER BY detail"
-    ).fetchall()
+    rows = (
+        duckdb.connect()
+        .execute(
+            f"SELECT event, event_time, detail FROM read_parquet('{paths.glob('health')}', "
+            "hive_partitioning=true) ORDER BY detail"
+        )
+        .fetchall()
+    )
     assert rows[0] == ("confirmed", dt.datetime(2020, 1, 21), "郑州市2020-0001")
-    seats = duckdb.execute(
-        f"SELECT row, seat FROM read_parquet('{paths.glob('presence')}', hive_partitioning=true)"
-        " WHERE place = 'CZ3401@2020-01-21' ORDER BY row, seat LIMIT 1"
-    ).fetchone()
+    seats = (
+        duckdb.connect()
+        .execute(
+            f"SELECT row, seat FROM read_parquet('{paths.glob('presence')}', "
+            "hive_partitioning=true) WHERE place = 'CZ3401@2020-01-21' ORDER BY row, seat LIMIT 1"
+        )
+        .fetchone()
+    )
     assert seats is not None and seats[0] >= 1
 
 
@@ -302,9 +314,9 @@ def test_no_raw_identifier_reaches_the_lake(
     # Nor in any value a query of the lake returns.
     for kind in ("travel", "presence"):
         text = str(
-            duckdb.execute(
-                f"SELECT * FROM read_parquet('{paths.glob(kind)}', hive_partitioning=true)"
-            ).fetchall()
+            duckdb.connect()
+            .execute(f"SELECT * FROM read_parquet('{paths.glob(kind)}', hive_partitioning=true)")
+            .fetchall()
         )
         assert not any(value in text for value in sample + names)
     # The linkage store has them, encrypted: not in its bytes, readable with the key only.
