@@ -1,4 +1,4 @@
-"""healthcode: signing keys and scans
+"""healthcode: signing keys, scans and households' exit passes
 
 Revision ID: 0005
 Revises: 0004
@@ -99,8 +99,47 @@ def upgrade() -> None:
             sqlite_where=sa.text("exported_at IS NULL"),
         )
 
+    op.create_table(
+        "household_passes",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("household_id", sa.Integer(), nullable=False),
+        sa.Column("compound_code", sa.String(length=15), nullable=False),
+        sa.Column("valid_from", sa.Date(), nullable=False),
+        sa.Column("valid_until", sa.Date(), nullable=False),
+        sa.Column("reason", sa.String(length=16), nullable=False),
+        sa.Column("note", sa.String(length=100), nullable=True),
+        sa.Column("issued_by", sa.String(length=64), nullable=False),
+        sa.Column("issued_at", citybrain.kit.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", citybrain.kit.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("revoked_by", sa.String(length=64), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["compound_code"],
+            ["compounds.code"],
+            name=op.f("fk_household_passes_compound_code_compounds"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["household_id"],
+            ["households.id"],
+            name=op.f("fk_household_passes_household_id_households"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_household_passes")),
+    )
+    with op.batch_alter_table("household_passes", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_household_passes_compound_code"), ["compound_code"], unique=False
+        )
+        batch_op.create_index(
+            "ix_household_passes_household_id_valid_until",
+            ["household_id", "valid_until"],
+            unique=False,
+        )
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("household_passes", schema=None) as batch_op:
+        batch_op.drop_index("ix_household_passes_household_id_valid_until")
+        batch_op.drop_index(batch_op.f("ix_household_passes_compound_code"))
+    op.drop_table("household_passes")
     with op.batch_alter_table("scan_batches", schema=None) as batch_op:
         batch_op.drop_index(
             "ix_scan_batches_unexported",

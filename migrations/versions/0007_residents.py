@@ -1,4 +1,6 @@
-"""residents: self-service accounts, failed logins, daily health reports, household passes
+"""residents: self-service accounts, failed logins, daily health reports
+
+(The households' exit passes are the gate's: ``household_passes`` is created by 0005.)
 
 Revision ID: 0007
 Revises: 0006
@@ -87,49 +89,8 @@ def upgrade() -> None:
             batch_op.f("ix_health_reports_report_date"), ["report_date"], unique=False
         )
 
-    op.create_table(
-        "household_passes",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("household_id", sa.Integer(), nullable=False),
-        sa.Column("compound_code", sa.String(length=15), nullable=False),
-        sa.Column("valid_from", sa.Date(), nullable=False),
-        sa.Column("valid_until", sa.Date(), nullable=False),
-        sa.Column("reason", sa.String(length=16), nullable=False),
-        sa.Column("note", sa.String(length=100), nullable=True),
-        sa.Column("issued_by", sa.String(length=64), nullable=False),
-        sa.Column("issued_at", citybrain.kit.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("revoked_at", citybrain.kit.db.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("revoked_by", sa.String(length=64), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["compound_code"],
-            ["compounds.code"],
-            name=op.f("fk_household_passes_compound_code_compounds"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["household_id"],
-            ["households.id"],
-            name=op.f("fk_household_passes_household_id_households"),
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_household_passes")),
-    )
-    with op.batch_alter_table("household_passes", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_household_passes_compound_code"), ["compound_code"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_household_passes_household_id"), ["household_id"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_household_passes_valid_until"), ["valid_until"], unique=False
-        )
-
 
 def downgrade() -> None:
-    with op.batch_alter_table("household_passes", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_household_passes_valid_until"))
-        batch_op.drop_index(batch_op.f("ix_household_passes_household_id"))
-        batch_op.drop_index(batch_op.f("ix_household_passes_compound_code"))
-    op.drop_table("household_passes")
     with op.batch_alter_table("health_reports", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_health_reports_report_date"))
         batch_op.drop_index(batch_op.f("ix_health_reports_flagged"))

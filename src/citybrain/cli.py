@@ -893,20 +893,20 @@ def serve(
     background: Annotated[
         bool, typer.Option(help="run jobs and event delivery in this process")
     ] = True,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="server processes on the one port (one per core; background work runs in "
+            "one of them)",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the web app (with jobs and event delivery inside, the embedded default)."""
-    import uvicorn
-
-    from citybrain.web.app import create_app
+    from citybrain.web.serve import serve as serve_app
 
     settings = get_settings()
-    uvicorn.run(
-        create_app(background=background),
-        host=host or settings.host,
-        port=port or settings.port,
-        log_config=None,
-        access_log=False,
-    )
+    serve_app(host or settings.host, port or settings.port, workers=workers, background=background)
 
 
 @app.command()

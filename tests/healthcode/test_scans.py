@@ -98,6 +98,7 @@ def test_a_green_resident_passes_and_the_scan_and_its_event_commit_together(
         "pass",
     )
     assert scan.device_token_id is not None and scan.method == "gate"
+    assert scan.scanned_at == dt.datetime.fromisoformat(str(answer["scanned_at"]))
     batch = session.get(ScanBatch, scan.batch)
     assert batch is not None and batch.first_id <= scan.id <= batch.last_id and batch.count == 1
     event = session.scalar(
@@ -303,3 +304,96 @@ def test_a_place_code_is_signed_and_a_resident_scan_of_it_is_recorded(
     # The codes the other way round are refused.
     swapped = client.post("/api/v1/scans/place", json={"place": health, "code": place_code["text"]})
     assert swapped.status_code == 422 and swapped.json()["error"]["code"] == "bad_prefix"
+
+
+def test_a_code_that_spells_percent_00_scans_like_any_other(
+    client: TestClient, session: Session, gate: Gate
+) -> None:
+    # base45 spells "%00" in about one code in 600: text in a JSON body, not a NUL.
+    now = dt.datetime.now(dt.UTC)
+    for k in range(20_000):
+        text = issue_code(
+            session, gate.resident.ref, "green", now=now, validity=dt.timedelta(seconds=300 + k)
+        ).text
+        if "%00" in text:
+            break
+    else:
+        pytest.fail("no code spelled %00")
+    answer = _scan(client, gate.gate_token, text, direction="entry")
+    assert (answer["decision"], answer["colour_source"]) == ("pass", "online")
+    assert session.get(Scan, answer["scan_id"]) is not None
+
+
+def test_a_malformed_scan_body_is_refused_in_the_api_shape(
+    client: TestClient, session: Session, gate: Gate
+) -> None:
+    headers = {"Authorization": f"Bearer {gate.gate_token}"}
+    before = session.scalar(select(func.count()).select_from(Scan))
+    for body, field in (
+        ({"direction": "entry"}, "code"),
+        ({"code": "CB1:X", "direction": "sideways"}, "direction"),
+        ({"code": ""}, "code"),
+    ):
+        response = client.post("/api/v1/scans", json=body, headers=headers)
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["field"] == field
+    garbled = client.post(
+        "/api/v1/scans",
+        content=b'{"code": ',
+        headers={**headers, "content-type": "application/json"},
+    )
+    assert garbled.status_code == 422 and garbled.json()["error"]["code"] == "invalid_input"
+    # Unauthenticated comes first: 401, whatever the body.
+    assert client.post("/api/v1/scans", json={"direction": "entry"}).status_code == 401
+    assert session.scalar(select(func.count()).select_from(Scan)) == before
+
+
+def test_the_gate_reads_the_stored_colour_exactly_as_the_risk_engine_shows_it(
+    session: Session, gate: Gate
+) -> None:
+    # The scan path reads a few columns of the stored colour row and leaves a row that is not
+    # current to the risk engine: each case must give the colour risk.colours_of shows.
+    from citybrain.healthcode.service import ScanRequest, record_scans
+    from citybrain.kit import clock
+    from citybrain.risk.models import PersonColour
+    from citybrain.risk.service import colours_of
+
+    subject = gate.resident.id_number_bidx[:32]
+
+    def scanned() -> tuple[str, str]:
+        request = ScanRequest(
+            "gate", gate.venue.code, gate.resident.ref, "yellow", "entry", None, clock.now()
+        )
+        outcome = record_scans(session, [request])[0]
+        return outcome.colour, outcome.colour_source
+
+    def shown() -> str:
+        return colours_of(session, [subject])[subject].colour
+
+    assert scanned() == ("green", "online") and shown() == "green"  # no facts, no row
+    make_red(session, gate.resident)
+    assert scanned() == ("red", "online") and shown() == "red"
+    row = session.get(PersonColour, subject)
+    assert row is not None
+    now = clock.now()
+    reason = {"rule_id": "override", "text_zh": "人工调整", "text_en": "override", "evidence": []}
+    cases = (
+        # An override in force shows its colour.
+        {
+            "override_colour": "green",
+            "override_until": now + dt.timedelta(hours=1),
+            "override_reason": reason,
+        },
+        # One that ran out: the risk engine ends it, and the rules' colour shows.
+        {"override_colour": "green", "override_until": now - dt.timedelta(minutes=1)},
+        # Computed by another rule set, or due for a recheck: recomputed.
+        {"rule_set_version": row.rule_set_version + 100, "colour": "green"},
+        {"recheck_at": now - dt.timedelta(seconds=1), "colour": "yellow"},
+    )
+    expected = ("green", "red", "red", "red")
+    for changes, colour in zip(cases, expected, strict=True):
+        for name, value in changes.items():
+            setattr(row, name, value)
+        session.flush()
+        assert scanned() == (colour, "online"), changes
+        assert shown() == colour, changes

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from citybrain.healthcode.writer import Overloaded, ScanWriter
 from citybrain.kit import clock
 from citybrain.kit.db import Database
 from citybrain.kit.errors import InvalidInput
-from tests.conftest import DatabaseFactory
+from tests.conftest import BACKEND, DatabaseFactory
 from tests.factories import STREET_A, TEST_ACTOR, make_person, make_user
 from tests.healthcode.conftest import make_red, person_row
 
@@ -110,7 +110,7 @@ def test_the_writer_commits_many_scans_per_transaction_with_one_event_each(city:
         try:
             return await asyncio.gather(*(writer.record(_request(city, n)) for n in range(total)))
         finally:
-            writer.close()
+            await writer.aclose()
 
     outcomes = asyncio.run(run())
     assert len({o.scan_id for o in outcomes}) == total
@@ -144,41 +144,85 @@ def test_the_writer_commits_many_scans_per_transaction_with_one_event_each(city:
         assert ids <= covered
 
 
+def _stall_until_released(
+    writer: ScanWriter, monkeypatch: pytest.MonkeyPatch, stalled: Callable[[], bool]
+) -> None:
+    """Make the writer's batches wait while ``stalled()`` without holding the event loop,
+    as when SQLite's write lock is taken by another process (the batch is tried again a
+    moment later)."""
+    original = writer._commit
+
+    def busy(requests: Sequence[ScanRequest], *, cached: bool = True) -> list[ScanOutcome]:
+        if stalled():
+            raise writer_module._LockBusy
+        return original(requests, cached=cached)
+
+    monkeypatch.setattr(writer, "_commit", busy)
+
+
 def test_past_capacity_scans_are_refused_at_once_and_none_is_lost(
     city: City, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(writer_module.get_healthcode_settings(), "queue_capacity", 5)
-    monkeypatch.setattr(writer_module.get_healthcode_settings(), "batch_max", 2)
-    release = threading.Event()
     writer = ScanWriter(city.database)
-    original = writer._commit
-
-    def slow_commit(requests: list[ScanRequest]) -> list[ScanOutcome]:
-        release.wait(10)
-        return original(requests)
-
-    monkeypatch.setattr(writer, "_commit", slow_commit)
+    blocked = True
+    _stall_until_released(writer, monkeypatch, lambda: blocked)
     scans_before, _, _ = _counts(city.database)
 
-    async def run() -> tuple[list[ScanOutcome], list[Overloaded]]:
+    async def run() -> tuple[list[ScanOutcome], list[Overloaded], bool]:
+        nonlocal blocked
         waiting = [writer.submit(_request(city, n)) for n in range(5)]
-        await asyncio.sleep(0.2)  # the writer took the first batch (2) and is stuck in it
+        await asyncio.sleep(0.1)  # the writer tried, found the lock taken, keeps trying
         refused: list[Overloaded] = []
         for n in range(10):
             try:
                 waiting.append(writer.submit(_request(city, 100 + n)))
             except Overloaded as error:
                 refused.append(error)
-        release.set()
-        return list(await asyncio.gather(*waiting)), refused
+        served = True  # the loop was never held: this line ran while the batch waited
+        blocked = False
+        return list(await asyncio.gather(*waiting)), refused, served
 
-    accepted, refused = asyncio.run(run())
+    accepted, refused, served = asyncio.run(run())
     writer.close()
-    # 5 queued, 2 of them taken into the stuck batch: 2 more fit, the other 8 are refused.
-    assert len(accepted) == 7 and len(refused) == 8
+    assert served
+    # 5 waiting: the other 10 are refused at once, with Retry-After.
+    assert len(accepted) == 5 and len(refused) == 10
     assert all(e.status_code == 429 and e.retry_after >= 1 for e in refused)
     scans_after, _, _ = _counts(city.database)
     assert scans_after - scans_before == len(accepted)  # every answered scan is recorded
+
+
+@pytest.mark.skipif(BACKEND != "sqlite", reason="SQLite's one write lock")
+def test_the_writer_waits_for_a_held_sqlite_lock_without_holding_the_loop(city: City) -> None:
+    # Another connection (another server process, a job) holds the write lock: the writer
+    # does not block the loop waiting for it, and commits once it is free.
+    other = Database(city.database.url)
+    holder = other.engine.raw_connection()
+    cursor = holder.cursor()
+    cursor.execute("BEGIN IMMEDIATE")
+    ticks = 0
+
+    async def run() -> ScanOutcome:
+        nonlocal ticks
+        writer = ScanWriter(city.database)
+        try:
+            pending = asyncio.ensure_future(writer.record(_request(city, 1)))
+            for _ in range(10):
+                await asyncio.sleep(0.01)
+                ticks += 1
+            assert not pending.done() and writer.lock_busy > 0
+            cursor.execute("COMMIT")
+            return await pending
+        finally:
+            await writer.aclose()
+
+    try:
+        outcome = asyncio.run(run())
+    finally:
+        holder.close()
+        other.dispose()
+    assert ticks == 10 and outcome.scan_id > 0
 
 
 def test_one_bad_scan_fails_alone(city: City) -> None:
@@ -191,7 +235,7 @@ def test_one_bad_scan_fails_alone(city: City) -> None:
                 *(writer.record(r) for r in requests), return_exceptions=True
             )
         finally:
-            writer.close()
+            await writer.aclose()
 
     results = asyncio.run(run())
     assert isinstance(results[3], InvalidInput)
@@ -213,7 +257,7 @@ def test_export_takes_committed_scans_to_the_lake_pseudonymised_and_reconciled(
             ]
             return await asyncio.gather(*gate_scans, *visits)
         finally:
-            writer.close()
+            await writer.aclose()
 
     asyncio.run(run())
     with city.database.unit_of_work() as session:
@@ -243,10 +287,14 @@ def test_export_takes_committed_scans_to_the_lake_pseudonymised_and_reconciled(
     assert report.ok, report
     # The lake holds keyed hashes, never the ID numbers; the hash is the person's subject.
     glob = str(paths.lake / "presence" / "**" / "*.parquet")
-    rows = duckdb.sql(
-        f"SELECT category, hex(id_hmac) AS h, place, direction, start_time "
-        f"FROM read_parquet('{glob}', hive_partitioning = true)"
-    ).fetchall()
+    rows = (
+        duckdb.connect()
+        .sql(
+            f"SELECT category, hex(id_hmac) AS h, place, direction, start_time "
+            f"FROM read_parquet('{glob}', hive_partitioning = true)"
+        )
+        .fetchall()
+    )
     accepted = sum(f.accepted for f in result.files)
     assert len(rows) == accepted > 0
     assert {r[1].lower() for r in rows} <= set(city.subjects)
@@ -278,7 +326,7 @@ def test_scans_past_retention_are_purged_only_once_in_the_lake(city: City, tmp_p
         try:
             return await asyncio.gather(*(writer.record(_request(city, n)) for n in range(count)))
         finally:
-            writer.close()
+            await writer.aclose()
 
     asyncio.run(scan(5))
     export_scans(city.database, LakePaths(tmp_path / "data"))
@@ -295,3 +343,87 @@ def test_scans_past_retention_are_purged_only_once_in_the_lake(city: City, tmp_p
         assert session.scalar(
             select(AuditEntry).where(AuditEntry.action == "healthcode.scans_purge")
         )
+
+
+def test_scans_queued_within_the_batch_window_share_one_commit(
+    city: City, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module.get_healthcode_settings(), "batch_wait_ms", 300.0)
+    _, batches_before, _ = _counts(city.database)
+
+    async def run() -> list[ScanOutcome]:
+        writer = ScanWriter(city.database)
+        try:
+            waiting = []
+            for n in range(5):  # five scans 20 ms apart: all inside the first one's window
+                waiting.append(asyncio.ensure_future(writer.record(_request(city, n))))
+                await asyncio.sleep(0.02)
+            return list(await asyncio.gather(*waiting))
+        finally:
+            await writer.aclose()
+
+    outcomes = asyncio.run(run())
+    _, batches, _ = _counts(city.database)
+    assert batches - batches_before == 1
+    with city.database.unit_of_work() as session:
+        rows = session.scalars(select(Scan).where(Scan.id.in_([o.scan_id for o in outcomes])))
+        assert len({row.batch for row in rows}) == 1
+
+
+def test_a_scan_not_committed_in_time_is_answered_429_not_left_waiting(
+    city: City, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = ScanWriter(city.database)
+    _stall_until_released(writer, monkeypatch, lambda: True)
+
+    async def run() -> Overloaded:
+        with pytest.raises(Overloaded) as caught:
+            await writer.record(_request(city, 1), timeout=0.2)
+        return caught.value
+
+    error = asyncio.run(run())
+    assert error.status_code == 429 and error.retry_after >= 1
+    writer.close(timeout=0.1)  # the scan was never committed: nothing to wait for
+
+
+def test_two_writers_on_one_database_both_commit_everything(city: City) -> None:
+    # Two server processes each have their own writer: on SQLite they take turns at the one
+    # write lock (BEGIN IMMEDIATE waits for it), on PostgreSQL they write side by side. Here
+    # two writers on two engines (separate connections, as two processes have) race.
+    other = Database(city.database.url)
+    scans_before, _, _ = _counts(city.database)
+    per_writer = 150
+
+    def hammer(database: Database, offset: int, out: list[object]) -> None:
+        async def run() -> list[ScanOutcome | BaseException]:
+            writer = ScanWriter(database)
+            try:
+                return list(
+                    await asyncio.gather(
+                        *(writer.record(_request(city, offset + n)) for n in range(per_writer)),
+                        return_exceptions=True,
+                    )
+                )
+            finally:
+                await writer.aclose()
+
+        out.extend(asyncio.run(run()))
+
+    results: list[object] = []
+    threads = [
+        threading.Thread(target=hammer, args=(database, offset, results))
+        for database, offset in ((city.database, 0), (other, 1000))
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        other.dispose()
+    failures = [r for r in results if not isinstance(r, ScanOutcome)]
+    assert failures == []
+    ids = [r.scan_id for r in results if isinstance(r, ScanOutcome)]
+    assert len(ids) == len(set(ids)) == 2 * per_writer
+    scans_after, _, _ = _counts(city.database)
+    assert scans_after - scans_before == 2 * per_writer

@@ -1,10 +1,11 @@
-"""Health-code tables: the signing keys (签名密钥) and the scans (扫码记录) at gates and places."""
+"""Health-code tables: the signing keys (签名密钥), the scans (扫码记录) at gates and places, and
+the households' exit passes (出入证) that the gate decision honours."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, text
+from sqlalchemy import BigInteger, Date, ForeignKey, Index, Integer, LargeBinary, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from citybrain.kit.db import Base, UTCDateTime
@@ -119,3 +120,42 @@ class ScanBatch(Base):
 
     def __repr__(self) -> str:
         return f"<ScanBatch {self.batch} {self.count}>"
+
+
+# Why a household may leave a closed or controlled compound (出入证事由).
+PERMIT_SUPPLIES = "supplies"  # 采购生活物资
+PERMIT_MEDICAL = "medical"  # 就医
+PERMIT_ESSENTIAL_WORK = "essential_work"  # 保供保运等必要工作
+PERMIT_OTHER = "other"  # 其他（须写明）
+PASS_REASONS = (PERMIT_SUPPLIES, PERMIT_MEDICAL, PERMIT_ESSENTIAL_WORK, PERMIT_OTHER)
+
+
+class HouseholdPass(Base):
+    """An exit pass (出入证) for a household of a closed (red) or controlled (yellow) compound,
+    valid for whole local days (China time) from ``valid_from`` to ``valid_until`` inclusive,
+    unless revoked. It covers every member of the household; at the compound's gate it lets a
+    resident with a green code out of a closed compound (see ``healthcode.policy``).
+
+    Issued and revoked by ``healthcode.passes`` (the residents app's staff pages call it).
+    """
+
+    __tablename__ = "household_passes"
+    __table_args__ = (
+        # The gate's lookup: a person's household's passes that end on or after today.
+        Index("ix_household_passes_household_id_valid_until", "household_id", "valid_until"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"))
+    compound_code: Mapped[str] = mapped_column(ForeignKey("compounds.code"), index=True)
+    valid_from: Mapped[dt.date] = mapped_column(Date)
+    valid_until: Mapped[dt.date] = mapped_column(Date)
+    reason: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(String(100))
+    issued_by: Mapped[str] = mapped_column(String(64))
+    issued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    revoked_by: Mapped[str | None] = mapped_column(String(64))
+
+    def __repr__(self) -> str:
+        return f"<HouseholdPass {self.id} {self.compound_code}>"

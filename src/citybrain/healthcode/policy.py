@@ -1,19 +1,24 @@
 """Gate policy (通行规则): pass or deny, with the reason, from the kind of place, the direction,
-the person's colour and, at a compound gate, the compound's tier (三色分层) and whether the
-person lives there.
+the person's colour and, at a compound gate, the compound's tier (三色分层), whether the person
+lives there and whether their household holds a valid exit pass (出入证).
 
 - A venue, checkpoint, station or airport lets green codes through; any yellow or red code is
-  turned back (the person is sent to verification, not into a crowd).
+  turned back (the person is sent to verification, not into a crowd). Passes count for
+  nothing there: a pass opens a compound's gate, it never overrides a person's code.
 - A compound gate follows the compound's tier:
-  red (closed 封闭): nobody leaves (a pass, issued by the residents app, comes later); only
-  residents come in. yellow (controlled 管控): only residents pass, and a resident with a
-  yellow or red code does not go out. green (normal): green codes pass; a resident with a
-  yellow or red code may come home (to isolate) but not go out; anyone else needs green.
-A pure function: the same inputs give the same decision, so it is tested table by table.
+  red (closed 封闭): nobody leaves, except a resident with a green code whose household holds
+  a pass valid today (``healthcode.passes``); only residents come in (so a pass holder comes
+  back). yellow (controlled 管控): only residents pass, and a resident with a yellow or red
+  code does not go out (a pass changes nothing: green residents already go out).
+  green (normal): green codes pass; a resident with a yellow or red code may come home (to
+  isolate) but not go out; anyone else needs green.
+A pure function of its inputs (the pass is asked for lazily, and only where it can change the
+answer), so it is tested table by table.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from citybrain.core.geo.models import PLACE_COMPOUND_GATE
@@ -41,6 +46,11 @@ REASONS: dict[str, Reason] = {
             "compound_closed_exit",
             "小区封闭管理（红色），禁止外出",
             "compound closed (red): nobody leaves",
+        ),
+        Reason(
+            "pass_exit",
+            "小区封闭管理（红色），持有效出入证，准予外出",
+            "compound closed (red): valid exit pass, may go out",
         ),
         Reason(
             "compound_closed_entry",
@@ -96,15 +106,24 @@ def decide(
     colour: str,
     tier: str | None = None,
     resident: bool = False,
+    has_pass: bool | Callable[[], bool] = False,
 ) -> Decision:
     """The decision at a place of ``place_kind`` for someone going ``direction`` (entry or
-    exit) with ``colour``; ``tier`` and ``resident`` matter at compound gates only (no tier
-    known: treated as green)."""
+    exit) with ``colour``; ``tier``, ``resident`` and ``has_pass`` matter at compound gates
+    only (no tier known: treated as green).
+
+    ``has_pass``: whether the person's household holds an exit pass (出入证) of this compound
+    valid now; or a function that looks it up (``healthcode.passes.pass_check``), called only
+    when the answer matters — a green-coded resident leaving a closed compound — so the scan
+    path queries nothing for everyone else."""
     if place_kind != PLACE_COMPOUND_GATE:
         return _by_colour(colour)
     leaving = direction == DIRECTION_EXIT
     if tier == "red":
         if leaving:
+            # A pass opens the compound's gate; it never lets a yellow or red code out.
+            if resident and colour == "green" and (has_pass() if callable(has_pass) else has_pass):
+                return _pass("pass_exit")
             return _deny("compound_closed_exit")
         return _pass("resident_home") if resident else _deny("compound_closed_entry")
     if tier == "yellow":

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, delete, func, insert, or_, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from citybrain.core.geo.models import Place
@@ -20,7 +20,8 @@ from citybrain.healthcode.models import (
     ScanBatch,
     SigningKey,
 )
-from citybrain.risk.models import CompoundTier
+from citybrain.risk.models import CompoundTier, PersonColour
+from citybrain.risk.repository import active_version_query
 
 # -- signing keys -------------------------------------------------------------------------
 
@@ -93,6 +94,97 @@ def person_compounds(session: Session, refs: Iterable[str]) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class PersonAtGate:
+    """What a gate needs of a person, read in the scan batch's one query: the risk subject,
+    where they live, and their stored colour (``colour`` None: no row, so no facts) with what
+    decides whether the stored colour is still current."""
+
+    ref: str
+    subject: str
+    area_code: str
+    colour: str | None
+    rule_set_version: int | None
+    recheck_at: dt.datetime | None
+    override_colour: str | None
+    override_until: dt.datetime | None
+
+
+# The scan path's statements, built once: building a statement and its cache key costs
+# more than SQLite takes to run it. Run on the session's connection (Core, no ORM layer).
+_PERSONS_AT_GATE = (
+    select(
+        active_version_query().scalar_subquery(),
+        Person.ref,
+        Person.id_number_bidx,
+        Person.area_code,
+        PersonColour.colour,
+        PersonColour.rule_set_version,
+        PersonColour.recheck_at,
+        PersonColour.override_colour,
+        PersonColour.override_until,
+    )
+    .select_from(Person)
+    .outerjoin(PersonColour, PersonColour.subject == func.substr(Person.id_number_bidx, 1, 32))
+    .where(Person.ref.in_(bindparam("refs", expanding=True)))
+)
+
+
+def persons_at_gate(
+    session: Session, refs: Iterable[str]
+) -> tuple[int | None, dict[str, PersonAtGate]]:
+    """The active rule-set version and, by ref, the persons of ``refs`` with their stored
+    colours, in one round trip (persons by their unique ref, each colour by its primary key,
+    the subject being the first 32 hex digits of the ID-number blind index). The version is
+    None when no person matched or no rule set is active yet."""
+    wanted = list(set(refs))
+    if not wanted:
+        return None, {}
+    rows = session.connection().execute(_PERSONS_AT_GATE, {"refs": wanted}).all()
+    version: int | None = None
+    found: dict[str, PersonAtGate] = {}
+    for row in rows:
+        if row[0] is not None:
+            version = int(row[0])
+        found[row[1]] = PersonAtGate(
+            ref=row[1],
+            subject=row[2][:32],
+            area_code=row[3],
+            colour=row[4],
+            rule_set_version=row[5],
+            recheck_at=row[6],
+            override_colour=row[7],
+            override_until=row[8],
+        )
+    return version, found
+
+
+@dataclass(frozen=True)
+class PlaceAtGate:
+    """What a scan needs of its place (a place's kind, name and compound rarely change, so
+    the scan writer keeps these in memory for a while)."""
+
+    code: str
+    kind: str
+    name: str
+    compound_code: str | None
+    area_code: str
+
+
+_PLACES_AT_GATE = select(
+    Place.code, Place.kind, Place.name, Place.compound_code, Place.area_code
+).where(Place.code.in_(bindparam("codes", expanding=True)))
+
+
+def places_at_gate(session: Session, codes: Iterable[str]) -> dict[str, PlaceAtGate]:
+    """The places of ``codes`` that exist, by code (one read)."""
+    wanted = list(set(codes))
+    if not wanted:
+        return {}
+    rows = session.connection().execute(_PLACES_AT_GATE, {"codes": wanted}).all()
+    return {row[0]: PlaceAtGate(*row) for row in rows}
+
+
+@dataclass(frozen=True)
 class StoredTier:
     """A compound's stored tier and what its freshness depends on."""
 
@@ -101,20 +193,21 @@ class StoredTier:
     recheck_at: dt.datetime | None
 
 
+_STORED_TIERS = select(
+    CompoundTier.compound_code,
+    CompoundTier.tier,
+    CompoundTier.rule_set_version,
+    CompoundTier.recheck_at,
+).where(CompoundTier.compound_code.in_(bindparam("codes", expanding=True)))
+
+
 def stored_tiers(session: Session, codes: Iterable[str]) -> dict[str, StoredTier]:
     """The stored tiers (三色分层) of ``codes`` in one read (compounds without a row are
     green: the risk engine stores only compounds some fact touches)."""
     wanted = list(set(codes))
     if not wanted:
         return {}
-    rows = session.execute(
-        select(
-            CompoundTier.compound_code,
-            CompoundTier.tier,
-            CompoundTier.rule_set_version,
-            CompoundTier.recheck_at,
-        ).where(CompoundTier.compound_code.in_(wanted))
-    ).all()
+    rows = session.connection().execute(_STORED_TIERS, {"codes": wanted}).all()
     return {code: StoredTier(tier, version, recheck) for code, tier, version, recheck in rows}
 
 
@@ -126,20 +219,100 @@ def place(session: Session, code: str) -> Place | None:
 # -- scans --------------------------------------------------------------------------------
 
 
+_SCAN_TABLE = Scan.__table__
+_BATCH_TABLE = ScanBatch.__table__
+assert isinstance(_SCAN_TABLE, Table) and isinstance(_BATCH_TABLE, Table)
+_LAST_SCAN_ID = select(func.max(_SCAN_TABLE.c.id))
+_NEXT_SCAN_IDS = text(
+    "SELECT nextval(pg_get_serial_sequence('scans', 'id')) FROM generate_series(1, :n)"
+)
+_INSERT_SCANS = insert(_SCAN_TABLE)
+_INSERT_BATCH = insert(_BATCH_TABLE)
+
+
+def _scan_ids(session: Session, count: int) -> list[int]:
+    """``count`` new scan ids. PostgreSQL: from the column's sequence. SQLite: after the
+    largest id, which is safe because a scan batch writes under SQLite's one write lock (the
+    writer begins IMMEDIATE; any other writer that read the same largest id fails on the
+    primary key or on the lock, it never writes a row twice)."""
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        return sorted(int(row[0]) for row in connection.execute(_NEXT_SCAN_IDS, {"n": count}))
+    last = int(connection.execute(_LAST_SCAN_ID).scalar() or 0)
+    return list(range(last + 1, last + 1 + count))
+
+
+_SCAN_COLUMNS = (
+    ("id", "BIGINT"),
+    ("method", "VARCHAR"),
+    ("place_code", "VARCHAR"),
+    ("person_ref", "VARCHAR"),
+    ("subject", "VARCHAR"),
+    ("direction", "VARCHAR"),
+    ("colour", "VARCHAR"),
+    ("colour_source", "VARCHAR"),
+    ("decision", "VARCHAR"),
+    ("reason", "VARCHAR"),
+    ("device_token_id", "INTEGER"),
+    ("scanned_at", "TIMESTAMPTZ"),
+    ("batch", "VARCHAR"),
+)
+# PostgreSQL: every row in one statement of fixed text, one array per column (a driver's
+# executemany sends, and converts in Python, one statement per row).
+_COLUMN_LIST = ", ".join(name for name, _ in _SCAN_COLUMNS)
+_ARRAY_LIST = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _SCAN_COLUMNS)
+# Built from the constants above only; the values travel as bound arrays.
+_INSERT_SCANS_UNNEST = text(
+    f"INSERT INTO scans ({_COLUMN_LIST}) SELECT * FROM unnest({_ARRAY_LIST})"  # noqa: S608
+)
+
+
 def insert_scans(session: Session, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert scan rows in one statement; their ids in the order given."""
+    """Insert scan rows, their ids in the order given.
+
+    The ids are taken first and written with the rows, so the rows go in one statement:
+    an insert that returns its ids in order would be one statement per row on SQLite, whose
+    RETURNING has no guaranteed order. SQLite: one ``executemany`` (its driver loops in C);
+    PostgreSQL: one ``INSERT … SELECT FROM unnest(arrays)``."""
     if not rows:
         return []
+    ids = _scan_ids(session, len(rows))
+    connection = session.connection()
     # Core, not the ORM: the rows are never loaded as objects, and this is the hot path.
-    table = Scan.__table__
-    assert isinstance(table, Table)
-    statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
-    return [int(row[0]) for row in session.connection().execute(statement, rows)]
+    if connection.dialect.name == "postgresql":
+        columns: dict[str, list[Any]] = {"id": ids}
+        for name, _ in _SCAN_COLUMNS[1:]:
+            columns[name] = [row[name] for row in rows]
+        connection.execute(_INSERT_SCANS_UNNEST, columns)
+        return ids
+    connection.execute(
+        _INSERT_SCANS, [{**row, "id": scan_id} for row, scan_id in zip(rows, ids, strict=True)]
+    )
+    return ids
 
 
-def add_batch(session: Session, batch: ScanBatch) -> None:
-    """Record one writer commit."""
-    session.add(batch)
+def insert_batch(
+    session: Session,
+    *,
+    batch: str,
+    first_id: int,
+    last_id: int,
+    count: int,
+    recorded_at: dt.datetime,
+) -> None:
+    """Record one writer commit (Core: nothing to load back)."""
+    session.connection().execute(
+        _INSERT_BATCH,
+        {
+            "batch": batch,
+            "first_id": first_id,
+            "last_id": last_id,
+            "count": count,
+            "recorded_at": recorded_at,
+            "exported_at": None,
+            "exported_files": None,
+        },
+    )
 
 
 def unexported_batches(session: Session, limit: int) -> Sequence[ScanBatch]:

@@ -17,14 +17,13 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from citybrain.core.audit.service import SYSTEM, record
 from citybrain.core.events.service import publish
-from citybrain.core.geo.models import PLACE_COMPOUND_GATE, Place
-from citybrain.core.people.models import Person
+from citybrain.core.geo.models import PLACE_COMPOUND_GATE
 from citybrain.healthcode import repository
 from citybrain.healthcode.models import (
     DECISION_DENY,
@@ -32,8 +31,8 @@ from citybrain.healthcode.models import (
     DIRECTION_VISIT,
     SCAN_GATE,
     SCAN_PLACE,
-    ScanBatch,
 )
+from citybrain.healthcode.passes import pass_check
 from citybrain.healthcode.policy import REASONS, Decision, decide
 from citybrain.kit import clock
 from citybrain.kit.errors import InvalidInput
@@ -80,23 +79,64 @@ class ScanOutcome:
         return self.decision == DECISION_PASS
 
 
-@dataclass(frozen=True)
-class _Person:
-    subject: str
-    area_code: str
+class PlaceDirectory(Protocol):
+    """Where ``record_scans`` finds places: the database, or a cache in front of it."""
+
+    def places(self, session: Session, codes: set[str]) -> dict[str, repository.PlaceAtGate]:
+        """The places of ``codes`` that exist, by code."""
+        ...
 
 
-def _persons(session: Session, refs: Sequence[str]) -> dict[str, _Person]:
-    wanted = list(set(refs))
-    rows = session.execute(
-        select(Person.ref, Person.id_number_bidx, Person.area_code).where(Person.ref.in_(wanted))
-    ).all()
-    return {ref: _Person(bidx[:32], area) for ref, bidx, area in rows}
+class _PlacesFromDatabase:
+    def places(self, session: Session, codes: set[str]) -> dict[str, repository.PlaceAtGate]:
+        return repository.places_at_gate(session, codes)
 
 
-def _places(session: Session, codes: Sequence[str]) -> dict[str, Place]:
-    wanted = list(set(codes))
-    return {p.code: p for p in session.scalars(select(Place).where(Place.code.in_(wanted)))}
+FROM_DATABASE: PlaceDirectory = _PlacesFromDatabase()
+
+
+def _current_colour(
+    person: repository.PersonAtGate, version: int | None, now: dt.datetime
+) -> str | None:
+    """The person's colour from its stored row, when the row is current; None when only the
+    risk engine can say (it recomputes a row due for a recheck or computed by another rule
+    set, and ends an override that ran out: both writes). The same test as
+    ``risk.service.colours_of`` makes, on a few columns instead of the whole row and its
+    reasons, because a gate needs the colour alone."""
+    if person.colour is None:
+        return "green"  # no row: no facts
+    if version is None or person.rule_set_version != version:
+        return None
+    if person.recheck_at is not None and clock.as_utc(person.recheck_at) <= now:
+        return None
+    if person.override_until is not None:
+        if clock.as_utc(person.override_until) <= now:
+            return None
+        if person.override_colour:
+            return person.override_colour
+    return person.colour
+
+
+def _colours(
+    session: Session,
+    persons: dict[str, repository.PersonAtGate],
+    version: int | None,
+    now: dt.datetime,
+) -> dict[str, str]:
+    """Person ref -> current colour (online), the stale ones through the risk engine."""
+    colours: dict[str, str] = {}
+    stale: dict[str, list[str]] = {}
+    for ref, person in persons.items():
+        colour = _current_colour(person, version, now)
+        if colour is None:
+            stale.setdefault(person.subject, []).append(ref)
+        else:
+            colours[ref] = colour
+    if stale:
+        for subject, view in risk.colours_of(session, list(stale), now=now).items():
+            for ref in stale.get(subject, ()):
+                colours[ref] = view.colour
+    return colours
 
 
 def _tiers(session: Session, codes: set[str], version: int | None) -> dict[str, str]:
@@ -124,30 +164,41 @@ def _tiers(session: Session, codes: set[str], version: int | None) -> dict[str, 
     return out
 
 
-def record_scans(session: Session, requests: Sequence[ScanRequest]) -> list[ScanOutcome]:
+def record_scans(
+    session: Session,
+    requests: Sequence[ScanRequest],
+    *,
+    places: PlaceDirectory = FROM_DATABASE,
+) -> list[ScanOutcome]:
     """Decide and record ``requests`` (one batch); outcomes in the same order. Never commits.
+
+    Per batch, not per scan: one read for the persons, their stored colours and the active
+    rule-set version; one for the compounds' tiers (gates of compounds only); one insert for
+    the rows; one batch row, one audit row, one outbox event. ``places``: where the places are
+    looked up (the scan writer keeps them in memory; the rows' foreign key still refuses a
+    place deleted meanwhile).
 
     Raises InvalidInput when a request names a place that does not exist (the caller checks
     places before queueing, so this means the place was deleted meanwhile)."""
     if not requests:
         return []
-    places = _places(session, [r.place_code for r in requests])
-    missing = sorted({r.place_code for r in requests} - set(places))
+    now = clock.now()
+    wanted = {r.place_code for r in requests}
+    found = places.places(session, wanted)
+    missing = sorted(wanted - set(found))
     if missing:
         raise InvalidInput(
             f"场所 {missing[0]} 不存在", f"place {missing[0]} does not exist", field="place_code"
         )
-    persons = _persons(session, [r.person_ref for r in requests])
-    colours = risk.colours_of(session, sorted({p.subject for p in persons.values()}))
-    # The colours were computed under the active rule set: its version, without a read.
-    version = next(iter(colours.values())).rule_set_version if colours else None
+    version, persons = repository.persons_at_gate(session, [r.person_ref for r in requests])
+    colours = _colours(session, persons, version, now)
     tiers = _tiers(
         session,
         {
             code
             for r in requests
-            if r.method == SCAN_GATE and places[r.place_code].kind == PLACE_COMPOUND_GATE
-            for code in (places[r.place_code].compound_code,)
+            if r.method == SCAN_GATE and found[r.place_code].kind == PLACE_COMPOUND_GATE
+            for code in (found[r.place_code].compound_code,)
             if code
         },
         version,
@@ -156,11 +207,11 @@ def record_scans(session: Session, requests: Sequence[ScanRequest]) -> list[Scan
     decided: list[tuple[Decision, str, str]] = []
     batch = uuid.uuid4().hex
     for request in requests:
-        place = places[request.place_code]
+        place = found[request.place_code]
         person = persons.get(request.person_ref)
-        view = colours.get(person.subject) if person else None
-        colour = view.colour if view is not None else request.code_colour
-        source = COLOUR_ONLINE if view is not None else COLOUR_CODE
+        online = colours.get(request.person_ref) if person else None
+        colour = online if online is not None else request.code_colour
+        source = COLOUR_ONLINE if online is not None else COLOUR_CODE
         if request.method == SCAN_PLACE:
             decision = Decision(DECISION_PASS, REASONS["checked_in"])
         else:
@@ -172,6 +223,13 @@ def record_scans(session: Session, requests: Sequence[ScanRequest]) -> list[Scan
                 resident=bool(
                     person and place.compound_code and person.area_code == place.compound_code
                 ),
+                # Asked only where a pass can change the answer (a green resident leaving a
+                # closed compound): no query for any other scan.
+                has_pass=pass_check(
+                    session, request.person_ref, place.compound_code, request.scanned_at
+                )
+                if place.kind == PLACE_COMPOUND_GATE
+                else False,
             )
         decided.append((decision, colour, source))
         rows.append(
@@ -191,16 +249,13 @@ def record_scans(session: Session, requests: Sequence[ScanRequest]) -> list[Scan
             }
         )
     ids = repository.insert_scans(session, rows)
-    now = clock.now()
-    repository.add_batch(
+    repository.insert_batch(
         session,
-        ScanBatch(
-            batch=batch,
-            first_id=min(ids),
-            last_id=max(ids),
-            count=len(ids),
-            recorded_at=now,
-        ),
+        batch=batch,
+        first_id=min(ids),
+        last_id=max(ids),
+        count=len(ids),
+        recorded_at=clock.now(),
     )
     methods = Counter(r.method for r in requests)
     denied = sum(1 for d, _, _ in decided if d.decision == DECISION_DENY)
@@ -226,7 +281,7 @@ def record_scans(session: Session, requests: Sequence[ScanRequest]) -> list[Scan
         ScanOutcome(
             scan_id=scan_id,
             place_code=request.place_code,
-            place_name=places[request.place_code].name,
+            place_name=found[request.place_code].name,
             person_ref=request.person_ref,
             direction=request.direction,
             colour=colour,

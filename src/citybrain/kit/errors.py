@@ -60,6 +60,29 @@ class InvalidInput(CitybrainError):
     code = "invalid_input"
 
 
+class FieldsInvalid(InvalidInput):
+    """Several fields of a form are wrong at once: each field with what is wrong with it, so a
+    page can mark them all and keep what was typed."""
+
+    code = "fields_invalid"
+
+    def __init__(self, problems: dict[str, tuple[str, str]]) -> None:
+        field, (zh, en) = next(iter(problems.items()))
+        super().__init__(zh, en, field=field)
+        self.problems = dict(problems)
+
+    def messages(self, lang: str = "zh-CN") -> dict[str, str]:
+        """Field → what is wrong with it, in ``lang``."""
+        english = lang.startswith("en")
+        return {f: en if english else zh for f, (zh, en) in self.problems.items()}
+
+    def to_dict(self, lang: str = "zh-CN") -> dict[str, Any]:
+        """The API's error shape, with every problem listed."""
+        out = super().to_dict(lang)
+        out["problems"] = [{"field": f, "message": m} for f, m in self.messages(lang).items()]
+        return out
+
+
 class NotFound(CitybrainError):
     """The object does not exist, or lies outside the caller's jurisdiction (same answer)."""
 

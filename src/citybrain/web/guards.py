@@ -4,6 +4,13 @@ bodies larger than the configured limit, before any handler or database sees the
 PostgreSQL text cannot hold NUL, so without this a NUL in a path, a query, a form or a JSON
 string would surface as a server error deep in a write (even in the audit row of a failed
 login); no legitimate value in this system contains one.
+
+What spells a NUL depends on where it stands. A raw NUL byte is one everywhere. ``%00`` is one
+only where percent-encoding is decoded: the URL's path and query, and a form body
+(``application/x-www-form-urlencoded``). A JSON body decodes ``\u0000`` instead, and a
+literal ``%00`` in a JSON string is three characters of text — a base45 health code (QR
+alphanumeric: digits, capitals, space and ``$%*+-./:``) spells it in about one code in 600, and
+refusing those would turn a gate's valid code away for nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +20,11 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-_NUL_MARKERS = (b"\x00", b"%00", b"\\u0000")
+RAW_NUL = b"\x00"
+PERCENT_NUL = b"%00"
+JSON_NUL = b"\\u0000"
+FORM_TYPE = b"application/x-www-form-urlencoded"
+MULTIPART_TYPE = b"multipart/form-data"
 # Binary uploads that legitimately hold NUL bytes (an Excel workbook is a zip archive); their
 # bytes are parsed by the intake, never stored as text. Only this path and this type.
 BINARY_UPLOADS = {
@@ -25,9 +36,32 @@ BINARY_UPLOADS = {
 
 
 def has_nul(data: bytes) -> bool:
-    """Whether ``data`` holds a NUL raw, percent-encoded or as a JSON escape."""
-    lowered = data.lower()
-    return any(marker in lowered for marker in _NUL_MARKERS)
+    """Whether ``data`` holds a NUL raw, percent-encoded or as a JSON escape (any spelling:
+    for text whose decoding is not known)."""
+    return RAW_NUL in data or PERCENT_NUL in data or JSON_NUL in data.lower()
+
+
+def url_has_nul(url: bytes) -> bool:
+    """Whether a URL's raw path or query holds a NUL, raw or percent-encoded."""
+    return RAW_NUL in url or PERCENT_NUL in url
+
+
+def body_has_nul(body: bytes, content_type: bytes) -> bool:
+    """Whether a request body holds a NUL as its content type would decode it: raw NUL in
+    any body; ``%00`` in a form body (percent-decoded); ``\\u0000`` in anything else that
+    may be read as JSON (a JSON body, or one without a type, which FastAPI reads as JSON).
+    ``content_type`` is the media type alone, lower case."""
+    if RAW_NUL in body:
+        return True
+    if content_type == FORM_TYPE:
+        return PERCENT_NUL in body
+    if content_type == MULTIPART_TYPE:
+        # Part values arrive raw (checked above); headers of a part may percent-encode a file
+        # name (RFC 7578/5987), so any spelling is refused here.
+        return has_nul(body)
+    # JSON spells NUL only as the escape \u0000 (its hex digits have no case). An escaped
+    # backslash before "u0000" is refused too: rare, and harmless to refuse.
+    return JSON_NUL in body
 
 
 def _error(status: int, code: str, zh: str, en: str, accept_en: bool) -> bytes:
@@ -50,7 +84,7 @@ class InputGuard:
         headers = dict(scope.get("headers") or [])
         accept_en = headers.get(b"accept-language", b"").lower().startswith(b"en")
         url = bytes(scope.get("raw_path") or scope["path"].encode()) + b"?" + scope["query_string"]
-        if has_nul(url):
+        if url_has_nul(url):
             await self._refuse(
                 send,
                 422,
@@ -82,7 +116,7 @@ class InputGuard:
                 break
         content_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
         binary = (scope["path"], content_type) in BINARY_UPLOADS
-        if not binary and has_nul(bytes(body)):
+        if not binary and body_has_nul(bytes(body), content_type):
             await self._refuse(
                 send,
                 422,

@@ -14,7 +14,6 @@ from openpyxl import load_workbook
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from citybrain.apps.residents.models import HouseholdPass
 from citybrain.core.audit.models import AuditEntry
 from citybrain.core.audit.service import Actor
 from citybrain.core.events.models import OutboxEvent
@@ -22,7 +21,7 @@ from citybrain.core.geo.models import Place
 from citybrain.core.people.models import Person
 from citybrain.core.people.schemas import PersonIn
 from citybrain.core.people.service import register_person
-from citybrain.healthcode.models import Scan
+from citybrain.healthcode.models import HouseholdPass, Scan
 from citybrain.kit import clock
 from citybrain.kit.crypto import blind_index
 from citybrain.risk import service as risk
@@ -187,7 +186,7 @@ def test_entries_and_exits_of_the_compound_gates(
 
 
 def test_passes_only_for_closed_or_controlled_compounds_and_announced(
-    resident: TestClient, staff: TestClient, session: Session, compound: str
+    resident: TestClient, staff: TestClient, app: Any, session: Session, compound: str
 ) -> None:
     member = next_synthetic()
     person = registered(resident, compound, members=[member])
@@ -231,12 +230,53 @@ def test_passes_only_for_closed_or_controlled_compounds_and_announced(
     item = session.scalars(
         select(HouseholdPass).where(HouseholdPass.household_id == me.household_id)
     ).one()
+    # The pass is the gate's (healthcode): audited and announced there.
     event = session.scalars(
-        select(OutboxEvent).where(OutboxEvent.topic == "residents.pass.issued")
+        select(OutboxEvent).where(OutboxEvent.topic == "healthcode.pass_issued")
     ).one()
     assert event.payload["pass_id"] == item.id and me.ref in event.payload["person_refs"]
     assert len(event.payload["person_refs"]) == 2
+    issued_audit = session.scalars(
+        select(AuditEntry).where(AuditEntry.action == "healthcode.pass_issue")
+    ).one()
+    assert issued_audit.object_id == str(item.id) and issued_audit.detail["tier"] == "red"
     assert "采购生活物资" in resident.get("/residents/household").text
+
+    # Listed on the page, in the JSON API and in the Excel export.
+    listed = staff.get(f"/residents/staff/compounds/{compound}?tab=passes").text
+    assert f"/residents/staff/passes/{item.id}/revoke" in listed and "采购生活物资" in listed
+    api = staff.get(f"/api/v1/residents/compounds/{compound}/passes?active_only=true").json()
+    assert [(p["id"], p["active"], p["members"]) for p in api] == [(item.id, True, 2)]
+    sheet = load_workbook(
+        io.BytesIO(
+            staff.get(f"/residents/staff/compounds/{compound}/export.xlsx?list=passes").content
+        )
+    ).active
+    assert sheet is not None
+    rows = list(sheet.iter_rows(values_only=True))
+    assert len(rows) == 2 and rows[1][0] == item.id and rows[1][5] == "采购生活物资"
+
+    # Staff of another community cannot revoke it: the same 404 as no such pass, audited.
+    with TestClient(app, base_url="http://testserver") as outsider:
+        _staff(session, outsider, "grid_worker", OTHER_COMMUNITY)
+        page = outsider.get("/residents/staff").text
+        outsider_token = re.search(r'name="csrf-token" content="([^"]+)"', page)
+        assert outsider_token
+        refused = outsider.post(
+            f"/residents/staff/passes/{item.id}/revoke",
+            data={"csrf_token": outsider_token.group(1)},
+            follow_redirects=False,
+        )
+        assert refused.status_code == 404
+        denied = session.scalars(
+            select(AuditEntry)
+            .where(AuditEntry.action == "healthcode.pass_revoke")
+            .order_by(AuditEntry.seq.desc())
+        ).first()
+        assert denied is not None and denied.outcome == "denied"
+    session.refresh(item)
+    assert item.revoked_at is None
+
     revoked = staff.post(
         f"/residents/staff/passes/{item.id}/revoke",
         data={"csrf_token": token.group(1)},
@@ -244,8 +284,17 @@ def test_passes_only_for_closed_or_controlled_compounds_and_announced(
     )
     assert revoked.status_code == 303
     assert session.scalars(
-        select(OutboxEvent).where(OutboxEvent.topic == "residents.pass.revoked")
+        select(OutboxEvent).where(OutboxEvent.topic == "healthcode.pass_revoked")
     ).one()
+    session.refresh(item)
+    assert item.revoked_at is not None
+    assert staff.get(f"/api/v1/residents/compounds/{compound}/passes?active_only=true").json() == []
+    again = staff.post(
+        f"/residents/staff/passes/{item.id}/revoke",
+        data={"csrf_token": token.group(1)},
+        follow_redirects=False,
+    )
+    assert again.status_code == 422
 
 
 def test_excel_export_neutralises_formulas(

@@ -1,23 +1,16 @@
 """Tables of compound resident registration (小区居民健康登记, application 9.3).
 
 Persons and households live in the core registry (``persons``, ``households``); this app adds
-only what is its own: the residents' self-service accounts, their failed logins, the daily
-health reports (每日健康打卡) and the households' passes (出入证).
+only what is its own: the residents' self-service accounts, their failed logins and the daily
+health reports (每日健康打卡). The households' exit passes (出入证) belong to the gate's domain:
+``healthcode.models.HouseholdPass``, issued through ``healthcode.passes``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import (
-    Boolean,
-    Date,
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-    UniqueConstraint,
-)
+from sqlalchemy import Boolean, Date, Float, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from citybrain.kit.db import Base, JSONType, UTCDateTime
@@ -26,13 +19,6 @@ from citybrain.kit.db import Base, JSONType, UTCDateTime
 AT_HOME = "home"
 AWAY = "away"
 WHEREABOUTS = (AT_HOME, AWAY)
-
-# Why a household may leave a closed or controlled compound (出入证事由).
-PERMIT_SUPPLIES = "supplies"  # 采购生活物资
-PERMIT_MEDICAL = "medical"  # 就医
-PERMIT_ESSENTIAL_WORK = "essential_work"  # 保供保运等必要工作
-PERMIT_OTHER = "other"  # 其他（须写明）
-PASS_REASONS = (PERMIT_SUPPLIES, PERMIT_MEDICAL, PERMIT_ESSENTIAL_WORK, PERMIT_OTHER)
 
 
 class ResidentAccount(Base):
@@ -94,26 +80,3 @@ class HealthReport(Base):
     # A flagged report is followed up by the compound's staff (已跟进): who and when.
     followed_up_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     followed_up_by: Mapped[str | None] = mapped_column(String(64))
-
-
-class HouseholdPass(Base):
-    """A pass (出入证) letting a household of a closed or controlled compound out, valid for
-    whole local days from ``valid_from`` to ``valid_until`` inclusive, unless revoked.
-
-    The gate decision lives in healthcode, which may not import apps: it learns of passes
-    through the ``residents.pass.issued`` and ``residents.pass.revoked`` events.
-    """
-
-    __tablename__ = "household_passes"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
-    compound_code: Mapped[str] = mapped_column(ForeignKey("compounds.code"), index=True)
-    valid_from: Mapped[dt.date] = mapped_column(Date)
-    valid_until: Mapped[dt.date] = mapped_column(Date, index=True)
-    reason: Mapped[str] = mapped_column(String(16))
-    note: Mapped[str | None] = mapped_column(String(100))
-    issued_by: Mapped[str] = mapped_column(String(64))
-    issued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
-    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    revoked_by: Mapped[str | None] = mapped_column(String(64))

@@ -19,7 +19,7 @@ from starlette.responses import RedirectResponse, Response
 from citybrain.apps.residents import colours, picker, service, sessions
 from citybrain.apps.residents.export import XLSX_MEDIA_TYPE, xlsx_bytes
 from citybrain.apps.residents.i18n import translator
-from citybrain.apps.residents.models import PASS_REASONS, WHEREABOUTS
+from citybrain.apps.residents.models import WHEREABOUTS
 from citybrain.apps.residents.schemas import (
     CompoundRow,
     HealthReportIn,
@@ -32,6 +32,7 @@ from citybrain.core.authz.deps import GUARD_ATTRIBUTE, public, require
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.people.models import Person
+from citybrain.healthcode.models import PASS_REASONS
 from citybrain.kit import clock
 from citybrain.kit.db import rollback_keeping
 from citybrain.kit.errors import CitybrainError, InvalidInput
@@ -903,8 +904,7 @@ def staff_issue_pass(
     }
     try:
         data = _pass_in(household_id, valid_from, valid_until, reason, note)
-        tier = colours.tier_view(session, code)
-        service.issue_pass(session, who, code, data, tier=tier.tier if tier else None)
+        service.issue_pass(session, who, code, data)
     except CitybrainError as error:
         if error.status_code == 404:
             raise

@@ -9,12 +9,7 @@ from sqlalchemy import case, delete, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from citybrain.apps.residents.models import (
-    HealthReport,
-    HouseholdPass,
-    ResidentAccount,
-    ResidentLoginFailure,
-)
+from citybrain.apps.residents.models import HealthReport, ResidentAccount, ResidentLoginFailure
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.scope import scoped, within
 from citybrain.core.geo.models import Area, Compound, Place
@@ -69,17 +64,6 @@ def reports_of_persons(session: Session, refs: list[str], day: dt.date) -> dict[
         )
     )
     return {r.person_ref: r for r in rows}
-
-
-def passes_of_household(session: Session, household_id: int) -> list[HouseholdPass]:
-    """A household's passes, newest first."""
-    return list(
-        session.scalars(
-            select(HouseholdPass)
-            .where(HouseholdPass.household_id == household_id)
-            .order_by(HouseholdPass.id.desc())
-        )
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,27 +262,6 @@ def scans_scoped(
     return [(s, pl, pe) for s, pl, pe in rows]
 
 
-def passes_scoped(session: Session, who: Principal, compound_code: str) -> list[HouseholdPass]:
-    """The passes of ``compound_code`` in ``who``'s jurisdiction, newest first."""
-    statement = scoped(
-        select(HouseholdPass).where(HouseholdPass.compound_code == compound_code),
-        HouseholdPass.compound_code,
-        who,
-    )
-    return list(session.scalars(statement.order_by(HouseholdPass.id.desc())))
-
-
-def pass_scoped(session: Session, who: Principal, pass_id: int) -> HouseholdPass | None:
-    """One pass if inside ``who``'s jurisdiction."""
-    return session.scalars(
-        scoped(
-            select(HouseholdPass).where(HouseholdPass.id == pass_id),
-            HouseholdPass.compound_code,
-            who,
-        )
-    ).first()
-
-
 def member_counts(session: Session, household_ids: set[int]) -> dict[int, int]:
     """Registered members per household."""
     if not household_ids:
@@ -309,12 +272,3 @@ def member_counts(session: Session, household_ids: set[int]) -> dict[int, int]:
         .group_by(Person.household_id)
     )
     return {int(h): int(n) for h, n in rows if h is not None}
-
-
-def member_refs(session: Session, household_id: int) -> list[str]:
-    """The person refs of a household."""
-    return list(
-        session.scalars(
-            select(Person.ref).where(Person.household_id == household_id).order_by(Person.id)
-        )
-    )

@@ -82,9 +82,8 @@ def passes(
     responses=error_responses(401, 403, 404, 422),
 )
 def issue_pass(code: CompoundCode, data: PassIn, session: DB, who: PassStaff) -> PassView:
-    """A pass for whole local days (at most 14); announced as ``residents.pass.issued``."""
-    tier = colours.tier_view(session, code)
-    item = service.issue_pass(session, who, code, data, tier=tier.tier if tier else None)
+    """A pass for whole local days (at most 14); announced as ``healthcode.pass_issued``."""
+    item = service.issue_pass(session, who, code, data)
     return next(p for p in service.list_passes(session, who, code) if p.id == item.id)
 
 
@@ -92,6 +91,6 @@ def issue_pass(code: CompoundCode, data: PassIn, session: DB, who: PassStaff) ->
 def revoke_pass(
     pass_id: Annotated[int, Path(ge=1, le=2**31 - 1)], session: DB, who: PassStaff
 ) -> PassView:
-    """Announced as ``residents.pass.revoked``."""
+    """Announced as ``healthcode.pass_revoked``; the gate refuses the pass from then on."""
     item = service.revoke_pass(session, who, pass_id)
     return next(p for p in service.list_passes(session, who, item.compound_code) if p.id == item.id)

@@ -3,7 +3,8 @@ its audit row and queues its outbox event in the caller's transaction; nothing h
 
 Residents register through the core registry's own services (``core.people.service``), acting
 as a self-service channel limited to the one compound they chose; this app keeps only its own
-tables (accounts, failed logins, daily reports, passes).
+tables (accounts, failed logins, daily reports). Exit passes (出入证) are the gate's: issued,
+listed and revoked through ``healthcode.passes``, which the gate decision consults.
 """
 
 from __future__ import annotations
@@ -20,11 +21,8 @@ from citybrain.apps.residents import repository
 from citybrain.apps.residents.models import (
     AT_HOME,
     AWAY,
-    PASS_REASONS,
-    PERMIT_OTHER,
     WHEREABOUTS,
     HealthReport,
-    HouseholdPass,
     ResidentAccount,
     ResidentLoginFailure,
 )
@@ -47,9 +45,17 @@ from citybrain.core.geo.models import Compound
 from citybrain.core.people import service as people_service
 from citybrain.core.people.models import Household, Person
 from citybrain.core.people.schemas import HouseholdIn, PersonIn
+from citybrain.healthcode import passes as gate_passes
+from citybrain.healthcode.models import HouseholdPass
 from citybrain.kit import clock
 from citybrain.kit.crypto import BlindIndex, blind_index, field_cipher
-from citybrain.kit.errors import InvalidInput, NotAuthenticated, NotFound, RateLimited
+from citybrain.kit.errors import (
+    FieldsInvalid,
+    InvalidInput,
+    NotAuthenticated,
+    NotFound,
+    RateLimited,
+)
 from citybrain.kit.idcheck import normalise_mobile, parse_resident_id
 from citybrain.kit.masking import mask_name, mask_phone, mask_resident_id
 from citybrain.kit.settings import get_settings
@@ -72,7 +78,7 @@ SYMPTOMS: dict[str, tuple[str, str]] = {
     "aches": ("肌肉酸痛", "muscle aches"),
     "runny_nose": ("鼻塞流涕", "runny or blocked nose"),
 }
-PASS_LONGEST_DAYS = 14
+PASS_LONGEST_DAYS = gate_passes.PASS_LONGEST_DAYS
 
 T = TypeVar("T")
 
@@ -81,26 +87,10 @@ T = TypeVar("T")
 # Errors naming every field that is wrong
 
 
-class FormInvalid(InvalidInput):
+class FormInvalid(FieldsInvalid):
     """Several fields of a form are wrong at once: each field with what is wrong with it."""
 
     code = "form_invalid"
-
-    def __init__(self, problems: dict[str, tuple[str, str]]) -> None:
-        field, (zh, en) = next(iter(problems.items()))
-        super().__init__(zh, en, field=field)
-        self.problems = dict(problems)
-
-    def messages(self, lang: str = "zh-CN") -> dict[str, str]:
-        """Field → what is wrong with it, in ``lang``."""
-        english = lang.startswith("en")
-        return {f: en if english else zh for f, (zh, en) in self.problems.items()}
-
-    def to_dict(self, lang: str = "zh-CN") -> dict[str, Any]:
-        """The API's error shape, with every problem listed."""
-        out = super().to_dict(lang)
-        out["problems"] = [{"field": f, "message": m} for f, m in self.messages(lang).items()]
-        return out
 
 
 def _collect(
@@ -773,7 +763,7 @@ def my_passes(session: Session, me: Person) -> list[PassView]:
     """The passes of the resident's household."""
     if me.household_id is None:
         return []
-    passes = repository.passes_of_household(session, me.household_id)
+    passes = gate_passes.passes_of_household(session, me.household_id)
     counts = repository.member_counts(session, {me.household_id})
     return [_pass_view(p, counts.get(p.household_id, 0)) for p in passes]
 
@@ -1048,7 +1038,7 @@ def list_scans(
 
 def pass_active(item: HouseholdPass, day: dt.date) -> bool:
     """Whether a pass lets its household out on local day ``day``."""
-    return item.revoked_at is None and item.valid_from <= day <= item.valid_until
+    return gate_passes.is_valid_on(item, day)
 
 
 def _pass_view(item: HouseholdPass, members: int) -> PassView:
@@ -1070,12 +1060,12 @@ def _pass_view(item: HouseholdPass, members: int) -> PassView:
 def list_passes(
     session: Session, who: Principal, compound_code: str, *, active_only: bool = False
 ) -> list[PassView]:
-    """The passes of a compound, newest first (only those valid today if ``active_only``)."""
+    """The passes of a compound, newest first (only those valid today if ``active_only``),
+    from the gate's pass service (``healthcode.passes``), scoped to the jurisdiction."""
     compound_for_staff(session, who, compound_code)
-    passes = repository.passes_scoped(session, who, compound_code)
-    today = clock.today_local()
-    if active_only:
-        passes = [p for p in passes if pass_active(p, today)]
+    passes = gate_passes.passes_of_compound(
+        session, who, compound_code, valid_on=clock.today_local() if active_only else None
+    )
     counts = repository.member_counts(session, {p.household_id for p in passes})
     return [_pass_view(p, counts.get(p.household_id, 0)) for p in passes]
 
@@ -1100,122 +1090,31 @@ def households_of(
     return [(hid, label, count) for hid, (label, count) in sorted(seen.items())]
 
 
-def issue_pass(
-    session: Session,
-    who: Principal,
-    compound_code: str,
-    data: PassIn,
-    *,
-    tier: str | None,
-) -> HouseholdPass:
+def issue_pass(session: Session, who: Principal, compound_code: str, data: PassIn) -> HouseholdPass:
     """Issue a pass (出入证) to a household of a closed (red) or controlled (yellow) compound,
-    valid for whole local days, at most 14. ``tier`` is the compound's current tier (the caller
-    reads it from the risk engine); a green compound needs no passes.
-
-    Publishes ``residents.pass.issued`` with the household's person refs: the gate decision
-    (healthcode) may not import apps and learns of passes from this event.
-    """
-    who.require(Permission.RESIDENTS_PASS)
-    compound = compound_for_staff(session, who, compound_code)
-    problems: dict[str, tuple[str, str]] = {}
-    if tier not in ("red", "yellow"):
-        problems["compound"] = (
-            "小区目前不是封控（红）或管控（黄）小区，无需出入证",
-            "the compound is neither closed (red) nor controlled (yellow): no pass is needed",
+    valid for whole local days, at most 14, through the gate's pass service
+    (``healthcode.passes.issue``: it reads the tier, audits, and announces
+    ``healthcode.pass_issued``); every problem comes back as one ``FormInvalid``."""
+    compound_for_staff(session, who, compound_code)
+    try:
+        return gate_passes.issue(
+            session,
+            who,
+            compound_code,
+            household_id=data.household_id,
+            valid_from=data.valid_from,
+            valid_until=data.valid_until,
+            reason=data.reason,
+            note=data.note,
         )
-    household = session.get(Household, data.household_id)
-    if household is None or household.compound_code != compound.code:
-        problems["household_id"] = ("请选择本小区的一户", "choose a household of this compound")
-    today = clock.today_local()
-    if data.valid_from < today:
-        problems["valid_from"] = ("起始日期不能早于今天", "the pass cannot start before today")
-    if data.valid_until < data.valid_from:
-        problems["valid_until"] = ("截止日期不能早于起始日期", "the end date precedes the start")
-    elif (data.valid_until - data.valid_from).days + 1 > PASS_LONGEST_DAYS:
-        problems["valid_until"] = (
-            f"出入证有效期最长{PASS_LONGEST_DAYS}天",
-            f"a pass is valid for at most {PASS_LONGEST_DAYS} days",
-        )
-    if data.reason not in PASS_REASONS:
-        problems["reason"] = ("请选择事由", "choose a reason")
-    note = " ".join((data.note or "").split()) or None
-    if data.reason == PERMIT_OTHER and not note:
-        problems["note"] = ("事由为“其他”时请写明", "explain the reason “other”")
-    if problems:
-        raise FormInvalid(problems)
-    assert household is not None
-    item = HouseholdPass(
-        household_id=household.id,
-        compound_code=compound.code,
-        valid_from=data.valid_from,
-        valid_until=data.valid_until,
-        reason=data.reason,
-        note=note,
-        issued_by=who.actor.ref,
-        issued_at=clock.now(),
-    )
-    session.add(item)
-    session.flush()
-    record(
-        session,
-        who.actor,
-        "residents.pass.issue",
-        object_type="household_pass",
-        object_id=item.id,
-        area_code=compound.code,
-        detail={
-            "household_id": household.id,
-            "valid_from": data.valid_from.isoformat(),
-            "valid_until": data.valid_until.isoformat(),
-            "reason": data.reason,
-            "tier": tier,
-        },
-    )
-    publish(
-        session,
-        "residents.pass.issued",
-        {
-            "pass_id": item.id,
-            "household_id": household.id,
-            "compound_code": compound.code,
-            "person_refs": repository.member_refs(session, household.id),
-            "valid_from": data.valid_from.isoformat(),
-            "valid_until": data.valid_until.isoformat(),
-        },
-        key=str(item.id),
-    )
-    return item
+    except gate_passes.PassInvalid as error:
+        raise FormInvalid(error.problems) from None
 
 
 def revoke_pass(session: Session, who: Principal, pass_id: int) -> HouseholdPass:
-    """Revoke a pass at once (publishes ``residents.pass.revoked``)."""
-    who.require(Permission.RESIDENTS_PASS)
-    item = repository.pass_scoped(session, who, pass_id)
-    if item is None:
-        raise _deny(session, who, "residents.pass.revoke", "household_pass", str(pass_id))
-    if item.revoked_at is not None:
-        raise InvalidInput("该出入证已作废", "this pass is already revoked", field="pass")
-    item.revoked_at = clock.now()
-    item.revoked_by = who.actor.ref
-    record(
-        session,
-        who.actor,
-        "residents.pass.revoke",
-        object_type="household_pass",
-        object_id=item.id,
-        area_code=item.compound_code,
-    )
-    publish(
-        session,
-        "residents.pass.revoked",
-        {
-            "pass_id": item.id,
-            "household_id": item.household_id,
-            "compound_code": item.compound_code,
-        },
-        key=str(item.id),
-    )
-    return item
+    """Revoke a pass at once (``healthcode.passes.revoke``: audited, announces
+    ``healthcode.pass_revoked``); the gate refuses it from the next scan."""
+    return gate_passes.revoke(session, who, pass_id)
 
 
 def whereabouts_label(code: str, lang: str = "zh-CN") -> str:
