@@ -105,9 +105,9 @@ class CpuSnapshot:
     machine: tuple[float, float]
 
     @classmethod
-    def take(cls, server_pid: int) -> CpuSnapshot:
+    def take(cls, server_pids: list[int]) -> CpuSnapshot:
         return cls(
-            {pid: _stat_cpu(pid) for pid in _tree(server_pid)},
+            {pid: _stat_cpu(pid) for root in server_pids for pid in _tree(root)},
             {pid: _stat_cpu(pid) for pid in _postgres_pids()},
             _machine_cpu(),
         )
@@ -371,7 +371,7 @@ def run_wrk(
     requests_file: Path,
     connections: int,
     seconds: float,
-    server_pid: int,
+    server_pids: list[int],
 ) -> Phase:
     """Run wrk (one thread, ``connections`` keep-alive connections) for ``seconds``."""
     kind = "healthz" if name == "healthz" else "scans"
@@ -389,14 +389,14 @@ def run_wrk(
         str(requests_file),
         kind,
     ]
-    before = CpuSnapshot.take(server_pid)
+    before = CpuSnapshot.take(server_pids)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert process.stdout is not None and process.stderr is not None
     output = process.stdout.read().decode()
     errors = process.stderr.read().decode()
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
-    cpu = CpuSnapshot.take(server_pid).since(before)
+    cpu = CpuSnapshot.take(server_pids).since(before)
     line = next((x for x in output.splitlines() if x.startswith("WRKJSON ")), None)
     if process.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({process.returncode}): {errors.strip()} {output[-500:]}")
@@ -443,10 +443,11 @@ def _drop_pg(name: str) -> None:
 
 def _start_server(
     url: str, port: int, args: argparse.Namespace, data_dir: Path, jobs_url: str
-) -> subprocess.Popen[bytes]:
-    """``citybrain serve --workers N`` on ``port``; returns once /healthz answers. Each run
-    has a job queue of its own: a lake export a previous run scheduled does not run in this
-    one's measurement."""
+) -> list[subprocess.Popen[bytes]]:
+    """``citybrain serve --workers N`` on ``port`` (and, with ``--worker-process``, a
+    ``citybrain worker`` for jobs and event delivery); returns once /healthz answers. Each
+    run has a job queue of its own: a lake export a previous run scheduled does not run in
+    this one's measurement."""
     env = dict(os.environ)
     env.update(
         {
@@ -456,39 +457,39 @@ def _start_server(
             "CITYBRAIN_HEALTHCODE_QUEUE_CAPACITY": str(args.queue_capacity),
         }
     )
-    command = [
-        str(Path(sys.executable).parent / "citybrain"),
-        "serve",
-        "--port",
-        str(port),
-        "--workers",
-        str(args.workers),
-        "--background" if args.background else "--no-background",
-    ]
+    citybrain = str(Path(sys.executable).parent / "citybrain")
+    embedded = args.background and not args.worker_process
+    command = [citybrain, "serve", "--port", str(port), "--workers", str(args.workers)]
+    command.append("--background" if embedded else "--no-background")
     log = open(args.server_log, "ab") if args.server_log else subprocess.DEVNULL  # noqa: SIM115
-    server = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+    processes = [subprocess.Popen(command, env=env, stdout=log, stderr=log)]
+    if args.background and args.worker_process:
+        processes.append(subprocess.Popen([citybrain, "worker"], env=env, stdout=log, stderr=log))
     deadline = time.monotonic() + 60
     while True:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
                 sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n")
                 if sock.recv(64).startswith(b"HTTP/1.1 200"):
-                    return server
+                    return processes
         except OSError:
             pass
-        if time.monotonic() > deadline or server.poll() is not None:
-            server.kill()
+        if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+            for process in processes:
+                process.kill()
             raise RuntimeError("the server did not start")
         time.sleep(0.3)
 
 
-def _stop_server(server: subprocess.Popen[bytes]) -> None:
-    server.send_signal(signal.SIGINT)
-    try:
-        server.wait(30)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
+def _stop_server(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.send_signal(signal.SIGINT)
+    for process in processes:
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def run_backend(backend: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -511,23 +512,24 @@ def run_backend(backend: str, args: argparse.Namespace, work: Path) -> dict[str,
         script.write_text(WRK_SCRIPT)
         port = _free_port()
         server = _start_server(url, port, args, data_dir, f"sqlite:///{work}/jobs-{run}.db")
+        pids = [process.pid for process in server]
         phases: dict[str, Phase] = {}
         try:
 
             def phase(name: str, connections: int, seconds: float) -> Phase:
                 phases[name] = run_wrk(
-                    name, port, script, requests_file, connections, seconds, server.pid
+                    name, port, script, requests_file, connections, seconds, pids
                 )
                 return phases[name]
 
             # Caches (tokens, trust list, places) and pools warm in every server process.
             phase("warm", args.connections, 3)
             time.sleep(1)
-            trivial = phase("healthz", args.connections, args.seconds)
+            trivial = phase("healthz", args.connections, args.healthz_seconds)
             time.sleep(1)
             scans = phase("scans", args.connections, args.seconds)
             time.sleep(2)
-            overload = phase("overload", args.overload_connections, args.seconds)
+            overload = phase("overload", args.overload_connections, args.overload_seconds)
         finally:
             _stop_server(server)
         recorded = _count_scans(url)
@@ -592,7 +594,14 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=40.0,
+        help="of the scans phase: long enough to hold one lake export (every 30 s under load)",
+    )
+    parser.add_argument("--healthz-seconds", type=float, default=10.0)
+    parser.add_argument("--overload-seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--overload-connections", type=int, default=1000)
     parser.add_argument("--queue-capacity", type=int, default=256)
@@ -604,8 +613,15 @@ def main() -> None:
         "--background",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="jobs and event delivery inside the server (in one of its processes, as citybrain "
-        "serve runs them); --no-background measures the server alone, as with a separate worker",
+        help="jobs and event delivery (the lake export among them) running during the "
+        "measurement; --no-background measures the server alone",
+    )
+    parser.add_argument(
+        "--worker-process",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="background work in a `citybrain worker` process beside `serve --no-background` "
+        "(its CPU counted with the server's); --no-worker-process: inside serve's worker 0",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -634,6 +650,9 @@ def main() -> None:
                 "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "machine": machine,
                 "seconds": args.seconds,
+                "healthz_seconds": args.healthz_seconds,
+                "overload_seconds": args.overload_seconds,
+                "worker_process": args.worker_process,
                 "connections": args.connections,
                 "overload_connections": args.overload_connections,
                 "queue_capacity": args.queue_capacity,

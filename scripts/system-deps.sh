@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages the test suite needs: Chromium for browser tests, CJK fonts for screenshots,
-# and Java 17 for the Spark engine's parity tests when no java is on PATH.
+# and Java 17 for the Spark engine's parity tests when no java is on PATH; and wrk, the load
+# generator of bench/bench_scans.py.
 # Installs them when run as root; otherwise says what is missing (browser and Spark tests then
 # skip, except in CI where they are required).
 set -euo pipefail
-packages=(chromium fonts-noto-cjk)
+packages=(chromium fonts-noto-cjk wrk)
 command -v java >/dev/null || packages+=(openjdk-17-jre-headless)
 missing=()
 for p in "${packages[@]}"; do

@@ -26,6 +26,7 @@ from citybrain.healthcode import writer as writer_module
 from citybrain.healthcode.export import export_scans
 from citybrain.healthcode.models import Scan, ScanBatch
 from citybrain.healthcode.service import ScanOutcome, ScanRequest, place_scan_request
+from citybrain.healthcode.settings import get_healthcode_settings
 from citybrain.healthcode.writer import Overloaded, ScanWriter
 from citybrain.kit import clock
 from citybrain.kit.db import Database
@@ -163,7 +164,7 @@ def _stall_until_released(
 def test_past_capacity_scans_are_refused_at_once_and_none_is_lost(
     city: City, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(writer_module.get_healthcode_settings(), "queue_capacity", 5)
+    monkeypatch.setattr(get_healthcode_settings(), "queue_capacity", 5)
     writer = ScanWriter(city.database)
     blocked = True
     _stall_until_released(writer, monkeypatch, lambda: blocked)
@@ -348,7 +349,7 @@ def test_scans_past_retention_are_purged_only_once_in_the_lake(city: City, tmp_p
 def test_scans_queued_within_the_batch_window_share_one_commit(
     city: City, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(writer_module.get_healthcode_settings(), "batch_wait_ms", 300.0)
+    monkeypatch.setattr(get_healthcode_settings(), "batch_wait_ms", 300.0)
     _, batches_before, _ = _counts(city.database)
 
     async def run() -> list[ScanOutcome]:
@@ -427,3 +428,83 @@ def test_two_writers_on_one_database_both_commit_everything(city: City) -> None:
     assert len(ids) == len(set(ids)) == 2 * per_writer
     scans_after, _, _ = _counts(city.database)
     assert scans_after - scans_before == 2 * per_writer
+
+
+def test_a_busy_gates_token_is_checked_again_in_the_background(
+    city: City, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from citybrain.core.authz.service import revoke_token
+    from citybrain.healthcode.deps import DeviceTokenCache
+    from citybrain.kit.errors import NotAuthenticated
+
+    monkeypatch.setattr(get_healthcode_settings(), "device_token_cache_seconds", 40)
+    with city.database.unit_of_work() as session:
+        stored, token = issue_token(session, TEST_ACTOR, name="gate-2", device_place_code=city.gate)
+    now = [1000.0]
+    cache = DeviceTokenCache(clock=lambda: now[0])
+    principal = cache.check(city.database, token)
+    assert principal.kind == "device" and principal.name == city.gate
+    assert cache.lookup(city.database, token) == (principal, False)  # fresh
+    now[0] += 31  # past three quarters of its 40 s: one caller is asked to refresh
+    assert cache.lookup(city.database, token) == (principal, True)
+    assert cache.lookup(city.database, token) == (principal, False)  # the others are not
+    cache.refresh(city.database, token)  # renewed: fresh again, past the old expiry
+    now[0] += 20
+    assert cache.lookup(city.database, token) == (principal, False)
+    # Revoked: the next background check drops it, and the token is refused from then on.
+    with city.database.unit_of_work() as session:
+        revoke_token(session, TEST_ACTOR, stored.id)
+    now[0] += 11
+    assert cache.lookup(city.database, token) == (principal, True)
+    cache.refresh(city.database, token)
+    assert cache.lookup(city.database, token) == (None, False)
+    with pytest.raises(NotAuthenticated):
+        cache.check(city.database, token)
+    # Without traffic, an entry simply expires and the next scan checks it again.
+    other = DeviceTokenCache(clock=lambda: now[0])
+    with city.database.unit_of_work() as session:
+        _, second = issue_token(session, TEST_ACTOR, name="gate-3", device_place_code=city.gate)
+    other.check(city.database, second)
+    now[0] += 41
+    assert other.lookup(city.database, second) == (None, False)
+
+
+def test_an_export_whose_commit_fails_leaves_nothing_and_the_next_takes_every_scan(
+    city: City, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from citybrain.healthcode import repository
+
+    paths = LakePaths(tmp_path / "data")
+    export_scans(city.database, LakePaths(tmp_path / "earlier"))  # the module's earlier scans
+
+    async def run() -> list[ScanOutcome]:
+        writer = ScanWriter(city.database)
+        try:
+            return await asyncio.gather(*(writer.record(_request(city, n)) for n in range(6)))
+        finally:
+            await writer.aclose()
+
+    assert len(asyncio.run(run())) == 6  # six people: no row repeats another
+    with city.database.unit_of_work() as session:
+        ledger_before = session.scalar(select(func.count()).select_from(IntakeFile))
+    real_mark = repository.mark_exported
+
+    def failing_mark(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the disk is full")
+
+    # The files are staged and published before the ledger's transaction; it fails.
+    monkeypatch.setattr(repository, "mark_exported", failing_mark)
+    with pytest.raises(RuntimeError, match="disk is full"):
+        export_scans(city.database, paths)
+    assert list(paths.all_parts()) == []
+    with city.database.unit_of_work() as session:
+        assert session.scalar(select(func.count()).select_from(IntakeFile)) == ledger_before
+        assert session.scalar(select(func.count()).where(ScanBatch.exported_at.is_(None))) > 0
+    # The next export takes every scan in: none is mistaken for a duplicate of the first's.
+    monkeypatch.setattr(repository, "mark_exported", real_mark)
+    result = export_scans(city.database, paths)
+    assert result.scans == 6 and result.reconciles, result.as_dict()
+    assert sum(f.accepted for f in result.files) == result.scans
+    assert sum(f.duplicate for f in result.files) == 0
+    with city.database.unit_of_work() as session:
+        assert session.scalar(select(func.count()).where(ScanBatch.exported_at.is_(None))) == 0

@@ -277,6 +277,19 @@ def remove_orphans(paths: LakePaths, committed: Iterable[str]) -> int:
     return removed
 
 
+def remove_parts_of(paths: LakePaths, file_ids: Iterable[str]) -> int:
+    """Delete the parts of ``file_ids`` (files whose ledger rows did not commit); return how
+    many went. Called under the intake lock."""
+    doomed = set(file_ids)
+    removed = 0
+    if doomed:
+        for part in list(paths.all_parts()):
+            if file_id_of(part) in doomed:
+                part.unlink()
+                removed += 1
+    return removed
+
+
 def existing_hashes(paths: LakePaths, kind: str, category: str, days: Iterable[str]) -> np.ndarray:
     """Row hashes already in the lake for ``category`` on ``days``."""
     chunks = []

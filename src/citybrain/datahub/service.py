@@ -251,6 +251,76 @@ class Intake:
         """Fill in the file's counts, with its audit row and outbox event."""
         record_many(session, [_fill_ledger(session, row, result, days, actor)])
 
+    def ingest_files_briefly(
+        self,
+        database: Database,
+        files: list[tuple[bytes, str, Source]],
+        *,
+        delivered: dt.date | None,
+        channel: str,
+        actor: Actor = SYSTEM,
+        also: Callable[[Session, list[FileResult]], None] | None = None,
+    ) -> list[FileResult]:
+        """Take in several files' bytes holding the database's write lock only for their
+        ledger: ids reserved first, the files staged and published with no transaction open,
+        then the ledger rows with their audit rows and events — and ``also``'s writes, in the
+        same transaction — committed at once. For a writer that shares the database with a
+        busy path (the gate scans' export): on SQLite the lock is held for milliseconds, not
+        for the staging. The caller holds the intake lock (``intake_turn``) until this
+        returns. If the commit fails, the files' published parts are removed."""
+        digests = [hashlib.sha256(data).hexdigest()[:20] for data, _, _ in files]
+        with database.unit_of_work() as session:
+            known = {
+                row.file_id: row.category
+                for row in session.scalars(
+                    select(IntakeFile).where(IntakeFile.file_id.in_(digests))
+                )
+            }
+        results: list[FileResult] = []
+        fresh = [f for f, digest in zip(files, digests, strict=True) if digest not in known]
+        for (_, name, _), digest in zip(files, digests, strict=True):
+            if digest in known:
+                results.append(FileResult(name, known[digest], digest, "already_ingested"))
+        if not fresh:
+            return results
+        first = _reserve_serials(database, len(fresh))
+        seen = _SeenRows(self.paths)
+        published: list[tuple[Staged, FileResult, tuple[dt.date, dt.date] | None]] = []
+        try:
+            for number, (data, name, source) in enumerate(fresh):
+                staged = self.stager.stage(data, name, source, delivered, first + number)
+                try:
+                    result, span = self._finish(staged, seen)
+                except BaseException:
+                    stage.discard(staged)
+                    raise
+                published.append((staged, result, span))
+                results.append(result)
+            with database.unit_of_work(immediate=True) as session:
+                audits = []
+                for staged, result, span in published:
+                    row = _new_row(
+                        staged.file_id,
+                        staged.sha,
+                        get_source(staged.category),
+                        staged.name,
+                        channel,
+                        staged.size,
+                        staged.delivered,
+                    )
+                    row.id = staged.serial
+                    session.add(row)
+                    audits.append(_fill_ledger(session, row, result, span, actor))
+                record_many(session, audits)
+                if also is not None:
+                    also(session, results)
+        except BaseException:
+            # Nothing of these files is in the ledger: their parts must not stay in the lake,
+            # where the next run would count their rows as duplicates of themselves.
+            lake.remove_parts_of(self.paths, {staged.file_id for staged, _, _ in published})
+            raise
+        return results
+
     # -- a folder ----------------------------------------------------------------------------
 
     def ingest_folder(

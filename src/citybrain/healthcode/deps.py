@@ -10,9 +10,11 @@ period.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -25,53 +27,111 @@ from citybrain.core.authz.roles import Permission
 from citybrain.core.authz.service import authenticate_token
 from citybrain.healthcode.settings import get_healthcode_settings
 from citybrain.kit.db import Database, transaction
+from citybrain.kit.errors import NotAuthenticated
+from citybrain.kit.logging import get_logger
 from citybrain.kit.web import request_database
+
+log = get_logger(__name__)
 
 
 class DeviceTokenCache:
-    """Bearer token (by its SHA-256) -> principal, for a few seconds."""
+    """Bearer token (by its SHA-256) -> principal, for a few seconds.
 
-    def __init__(self) -> None:
+    A gate's token is checked again in the background once three quarters of its time in the
+    cache have passed, while its scans go on with the cached principal: a busy gate's token
+    never expires under it, so its scans never wait for a check (which, a write, may wait for
+    the database's lock). A token revoked meanwhile is refused by that check, still within the
+    cache's time."""
+
+    REFRESH_AFTER = 0.75  # of the time in the cache
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
-        self._entries: dict[tuple[str, str], tuple[Principal, float]] = {}
+        # key -> (principal, expires, refresh after)
+        self._entries: dict[tuple[str, str], tuple[Principal, float, float]] = {}
         self._checking: dict[tuple[str, str], threading.Lock] = {}
+        self._refreshing: set[tuple[str, str]] = set()
 
     def clear(self) -> None:
         """Forget every cached token."""
         with self._lock:
             self._entries.clear()
 
-    def cached(self, database: Database, token: str) -> Principal | None:
-        """The principal of ``token`` if checked recently."""
-        key = (database.url, hashlib.sha256(token.encode()).hexdigest())
+    @staticmethod
+    def _key(database: Database, token: str) -> tuple[str, str]:
+        return (database.url, hashlib.sha256(token.encode()).hexdigest())
+
+    def lookup(self, database: Database, token: str) -> tuple[Principal | None, bool]:
+        """The principal of ``token`` if checked recently, and whether it is time to check it
+        again in the background (``refresh``; only one caller is told so at a time)."""
+        key = self._key(database, token)
+        now = self._clock()
         with self._lock:
             entry = self._entries.get(key)
-        if entry is not None and entry[1] > time.monotonic():
+            if entry is None or entry[1] <= now:
+                return None, False
+            if entry[2] <= now and key not in self._refreshing:
+                self._refreshing.add(key)
+                return entry[0], True
+        return entry[0], False
+
+    def cached(self, database: Database, token: str) -> Principal | None:
+        """The principal of ``token`` if checked recently (no refresh is started)."""
+        with self._lock:
+            entry = self._entries.get(self._key(database, token))
+        if entry is not None and entry[1] > self._clock():
             return entry[0]
         return None
+
+    def _load(self, database: Database, token: str) -> Principal:
+        # The check stamps the token's last use, a write: take SQLite's write lock up front,
+        # or a read turned write fails at once when a scan batch commits.
+        with database.unit_of_work(immediate=True) as session:
+            principal = authenticate_token(session, token)
+        ttl = get_healthcode_settings().device_token_cache_seconds
+        if ttl > 0:
+            now = self._clock()
+            with self._lock:
+                if len(self._entries) > 100_000:
+                    self._entries.clear()
+                self._entries[self._key(database, token)] = (
+                    principal,
+                    now + ttl,
+                    now + ttl * self.REFRESH_AFTER,
+                )
+        return principal
 
     def check(self, database: Database, token: str) -> Principal:
         """Check ``token`` in the database (raises NotAuthenticated) and remember it. One
         check per token at a time: a gate's burst at start-up reads (and stamps) it once."""
-        key = (database.url, hashlib.sha256(token.encode()).hexdigest())
+        key = self._key(database, token)
         with self._lock:
             single = self._checking.setdefault(key, threading.Lock())
         with single:
             cached = self.cached(database, token)
             if cached is not None:
                 return cached
-            # The check stamps the token's last use, a write: take SQLite's write lock up
-            # front, or a read turned write fails at once when the scan writer commits.
-            with database.unit_of_work(immediate=True) as session:
-                principal = authenticate_token(session, token)
-            ttl = get_healthcode_settings().device_token_cache_seconds
+            try:
+                return self._load(database, token)
+            finally:
+                with self._lock:
+                    self._checking.pop(key, None)
+
+    def refresh(self, database: Database, token: str) -> None:
+        """Check ``token`` again (on a worker thread) and renew or drop its entry; the
+        scans meanwhile use the cached principal."""
+        key = self._key(database, token)
+        try:
+            self._load(database, token)
+        except NotAuthenticated:
             with self._lock:
-                self._checking.pop(key, None)
-                if ttl > 0:
-                    if len(self._entries) > 100_000:
-                        self._entries.clear()
-                    self._entries[key] = (principal, time.monotonic() + ttl)
-        return principal
+                self._entries.pop(key, None)  # revoked or expired: the next scan gets 401
+        except Exception as exc:  # the database was busy: the entry lives to its expiry
+            log.warning("healthcode.device_token_refresh_failed", error=type(exc).__name__)
+        finally:
+            with self._lock:
+                self._refreshing.discard(key)
 
 
 device_tokens = DeviceTokenCache()
@@ -84,7 +144,9 @@ async def scanner(request: Request) -> Principal:
     if test_session is None and header.lower().startswith("bearer "):
         token = header[7:].strip()
         database = request_database(request)
-        principal = device_tokens.cached(database, token)
+        principal, refresh = device_tokens.lookup(database, token)
+        if refresh:
+            asyncio.get_running_loop().run_in_executor(None, device_tokens.refresh, database, token)
         if principal is None:
             try:
                 principal = await run_in_threadpool(device_tokens.check, database, token)

@@ -7,7 +7,8 @@ and place codes residents scanned) — and hands each file to the data centre's 
 (``datahub.service.Intake``), so scans are validated, pseudonymised (the ID number becomes the
 keyed hash ``id_hmac``; the raw number goes only to the encrypted linkage store), deduplicated,
 written to Parquet and recorded in the intake ledger exactly as an agency's file would be.
-The batches are marked exported in the same transaction as the ledger rows.
+The files are staged before the write transaction, and the batches are marked exported in
+the same short transaction as the ledger rows.
 
 Only one export runs at a time (the data directory's intake lock, held until the commit), so
 a batch is never exported twice; an export that fails leaves its batches for the next one.
@@ -155,30 +156,35 @@ def export_scans(
             raise RuntimeError(f"scan batches hold {len(scans)} rows, not {result.scans}")
         today = clock.today_local()
         first, last = min(s.id for s in scans), max(s.id for s in scans)
+        files_bytes = [
+            (
+                "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode(),
+                f"{category}_{today:%Y%m%d}_scans-{first}-{last}.jsonl",
+                app_source(category),
+            )
+            for category, lines in sorted(files.items())
+        ]
+
+        def mark(session: Session, outcomes: list[FileResult]) -> None:
+            repository.mark_exported(
+                session,
+                [batch for batch, _ in kept],
+                clock.now(),
+                ",".join(f.file_id for f in outcomes)[:64],
+            )
+
         intake = Intake(paths)
         try:
-            with database.unit_of_work(immediate=True) as session:
-                for category, lines in sorted(files.items()):
-                    data = "".join(
-                        json.dumps(line, ensure_ascii=False) + "\n" for line in lines
-                    ).encode("utf-8")
-                    name = f"{category}_{today:%Y%m%d}_scans-{first}-{last}.jsonl"
-                    outcome, _ = intake.ingest_bytes(
-                        session,
-                        data,
-                        name,
-                        app_source(category),
-                        delivered=today,
-                        channel=CHANNEL_OUTBOX,
-                        actor=actor,
-                    )
-                    result.files.append(outcome)
-                repository.mark_exported(
-                    session,
-                    [batch for batch, _ in kept],
-                    clock.now(),
-                    ",".join(f.file_id for f in result.files)[:64],
-                )
+            # Staged before the write transaction: the scan batches committing meanwhile
+            # wait for the ledger rows and marks only (milliseconds), not for the staging.
+            result.files = intake.ingest_files_briefly(
+                database,
+                files_bytes,
+                delivered=today,
+                channel=CHANNEL_OUTBOX,
+                actor=actor,
+                also=mark,
+            )
         finally:
             intake.close()
     return result

@@ -58,6 +58,8 @@ log = get_logger(__name__)
 
 # How soon a batch that found SQLite's write lock taken tries again.
 BUSY_RETRY_SECONDS = 0.002
+# A batch whose oldest scan waited longer than this is logged (a warning).
+SLOW_BATCH_SECONDS = 0.5
 # PostgreSQL: the longest a batch's statement waits for a row lock (another process's batch
 # holds the audit chain's head for a millisecond or two) or runs, holding the loop meanwhile.
 PG_LOCK_TIMEOUT_MS = 250
@@ -295,6 +297,15 @@ class ScanWriter:
             self._schedule(BUSY_RETRY_SECONDS)
             return
         self._count(items, results, time.perf_counter() - started)
+        waited = time.monotonic() - items[0].queued_at
+        if waited > SLOW_BATCH_SECONDS:
+            # Rare and telling: another writer (a lake export on SQLite) held the lock.
+            log.warning(
+                "healthcode.scan_batch_late",
+                waited_ms=round(waited * 1000),
+                scans=len(items),
+                lock_busy=self.lock_busy,
+            )
         _settle([(item.future, result) for item, result in zip(items, results, strict=True)])
         self._schedule()
 
