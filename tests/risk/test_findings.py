@@ -40,6 +40,7 @@ class Traced:
     paths: lake.LakePaths
     database: Database
     traces: list[TraceResult]
+    truth: Path
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +49,24 @@ def traced(
 ) -> Iterator[Traced]:
     city = build_city(database_factory, tmp_path_factory)
     traces = trace_new_cases(city.paths, city.database, SYSTEM)
-    yield Traced(city.paths, city.database, traces)
+    yield Traced(city.paths, city.database, traces, city.truth)
     city.database.dispose()
+
+
+def _truth_homes(truth: Path) -> dict[str, str]:
+    """Subject -> home compound of every simulated person (the truth, hashed here as the
+    intake hashes ID numbers)."""
+    from citybrain.datahub.pseudonym import Pseudonymiser
+
+    people = pq.read_table(truth / "persons.parquet", columns=["id_number", "compound_code"])
+    digests = Pseudonymiser().column(people.column("id_number").combine_chunks(), "id_number")
+    return {
+        bytes(d).hex(): c
+        for d, c in zip(
+            digests.to_pylist(), people.column("compound_code").to_pylist(), strict=True
+        )
+        if d is not None and c is not None
+    }
 
 
 def id_subjects(paths: lake.LakePaths) -> dict[int, set[str]]:
@@ -112,6 +129,12 @@ def test_a_traced_case_turns_into_facts_once(traced: Traced, at: Any) -> None:
         ).all()
         assert {f.kind for f in case_facts} <= {"confirmed_case", "asymptomatic"}
         assert {f.subject for f in case_facts} == subjects.get(trace.case_key, set())
+        # Each fact is placed at its person's home compound, as the simulator's truth has it
+        # (the household registry's address resolved to the compound).
+        homes = _truth_homes(traced.truth)
+        placed = [f for f in [*stored, *case_facts] if f.compound_code is not None]
+        assert len(placed) >= 0.8 * len([*stored, *case_facts]) > 0
+        assert all(f.compound_code == homes[f.subject] for f in placed)
 
     # The same trace read again (a retried job) asserts nothing new.
     with traced.database.unit_of_work() as session:

@@ -32,6 +32,7 @@ import duckdb
 import pyarrow as pa
 import yaml
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from citybrain.analysis.engine import Connection, DuckDBEngine, Engine
 from citybrain.analysis.linkage import OUTPUT
@@ -499,16 +500,15 @@ NOTE_HOUSEHOLD = "同户推定同车 household presumed aboard:"
 CompoundRow = tuple[str, str, str, str]
 
 
-def _geography(database: Database) -> tuple[list[CompoundRow], dict[str, str]]:
+def _geography_of(session: Session) -> tuple[list[CompoundRow], dict[str, str]]:
     """Compounds (code, community code, name, address) and area names by code."""
-    with database.unit_of_work() as session:
-        compounds = [
-            (c, m, n, a)
-            for c, m, n, a in session.execute(
-                select(Compound.code, Compound.community_code, Compound.name, Compound.address)
-            ).all()
-        ]
-        names = {code: name for code, name in session.execute(select(Area.code, Area.name))}
+    compounds = [
+        (c, m, n, a)
+        for c, m, n, a in session.execute(
+            select(Compound.code, Compound.community_code, Compound.name, Compound.address)
+        ).all()
+    ]
+    names = {code: name for code, name in session.execute(select(Area.code, Area.name))}
     if not compounds:
         # The database has not loaded the geography (a bare data directory): the generated
         # dataset is what ``geo load`` would have put there.
@@ -518,6 +518,12 @@ def _geography(database: Database) -> tuple[list[CompoundRow], dict[str, str]]:
         compounds = [(c.code, c.community_code, c.name, c.address) for c in data.compounds]
         names = {a.code: a.name for a in data.areas}
     return compounds, names
+
+
+def _geography(database: Database) -> tuple[list[CompoundRow], dict[str, str]]:
+    """Compounds (code, community code, name, address) and area names by code."""
+    with database.unit_of_work() as session:
+        return _geography_of(session)
 
 
 def resolve_compounds(
@@ -575,6 +581,51 @@ def _homes(paths: LakePaths, compounds: Sequence[CompoundRow]) -> pa.Table:
             "community_code": pa.array([p[1] for p in pairs], pa.string()),
         }
     )
+
+
+def homes_of_keys(
+    paths: LakePaths, session: Session, keys: Path, person_keys: Iterable[int]
+) -> dict[int, str]:
+    """The home compound (住址 → 小区) of each of ``person_keys`` that the household registry
+    places: the compound of their latest registry record whose address names one. Reads only
+    those people's registry records (the traced case and its contacts), not the registry."""
+    wanted = sorted({int(k) for k in person_keys})
+    folder = paths.linkage / f"category={HOME_CATEGORY}"
+    if not wanted or not keys.exists() or not folder.exists():
+        return {}
+    con = duckdb.connect()
+    try:
+        con.register("wanted", pa.table({"person_key": pa.array(wanted, pa.int64())}))
+        owned = con.execute(
+            "SELECT record_id, person_key FROM read_parquet(?) k "
+            "WHERE person_key IN (SELECT person_key FROM wanted)",
+            [str(keys)],
+        ).fetchall()
+    finally:
+        con.close()
+    owner = {int(r): int(k) for r, k in owned}
+    if not owner:
+        return {}
+    vault = Vault()
+    found: list[tuple[int, str]] = []
+    for part in sorted(folder.rglob("*.parquet")):
+        table = vault.read(part, columns=["record_id", "address"])
+        for record_id, address in zip(
+            table.column("record_id").to_pylist(), table.column("address").to_pylist(), strict=True
+        ):
+            if record_id in owner and address:
+                found.append((int(record_id), str(address)))
+    if not found:
+        return {}
+    compounds, _ = _geography_of(session)
+    resolved = resolve_compounds((a for _, a in found), compounds)
+    homes: dict[int, str] = {}
+    # Record ids grow with delivery (the ledger's id is their high half): the latest wins.
+    for record_id, address in sorted(found):
+        compound = resolved.get(address, (None, None))[0]
+        if compound is not None:
+            homes[owner[record_id]] = compound
+    return homes
 
 
 def _names_table(compounds: Sequence[CompoundRow], names: dict[str, str]) -> pa.Table:

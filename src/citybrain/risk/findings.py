@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from citybrain.analysis.contacts import CASE_CATEGORIES
 from citybrain.analysis.linkage import OUTPUT
+from citybrain.analysis.screening import homes_of_keys
 from citybrain.core.audit.service import Actor, record
 from citybrain.datahub.lake import LakePaths
 from citybrain.kit import clock
@@ -182,6 +183,9 @@ def facts_from_trace(
     strong_contacts = set(strong.column("contact").to_pylist())
     summary.weak_leads = len(contacts - strong_contacts)
     subjects = subjects_of_keys(keys, [case_key, *strong_contacts])
+    # Where they live, as the household registry says: a case's home compound turns red,
+    # and the cockpit places every fact on the map.
+    homes = homes_of_keys(paths, session, keys, [case_key, *strong_contacts])
     case = _case_reports(paths, keys, case_key)
     if case is not None and subjects.get(case_key):
         kind, found_at = case
@@ -195,6 +199,7 @@ def facts_from_trace(
             evidence={"case_key": case_key, "analysis_run": result_path},
             valid_from=found_at,
             dedupe_key=f"lake_case:{case_key}",
+            compound_code=homes.get(case_key),
         )
     exposures: dict[tuple[int, int], tuple[dt.datetime, list[int], set[str]]] = {}
     for row in strong.to_pylist():
@@ -226,6 +231,7 @@ def facts_from_trace(
             },
             valid_from=_aware(last),
             dedupe_key=f"trace:{case_key}",
+            compound_code=homes.get(contact),
         )
     record(
         session,
