@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from citybrain.kit.settings import get_settings
+from citybrain.kit.settings import get_settings, reset_settings
 
 app = typer.Typer(
     help="城市大脑 citybrain — epidemic command centre platform", no_args_is_help=True
@@ -1006,39 +1006,50 @@ def seed_demo(persons: int = 300) -> dict[str, str]:
     return passwords
 
 
-def _demo_city(data_dir: Path, people: int, days: int) -> None:
-    """Simulate a small city once (same seed, same feeds) and take its feeds in."""
-    from citybrain.datahub.service import Intake
+def _demo_city(data_dir: Path, people: int, days: int, first_days: int, day_seconds: float) -> Any:
+    """Simulate a small city whose last day is today (the same feeds all day: same seed, same
+    start), take its first ``first_days`` days in, and return the player of the rest."""
+    from citybrain.kit import clock
     from citybrain.kit.db import get_database
     from citybrain.simulate.config import SimulationConfig
     from citybrain.simulate.run import run_simulation
+    from citybrain.web.demo import DemoPlayer
 
-    feeds = data_dir / "feeds"
+    start = clock.today_local() - dt.timedelta(days=days - 1)
+    city = data_dir / "demo-city" / f"{start:%Y%m%d}-{people}x{days}"
+    feeds = city / "feeds"
     if not feeds.exists():
         with _progress() as progress:
             summary = run_simulation(
-                SimulationConfig(people=people, days=days, seed=DEMO_SEED),
+                SimulationConfig(people=people, days=days, seed=DEMO_SEED, start=start),
                 geo_input(),
                 feeds,
-                data_dir / "truth",
+                city / "truth",
                 progress=_bar_progress(progress),
             )
         console.print(
-            f"synthetic city 模拟城市: {summary.people:,} people, {summary.days} days, "
-            f"{summary.records:,} records in {summary.files} feed files"
+            f"synthetic city 模拟城市: {summary.people:,} people, {summary.days} days from "
+            f"{start}, {summary.records:,} records in {summary.files} feed files"
         )
-    intake = Intake()
-    try:
-        with _progress() as progress:
-            taken = intake.ingest_folder(
-                get_database(), feeds, progress=_bar_progress(progress), actor=_actor()
-            )
-    finally:
-        intake.close()
-    console.print(
-        f"data centre 数据汇聚: {taken.new_files} new files, {taken.accepted:,} records in the "
-        f"lake, {taken.quarantined:,} quarantined, {taken.duplicate:,} duplicates"
+    player = DemoPlayer(
+        get_database(), feeds, city / "delivered", day_seconds=day_seconds, actor=_actor()
     )
+    with _progress() as progress:
+        task = progress.add_task(
+            "first days into the data centre 前几天的数据汇聚",
+            total=min(first_days, len(player.order)),
+        )
+        new_files = accepted = 0
+        while player.released < min(first_days, len(player.order)):
+            taken = player.release_next()
+            if taken is not None:
+                new_files, accepted = new_files + taken.new_files, accepted + taken.accepted
+            progress.update(task, advance=1)
+    console.print(
+        f"data centre 数据汇聚: {player.released} of {len(player.order)} days, {new_files} new "
+        f"files, {accepted:,} records taken into the lake"
+    )
+    return player
 
 
 @app.command()
@@ -1049,11 +1060,20 @@ def demo(
     persons: Annotated[int, typer.Option(help="synthetic residents to register")] = 300,
     city_people: Annotated[
         int, typer.Option(help="people of the synthetic city whose feeds are taken in (0: none)")
-    ] = 5000,
-    city_days: Annotated[int, typer.Option(help="days of the synthetic city", min=1)] = 14,
+    ] = 20000,
+    city_days: Annotated[int, typer.Option(help="days of the synthetic city", min=2)] = 21,
+    first_days: Annotated[
+        int, typer.Option(help="simulated days taken in before serving", min=1)
+    ] = 10,
+    day_seconds: Annotated[
+        float, typer.Option(help="real seconds per simulated day while serving", min=1.0)
+    ] = 20.0,
 ) -> None:
     """Prepare ./var, migrate, load the hierarchy, create demo accounts, simulate a small
-    city and take its feeds into the data centre, print the accounts, serve."""
+    city with an outbreak, take its first days in, print where to look, and serve while the
+    rest of its days arrive one by one (the outbreak unfolding on the cockpit)."""
+    from citybrain.web import demo as demo_player
+
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     console.rule("城市大脑 citybrain demo")
@@ -1065,8 +1085,9 @@ def demo(
         f"{counts['places']} places"
     )
     passwords = seed_demo(persons)
+    player = None
     if city_people:
-        _demo_city(settings.data_dir, city_people, city_days)
+        player = _demo_city(settings.data_dir, city_people, city_days, first_days, day_seconds)
     table = Table(
         "username 用户名", "password 密码", "role 角色", "area 辖区", title="demo accounts 演示账号"
     )
@@ -1075,9 +1096,35 @@ def demo(
     console.print(table)
     url = f"http://{settings.host}:{settings.port}"
     console.print(f"open {url} and log in with an account above · 在浏览器打开 {url} 并登录")
+    console.print(
+        f"leadership cockpit 领导驾驶舱: {url}/cockpit — account commander (the whole city) or "
+        "jinshui (金水区 only)"
+    )
+    if player is not None:
+        state = player.state()
+        console.print(
+            f"the outbreak unfolds 疫情回放: day {state.released} of {state.total} taken in; the "
+            f"next arrives every {day_seconds:g} s (speed it up on the cockpit, or POST "
+            f'{url}/api/v1/demo/clock {{"speed": 4}})'
+        )
     console.print(f"API docs 接口文档: {url}/docs · health: {url}/healthz")
     console.print(f"data centre 大数据中心: {url}/datahub (account dataofficer)")
     if serve_after:
+        if "CITYBRAIN_LOG_LEVEL" not in os.environ:
+            # The tour's terminal shows a line per simulated day, not every job's log line.
+            os.environ["CITYBRAIN_LOG_LEVEL"] = "WARNING"
+            reset_settings()
+        if player is not None:
+
+            def tell(day: dt.date, taken: Any) -> None:
+                console.print(
+                    f"[{day}] day {player.released} of {len(player.order)} arrives 数据到达: "
+                    f"{taken.new_files} files, {taken.accepted:,} records"
+                )
+
+            player.on_day = tell
+            demo_player.install(player)
+            player.start()
         serve(None, None, True)
 
 
@@ -1239,6 +1286,27 @@ risk_app = typer.Typer(
 risk_rules_app = typer.Typer(help="Rule-set versions 赋码规则版本", no_args_is_help=True)
 risk_app.add_typer(risk_rules_app, name="rules")
 app.add_typer(risk_app, name="risk")
+
+
+cockpit_app = typer.Typer(help="Leadership cockpit 领导驾驶舱", no_args_is_help=True)
+app.add_typer(cockpit_app, name="cockpit")
+
+
+@cockpit_app.command("rebuild")
+def cockpit_rebuild() -> None:
+    """Recount the cockpit's figures from the source tables; prints the counts as JSON."""
+    from citybrain.apps.cockpit.service import rebuild
+    from citybrain.kit.db import get_database
+
+    with _progress() as progress:
+        task = progress.add_task("cockpit", total=3)
+
+        def step(name: str, done: int, total: int) -> None:
+            progress.update(task, description=f"cockpit: {name}", completed=done, total=total)
+
+        with get_database().unit_of_work(immediate=True) as session:
+            counts = rebuild(session, progress=step)
+    print(json.dumps(counts, sort_keys=True))
 
 
 @risk_app.command("replay")

@@ -4,6 +4,7 @@ Alembic's env.py and the test suite import this; application code imports the mo
 """
 
 from citybrain.analysis import models as analysis_models
+from citybrain.apps.cockpit import models as cockpit_models
 from citybrain.apps.residents import models as residents_models
 from citybrain.core.audit import models as audit_models
 from citybrain.core.authz import models as authz_models
@@ -21,6 +22,7 @@ __all__ = [
     "analysis_models",
     "audit_models",
     "authz_models",
+    "cockpit_models",
     "datahub_models",
     "events_models",
     "geo_models",

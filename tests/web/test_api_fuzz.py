@@ -78,10 +78,22 @@ OPERATIONS: list[Operation] = [
     ("GET", "/api/v1/residents/compounds/{code}/passes"),
     ("GET", "/api/v1/residents/compounds/{code}/residents"),
     ("GET", "/api/v1/residents/compounds/{code}/reports"),
+    # The cockpit's aggregate figures, as the commander (the whole city).
+    ("GET", "/api/v1/cockpit/overview"),
+    ("GET", "/api/v1/cockpit/map"),
+    ("GET", "/api/v1/cockpit/alerts"),
+    ("GET", "/api/v1/cockpit/freshness"),
+    # The demo's clock: 404 with no demo playing (tests/web/test_demo.py plays one).
+    ("GET", "/api/v1/demo/clock"),
+    ("POST", "/api/v1/demo/clock"),
     ("POST", "/api/v1/residents/compounds/{code}/passes"),
     ("POST", "/api/v1/residents/passes/{pass_id}/revoke"),
 ]
-NOT_FUZZED: set[Operation] = {("GET", "/readyz")}  # see the module docstring
+NOT_FUZZED: set[Operation] = {
+    ("GET", "/readyz"),  # see the module docstring
+    # An endless event stream: tests/apps/cockpit/test_stream.py reads it from a real server.
+    ("GET", "/api/v1/cockpit/stream"),
+}
 PERSONAL_DATA = [op for op in OPERATIONS if op[1].startswith(("/api/v1/people", "/api/v1/house"))]
 REAL_AREAS = ["4101", "410105", STREET_A]
 

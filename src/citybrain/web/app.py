@@ -39,6 +39,7 @@ TEMPLATE_DIRS = [
     PACKAGE_DIR / "risk" / "templates",
     PACKAGE_DIR / "healthcode" / "templates",
     PACKAGE_DIR / "apps" / "residents" / "templates",
+    PACKAGE_DIR / "apps" / "cockpit" / "templates",
 ]
 
 
@@ -171,6 +172,12 @@ def create_app(database: Database | None = None, *, background: bool = False) ->
     # tree; mounted before /static so their paths win.
     vendor = settings.vendor_dir or PACKAGE_DIR.parents[1] / "build" / "web-vendor"
     app.mount("/static/vendor", StaticFiles(directory=vendor, check_dir=False), name="vendor")
+    # The cockpit's own script and styles (an app's static folder, beside its templates).
+    app.mount(
+        "/static/cockpit",
+        StaticFiles(directory=PACKAGE_DIR / "apps" / "cockpit" / "static"),
+        name="cockpit-static",
+    )
     app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")
     for router in ROUTERS:
         app.include_router(router)

@@ -6,6 +6,8 @@ from fastapi import APIRouter
 
 from citybrain.analysis import pages as analysis_pages
 from citybrain.analysis import routes as analysis_routes
+from citybrain.apps.cockpit import pages as cockpit_pages
+from citybrain.apps.cockpit import routes as cockpit_routes
 from citybrain.apps.residents import pages as residents_pages
 from citybrain.apps.residents import routes as residents_routes
 from citybrain.core.authz import pages as authz_pages
@@ -17,7 +19,7 @@ from citybrain.healthcode import pages as healthcode_pages
 from citybrain.healthcode import routes as healthcode_routes
 from citybrain.risk import pages as risk_pages
 from citybrain.risk import routes as risk_routes
-from citybrain.web import docs, geo, health, pages
+from citybrain.web import demo, docs, geo, health, pages
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -28,6 +30,7 @@ ROUTERS: list[APIRouter] = [
     authz_pages.router,
     pages.router,
     geo.router,
+    demo.router,
     people_routes.router,
     people_routes.households,
     people_pages.router,
@@ -40,4 +43,6 @@ ROUTERS: list[APIRouter] = [
     healthcode_pages.router,
     residents_routes.router,
     residents_pages.router,
+    cockpit_routes.router,
+    cockpit_pages.router,
 ]

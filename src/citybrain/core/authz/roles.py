@@ -54,6 +54,9 @@ class Permission(StrEnum):
     OVERRIDE_REQUEST = "risk.override_request"
     OVERRIDE_APPROVE = "risk.override_approve"
     APPEAL_DECIDE = "risk.appeal_decide"
+    # The leadership cockpit (领导驾驶舱): aggregate figures and alerts of a jurisdiction, no
+    # personal data.
+    COCKPIT_VIEW = "cockpit.view"
 
 
 ROLE_LABELS: dict[Role, tuple[str, str]] = {
@@ -102,10 +105,15 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.RULES_PROPOSE,
             Permission.RULES_APPROVE,
             Permission.OVERRIDE_APPROVE,
+            Permission.COCKPIT_VIEW,
         }
     ),
-    Role.DISTRICT_OFFICER: frozenset({*_PEOPLE_WORK, *_COMPOUND_WORK, *_RISK_WORK}),
-    Role.STREET_OFFICER: frozenset({*_PEOPLE_WORK, *_COMPOUND_WORK, *_RISK_WORK}),
+    Role.DISTRICT_OFFICER: frozenset(
+        {*_PEOPLE_WORK, *_COMPOUND_WORK, *_RISK_WORK, Permission.COCKPIT_VIEW}
+    ),
+    Role.STREET_OFFICER: frozenset(
+        {*_PEOPLE_WORK, *_COMPOUND_WORK, *_RISK_WORK, Permission.COCKPIT_VIEW}
+    ),
     # Grid workers see colours; facts are asserted above them.
     Role.GRID_WORKER: frozenset({*_PEOPLE_WORK, *_COMPOUND_WORK, Permission.RISK_VIEW}),
     # Clinic staff record fever visits and test results, nothing else of risk.
@@ -130,7 +138,12 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     # The data-centre officer watches the feeds and sends bad rows back to the agencies;
     # people's records in the registry are not theirs to search.
     Role.DATA_OFFICER: frozenset(
-        {Permission.DATAHUB_VIEW, Permission.DATAHUB_QUARANTINE, Permission.GEO_VIEW}
+        {
+            Permission.DATAHUB_VIEW,
+            Permission.DATAHUB_QUARANTINE,
+            Permission.GEO_VIEW,
+            Permission.COCKPIT_VIEW,
+        }
     ),
 }
 

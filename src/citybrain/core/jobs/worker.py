@@ -31,6 +31,7 @@ TASK_MODULES: list[str] = [
     "citybrain.risk.tasks",
     "citybrain.healthcode.tasks",
     "citybrain.apps.residents.tasks",
+    "citybrain.apps.cockpit.tasks",
 ]
 
 # Workers poll an idle SQLite queue with a growing delay; cap it so a job enqueued after a

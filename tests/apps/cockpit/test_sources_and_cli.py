@@ -1,0 +1,133 @@
+"""Freshness and stale-source alerts from the intake ledger, closed-loop times from traces
+and their facts, and ``citybrain cockpit rebuild`` as a real process on a migrated database."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from citybrain.analysis.models import ContactTrace
+from citybrain.apps.cockpit import service
+from citybrain.apps.cockpit.models import Alert, Figure
+from citybrain.core.audit.service import Actor
+from citybrain.datahub.models import IntakeFile
+from citybrain.kit import clock
+from citybrain.kit.db import Database
+from citybrain.risk import service as risk
+from tests.apps.cockpit.conftest import deliver
+from tests.cli.test_cli import cli_env, run  # noqa: F401 - fixture
+from tests.factories import STREET_A, make_user
+from tests.risk.conftest import resident
+
+STAFF = Actor("user:77", "street_officer", None)
+
+
+def _ledger(session: Session, category: str, accepted: int, at: dt.datetime, n: int) -> None:
+    # A row of the data centre's intake ledger, as its ingestion writes one per file.
+    session.add(
+        IntakeFile(
+            file_id=f"F{n:08d}",
+            sha256="0" * 64,
+            category=category,
+            name=f"{category}_{n}.csv",
+            size_bytes=100,
+            status="ingested",
+            received=accepted,
+            accepted=accepted,
+            ingested_at=at,
+        )
+    )
+    session.flush()
+
+
+def test_freshness_counts_today_and_a_stale_feed_alerts_once(session: Session) -> None:
+    now = clock.now()
+    _ledger(session, "rail_ticket", 120, now - dt.timedelta(hours=60), 1)
+    _ledger(session, "fever_visit", 7, now - dt.timedelta(minutes=5), 2)
+    _ledger(session, "fever_visit", 5, now - dt.timedelta(minutes=1), 3)
+    service.source_ingested(session, "rail_ticket")
+    service.source_ingested(session, "fever_visit")
+    rows = {f.category: f for f in service.freshness(session)}
+    assert rows["fever_visit"].records_today == 12 and not rows["fever_visit"].stale
+    assert rows["rail_ticket"].records_today == 0 and rows["rail_ticket"].stale
+    assert service.figure_value(session, "4101", "fever_visits_today") == 12
+    alerted = service.check_freshness(session)
+    assert alerted == ["rail_ticket"]
+    assert service.check_freshness(session) == []  # once per lapse
+    alert = session.scalar(select(Alert).where(Alert.kind == "source_stale"))
+    assert alert is not None and alert.area_code == "4101"
+    assert "铁路" in alert.title_zh or "rail" in alert.title_en
+
+
+def test_loop_times_from_a_trace_and_its_contact_facts(session: Session) -> None:
+    officer = make_user(session, "street_officer", STREET_A)
+    contact = resident(session, officer)
+    now = clock.now()
+    session.add(
+        ContactTrace(
+            case_key=424242,
+            found_at=now - dt.timedelta(minutes=40),
+            arrived_at=now - dt.timedelta(minutes=30),
+            traced_at=now - dt.timedelta(minutes=20),
+            seconds=600.0,
+            close_contacts=1,
+            secondary_contacts=0,
+            result_path="contacts/case_424242.parquet",
+        )
+    )
+    session.flush()
+    risk.assert_fact(
+        session,
+        officer.actor,
+        subject=contact.subject,
+        kind="close_contact",
+        source="analysis.contacts",
+        evidence={"case_key": 424242},
+        valid_from=now - dt.timedelta(hours=2),
+        dedupe_key="trace:424242",
+    )
+    deliver(session)
+    loop = service.overview(session, officer, None).loop
+    assert loop.cases == 1
+    assert loop.arrival_to_contacts_min == pytest.approx(10.0, abs=0.1)
+    assert loop.contacts_to_codes_min == pytest.approx(20.0, abs=0.5)
+    assert loop.arrival_to_codes_min == pytest.approx(30.0, abs=0.5)
+
+
+@pytest.mark.slow
+def test_rebuild_command_prints_counts_and_fills_the_figures(
+    cli_env: dict[str, str],  # noqa: F811 - fixture
+) -> None:
+    run(cli_env, "geo", "load")
+    database = Database(cli_env["CITYBRAIN_DATABASE_URL"])
+    try:
+        with database.unit_of_work() as session:
+            for n in range(3):
+                risk.assert_fact(
+                    session,
+                    STAFF,
+                    subject=f"{n + 1:x}" * 32,
+                    kind="confirmed_case",
+                    source="staff",
+                    evidence={"record_ids": [n]},
+                    valid_from=clock.now() - dt.timedelta(hours=1),
+                    compound_code="410105001001001",
+                )
+        result = run(cli_env, "cockpit", "rebuild")
+        counts = json.loads(result.stdout.strip().splitlines()[-1])
+        assert counts["leaf_values"] >= 2 and counts["figures"] > 0
+        with database.unit_of_work() as session:
+            total = session.scalar(
+                select(Figure.value).where(
+                    Figure.area_code == "410105",
+                    Figure.measure == "confirmed_total",
+                    Figure.day == clock.today_local(),
+                )
+            )
+        assert total == 3
+    finally:
+        database.dispose()
