@@ -17,8 +17,9 @@ from citybrain.core.authz.service import (
     issue_token,
     revoke_token,
 )
+from citybrain.core.geo.service import load_hierarchy
 from citybrain.kit import clock
-from citybrain.kit.db import transaction
+from citybrain.kit.db import Database, transaction
 from citybrain.kit.errors import (
     Conflict,
     InvalidInput,
@@ -26,6 +27,7 @@ from citybrain.kit.errors import (
     PermissionDenied,
     RateLimited,
 )
+from tests.conftest import BACKEND
 from tests.factories import PASSWORD, STREET_A, TEST_ACTOR, make_user
 
 
@@ -151,3 +153,44 @@ def test_device_tokens_act_as_their_place_with_scan_rights_only(session: Session
     assert device.kind == "device"
     assert device.area_code == place.area_code
     assert device.permissions == frozenset({Permission.DEVICE_SCAN})
+
+
+def test_a_token_read_succeeds_while_another_writer_moved_the_database_on(
+    fresh_database: Database,
+) -> None:
+    """On SQLite a read that turns into a write fails at once once another connection has
+    committed since the read began; the token's use stamp must not turn that into an error."""
+    from citybrain.core.authz.models import ApiToken, User
+    from citybrain.core.authz.service import authenticate_token, issue_token
+
+    with fresh_database.unit_of_work() as session:
+        load_hierarchy(session)
+    with fresh_database.unit_of_work() as session:
+        principal = make_user(session, "street_officer", STREET_A, "stamp-user")
+        user = session.get(User, principal.id)
+        stored, secret = issue_token(session, TEST_ACTOR, name="stamp", user=user)
+        token_id = stored.id
+    with fresh_database.unit_of_work() as session:
+        session.execute(select(User.id)).all()  # the read snapshot starts here
+        with fresh_database.unit_of_work() as other:  # another writer commits meanwhile
+            other.execute(
+                text("UPDATE users SET display_name = 'x' WHERE id = :i"), {"i": principal.id}
+            )
+        found = authenticate_token(session, secret)
+        assert found.id == principal.id
+    with fresh_database.unit_of_work() as session:
+        token = session.get(ApiToken, token_id)
+        assert token is not None
+        if BACKEND == "postgresql":
+            assert token.last_used_at is not None  # no single writer there: stamped
+        # A second use within the minute does not write at all.
+        first = token.last_used_at
+    with fresh_database.unit_of_work() as session:
+        authenticate_token(session, secret)
+    with fresh_database.unit_of_work() as session:
+        token = session.get(ApiToken, token_id)
+        assert token is not None
+        if first is not None:
+            assert token.last_used_at == first
+        else:
+            assert token.last_used_at is not None

@@ -9,6 +9,7 @@ import re
 import secrets
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from citybrain.core.audit.service import SYSTEM, Actor, record
@@ -35,6 +36,7 @@ from citybrain.kit.settings import get_settings
 _USERNAME = re.compile(r"^[a-z][a-z0-9_.-]{2,63}$")
 _CATEGORY = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 TOKEN_PREFIX = "cbt_"  # noqa: S105 — a visible prefix, not a secret
+TOKEN_STAMP_EVERY = dt.timedelta(minutes=1)  # how fresh a token's last_used_at is kept
 
 
 def principal_for(user: User) -> Principal:
@@ -332,6 +334,21 @@ def issue_agency_token(
     )
 
 
+def _stamp_use(session: Session, token: ApiToken, now: dt.datetime) -> None:
+    """Note when a token was last used, at most once a minute and never at the cost of the
+    request: on SQLite a read (a GET, a stream) that turns into a write fails at once while a
+    job holds the one write lock, so the stamp is tried in a savepoint and left for a later
+    use if the database is busy."""
+    last = token.last_used_at
+    if last is not None and now - clock.as_utc(last) < TOKEN_STAMP_EVERY:
+        return
+    try:
+        with session.begin_nested():
+            token.last_used_at = now
+    except OperationalError:
+        pass  # busy: the next use stamps it
+
+
 def authenticate_token(session: Session, text: str) -> Principal:
     """The principal of a bearer token; refuses unknown, revoked and expired tokens."""
     invalid = NotAuthenticated("令牌无效或已过期", "invalid or expired token", code="bad_token")
@@ -343,7 +360,7 @@ def authenticate_token(session: Session, text: str) -> Principal:
         raise invalid
     if token.expires_at is not None and token.expires_at <= now:
         raise invalid
-    token.last_used_at = now
+    _stamp_use(session, token, now)
     if token.user_id is not None:
         user = repository.user_by_id(session, token.user_id)
         if user is None or not user.is_active:
