@@ -5,6 +5,7 @@ and the export of committed scans to the lake through the data centre's intake."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -480,7 +481,11 @@ def test_an_export_whose_commit_fails_leaves_nothing_and_the_next_takes_every_sc
     async def run() -> list[ScanOutcome]:
         writer = ScanWriter(city.database)
         try:
-            return await asyncio.gather(*(writer.record(_request(city, n)) for n in range(6)))
+            # Seven minutes back: no other test's scans share these rows' second, so the
+            # files' bytes are this test's own (the same bytes are the same file).
+            at = clock.now() - dt.timedelta(minutes=7)
+            requests = [dataclasses.replace(_request(city, n), scanned_at=at) for n in range(6)]
+            return await asyncio.gather(*(writer.record(r) for r in requests))
         finally:
             await writer.aclose()
 
