@@ -1104,8 +1104,8 @@ def demo(
         state = player.state()
         console.print(
             f"the outbreak unfolds 疫情回放: day {state.released} of {state.total} taken in; the "
-            f"next arrives every {day_seconds:g} s (speed it up on the cockpit, or POST "
-            f'{url}/api/v1/demo/clock {{"speed": 4}})'
+            f"next arrives every {day_seconds:g} s (faster: POST {url}/api/v1/demo/clock "
+            '{"speed": 4} with a bearer token from /api/v1/auth/token, or --day-seconds)'
         )
     console.print(f"API docs 接口文档: {url}/docs · health: {url}/healthz")
     console.print(f"data centre 大数据中心: {url}/datahub (account dataofficer)")
