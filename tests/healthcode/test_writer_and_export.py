@@ -513,3 +513,28 @@ def test_an_export_whose_commit_fails_leaves_nothing_and_the_next_takes_every_sc
     assert sum(f.duplicate for f in result.files) == 0
     with city.database.unit_of_work() as session:
         assert session.scalar(select(func.count()).where(ScanBatch.exported_at.is_(None))) == 0
+
+
+def test_two_exports_of_the_same_rows_both_reconcile(city: City, tmp_path: Path) -> None:
+    paths = LakePaths(tmp_path / "data")
+    export_scans(city.database, LakePaths(tmp_path / "earlier"))  # the module's earlier scans
+    at = clock.now() - dt.timedelta(minutes=11)  # a second no other test's scans share
+
+    async def run() -> list[ScanOutcome]:
+        writer = ScanWriter(city.database)
+        try:
+            requests = [dataclasses.replace(_request(city, n), scanned_at=at) for n in (1, 3)]
+            return await asyncio.gather(*(writer.record(r) for r in requests))
+        finally:
+            await writer.aclose()
+
+    asyncio.run(run())
+    first = export_scans(city.database, paths)
+    assert first.reconciles and sum(f.accepted for f in first.files) == 2
+    # The same people through the same gate in the same second again (a gate that sent its
+    # scans twice): a file of its own, whose rows are the lake's duplicates, all accounted for.
+    asyncio.run(run())
+    second = export_scans(city.database, paths)
+    assert second.scans == 2 and second.reconciles, second.as_dict()
+    assert [f.status for f in second.files] == ["ingested"]
+    assert sum(f.duplicate for f in second.files) == 2

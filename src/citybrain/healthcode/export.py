@@ -130,6 +130,11 @@ def _lines(session: Session, scans: list[Scan]) -> dict[str, list[dict[str, str]
                 "place_name": place.name if place else "",
                 "start_time": scan.scanned_at.astimezone(CHINA_TZ).strftime(TIME_FORMAT),
                 "direction": scan.direction,
+                # Not a lake column: it makes every export's bytes its own, so two exports
+                # with the same rows (the same people at the same gate in the same second)
+                # are two files, the second's rows counted as duplicates, not one file
+                # "already ingested" that leaves its scans unaccounted for.
+                "scan_id": str(scan.id),
             }
         )
     return out
