@@ -1034,17 +1034,23 @@ def _demo_city(data_dir: Path, people: int, days: int, first_days: int, day_seco
     player = DemoPlayer(
         get_database(), feeds, city / "delivered", day_seconds=day_seconds, actor=_actor()
     )
+    taken_in = [0, 0]  # new files, records accepted
+
     with _progress() as progress:
         task = progress.add_task(
             "first days into the data centre 前几天的数据汇聚",
             total=min(first_days, len(player.order)),
         )
-        new_files = accepted = 0
-        while player.released < min(first_days, len(player.order)):
-            taken = player.release_next()
-            if taken is not None:
-                new_files, accepted = new_files + taken.new_files, accepted + taken.accepted
+
+        def count(_day: dt.date, taken: Any) -> None:
+            taken_in[0] += taken.new_files
+            taken_in[1] += taken.accepted
             progress.update(task, advance=1)
+
+        player.on_day = count
+        player.release_until(first_days)
+        player.on_day = None
+    new_files, accepted = taken_in
     console.print(
         f"data centre 数据汇聚: {player.released} of {len(player.order)} days, {new_files} new "
         f"files, {accepted:,} records taken into the lake"

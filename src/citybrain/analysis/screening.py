@@ -30,6 +30,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -555,8 +556,11 @@ def resolve_compounds(
     return resolved
 
 
-def _homes(paths: LakePaths, compounds: Sequence[CompoundRow]) -> pa.Table:
-    """``record_id``, ``compound_code``, ``community_code`` of household-registry records."""
+def _homes(
+    paths: LakePaths, compounds: Sequence[CompoundRow], only: Iterable[int] | None = None
+) -> pa.Table:
+    """``record_id``, ``compound_code``, ``community_code`` of household-registry records
+    (``only``: of these record ids)."""
     folder = paths.linkage / f"category={HOME_CATEGORY}"
     parts = sorted(folder.rglob("*.parquet")) if folder.exists() else []
     empty = pa.table(
@@ -570,6 +574,9 @@ def _homes(paths: LakePaths, compounds: Sequence[CompoundRow]) -> pa.Table:
         return empty
     vault = Vault()
     table = pa.concat_tables([vault.read(p, columns=["record_id", "address"]) for p in parts])
+    if only is not None:
+        wanted = pa.array(sorted(set(only)), pa.int64())
+        table = table.filter(pc.is_in(table.column("record_id"), value_set=wanted))
     addresses = table.column("address").to_pylist()
     resolved = resolve_compounds(addresses, compounds)
     none: tuple[str | None, str | None] = (None, None)
@@ -587,8 +594,8 @@ def homes_of_keys(
     paths: LakePaths, session: Session, keys: Path, person_keys: Iterable[int]
 ) -> dict[int, str]:
     """The home compound (住址 → 小区) of each of ``person_keys`` that the household registry
-    places: the compound of their latest registry record whose address names one. Reads only
-    those people's registry records (the traced case and its contacts), not the registry."""
+    places: the compound of their latest registry record whose address names one. Resolves
+    only those people's addresses (the traced case and its contacts), not the registry's."""
     wanted = sorted({int(k) for k in person_keys})
     folder = paths.linkage / f"category={HOME_CATEGORY}"
     if not wanted or not keys.exists() or not folder.exists():
@@ -606,23 +613,17 @@ def homes_of_keys(
     owner = {int(r): int(k) for r, k in owned}
     if not owner:
         return {}
-    vault = Vault()
-    found: list[tuple[int, str]] = []
-    for part in sorted(folder.rglob("*.parquet")):
-        table = vault.read(part, columns=["record_id", "address"])
-        for record_id, address in zip(
-            table.column("record_id").to_pylist(), table.column("address").to_pylist(), strict=True
-        ):
-            if record_id in owner and address:
-                found.append((int(record_id), str(address)))
-    if not found:
-        return {}
     compounds, _ = _geography_of(session)
-    resolved = resolve_compounds((a for _, a in found), compounds)
+    placed = _homes(paths, compounds, owner)
     homes: dict[int, str] = {}
     # Record ids grow with delivery (the ledger's id is their high half): the latest wins.
-    for record_id, address in sorted(found):
-        compound = resolved.get(address, (None, None))[0]
+    for record_id, compound in sorted(
+        zip(
+            placed.column("record_id").to_pylist(),
+            placed.column("compound_code").to_pylist(),
+            strict=True,
+        )
+    ):
         if compound is not None:
             homes[owner[record_id]] = compound
     return homes

@@ -297,21 +297,7 @@ class Intake:
                 published.append((staged, result, span))
                 results.append(result)
             with database.unit_of_work(immediate=True) as session:
-                audits = []
-                for staged, result, span in published:
-                    row = _new_row(
-                        staged.file_id,
-                        staged.sha,
-                        get_source(staged.category),
-                        staged.name,
-                        channel,
-                        staged.size,
-                        staged.delivered,
-                    )
-                    row.id = staged.serial
-                    session.add(row)
-                    audits.append(_fill_ledger(session, row, result, span, actor))
-                record_many(session, audits)
+                _write_ledger(session, published, channel, actor)
                 if also is not None:
                     also(session, results)
         except BaseException:
@@ -482,21 +468,7 @@ class _Committer:
         """Write the ledger rows of the files published since the last flush."""
         if self._ledger:
             with self.database.unit_of_work(immediate=True) as session:
-                audits = []
-                for staged, result, span in self._ledger:
-                    row = _new_row(
-                        staged.file_id,
-                        staged.sha,
-                        get_source(staged.category),
-                        staged.name,
-                        CHANNEL_DROP,
-                        staged.size,
-                        staged.delivered,
-                    )
-                    row.id = staged.serial
-                    session.add(row)
-                    audits.append(_fill_ledger(session, row, result, span, self.actor))
-                record_many(session, audits)
+                _write_ledger(session, self._ledger, CHANNEL_DROP, self.actor)
             self._ledger.clear()
         self._flushed = time.monotonic()
 
@@ -581,6 +553,31 @@ def intake_lock(paths: lake.LakePaths) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _write_ledger(
+    session: Session,
+    published: list[tuple[Staged, FileResult, tuple[dt.date, dt.date] | None]],
+    channel: str,
+    actor: Actor,
+) -> None:
+    """The ledger rows of staged and published files, numbered by their reserved serials,
+    with their events, audited in one turn of the chain."""
+    audits = []
+    for staged, result, span in published:
+        row = _new_row(
+            staged.file_id,
+            staged.sha,
+            get_source(staged.category),
+            staged.name,
+            channel,
+            staged.size,
+            staged.delivered,
+        )
+        row.id = staged.serial
+        session.add(row)
+        audits.append(_fill_ledger(session, row, result, span, actor))
+    record_many(session, audits)
 
 
 def _fill_ledger(
