@@ -198,6 +198,11 @@ def _rowcount(result: Any) -> int:
     return int(result.rowcount) if isinstance(result, CursorResult) else 0
 
 
+# One statement, its values bound: ``insert().values(...)`` with the values inside builds
+# (and keys for the statement cache) a new statement for every pair delivered.
+_CLAIM_NEW = insert(EventDelivery)
+
+
 def _claim(session: Session, event_id: int, handler: str, known: EventDelivery | None) -> bool:
     """Take the pair as this transaction's first write; False if it is not ours to run."""
     now = clock.now()
@@ -205,9 +210,8 @@ def _claim(session: Session, event_id: int, handler: str, known: EventDelivery |
         # A concurrent claim of the same key blocks here until the other transaction ends,
         # then raises IntegrityError if it committed.
         session.execute(
-            insert(EventDelivery).values(
-                event_id=event_id, handler=handler, attempts=1, delivered_at=now
-            )
+            _CLAIM_NEW,
+            {"event_id": event_id, "handler": handler, "attempts": 1, "delivered_at": now},
         )
         return True
     result = session.execute(
