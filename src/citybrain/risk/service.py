@@ -77,6 +77,7 @@ from citybrain.risk.subjects import (
     compound_of,
     household_subjects,
     person_of_subject,
+    subject_of,
 )
 
 SOURCE_PATTERN = re.compile(r"[a-z][a-z0-9_.]{1,47}")
@@ -410,6 +411,66 @@ def retract_fact(session: Session, actor: Actor, fact_id: int, *, reason: str) -
         for derived in repository.facts_by_dedupe_key(session, f"household_case:{fact.id}"):
             retract_fact(session, actor, derived.id, reason=f"病例事实 #{fact.id} 已撤销")
     return fact
+
+
+def _cases_in_force(
+    facts: Sequence[Fact], rule_set: CompiledRuleSet, now: dt.datetime
+) -> list[Fact]:
+    """A subject's case facts that colour them at ``now`` under ``rule_set``: asserted, not
+    withdrawn, started and not ended, and not released (the rules' own release conditions
+    decide, so a recovered case exposes nobody)."""
+    cases = [f for f in facts if f.kind in CASE_KINDS and f.retracted_at is None]
+    if not cases:
+        return []
+    outcome = compute_colour([snapshot(f) for f in facts], rule_set, now)
+    holding = {ref for reason in outcome.reasons for ref in reason.evidence}
+    return [case for case in cases if f"fact:{case.id}" in holding]
+
+
+def expose_to_household(session: Session, actor: Actor, person: Person) -> list[Fact]:
+    """A registered person entered a household (同户暴露): they become a close contact of every
+    case in force among the household's other members, and, when they are a case in force
+    themselves, the other members become close contacts of theirs.
+
+    The facts have the shape ``assert_fact`` gives household contacts (source ``household``,
+    evidence the household and the case fact, dedupe key ``household_case:<case fact id>``),
+    so withdrawing the case withdraws them, and they are valid from now. A person who already
+    has a fact under that key (standing, or withdrawn by a person's decision) gets no other:
+    calling this again (an event delivered twice) changes nothing. Returns the facts asserted.
+    """
+    if person.household_id is None:
+        return []
+    me = subject_of(person)
+    others = household_subjects(session, person)
+    if not others:
+        return []
+    now = clock.now()
+    rule_set = active_rule_set(session)
+    facts = repository.facts_of(session, [me, *others])
+    exposures = [
+        (me, case) for other in others for case in _cases_in_force(facts[other], rule_set, now)
+    ]
+    exposures += [
+        (other, case) for case in _cases_in_force(facts[me], rule_set, now) for other in others
+    ]
+    asserted: list[Fact] = []
+    for exposed, case in exposures:
+        key = f"household_case:{case.id}"
+        if any(f.kind == FactKind.CLOSE_CONTACT and f.dedupe_key == key for f in facts[exposed]):
+            continue
+        asserted.append(
+            assert_fact(
+                session,
+                actor,
+                subject=exposed,
+                kind=FactKind.CLOSE_CONTACT,
+                source="household",
+                evidence={"household_id": person.household_id, "case_fact_id": case.id},
+                valid_from=now,
+                dedupe_key=key,
+            )
+        )
+    return asserted
 
 
 def facts_of_subject(session: Session, subject: str) -> list[FactOut]:
@@ -1319,14 +1380,17 @@ def sweep(session: Session, *, now: dt.datetime | None = None, limit: int = 1000
 
 
 def person_registered(session: Session, person_ref: str) -> bool:
-    """A person joined the registry: if facts about them exist already (found by the
-    analysis before they registered), their colour row learns where they live and their
-    compound's tier counts them. Returns whether anything was recomputed."""
+    """A person joined the registry: a case in force in the household they joined makes them
+    a close contact (and theirs makes the household's), see ``expose_to_household``; if facts
+    about them exist already (found by the analysis before they registered), their colour row
+    learns where they live and their compound's tier counts them. Returns whether anything
+    was recomputed."""
     person = session.scalars(select(Person).where(Person.ref == person_ref)).first()
     if person is None:
         return False
+    exposed = expose_to_household(session, SYSTEM, person)
     subject = person.id_number_bidx[:32]
     if not repository.facts_of(session, [subject])[subject]:
-        return False
+        return bool(exposed)
     _after_change(session, subject, person, clock.now())
     return True

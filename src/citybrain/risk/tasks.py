@@ -51,7 +51,9 @@ def on_contacts_listed(session: Session, event: OutboxEvent) -> None:
 
 @subscribe("person.registered", name="risk.person_registered")
 def on_person_registered(session: Session, event: OutboxEvent) -> None:
-    """Someone registered: facts found about them earlier now place them in their compound."""
+    """Someone registered: facts found about them earlier now place them in their compound,
+    and a case in force in the household they joined makes them a close contact (idempotent:
+    the residents app has often done it already in the registration's transaction)."""
     ref = (event.payload or {}).get("person_ref")
     if isinstance(ref, str):
         service.person_registered(session, ref)

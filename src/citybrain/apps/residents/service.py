@@ -59,6 +59,7 @@ from citybrain.kit.errors import (
 from citybrain.kit.idcheck import normalise_mobile, parse_resident_id
 from citybrain.kit.masking import mask_name, mask_phone, mask_resident_id
 from citybrain.kit.settings import get_settings
+from citybrain.risk import service as risk
 
 RESIDENT_ROLE = "resident"
 SELF_SERVICE = Actor("resident:self-service", RESIDENT_ROLE, None)
@@ -351,6 +352,17 @@ def split_unit(text: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2]
 
 
+def _expose(session: Session, refs: list[str]) -> None:
+    """Persons who just entered a household: a case in force among its members makes the
+    others close contacts now, in this transaction, so the code page shows it at once (the
+    ``person.registered`` handler repeats it harmlessly). The platform derives these facts, not
+    the resident: the system is their asserter."""
+    for ref in refs:
+        person = repository.person_by_ref(session, ref)
+        assert person is not None
+        risk.expose_to_household(session, SYSTEM, person)
+
+
 def register_household(
     session: Session, data: RegistrationIn, *, client_ip: str
 ) -> RegistrationOut:
@@ -464,6 +476,7 @@ def register_household(
         )
         assert created
         member_refs.append(registered.ref)
+    _expose(session, [me.ref, *member_refs])
     now = clock.now()
     session.add(ResidentAccount(person_ref=me.ref, created_at=now, last_login_at=now))
     record(
@@ -652,6 +665,7 @@ def add_member(session: Session, me: Person, name: str, id_number: str, phone: s
         PersonIn(name=m_name, id_number=number, phone=m_phone, household_id=me.household_id),
     )
     assert created
+    _expose(session, [masked.ref])
     record(
         session,
         resident_actor(me),
