@@ -51,6 +51,12 @@ def api(app: FastAPI, session: Session, gate: Gate) -> HealthcodeApi:
         if ctx.operation.path == "/api/v1/scans/place":
             real = st.just({"place": place, "code": health})
             return st.just(body) | real | codes.map(lambda c: {**body, "code": c})
+        if ctx.operation.path == "/api/v1/scans/offline":
+            item = {"client_id": "fuzz-1", "direction": "entry", "decision": "pass"}
+            real = codes.map(
+                lambda c: {"items": [{**item, "code": c, "scanned_at": "2026-01-01T00:00:00Z"}]}
+            )
+            return st.just(body) | real
         return st.just(body)
 
     @schema.hook
@@ -71,6 +77,7 @@ OPERATIONS = [
     ("GET", "/api/v1/healthcode/trust-list", None),
     ("POST", "/api/v1/scans", "device"),
     ("POST", "/api/v1/scans/place", None),
+    ("POST", "/api/v1/scans/offline", "device"),
     ("GET", "/api/v1/healthcode/place-codes/{place_code}", "officer"),
 ]
 

@@ -72,7 +72,11 @@ class Scan(Base):
     """
 
     __tablename__ = "scans"
-    __table_args__ = (Index("ix_scans_place_code_scanned_at", "place_code", "scanned_at"),)
+    __table_args__ = (
+        Index("ix_scans_place_code_scanned_at", "place_code", "scanned_at"),
+        # An offline scan uploaded twice (a retry after a lost answer) is recorded once.
+        Index("uq_scans_offline_key", "offline_key", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(ScanId, primary_key=True, autoincrement=True)
     method: Mapped[str] = mapped_column(String(8))
@@ -88,6 +92,9 @@ class Scan(Base):
     device_token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id"))
     scanned_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
     batch: Mapped[str] = mapped_column(String(32))
+    # Offline scans only (``service.record_offline_scans``): the scanner and the gate's own id
+    # of the scan, "<kind>:<principal id>:<client id>"; None for every scan made online.
+    offline_key: Mapped[str | None] = mapped_column(String(100))
 
     def __repr__(self) -> str:
         # Never the person: reprs end up in logs.

@@ -1,10 +1,16 @@
 """The scan page for gate staff (门岗扫码), made for a phone browser.
 
-No camera in the page itself and no script: a scanner wedge (or the phone's own scanner app,
-or a person typing) puts the code text into the field and presses Enter, the form posts,
-and the page answers with a big green 通行 PASS or red 禁止 DENY and the reason in Chinese,
-the field focused again for the next person. The same path as ``POST /api/v1/scans``
-verifies and records the scan.
+No camera in the page itself: a scanner wedge (or the phone's own scanner app, or a person
+typing) puts the code text into the field and presses Enter, the form posts, and the page
+answers with a big green 通行 PASS or red 禁止 DENY and the reason in Chinese, the field
+focused again for the next person. The same path as ``POST /api/v1/scans`` verifies and
+records the scan.
+
+Without script the form works as it is. With it (``static/gate-offline.js``, progressive
+enhancement) the page keeps the trust list, and when the network is down it verifies codes
+in the browser, decides by the colour in the code (each place's kind and, for a compound's
+gate, its tier as of page load, travel in the options' data attributes), queues the scans
+and uploads them to ``POST /api/v1/scans/offline`` when back online.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from citybrain.core.authz.deps import require
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.geo.models import Place
+from citybrain.healthcode import repository
 from citybrain.healthcode.routes import gate_scan
+from citybrain.healthcode.settings import get_healthcode_settings
 from citybrain.healthcode.writer import Overloaded
 from citybrain.kit.errors import CitybrainError
 from citybrain.kit.web import db_session, language, render
@@ -66,6 +74,15 @@ def _places(session: Session, who: Principal) -> list[Place]:
     )
 
 
+def _offline_context(session: Session, places: list[Place]) -> dict[str, object]:
+    """What the offline script needs besides the form: the compounds' tiers as stored now
+    (its decision offline mirrors the gate policy as far as the page knows), and the clock
+    skew the server allows."""
+    compounds = {p.compound_code for p in places if p.compound_code}
+    tiers = {code: row.tier for code, row in repository.stored_tiers(session, compounds).items()}
+    return {"tiers": tiers, "clock_skew": get_healthcode_settings().clock_skew_seconds}
+
+
 @router.get("/healthcode/gate")
 def gate_page(
     request: Request,
@@ -76,15 +93,17 @@ def gate_page(
 ) -> Response:
     """The empty scan form."""
     lang = language(request)
+    places = _places(session, who)
     return render(
         request,
         "healthcode/gate.html",
         {
             "text": _texts(lang),
-            "places": _places(session, who),
+            "places": places,
             "place_code": place_code,
             "direction": "exit" if direction == "exit" else "entry",
             "result": None,
+            "offline": _offline_context(session, places),
         },
     )
 
@@ -130,15 +149,17 @@ async def gate_submit(
             "code": error.code,
         }
         status = error.status_code
+    places = _places(session, who)
     response = render(
         request,
         "healthcode/gate.html",
         {
             "text": _texts(lang),
-            "places": _places(session, who),
+            "places": places,
             "place_code": place_code,
             "direction": direction,
             "result": result,
+            "offline": _offline_context(session, places),
         },
         status_code=status,
     )

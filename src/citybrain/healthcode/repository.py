@@ -406,3 +406,50 @@ def purge_scans_before(session: Session, before: dt.datetime) -> int:
         .execution_options(synchronize_session=False)
     )
     return gone
+
+
+# -- offline scans ------------------------------------------------------------------------
+
+
+def keys_for_offline_scans(session: Session) -> Sequence[SigningKey]:
+    """Every key that ever verified codes and was not removed as compromised, oldest first:
+    an offline scan is checked against the trust list as it was when it was made, so a key
+    retired or removed since (its grace period over) still verifies what it signed before
+    its ``verify_until``. A compromised key (removed at once: ``verify_until`` equal to its
+    ``retired_at``) verifies nothing, whenever the scan says it was made."""
+    compromised = (SigningKey.status == KEY_REMOVED) & (
+        SigningKey.verify_until.is_(None)
+        | SigningKey.retired_at.is_(None)
+        | (SigningKey.verify_until <= SigningKey.retired_at)
+    )
+    return session.scalars(
+        select(SigningKey).where(~compromised).order_by(SigningKey.created_at, SigningKey.kid)
+    ).all()
+
+
+def offline_scans_by_key(session: Session, keys: Iterable[str]) -> dict[str, int]:
+    """Offline key -> scan id, for the keys of ``keys`` already recorded."""
+    wanted = list(set(keys))
+    if not wanted:
+        return {}
+    found: dict[str, int] = {}
+    # In chunks: a batch holds up to 500 keys, well under every driver's parameter limit.
+    for start in range(0, len(wanted), 500):
+        rows = session.execute(
+            select(Scan.offline_key, Scan.id).where(
+                Scan.offline_key.in_(wanted[start : start + 500])
+            )
+        ).all()
+        found.update({str(key): int(scan_id) for key, scan_id in rows})
+    return found
+
+
+def insert_offline_scans(session: Session, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert offline scan rows (with their ``offline_key``), their ids in the order given.
+    The database numbers them (not the hot path: an upload is rare and small), and
+    RETURNING sorted by the parameters' order gives the ids back in order on both backends.
+    Raises IntegrityError when an offline key is already recorded (a concurrent upload)."""
+    if not rows:
+        return []
+    result = session.execute(insert(Scan).returning(Scan.id, sort_by_parameter_order=True), rows)
+    return [int(scan_id) for scan_id in result.scalars().all()]

@@ -13,9 +13,10 @@ import threading
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
@@ -36,6 +37,9 @@ from citybrain.healthcode.keys import trust_cache
 from citybrain.healthcode.models import DIRECTION_ENTRY, SCAN_GATE
 from citybrain.healthcode.qr import qr_svg
 from citybrain.healthcode.schemas import (
+    OfflineScanResultOut,
+    OfflineScansIn,
+    OfflineScansOut,
     PlaceCodeOut,
     PlaceScanIn,
     ScanIn,
@@ -43,9 +47,15 @@ from citybrain.healthcode.schemas import (
     TrustListOut,
 )
 from citybrain.healthcode.service import (
+    OFFLINE_STATUS_DUPLICATE,
+    OFFLINE_STATUS_RECORDED,
+    OFFLINE_STATUS_REFUSED,
+    OfflineResult,
+    OfflineScan,
     ScanOutcome,
     ScanRequest,
     place_scan_request,
+    record_offline_scans,
     record_scans,
 )
 from citybrain.healthcode.trust import TrustList
@@ -329,3 +339,83 @@ def get_place_code(
 
 
 __all__ = ["DIRECTION_ENTRY", "router"]
+
+
+def _record_offline(
+    request: Request, who: Principal, items: list[OfflineScan]
+) -> list[OfflineResult]:
+    """Record an offline upload in one transaction of its own (the test's, in tests). On
+    SQLite the write lock is taken up front, as the scan writer does, so the upload waits
+    for the writer's commit instead of failing on a stale read."""
+    test_session = getattr(request.app.state, "test_session", None)
+    if test_session is not None:
+        test_session.commit()
+        with transaction(test_session):
+            return record_offline_scans(test_session, who, items)
+    with request_database(request).unit_of_work(immediate=True) as session:
+        return record_offline_scans(session, who, items)
+
+
+def _offline_result_out(result: OfflineResult, lang: str) -> OfflineScanResultOut:
+    return OfflineScanResultOut.model_validate(
+        {
+            "client_id": result.client_id,
+            "status": result.status,
+            "scan_id": result.scan_id,
+            "reason_code": result.reason_code,
+            "reason": result.reason_en if lang == "en" else result.reason_zh,
+            "reason_zh": result.reason_zh,
+            "reason_en": result.reason_en,
+            "field": result.field,
+            "code_colour": result.code_colour,
+            "current_colour": result.current_colour,
+            "flagged": result.flagged,
+        }
+    )
+
+
+@router.post(
+    "/api/v1/scans/offline",
+    response_model=OfflineScansOut,
+    summary="上传离线扫码 Upload the scans a gate made offline",
+    responses=error_responses(401, 403, 422, 429),
+)
+async def post_offline_scans(
+    body: OfflineScansIn,
+    request: Request,
+    who: Annotated[Principal, Depends(scanner)],
+) -> OfflineScansOut:
+    """A gate back online uploads the scans it verified offline (up to 500 per request).
+    Per item: ``recorded``, ``duplicate`` (this scanner uploaded that ``client_id`` before:
+    recorded once) or ``refused`` with the reason and field (bad signature or expired *at the
+    scan's time*, too old, in the future, another place…); a bad item never blocks the
+    others. Each recorded item carries the person's current colour, and ``flagged`` when
+    the gate let them through offline but they are not green now (离线放行但当前非绿码):
+    the gate should follow up."""
+    lang = language(request)
+    items = [
+        OfflineScan(
+            client_id=item.client_id,
+            code=item.code,
+            direction=item.direction,
+            place_code=item.place_code,
+            scanned_at=item.scanned_at,
+            decision=item.decision,
+        )
+        for item in body.items
+    ]
+    try:
+        results = await run_in_threadpool(_record_offline, request, who, items)
+    except OperationalError as exc:
+        # The database is busy or restarting: the gate keeps its queue and tries again.
+        raise HTTPException(
+            429, "数据库繁忙，请稍后重试 / database busy, retry", {"Retry-After": "5"}
+        ) from exc
+    out = [_offline_result_out(result, lang) for result in results]
+    return OfflineScansOut(
+        recorded=sum(1 for r in results if r.status == OFFLINE_STATUS_RECORDED),
+        duplicate=sum(1 for r in results if r.status == OFFLINE_STATUS_DUPLICATE),
+        refused=sum(1 for r in results if r.status == OFFLINE_STATUS_REFUSED),
+        flagged=sum(1 for r in results if r.flagged),
+        items=out,
+    )

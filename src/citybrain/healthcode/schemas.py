@@ -81,3 +81,65 @@ class PlaceCodeOut(BaseModel):
     issued_at: dt.datetime
     expires_at: dt.datetime
     svg: str
+
+
+MAX_OFFLINE_ITEMS = 500
+
+
+class OfflineScanIn(BaseModel):
+    """One scan a gate made while offline (离线扫码), as it queued it.
+
+    Every field is checked per item by the server (a bad item is refused with its reason and
+    field, the others are still recorded), so the types here are loose on purpose."""
+
+    client_id: str = Field(max_length=200, description="设备生成的随机编号 the gate's own id")
+    code: str = Field(max_length=2 * MAX_CODE_TEXT, description="码的文本（CB1:…）")
+    direction: str = Field(default="entry", max_length=32, description="进 entry / 出 exit")
+    place_code: str | None = Field(
+        default=None, max_length=64, description="场所代码（工作人员须填写） place (staff only)"
+    )
+    scanned_at: str = Field(
+        max_length=64, description="扫码时间（ISO 8601，带时区） when it was scanned"
+    )
+    decision: str = Field(
+        max_length=32, description="门岗当时的判断 pass / deny (the gate's decision offline)"
+    )
+
+
+class OfflineScansIn(BaseModel):
+    """A gate's queue of offline scans, uploaded when back online (at most 500 per request)."""
+
+    items: list[OfflineScanIn] = Field(min_length=1, max_length=MAX_OFFLINE_ITEMS)
+
+
+class OfflineScanResultOut(BaseModel):
+    """What became of one uploaded offline scan."""
+
+    client_id: str
+    status: Literal["recorded", "duplicate", "refused"]
+    scan_id: int | None = None
+    reason_code: str | None = Field(default=None, description="拒收原因代码 why refused")
+    reason: str | None = Field(default=None, description="原因（按请求语言）")
+    reason_zh: str | None = None
+    reason_en: str | None = None
+    field: str | None = Field(default=None, description="出错的字段 the item's field at fault")
+    code_colour: Literal["green", "yellow", "red"] | None = Field(
+        default=None, description="码内颜色 the colour inside the code"
+    )
+    current_colour: Literal["green", "yellow", "red"] | None = Field(
+        default=None, description="当前（联网）颜色；登记库无此人时为空 the colour now"
+    )
+    flagged: bool = Field(
+        default=False,
+        description="离线放行但当前非绿码，需跟进 passed offline but not green now: follow up",
+    )
+
+
+class OfflineScansOut(BaseModel):
+    """The answer to an upload: per item in the order sent, and the counts."""
+
+    recorded: int
+    duplicate: int
+    refused: int
+    flagged: int
+    items: list[OfflineScanResultOut]

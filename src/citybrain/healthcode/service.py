@@ -19,21 +19,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from citybrain.core.audit.service import SYSTEM, record
+from citybrain.core.authz.principal import Principal
 from citybrain.core.events.service import publish
 from citybrain.core.geo.models import PLACE_COMPOUND_GATE
 from citybrain.healthcode import repository
+from citybrain.healthcode.codes import CodeRefused, verify_code
 from citybrain.healthcode.models import (
     DECISION_DENY,
     DECISION_PASS,
+    DIRECTION_ENTRY,
+    DIRECTION_EXIT,
     DIRECTION_VISIT,
     SCAN_GATE,
     SCAN_PLACE,
 )
 from citybrain.healthcode.passes import pass_check
 from citybrain.healthcode.policy import REASONS, Decision, decide
+from citybrain.healthcode.settings import get_healthcode_settings
+from citybrain.healthcode.trust import TrustedKey, TrustList
 from citybrain.kit import clock
 from citybrain.kit.errors import InvalidInput
 from citybrain.risk import service as risk
@@ -328,3 +335,302 @@ def purge_expired_scans(session: Session, *, now: dt.datetime | None = None) -> 
             detail={"deleted": gone, "before": before.isoformat(), "retention_days": days},
         )
     return gone
+
+
+# -- offline scans ------------------------------------------------------------------------
+
+COLOUR_OFFLINE = "offline"  # the colour inside the code, decided by a gate without network
+OFFLINE_STATUS_RECORDED = "recorded"
+OFFLINE_STATUS_DUPLICATE = "duplicate"
+OFFLINE_STATUS_REFUSED = "refused"
+# The reasons stored with an offline scan: the gate decided by the code's own colour.
+OFFLINE_REASONS = {DECISION_PASS: "offline_pass", DECISION_DENY: "offline_deny"}
+_CLIENT_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+MAX_CLIENT_ID = 64
+
+OFFLINE_REFUSALS: dict[str, tuple[str, str]] = {
+    "bad_client_id": (
+        "离线记录编号无效（1–64位字母、数字、-、_）",
+        "client_id must be 1-64 letters, digits, - or _",
+    ),
+    "bad_direction": ("方向无效（entry 或 exit）", "direction must be entry or exit"),
+    "bad_decision": ("判断结果无效（pass 或 deny）", "decision must be pass or deny"),
+    "bad_time": (
+        "扫码时间无效（须为带时区的 ISO 8601 时间）",
+        "scanned_at must be ISO 8601 with a zone",
+    ),
+    "too_old": (
+        "扫码时间过早，超出离线上传期限",
+        "scanned_at is older than offline uploads may be",
+    ),
+    "in_future": ("扫码时间晚于当前时间（设备时间有误？）", "scanned_at is in the future (clock?)"),
+    "wrong_place": ("设备只能上传其所属场所的扫码", "a device uploads scans of its own place only"),
+    "no_place": ("请填写扫码场所", "name the place of the scan"),
+    "place_not_found": (
+        "场所不存在或不在辖区内",
+        "the place does not exist or lies outside your area",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class OfflineScan:
+    """One scan a gate made offline, as uploaded (unchecked)."""
+
+    client_id: str
+    code: str
+    direction: str
+    place_code: str | None
+    scanned_at: str
+    decision: str
+
+
+@dataclass(frozen=True)
+class OfflineResult:
+    """What became of one uploaded offline scan: recorded, duplicate or refused (with the
+    reason and the item's field), the colours, and whether the gate must follow up
+    (``flagged``: passed offline, but the person's colour now is not green)."""
+
+    client_id: str
+    status: str
+    scan_id: int | None = None
+    reason_code: str | None = None
+    reason_zh: str | None = None
+    reason_en: str | None = None
+    field: str | None = None
+    code_colour: str | None = None
+    current_colour: str | None = None
+    flagged: bool = False
+
+
+@dataclass
+class _Accepted:
+    index: int
+    item: OfflineScan
+    key: str
+    place_code: str
+    scanned_at: dt.datetime
+    person_ref: str
+    code_colour: str
+
+
+def _refused(item: OfflineScan, reason: str, field: str) -> OfflineResult:
+    zh, en = OFFLINE_REFUSALS[reason]
+    return OfflineResult(item.client_id, OFFLINE_STATUS_REFUSED, None, reason, zh, en, field)
+
+
+def _offline_time(text: str) -> dt.datetime | None:
+    try:
+        parsed = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed.astimezone(dt.UTC)
+
+
+def _trust_as_of_scans(session: Session) -> TrustList:
+    """The keys that verify offline scans, each until its ``verify_until``: checked with the
+    scan's own time, a code is judged by the trust list as it was when it was scanned."""
+    keys = [
+        TrustedKey.from_spki(
+            key.public_key,
+            status=key.status,
+            not_before=key.activated_at,
+            not_after=key.verify_until,
+        )
+        for key in repository.keys_for_offline_scans(session)
+    ]
+    return TrustList(keys, issuer=get_healthcode_settings().issuer)
+
+
+def record_offline_scans(
+    session: Session,
+    who: Principal,
+    items: Sequence[OfflineScan],
+    *,
+    now: dt.datetime | None = None,
+) -> list[OfflineResult]:
+    """Record the scans a gate made offline (离线扫码), uploaded by ``who`` (a device, or a
+    staff member with ``device.scan``); results in the order given. Never commits.
+
+    Each item is checked on its own, and a bad one never blocks the others: its client id,
+    direction and decision; its time (``offline_max_age_hours``, default 72 h, at most; not
+    in the future beyond the clock skew); its place (a device's own, or one in the staff
+    member's area); its code's signature against the trust list as of the scan's time, and
+    its expiry relative to that time. An item whose (scanner, client id) is recorded already
+    is a duplicate, not recorded again. The accepted ones are written as scans with
+    ``colour_source`` "offline" (the colour inside the code) and the gate's own decision, with
+    one scan batch row, one audit row and the writer's outbox event, so the lake export and
+    the cockpit take them like any scan. Each result carries the person's current colour;
+    ``flagged`` when the gate let them through offline but they are not green now."""
+    settings = get_healthcode_settings()
+    at = now or clock.now()
+    skew = dt.timedelta(seconds=settings.clock_skew_seconds)
+    oldest = at - dt.timedelta(hours=settings.offline_max_age_hours)
+    results: list[OfflineResult | None] = [None] * len(items)
+    prefix = f"{who.kind}:{who.id}:"
+    keys = {
+        i: prefix + item.client_id
+        for i, item in enumerate(items)
+        if 0 < len(item.client_id) <= MAX_CLIENT_ID and set(item.client_id) <= _CLIENT_ID_CHARS
+    }
+    recorded = repository.offline_scans_by_key(session, keys.values())
+    wanted_places = {
+        (item.place_code or "").strip() for item in items if (item.place_code or "").strip()
+    }
+    if who.kind == "device":
+        wanted_places.add(who.name)
+    places = repository.places_at_gate(session, wanted_places)
+    trust = _trust_as_of_scans(session)
+    accepted: list[_Accepted] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        key = keys.get(i)
+        if key is None:
+            results[i] = _refused(item, "bad_client_id", "client_id")
+            continue
+        if key in recorded or key in seen:
+            scan_id = recorded.get(key)
+            results[i] = OfflineResult(item.client_id, OFFLINE_STATUS_DUPLICATE, scan_id)
+            continue
+        if item.direction not in (DIRECTION_ENTRY, DIRECTION_EXIT):
+            results[i] = _refused(item, "bad_direction", "direction")
+            continue
+        if item.decision not in OFFLINE_REASONS:
+            results[i] = _refused(item, "bad_decision", "decision")
+            continue
+        scanned_at = _offline_time(item.scanned_at)
+        if scanned_at is None:
+            results[i] = _refused(item, "bad_time", "scanned_at")
+            continue
+        if scanned_at < oldest:
+            results[i] = _refused(item, "too_old", "scanned_at")
+            continue
+        if scanned_at > at + skew:
+            results[i] = _refused(item, "in_future", "scanned_at")
+            continue
+        place_code = (item.place_code or "").strip()
+        if who.kind == "device":
+            if place_code and place_code != who.name:
+                results[i] = _refused(item, "wrong_place", "place_code")
+                continue
+            place_code = who.name
+        elif not place_code:
+            results[i] = _refused(item, "no_place", "place_code")
+            continue
+        place = places.get(place_code)
+        if place is None or not place.area_code.startswith(who.area_code):
+            results[i] = _refused(item, "place_not_found", "place_code")
+            continue
+        try:
+            verified = verify_code(item.code.strip(), trust, now=scanned_at)
+        except CodeRefused as refused:
+            results[i] = OfflineResult(
+                item.client_id,
+                OFFLINE_STATUS_REFUSED,
+                None,
+                refused.reason_code,
+                refused.message_zh,
+                refused.message_en,
+                "code",
+            )
+            continue
+        seen[key] = i
+        accepted.append(
+            _Accepted(i, item, key, place_code, scanned_at, verified.person_ref, verified.colour)
+        )
+    _write_offline(session, who, accepted, results, at)
+    return [result for result in results if result is not None]
+
+
+def _write_offline(
+    session: Session,
+    who: Principal,
+    accepted: list[_Accepted],
+    results: list[OfflineResult | None],
+    at: dt.datetime,
+) -> None:
+    """Write the accepted offline scans (one batch, audit row and event) and fill in their
+    results, with the persons' current colours."""
+    if not accepted:
+        return
+    version, persons = repository.persons_at_gate(session, [a.person_ref for a in accepted])
+    colours = _colours(session, persons, version, at)
+    batch = uuid.uuid4().hex
+    rows = [
+        {
+            "method": SCAN_GATE,
+            "place_code": a.place_code,
+            "person_ref": a.person_ref,
+            "subject": persons[a.person_ref].subject if a.person_ref in persons else None,
+            "direction": a.item.direction,
+            "colour": a.code_colour,
+            "colour_source": COLOUR_OFFLINE,
+            "decision": a.item.decision,
+            "reason": OFFLINE_REASONS[a.item.decision],
+            "device_token_id": who.id if who.kind == "device" else None,
+            "scanned_at": a.scanned_at,
+            "batch": batch,
+            "offline_key": a.key,
+        }
+        for a in accepted
+    ]
+    try:
+        # A savepoint: a concurrent upload of the same queue may have recorded some of these
+        # since they were looked up; then they are duplicates and the rest go in again.
+        with session.begin_nested():
+            ids = repository.insert_offline_scans(session, rows)
+    except IntegrityError:
+        taken = repository.offline_scans_by_key(session, [a.key for a in accepted])
+        for a in accepted:
+            if a.key in taken:
+                results[a.index] = OfflineResult(
+                    a.item.client_id, OFFLINE_STATUS_DUPLICATE, taken[a.key]
+                )
+        kept = [(a, row) for a, row in zip(accepted, rows, strict=True) if a.key not in taken]
+        accepted = [a for a, _ in kept]
+        ids = repository.insert_offline_scans(session, [row for _, row in kept])
+        if not accepted:
+            return
+    repository.insert_batch(
+        session,
+        batch=batch,
+        first_id=min(ids),
+        last_id=max(ids),
+        count=len(ids),
+        recorded_at=clock.now(),
+    )
+    flagged = 0
+    for a, scan_id in zip(accepted, ids, strict=True):
+        current = colours.get(a.person_ref) if a.person_ref in persons else None
+        flag = a.item.decision == DECISION_PASS and current is not None and current != "green"
+        flagged += flag
+        results[a.index] = OfflineResult(
+            a.item.client_id,
+            OFFLINE_STATUS_RECORDED,
+            scan_id,
+            code_colour=a.code_colour,
+            current_colour=current,
+            flagged=flag,
+        )
+    counts = {
+        "batch": batch,
+        "first_id": min(ids),
+        "last_id": max(ids),
+        "count": len(ids),
+        "gate": len(ids),
+        "place": 0,
+        "denied": sum(1 for a in accepted if a.item.decision == DECISION_DENY),
+        "offline": len(ids),
+        "flagged": flagged,
+    }
+    record(
+        session,
+        who.actor,
+        "healthcode.offline_scans_record",
+        object_type="scan_batch",
+        object_id=batch,
+        detail=counts,
+    )
+    publish(session, TOPIC_SCANS_RECORDED, counts, key=batch)

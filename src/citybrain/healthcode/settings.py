@@ -40,6 +40,9 @@ class HealthcodeSettings(BaseSettings):
     # How long a request waits for its scan to be committed before the server gives up with
     # 503-free back-pressure (429): the writer is stuck or far behind.
     commit_timeout_seconds: float = Field(default=5.0, gt=0.0)
+    # A gate that scanned offline uploads its queue when back online; a scan older than this
+    # is refused on upload (a queue found days later is not evidence of today's crossings).
+    offline_max_age_hours: int = Field(default=72, ge=1, le=24 * 30)
     # Device tokens are checked against the database at most this often per token.
     device_token_cache_seconds: float = Field(default=30.0, ge=0.0)
 
