@@ -68,7 +68,8 @@ def test_the_gate_page_verifies_offline_and_uploads_when_back_online(
             page.click("button[type=submit]")
             expect(page.get_by_test_id("gate-title")).to_have_text("门岗扫码")
             # Online, the page keeps the trust list for later.
-            page.wait_for_function("localStorage.getItem('citybrain.gate.trust') !== null")
+            # A function, not an expression: the page's CSP forbids eval of strings.
+            page.wait_for_function("() => localStorage.getItem('citybrain.gate.trust') !== null")
             page.select_option("#place_code", gate_code)
             queue = page.get_by_test_id("offline-queue")
             expect(queue).to_have_attribute("data-count", "0")

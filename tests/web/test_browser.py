@@ -36,9 +36,10 @@ CHROMIUM_ARGS = [
 
 
 @contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """``app`` served by uvicorn on a free local port in a thread: its base URL, until exit."""
-    port = _free_port()
+def serving(app: Any, port: int | None = None) -> Iterator[str]:
+    """``app`` served by uvicorn on ``port`` (a free local one by default) in a thread: its base
+    URL, until exit."""
+    port = port or _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

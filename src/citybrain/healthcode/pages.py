@@ -15,6 +15,7 @@ and uploads them to ``POST /api/v1/scans/offline`` when back online.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Query, Request
@@ -22,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from citybrain.core.authz.deps import require
+from citybrain.core.authz.deps import public, require
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.geo.models import Place
@@ -81,6 +82,21 @@ def _offline_context(session: Session, places: list[Place]) -> dict[str, object]
     compounds = {p.compound_code for p in places if p.compound_code}
     tiers = {code: row.tier for code, row in repository.stored_tiers(session, compounds).items()}
     return {"tiers": tiers, "clock_skew": get_healthcode_settings().clock_skew_seconds}
+
+
+_SERVICE_WORKER = Path(__file__).parent / "templates" / "healthcode" / "gate-sw.js"
+
+
+@router.get("/healthcode/gate-sw.js")
+@public
+def gate_service_worker() -> Response:
+    """The gate page's service worker (network first; the kept page and scripts when there is
+    no network). Served here rather than under /static so that its scope is /healthcode/."""
+    return Response(
+        _SERVICE_WORKER.read_text(encoding="utf-8"),
+        media_type="text/javascript",
+        headers={"Cache-Control": "no-cache"},
+    )
 
 
 @router.get("/healthcode/gate")

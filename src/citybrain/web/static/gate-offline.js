@@ -513,6 +513,12 @@
     }).then(function () { uploading = false; showNetwork(); });
   }
 
+  // The service worker keeps this page and its scripts, so that it opens again without a
+  // network (a phone restarted, a tab the browser dropped); it needs a secure context too.
+  if ("serviceWorker" in navigator) {
+    navigator.serviceWorker.register("/healthcode/gate-sw.js").catch(function () {});
+  }
+
   window.addEventListener("online", function () { showNetwork(); fetchTrustList(); upload(); });
   window.addEventListener("offline", showNetwork);
   showNetwork();

@@ -1,0 +1,104 @@
+"""The gate page opens again with the server out of reach: its service worker keeps the page and
+its scripts (network first), so a gate whose phone reloaded the page while the network was down
+still verifies codes and queues the scans, and uploads them once the server answers again."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlparse
+
+import pytest
+from sqlalchemy import select
+
+from citybrain.core.geo.models import PLACE_COMPOUND_GATE, Place
+from citybrain.core.geo.service import load_hierarchy
+from citybrain.healthcode.codes import issue_code
+from citybrain.healthcode.models import Scan
+from citybrain.healthcode.writer import close_writers
+from citybrain.kit.db import Database
+from citybrain.web.app import create_app
+from tests.factories import PASSWORD, STREET_A, make_person, make_user
+from tests.healthcode.conftest import person_row
+from tests.web.test_browser import ARTIFACTS, browser, serving
+
+pytestmark = pytest.mark.browser
+__all__ = ["browser"]
+KEPT_PAGE = """async () => {
+  const cache = await caches.open("citybrain-gate-v1");
+  const page = await cache.match("/healthcode/gate");
+  const script = await cache.match("/static/gate-offline.js");
+  return Boolean(page && script);
+}"""
+
+
+def test_the_gate_page_reopens_from_its_service_worker_while_the_server_is_down(
+    fresh_database: Database, browser: object
+) -> None:
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    with fresh_database.unit_of_work() as session:
+        load_hierarchy(session)
+    with fresh_database.unit_of_work() as session:
+        officer = make_user(session, "street_officer", STREET_A)
+        resident = person_row(session, make_person(session, officer)[0].ref)
+        gate = session.scalar(
+            select(Place).where(
+                Place.compound_code == resident.area_code, Place.kind == PLACE_COMPOUND_GATE
+            )
+        )
+        assert gate is not None
+        make_user(session, "checkpoint_staff", gate.area_code, "sw-gate")
+        code = issue_code(session, resident.ref, "green").text
+        gate_code = gate.code
+    ARTIFACTS.mkdir(exist_ok=True)
+    app = create_app(fresh_database)
+    try:
+        with serving(app) as base:
+            port = urlparse(base).port
+            context = browser.new_context(
+                viewport={"width": 390, "height": 844}, locale="zh-CN", is_mobile=True
+            )
+            page = context.new_page()
+            page.goto(f"{base}/healthcode/gate")
+            page.fill("#username", "sw-gate")
+            page.fill("#password", PASSWORD)
+            page.click("button[type=submit]")
+            expect(page.get_by_test_id("gate-title")).to_have_text("门岗扫码")
+            # A function, not an expression: the page's CSP forbids eval of strings.
+            page.wait_for_function("() => localStorage.getItem('citybrain.gate.trust') !== null")
+            page.wait_for_function("() => navigator.serviceWorker.controller !== null")
+            # Loaded once more under the worker: the page and its script are kept.
+            page.reload()
+            expect(page.get_by_test_id("gate-title")).to_be_visible()
+            deadline = time.monotonic() + 10
+            while not page.evaluate(KEPT_PAGE):  # a promise: evaluate awaits it
+                assert time.monotonic() < deadline, "the service worker kept no page"
+                time.sleep(0.1)
+        # The server is gone: nothing answers on that port any more.
+        page.reload()
+        expect(page.get_by_test_id("gate-title")).to_have_text("门岗扫码")
+        page.select_option("#place_code", gate_code)
+        page.get_by_test_id("code-input").fill(code)
+        page.get_by_test_id("code-input").press("Enter")
+        verdict = page.get_by_test_id("verdict")
+        expect(verdict).to_have_attribute("data-verdict", "pass")
+        expect(verdict).to_have_attribute("data-offline", "true")
+        queue = page.get_by_test_id("offline-queue")
+        expect(queue).to_have_attribute("data-count", "1")
+        page.screenshot(path=str(ARTIFACTS / "healthcode-gate-server-down.png"))
+        with fresh_database.unit_of_work() as session:
+            assert session.scalars(select(Scan)).all() == []
+        # The server is back on the same address: the page uploads on load.
+        with serving(app, port) as base:
+            page.goto(f"{base}/healthcode/gate")
+            expect(page.get_by_test_id("offline-queue")).to_have_attribute("data-count", "0")
+            expect(page.get_by_test_id("offline-summary")).to_contain_text("记录 1 条")
+            context.close()
+    finally:
+        close_writers()
+    with fresh_database.unit_of_work() as session:
+        scans = session.scalars(select(Scan)).all()
+        assert [(s.person_ref, s.place_code, s.colour_source, s.decision) for s in scans] == [
+            (resident.ref, gate_code, "offline", "pass")
+        ]
