@@ -19,7 +19,14 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     # A nullable column and a unique index: both are plain ALTER/CREATE on SQLite too.
     op.add_column("scans", sa.Column("offline_key", sa.String(length=100), nullable=True))
-    op.create_index("uq_scans_offline_key", "scans", ["offline_key"], unique=True)
+    op.create_index(
+        "uq_scans_offline_key",
+        "scans",
+        ["offline_key"],
+        unique=True,
+        postgresql_where=sa.text("offline_key IS NOT NULL"),
+        sqlite_where=sa.text("offline_key IS NOT NULL"),
+    )
 
 
 def downgrade() -> None:

@@ -75,7 +75,14 @@ class Scan(Base):
     __table_args__ = (
         Index("ix_scans_place_code_scanned_at", "place_code", "scanned_at"),
         # An offline scan uploaded twice (a retry after a lost answer) is recorded once.
-        Index("uq_scans_offline_key", "offline_key", unique=True),
+        # Partial: the gate scans of the hot path (no key) add no entry to this index.
+        Index(
+            "uq_scans_offline_key",
+            "offline_key",
+            unique=True,
+            postgresql_where=text("offline_key IS NOT NULL"),
+            sqlite_where=text("offline_key IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(ScanId, primary_key=True, autoincrement=True)
