@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -16,11 +17,13 @@ from sqlalchemy.orm import Session
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.service import issue_token
 from citybrain.core.geo.models import PLACE_COMPOUND_GATE, PLACE_VENUE, Place
+from citybrain.core.geo.service import load_hierarchy
 from citybrain.core.people.models import Person
+from citybrain.healthcode.codes import issue_code
 from citybrain.kit.db import Database
 from citybrain.risk.service import assert_fact
 from citybrain.web.app import create_app
-from tests.factories import STREET_A, TEST_ACTOR, make_person, make_user
+from tests.factories import PASSWORD, STREET_A, TEST_ACTOR, make_person, make_user
 
 
 @pytest.fixture
@@ -47,6 +50,45 @@ class Gate:
     venue: Place
     venue_token: str
     resident: Person
+
+
+@dataclass(frozen=True)
+class StaffedGate:
+    """For the browser tests: a resident of a compound, its gate, gate staff who may scan
+    there, and a green code of the resident."""
+
+    resident_ref: str
+    compound: str
+    gate_code: str
+    code: str
+
+
+def staffed_gate(database: Database, username: str) -> StaffedGate:
+    """Load the hierarchy into ``database`` (committed: a real server serves it) and make a
+    resident, their compound's gate and ``checkpoint_staff`` user ``username`` there."""
+    with database.unit_of_work() as session:
+        load_hierarchy(session)
+    with database.unit_of_work() as session:
+        officer = make_user(session, "street_officer", STREET_A)
+        resident = person_row(session, make_person(session, officer)[0].ref)
+        gate = session.scalar(
+            select(Place).where(
+                Place.compound_code == resident.area_code, Place.kind == PLACE_COMPOUND_GATE
+            )
+        )
+        assert gate is not None
+        make_user(session, "checkpoint_staff", gate.area_code, username)
+        code = issue_code(session, resident.ref, "green").text
+        return StaffedGate(resident.ref, resident.area_code, gate.code, code)
+
+
+def log_in_to_gate_page(page: Any, base: str, username: str) -> None:
+    """Open the gate page in ``page`` (Playwright), signing in as ``username`` on the way."""
+    page.goto(f"{base}/healthcode/gate")
+    page.fill("#username", username)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.get_by_test_id("gate-title").wait_for()
 
 
 def person_row(session: Session, ref: str) -> Person:

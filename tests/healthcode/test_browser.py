@@ -7,15 +7,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from citybrain.core.geo.models import PLACE_COMPOUND_GATE, Place
-from citybrain.core.geo.service import load_hierarchy
-from citybrain.healthcode.codes import issue_code
 from citybrain.healthcode.models import Scan
 from citybrain.healthcode.writer import close_writers
 from citybrain.kit.db import Database
 from citybrain.web.app import create_app
-from tests.factories import PASSWORD, STREET_A, make_person, make_user
-from tests.healthcode.conftest import make_red, person_row
+from tests.healthcode.conftest import log_in_to_gate_page, make_red, person_row, staffed_gate
 from tests.web.test_browser import ARTIFACTS, browser, serving
 
 pytestmark = pytest.mark.browser
@@ -26,30 +22,15 @@ def test_gate_page_on_a_phone(fresh_database: Database, browser: object) -> None
     from playwright.sync_api import Browser, expect
 
     assert isinstance(browser, Browser)
-    with fresh_database.unit_of_work() as session:
-        load_hierarchy(session)
-    with fresh_database.unit_of_work() as session:
-        officer = make_user(session, "street_officer", STREET_A)
-        resident = person_row(session, make_person(session, officer)[0].ref)
-        gate = session.scalar(
-            select(Place).where(
-                Place.compound_code == resident.area_code, Place.kind == PLACE_COMPOUND_GATE
-            )
-        )
-        assert gate is not None
-        make_user(session, "checkpoint_staff", gate.area_code, "gatekeeper")
-        code = issue_code(session, resident.ref, "green").text
-        gate_code, compound = gate.code, resident.area_code
+    staffed = staffed_gate(fresh_database, "gatekeeper")
+    code, gate_code, compound = staffed.code, staffed.gate_code, staffed.compound
     ARTIFACTS.mkdir(exist_ok=True)
     try:
         with serving(create_app(fresh_database)) as base:
             page = browser.new_page(
                 viewport={"width": 390, "height": 844}, locale="zh-CN", is_mobile=True
             )
-            page.goto(f"{base}/healthcode/gate")
-            page.fill("#username", "gatekeeper")
-            page.fill("#password", PASSWORD)
-            page.click("button[type=submit]")
+            log_in_to_gate_page(page, base, "gatekeeper")
             expect(page.get_by_test_id("gate-title")).to_have_text("门岗扫码")
             page.select_option("#place_code", gate_code)
             # A scanner wedge types the code and presses Enter.
@@ -67,7 +48,7 @@ def test_gate_page_on_a_phone(fresh_database: Database, browser: object) -> None
             page.screenshot(path=str(ARTIFACTS / "healthcode-gate-pass-phone.png"), full_page=True)
 
             with fresh_database.unit_of_work() as session:
-                make_red(session, person_row(session, resident.ref), compound)
+                make_red(session, person_row(session, staffed.resident_ref), compound)
             page.check("input[name=direction][value=exit]")
             page.get_by_test_id("code-input").fill(code)
             page.get_by_test_id("scan-button").click()

@@ -14,16 +14,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from citybrain.core.geo.models import PLACE_COMPOUND_GATE, Place
-from citybrain.core.geo.service import load_hierarchy
-from citybrain.healthcode.codes import issue_code
 from citybrain.healthcode.models import Scan
 from citybrain.healthcode.qr import BORDER, qr
 from citybrain.healthcode.writer import close_writers
 from citybrain.kit.db import Database
 from citybrain.web.app import create_app
-from tests.factories import PASSWORD, STREET_A, make_person, make_user
-from tests.healthcode.conftest import person_row
+from tests.healthcode.conftest import log_in_to_gate_page, staffed_gate
 from tests.web.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, serving
 
 pytestmark = pytest.mark.browser
@@ -79,34 +75,11 @@ def camera_browser(video: Path) -> Iterator[Any]:
             launched.close()
 
 
-def _gate_with_staff(database: Database, username: str) -> tuple[str, str, str]:
-    """A resident of a compound and gate staff there: (resident's ref, the gate's place code,
-    a green code of the resident)."""
-    with database.unit_of_work() as session:
-        load_hierarchy(session)
-    with database.unit_of_work() as session:
-        officer = make_user(session, "street_officer", STREET_A)
-        resident = person_row(session, make_person(session, officer)[0].ref)
-        gate = session.scalar(
-            select(Place).where(
-                Place.compound_code == resident.area_code, Place.kind == PLACE_COMPOUND_GATE
-            )
-        )
-        assert gate is not None
-        make_user(session, "checkpoint_staff", gate.area_code, username)
-        code = issue_code(session, resident.ref, "green").text
-        return resident.ref, gate.code, code
-
-
 def _open_gate_page(browser: Any, base: str, username: str, place_code: str) -> tuple[Any, Any]:
     context = browser.new_context(viewport=PHONE, locale="zh-CN", is_mobile=True, has_touch=True)
     context.grant_permissions(["camera"], origin=base)
     page = context.new_page()
-    page.goto(f"{base}/healthcode/gate")
-    page.fill("#username", username)
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.get_by_test_id("gate-title").wait_for()
+    log_in_to_gate_page(page, base, username)
     page.select_option("#place_code", place_code)
     return context, page
 
@@ -116,7 +89,8 @@ def test_the_phone_camera_reads_a_code_and_the_gate_answers(
 ) -> None:
     from playwright.sync_api import expect
 
-    person_ref, gate_code, code = _gate_with_staff(fresh_database, "camera-gate")
+    staffed = staffed_gate(fresh_database, "camera-gate")
+    person_ref, gate_code, code = staffed.resident_ref, staffed.gate_code, staffed.code
     video = write_y4m(tmp_path / "green-code.y4m", code)
     ARTIFACTS.mkdir(exist_ok=True)
     try:
@@ -177,7 +151,7 @@ def test_a_qr_that_is_not_a_health_code_is_not_submitted(
 ) -> None:
     from playwright.sync_api import expect
 
-    _, gate_code, _ = _gate_with_staff(fresh_database, "camera-gate")
+    gate_code = staffed_gate(fresh_database, "camera-gate").gate_code
     video = write_y4m(tmp_path / "hello.y4m", "HELLO")
     try:
         with camera_browser(video) as browser, serving(create_app(fresh_database)) as base:
@@ -198,10 +172,7 @@ def test_a_qr_that_is_not_a_health_code_is_not_submitted(
                 "Object.defineProperty(navigator, 'mediaDevices', {value: undefined})"
             )
             page = bare.new_page()
-            page.goto(f"{base}/healthcode/gate")
-            page.fill("#username", "camera-gate")
-            page.fill("#password", PASSWORD)
-            page.click("button[type=submit]")
+            log_in_to_gate_page(page, base, "camera-gate")
             expect(page.get_by_test_id("code-input")).to_be_visible()
             expect(page.get_by_test_id("camera")).to_be_hidden()
             bare.close()

@@ -11,15 +11,12 @@ import re
 import pytest
 from sqlalchemy import func, select
 
-from citybrain.core.geo.models import PLACE_COMPOUND_GATE, Place
-from citybrain.core.geo.service import load_hierarchy
 from citybrain.healthcode.codes import HEALTH_PREFIX, issue_code
 from citybrain.healthcode.models import Scan
 from citybrain.healthcode.writer import close_writers
 from citybrain.kit.db import Database
 from citybrain.web.app import create_app
-from tests.factories import PASSWORD, STREET_A, make_person, make_user
-from tests.healthcode.conftest import make_red, person_row
+from tests.healthcode.conftest import log_in_to_gate_page, make_red, person_row, staffed_gate
 from tests.healthcode.test_offline_scans import recolour
 from tests.web.test_browser import ARTIFACTS, browser, serving
 
@@ -40,21 +37,11 @@ def test_the_gate_page_verifies_offline_and_uploads_when_back_online(
     from playwright.sync_api import Browser, expect
 
     assert isinstance(browser, Browser)
+    staffed = staffed_gate(fresh_database, "offline-gate")
+    code, gate_code, compound = staffed.code, staffed.gate_code, staffed.compound
     with fresh_database.unit_of_work() as session:
-        load_hierarchy(session)
-    with fresh_database.unit_of_work() as session:
-        officer = make_user(session, "street_officer", STREET_A)
-        resident = person_row(session, make_person(session, officer)[0].ref)
-        gate = session.scalar(
-            select(Place).where(
-                Place.compound_code == resident.area_code, Place.kind == PLACE_COMPOUND_GATE
-            )
-        )
-        assert gate is not None
-        make_user(session, "checkpoint_staff", gate.area_code, "offline-gate")
-        code = issue_code(session, resident.ref, "green").text
+        resident = person_row(session, staffed.resident_ref)
         red = issue_code(session, resident.ref, "red").text
-        gate_code, compound = gate.code, resident.area_code
     ARTIFACTS.mkdir(exist_ok=True)
     try:
         with serving(create_app(fresh_database)) as base:
@@ -62,10 +49,7 @@ def test_the_gate_page_verifies_offline_and_uploads_when_back_online(
                 viewport={"width": 390, "height": 844}, locale="zh-CN", is_mobile=True
             )
             page = context.new_page()
-            page.goto(f"{base}/healthcode/gate")
-            page.fill("#username", "offline-gate")
-            page.fill("#password", PASSWORD)
-            page.click("button[type=submit]")
+            log_in_to_gate_page(page, base, "offline-gate")
             expect(page.get_by_test_id("gate-title")).to_have_text("门岗扫码")
             # Online, the page keeps the trust list for later.
             # A function, not an expression: the page's CSP forbids eval of strings.

@@ -10,15 +10,11 @@ from urllib.parse import urlparse
 import pytest
 from sqlalchemy import select
 
-from citybrain.core.geo.models import PLACE_COMPOUND_GATE, Place
-from citybrain.core.geo.service import load_hierarchy
-from citybrain.healthcode.codes import issue_code
 from citybrain.healthcode.models import Scan
 from citybrain.healthcode.writer import close_writers
 from citybrain.kit.db import Database
 from citybrain.web.app import create_app
-from tests.factories import PASSWORD, STREET_A, make_person, make_user
-from tests.healthcode.conftest import person_row
+from tests.healthcode.conftest import log_in_to_gate_page, staffed_gate
 from tests.web.test_browser import ARTIFACTS, browser, serving
 
 pytestmark = pytest.mark.browser
@@ -37,20 +33,8 @@ def test_the_gate_page_reopens_from_its_service_worker_while_the_server_is_down(
     from playwright.sync_api import Browser, expect
 
     assert isinstance(browser, Browser)
-    with fresh_database.unit_of_work() as session:
-        load_hierarchy(session)
-    with fresh_database.unit_of_work() as session:
-        officer = make_user(session, "street_officer", STREET_A)
-        resident = person_row(session, make_person(session, officer)[0].ref)
-        gate = session.scalar(
-            select(Place).where(
-                Place.compound_code == resident.area_code, Place.kind == PLACE_COMPOUND_GATE
-            )
-        )
-        assert gate is not None
-        make_user(session, "checkpoint_staff", gate.area_code, "sw-gate")
-        code = issue_code(session, resident.ref, "green").text
-        gate_code = gate.code
+    staffed = staffed_gate(fresh_database, "sw-gate")
+    code, gate_code = staffed.code, staffed.gate_code
     ARTIFACTS.mkdir(exist_ok=True)
     app = create_app(fresh_database)
     try:
@@ -60,10 +44,7 @@ def test_the_gate_page_reopens_from_its_service_worker_while_the_server_is_down(
                 viewport={"width": 390, "height": 844}, locale="zh-CN", is_mobile=True
             )
             page = context.new_page()
-            page.goto(f"{base}/healthcode/gate")
-            page.fill("#username", "sw-gate")
-            page.fill("#password", PASSWORD)
-            page.click("button[type=submit]")
+            log_in_to_gate_page(page, base, "sw-gate")
             expect(page.get_by_test_id("gate-title")).to_have_text("门岗扫码")
             # A function, not an expression: the page's CSP forbids eval of strings.
             page.wait_for_function("() => localStorage.getItem('citybrain.gate.trust') !== null")
@@ -100,5 +81,5 @@ def test_the_gate_page_reopens_from_its_service_worker_while_the_server_is_down(
     with fresh_database.unit_of_work() as session:
         scans = session.scalars(select(Scan)).all()
         assert [(s.person_ref, s.place_code, s.colour_source, s.decision) for s in scans] == [
-            (resident.ref, gate_code, "offline", "pass")
+            (staffed.resident_ref, gate_code, "offline", "pass")
         ]

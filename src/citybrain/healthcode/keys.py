@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
@@ -192,16 +193,23 @@ def prune_keys(
 def trust_list(session: Session, *, now: dt.datetime | None = None) -> TrustList:
     """The keys whose codes are accepted now: kid -> public key with its validity."""
     at = now or clock.now()
-    keys = [
+    return trust_list_of(repository.trusted_keys(session, at), generated_at=at)
+
+
+def trust_list_of(
+    keys: Sequence[SigningKey], *, generated_at: dt.datetime | None = None
+) -> TrustList:
+    """A trust list of ``keys``, each valid from its activation to its ``verify_until``."""
+    trusted = [
         TrustedKey.from_spki(
             key.public_key,
             status=key.status,
             not_before=key.activated_at,
             not_after=key.verify_until,
         )
-        for key in repository.trusted_keys(session, at)
+        for key in keys
     ]
-    return TrustList(keys, issuer=get_healthcode_settings().issuer, generated_at=at)
+    return TrustList(trusted, issuer=get_healthcode_settings().issuer, generated_at=generated_at)
 
 
 @dataclass

@@ -28,6 +28,7 @@ from citybrain.core.events.service import publish
 from citybrain.core.geo.models import PLACE_COMPOUND_GATE
 from citybrain.healthcode import repository
 from citybrain.healthcode.codes import CodeRefused, verify_code
+from citybrain.healthcode.keys import trust_list_of
 from citybrain.healthcode.models import (
     DECISION_DENY,
     DECISION_PASS,
@@ -40,7 +41,7 @@ from citybrain.healthcode.models import (
 from citybrain.healthcode.passes import pass_check
 from citybrain.healthcode.policy import REASONS, Decision, decide
 from citybrain.healthcode.settings import get_healthcode_settings
-from citybrain.healthcode.trust import TrustedKey, TrustList
+from citybrain.healthcode.trust import TrustList
 from citybrain.kit import clock
 from citybrain.kit.errors import InvalidInput
 from citybrain.risk import service as risk
@@ -432,16 +433,7 @@ def _offline_time(text: str) -> dt.datetime | None:
 def _trust_as_of_scans(session: Session) -> TrustList:
     """The keys that verify offline scans, each until its ``verify_until``: checked with the
     scan's own time, a code is judged by the trust list as it was when it was scanned."""
-    keys = [
-        TrustedKey.from_spki(
-            key.public_key,
-            status=key.status,
-            not_before=key.activated_at,
-            not_after=key.verify_until,
-        )
-        for key in repository.keys_for_offline_scans(session)
-    ]
-    return TrustList(keys, issuer=get_healthcode_settings().issuer)
+    return trust_list_of(repository.keys_for_offline_scans(session))
 
 
 def record_offline_scans(
