@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 
@@ -41,20 +40,13 @@ def main() -> None:
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
 
-    data_dir = tempfile.mkdtemp(prefix="citybrain-bench-codes-")
-    os.environ["CITYBRAIN_DATA_DIR"] = data_dir
-    os.environ.setdefault("CITYBRAIN_ENV", "dev")
-    url = args.database_url or f"sqlite:///{data_dir}/bench.db"
+    from benchdb import empty_database
 
-    from citybrain import schema
+    database = empty_database(args.database_url, prefix="citybrain-bench-codes-")
     from citybrain.healthcode.codes import issue_code, verify_code
     from citybrain.healthcode.keys import trust_list
     from citybrain.healthcode.qr import qr_svg
-    from citybrain.kit.db import Database
 
-    database = Database(url)
-    schema.metadata.drop_all(database.engine)
-    schema.metadata.create_all(database.engine)
     refs = [f"{i:016x}" for i in range(args.codes)]
     with database.unit_of_work() as session:
         issue_code(session, refs[0], "green")  # the first key is made here, not timed

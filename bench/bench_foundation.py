@@ -14,7 +14,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 
 
@@ -24,26 +23,20 @@ def main() -> None:
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
 
-    data_dir = tempfile.mkdtemp(prefix="citybrain-bench-")
-    os.environ["CITYBRAIN_DATA_DIR"] = data_dir
-    os.environ.setdefault("CITYBRAIN_ENV", "dev")
-    url = args.database_url or f"sqlite:///{data_dir}/bench.db"
+    from benchdb import empty_database
 
+    database = empty_database(args.database_url, prefix="citybrain-bench-")
     from sqlalchemy import select
 
-    from citybrain import schema
     from citybrain.core.audit.service import SYSTEM, verify_chain
     from citybrain.core.authz.service import authenticate, create_user, principal_for
     from citybrain.core.geo.models import Compound
     from citybrain.core.geo.service import load_hierarchy
     from citybrain.core.people.schemas import PersonIn
     from citybrain.core.people.service import register_person, search_people
-    from citybrain.kit.db import Database, set_database
+    from citybrain.kit.db import set_database
     from citybrain.simulate.persons import generate_persons
 
-    database = Database(url)
-    schema.metadata.drop_all(database.engine)
-    schema.metadata.create_all(database.engine)
     set_database(database)
 
     started = time.perf_counter()
