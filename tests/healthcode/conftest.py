@@ -91,6 +91,14 @@ def log_in_to_gate_page(page: Any, base: str, username: str) -> None:
     page.get_by_test_id("gate-title").wait_for()
 
 
+def type_code(page: Any, code: str) -> Any:
+    """Type ``code`` into the gate page and press Enter, as a scanner wedge does; the verdict
+    (a Playwright locator)."""
+    page.get_by_test_id("code-input").fill(code)
+    page.get_by_test_id("code-input").press("Enter")
+    return page.get_by_test_id("verdict")
+
+
 def person_row(session: Session, ref: str) -> Person:
     person = session.scalar(select(Person).where(Person.ref == ref))
     assert person is not None

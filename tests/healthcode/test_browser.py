@@ -11,7 +11,13 @@ from citybrain.healthcode.models import Scan
 from citybrain.healthcode.writer import close_writers
 from citybrain.kit.db import Database
 from citybrain.web.app import create_app
-from tests.healthcode.conftest import log_in_to_gate_page, make_red, person_row, staffed_gate
+from tests.healthcode.conftest import (
+    log_in_to_gate_page,
+    make_red,
+    person_row,
+    staffed_gate,
+    type_code,
+)
 from tests.web.test_browser import ARTIFACTS, browser, serving
 
 pytestmark = pytest.mark.browser
@@ -34,9 +40,7 @@ def test_gate_page_on_a_phone(fresh_database: Database, browser: object) -> None
             expect(page.get_by_test_id("gate-title")).to_have_text("门岗扫码")
             page.select_option("#place_code", gate_code)
             # A scanner wedge types the code and presses Enter.
-            page.get_by_test_id("code-input").fill(code)
-            page.get_by_test_id("code-input").press("Enter")
-            verdict = page.get_by_test_id("verdict")
+            verdict = type_code(page, code)
             expect(verdict).to_have_attribute("data-verdict", "pass")
             expect(verdict).to_contain_text("通行")
             expect(page.get_by_test_id("reason")).to_have_text("绿码，请通行")

@@ -16,7 +16,13 @@ from citybrain.healthcode.models import Scan
 from citybrain.healthcode.writer import close_writers
 from citybrain.kit.db import Database
 from citybrain.web.app import create_app
-from tests.healthcode.conftest import log_in_to_gate_page, make_red, person_row, staffed_gate
+from tests.healthcode.conftest import (
+    log_in_to_gate_page,
+    make_red,
+    person_row,
+    staffed_gate,
+    type_code,
+)
 from tests.healthcode.test_offline_scans import recolour
 from tests.web.test_browser import ARTIFACTS, browser, serving
 
@@ -60,9 +66,7 @@ def test_the_gate_page_verifies_offline_and_uploads_when_back_online(
 
             context.set_offline(True)
             expect(page.get_by_test_id("network-state")).to_contain_text("离线")
-            page.get_by_test_id("code-input").fill(code)
-            page.get_by_test_id("code-input").press("Enter")
-            verdict = page.get_by_test_id("verdict")
+            verdict = type_code(page, code)
             expect(verdict).to_have_attribute("data-verdict", "pass")
             expect(verdict).to_have_attribute("data-offline", "true")
             expect(page.get_by_test_id("reason")).to_have_text("绿码，请通行")
@@ -76,8 +80,7 @@ def test_the_gate_page_verifies_offline_and_uploads_when_back_online(
             page.screenshot(path=str(ARTIFACTS / "healthcode-gate-offline-pass.png"))
 
             # One character changed: refused here, not queued.
-            page.get_by_test_id("code-input").fill(_one_character_changed(code))
-            page.get_by_test_id("code-input").press("Enter")
+            type_code(page, _one_character_changed(code))
             expect(verdict).to_have_attribute("data-verdict", "deny")
             # (A deflate stream with a changed byte fails its checksum: nearly always the encoding.)
             expect(verdict).to_have_attribute(
@@ -87,8 +90,7 @@ def test_the_gate_page_verifies_offline_and_uploads_when_back_online(
             expect(queue).to_have_attribute("data-count", "1")
             page.screenshot(path=str(ARTIFACTS / "healthcode-gate-offline-refused.png"))
             # A red code turned green in its payload, signature kept: WebCrypto refuses it.
-            page.get_by_test_id("code-input").fill(recolour(red, "green"))
-            page.get_by_test_id("code-input").press("Enter")
+            type_code(page, recolour(red, "green"))
             expect(verdict).to_have_attribute("data-refused", "bad_signature")
             expect(page.get_by_test_id("reason")).to_have_text("码无效：签名无效，码可能被篡改")
             expect(queue).to_have_attribute("data-count", "1")

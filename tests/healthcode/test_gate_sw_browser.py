@@ -14,7 +14,7 @@ from citybrain.healthcode.models import Scan
 from citybrain.healthcode.writer import close_writers
 from citybrain.kit.db import Database
 from citybrain.web.app import create_app
-from tests.healthcode.conftest import log_in_to_gate_page, staffed_gate
+from tests.healthcode.conftest import log_in_to_gate_page, staffed_gate, type_code
 from tests.web.test_browser import ARTIFACTS, browser, serving
 
 pytestmark = pytest.mark.browser
@@ -60,9 +60,7 @@ def test_the_gate_page_reopens_from_its_service_worker_while_the_server_is_down(
         page.reload()
         expect(page.get_by_test_id("gate-title")).to_have_text("门岗扫码")
         page.select_option("#place_code", gate_code)
-        page.get_by_test_id("code-input").fill(code)
-        page.get_by_test_id("code-input").press("Enter")
-        verdict = page.get_by_test_id("verdict")
+        verdict = type_code(page, code)
         expect(verdict).to_have_attribute("data-verdict", "pass")
         expect(verdict).to_have_attribute("data-offline", "true")
         queue = page.get_by_test_id("offline-queue")

@@ -292,22 +292,16 @@ def insert_scans(session: Session, rows: list[dict[str, Any]]) -> list[int]:
 
 
 def insert_batch(
-    session: Session,
-    *,
-    batch: str,
-    first_id: int,
-    last_id: int,
-    count: int,
-    recorded_at: dt.datetime,
+    session: Session, *, batch: str, ids: Sequence[int], recorded_at: dt.datetime
 ) -> None:
-    """Record one writer commit (Core: nothing to load back)."""
+    """Record one writer commit of the scans ``ids`` (Core: nothing to load back)."""
     session.connection().execute(
         _INSERT_BATCH,
         {
             "batch": batch,
-            "first_id": first_id,
-            "last_id": last_id,
-            "count": count,
+            "first_id": min(ids),
+            "last_id": max(ids),
+            "count": len(ids),
             "recorded_at": recorded_at,
             "exported_at": None,
             "exported_files": None,

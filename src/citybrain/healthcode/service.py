@@ -257,14 +257,7 @@ def record_scans(
             }
         )
     ids = repository.insert_scans(session, rows)
-    repository.insert_batch(
-        session,
-        batch=batch,
-        first_id=min(ids),
-        last_id=max(ids),
-        count=len(ids),
-        recorded_at=clock.now(),
-    )
+    repository.insert_batch(session, batch=batch, ids=ids, recorded_at=clock.now())
     methods = Counter(r.method for r in requests)
     denied = sum(1 for d, _, _ in decided if d.decision == DECISION_DENY)
     counts = {
@@ -585,14 +578,7 @@ def _write_offline(
         ids = repository.insert_offline_scans(session, [row for _, row in kept])
         if not accepted:
             return
-    repository.insert_batch(
-        session,
-        batch=batch,
-        first_id=min(ids),
-        last_id=max(ids),
-        count=len(ids),
-        recorded_at=clock.now(),
-    )
+    repository.insert_batch(session, batch=batch, ids=ids, recorded_at=clock.now())
     flagged = 0
     for a, scan_id in zip(accepted, ids, strict=True):
         current = colours.get(a.person_ref) if a.person_ref in persons else None
