@@ -7,7 +7,14 @@ cd "$(dirname "$0")/.."
 BIN=.venv/bin
 PG_URL="${CITYBRAIN_TEST_PG_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/postgres}"
 export CITYBRAIN_TEST_PG_URL="$PG_URL"
-PYTEST_ARGS=(-q -p no:cacheprovider "$@")
+# Two workers (pytest-xdist), a test file each at a time: every worker has its own data
+# directory and databases. CITYBRAIN_TEST_WORKERS=0 runs in one process.
+WORKERS="${CITYBRAIN_TEST_WORKERS:-2}"
+PYTEST_ARGS=(-q -p no:cacheprovider)
+if [ "$WORKERS" != "0" ]; then
+  PYTEST_ARGS+=(-n "$WORKERS" --dist loadfile)
+fi
+PYTEST_ARGS+=("$@")
 
 echo "== ruff"
 $BIN/ruff check src tests bench migrations
