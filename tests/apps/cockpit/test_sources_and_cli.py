@@ -64,9 +64,16 @@ def test_freshness_counts_today_and_a_stale_feed_alerts_once(session: Session) -
 
 
 def test_loop_times_from_a_trace_and_its_contact_facts(session: Session) -> None:
+    # Noon in Zhengzhou: the trace and its facts fall on the day the overview shows (a
+    # real clock just after local midnight would put the trace on yesterday).
+    now = dt.datetime(2026, 3, 10, 12, 0, tzinfo=clock.CHINA_TZ).astimezone(dt.UTC)
+    with clock.frozen(now):
+        _trace_and_its_contact_fact(session, now)
+
+
+def _trace_and_its_contact_fact(session: Session, now: dt.datetime) -> None:
     officer = make_user(session, "street_officer", STREET_A)
     contact = resident(session, officer)
-    now = clock.now()
     session.add(
         ContactTrace(
             case_key=424242,

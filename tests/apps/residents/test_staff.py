@@ -159,8 +159,10 @@ def test_entries_and_exits_of_the_compound_gates(
     person = _person(session, registered(resident, compound).id_number)
     gate = session.scalars(select(Place).where(Place.compound_code == compound)).first()
     assert gate is not None
-    now = clock.now()
-    for direction, minutes in (("exit", 30), ("entry", 5)):
+    # Earlier today (local), at any hour: the page shows today's entries and exits.
+    today = dt.datetime.combine(clock.today_local(), dt.time(), tzinfo=clock.CHINA_TZ)
+    elapsed = clock.now() - today
+    for direction, share in (("exit", 0.4), ("entry", 0.8)):
         session.add(
             Scan(
                 method="gate",
@@ -172,7 +174,7 @@ def test_entries_and_exits_of_the_compound_gates(
                 colour_source="online",
                 decision="pass",
                 reason="ok",
-                scanned_at=now - dt.timedelta(minutes=minutes),
+                scanned_at=today + elapsed * share,
                 batch="test",
             )
         )
