@@ -27,7 +27,7 @@ from citybrain.kit.export import csv_bytes
 from citybrain.kit.web import db_session, language, render
 
 router = APIRouter(include_in_schema=False)
-DB = Annotated[Session, Depends(db_session)]
+DB = Annotated[Session, Depends(db_session, scope="function")]
 PAGE_LIMIT = 5000  # rows on one page; the most active person in a 30-day city has 261
 
 # The page's words, Chinese first: (zh-CN, en).

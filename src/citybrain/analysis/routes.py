@@ -20,7 +20,7 @@ from citybrain.kit.errors import error_responses
 from citybrain.kit.web import db_session, language
 
 router = APIRouter(prefix="/api/v1/analysis", tags=["analysis 碰撞分析"])
-DB = Annotated[Session, Depends(db_session)]
+DB = Annotated[Session, Depends(db_session, scope="function")]
 # The lake of this process: the data centre's dependency, so a test's lake serves both.
 Paths = Annotated[LakePaths, Depends(lake_paths)]
 MAX_KEY = 2**63 - 1  # record ids and person keys are int64

@@ -25,7 +25,7 @@ from citybrain.kit.i18n import translate
 from citybrain.kit.web import db_session, language, render
 
 router = APIRouter(include_in_schema=False)
-DB = Annotated[Session, Depends(db_session)]
+DB = Annotated[Session, Depends(db_session, scope="function")]
 Paths = Annotated[lake.LakePaths, Depends(lake_paths)]
 PAGE_SIZE = 50
 STATES = ("ok", "stale", "no_data", "awaiting_app")

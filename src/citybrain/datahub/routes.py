@@ -30,7 +30,7 @@ from citybrain.kit.errors import ErrorBody, error_responses
 from citybrain.kit.web import db_session, language
 
 router = APIRouter(prefix="/api/v1/datahub", tags=["datahub 数据中心"])
-DB = Annotated[Session, Depends(db_session)]
+DB = Annotated[Session, Depends(db_session, scope="function")]
 
 
 def lake_paths() -> lake.LakePaths:

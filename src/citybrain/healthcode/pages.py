@@ -35,7 +35,7 @@ from citybrain.kit.errors import CitybrainError
 from citybrain.kit.web import db_session, language, render
 
 router = APIRouter(include_in_schema=False)
-DB = Annotated[Session, Depends(db_session)]
+DB = Annotated[Session, Depends(db_session, scope="function")]
 Staff = Annotated[Principal, Depends(require(Permission.DEVICE_SCAN))]
 MAX_PLACES = 300
 

@@ -66,7 +66,7 @@ from citybrain.kit.errors import InvalidInput, NotFound, error_responses
 from citybrain.kit.web import db_session, language, request_database
 
 router = APIRouter(tags=["healthcode 健康码"])
-DB = Annotated[Session, Depends(db_session)]
+DB = Annotated[Session, Depends(db_session, scope="function")]
 TRUST_LIST_MAX_AGE = 60
 
 

@@ -38,6 +38,11 @@ def request_database(request: Request) -> Database:
 def db_session(request: Request) -> Iterator[Session]:
     """FastAPI dependency: one unit of work per request, committed before the response.
 
+    Use it as ``Depends(db_session, scope="function")``: FastAPI's default ("request") scope
+    runs the code after ``yield`` (the commit) only once the response is sent, so a client
+    could follow a redirect before the write it answers is committed, or be told "done"
+    about a commit that then fails.
+
     Tests may put a session of their own on ``app.state.test_session``; it is used the same
     way (commit/rollback there become savepoint operations).
     """

@@ -39,7 +39,7 @@ from citybrain.risk.schemas import DecideIn
 from citybrain.risk.settings import risk_settings
 
 router = APIRouter(include_in_schema=False)
-DB = Annotated[Session, Depends(db_session)]
+DB = Annotated[Session, Depends(db_session, scope="function")]
 
 # The pages' words, Chinese first: (zh-CN, en).
 TEXT: dict[str, tuple[str, str]] = {

@@ -45,7 +45,7 @@ router = APIRouter(
     tags=["risk 风险赋码"],
     responses=error_responses(401, 403, 404, 409, 422),
 )
-DB = Annotated[Session, Depends(db_session)]
+DB = Annotated[Session, Depends(db_session, scope="function")]
 Ref = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[0-9a-f]+$")]
 Subject = Annotated[str, Path(min_length=32, max_length=32, pattern=r"^[0-9a-f]+$")]
 Version = Annotated[int, Path(ge=1, le=2**31 - 1)]

@@ -18,7 +18,7 @@ from citybrain.kit.errors import NotFound, error_responses
 from citybrain.kit.web import db_session
 
 router = APIRouter(tags=["geo 区划"], responses=error_responses(401, 403, 404, 422))
-DB = Annotated[Session, Depends(db_session)]
+DB = Annotated[Session, Depends(db_session, scope="function")]
 Viewer = Annotated[Principal, Depends(require(Permission.GEO_VIEW))]
 AreaCode = Annotated[str, Path(pattern=r"^\d{4,12}$", description="area code 区划代码")]
 

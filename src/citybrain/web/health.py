@@ -54,7 +54,7 @@ def readyz(request: Request) -> Response:
 
 @router.get("/metrics", include_in_schema=False)
 @public
-def metrics(session: Annotated[Session, Depends(db_session)]) -> Response:
+def metrics(session: Annotated[Session, Depends(db_session, scope="function")]) -> Response:
     """Prometheus metrics (no personal data), with the outbox backlog read at scrape time."""
     pending, oldest = outbox_backlog(session)
     OUTBOX_PENDING.set(pending)

@@ -26,7 +26,7 @@ from citybrain.kit.export import csv_bytes
 from citybrain.kit.web import db_session, language, render
 
 router = APIRouter(include_in_schema=False)
-DB = Annotated[Session, Depends(db_session)]
+DB = Annotated[Session, Depends(db_session, scope="function")]
 
 # What each role's home page offers, in order: (message id, link, permission).
 HOME_CARDS: list[tuple[str, str, Permission]] = [

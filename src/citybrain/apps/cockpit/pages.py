@@ -24,7 +24,7 @@ from citybrain.kit.i18n import translate
 from citybrain.kit.web import db_session, language, render
 
 router = APIRouter(include_in_schema=False)
-DB = Annotated[Session, Depends(db_session)]
+DB = Annotated[Session, Depends(db_session, scope="function")]
 Viewer = Annotated[Principal, Depends(require(Permission.COCKPIT_VIEW))]
 
 # The map measures of the API contract, in the order of the select.

@@ -26,7 +26,7 @@ router = APIRouter(
     tags=["cockpit 领导驾驶舱"],
     responses=error_responses(401, 403, 404, 422),
 )
-DB = Annotated[Session, Depends(db_session)]
+DB = Annotated[Session, Depends(db_session, scope="function")]
 Viewer = Annotated[Principal, Depends(require(Permission.COCKPIT_VIEW))]
 AreaCode = Annotated[
     str | None, Query(pattern=r"^\d{4,15}$", description="地区代码 (default: your jurisdiction)")

@@ -39,7 +39,7 @@ from citybrain.kit.errors import CitybrainError, InvalidInput
 from citybrain.kit.web import check_csrf, db_session, language, render
 
 router = APIRouter(include_in_schema=False)
-DB = Annotated[Session, Depends(db_session)]
+DB = Annotated[Session, Depends(db_session, scope="function")]
 Staff = Annotated[Principal, Depends(require(Permission.RESIDENTS_VIEW))]
 PassStaff = Annotated[Principal, Depends(require(Permission.RESIDENTS_PASS))]
 NO_STORE = {"cache-control": "no-store"}

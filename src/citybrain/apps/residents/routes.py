@@ -23,7 +23,7 @@ router = APIRouter(
     tags=["residents 小区居民"],
     responses=error_responses(401, 403, 404, 422),
 )
-DB = Annotated[Session, Depends(db_session)]
+DB = Annotated[Session, Depends(db_session, scope="function")]
 Staff = Annotated[Principal, Depends(require(Permission.RESIDENTS_VIEW))]
 PassStaff = Annotated[Principal, Depends(require(Permission.RESIDENTS_PASS))]
 CompoundCode = Annotated[str, Path(pattern=r"^\d{15}$", description="小区代码")]

@@ -55,7 +55,7 @@ async def _principal(request: Request, session: Session) -> Principal:
 
 
 async def authenticated(
-    request: Request, session: Annotated[Session, Depends(db_session)]
+    request: Request, session: Annotated[Session, Depends(db_session, scope="function")]
 ) -> Principal:
     """Any signed-in user or device."""
     return await _principal(request, session)
@@ -68,7 +68,7 @@ def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
     """Dependency: a principal holding ``permission``, else 401/403."""
 
     async def dependency(
-        request: Request, session: Annotated[Session, Depends(db_session)]
+        request: Request, session: Annotated[Session, Depends(db_session, scope="function")]
     ) -> Principal:
         principal = await _principal(request, session)
         principal.require(permission)

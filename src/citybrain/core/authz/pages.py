@@ -25,7 +25,7 @@ from citybrain.kit.errors import CitybrainError, error_responses
 from citybrain.kit.web import check_csrf, db_session, language, render
 
 router = APIRouter(tags=["auth 登录"])
-DB = Annotated[Session, Depends(db_session)]
+DB = Annotated[Session, Depends(db_session, scope="function")]
 
 
 def _client_ip(request: Request) -> str:

@@ -20,7 +20,7 @@ from citybrain.kit.export import csv_bytes
 from citybrain.kit.web import db_session, language, render
 
 router = APIRouter(include_in_schema=False)
-DB = Annotated[Session, Depends(db_session)]
+DB = Annotated[Session, Depends(db_session, scope="function")]
 PAGE_SIZE = 20
 EXPORT_LIMIT = 5000
 

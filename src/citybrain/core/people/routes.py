@@ -29,7 +29,7 @@ router = APIRouter(
     tags=["people 人员"],
     responses=error_responses(401, 403, 404, 422),
 )
-DB = Annotated[Session, Depends(db_session)]
+DB = Annotated[Session, Depends(db_session, scope="function")]
 
 
 @router.get("", response_model=PersonPage, summary="Search persons in your jurisdiction (masked)")
