@@ -13,6 +13,7 @@ from sqlalchemy import event
 
 from citybrain.core.geo.service import load_hierarchy
 from citybrain.kit.db import Database
+from citybrain.kit.web import db_session
 from citybrain.web.app import create_app
 from tests.factories import PASSWORD, STREET_A, make_user
 from tests.web.conftest import CSRF
@@ -63,3 +64,30 @@ def test_the_answer_leaves_only_after_the_commit(fresh_database: Database) -> No
     # The login's audit row was committed (slowly) before the 303 reached the client.
     assert committed, "the request committed nothing"
     assert committed[0] <= answered, "the answer reached the client before its commit"
+
+
+def test_every_route_commits_before_answering(fresh_database: Database) -> None:
+    # A route or guard that took ``Depends(db_session)`` with FastAPI's default scope would
+    # commit after its answer again: every use in the app is function-scoped (``kit.web.DB``).
+    app = create_app(fresh_database)
+    uses: list[str] = []
+
+    def walk(dependant: Any, where: str) -> None:
+        for dependency in dependant.dependencies:
+            if dependency.call is db_session:
+                uses.append(f"{where}: {dependency.scope}")
+            walk(dependency, where)
+
+    def routes(items: list[Any]) -> list[Any]:
+        found = []
+        for item in items:
+            included = getattr(item, "original_router", None)  # an included router
+            found.extend(routes(included.routes) if included is not None else [item])
+        return found
+
+    for route in routes(app.routes):
+        dependant = getattr(route, "dependant", None)
+        if dependant is not None:
+            walk(dependant, getattr(route, "path", "?"))
+    assert len(uses) > 50  # the app's pages and APIs, with their guards
+    assert [use for use in uses if not use.endswith(": function")] == []

@@ -24,10 +24,9 @@ from citybrain.datahub.lake import LakePaths
 from citybrain.kit.db import rollback_keeping
 from citybrain.kit.errors import CitybrainError
 from citybrain.kit.export import csv_bytes
-from citybrain.kit.web import db_session, language, render
+from citybrain.kit.web import DB, language, render
 
 router = APIRouter(include_in_schema=False)
-DB = Annotated[Session, Depends(db_session, scope="function")]
 PAGE_LIMIT = 5000  # rows on one page; the most active person in a 30-day city has 261
 
 # The page's words, Chinese first: (zh-CN, en).

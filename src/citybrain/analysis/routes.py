@@ -8,7 +8,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
-from sqlalchemy.orm import Session
 
 from citybrain.analysis import timeline
 from citybrain.core.authz.deps import authenticated
@@ -17,10 +16,9 @@ from citybrain.datahub.catalog import catalog
 from citybrain.datahub.lake import LakePaths
 from citybrain.datahub.routes import lake_paths
 from citybrain.kit.errors import error_responses
-from citybrain.kit.web import db_session, language
+from citybrain.kit.web import DB, language
 
 router = APIRouter(prefix="/api/v1/analysis", tags=["analysis 碰撞分析"])
-DB = Annotated[Session, Depends(db_session, scope="function")]
 # The lake of this process: the data centre's dependency, so a test's lake serves both.
 Paths = Annotated[LakePaths, Depends(lake_paths)]
 MAX_KEY = 2**63 - 1  # record ids and person keys are int64

@@ -22,10 +22,9 @@ from citybrain.kit.db import rollback_keeping
 from citybrain.kit.errors import CitybrainError
 from citybrain.kit.export import csv_bytes
 from citybrain.kit.i18n import translate
-from citybrain.kit.web import db_session, language, render
+from citybrain.kit.web import DB, language, render
 
 router = APIRouter(include_in_schema=False)
-DB = Annotated[Session, Depends(db_session, scope="function")]
 Paths = Annotated[lake.LakePaths, Depends(lake_paths)]
 PAGE_SIZE = 50
 STATES = ("ok", "stale", "no_data", "awaiting_app")

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from sqlalchemy.orm import Session
 
 from citybrain.core.authz.deps import authenticated, require
 from citybrain.core.authz.principal import Principal
@@ -27,10 +26,9 @@ from citybrain.datahub.service import Intake
 from citybrain.datahub.status import category_status, count_files, recent_files
 from citybrain.kit import clock
 from citybrain.kit.errors import ErrorBody, error_responses
-from citybrain.kit.web import db_session, language
+from citybrain.kit.web import DB, language
 
 router = APIRouter(prefix="/api/v1/datahub", tags=["datahub 数据中心"])
-DB = Annotated[Session, Depends(db_session, scope="function")]
 
 
 def lake_paths() -> lake.LakePaths:

@@ -32,10 +32,9 @@ from citybrain.healthcode.routes import gate_scan
 from citybrain.healthcode.settings import get_healthcode_settings
 from citybrain.healthcode.writer import Overloaded
 from citybrain.kit.errors import CitybrainError
-from citybrain.kit.web import db_session, language, render
+from citybrain.kit.web import DB, language, render
 
 router = APIRouter(include_in_schema=False)
-DB = Annotated[Session, Depends(db_session, scope="function")]
 Staff = Annotated[Principal, Depends(require(Permission.DEVICE_SCAN))]
 MAX_PLACES = 300
 

@@ -63,10 +63,9 @@ from citybrain.healthcode.writer import Overloaded, check_capacity, writer_for
 from citybrain.kit import clock
 from citybrain.kit.db import transaction
 from citybrain.kit.errors import InvalidInput, NotFound, error_responses
-from citybrain.kit.web import db_session, language, request_database
+from citybrain.kit.web import DB, language, request_database
 
 router = APIRouter(tags=["healthcode 健康码"])
-DB = Annotated[Session, Depends(db_session, scope="function")]
 TRUST_LIST_MAX_AGE = 60
 
 

@@ -10,9 +10,9 @@ import hmac
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.orm import Session
@@ -57,6 +57,11 @@ def db_session(request: Request) -> Iterator[Session]:
     database = request_database(request)
     with database.unit_of_work() as unit:
         yield unit
+
+
+DB = Annotated[Session, Depends(db_session, scope="function")]
+"""A route's or guard's database session: the request's unit of work, committed before the
+answer is sent."""
 
 
 def language(request: Request) -> str:

@@ -22,7 +22,7 @@ from citybrain.core.authz.roles import Permission
 from citybrain.kit import clock
 from citybrain.kit.db import rollback_keeping
 from citybrain.kit.errors import CitybrainError, InvalidInput, NotFound
-from citybrain.kit.web import db_session, language, render
+from citybrain.kit.web import DB, language, render
 from citybrain.risk import repository, rulesets, service
 from citybrain.risk.kinds import (
     CLINICAL_KINDS,
@@ -39,7 +39,6 @@ from citybrain.risk.schemas import DecideIn
 from citybrain.risk.settings import risk_settings
 
 router = APIRouter(include_in_schema=False)
-DB = Annotated[Session, Depends(db_session, scope="function")]
 
 # The pages' words, Chinese first: (zh-CN, en).
 TEXT: dict[str, tuple[str, str]] = {

@@ -21,7 +21,7 @@ from citybrain.core.authz.roles import Permission
 from citybrain.core.people import repository as people_repository
 from citybrain.kit import clock
 from citybrain.kit.errors import InvalidInput, NotFound, error_responses
-from citybrain.kit.web import db_session
+from citybrain.kit.web import DB
 from citybrain.risk import rulesets, service
 from citybrain.risk.models import Fact
 from citybrain.risk.schemas import (
@@ -45,7 +45,6 @@ router = APIRouter(
     tags=["risk 风险赋码"],
     responses=error_responses(401, 403, 404, 409, 422),
 )
-DB = Annotated[Session, Depends(db_session, scope="function")]
 Ref = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[0-9a-f]+$")]
 Subject = Annotated[str, Path(min_length=32, max_length=32, pattern=r"^[0-9a-f]+$")]
 Version = Annotated[int, Path(ge=1, le=2**31 - 1)]

@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
-from sqlalchemy.orm import Session
 
 from citybrain.core.authz.deps import require
 from citybrain.core.authz.principal import Principal
@@ -15,10 +14,9 @@ from citybrain.core.authz.roles import Permission
 from citybrain.core.geo import repository
 from citybrain.core.geo.schemas import AreaDetail, AreaOut, CompoundOut, DistrictMap
 from citybrain.kit.errors import NotFound, error_responses
-from citybrain.kit.web import db_session
+from citybrain.kit.web import DB
 
 router = APIRouter(tags=["geo 区划"], responses=error_responses(401, 403, 404, 422))
-DB = Annotated[Session, Depends(db_session, scope="function")]
 Viewer = Annotated[Principal, Depends(require(Permission.GEO_VIEW))]
 AreaCode = Annotated[str, Path(pattern=r"^\d{4,12}$", description="area code 区划代码")]
 

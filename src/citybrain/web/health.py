@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from sqlalchemy import text
-from sqlalchemy.orm import Session
 from starlette.responses import JSONResponse, Response
 
 from citybrain.core.authz.deps import public
 from citybrain.core.events.service import outbox_backlog
 from citybrain.kit import clock
 from citybrain.kit.migrate import current_revision, head_revision
-from citybrain.kit.web import db_session, request_database
+from citybrain.kit.web import DB, request_database
 from citybrain.web.metrics import OUTBOX_OLDEST, OUTBOX_PENDING, metrics_response
 
 router = APIRouter(tags=["ops 运维"])
@@ -54,7 +51,7 @@ def readyz(request: Request) -> Response:
 
 @router.get("/metrics", include_in_schema=False)
 @public
-def metrics(session: Annotated[Session, Depends(db_session, scope="function")]) -> Response:
+def metrics(session: DB) -> Response:
     """Prometheus metrics (no personal data), with the outbox backlog read at scrape time."""
     pending, oldest = outbox_backlog(session)
     OUTBOX_PENDING.set(pending)

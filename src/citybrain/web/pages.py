@@ -23,10 +23,9 @@ from citybrain.core.people.models import Person
 from citybrain.kit.db import rollback_keeping
 from citybrain.kit.errors import CitybrainError, InvalidInput, NotFound
 from citybrain.kit.export import csv_bytes
-from citybrain.kit.web import db_session, language, render
+from citybrain.kit.web import DB, language, render
 
 router = APIRouter(include_in_schema=False)
-DB = Annotated[Session, Depends(db_session, scope="function")]
 
 # What each role's home page offers, in order: (message id, link, permission).
 HOME_CARDS: list[tuple[str, str, Permission]] = [

@@ -13,7 +13,6 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from citybrain.core.authz.deps import require
@@ -21,10 +20,9 @@ from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.geo import repository as geo
 from citybrain.kit.i18n import translate
-from citybrain.kit.web import db_session, language, render
+from citybrain.kit.web import DB, language, render
 
 router = APIRouter(include_in_schema=False)
-DB = Annotated[Session, Depends(db_session, scope="function")]
 Viewer = Annotated[Principal, Depends(require(Permission.COCKPIT_VIEW))]
 
 # The map measures of the API contract, in the order of the select.

@@ -10,7 +10,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy.orm import Session
 
 from citybrain.apps.cockpit import live, service
 from citybrain.apps.cockpit.schemas import AlertOut, FreshnessOut, MapOut, OverviewOut
@@ -19,14 +18,13 @@ from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.kit.db import get_database
 from citybrain.kit.errors import error_responses
-from citybrain.kit.web import db_session
+from citybrain.kit.web import DB
 
 router = APIRouter(
     prefix="/api/v1/cockpit",
     tags=["cockpit 领导驾驶舱"],
     responses=error_responses(401, 403, 404, 422),
 )
-DB = Annotated[Session, Depends(db_session, scope="function")]
 Viewer = Annotated[Principal, Depends(require(Permission.COCKPIT_VIEW))]
 AreaCode = Annotated[
     str | None, Query(pattern=r"^\d{4,15}$", description="地区代码 (default: your jurisdiction)")

@@ -36,10 +36,9 @@ from citybrain.healthcode.models import PASS_REASONS
 from citybrain.kit import clock
 from citybrain.kit.db import rollback_keeping
 from citybrain.kit.errors import CitybrainError, InvalidInput
-from citybrain.kit.web import check_csrf, db_session, language, render
+from citybrain.kit.web import DB, check_csrf, language, render
 
 router = APIRouter(include_in_schema=False)
-DB = Annotated[Session, Depends(db_session, scope="function")]
 Staff = Annotated[Principal, Depends(require(Permission.RESIDENTS_VIEW))]
 PassStaff = Annotated[Principal, Depends(require(Permission.RESIDENTS_PASS))]
 NO_STORE = {"cache-control": "no-store"}

@@ -8,7 +8,6 @@ import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
-from sqlalchemy.orm import Session
 
 from citybrain.apps.residents import colours, service
 from citybrain.apps.residents.schemas import PassIn, PassView, ReportView, ResidentView
@@ -16,14 +15,13 @@ from citybrain.core.authz.deps import require
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.kit.errors import error_responses
-from citybrain.kit.web import db_session
+from citybrain.kit.web import DB
 
 router = APIRouter(
     prefix="/api/v1/residents",
     tags=["residents 小区居民"],
     responses=error_responses(401, 403, 404, 422),
 )
-DB = Annotated[Session, Depends(db_session, scope="function")]
 Staff = Annotated[Principal, Depends(require(Permission.RESIDENTS_VIEW))]
 PassStaff = Annotated[Principal, Depends(require(Permission.RESIDENTS_PASS))]
 CompoundCode = Annotated[str, Path(pattern=r"^\d{15}$", description="小区代码")]

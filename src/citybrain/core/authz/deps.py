@@ -18,7 +18,7 @@ from citybrain.core.authz import service
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.kit.errors import NotAuthenticated
-from citybrain.kit.web import CSRF_FIELD, check_csrf, db_session
+from citybrain.kit.web import CSRF_FIELD, DB, check_csrf
 
 SESSION_USER_KEY = "uid"
 SESSION_ISSUED_KEY = "iat"
@@ -54,9 +54,7 @@ async def _principal(request: Request, session: Session) -> Principal:
     return principal
 
 
-async def authenticated(
-    request: Request, session: Annotated[Session, Depends(db_session, scope="function")]
-) -> Principal:
+async def authenticated(request: Request, session: DB) -> Principal:
     """Any signed-in user or device."""
     return await _principal(request, session)
 
@@ -67,9 +65,7 @@ setattr(authenticated, GUARD_ATTRIBUTE, "authenticated")
 def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
     """Dependency: a principal holding ``permission``, else 401/403."""
 
-    async def dependency(
-        request: Request, session: Annotated[Session, Depends(db_session, scope="function")]
-    ) -> Principal:
+    async def dependency(request: Request, session: DB) -> Principal:
         principal = await _principal(request, session)
         principal.require(permission)
         return principal

@@ -6,9 +6,8 @@ import datetime as dt
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from pydantic import BaseModel, Field
-from sqlalchemy.orm import Session
 from starlette.responses import RedirectResponse, Response
 
 from citybrain.core.audit.service import record
@@ -22,10 +21,9 @@ from citybrain.core.authz.deps import (
 from citybrain.kit import clock
 from citybrain.kit.db import rollback_keeping
 from citybrain.kit.errors import CitybrainError, error_responses
-from citybrain.kit.web import check_csrf, db_session, language, render
+from citybrain.kit.web import DB, check_csrf, language, render
 
 router = APIRouter(tags=["auth 登录"])
-DB = Annotated[Session, Depends(db_session, scope="function")]
 
 
 def _client_ip(request: Request) -> str:

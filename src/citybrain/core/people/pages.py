@@ -17,10 +17,9 @@ from citybrain.core.people.schemas import PersonIn, PersonPage
 from citybrain.kit.db import rollback_keeping
 from citybrain.kit.errors import CitybrainError
 from citybrain.kit.export import csv_bytes
-from citybrain.kit.web import db_session, language, render
+from citybrain.kit.web import DB, language, render
 
 router = APIRouter(include_in_schema=False)
-DB = Annotated[Session, Depends(db_session, scope="function")]
 PAGE_SIZE = 20
 EXPORT_LIMIT = 5000
 

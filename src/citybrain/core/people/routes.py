@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from sqlalchemy.orm import Session
 
 from citybrain.core.authz.deps import require
 from citybrain.core.authz.principal import Principal
@@ -22,14 +21,13 @@ from citybrain.core.people.schemas import (
     UnmaskIn,
 )
 from citybrain.kit.errors import error_responses
-from citybrain.kit.web import db_session
+from citybrain.kit.web import DB
 
 router = APIRouter(
     prefix="/api/v1/people",
     tags=["people 人员"],
     responses=error_responses(401, 403, 404, 422),
 )
-DB = Annotated[Session, Depends(db_session, scope="function")]
 
 
 @router.get("", response_model=PersonPage, summary="Search persons in your jurisdiction (masked)")
