@@ -42,6 +42,25 @@ def test_a_batch_extends_the_chain_like_rows_one_at_a_time(session: Session) -> 
     assert record_many(session, []) == []
 
 
+def test_an_over_long_object_id_is_cut_not_lost(session: Session) -> None:
+    # A failed look-up of a made-up ref audits the ref it was given: a long one is cut to the
+    # column's length and marked, and the row (one and many) is still written and chained.
+    made_up = "Ω≈ç√∫" * 40
+    one = record(session, SYSTEM, "test.lookup", object_id=made_up, outcome="failed")
+    many = record_many(session, [Event(SYSTEM, "test.lookup", object_id=made_up + "x")])
+    stored = (
+        session.execute(
+            text("SELECT object_id FROM audit_log WHERE seq IN (:a, :b) ORDER BY seq"),
+            {"a": one.seq, "b": many[0].seq},
+        )
+        .scalars()
+        .all()
+    )
+    assert stored == [made_up[:63] + "…"] * 2
+    assert record(session, SYSTEM, "test.lookup", object_id="x" * 64).object_id == "x" * 64
+    assert verify_chain(session).ok
+
+
 def test_updates_and_deletes_are_refused_by_the_database(session: Session) -> None:
     _write(session, 1)
     with pytest.raises(DatabaseError, match="append-only"), session.begin_nested():

@@ -60,6 +60,21 @@ def entry_hash(entry: AuditEntry) -> str:
     return hashlib.sha256(_canonical(entry)).hexdigest()
 
 
+OBJECT_ID_LENGTH = 64  # AuditEntry.object_id
+
+
+def _object_id(value: str | int | None) -> str | None:
+    """The object id as stored: at most the column's length, so an over-long id a caller took
+    from the request (a failed look-up of a made-up ref) still leaves its audit row, marked
+    cut with "…", instead of failing the insert (PostgreSQL enforces the length)."""
+    if value is None:
+        return None
+    text_id = str(value)
+    if len(text_id) <= OBJECT_ID_LENGTH:
+        return text_id
+    return text_id[: OBJECT_ID_LENGTH - 1] + "…"
+
+
 def record(
     session: Session,
     actor: Actor,
@@ -90,7 +105,7 @@ def record(
         actor_role=actor.role,
         action=action,
         object_type=object_type,
-        object_id=None if object_id is None else str(object_id),
+        object_id=_object_id(object_id),
         area_code=area_code,
         purpose=purpose,
         outcome=outcome,
@@ -148,7 +163,7 @@ def record_many(session: Session, events: list[Event]) -> list[AuditEntry]:
             actor_role=event.actor.role,
             action=event.action,
             object_type=event.object_type,
-            object_id=None if event.object_id is None else str(event.object_id),
+            object_id=_object_id(event.object_id),
             area_code=event.area_code,
             purpose=event.purpose,
             outcome=event.outcome,
