@@ -392,17 +392,7 @@ async def post_offline_scans(
     the gate let them through offline but they are not green now (离线放行但当前非绿码):
     the gate should follow up."""
     lang = language(request)
-    items = [
-        OfflineScan(
-            client_id=item.client_id,
-            code=item.code,
-            direction=item.direction,
-            place_code=item.place_code,
-            scanned_at=item.scanned_at,
-            decision=item.decision,
-        )
-        for item in body.items
-    ]
+    items = [OfflineScan(**item.model_dump()) for item in body.items]
     try:
         results = await run_in_threadpool(_record_offline, request, who, items)
     except OperationalError as exc:

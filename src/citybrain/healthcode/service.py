@@ -574,10 +574,10 @@ def _write_offline(
                     a.item.client_id, OFFLINE_STATUS_DUPLICATE, taken[a.key]
                 )
         kept = [(a, row) for a, row in zip(accepted, rows, strict=True) if a.key not in taken]
+        if not kept:
+            return
         accepted = [a for a, _ in kept]
         ids = repository.insert_offline_scans(session, [row for _, row in kept])
-        if not accepted:
-            return
     repository.insert_batch(session, batch=batch, ids=ids, recorded_at=clock.now())
     flagged = 0
     for a, scan_id in zip(accepted, ids, strict=True):
