@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # Settings are read at import time by some modules (the job queue); fix them first.
@@ -27,6 +27,9 @@ from sqlalchemy.orm import Session  # noqa: E402
 
 from citybrain import schema  # noqa: E402
 from citybrain.kit.db import Database, set_database  # noqa: E402
+from citybrain.kit.settings import reset_settings  # noqa: E402
+from tests.sms_gateway import TOKEN as SMS_TOKEN  # noqa: E402
+from tests.sms_gateway import FakeSmsGateway  # noqa: E402
 
 BACKEND = os.environ.get("CITYBRAIN_TEST_DB", "sqlite")
 PG_ADMIN_URL = os.environ.get(
@@ -71,6 +74,38 @@ class DatabaseFactory:
             for name in self.created:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sms_gateway() -> Iterator[FakeSmsGateway]:
+    """The city's SMS platform as a real HTTP server for the whole run (each xdist worker has
+    its own); ``kit.sms`` posts to it, and tests read residents' codes from it."""
+    gateway = FakeSmsGateway()
+    gateway.start()
+    os.environ["CITYBRAIN_SMS_GATEWAY_URL"] = gateway.url
+    os.environ["CITYBRAIN_SMS_GATEWAY_TOKEN"] = SMS_TOKEN
+    # Tests ask for codes back to back; the resend interval has its own test.
+    os.environ["CITYBRAIN_SMS_RESEND_SECONDS"] = "0"
+    reset_settings()
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture
+def settings_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, str | None], None]]:
+    """Set (or, with None, remove) a ``CITYBRAIN_*`` variable for this test and re-read the
+    settings; both are undone afterwards."""
+
+    def set_variable(name: str, value: str | None) -> None:
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+        reset_settings()
+
+    yield set_variable
+    monkeypatch.undo()
+    reset_settings()
 
 
 @pytest.fixture(scope="session")

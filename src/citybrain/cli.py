@@ -1115,6 +1115,15 @@ def demo(
         )
     console.print(f"API docs 接口文档: {url}/docs · health: {url}/healthz")
     console.print(f"data centre 大数据中心: {url}/datahub (account dataofficer)")
+    sms = (
+        "through the SMS platform"
+        if settings.sms_gateway_url
+        else "printed here, since no SMS platform is set (CITYBRAIN_SMS_GATEWAY_URL) "
+        "演示环境未接短信平台，验证码显示在本终端"
+    )
+    console.print(
+        f"residents 居民健康登记: {url}/residents (phone-sized pages); one-time codes are {sms}"
+    )
     if serve_after:
         if "CITYBRAIN_LOG_LEVEL" not in os.environ:
             # The tour's terminal shows a line per simulated day, not every job's log line.

@@ -48,6 +48,16 @@ class Settings(BaseSettings):
     # Fault injection for the crash test: pause after a file's lake parts are published and
     # before its ledger row commits. Honoured only when env is "test".
     intake_stall_seconds: float = 0.0
+    # The city's SMS platform (短信平台), for residents' one-time codes: an HTTP endpoint that
+    # takes {"phone", "text"} as JSON with the token as a bearer credential. Unset in dev and
+    # test, messages go to the console with the phone masked; production refuses to send.
+    sms_gateway_url: str | None = None
+    sms_gateway_token: str | None = None
+    sms_timeout_seconds: float = 5.0
+    sms_code_seconds: int = 5 * 60
+    sms_resend_seconds: int = 60
+    sms_codes_per_phone_per_day: int = 10
+    sms_codes_per_address_per_hour: int = 30
     vendor_dir: Path | None = Field(
         default=None,
         description="front-end packages copied from npm at setup (default: build/web-vendor)",

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from citybrain.apps.cockpit import service
 from citybrain.apps.cockpit.models import Alert, Figure, LeafValue
 from citybrain.apps.residents.schemas import RegistrationIn
-from citybrain.apps.residents.service import register_household
+from citybrain.apps.residents.service import register_household, send_sms_code
 from citybrain.core.geo.models import Compound
 from citybrain.core.people.models import Household
 from citybrain.kit import clock
@@ -28,6 +28,7 @@ from tests.factories import (
     next_synthetic,
 )
 from tests.risk.conftest import resident
+from tests.sms_gateway import running_gateway
 
 DISTRICT = STREET_A[:6]  # 金水区
 
@@ -90,12 +91,14 @@ def test_incremental_figures_equal_rebuild_and_source_counts(session: Session) -
         valid_from=clock.now() - dt.timedelta(hours=1),
     )
     synthetic = next_synthetic()
+    send_sms_code(session, synthetic.phone, client_ip="127.0.0.1")
     register_household(
         session,
         RegistrationIn(
             name=synthetic.name,
             id_number=synthetic.id_number,
             phone=synthetic.phone,
+            sms_code=running_gateway().code_for(synthetic.phone),
             compound_code=first_compound(session, STREET_A),
             building="1",
             unit="1",

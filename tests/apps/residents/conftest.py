@@ -16,6 +16,7 @@ from citybrain.kit.db import Database
 from citybrain.simulate.persons import SyntheticPerson
 from citybrain.web.app import create_app
 from tests.factories import STREET_A, first_compound, next_synthetic
+from tests.sms_gateway import running_gateway
 
 CSRF = re.compile(r'name="csrf-token" content="([^"]+)"')
 # A community of 经八路街道 (金水区) and one of another street of the same district.
@@ -83,6 +84,19 @@ def form_of(
     return data
 
 
+def send_code(client: TestClient, phone: str, path: str = "/residents/register") -> Any:
+    """Press "get a code" (获取验证码) on the form at ``path`` for ``phone``."""
+    data = {"action": "send_code", "phone": phone, "csrf_token": csrf(client, path)}
+    return client.post(path, data=data)
+
+
+def code_sent_to(client: TestClient, phone: str, path: str = "/residents/register") -> str:
+    """Ask for a code on the form at ``path`` and read it off the SMS platform."""
+    answer = send_code(client, phone, path)
+    assert answer.status_code == 200, answer.text
+    return running_gateway().code_for(phone)
+
+
 def register(
     client: TestClient,
     compound: str,
@@ -90,17 +104,24 @@ def register(
     members: list[SyntheticPerson] | None = None,
     **overrides: Any,
 ) -> tuple[Any, SyntheticPerson]:
-    """Post the registration form; returns the response (not followed) and the person."""
+    """Ask for the code, then post the registration form with it; returns the response (not
+    followed) and the person. No code is asked for when ``sms_code=`` or ``phone=`` is
+    given (a wrong phone gets none)."""
     person = person or next_synthetic()
     data = form_of(person, compound, members, **overrides)
+    if "sms_code" not in overrides and "phone" not in overrides:
+        data["sms_code"] = code_sent_to(client, str(data["phone"]))
     data["csrf_token"] = csrf(client)
     response = client.post("/residents/register", data=data, follow_redirects=False)
     return response, person
 
 
 def login(client: TestClient, person: SyntheticPerson, **overrides: str) -> Any:
+    """Ask for the code and log in with it (``sms_code=`` overrides it, asking for none)."""
     data = {"name": person.name, "id_number": person.id_number, "phone": person.phone}
     data.update(overrides)
+    if "sms_code" not in overrides:
+        data["sms_code"] = code_sent_to(client, data["phone"], "/residents/login")
     data["csrf_token"] = csrf(client, "/residents/login")
     return client.post("/residents/login", data=data, follow_redirects=False)
 

@@ -28,6 +28,7 @@ from citybrain.risk.subjects import subject_of
 from citybrain.web.app import create_app
 from tests.apps.residents.conftest import COMMUNITY
 from tests.factories import PASSWORD, first_compound, make_user, next_synthetic
+from tests.sms_gateway import running_gateway
 from tests.web.test_browser import ARTIFACTS, browser, serving
 
 pytestmark = pytest.mark.browser
@@ -121,6 +122,16 @@ def test_register_see_green_then_red_after_a_household_case(
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     page.screenshot(path=str(ARTIFACTS / "residents-register-error-phone.png"), full_page=True)
     page.fill("#phone", me.phone)
+    # The phone is proven with the code the SMS platform delivers to it (获取验证码).
+    page.get_by_test_id("send-code").click()
+    expect(page.get_by_test_id("code-sent")).to_contain_text(me.phone[:3] + "****" + me.phone[-4:])
+    expect(page.locator("#member-1-id_number")).to_have_value(member.id_number)
+    expect(page.locator("#compound_code")).to_have_value(compound)
+    page.fill("#sms_code", running_gateway().code_for(me.phone))
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    page.locator("#sms_code").locator("xpath=../..").screenshot(
+        path=str(ARTIFACTS / "residents-register-code-sent.png")
+    )
     page.get_by_test_id("register-submit").click()
 
     # Green: nothing on record.

@@ -1,8 +1,9 @@
 """Tables of compound resident registration (小区居民健康登记, application 9.3).
 
 Persons and households live in the core registry (``persons``, ``households``); this app adds
-only what is its own: the residents' self-service accounts, their failed logins and the daily
-health reports (每日健康打卡). The households' exit passes (出入证) belong to the gate's domain:
+only what is its own: the residents' self-service accounts, their failed logins, the one-time
+codes sent to their phones and the daily health reports (每日健康打卡). The households' exit
+passes (出入证) belong to the gate's domain:
 ``healthcode.models.HouseholdPass``, issued through ``healthcode.passes``.
 """
 
@@ -25,7 +26,8 @@ class ResidentAccount(Base):
     """A resident's self-service account (居民账户), bound to a person of the registry.
 
     Residents are not staff users: they hold no role and no password. They prove who they are
-    with their ID number, phone and name (matched through the blind indexes); the signed
+    with their ID number, phone and name (matched through the blind indexes) and a one-time
+    code sent to that phone (``ResidentSmsCode``); the signed
     session cookie carries only ``person_ref``. ``sessions_revoked_at`` lets logging out end
     every copy of the cookie, as staff sessions do.
     """
@@ -49,6 +51,25 @@ class ResidentLoginFailure(Base):
     key: Mapped[str] = mapped_column(String(32), index=True)
     client_ip: Mapped[str] = mapped_column(String(64), index=True)
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class ResidentSmsCode(Base):
+    """A one-time code sent by text message (短信验证码) to prove a resident holds the phone
+    they type at registration or login. ``phone_key`` is the phone's blind index and
+    ``code_hash`` an HMAC of the code, so this table holds neither. Only a phone's latest code
+    counts; it is spent by one success or ``MAX_ATTEMPTS`` wrong tries, and dies at
+    ``expires_at``. Rows are purged a day after they are sent."""
+
+    __tablename__ = "resident_sms_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    phone_key: Mapped[str] = mapped_column(String(64), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    client_ip: Mapped[str] = mapped_column(String(64), index=True)
+    sent_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class HealthReport(Base):

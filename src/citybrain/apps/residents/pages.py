@@ -27,6 +27,7 @@ from citybrain.apps.residents.schemas import (
     PassIn,
     RegistrationIn,
 )
+from citybrain.apps.residents.sms_codes import CodeSent
 from citybrain.core.audit.service import record
 from citybrain.core.authz.deps import GUARD_ATTRIBUTE, public, require
 from citybrain.core.authz.principal import Principal
@@ -111,6 +112,7 @@ def _register_form(
     *,
     errors: dict[str, str] | None = None,
     status_code: int = 200,
+    sent: CodeSent | None = None,
 ) -> Response:
     members = list(form.members) or [MemberIn()]
     return _page(
@@ -120,6 +122,7 @@ def _register_form(
             "form": form,
             "members": members,
             "errors": errors or {},
+            "sent": sent,
             "pick": picker.options(session, **pick),
             "max_members": service.MAX_MEMBERS,
         },
@@ -146,6 +149,7 @@ def register_submit(
     name: Annotated[str, Form(max_length=32)] = "",
     id_number: Annotated[str, Form(max_length=32)] = "",
     phone: Annotated[str, Form(max_length=20)] = "",
+    sms_code: Annotated[str, Form(max_length=8)] = "",
     district: Annotated[str, Form(max_length=6)] = "",
     street: Annotated[str, Form(max_length=9)] = "",
     community: Annotated[str, Form(max_length=12)] = "",
@@ -160,7 +164,8 @@ def register_submit(
 ) -> Response:
     """Register; on any error the form comes back with everything typed and each wrong field
     saying what is wrong. "Add a member" and "remove" re-show the form with one slot more or
-    less, and "choose" refreshes the compound lists (for phones without JavaScript)."""
+    less, "choose" refreshes the compound lists (for phones without JavaScript), and "get a
+    code" sends the one-time code to the phone typed, keeping everything else."""
     check_csrf(request, csrf_token)
     names, numbers, phones = member_name or [], member_id_number or [], member_phone or []
     slots = max(len(names), len(numbers), len(phones))
@@ -176,6 +181,7 @@ def register_submit(
         name=name,
         id_number=id_number,
         phone=phone,
+        sms_code=sms_code,
         compound_code=compound_code,
         building=building,
         unit=unit,
@@ -200,6 +206,11 @@ def register_submit(
         return _register_form(request, session, form, pick)
     if action == "choose":
         return _register_form(request, session, form, pick)
+    if action == "send_code":
+        sent, errors, status = _send_code(request, session, phone)
+        return _register_form(
+            request, session, form, pick, errors=errors, status_code=status, sent=sent
+        )
     try:
         result = service.register_household(session, form, client_ip=_client_ip(request))
     except CitybrainError as error:
@@ -268,10 +279,21 @@ def picker_compounds(
 @router.get("/residents/login")
 @public
 def login_page(request: Request, me: Resident) -> Response:
-    """Log back in with ID number, phone and name."""
+    """Log back in with ID number, phone, name and a code sent to the phone."""
     if me is not None:
         return RedirectResponse("/residents/code", status_code=303)
     return _page(request, "residents/login.html", {"form": {}, "errors": {}})
+
+
+def _send_code(
+    request: Request, session: Session, phone: str
+) -> tuple[CodeSent | None, dict[str, str], int]:
+    """The form's "get a code" button (获取验证码): the notice to show, or the errors."""
+    try:
+        return service.send_sms_code(session, phone, client_ip=_client_ip(request)), {}, 200
+    except CitybrainError as error:
+        rollback_keeping(session, error)
+        return None, _errors(error, language(request)), error.status_code
 
 
 @router.post("/residents/login")
@@ -280,25 +302,39 @@ def login_submit(
     request: Request,
     session: DB,
     csrf_token: Annotated[str, Form()] = "",
+    action: Annotated[str, Form(max_length=24)] = "submit",
     name: Annotated[str, Form(max_length=32)] = "",
     id_number: Annotated[str, Form(max_length=32)] = "",
     phone: Annotated[str, Form(max_length=20)] = "",
+    sms_code: Annotated[str, Form(max_length=8)] = "",
 ) -> Response:
-    """Check the three; on success start a resident session and show the code."""
+    """ "Get a code" sends one to the phone typed; "log in" checks the three and the code and
+    on success starts a resident session and shows the code page."""
     check_csrf(request, csrf_token)
+    form = {"name": name, "id_number": id_number, "phone": phone, "sms_code": sms_code}
+    if action == "send_code":
+        sent, errors, status = _send_code(request, session, phone)
+        return _page(
+            request,
+            "residents/login.html",
+            {"form": form, "errors": errors, "sent": sent},
+            status_code=status,
+        )
     try:
         person = service.log_in(
-            session, id_number=id_number, phone=phone, name=name, client_ip=_client_ip(request)
+            session,
+            id_number=id_number,
+            phone=phone,
+            name=name,
+            sms_code=sms_code,
+            client_ip=_client_ip(request),
         )
     except CitybrainError as error:
         rollback_keeping(session, error)
         return _page(
             request,
             "residents/login.html",
-            {
-                "form": {"name": name, "id_number": id_number, "phone": phone},
-                "errors": _errors(error, language(request)),
-            },
+            {"form": form, "errors": _errors(error, language(request))},
             status_code=error.status_code,
         )
     response = RedirectResponse("/residents/code", status_code=303)

@@ -9,7 +9,12 @@ from sqlalchemy import case, delete, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from citybrain.apps.residents.models import HealthReport, ResidentAccount, ResidentLoginFailure
+from citybrain.apps.residents.models import (
+    HealthReport,
+    ResidentAccount,
+    ResidentLoginFailure,
+    ResidentSmsCode,
+)
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.scope import scoped, within
 from citybrain.core.geo.models import Area, Compound, Place
@@ -94,6 +99,43 @@ def clear_failures(session: Session, key: str) -> None:
 def purge_failures_before(session: Session, before: dt.datetime) -> int:
     """Delete failure records older than ``before``; returns how many."""
     result = session.execute(delete(ResidentLoginFailure).where(ResidentLoginFailure.at < before))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# One-time codes sent by text message
+
+
+def latest_sms_code(session: Session, phone_key: str) -> ResidentSmsCode | None:
+    """The phone's newest code (the only one that counts)."""
+    return session.scalars(
+        select(ResidentSmsCode)
+        .where(ResidentSmsCode.phone_key == phone_key)
+        .order_by(ResidentSmsCode.sent_at.desc(), ResidentSmsCode.id.desc())
+        .limit(1)
+    ).first()
+
+
+def sms_codes_sent(
+    session: Session,
+    *,
+    since: dt.datetime,
+    phone_key: str | None = None,
+    client_ip: str | None = None,
+) -> int:
+    """How many codes went to one phone, or were asked from one address, since ``since``."""
+    query = (
+        select(func.count()).select_from(ResidentSmsCode).where(ResidentSmsCode.sent_at >= since)
+    )
+    if phone_key is not None:
+        query = query.where(ResidentSmsCode.phone_key == phone_key)
+    if client_ip is not None:
+        query = query.where(ResidentSmsCode.client_ip == client_ip)
+    return int(session.scalar(query) or 0)
+
+
+def purge_sms_codes_before(session: Session, before: dt.datetime) -> int:
+    """Delete codes sent before ``before``; returns how many."""
+    result = session.execute(delete(ResidentSmsCode).where(ResidentSmsCode.sent_at < before))
     return int(getattr(result, "rowcount", 0) or 0)
 
 

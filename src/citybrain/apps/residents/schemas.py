@@ -29,6 +29,7 @@ class RegistrationIn(BaseModel):
     name: str = Field(default="", max_length=32, description="姓名")
     id_number: str = Field(default="", max_length=32, description="居民身份证号码")
     phone: str = Field(default="", max_length=20, description="手机号码")
+    sms_code: str = Field(default="", max_length=8, description="短信验证码（发至上述手机）")
     compound_code: str = Field(default="", max_length=15, description="小区代码")
     building: str = Field(default="", max_length=16, description="楼栋")
     unit: str = Field(default="", max_length=16, description="单元")

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from citybrain.apps.residents import repository
+from citybrain.apps.residents import repository, sms_codes
 from citybrain.apps.residents.models import (
     AT_HOME,
     AWAY,
@@ -25,6 +25,7 @@ from citybrain.apps.residents.models import (
     HealthReport,
     ResidentAccount,
     ResidentLoginFailure,
+    ResidentSmsCode,
 )
 from citybrain.apps.residents.schemas import (
     CompoundRow,
@@ -50,6 +51,7 @@ from citybrain.healthcode.models import HouseholdPass
 from citybrain.kit import clock
 from citybrain.kit.crypto import BlindIndex, blind_index, field_cipher
 from citybrain.kit.errors import (
+    CitybrainError,
     FieldsInvalid,
     InvalidInput,
     NotAuthenticated,
@@ -82,6 +84,7 @@ SYMPTOMS: dict[str, tuple[str, str]] = {
 PASS_LONGEST_DAYS = gate_passes.PASS_LONGEST_DAYS
 
 T = TypeVar("T")
+E = TypeVar("E", bound=CitybrainError)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,6 +355,39 @@ def split_unit(text: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2]
 
 
+def send_sms_code(session: Session, phone: str, *, client_ip: str) -> sms_codes.CodeSent:
+    """Send a one-time code (短信验证码) to the phone a resident typed, for registering or
+    logging in (an invalid number is refused on the ``phone`` field; see ``sms_codes``)."""
+    checked = check_phone(phone)
+    assert checked is not None
+    return sms_codes.send_code(session, checked, client_ip=client_ip)
+
+
+def _phone_proof(
+    session: Session,
+    phone: str | None,
+    code: str,
+    problems: dict[str, tuple[str, str]],
+    kept: list[Callable[[Any], object]],
+) -> ResidentSmsCode | None:
+    """The live SMS code proving ``phone``, or None with the problem noted (and a wrong try's
+    count in ``kept``). Nothing is checked while the phone itself is wrong."""
+    if phone is None:
+        return None
+    try:
+        return sms_codes.check_code(session, phone, code)
+    except InvalidInput as error:
+        problems.setdefault(error.field or sms_codes.FIELD, (error.message_zh, error.message_en))
+        kept.extend(error.after_rollback)
+        return None
+
+
+def _keeping(error: E, kept: list[Callable[[Any], object]]) -> E:
+    for hook in kept:
+        error.keep(hook)
+    return error
+
+
 def _expose(session: Session, refs: list[str]) -> None:
     """Persons who just entered a household: a case in force among its members makes the
     others close contacts now, in this transaction, so the code page shows it at once (the
@@ -368,15 +404,18 @@ def register_household(
 ) -> RegistrationOut:
     """Register a resident and their household members to a compound (居民自助登记).
 
-    Every field is checked and every problem reported at once, each with its field. An ID
+    Every field is checked and every problem reported at once, each with its field. The
+    registrant's phone must be proven with the one-time code sent to it (``sms_code``). An ID
     number already in the registry is never registered again, and nothing of that person is
-    shown: if the phone and name given match the registered ones, the resident is simply
-    logged in (``created`` False, nothing changed); otherwise the ID field says it is taken and
-    asks for the registered phone and name, and the attempt counts against the rate limit as a
-    failed login does.
+    shown: if the phone and name given match the registered ones and the code proves the
+    phone, the resident is simply logged in (``created`` False, nothing changed); otherwise
+    the ID field says it is taken and asks for the registered phone and name, and a mismatch
+    counts against the rate limit as a failed login does. A wrong code counts against the
+    code's own tries.
     """
     index = blind_index()
     problems: dict[str, tuple[str, str]] = {}
+    kept: list[Callable[[Any], object]] = []
     name = _collect(problems, check_name, data.name, "name")
     number = _collect(problems, check_id_number, data.id_number, "id_number")
     phone = _collect(problems, check_phone, data.phone, "phone")
@@ -385,13 +424,20 @@ def register_household(
 
     key: str | None = None
     taken = False
+    proof: ResidentSmsCode | None = None
     if number is not None:
         id_bidx = index.digest(number, "id_number")
         key = _limit_key(id_bidx)
         _check_rate(session, key, client_ip)
+    proof = _phone_proof(session, phone, data.sms_code, problems, kept)
+    if number is not None and key is not None:
         existing = repository.person_by_id_index(session, id_bidx)
         if existing is not None:
-            if name is not None and phone and _matches(existing, name, phone, index):
+            matched = (
+                name is not None and phone is not None and _matches(existing, name, phone, index)
+            )
+            if matched and proof is not None:
+                sms_codes.spend(proof)
                 _logged_in(session, existing, key, client_ip)
                 return RegistrationOut(
                     person_ref=existing.ref,
@@ -399,12 +445,15 @@ def register_household(
                     members=[],
                     created=False,
                 )
-            taken = True
+            # The same answer whether or not phone and name matched: without the code, a
+            # match must not show.
+            taken = not matched
             problems["id_number"] = (
-                "该身份证号码已登记。如是本人，请填写登记时的手机号码和姓名（将直接为您登录）；"
-                "如仍有问题请联系所在社区",
+                "该身份证号码已登记。如是本人，请填写登记时的手机号码和姓名并获取验证码"
+                "（将直接为您登录）；如仍有问题请联系所在社区",
                 "this ID number is already registered. If it is yours, enter the phone and name "
-                "you registered with (you will be logged in); otherwise contact your community",
+                "you registered with and the code sent to it (you will be logged in); otherwise "
+                "contact your community",
             )
 
     members: list[tuple[str, str, str | None]] = []
@@ -450,12 +499,13 @@ def register_household(
             members.append((m_name, m_number, m_phone))
 
     if problems:
-        error = FormInvalid(problems)
+        error = _keeping(FormInvalid(problems), kept)
         if taken and key is not None:
             raise _failed(error, key, client_ip, "id_taken")
         raise error
     assert name is not None and number is not None and phone is not None
-    assert compound is not None and unit is not None
+    assert compound is not None and unit is not None and proof is not None
+    sms_codes.spend(proof)
 
     channel = _self_service(compound.code)
     household = people_service.create_household(
@@ -503,10 +553,13 @@ def register_household(
     )
 
 
-def log_in(session: Session, *, id_number: str, phone: str, name: str, client_ip: str) -> Person:
+def log_in(
+    session: Session, *, id_number: str, phone: str, name: str, sms_code: str, client_ip: str
+) -> Person:
     """A resident logs back in with ID number, phone and name, matched through the blind
-    indexes (nothing is decrypted). Failures are rate-limited per ID and per address; the
-    answer never says which of the three did not match."""
+    indexes (nothing is decrypted), and the one-time code sent to that phone. Failures are
+    rate-limited per ID and per address; the answer never says which of the three did not
+    match (only a holder of the phone, who has the code, learns that they did not)."""
     problems: dict[str, tuple[str, str]] = {}
     checked_name = _collect(problems, check_name, name, "name")
     number = _collect(problems, check_id_number, id_number, "id_number")
@@ -519,6 +572,10 @@ def log_in(session: Session, *, id_number: str, phone: str, name: str, client_ip
     id_bidx = index.digest(number, "id_number")
     key = _limit_key(id_bidx)
     _check_rate(session, key, client_ip)
+    kept: list[Callable[[Any], object]] = []
+    proof = _phone_proof(session, checked_phone, sms_code, problems, kept)
+    if proof is None:
+        raise _keeping(FormInvalid(problems), kept)
     person = repository.person_by_id_index(session, id_bidx)
     if person is None or not _matches(person, checked_name, checked_phone, index):
         error = NotAuthenticated(
@@ -527,6 +584,7 @@ def log_in(session: Session, *, id_number: str, phone: str, name: str, client_ip
             code="resident_login_failed",
         )
         raise _failed(error, key, client_ip, "unknown" if person is None else "mismatch")
+    sms_codes.spend(proof)
     _logged_in(session, person, key, client_ip)
     return person
 

@@ -1,11 +1,12 @@
 """Background work of resident registration: forget failed resident logins once the
-rate-limit window has passed (they hold a pseudonymous key and an address, nothing more)."""
+rate-limit window has passed (they hold a pseudonymous key and an address, nothing more), and
+one-time SMS codes a day after they were sent (the daily limit no longer needs them)."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from citybrain.apps.residents.repository import purge_failures_before
+from citybrain.apps.residents.repository import purge_failures_before, purge_sms_codes_before
 from citybrain.core.jobs.queue import schedule
 from citybrain.kit import clock
 from citybrain.kit.db import get_database
@@ -24,7 +25,17 @@ def purge_expired_failures() -> int:
     return purged
 
 
+def purge_old_sms_codes() -> int:
+    """Delete one-time SMS codes sent more than a day ago; returns how many."""
+    with get_database().unit_of_work() as session:
+        purged = purge_sms_codes_before(session, clock.now() - dt.timedelta(days=1))
+    log.info("resident sms codes purged", count=purged)
+    return purged
+
+
 @schedule(minute="*/15")
 def purge_resident_login_failures() -> None:
-    """Every quarter hour: forget failed resident logins that can no longer count."""
+    """Every quarter hour: forget failed resident logins and SMS codes that can no longer
+    count."""
     purge_expired_failures()
+    purge_old_sms_codes()

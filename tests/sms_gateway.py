@@ -1,0 +1,96 @@
+"""A stand-in for the city's SMS platform, at the wire: a real HTTP server on 127.0.0.1 that
+takes what ``kit.sms`` posts and keeps the messages, so a test can read the code a resident's
+phone would receive. Only the platform outside citybrain is replaced, never our code."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+TOKEN = "test-sms-token"
+_CODE = re.compile(r"验证码为(\d{6})")
+_running: list[FakeSmsGateway] = []
+
+
+@dataclass
+class Message:
+    """One text message as the platform received it."""
+
+    phone: str
+    text: str
+    authorization: str | None
+
+
+@dataclass(eq=False)
+class FakeSmsGateway:
+    """The platform: ``messages`` in arrival order; ``refuse_with`` an HTTP status to answer
+    instead of accepting (a platform that is down or refuses)."""
+
+    messages: list[Message] = field(default_factory=list)
+    refuse_with: int | None = None
+    url: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: ThreadingHTTPServer | None = None
+
+    def start(self) -> None:
+        """Listen on a free port of 127.0.0.1 in a daemon thread."""
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                if gateway.refuse_with is not None:
+                    self.send_response(gateway.refuse_with)
+                    self.end_headers()
+                    return
+                with gateway._lock:
+                    gateway.messages.append(
+                        Message(
+                            str(body.get("phone")),
+                            str(body.get("text")),
+                            self.headers.get("Authorization"),
+                        )
+                    )
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"accepted": true}')
+
+            def log_message(self, format: str, *args: object) -> None:
+                return  # quiet: no request lines in the tests' output
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/sms"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        _running.append(self)
+
+    def stop(self) -> None:
+        """Stop listening."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self in _running:
+            _running.remove(self)
+
+    def sent_to(self, phone: str) -> list[Message]:
+        """The messages sent to ``phone``, oldest first."""
+        with self._lock:
+            return [m for m in self.messages if m.phone == phone]
+
+    def code_for(self, phone: str) -> str:
+        """The code in the latest message to ``phone`` (what the resident would type)."""
+        sent = self.sent_to(phone)
+        assert sent, "no text message reached this phone"
+        match = _CODE.search(sent[-1].text)
+        assert match, f"no code in the message: {sent[-1].text!r}"
+        return match.group(1)
+
+
+def running_gateway() -> FakeSmsGateway:
+    """The gateway this test process started (the session's ``sms_gateway`` fixture)."""
+    assert _running, "the sms_gateway fixture is not running"
+    return _running[-1]
