@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from citybrain.apps.residents import sessions
-from citybrain.apps.residents.models import ResidentSmsCode
+from citybrain.apps.residents.models import ResidentLoginFailure, ResidentSmsCode
 from citybrain.apps.residents.sms_codes import MAX_ATTEMPTS
 from citybrain.apps.residents.tasks import purge_old_sms_codes
 from citybrain.core.audit.models import AuditEntry
@@ -181,7 +181,7 @@ def test_login_needs_the_code_of_the_registered_phone(
 
 
 def test_without_the_code_a_registered_id_does_not_show_a_match(
-    resident: TestClient, app: object, compound: str
+    resident: TestClient, app: object, session: Session, compound: str
 ) -> None:
     owner = registered(resident, compound)
     with TestClient(app, base_url="http://testserver") as other:  # type: ignore[arg-type]
@@ -195,6 +195,10 @@ def test_without_the_code_a_registered_id_does_not_show_a_match(
             assert "该身份证号码已登记" in page and "请填写短信验证码" in page
         errors = re.compile(r'data-testid="error-([\w-]+)"')
         assert errors.findall(matched.text) == errors.findall(mismatched.text)
+        # Both count against the ID's limit alike, so the lockout does not tell them apart.
+        key = blind_index().digest(owner.id_number, "id_number")[:32]
+        failures = select(func.count()).where(ResidentLoginFailure.key == key)
+        assert session.scalar(failures) == 2
         # With the code of the registered phone, the owner is simply logged in.
         again, _ = register(other, compound, owner)
         assert again.headers["location"] == "/residents/code?existing=1"

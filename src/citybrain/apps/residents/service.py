@@ -424,13 +424,12 @@ def register_household(
 
     key: str | None = None
     taken = False
-    proof: ResidentSmsCode | None = None
-    if number is not None:
-        id_bidx = index.digest(number, "id_number")
+    id_bidx = index.digest(number, "id_number") if number is not None else None
+    if id_bidx is not None:
         key = _limit_key(id_bidx)
         _check_rate(session, key, client_ip)
     proof = _phone_proof(session, phone, data.sms_code, problems, kept)
-    if number is not None and key is not None:
+    if id_bidx is not None and key is not None:
         existing = repository.person_by_id_index(session, id_bidx)
         if existing is not None:
             matched = (
@@ -445,9 +444,9 @@ def register_household(
                     members=[],
                     created=False,
                 )
-            # The same answer whether or not phone and name matched: without the code, a
-            # match must not show.
-            taken = not matched
+            # The same answer, and the same count against the limit, whether or not phone and
+            # name matched: without the code, a match must not show.
+            taken = True
             problems["id_number"] = (
                 "该身份证号码已登记。如是本人，请填写登记时的手机号码和姓名并获取验证码"
                 "（将直接为您登录）；如仍有问题请联系所在社区",
