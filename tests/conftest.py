@@ -37,8 +37,33 @@ PG_ADMIN_URL = os.environ.get(
 )
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--clock-at",
+        default=None,
+        metavar="HH:MM",
+        help="move the platform's clock so that the run starts at HH:MM today in the city's "
+        "time (CST), still ticking: finds tests that fail near a local midnight",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    at = config.getoption("--clock-at")
+    if at:
+        from citybrain.kit import clock
+
+        hours, minutes = (int(part) for part in str(at).split(":"))
+        local = clock.now().astimezone(clock.CHINA_TZ)
+        start = local.replace(hour=hours, minute=minutes, second=0, microsecond=0)
+        shift = clock.shifted(start - local)
+        shift.__enter__()
+        config.add_cleanup(lambda: shift.__exit__(None, None, None))
+
+
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"citybrain test database backend: {BACKEND}"
+    at = config.getoption("--clock-at")
+    moved = f"; clock moved to {at} CST" if at else ""
+    return f"citybrain test database backend: {BACKEND}{moved}"
 
 
 class DatabaseFactory:

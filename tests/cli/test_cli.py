@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,13 +12,14 @@ from sqlalchemy import text
 
 from citybrain.kit.db import Database
 from tests.conftest import DatabaseFactory
+from tests.moved_clock import citybrain_command
 
 pytestmark = pytest.mark.slow
 
 
 def run(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "citybrain.cli", *args],
+        citybrain_command(*args),
         env=env,
         capture_output=True,
         text=True,

@@ -8,7 +8,6 @@ import datetime as dt
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from tests.datahub.feeds import (
     write_flights,
     write_rail,
 )
+from tests.moved_clock import citybrain_command
 
 DAY = dt.date(2020, 1, 21)
 
@@ -378,7 +378,7 @@ def test_killing_the_intake_mid_file_then_rerunning_loses_and_doubles_nothing(
         CITYBRAIN_ENV="test",
         CITYBRAIN_INTAKE_STALL_SECONDS="60",
     )
-    command = [sys.executable, "-m", "citybrain.cli", "datahub", "ingest", str(feeds), "--json"]
+    command = citybrain_command("datahub", "ingest", str(feeds), "--json")
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     paths = lake.LakePaths(tmp_path / "var")
     deadline = time.monotonic() + 60

@@ -10,7 +10,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -18,6 +17,7 @@ import pyarrow as pa
 import pytest
 
 from tests.conftest import DatabaseFactory
+from tests.moved_clock import citybrain_command
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ DAYS = "30"
 
 def run(env: dict[str, str], *args: str) -> dict[str, object]:
     result = subprocess.run(
-        [sys.executable, "-m", "citybrain.cli", *args],
+        citybrain_command(*args),
         env=env,
         capture_output=True,
         text=True,

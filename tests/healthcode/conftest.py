@@ -20,6 +20,7 @@ from citybrain.core.geo.models import PLACE_COMPOUND_GATE, PLACE_VENUE, Place
 from citybrain.core.geo.service import load_hierarchy
 from citybrain.core.people.models import Person
 from citybrain.healthcode.codes import issue_code
+from citybrain.kit import clock
 from citybrain.kit.db import Database
 from citybrain.risk.service import assert_fact
 from citybrain.web.app import create_app
@@ -114,7 +115,7 @@ def make_red(session: Session, person: Person, compound: str | None = None) -> N
         kind="confirmed_case",
         source="test",
         evidence={"test": 1},
-        valid_from=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1),
+        valid_from=clock.now() - dt.timedelta(hours=1),
         compound_code=compound,
     )
 

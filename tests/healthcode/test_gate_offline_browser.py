@@ -24,6 +24,7 @@ from tests.healthcode.conftest import (
     type_code,
 )
 from tests.healthcode.test_offline_scans import recolour
+from tests.moved_clock import on_tests_clock
 from tests.web.test_browser import ARTIFACTS, browser, serving
 
 pytestmark = pytest.mark.browser
@@ -54,6 +55,7 @@ def test_the_gate_page_verifies_offline_and_uploads_when_back_online(
             context = browser.new_context(
                 viewport={"width": 390, "height": 844}, locale="zh-CN", is_mobile=True
             )
+            on_tests_clock(context)
             page = context.new_page()
             log_in_to_gate_page(page, base, "offline-gate")
             expect(page.get_by_test_id("gate-title")).to_have_text("门岗扫码")

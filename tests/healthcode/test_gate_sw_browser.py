@@ -15,6 +15,7 @@ from citybrain.healthcode.writer import close_writers
 from citybrain.kit.db import Database
 from citybrain.web.app import create_app
 from tests.healthcode.conftest import log_in_to_gate_page, staffed_gate, type_code
+from tests.moved_clock import on_tests_clock
 from tests.web.test_browser import ARTIFACTS, browser, serving
 
 pytestmark = pytest.mark.browser
@@ -43,6 +44,7 @@ def test_the_gate_page_reopens_from_its_service_worker_while_the_server_is_down(
             context = browser.new_context(
                 viewport={"width": 390, "height": 844}, locale="zh-CN", is_mobile=True
             )
+            on_tests_clock(context)
             page = context.new_page()
             log_in_to_gate_page(page, base, "sw-gate")
             expect(page.get_by_test_id("gate-title")).to_have_text("门岗扫码")

@@ -7,7 +7,6 @@ before it looks anything up."""
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 import time
 import uuid
@@ -24,6 +23,7 @@ from citybrain.healthcode.service import (
     OfflineScan,
     record_offline_scans,
 )
+from citybrain.kit import clock
 from citybrain.kit.db import Database
 from tests.healthcode.conftest import staffed_gate
 
@@ -34,7 +34,7 @@ def _scan(code: str, gate_code: str) -> OfflineScan:
         code=code,
         direction="entry",
         place_code=gate_code,
-        scanned_at=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+        scanned_at=clock.now().replace(microsecond=0).isoformat(),
         decision="pass",
     )
 

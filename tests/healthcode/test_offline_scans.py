@@ -23,6 +23,7 @@ from citybrain.core.geo.models import Place
 from citybrain.healthcode import keys
 from citybrain.healthcode.codes import HEALTH_PREFIX, issue_code
 from citybrain.healthcode.models import Scan, ScanBatch
+from citybrain.kit import clock
 from tests.factories import TEST_ACTOR, make_user
 from tests.healthcode.conftest import Gate, make_red
 from tests.web.conftest import csrf_of, log_in
@@ -31,7 +32,7 @@ URL = "/api/v1/scans/offline"
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+    return clock.now().replace(microsecond=0)
 
 
 def _item(code: str, **overrides: Any) -> dict[str, Any]:

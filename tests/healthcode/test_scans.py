@@ -18,6 +18,7 @@ from citybrain.healthcode import keys
 from citybrain.healthcode.codes import issue_code, verify_place_code
 from citybrain.healthcode.models import Scan, ScanBatch
 from citybrain.healthcode.policy import decide
+from citybrain.kit import clock
 from citybrain.risk.service import tier_of
 from tests.factories import TEST_ACTOR, make_person, make_user
 from tests.healthcode.conftest import Gate, make_red, person_row
@@ -185,7 +186,7 @@ def test_refused_codes_get_422_with_their_reason_and_record_nothing(
     headers = {"Authorization": f"Bearer {gate.gate_token}"}
     before = session.scalar(select(func.count()).select_from(Scan))
     expired = issue_code(
-        session, gate.resident.ref, "green", now=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+        session, gate.resident.ref, "green", now=clock.now() - dt.timedelta(hours=1)
     ).text
     good = issue_code(session, gate.resident.ref, "green").text
     tampered = good[:-3] + ("A" if good[-3] != "A" else "B") + good[-2:]
@@ -310,7 +311,7 @@ def test_a_code_that_spells_percent_00_scans_like_any_other(
     client: TestClient, session: Session, gate: Gate
 ) -> None:
     # base45 spells "%00" in about one code in 600: text in a JSON body, not a NUL.
-    now = dt.datetime.now(dt.UTC)
+    now = clock.now()
     for k in range(20_000):
         text = issue_code(
             session, gate.resident.ref, "green", now=now, validity=dt.timedelta(seconds=300 + k)

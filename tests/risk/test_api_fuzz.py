@@ -4,7 +4,6 @@ errors in the API's one shape. tests/web/test_api_fuzz.py holds the machinery.""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from tests.risk.test_rulesets import SECONDARY_RED
 from tests.risk.test_web import bearer
 from tests.web.test_api_fuzz import CHECKS, FUZZ_SETTINGS
 
+from citybrain.kit import clock
 from citybrain.risk import service
 
 OPERATIONS = [
@@ -52,7 +52,7 @@ def api(app: FastAPI, session: Session) -> tuple[Any, dict[str, str]]:
         kind="close_contact",
         source="staff",
         evidence={},
-        valid_from=dt.datetime.now(dt.UTC),
+        valid_from=clock.now(),
     )
     appeal = service.file_appeal(
         session, officer.actor, subject=person.subject, text="申诉内容测试", street_code=STREET_A

@@ -16,6 +16,7 @@ from tests.web.test_browser import ARTIFACTS, serving
 
 from citybrain.core.audit.service import Actor
 from citybrain.core.geo.service import load_hierarchy
+from citybrain.kit import clock
 from citybrain.kit.db import Database
 from citybrain.risk import service
 from citybrain.risk.rulesets import propose_rule_set
@@ -41,7 +42,7 @@ def town(fresh_database: Database) -> Iterator[dict[str, Any]]:
             kind="secondary_contact",
             source="analysis.contacts",
             evidence={"case_key": 42, "record_ids": [1, 2]},
-            valid_from=dt.datetime.now(dt.UTC) - dt.timedelta(hours=3),
+            valid_from=clock.now() - dt.timedelta(hours=3),
         )
         service.file_appeal(
             session,

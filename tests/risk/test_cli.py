@@ -11,6 +11,7 @@ from sqlalchemy import text
 from tests.cli.test_cli import cli_env, run  # noqa: F401 - fixture
 
 from citybrain.core.audit.service import Actor
+from citybrain.kit import clock
 from citybrain.kit.db import Database
 from citybrain.risk import service
 
@@ -26,7 +27,7 @@ def test_replay_reproduces_every_colour_and_reports_a_tampered_one(
     cli_env: dict[str, str],  # noqa: F811 - fixture
 ) -> None:
     database = Database(cli_env["CITYBRAIN_DATABASE_URL"])
-    now = dt.datetime.now(dt.UTC)
+    now = clock.now()
     kinds = [
         "confirmed_case",
         "close_contact",

@@ -3,7 +3,6 @@ forms that work without JavaScript."""
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from typing import Any
 
@@ -17,6 +16,7 @@ from tests.web.conftest import csrf_of, log_in
 
 from citybrain.core.authz import repository as authz_repository
 from citybrain.core.authz.service import issue_token
+from citybrain.kit import clock
 from citybrain.risk import service
 
 
@@ -36,7 +36,7 @@ def test_staff_see_colours_in_their_jurisdiction_only(client: TestClient, sessio
         kind="close_contact",
         source="staff",
         evidence={"record_ids": [7]},
-        valid_from=dt.datetime.now(dt.UTC),
+        valid_from=clock.now(),
     )
     mine = client.get(f"/api/v1/risk/persons/{person.ref}", headers=bearer(session, officer.id))
     assert mine.status_code == 200

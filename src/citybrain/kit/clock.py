@@ -35,6 +35,19 @@ def frozen(at: dt.datetime) -> Iterator[None]:
         _source = saved
 
 
+@contextmanager
+def shifted(by: dt.timedelta) -> Iterator[None]:
+    """Run the clock ``by`` away from real time for the duration of the block, still ticking
+    (tests at a chosen local time of day, such as just after midnight in the city)."""
+    global _source
+    saved = _source
+    _source = lambda: saved() + by  # noqa: E731
+    try:
+        yield
+    finally:
+        _source = saved
+
+
 def as_utc(value: dt.datetime) -> dt.datetime:
     """Treat naive datetimes as UTC (SQLite drops the zone) and convert aware ones."""
     if value.tzinfo is None:

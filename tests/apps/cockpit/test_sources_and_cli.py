@@ -44,8 +44,17 @@ def _ledger(session: Session, category: str, accepted: int, at: dt.datetime, n: 
     session.flush()
 
 
+# Noon in Zhengzhou: what a test puts "minutes ago" falls on the day the cockpit counts (a real
+# clock just after local midnight would put it on yesterday).
+NOON = dt.datetime(2026, 3, 10, 12, 0, tzinfo=clock.CHINA_TZ).astimezone(dt.UTC)
+
+
 def test_freshness_counts_today_and_a_stale_feed_alerts_once(session: Session) -> None:
-    now = clock.now()
+    with clock.frozen(NOON):
+        _ledger_and_freshness(session, NOON)
+
+
+def _ledger_and_freshness(session: Session, now: dt.datetime) -> None:
     _ledger(session, "rail_ticket", 120, now - dt.timedelta(hours=60), 1)
     _ledger(session, "fever_visit", 7, now - dt.timedelta(minutes=5), 2)
     _ledger(session, "fever_visit", 5, now - dt.timedelta(minutes=1), 3)
@@ -64,11 +73,8 @@ def test_freshness_counts_today_and_a_stale_feed_alerts_once(session: Session) -
 
 
 def test_loop_times_from_a_trace_and_its_contact_facts(session: Session) -> None:
-    # Noon in Zhengzhou: the trace and its facts fall on the day the overview shows (a
-    # real clock just after local midnight would put the trace on yesterday).
-    now = dt.datetime(2026, 3, 10, 12, 0, tzinfo=clock.CHINA_TZ).astimezone(dt.UTC)
-    with clock.frozen(now):
-        _trace_and_its_contact_fact(session, now)
+    with clock.frozen(NOON):
+        _trace_and_its_contact_fact(session, NOON)
 
 
 def _trace_and_its_contact_fact(session: Session, now: dt.datetime) -> None:

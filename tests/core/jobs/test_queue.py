@@ -21,7 +21,6 @@ from huey import PriorityRedisHuey, SqliteHuey
 
 from citybrain.core.jobs import EmbeddedWorker, build_queue, get_queue, job, reset_queue
 from citybrain.core.jobs.queue import city_crontab
-from citybrain.kit import clock
 from citybrain.kit.db import Database
 
 ATTEMPTS: dict[str, list[tuple[float, int, float]]] = defaultdict(list)
@@ -133,7 +132,8 @@ def test_job_defaults_retry_five_times_with_backoff() -> None:
 def test_scheduled_job_keeps_its_time_across_a_restart(queue_file: str) -> None:
     worker = EmbeddedWorker(workers=1, services=[], periodic=False)
     worker.start()
-    eta = clock.now() + dt.timedelta(seconds=1.5)
+    # The queue keeps wall time (not the platform's clock, which a test run may move).
+    eta = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1.5)
     result = wall_clock.schedule(eta=eta)
     try:
         # The worker takes it off the queue and parks it in the schedule until its time.
