@@ -6,7 +6,9 @@ does — each timed in a loop of its own on one core. Prints one JSON line.
 
 A resident's code is issued afresh every time the code page (or its refresh) is shown, so
 ``issue`` and ``qr_svg`` together are the per-view cost of the code itself at the morning
-peak. ``issue`` includes the active key's lookup in the database (a fresh SQLite file in a
+peak. ``qr_symbol`` is the symbol alone as citybrain makes it (the mask chosen with numpy),
+``qr_symbol_segno`` the same symbol with segno choosing the mask itself, as before.
+``issue`` includes the active key's lookup in the database (a fresh SQLite file in a
 temporary data directory unless --database-url is given). The same loop figures are not what a
 busy server pays: there every part finds its caches cold and costs about twice as much (see
 docs/benchmarks.md, gate scans).
@@ -43,9 +45,11 @@ def main() -> None:
     from benchdb import empty_database
 
     database = empty_database(args.database_url, prefix="citybrain-bench-codes-")
+    import segno
+
     from citybrain.healthcode.codes import issue_code, verify_code
     from citybrain.healthcode.keys import trust_list
-    from citybrain.healthcode.qr import qr_svg
+    from citybrain.healthcode.qr import ERROR_CORRECTION, qr, qr_svg
 
     refs = [f"{i:016x}" for i in range(args.codes)]
     with database.unit_of_work() as session:
@@ -58,7 +62,14 @@ def main() -> None:
         trust = trust_list(session)
     verify = _per_call_ms(lambda i: verify_code(texts[i], trust), args.codes)
     qr_count = max(10, args.codes // 10)
-    qr = _per_call_ms(lambda i: qr_svg(texts[i]), qr_count)
+    svg = _per_call_ms(lambda i: qr_svg(texts[i]), qr_count)
+    symbol = _per_call_ms(lambda i: qr(texts[i]), qr_count)
+    symbol_segno = _per_call_ms(
+        lambda i: segno.make_qr(
+            texts[i], error=ERROR_CORRECTION, mode="alphanumeric", boost_error=False
+        ),
+        qr_count,
+    )
     database.dispose()
     print(
         json.dumps(
@@ -71,8 +82,10 @@ def main() -> None:
                 "code_chars": round(statistics.mean(len(t) for t in texts)),
                 "issue": issue,
                 "verify": verify,
-                "qr_svg": qr,
-                "code_view_ms": round(issue["median_ms"] + qr["median_ms"], 3),
+                "qr_svg": svg,
+                "qr_symbol": symbol,
+                "qr_symbol_segno": symbol_segno,
+                "code_view_ms": round(issue["median_ms"] + svg["median_ms"], 3),
             }
         )
     )
