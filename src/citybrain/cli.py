@@ -549,7 +549,8 @@ def datahub_reconcile(
             f"{report.files} files: received {report.received:,} = accepted "
             f"{report.accepted:,} + quarantined {report.quarantined:,} + duplicate "
             f"{report.duplicate:,}; lake {report.lake_rows}, linkage {report.linkage_rows:,}, "
-            f"quarantine {report.quarantine_rows:,}"
+            f"quarantine {report.quarantine_rows:,}; {report.purged_files} files purged at the "
+            "end of their retention"
         )
         for m in report.mismatches[:20]:
             err.print(f"[red]{m.name}: {m.what} expected {m.expected}, found {m.found}[/red]")
@@ -838,6 +839,26 @@ def evaluate(
         print(json.dumps(result, ensure_ascii=False, sort_keys=True))
         return
     console.print_json(json.dumps(result, ensure_ascii=False))
+
+
+@datahub_app.command("purge")
+def datahub_purge(
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary last")] = False,
+) -> None:
+    """Take the files past their retention period out of the lake, the linkage store and the
+    quarantine (their ledger rows stay, marked purged); also runs every night. 数据到期清除"""
+    from citybrain.datahub.retention import purge_expired
+    from citybrain.kit.db import get_database
+
+    _ensure_schema()
+    summary = purge_expired(get_database())
+    if as_json:
+        print(json.dumps(summary.as_dict(), ensure_ascii=False, sort_keys=True))
+    else:
+        console.print(
+            f"purged {summary.files} files ({summary.accepted:,} rows, {summary.quarantined:,} "
+            f"quarantined); {summary.parts_removed} part files removed"
+        )
 
 
 @datahub_app.command("quarantine")

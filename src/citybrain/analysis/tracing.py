@@ -37,9 +37,9 @@ import pyarrow.parquet as pq
 from sqlalchemy import func, select
 
 from citybrain.analysis.contacts import CASE_CATEGORIES, cases_in_lake, close_contacts
-from citybrain.analysis.linkage import OUTPUT, run_linkage
+from citybrain.analysis.linkage import OUTPUT, LinkageSummary, run_linkage
 from citybrain.analysis.models import ContactTrace
-from citybrain.analysis.presence_index import current_lake_index
+from citybrain.analysis.presence_index import INDEX_DIR, current_lake_index, sync_lake_index
 from citybrain.core.audit.service import Actor, Event, record_many
 from citybrain.core.events.service import publish
 from citybrain.datahub.lake import LakePaths
@@ -70,13 +70,16 @@ def _aware(moment: dt.datetime) -> dt.datetime:
 
 
 def _stale(paths: LakePaths, database: Database, keys: Path) -> bool:
-    """Whether files were taken in after the person keys were written."""
+    """Whether files were taken in, or purged at the end of their retention, after the person
+    keys were written."""
     if not keys.exists():
         return True
     with database.unit_of_work() as session:
-        latest = session.scalar(select(func.max(IntakeFile.ingested_at)))
+        ingested, purged = session.execute(
+            select(func.max(IntakeFile.ingested_at), func.max(IntakeFile.purged_at))
+        ).one()
     written = dt.datetime.fromtimestamp(keys.stat().st_mtime, dt.UTC)
-    return latest is not None and latest > written
+    return any(at is not None and clock.as_utc(at) > written for at in (ingested, purged))
 
 
 def _arrivals(paths: LakePaths, keys: Path, cases: list[int]) -> dict[int, int]:
@@ -129,6 +132,23 @@ def trace_new_cases(
     per data directory; another waits for it."""
     with _one_trace_at_a_time(paths):
         return _trace(paths, database, actor, hops)
+
+
+def forget_purged_records(
+    paths: LakePaths, database: Database, actor: Actor
+) -> LinkageSummary | None:
+    """After a retention purge (``datahub.files_purged``): link again, so that the person keys
+    and linkage's record cache hold only the records still in the lake, and bring the contact
+    index up to date (rebuilt without them: a part it indexed is gone). Nothing when nothing
+    was linked yet. Waits for a running trace, as a trace does."""
+    with _one_trace_at_a_time(paths):
+        keys = paths.root / OUTPUT
+        if not keys.exists():
+            return None
+        summary = run_linkage(paths, database, actor)
+        if (paths.root / INDEX_DIR).exists():
+            sync_lake_index(paths, keys=keys)
+        return summary
 
 
 def _trace(paths: LakePaths, database: Database, actor: Actor, hops: int) -> list[TraceResult]:

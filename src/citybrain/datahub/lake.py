@@ -290,6 +290,22 @@ def remove_parts_of(paths: LakePaths, file_ids: Iterable[str]) -> int:
     return removed
 
 
+def remove_empty_folders(paths: LakePaths) -> int:
+    """Delete the partition and kind folders that no part is left in (after a retention
+    purge), so that a kind's folder exists only while it holds parts: readers glob a kind's
+    folder and an empty glob is an error to DuckDB. Called under the intake lock."""
+    removed = 0
+    for top in (paths.lake, paths.linkage, paths.quarantine):
+        if not top.exists():
+            continue
+        for folder, children, files in os.walk(top, topdown=False):
+            here = Path(folder)
+            if here != top and not files and not any((here / c).exists() for c in children):
+                here.rmdir()
+                removed += 1
+    return removed
+
+
 def existing_hashes(paths: LakePaths, kind: str, category: str, days: Iterable[str]) -> np.ndarray:
     """Row hashes already in the lake for ``category`` on ``days``."""
     chunks = []

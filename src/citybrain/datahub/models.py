@@ -45,6 +45,9 @@ class IntakeFile(Base):
     reasons: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)  # reason -> count
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
     ingested_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    # When the file's rows left the lake, the linkage store and the quarantine at the end of
+    # their retention period (datahub.retention); the counts above stay as its history.
+    purged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
 
     def __repr__(self) -> str:
         return f"<IntakeFile {self.file_id} {self.category} {self.status}>"

@@ -3,8 +3,9 @@ linkage store and the quarantine actually hold, counted independently of the int
 
 For each file the ledger says ``received = accepted + quarantined + duplicate``; here the
 accepted rows are counted in every lake kind of the category and in the linkage store, and
-the quarantined rows in the quarantine, by the file id in each part's name. Parts that no
-finished file owns are reported too.
+the quarantined rows in the quarantine, by the file id in each part's name. A file purged at
+the end of its retention period (``datahub.retention``) must hold no rows anywhere. Parts that
+no finished file owns are reported too.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class ReconcileReport:
     linkage_rows: int = 0
     quarantine_rows: int = 0
     orphan_files: int = 0  # file ids with parts but no finished ledger row
+    purged_files: int = 0  # files whose rows left at the end of their retention period
     mismatches: list[Mismatch] = field(default_factory=list)
 
     @property
@@ -101,11 +103,14 @@ def reconcile(session: Session, paths: lake.LakePaths | None = None) -> Reconcil
         report.quarantined += f.quarantined
         report.duplicate += f.duplicate
         checks = [("ledger", f.received, f.accepted + f.quarantined + f.duplicate)]
+        purged = f.purged_at is not None
+        report.purged_files += purged
+        accepted, quarantined = (0, 0) if purged else (f.accepted, f.quarantined)
         source = sources.get(f.category)
         for kind in source.kinds if source is not None and source.is_feed else ():
-            checks.append((f"lake:{kind}", f.accepted, by_kind[kind][f.file_id]))
-        checks.append(("linkage", f.accepted, secret["linkage"][f.file_id]))
-        checks.append(("quarantine", f.quarantined, secret["quarantine"][f.file_id]))
+            checks.append((f"lake:{kind}", accepted, by_kind[kind][f.file_id]))
+        checks.append(("linkage", accepted, secret["linkage"][f.file_id]))
+        checks.append(("quarantine", quarantined, secret["quarantine"][f.file_id]))
         for what, expected, found in checks:
             if expected != found:
                 report.mismatches.append(Mismatch(f.file_id, f.name, what, expected, found))

@@ -27,6 +27,7 @@ log = get_logger(__name__)
 TASK_MODULES: list[str] = [
     "citybrain.core.events.tasks",
     "citybrain.core.authz.tasks",
+    "citybrain.datahub.tasks",
     "citybrain.analysis.tasks",
     "citybrain.risk.tasks",
     "citybrain.healthcode.tasks",
