@@ -19,7 +19,7 @@ from citybrain.analysis.tracing import _stale, forget_purged_records
 from citybrain.core.audit.models import AuditEntry
 from citybrain.core.audit.service import SYSTEM
 from citybrain.core.events.models import OutboxEvent
-from citybrain.core.jobs import EmbeddedWorker, reset_queue
+from citybrain.core.jobs import EmbeddedWorker, get_queue, reset_queue
 from citybrain.core.jobs.worker import TASK_MODULES, import_task_modules
 from citybrain.datahub import lake
 from citybrain.datahub.models import IntakeFile
@@ -230,3 +230,20 @@ def test_a_purge_starts_the_job_that_forgets_its_records(
         monkeypatch.delenv("CITYBRAIN_DATA_DIR")
         reset_settings()
     assert pq.read_table(keys).num_rows == 100
+
+
+def test_the_purge_runs_every_night_at_a_quarter_to_four(tmp_path: Path) -> None:
+    reset_queue(f"sqlite:///{tmp_path / 'jobs.db'}")
+    try:
+        import_task_modules()
+        queue = get_queue()
+        name = "citybrain.datahub.tasks.purge_expired_lake_files"
+
+        def due(at: dt.datetime) -> set[str]:
+            return {queue._registry.task_to_string(type(t)) for t in queue.read_periodic(at)}
+
+        # 03:45 in the city is 19:45 UTC the day before.
+        assert name in due(dt.datetime(2024, 3, 1, 19, 45))
+        assert name not in due(dt.datetime(2024, 3, 1, 3, 45))
+    finally:
+        reset_queue()

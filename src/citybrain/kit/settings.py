@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     login_window_seconds: int = 15 * 60
     default_language: Literal["zh-CN", "en"] = "zh-CN"
     max_request_bytes: int = 16 * 1024 * 1024
+    # Delivered outbox events are kept this long (for tracing a delivery), then purged nightly:
+    # at a peak the gate scans alone add a few hundred a second.
+    event_retention_days: int = Field(default=7, ge=1)
     lake_compression: Literal["zstd", "snappy", "none"] = Field(
         default="zstd", description="Parquet compression of lake parts"
     )

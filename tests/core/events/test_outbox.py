@@ -22,7 +22,7 @@ from citybrain.core.events import (
     deliver_pending,
     publish,
 )
-from citybrain.core.events.dispatcher import describe_error, retry_delay
+from citybrain.core.events.dispatcher import describe_error, purge_dispatched, retry_delay
 from citybrain.kit import clock
 from citybrain.kit.db import Database
 
@@ -350,3 +350,34 @@ def test_each_handler_gets_its_own_copy_of_the_payload(
     deliver_pending(fresh_database, registry=handlers)
     assert seen == [{"areas": ["410102"]}]
     assert _events(fresh_database)[0].payload == {"areas": ["410102"]}
+
+
+def test_delivered_events_are_purged_after_their_retention_and_pending_ones_stay(
+    fresh_database: Database, handlers: HandlerRegistry
+) -> None:
+    handlers.add("case.reported", lambda _s, _e: None, name="test.good")
+
+    def broken(_session: Session, _event: OutboxEvent) -> None:
+        raise RuntimeError("downstream unavailable")
+
+    handlers.add("case.stuck", broken, name="test.broken")
+    start = clock.now() - dt.timedelta(days=10)
+    with clock.frozen(start):
+        with fresh_database.unit_of_work() as session:
+            for n in range(7):
+                publish(session, "case.reported", {"case_id": n})
+            publish(session, "case.stuck", {"case_id": 99})
+        deliver_pending(fresh_database, registry=handlers)
+    with fresh_database.unit_of_work() as session:
+        publish(session, "case.reported", {"case_id": 100})
+    deliver_pending(fresh_database, registry=handlers)
+    assert len(_events(fresh_database)) == 9 and len(_deliveries(fresh_database)) == 9
+
+    # Three at a time: several short transactions, and the last finds fewer than three.
+    purged = purge_dispatched(fresh_database, clock.now() - dt.timedelta(days=7), chunk=3)
+    assert purged == 7
+    left = _events(fresh_database)
+    # The old event no handler has yet stays, however old; the recent one stays.
+    assert [e.payload["case_id"] for e in left] == [99, 100]
+    assert {d.event_id for d in _deliveries(fresh_database)} == {e.id for e in left}
+    assert purge_dispatched(fresh_database, clock.now() - dt.timedelta(days=7)) == 0

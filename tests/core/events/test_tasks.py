@@ -53,3 +53,14 @@ def test_periodic_delivery_job_dispatches_pending_events(
     with fresh_database.sessions() as session:
         event = session.scalars(select(OutboxEvent)).one()
     assert event.dispatched_at is not None
+
+
+def test_the_nightly_purge_of_delivered_events_is_scheduled(queue_file: str) -> None:
+    import_task_modules()
+    queue = get_queue()
+    name = "citybrain.core.events.tasks.purge_delivered_events"
+    # 04:15 in the city is 20:15 UTC the day before.
+    due = queue.read_periodic(dt.datetime(2024, 3, 1, 20, 15))
+    assert name in {queue._registry.task_to_string(type(t)) for t in due}
+    not_due = queue.read_periodic(dt.datetime(2024, 3, 1, 4, 15))
+    assert name not in {queue._registry.task_to_string(type(t)) for t in not_due}
