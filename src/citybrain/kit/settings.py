@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # Delivered outbox events are kept this long (for tracing a delivery), then purged nightly:
     # at a peak the gate scans alone add a few hundred a second.
     event_retention_days: int = Field(default=7, ge=1)
+    # Residents' daily health reports (temperatures, symptoms, whereabouts) are kept this many
+    # days, as the gate scans are; a flagged report nobody has followed up yet stays.
+    health_report_retention_days: int = Field(default=30, ge=1)
     lake_compression: Literal["zstd", "snappy", "none"] = Field(
         default="zstd", description="Parquet compression of lake parts"
     )

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from citybrain.apps.residents import service
 from citybrain.apps.residents.models import HealthReport
 from citybrain.apps.residents.schemas import HealthReportIn
+from citybrain.core.audit.models import AuditEntry
 from citybrain.core.events.models import OutboxEvent
 from citybrain.core.people.models import Person
 from citybrain.kit import clock
@@ -162,3 +163,45 @@ def test_report_errors_name_the_field_and_keep_the_input(
         session.scalars(select(HealthReport).where(HealthReport.person_ref == me.ref)).first()
         is None
     )
+
+
+def test_reports_past_their_retention_are_purged_unless_still_awaiting_follow_up(
+    resident: TestClient, session: Session, compound: str
+) -> None:
+    me = _person(session, registered(resident, compound).id_number)
+    today = clock.today_local()
+    # Days back, flagged, followed up: two old ones go; an old flagged one nobody has followed
+    # up yet stays in the staff's queue; the one on the last kept day stays.
+    for days, flagged, followed in ((31, False, False), (40, True, True), (45, True, False)):
+        session.add(
+            HealthReport(
+                person_ref=me.ref,
+                report_date=today - dt.timedelta(days=days),
+                area_code=compound,
+                temperature=38.0 if flagged else 36.5,
+                symptoms=["cough"] if flagged else [],
+                whereabouts="home",
+                flagged=flagged,
+                reported_by=me.ref,
+                corrections=0,
+                created_at=clock.now(),
+                updated_at=clock.now(),
+                followed_up_at=clock.now() if followed else None,
+                followed_up_by="staff" if followed else None,
+            )
+        )
+    service.submit_report(
+        session, me, HealthReportIn(person_ref=me.ref, temperature="36.6", whereabouts="home")
+    )
+    with clock.frozen(clock.now() + dt.timedelta(days=30)):
+        assert service.purge_expired_reports(session) == 2
+    left = session.scalars(
+        select(HealthReport.report_date).where(HealthReport.person_ref == me.ref)
+    ).all()
+    assert sorted(left) == [today - dt.timedelta(days=45), today]
+    audit = session.scalars(
+        select(AuditEntry).where(AuditEntry.action == "residents.reports_purge")
+    ).one()
+    assert audit.detail["deleted"] == 2 and audit.detail["retention_days"] == 30
+    with clock.frozen(clock.now() + dt.timedelta(days=30)):
+        assert service.purge_expired_reports(session) == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import case, delete, func, select
+from sqlalchemy import case, delete, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -314,3 +314,15 @@ def member_counts(session: Session, household_ids: set[int]) -> dict[int, int]:
         .group_by(Person.household_id)
     )
     return {int(h): int(n) for h, n in rows if h is not None}
+
+
+def purge_reports_before(session: Session, before: dt.date) -> int:
+    """Delete health reports of days before ``before``, except flagged ones not yet followed
+    up (still in the staff's queue); returns how many."""
+    result = session.execute(
+        delete(HealthReport).where(
+            HealthReport.report_date < before,
+            or_(HealthReport.flagged.is_(False), HealthReport.followed_up_at.is_not(None)),
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

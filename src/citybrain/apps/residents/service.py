@@ -1028,6 +1028,23 @@ def list_reports(
     return views
 
 
+def purge_expired_reports(session: Session) -> int:
+    """Delete the daily health reports older than ``health_report_retention_days`` (flagged
+    ones still awaiting follow-up stay); audited when any went. Never commits."""
+    days = get_settings().health_report_retention_days
+    before = clock.today_local() - dt.timedelta(days=days)
+    gone = repository.purge_reports_before(session, before)
+    if gone:
+        record(
+            session,
+            SYSTEM,
+            "residents.reports_purge",
+            object_type="health_report",
+            detail={"deleted": gone, "before": before.isoformat(), "retention_days": days},
+        )
+    return gone
+
+
 def follow_up(session: Session, who: Principal, report_id: int) -> HealthReport:
     """Mark a flagged report as followed up (已跟进) by the caller."""
     who.require(Permission.RESIDENTS_VIEW)

@@ -1,12 +1,14 @@
 """Background work of resident registration: forget failed resident logins once the
-rate-limit window has passed (they hold a pseudonymous key and an address, nothing more), and
-one-time SMS codes a day after they were sent (the daily limit no longer needs them)."""
+rate-limit window has passed (they hold a pseudonymous key and an address, nothing more),
+one-time SMS codes a day after they were sent (the daily limit no longer needs them), and
+daily health reports past their retention period."""
 
 from __future__ import annotations
 
 import datetime as dt
 
 from citybrain.apps.residents.repository import purge_failures_before, purge_sms_codes_before
+from citybrain.apps.residents.service import purge_expired_reports
 from citybrain.core.jobs.queue import schedule
 from citybrain.kit import clock
 from citybrain.kit.db import get_database
@@ -39,3 +41,17 @@ def purge_resident_login_failures() -> None:
     count."""
     purge_expired_failures()
     purge_old_sms_codes()
+
+
+def purge_old_reports() -> int:
+    """Delete daily health reports past their retention period; returns how many."""
+    with get_database().unit_of_work() as session:
+        purged = purge_expired_reports(session)
+    log.info("resident health reports purged", count=purged)
+    return purged
+
+
+@schedule(minute="50", hour="3")
+def purge_resident_health_reports() -> None:
+    """At 03:50 in the city: delete the daily health reports past their retention period."""
+    purge_old_reports()
