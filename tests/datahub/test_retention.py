@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from citybrain.analysis.linkage import OUTPUT, run_linkage
 from citybrain.analysis.presence_index import sync_lake_index
-from citybrain.analysis.tracing import _stale, forget_purged_records
+from citybrain.analysis.tracing import _stale, forget_purged_records, link_for_tracing
 from citybrain.core.audit.models import AuditEntry
 from citybrain.core.audit.service import SYSTEM
 from citybrain.core.events.models import OutboxEvent
@@ -176,7 +176,7 @@ def test_linkage_and_the_contact_index_forget_the_purged_records(
     )
     assert len(purged_records) == 196
     keys = paths.root / OUTPUT
-    run_linkage(paths, fresh_database, SYSTEM)
+    link_for_tracing(paths, fresh_database, SYSTEM)
     assert purged_records <= set(pq.read_table(keys).column("record_id").to_pylist())
     assert sync_lake_index(paths, keys=keys)["rows"] == 296
 

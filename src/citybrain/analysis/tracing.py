@@ -6,8 +6,8 @@ secondary contacts and announce them.
 ``citybrain datahub ingest`` after a folder run, so a case is traced whether it came over the
 API or in an agency's drop folder. For every case in the lake not traced yet it:
 
-1. brings the person keys up to date (identity linkage) when files arrived since they were
-   written;
+1. brings the person keys up to date (identity linkage) when files were taken in or purged
+   since the last trace linked them (the ledger's counts, noted beside the keys);
 2. brings the contact index up to date (``presence_index.sync_lake_index``: the new parts as a
    delta), lists the contacts of all new cases to two hops from it (``contacts.close_contacts``)
    and writes them to ``analysis/contacts/case_<key>.parquet``;
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -69,17 +70,43 @@ def _aware(moment: dt.datetime) -> dt.datetime:
     return moment.replace(tzinfo=clock.CHINA_TZ) if moment.tzinfo is None else moment
 
 
-def _stale(paths: LakePaths, database: Database, keys: Path) -> bool:
-    """Whether files were taken in, or purged at the end of their retention, after the person
-    keys were written."""
-    if not keys.exists():
-        return True
+# What the ledger held when the person keys were last linked for tracing: files taken in and
+# files purged, as counts (ledger rows are never deleted, so each only grows). Counts, not
+# times: a file's mtime and the platform clock need not agree (a simulated or moved clock).
+LEDGER_MARK = Path("analysis") / ".person_keys.ledger.json"
+
+
+def _ledger_counts(database: Database) -> dict[str, int]:
     with database.unit_of_work() as session:
-        ingested, purged = session.execute(
-            select(func.max(IntakeFile.ingested_at), func.max(IntakeFile.purged_at))
+        files, purged = session.execute(
+            select(func.count(IntakeFile.id), func.count(IntakeFile.purged_at))
         ).one()
-    written = dt.datetime.fromtimestamp(keys.stat().st_mtime, dt.UTC)
-    return any(at is not None and clock.as_utc(at) > written for at in (ingested, purged))
+    return {"files": int(files or 0), "purged": int(purged or 0)}
+
+
+def _stale(paths: LakePaths, database: Database, keys: Path) -> bool:
+    """Whether files were taken in, or purged at the end of their retention, since the person
+    keys were linked for tracing (or they never were)."""
+    mark = paths.root / LEDGER_MARK
+    if not keys.exists() or not mark.exists():
+        return True
+    try:
+        seen = json.loads(mark.read_text())
+    except ValueError:
+        return True
+    return bool(seen != _ledger_counts(database))
+
+
+def link_for_tracing(paths: LakePaths, database: Database, actor: Actor) -> LinkageSummary:
+    """Link the lake (``run_linkage``) and note what the ledger held, so that the next trace
+    links again only when files were taken in or purged since."""
+    counts = _ledger_counts(database)  # before: a file arriving during the run counts as new
+    summary = run_linkage(paths, database, actor)
+    mark = paths.root / LEDGER_MARK
+    aside = mark.with_suffix(".part")
+    aside.write_text(json.dumps(counts))
+    aside.replace(mark)
+    return summary
 
 
 def _arrivals(paths: LakePaths, keys: Path, cases: list[int]) -> dict[int, int]:
@@ -145,7 +172,7 @@ def forget_purged_records(
         keys = paths.root / OUTPUT
         if not keys.exists():
             return None
-        summary = run_linkage(paths, database, actor)
+        summary = link_for_tracing(paths, database, actor)
         if (paths.root / INDEX_DIR).exists():
             sync_lake_index(paths, keys=keys)
         return summary
@@ -154,7 +181,7 @@ def forget_purged_records(
 def _trace(paths: LakePaths, database: Database, actor: Actor, hops: int) -> list[TraceResult]:
     keys = paths.root / OUTPUT
     if _stale(paths, database, keys):
-        run_linkage(paths, database, actor)
+        link_for_tracing(paths, database, actor)
     found = cases_in_lake(paths, database, keys)
     with database.unit_of_work() as session:
         done = set(session.scalars(select(ContactTrace.case_key)))
