@@ -1520,7 +1520,12 @@ def risk_contact_facts(
     with database.unit_of_work() as session:
         traces = [(t.case_key, t.result_path) for t in session.scalars(select(ContactTrace))]
     totals: dict[str, Any] = {"cases": len(traces), "asserted": {}, "already_known": 0}
+    totals["lists_purged"] = 0
     for case_key, result_path in traces:
+        if not (paths.root / result_path).exists():
+            # Deleted at the end of its retention period; its facts were asserted long before.
+            totals["lists_purged"] += 1
+            continue
         with database.unit_of_work() as session:
             summary = facts_from_trace(
                 session, _actor(), paths, case_key=case_key, result_path=result_path

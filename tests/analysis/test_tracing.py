@@ -3,6 +3,7 @@ by the running worker (dispatcher -> handler -> job), within a minute, once."""
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import time
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -19,7 +21,13 @@ from citybrain.analysis.contacts import cases_in_lake
 from citybrain.analysis.linkage import OUTPUT
 from citybrain.analysis.models import ContactTrace
 from citybrain.analysis.tasks import TRIGGER_CATEGORIES
-from citybrain.analysis.tracing import TOPIC_CONTACTS_LISTED, trace_new_cases, trace_seconds
+from citybrain.analysis.tracing import (
+    CONTACTS_DIR,
+    TOPIC_CONTACTS_LISTED,
+    purge_contact_lists,
+    trace_new_cases,
+    trace_seconds,
+)
 from citybrain.core.audit.models import AuditEntry
 from citybrain.core.audit.service import SYSTEM
 from citybrain.core.events.models import OutboxEvent
@@ -27,6 +35,7 @@ from citybrain.core.jobs import EmbeddedWorker, get_queue, reset_queue
 from citybrain.core.jobs.worker import import_task_modules
 from citybrain.datahub import lake
 from citybrain.datahub.service import Intake
+from citybrain.kit import clock
 from citybrain.kit.db import Database, use_database
 from citybrain.kit.settings import reset_settings
 from tests.conftest import DatabaseFactory
@@ -160,3 +169,40 @@ def test_two_traces_at_once_trace_each_case_once(city: City) -> None:
     assert sorted(traced) == [t.case_key for t in _traces(city.database)]
     assert len(traced) == len(set(traced)) > 0
     assert sorted(len(run) == 0 for run in runs) == [False, True]
+
+
+def test_contact_lists_past_their_retention_are_deleted_and_the_traces_stay(
+    fresh_database: Database, tmp_path: Path
+) -> None:
+    paths = lake.LakePaths(tmp_path / "var")
+    (paths.root / CONTACTS_DIR).mkdir(parents=True)
+    now = clock.now()
+    with fresh_database.unit_of_work() as session:
+        for key, days in ((1, 61), (2, 59), (3, 90)):
+            relative = str(CONTACTS_DIR / f"case_{key}.parquet")
+            if key != 3:  # the third's list went in a run cut short after its audit row
+                rows = pa.table({"case": [key], "contact": [key + 100]})
+                pq.write_table(rows, paths.root / relative)
+            traced = now - dt.timedelta(days=days)
+            session.add(
+                ContactTrace(
+                    case_key=key,
+                    found_at=traced,
+                    arrived_at=traced,
+                    traced_at=traced,
+                    seconds=1.0,
+                    close_contacts=1,
+                    secondary_contacts=0,
+                    result_path=relative,
+                )
+            )
+    assert purge_contact_lists(paths, fresh_database, SYSTEM) == 1
+    assert sorted(p.name for p in (paths.root / CONTACTS_DIR).iterdir()) == ["case_2.parquet"]
+    assert [t.case_key for t in _traces(fresh_database)] == [1, 2, 3]
+    with fresh_database.unit_of_work() as session:
+        audit = session.scalars(
+            select(AuditEntry).where(AuditEntry.action == "analysis.contact_lists_purge")
+        ).one()
+        assert audit.detail["deleted"] == 1 and audit.detail["retention_days"] == 60
+    # Nothing left to delete: no second audit row.
+    assert purge_contact_lists(paths, fresh_database, SYSTEM) == 0

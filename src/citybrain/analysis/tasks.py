@@ -7,7 +7,8 @@ the dispatcher's handlers must be short (linkage and the contact query take seco
 traces every case not traced yet, so one run catches up with several files, and a second job
 finding nothing new does nothing. A retention purge (``datahub.files_purged``) starts a job
 that links again and brings the contact index up to date, so no derived store keeps what the
-lake no longer holds.
+lake no longer holds. Every night the contact lists of cases traced longer ago than their
+retention period are deleted.
 """
 
 from __future__ import annotations
@@ -15,11 +16,15 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from citybrain.analysis.contacts import CASE_CATEGORIES
-from citybrain.analysis.tracing import forget_purged_records, trace_new_cases
+from citybrain.analysis.tracing import (
+    forget_purged_records,
+    purge_contact_lists,
+    trace_new_cases,
+)
 from citybrain.core.audit.service import SYSTEM
 from citybrain.core.events.dispatcher import subscribe
 from citybrain.core.events.models import OutboxEvent
-from citybrain.core.jobs.queue import job
+from citybrain.core.jobs.queue import job, schedule
 from citybrain.datahub.lake import LakePaths
 from citybrain.datahub.retention import TOPIC_FILES_PURGED
 from citybrain.kit.db import get_database
@@ -60,3 +65,10 @@ def forget_purged() -> bool:
 def forget_on_purge(session: Session, event: OutboxEvent) -> None:
     """Start the job that takes purged records out of the person keys and the index."""
     forget_purged()
+
+
+@schedule(minute="5", hour="4")
+def purge_old_contact_lists() -> None:
+    """At 04:05 in the city: delete the contact lists past their retention period."""
+    gone = purge_contact_lists(LakePaths.default(), get_database(), SYSTEM)
+    log.info("analysis.contact_lists_purged", count=gone)

@@ -41,12 +41,13 @@ from citybrain.analysis.contacts import CASE_CATEGORIES, cases_in_lake, close_co
 from citybrain.analysis.linkage import OUTPUT, LinkageSummary, run_linkage
 from citybrain.analysis.models import ContactTrace
 from citybrain.analysis.presence_index import INDEX_DIR, current_lake_index, sync_lake_index
-from citybrain.core.audit.service import Actor, Event, record_many
+from citybrain.core.audit.service import Actor, Event, record, record_many
 from citybrain.core.events.service import publish
 from citybrain.datahub.lake import LakePaths
 from citybrain.datahub.models import IntakeFile
 from citybrain.kit import clock
 from citybrain.kit.db import Database
+from citybrain.kit.settings import get_settings
 
 TOPIC_CONTACTS_LISTED = "analysis.contacts_listed"
 CONTACTS_DIR = Path("analysis", "contacts")
@@ -261,6 +262,34 @@ def _trace(paths: LakePaths, database: Database, actor: Actor, hops: int) -> lis
             results.append(TraceResult(key, close, secondary, seconds, relative))
         record_many(session, events)
     return results
+
+
+def purge_contact_lists(paths: LakePaths, database: Database, actor: Actor) -> int:
+    """Delete the contact lists of cases traced more than ``contact_list_retention_days`` ago
+    (the records they were drawn from are gone from the lake by then); each trace's row and
+    counts stay. Audited before the files go, so a run cut short is finished by the next.
+    Returns how many files went."""
+    days = get_settings().contact_list_retention_days
+    before = clock.now() - dt.timedelta(days=days)
+    with database.unit_of_work() as session:
+        old = select(ContactTrace.result_path).where(ContactTrace.traced_at < before)
+        files = [paths.root / path for path in session.scalars(old)]
+        doomed = [path for path in files if path.exists()]
+        if doomed:
+            record(
+                session,
+                actor,
+                "analysis.contact_lists_purge",
+                object_type="contact_trace",
+                detail={
+                    "deleted": len(doomed),
+                    "before": before.isoformat(),
+                    "retention_days": days,
+                },
+            )
+    for path in doomed:
+        path.unlink(missing_ok=True)
+    return len(doomed)
 
 
 def trace_seconds(database: Database) -> list[float]:

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # Residents' daily health reports (temperatures, symptoms, whereabouts) are kept this many
     # days, as the gate scans are; a flagged report nobody has followed up yet stays.
     health_report_retention_days: int = Field(default=30, ge=1)
+    # A traced case's contact list (analysis/contacts/case_<key>.parquet) is kept as long as the
+    # presence records it was drawn from (60 days), then deleted; the trace's counts stay.
+    contact_list_retention_days: int = Field(default=60, ge=1)
     lake_compression: Literal["zstd", "snappy", "none"] = Field(
         default="zstd", description="Parquet compression of lake parts"
     )
