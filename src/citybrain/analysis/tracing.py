@@ -41,7 +41,7 @@ from citybrain.analysis.contacts import CASE_CATEGORIES, cases_in_lake, close_co
 from citybrain.analysis.linkage import OUTPUT, LinkageSummary, run_linkage
 from citybrain.analysis.models import ContactTrace
 from citybrain.analysis.presence_index import INDEX_DIR, current_lake_index, sync_lake_index
-from citybrain.core.audit.service import Actor, Event, record, record_many
+from citybrain.core.audit.service import Actor, Event, record_many, record_purge
 from citybrain.core.events.service import publish
 from citybrain.datahub.lake import LakePaths
 from citybrain.datahub.models import IntakeFile
@@ -275,18 +275,15 @@ def purge_contact_lists(paths: LakePaths, database: Database, actor: Actor) -> i
         old = select(ContactTrace.result_path).where(ContactTrace.traced_at < before)
         files = [paths.root / path for path in session.scalars(old)]
         doomed = [path for path in files if path.exists()]
-        if doomed:
-            record(
-                session,
-                actor,
-                "analysis.contact_lists_purge",
-                object_type="contact_trace",
-                detail={
-                    "deleted": len(doomed),
-                    "before": before.isoformat(),
-                    "retention_days": days,
-                },
-            )
+        record_purge(
+            session,
+            "analysis.contact_lists_purge",
+            object_type="contact_trace",
+            deleted=len(doomed),
+            before=before,
+            retention_days=days,
+            actor=actor,
+        )
     for path in doomed:
         path.unlink(missing_ok=True)
     return len(doomed)

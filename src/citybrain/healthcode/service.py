@@ -22,7 +22,7 @@ from typing import Protocol
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from citybrain.core.audit.service import SYSTEM, record
+from citybrain.core.audit.service import SYSTEM, record, record_purge
 from citybrain.core.authz.principal import Principal
 from citybrain.core.events.service import publish
 from citybrain.core.geo.models import PLACE_COMPOUND_GATE
@@ -320,14 +320,14 @@ def purge_expired_scans(session: Session, *, now: dt.datetime | None = None) -> 
     days = get_source("gate_scan").retention_days
     before = (now or clock.now()) - dt.timedelta(days=days)
     gone = repository.purge_scans_before(session, before)
-    if gone:
-        record(
-            session,
-            SYSTEM,
-            "healthcode.scans_purge",
-            object_type="scan",
-            detail={"deleted": gone, "before": before.isoformat(), "retention_days": days},
-        )
+    record_purge(
+        session,
+        "healthcode.scans_purge",
+        object_type="scan",
+        deleted=gone,
+        before=before,
+        retention_days=days,
+    )
     return gone
 
 

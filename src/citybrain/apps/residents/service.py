@@ -38,7 +38,7 @@ from citybrain.apps.residents.schemas import (
     ResidentView,
     ScanView,
 )
-from citybrain.core.audit.service import SYSTEM, Actor, record
+from citybrain.core.audit.service import SYSTEM, Actor, record, record_purge
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.events.service import publish
@@ -1034,14 +1034,14 @@ def purge_expired_reports(session: Session) -> int:
     days = get_settings().health_report_retention_days
     before = clock.today_local() - dt.timedelta(days=days)
     gone = repository.purge_reports_before(session, before)
-    if gone:
-        record(
-            session,
-            SYSTEM,
-            "residents.reports_purge",
-            object_type="health_report",
-            detail={"deleted": gone, "before": before.isoformat(), "retention_days": days},
-        )
+    record_purge(
+        session,
+        "residents.reports_purge",
+        object_type="health_report",
+        deleted=gone,
+        before=before,
+        retention_days=days,
+    )
     return gone
 
 

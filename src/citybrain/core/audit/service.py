@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterator
@@ -117,6 +118,33 @@ def record(
     session.execute(text("UPDATE audit_head SET hash = :h WHERE id = 1"), {"h": entry.hash})
     session.flush()
     return entry
+
+
+def record_purge(
+    session: Session,
+    action: str,
+    *,
+    object_type: str,
+    deleted: int,
+    before: dt.datetime | dt.date,
+    retention_days: int,
+    actor: Actor = SYSTEM,
+) -> AuditEntry | None:
+    """Audit a retention purge (how many went, from before when, under which period) in the
+    caller's transaction; nothing when none went."""
+    if not deleted:
+        return None
+    return record(
+        session,
+        actor,
+        action,
+        object_type=object_type,
+        detail={
+            "deleted": deleted,
+            "before": before.isoformat(),
+            "retention_days": retention_days,
+        },
+    )
 
 
 def _insert(session: Session, entries: list[AuditEntry]) -> None:
