@@ -298,9 +298,10 @@ def remove_empty_folders(paths: LakePaths) -> int:
     for top in (paths.lake, paths.linkage, paths.quarantine):
         if not top.exists():
             continue
-        for folder, children, files in os.walk(top, topdown=False):
+        # Bottom-up, so a folder whose children were just removed is seen empty.
+        for folder, _, _ in os.walk(top, topdown=False):
             here = Path(folder)
-            if here != top and not files and not any((here / c).exists() for c in children):
+            if here != top and not any(here.iterdir()):
                 here.rmdir()
                 removed += 1
     return removed

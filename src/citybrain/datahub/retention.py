@@ -112,7 +112,6 @@ def purge_expired(
         # another thread committing in between fails the upgrade at once.
         with database.unit_of_work(immediate=True) as session:
             summary = mark_expired_files(session, actor)
-        with database.unit_of_work() as session:
             purged = set(
                 session.scalars(select(IntakeFile.file_id).where(IntakeFile.purged_at.is_not(None)))
             )

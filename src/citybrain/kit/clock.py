@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 UTC = dt.UTC
 CHINA_TZ = dt.timezone(dt.timedelta(hours=8), name="Asia/Shanghai")
@@ -23,29 +23,28 @@ def today_local() -> dt.date:
 
 
 @contextmanager
-def frozen(at: dt.datetime) -> Iterator[None]:
+def _using(source: Callable[[], dt.datetime]) -> Iterator[None]:
+    """Read the time from ``source`` for the duration of the block."""
+    global _source
+    saved = _source
+    _source = source
+    try:
+        yield
+    finally:
+        _source = saved
+
+
+def frozen(at: dt.datetime) -> AbstractContextManager[None]:
     """Fix the clock at ``at`` for the duration of the block (tests)."""
-    global _source
-    saved = _source
     fixed = at if at.tzinfo else at.replace(tzinfo=UTC)
-    _source = lambda: fixed  # noqa: E731
-    try:
-        yield
-    finally:
-        _source = saved
+    return _using(lambda: fixed)
 
 
-@contextmanager
-def shifted(by: dt.timedelta) -> Iterator[None]:
-    """Run the clock ``by`` away from real time for the duration of the block, still ticking
-    (tests at a chosen local time of day, such as just after midnight in the city)."""
-    global _source
-    saved = _source
-    _source = lambda: saved() + by  # noqa: E731
-    try:
-        yield
-    finally:
-        _source = saved
+def shifted(by: dt.timedelta) -> AbstractContextManager[None]:
+    """Run the clock ``by`` away from the current one for the duration of the block, still
+    ticking (tests at a chosen local time of day, such as just after midnight in the city)."""
+    base = _source
+    return _using(lambda: base() + by)
 
 
 def as_utc(value: dt.datetime) -> dt.datetime:

@@ -282,7 +282,20 @@ def login_page(request: Request, me: Resident) -> Response:
     """Log back in with ID number, phone, name and a code sent to the phone."""
     if me is not None:
         return RedirectResponse("/residents/code", status_code=303)
-    return _page(request, "residents/login.html", {"form": {}, "errors": {}})
+    return _login_form(request, {})
+
+
+def _login_form(
+    request: Request,
+    form: dict[str, str],
+    *,
+    errors: dict[str, str] | None = None,
+    sent: CodeSent | None = None,
+    status_code: int = 200,
+) -> Response:
+    """The login form with what was typed, each wrong field's message, and the code notice."""
+    context = {"form": form, "errors": errors or {}, "sent": sent}
+    return _page(request, "residents/login.html", context, status_code=status_code)
 
 
 def _send_code(
@@ -314,12 +327,7 @@ def login_submit(
     form = {"name": name, "id_number": id_number, "phone": phone, "sms_code": sms_code}
     if action == "send_code":
         sent, errors, status = _send_code(request, session, phone)
-        return _page(
-            request,
-            "residents/login.html",
-            {"form": form, "errors": errors, "sent": sent},
-            status_code=status,
-        )
+        return _login_form(request, form, errors=errors, sent=sent, status_code=status)
     try:
         person = service.log_in(
             session,
@@ -331,12 +339,8 @@ def login_submit(
         )
     except CitybrainError as error:
         rollback_keeping(session, error)
-        return _page(
-            request,
-            "residents/login.html",
-            {"form": form, "errors": _errors(error, language(request))},
-            status_code=error.status_code,
-        )
+        errors = _errors(error, language(request))
+        return _login_form(request, form, errors=errors, status_code=error.status_code)
     response = RedirectResponse("/residents/code", status_code=303)
     sessions.start(response, person.ref)
     return response
