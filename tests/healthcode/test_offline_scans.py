@@ -11,18 +11,20 @@ from typing import Any
 
 import base45  # type: ignore[import-untyped]
 import cbor2
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from citybrain.core.audit.models import AuditEntry
 from citybrain.core.authz.models import User
-from citybrain.core.authz.service import issue_token
+from citybrain.core.authz.service import authenticate_token, issue_token, revoke_token
 from citybrain.core.events.models import OutboxEvent
 from citybrain.core.geo.models import Place
 from citybrain.healthcode import keys
 from citybrain.healthcode.codes import HEALTH_PREFIX, issue_code
 from citybrain.healthcode.models import Scan, ScanBatch
+from citybrain.healthcode.service import DeviceWithdrawn, OfflineScan, record_offline_scans
 from citybrain.kit import clock
 from tests.factories import TEST_ACTOR, make_user
 from tests.healthcode.conftest import Gate, make_red
@@ -279,6 +281,21 @@ def test_who_may_upload(client: TestClient, session: Session, gate: Gate) -> Non
     # At most 500 items per upload, at least one.
     _upload(client, gate.gate_token, [], status=422)
     _upload(client, gate.gate_token, [_item(code)] * 501, status=422)
+
+
+def test_an_upload_under_a_token_revoked_since_its_check_is_refused_whole(
+    session: Session, gate: Gate
+) -> None:
+    # The server remembers a device's principal for a while; the upload's own transaction
+    # asks again, so a gate revoked meanwhile records nothing.
+    device = authenticate_token(session, gate.gate_token)
+    revoke_token(session, TEST_ACTOR, device.id)
+    code = issue_code(session, gate.resident.ref, "green")
+    before = _scans(session)
+    with pytest.raises(DeviceWithdrawn) as refused:
+        record_offline_scans(session, device, [OfflineScan(place_code=None, **_item(code.text))])
+    assert refused.value.token_ids == {device.id} and refused.value.status_code == 401
+    assert _scans(session) == before
 
 
 def test_a_signed_in_gatekeeper_uploads_with_the_pages_csrf_token(

@@ -470,6 +470,55 @@ def test_a_busy_gates_token_is_checked_again_in_the_background(
     assert other.lookup(city.database, second) == (None, False)
 
 
+def test_a_revoked_gate_is_refused_at_its_next_batch_and_the_others_are_recorded(
+    city: City, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from citybrain.core.authz.service import revoke_token
+    from citybrain.healthcode.deps import device_tokens
+    from citybrain.kit.errors import NotAuthenticated
+
+    # The gate's principal stays in memory for an hour: revocation must not wait for it.
+    monkeypatch.setattr(get_healthcode_settings(), "device_token_cache_seconds", 3600)
+    with city.database.unit_of_work() as session:
+        stored, token = issue_token(session, TEST_ACTOR, name="gate-r", device_place_code=city.gate)
+    assert device_tokens.check(city.database, token).id == stored.id
+    scans_before, batches_before, _ = _counts(city.database)
+    revoked = [dataclasses.replace(_request(city, n), device_token_id=stored.id) for n in range(6)]
+    others = [_request(city, n) for n in range(6, 10)]
+    with city.database.unit_of_work() as session:
+        revoke_token(session, TEST_ACTOR, stored.id)
+    assert device_tokens.cached(city.database, token) is not None  # still remembered
+
+    async def run() -> list[ScanOutcome | BaseException]:
+        writer = ScanWriter(city.database)
+        try:
+            # Interleaved, so the revoked gate's scans share batches with the others.
+            mixed = [x for pair in zip(revoked, others + others[:2], strict=True) for x in pair]
+            return await asyncio.gather(*(writer.record(r) for r in mixed), return_exceptions=True)
+        finally:
+            await writer.aclose()
+
+    results = asyncio.run(run())
+    refused = results[0::2]
+    recorded = results[1::2]
+    assert all(isinstance(r, NotAuthenticated) and r.code == "bad_token" for r in refused)
+    assert all(isinstance(r, ScanOutcome) for r in recorded)
+    scans, batches, _ = _counts(city.database)
+    assert scans - scans_before == len(recorded)  # none of the revoked gate's
+    assert batches > batches_before
+    with city.database.unit_of_work() as session:
+        assert (
+            session.scalar(
+                select(func.count()).select_from(Scan).where(Scan.device_token_id == stored.id)
+            )
+            == 0
+        )
+    # Dropped from memory: its next scan is checked in the database, and refused there.
+    assert device_tokens.cached(city.database, token) is None
+    with pytest.raises(NotAuthenticated):
+        device_tokens.check(city.database, token)
+
+
 def test_an_export_whose_commit_fails_leaves_nothing_and_the_next_takes_every_scan(
     city: City, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

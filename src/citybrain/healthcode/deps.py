@@ -3,9 +3,11 @@ signed-in staff member with the scanning permission.
 
 A gate sends thousands of scans an hour with the same token. Checking it in the database on
 every scan (and writing its last-used time each time) would cost more than the scan, so a
-device's principal is kept in memory for a few seconds (``device_token_cache_seconds``): a
-revoked token stops working within that time, and its last-used time is refreshed once per
-period.
+device's principal is kept in memory for a few seconds (``device_token_cache_seconds``) and
+its last-used time is refreshed once per period. Revocation still takes effect at once: the
+transaction that records a batch of scans asks whether its devices' tokens still hold
+(``service.check_devices``, one query per batch), refuses the scans of a withdrawn one with 401
+and drops it from here.
 """
 
 from __future__ import annotations
@@ -57,6 +59,13 @@ class DeviceTokenCache:
         """Forget every cached token."""
         with self._lock:
             self._entries.clear()
+
+    def forget(self, token_ids: frozenset[int] | set[int]) -> None:
+        """Drop the devices of ``token_ids`` (withdrawn): their next scan is checked again."""
+        with self._lock:
+            for key, entry in list(self._entries.items()):
+                if entry[0].kind == "device" and entry[0].id in token_ids:
+                    del self._entries[key]
 
     @staticmethod
     def _key(database: Database, token: str) -> tuple[str, str]:

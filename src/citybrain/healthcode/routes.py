@@ -32,7 +32,7 @@ from citybrain.healthcode.codes import (
     verify_code,
     verify_place_code,
 )
-from citybrain.healthcode.deps import scanner
+from citybrain.healthcode.deps import device_tokens, scanner
 from citybrain.healthcode.keys import trust_cache
 from citybrain.healthcode.models import DIRECTION_ENTRY, SCAN_GATE
 from citybrain.healthcode.qr import qr_svg
@@ -50,6 +50,7 @@ from citybrain.healthcode.service import (
     OFFLINE_STATUS_DUPLICATE,
     OFFLINE_STATUS_RECORDED,
     OFFLINE_STATUS_REFUSED,
+    DeviceWithdrawn,
     OfflineResult,
     OfflineScan,
     ScanOutcome,
@@ -351,8 +352,12 @@ def _record_offline(
         test_session.commit()
         with transaction(test_session):
             return record_offline_scans(test_session, who, items)
-    with request_database(request).unit_of_work(immediate=True) as session:
-        return record_offline_scans(session, who, items)
+    try:
+        with request_database(request).unit_of_work(immediate=True) as session:
+            return record_offline_scans(session, who, items)
+    except DeviceWithdrawn as withdrawn:
+        device_tokens.forget(withdrawn.token_ids)
+        raise
 
 
 def _offline_result_out(result: OfflineResult, lang: str) -> OfflineScanResultOut:

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from citybrain.core.audit.service import SYSTEM, record, record_purge
 from citybrain.core.authz.principal import Principal
+from citybrain.core.authz.service import withdrawn_tokens
 from citybrain.core.events.service import publish
 from citybrain.core.geo.models import PLACE_COMPOUND_GATE
 from citybrain.healthcode import repository
@@ -43,7 +44,7 @@ from citybrain.healthcode.policy import REASONS, Decision, decide
 from citybrain.healthcode.settings import get_healthcode_settings
 from citybrain.healthcode.trust import TrustList
 from citybrain.kit import clock
-from citybrain.kit.errors import InvalidInput
+from citybrain.kit.errors import InvalidInput, NotAuthenticated
 from citybrain.risk import service as risk
 
 TOPIC_SCANS_RECORDED = "healthcode.scans_recorded"
@@ -85,6 +86,33 @@ class ScanOutcome:
     def passed(self) -> bool:
         """Whether the person may pass."""
         return self.decision == DECISION_PASS
+
+
+_WITHDRAWN = ("设备令牌已撤销或过期", "the device's token was revoked or expired")
+
+
+class DeviceWithdrawn(NotAuthenticated):
+    """Scans made with device tokens revoked or expired since the device's principal was
+    remembered (``deps.DeviceTokenCache``): nothing of the batch was written. The scan writer
+    answers these scans 401 and records the rest."""
+
+    def __init__(self, token_ids: set[int]) -> None:
+        super().__init__(*_WITHDRAWN, code="bad_token")
+        self.token_ids = frozenset(token_ids)
+
+    @staticmethod
+    def refusal() -> NotAuthenticated:
+        """The answer to one scan of a withdrawn token (a fresh error per waiting request)."""
+        return NotAuthenticated(*_WITHDRAWN, code="bad_token")
+
+
+def check_devices(session: Session, token_ids: set[int]) -> None:
+    """Raise ``DeviceWithdrawn`` if any of ``token_ids`` no longer authenticates. Asked in the
+    transaction that records scans, so a scan whose batch commits after a token's revocation
+    is refused however recently its device was checked (one query per batch)."""
+    withdrawn = withdrawn_tokens(session, token_ids)
+    if withdrawn:
+        raise DeviceWithdrawn(withdrawn)
 
 
 class PlaceDirectory(Protocol):
@@ -187,10 +215,13 @@ def record_scans(
     place deleted meanwhile).
 
     Raises InvalidInput when a request names a place that does not exist (the caller checks
-    places before queueing, so this means the place was deleted meanwhile)."""
+    places before queueing, so this means the place was deleted meanwhile), and
+    ``DeviceWithdrawn`` when a request's device token was revoked or expired meanwhile
+    (its device was authenticated from memory)."""
     if not requests:
         return []
     now = clock.now()
+    check_devices(session, {r.device_token_id for r in requests if r.device_token_id is not None})
     wanted = {r.place_code for r in requests}
     found = places.places(session, wanted)
     missing = sorted(wanted - set(found))
@@ -450,6 +481,8 @@ def record_offline_scans(
     the cockpit take them like any scan. Each result carries the person's current colour;
     ``flagged`` when the gate let them through offline but they are not green now."""
     settings = get_healthcode_settings()
+    if who.kind == "device":
+        check_devices(session, {who.id})
     at = now or clock.now()
     skew = dt.timedelta(seconds=settings.clock_skew_seconds)
     oldest = at - dt.timedelta(hours=settings.offline_max_age_hours)

@@ -43,7 +43,8 @@ class HealthcodeSettings(BaseSettings):
     # A gate that scanned offline uploads its queue when back online; a scan older than this
     # is refused on upload (a queue found days later is not evidence of today's crossings).
     offline_max_age_hours: int = Field(default=72, ge=1, le=24 * 30)
-    # Device tokens are checked against the database at most this often per token.
+    # A device's principal is remembered this long (its token's last use stamped once per
+    # period); revocation is checked anyway in every batch's transaction.
     device_token_cache_seconds: float = Field(default=30.0, ge=0.0)
 
 

@@ -48,7 +48,14 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from citybrain.healthcode import repository
-from citybrain.healthcode.service import FROM_DATABASE, ScanOutcome, ScanRequest, record_scans
+from citybrain.healthcode.deps import device_tokens
+from citybrain.healthcode.service import (
+    FROM_DATABASE,
+    DeviceWithdrawn,
+    ScanOutcome,
+    ScanRequest,
+    record_scans,
+)
 from citybrain.healthcode.settings import get_healthcode_settings
 from citybrain.kit.db import Database
 from citybrain.kit.errors import CitybrainError, RateLimited
@@ -370,6 +377,8 @@ class ScanWriter:
             return list(self._commit(requests))
         except _LockBusy:
             raise
+        except DeviceWithdrawn as withdrawn:
+            return self._without_devices(items, withdrawn.token_ids)
         except OperationalError as exc:
             log.warning("healthcode.scan_batch_unavailable", error=type(exc).__name__)
             return [Overloaded(1)] * len(items)
@@ -391,6 +400,21 @@ class ScanWriter:
             except Exception as exc:
                 results.append(exc)
         return results
+
+    def _without_devices(
+        self, items: list[_Pending], token_ids: frozenset[int]
+    ) -> list[ScanOutcome | BaseException]:
+        """Refuse the scans of withdrawn device tokens (401) and record the rest of the batch
+        (raises ``_LockBusy`` to try the whole batch again, which asks again)."""
+        device_tokens.forget(token_ids)
+        kept = [item for item in items if item.request.device_token_id not in token_ids]
+        outcomes = iter(self._write(kept) if kept else [])
+        return [
+            DeviceWithdrawn.refusal()
+            if item.request.device_token_id in token_ids
+            else next(outcomes)
+            for item in items
+        ]
 
     # -- shutting down -----------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
@@ -75,3 +76,16 @@ def active_tokens(session: Session, user_id: int | None, now: dt.datetime) -> li
             .order_by(ApiToken.id)
         )
     )
+
+
+def withdrawn_token_ids(session: Session, ids: Iterable[int], now: dt.datetime) -> set[int]:
+    """Of the tokens ``ids``, those no longer valid at ``now``: revoked, expired or gone."""
+    wanted = set(ids)
+    if not wanted:
+        return set()
+    valid = session.scalars(
+        select(ApiToken.id)
+        .where(ApiToken.id.in_(wanted), ApiToken.revoked_at.is_(None))
+        .where(or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now))
+    )
+    return wanted - set(valid)

@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import re
 import secrets
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy.exc import OperationalError
@@ -386,6 +387,12 @@ def authenticate_token(session: Session, text: str) -> Principal:
         area_code=token.area_code,
         permissions=DEVICE_PERMISSIONS,
     )
+
+
+def withdrawn_tokens(session: Session, token_ids: Iterable[int]) -> set[int]:
+    """Of ``token_ids``, the tokens that no longer authenticate: revoked, expired or deleted
+    (one query, for callers that remember a token's principal for a while)."""
+    return repository.withdrawn_token_ids(session, token_ids, clock.now())
 
 
 def revoke_token(session: Session, actor: Actor, token_id: int) -> None:
