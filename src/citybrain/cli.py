@@ -567,12 +567,13 @@ def analysis_link(
     """Give every record in the lake a person key (身份关联): resident IDs and passports, then
     phones, transit cards and plates under guards for shared ones; written to
     analysis/person_keys.parquet under the data directory; the run is audited."""
-    from citybrain.analysis.linkage import run_linkage
+    from citybrain.analysis.tracing import link_for_tracing
     from citybrain.datahub.lake import LakePaths
     from citybrain.kit.db import get_database
 
     _ensure_schema()
-    summary = run_linkage(LakePaths.default(), get_database(), _actor())
+    # Noted as tracing's own linkage: the next trace links again only if files came or went.
+    summary = link_for_tracing(LakePaths.default(), get_database(), _actor())
     if as_json:
         print(json.dumps(summary.as_dict(), ensure_ascii=False, sort_keys=True))
     else:
@@ -625,15 +626,16 @@ def analysis_contacts(
     """Close contacts (密接) and, with --hops 2, secondary contacts (次密接) of cases, by the
     co-presence rules, each with its evidence (rule, place, overlap, record ids)."""
     from citybrain.analysis.contacts import close_contacts
-    from citybrain.analysis.linkage import OUTPUT, run_linkage
+    from citybrain.analysis.linkage import OUTPUT
     from citybrain.analysis.presence_index import current_lake_index
+    from citybrain.analysis.tracing import link_for_tracing
     from citybrain.datahub.lake import LakePaths
     from citybrain.kit.db import get_database
 
     _ensure_schema()
     paths, database = LakePaths.default(), get_database()
     if not (paths.root / OUTPUT).exists():
-        run_linkage(paths, database, _actor())
+        link_for_tracing(paths, database, _actor())
     if engine == "duckdb":
         table = close_contacts(paths, database, case, hops=hops, index=current_lake_index(paths))
     else:
@@ -796,10 +798,10 @@ def evaluate(
     """Score linkage, contacts and screening against a synthetic city's ground truth (only
     evaluation reads it). Runs linkage first if the lake has no person keys."""
     from citybrain.analysis.contacts import contact_quality
-    from citybrain.analysis.linkage import OUTPUT, run_linkage
+    from citybrain.analysis.linkage import OUTPUT
     from citybrain.analysis.quality import linkage_quality
     from citybrain.analysis.screening import screening_quality
-    from citybrain.analysis.tracing import trace_new_cases, trace_seconds
+    from citybrain.analysis.tracing import link_for_tracing, trace_new_cases, trace_seconds
     from citybrain.datahub.lake import LakePaths
     from citybrain.kit.db import get_database
 
@@ -809,7 +811,7 @@ def evaluate(
     paths, database = LakePaths.default(), get_database()
     keys = paths.root / OUTPUT
     if not keys.exists():
-        run_linkage(paths, database, _actor())
+        link_for_tracing(paths, database, _actor())
     day = _last_lake_day(paths)
     # Cases the intake did not trace on arrival (taken in with --no-trace and no worker
     # running) are traced now: their time counts from their arrival all the same.

@@ -4,13 +4,15 @@ truth, each a real process against a real, migrated database."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
 import pytest
 
-from tests.cli.test_cli import run
+from tests.cli.test_cli import cli_env, run  # noqa: F401 - fixture
 from tests.conftest import DatabaseFactory
+from tests.datahub.feeds import rail_rows, travellers, write_rail
 
 pytestmark = pytest.mark.slow
 
@@ -84,3 +86,28 @@ def test_link_contacts_screen_and_evaluate_on_a_small_city(
     groups = screened["by_compound"]
     assert isinstance(groups, list)
     assert sum(g["persons"] for g in groups) >= screened["persons"]
+
+
+def test_a_linkage_by_hand_counts_as_tracing_s_own(
+    cli_env: dict[str, str],  # noqa: F811 - fixture
+    tmp_path: Path,
+) -> None:
+    from citybrain.analysis.linkage import OUTPUT
+    from citybrain.analysis.tracing import _stale
+    from citybrain.datahub.lake import LakePaths
+    from citybrain.kit.db import Database
+
+    feeds = tmp_path / "feeds"
+    day = dt.date(2020, 3, 20)
+    write_rail(feeds, day, rail_rows(travellers(50), day))
+    run(cli_env, "datahub", "ingest", str(feeds), "--no-trace", "--json")
+    paths = LakePaths(Path(cli_env["CITYBRAIN_DATA_DIR"]))
+    database = Database(cli_env["CITYBRAIN_DATABASE_URL"])
+    try:
+        assert _stale(paths, database, paths.root / OUTPUT)  # never linked
+        linked = last_json(run(cli_env, "analysis", "link", "--json").stdout)
+        assert linked["records"] == 50
+        # The next trace finds the keys current: nothing came or went since.
+        assert not _stale(paths, database, paths.root / OUTPUT)
+    finally:
+        database.dispose()
