@@ -12,7 +12,6 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -25,6 +24,7 @@ from citybrain.kit.keys import get_keyring
 from citybrain.kit.logging import configure_logging
 from citybrain.kit.settings import get_settings
 from citybrain.kit.web import language, register_templates, render
+from citybrain.web.assets import CompressedStaticFiles
 from citybrain.web.guards import InputGuard
 from citybrain.web.middleware import RequestContextMiddleware
 from citybrain.web.routers import ROUTERS
@@ -171,14 +171,16 @@ def create_app(database: Database | None = None, *, background: bool = False) ->
     # npm packages (htmx, Swagger UI) are copied at setup into a build folder, not the source
     # tree; mounted before /static so their paths win.
     vendor = settings.vendor_dir or PACKAGE_DIR.parents[1] / "build" / "web-vendor"
-    app.mount("/static/vendor", StaticFiles(directory=vendor, check_dir=False), name="vendor")
+    app.mount(
+        "/static/vendor", CompressedStaticFiles(directory=vendor, check_dir=False), name="vendor"
+    )
     # The cockpit's own script and styles (an app's static folder, beside its templates).
     app.mount(
         "/static/cockpit",
-        StaticFiles(directory=PACKAGE_DIR / "apps" / "cockpit" / "static"),
+        CompressedStaticFiles(directory=PACKAGE_DIR / "apps" / "cockpit" / "static"),
         name="cockpit-static",
     )
-    app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")
+    app.mount("/static", CompressedStaticFiles(directory=WEB_DIR / "static"), name="static")
     for router in ROUTERS:
         app.include_router(router)
     app.add_exception_handler(CitybrainError, _citybrain_error)
