@@ -15,7 +15,7 @@ from citybrain.apps.cockpit.models import Alert, Figure, LeafValue
 from citybrain.apps.residents.schemas import RegistrationIn
 from citybrain.apps.residents.service import register_household, send_sms_code
 from citybrain.core.geo.models import Compound
-from citybrain.core.people.models import Household
+from citybrain.core.people.models import Household, Person
 from citybrain.kit import clock
 from citybrain.risk import service as risk
 from citybrain.risk.models import CompoundTier, Fact, PersonColour
@@ -106,10 +106,17 @@ def test_incremental_figures_equal_rebuild_and_source_counts(session: Session) -
         ),
         client_ip="127.0.0.1",
     )
+    # A resident nothing is known about, alone in a compound: a green code all the same.
+    quiet = session.scalars(
+        select(Compound.code).where(Compound.code.startswith(STREET_A)).order_by(Compound.code)
+    ).all()[5]
+    resident(session, officer, compound=quiet)
     assert deliver(session) > 0
 
     def value(area: str, key: str) -> int | None:
         return service.figure_value(session, area, key)
+
+    assert value(quiet, "codes_green") == 1 and value(quiet, "codes_red") == 0
 
     # Direct counts from the source tables.
     confirmed = _count(
@@ -129,14 +136,24 @@ def test_incremental_figures_equal_rebuild_and_source_counts(session: Session) -
     assert value(DISTRICT, "secondary_contacts") == 0
     assert value(OTHER_DISTRICT_STREET[:6], "secondary_contacts") == 1
     assert value("4101", "secondary_contacts_controlled") == 0
+    # Green codes: the registered residents whose colour is green, or who have no colour row
+    # (no fact about them); red and yellow: every subject placed in the area with that colour.
+    colour_of = dict(session.execute(select(PersonColour.subject, PersonColour.colour)).all())
+    residents = session.scalars(
+        select(Person.id_number_bidx).where(Person.area_code.startswith("4101"))
+    ).all()
+    green = sum(1 for bidx in residents if colour_of.get(bidx[:32], "green") == "green")
+    assert value("4101", "codes_green") == green
+    assert green > 0 and any(bidx[:32] not in colour_of for bidx in residents)
     for colour in ("red", "yellow", "green"):
-        codes = _count(
-            session,
-            select(func.count())
-            .select_from(PersonColour)
-            .where(PersonColour.colour == colour, PersonColour.area_code.startswith("4101")),
-        )
-        assert value("4101", f"codes_{colour}") == codes
+        if colour != "green":
+            codes = _count(
+                session,
+                select(func.count())
+                .select_from(PersonColour)
+                .where(PersonColour.colour == colour, PersonColour.area_code.startswith("4101")),
+            )
+            assert value("4101", f"codes_{colour}") == codes
         # A compound the engine never had reason to compute is green.
         tiers = _count(
             session,

@@ -28,7 +28,7 @@ from citybrain.apps.cockpit.models import (
     SourceFreshness,
 )
 from citybrain.core.geo.models import PLACE_CHECKPOINT, Area, Compound, Place
-from citybrain.core.people.models import Household
+from citybrain.core.people.models import Household, Person
 from citybrain.datahub.models import IntakeFile
 from citybrain.healthcode.models import Scan
 from citybrain.kit import clock
@@ -178,9 +178,26 @@ def _colour_measures(session: Session, leaves: Collection[str] | None, now: dt.d
     # A subject no registry places counts for the city as a whole.
     leaf = func.coalesce(PersonColour.area_code, CITY)
     rows = session.execute(
-        select(leaf, shown, func.count()).where(*_leaf_filter(leaf, leaves)).group_by(leaf, shown)
+        select(leaf, shown, func.count())
+        .where(shown != "green", *_leaf_filter(leaf, leaves))
+        .group_by(leaf, shown)
     )
-    return {(leaf, f"codes_{colour}", CURRENT): int(n) for leaf, colour, n in rows}
+    out: Values = {(leaf, f"codes_{colour}", CURRENT): int(n) for leaf, colour, n in rows}
+    # Green codes are held by registered residents (only they are shown a code) whose colour
+    # is green, most of them with no colour row at all: no fact was ever asserted about them.
+    # Their subject is the first 32 hex digits of the ID number's blind index.
+    registered = session.execute(
+        select(Person.area_code, func.count())
+        .outerjoin(PersonColour, PersonColour.subject == func.substr(Person.id_number_bidx, 1, 32))
+        .where(
+            or_(PersonColour.subject.is_(None), shown == "green"),
+            *_leaf_filter(Person.area_code, leaves),
+        )
+        .group_by(Person.area_code)
+    )
+    for code, n in registered:
+        out[code, "codes_green", CURRENT] = int(n)
+    return out
 
 
 def _tier_measures(session: Session, leaves: Collection[str] | None, now: dt.datetime) -> Values:

@@ -21,6 +21,7 @@ from citybrain.risk import service as risk
 
 TOPIC_HOUSEHOLD_REGISTERED = "residents.household.registered"
 TOPIC_HOUSEHOLD_CREATED = "household.created"  # staff open households in the registry too
+TOPIC_PERSON_REGISTERED = "person.registered"
 
 
 def _payload(event: OutboxEvent) -> dict[str, object]:
@@ -139,6 +140,15 @@ def on_household_registered(session: Session, event: OutboxEvent) -> None:
 def on_household_created(session: Session, event: OutboxEvent) -> None:
     """Staff opened a household in a compound: recount the compound."""
     _household_changed(session, event)
+
+
+@subscribe(TOPIC_PERSON_REGISTERED, name="cockpit.person_registered")
+def on_person_registered(session: Session, event: OutboxEvent) -> None:
+    """A person entered the registry (a resident, a household member, or by staff): recount
+    where they live (their green code)."""
+    code = _payload(event).get("area_code")
+    if isinstance(code, str):
+        service.refresh_leaves(session, {code})
 
 
 def _household_changed(session: Session, event: OutboxEvent) -> None:
