@@ -105,6 +105,7 @@ def test_the_clock_is_read_and_sped_up_through_the_api(
     clock = api.get("/api/v1/demo/clock", headers=commander).json()
     assert clock["released"] == 0 and clock["total"] == len(player.order)
     assert clock["next_day"] == player.order[0].isoformat() and clock["speed"] == 1.0
+    assert clock["speeds"] == list(demo.SPEEDS)  # what the page offers
     faster = api.post("/api/v1/demo/clock", json={"speed": 8}, headers=commander)
     assert faster.status_code == 200 and faster.json()["speed"] == 8.0
     wrong = api.post("/api/v1/demo/clock", json={"speed": 3}, headers=commander)

@@ -217,6 +217,7 @@ class ClockOut(BaseModel):
     day_seconds: float
     paused: bool
     finished: bool
+    speeds: list[float] = Field(default_factory=lambda: list(SPEEDS), description="倍速可选值")
 
 
 router = APIRouter(tags=["demo 演示"], responses=error_responses(401, 403, 404, 422))

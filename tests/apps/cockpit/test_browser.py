@@ -6,8 +6,10 @@ test-artifacts/ for review."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,6 +31,8 @@ from tests.apps.cockpit.browser_fixtures import (
     polygon_codes,
     streets_of,
 )
+from tests.datahub.feeds import rail_rows, travellers, write_rail
+from tests.factories import TEST_ACTOR
 from tests.web.test_browser import ARTIFACTS, browser
 
 pytestmark = pytest.mark.browser
@@ -288,3 +292,60 @@ def test_a_district_officer_sees_only_their_district_even_on_a_phone(
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     page.screenshot(path=str(ARTIFACTS / "cockpit-district-phone.png"), full_page=True)
     page.context.close()
+
+
+def test_the_demo_replay_is_paused_and_sped_up_from_the_header(
+    cockpit_city: CockpitCity, browser: object, tmp_path: Path
+) -> None:
+    from playwright.sync_api import Browser, expect
+
+    from citybrain.web import demo
+
+    assert isinstance(browser, Browser)
+    city = cockpit_city
+    # No demo playing: no clock in the header.
+    page = open_cockpit(browser, city.base, COMMANDER, WALL)
+    page.wait_for_load_state("networkidle")
+    expect(page.get_by_test_id("demo-clock")).to_be_hidden()
+    page.context.close()
+
+    # A replay of two days of railway tickets, the first taken in.
+    feeds = tmp_path / "feeds"
+    first, second = dt.date(2026, 11, 1), dt.date(2026, 11, 2)
+    people = travellers(20)
+    write_rail(feeds, first, rail_rows(people[:10], first))
+    write_rail(feeds, second, rail_rows(people[10:], second))
+    player = demo.DemoPlayer(
+        city.database, feeds, tmp_path / "delivered", day_seconds=600, actor=TEST_ACTOR
+    )
+    player.release_next()
+    demo.install(player)
+    try:
+        page = open_cockpit(browser, city.base, COMMANDER, PHONE, is_mobile=True)
+        clock_bar = page.get_by_test_id("demo-clock")
+        expect(clock_bar).to_be_visible()
+        expect(page.get_by_test_id("demo-day")).to_have_text("第 1/2 天 · 2026-11-01")
+        pause = page.get_by_test_id("demo-pause")
+        expect(pause).to_have_text("暂停")
+        pause.click()
+        expect(pause).to_have_text("继续")
+        expect(page.get_by_test_id("demo-day")).to_contain_text("已暂停")
+        assert player.paused is True
+        page.get_by_test_id("demo-speed").select_option("4")
+        expect(page.get_by_test_id("demo-speed")).to_have_value("4")
+        assert player.speed == 4.0
+        pause.click()
+        expect(pause).to_have_text("暂停")
+        assert player.paused is False
+        # The next day arrives: the header follows within its poll (5 s).
+        player.release_next()
+        expect(page.get_by_test_id("demo-day")).to_have_text(
+            "第 2/2 天 · 2026-11-02 · 回放结束", timeout=8000
+        )
+        expect(pause).to_be_disabled()
+        # Nothing wider than the phone's screen with the clock in the header.
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        page.screenshot(path=str(ARTIFACTS / "cockpit-demo-clock-phone.png"))
+        page.context.close()
+    finally:
+        demo.install(None)

@@ -47,6 +47,11 @@ SCRIPT_KEYS = (
     "load_failed",
     "trend",
     "zones",
+    "demo_day",
+    "demo_pause",
+    "demo_resume",
+    "demo_paused",
+    "demo_finished",
 )
 
 

@@ -501,6 +501,76 @@
     cockpit.source = source;
   }
 
+  // ------------------------------------------------------------------------------ demo clock
+
+  // While `citybrain demo` replays a simulated city, its clock shows in the header with a
+  // pause button and the speed; anywhere else the clock answers 404 and the bar stays hidden.
+  var DEMO_CLOCK = "/api/v1/demo/clock";
+  var demo = { state: null, timer: null };
+
+  function drawDemo(clockState) {
+    demo.state = clockState;
+    var bar = $("demo-clock");
+    bar.hidden = false;
+    var day = words.demo_day
+      .replace("{released}", clockState.released)
+      .replace("{total}", clockState.total);
+    if (clockState.day) day += " · " + clockState.day;
+    if (clockState.finished) day += " · " + words.demo_finished;
+    else if (clockState.paused) day += " · " + words.demo_paused;
+    $("demo-day").textContent = day;
+    var pause = $("demo-pause");
+    pause.textContent = clockState.paused ? words.demo_resume : words.demo_pause;
+    pause.setAttribute("aria-pressed", String(clockState.paused));
+    pause.disabled = clockState.finished;
+    var select = $("demo-speed");
+    if (select.options.length !== clockState.speeds.length) {
+      select.replaceChildren();
+      clockState.speeds.forEach(function (speed) {
+        select.appendChild(el("option", { value: String(speed) }, "×" + speed));
+      });
+    }
+    select.value = String(clockState.speed);
+  }
+
+  function loadDemo() {
+    return fetch(DEMO_CLOCK, { credentials: "same-origin", headers: { accept: "application/json" } })
+      .then(function (response) {
+        if (response.status === 404) return null; // no demo playing
+        if (!response.ok) throw new Error(DEMO_CLOCK + " " + response.status);
+        return response.json();
+      })
+      .then(function (clockState) {
+        if (clockState) {
+          drawDemo(clockState);
+          if (!demo.timer) demo.timer = setInterval(loadDemo, 5000);
+        } else {
+          $("demo-clock").hidden = true;
+        }
+      })
+      .catch(function () { /* the next poll tries again */ });
+  }
+
+  function changeDemo(change) {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return fetch(DEMO_CLOCK, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: {
+        accept: "application/json",
+        "content-type": "application/json",
+        "x-csrf-token": meta ? meta.getAttribute("content") : "",
+      },
+      body: JSON.stringify(change),
+    })
+      .then(function (response) {
+        if (!response.ok) throw new Error(DEMO_CLOCK + " " + response.status);
+        return response.json();
+      })
+      .then(drawDemo)
+      .catch(function () { showError(true); });
+  }
+
   // ------------------------------------------------------------------------------ start
 
   function start() {
@@ -538,8 +608,15 @@
         if (state.map) drawDrill();
       });
     });
+    $("demo-pause").addEventListener("click", function () {
+      if (demo.state) changeDemo({ paused: !demo.state.paused });
+    });
+    $("demo-speed").addEventListener("change", function (event) {
+      changeDemo({ speed: Number(event.target.value) });
+    });
     refreshAll();
     listen();
+    loadDemo();
     // A source goes stale by the clock, with no event to say so: look again each minute.
     setInterval(function () { loadFreshness().catch(function () { showError(true); }); }, 60000);
   }
