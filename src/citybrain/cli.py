@@ -1040,6 +1040,17 @@ def _demo_city(data_dir: Path, people: int, days: int, first_days: int, day_seco
 
     start = clock.today_local() - dt.timedelta(days=days - 1)
     city = data_dir / "demo-city" / f"{start:%Y%m%d}-{people}x{days}"
+    earlier = sorted(p.name for p in city.parent.glob("*") if p.is_dir() and p.name != city.name)
+    if earlier:
+        # Same seed, other dates: the same synthetic people again, their records beside the
+        # earlier city's in one lake and one database.
+        err.print(
+            f"[yellow]注意：数据目录中已有其他演示城市（{', '.join(earlier)}），其数据会与本次"
+            f"的城市混在一起；如需从头开始，请删除数据目录 {data_dir} 后重新运行。 "
+            f"Another demo city is in the data directory ({', '.join(earlier)}): its data mixes "
+            f"with this one's; for a clean start remove {data_dir} and run the demo again."
+            "[/yellow]"
+        )
     feeds = city / "feeds"
     if not feeds.exists():
         with _progress() as progress:

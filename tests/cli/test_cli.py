@@ -123,9 +123,17 @@ def test_demo_prepares_everything_without_serving(cli_env: dict[str, str]) -> No
     passwords = json.loads((Path(cli_env["CITYBRAIN_DATA_DIR"]) / "demo-accounts.json").read_text())
     assert set(passwords) >= {"commander", "street", "grid", "auditor"}
     assert passwords["street"] in result.stdout
+    assert "Another demo city" not in result.stderr
+    # A city left by a run on an earlier day: the user is told the two mix, and how to start
+    # clean (nothing is deleted for them).
+    earlier = Path(cli_env["CITYBRAIN_DATA_DIR"]) / "demo-city" / "20200101-2000x5"
+    (earlier / "feeds").mkdir(parents=True)
     # Idempotent: a second run keeps the same accounts and passwords.
     again = run(cli_env, "demo", "--no-serve", "--persons", "20", *city)
     assert passwords["street"] in again.stdout
+    warning = " ".join(again.stderr.split())
+    assert "Another demo city" in warning and "20200101-2000x5" in warning
+    assert earlier.is_dir()
     # The small city's feeds went into the data centre once; the second run took in nothing.
     assert "data centre" in result.stdout and "0 new files" in again.stdout
     database = Database(cli_env["CITYBRAIN_DATABASE_URL"])
