@@ -235,3 +235,31 @@ def test_an_upheld_appeal_may_ask_for_an_override_which_still_needs_a_second_per
             again.id,
             DecideIn(outcome="rejected", note="记录属实，驳回", action="retract_fact"),
         )
+
+
+def test_notifications_past_their_retention_are_purged_and_the_overrides_stay(
+    session: Session, at: Any
+) -> None:
+    officer = make_user(session, "street_officer", STREET_A)
+    approver = make_user(session, "city_commander", "4101")
+    person = resident(session, officer)
+    applied = []
+    # Two overrides 60 days apart, each told to the person.
+    for start in (T0, T0 + dt.timedelta(days=60)):
+        at(start)
+        request = override_for(session, officer, person.subject, hours=24)
+        applied.append(service.approve_override(session, approver, request.id).id)
+        at(start + 25 * HOUR)  # it ran out (ended by the next read)
+        assert service.colour_of(session, person.subject).overridden is False
+    assert len(service.notifications_of(session, person.subject)) == 2
+    # 91 days after the first: it is past the 90 days kept; the second is not.
+    at(T0 + dt.timedelta(days=91))
+    assert service.purge_expired_notifications(session) == 1
+    left = service.notifications_of(session, person.subject)
+    assert len(left) == 1 and left[0].kind == "override_applied"
+    # The overrides themselves stay, with their audit rows.
+    assert all(session.get(Override, override_id) is not None for override_id in applied)
+    purge = audits(session, "risk.notifications_purge")[-1]
+    assert purge.detail["deleted"] == 1 and purge.detail["retention_days"] == 90
+    assert service.purge_expired_notifications(session) == 0
+    assert len(audits(session, "risk.notifications_purge")) == 1

@@ -3,10 +3,11 @@ person; streams walk subjects and compounds in key order, a batch at a time."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Select, exists, func, literal, select, union
+from sqlalchemy import Select, delete, exists, func, literal, select, union
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -354,6 +355,12 @@ def notifications_of(session: Session, subject: str, limit: int = 20) -> list[Ri
             .limit(limit)
         )
     )
+
+
+def purge_notifications_before(session: Session, before: dt.datetime) -> int:
+    """Delete notifications created before ``before``, read or not; returns how many."""
+    result = session.execute(delete(RiskNotification).where(RiskNotification.created_at < before))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def colour_counts_scoped(session: Session, who: Principal) -> dict[str, int]:

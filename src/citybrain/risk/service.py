@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, object_session
 
-from citybrain.core.audit.service import SYSTEM, Actor, record
+from citybrain.core.audit.service import SYSTEM, Actor, record, record_purge
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.authz.scope import covers
@@ -1394,3 +1394,21 @@ def person_registered(session: Session, person_ref: str) -> bool:
         return bool(exposed)
     _after_change(session, subject, person, clock.now())
     return True
+
+
+def purge_expired_notifications(session: Session) -> int:
+    """Delete the persons' notifications older than ``notification_retention_days`` (the
+    overrides and appeals they told of stay, with their audit rows); audited when any went.
+    Never commits."""
+    days = risk_settings().notification_retention_days
+    before = clock.now() - dt.timedelta(days=days)
+    gone = repository.purge_notifications_before(session, before)
+    record_purge(
+        session,
+        "risk.notifications_purge",
+        object_type="risk_notification",
+        deleted=gone,
+        before=before,
+        retention_days=days,
+    )
+    return gone

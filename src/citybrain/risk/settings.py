@@ -31,6 +31,12 @@ class RiskSettings(BaseSettings):
         "go to a background job (reads recompute a stale colour meanwhile)",
     )
     batch_size: int = Field(default=1000, ge=10, le=50_000, description="rows per batch")
+    notification_retention_days: int = Field(
+        default=90,
+        ge=1,
+        description="days a person's notifications (an override applied, an appeal decided) "
+        "are kept; the overrides and appeals themselves, and their audit rows, stay",
+    )
 
 
 @lru_cache(maxsize=1)

@@ -1,6 +1,7 @@
 """Background work of risk: facts from traced cases, colours for people who register after
 the analysis found them, recomputing every colour after a rule change in a big city, and the
-sweep that ends colours and overrides whose time has run out.
+sweep that ends colours and overrides whose time has run out, and the nightly purge of the
+persons' notifications past their retention period.
 
 Handlers stay short (the dispatcher holds the write lock while they run): reading a trace's
 contacts and asserting their facts is a job the handler enqueues; the job is idempotent
@@ -117,6 +118,20 @@ def sweep_once() -> dict[str, int]:
     if any(counts.values()):
         log.info("risk.swept", **counts)
     return counts
+
+
+def purge_old_notifications() -> int:
+    """Delete the persons' notifications past their retention period; returns how many."""
+    with get_database().unit_of_work() as session:
+        purged = service.purge_expired_notifications(session)
+    log.info("risk.notifications_purged", count=purged)
+    return purged
+
+
+@schedule(minute="55", hour="3")
+def purge_risk_notifications() -> None:
+    """At 03:55 in the city: delete the notifications past their retention period."""
+    purge_old_notifications()
 
 
 @schedule(minute="*/5")
