@@ -16,6 +16,7 @@ from citybrain.core.authz.service import (
     create_user,
     issue_token,
     revoke_token,
+    withdrawn_tokens,
 )
 from citybrain.core.geo.service import load_hierarchy
 from citybrain.kit import clock
@@ -142,6 +143,24 @@ def test_user_tokens_work_until_revoked_or_expired(session: Session) -> None:
         authenticate_token(session, secret)
     with pytest.raises(NotAuthenticated):
         authenticate_token(session, "cbt_not-a-real-token")
+
+
+def test_withdrawn_tokens_are_the_revoked_the_expired_and_the_unknown(session: Session) -> None:
+    place = session.execute(
+        text("SELECT code FROM places WHERE kind = 'checkpoint' ORDER BY code LIMIT 1")
+    ).scalar_one()
+    short = dt.timedelta(hours=1)
+    valid, _ = issue_token(session, TEST_ACTOR, name="g1", device_place_code=place)
+    revoked, _ = issue_token(session, TEST_ACTOR, name="g2", device_place_code=place)
+    lapsing, _ = issue_token(session, TEST_ACTOR, name="g3", device_place_code=place, ttl=short)
+    forever, _ = issue_token(session, TEST_ACTOR, name="g4", device_place_code=place, ttl=None)
+    revoke_token(session, TEST_ACTOR, revoked.id)
+    unknown = forever.id + 1000
+    ids = {valid.id, revoked.id, lapsing.id, forever.id, unknown}
+    assert withdrawn_tokens(session, ids) == {revoked.id, unknown}
+    with clock.frozen(clock.now() + 2 * short):
+        assert withdrawn_tokens(session, ids) == {revoked.id, lapsing.id, unknown}
+    assert withdrawn_tokens(session, set()) == set()
 
 
 def test_device_tokens_act_as_their_place_with_scan_rights_only(session: Session) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import bindparam, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from citybrain.core.authz.models import ApiToken, LoginFailure, User
@@ -78,14 +78,19 @@ def active_tokens(session: Session, user_id: int | None, now: dt.datetime) -> li
     )
 
 
+# Built once: the scan writer asks this in every batch, and building a statement and its cache
+# key costs more than the database takes to answer it. Run on the connection (Core, no ORM).
+_VALID_TOKENS = select(ApiToken.id).where(
+    ApiToken.id.in_(bindparam("ids", expanding=True)),
+    ApiToken.revoked_at.is_(None),
+    or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > bindparam("now")),
+)
+
+
 def withdrawn_token_ids(session: Session, ids: Iterable[int], now: dt.datetime) -> set[int]:
     """Of the tokens ``ids``, those no longer valid at ``now``: revoked, expired or gone."""
     wanted = set(ids)
     if not wanted:
         return set()
-    valid = session.scalars(
-        select(ApiToken.id)
-        .where(ApiToken.id.in_(wanted), ApiToken.revoked_at.is_(None))
-        .where(or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now))
-    )
-    return wanted - set(valid)
+    valid = session.connection().execute(_VALID_TOKENS, {"ids": sorted(wanted), "now": now})
+    return wanted - set(valid.scalars())
