@@ -331,9 +331,14 @@ def test_the_demo_replay_is_paused_and_sped_up_from_the_header(
         expect(pause).to_have_text("继续")
         expect(page.get_by_test_id("demo-day")).to_contain_text("已暂停")
         assert player.paused is True
-        page.get_by_test_id("demo-speed").select_option("4")
-        expect(page.get_by_test_id("demo-speed")).to_have_value("4")
+        # The select shows its new value at once; the server's answer comes after.
+        with page.expect_response(
+            lambda r: r.url.endswith("/api/v1/demo/clock") and r.request.method == "POST"
+        ) as answered:
+            page.get_by_test_id("demo-speed").select_option("4")
+        assert answered.value.ok and answered.value.json()["speed"] == 4.0
         assert player.speed == 4.0
+        expect(page.get_by_test_id("demo-speed")).to_have_value("4")
         pause.click()
         expect(pause).to_have_text("暂停")
         assert player.paused is False
