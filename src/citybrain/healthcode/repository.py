@@ -20,6 +20,7 @@ from citybrain.healthcode.models import (
     ScanBatch,
     SigningKey,
 )
+from citybrain.kit.db import rows_affected
 from citybrain.risk.models import CompoundTier, PersonColour
 from citybrain.risk.repository import active_version_query
 
@@ -389,7 +390,7 @@ def purge_scans_before(session: Session, before: dt.datetime) -> int:
         .where(Scan.scanned_at < before, Scan.batch.in_(exported))
         .execution_options(synchronize_session=False)
     )
-    gone = int(getattr(result, "rowcount", 0) or 0)
+    gone = rows_affected(result)
     session.execute(
         delete(ScanBatch)
         .where(

@@ -14,6 +14,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.scope import scoped
 from citybrain.core.geo.models import Area
+from citybrain.kit.db import rows_affected
 from citybrain.risk.models import (
     Appeal,
     CompoundTier,
@@ -360,7 +361,7 @@ def notifications_of(session: Session, subject: str, limit: int = 20) -> list[Ri
 def purge_notifications_before(session: Session, before: dt.datetime) -> int:
     """Delete notifications created before ``before``, read or not; returns how many."""
     result = session.execute(delete(RiskNotification).where(RiskNotification.created_at < before))
-    return int(getattr(result, "rowcount", 0) or 0)
+    return rows_affected(result)
 
 
 def colour_counts_scoped(session: Session, who: Principal) -> dict[str, int]:

@@ -29,18 +29,16 @@ LEVEL = 6
 def accepts_gzip(headers: Headers) -> bool:
     """Whether the request's Accept-Encoding allows gzip (and does not refuse it, q=0)."""
     for part in headers.get("accept-encoding", "").lower().split(","):
-        coding, _, params = part.strip().partition(";")
+        coding, _, params = part.partition(";")
         if coding.strip() in ("gzip", "*"):
-            quality = params.strip().removeprefix("q=")
-            return not params.strip().startswith("q=") or _quality(quality) > 0
+            quality = params.strip()
+            if not quality.startswith("q="):
+                return True
+            try:
+                return float(quality[2:]) > 0
+            except ValueError:
+                return True
     return False
-
-
-def _quality(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return 1.0
 
 
 class CompressedStaticFiles(StaticFiles):

@@ -20,6 +20,7 @@ from citybrain.core.authz.scope import scoped, within
 from citybrain.core.geo.models import Area, Compound, Place
 from citybrain.core.people.models import Household, Person
 from citybrain.healthcode.models import Scan
+from citybrain.kit.db import rows_affected
 
 # ---------------------------------------------------------------------------------------------
 # Residents' own data (bound to one person or household, never a search)
@@ -99,7 +100,7 @@ def clear_failures(session: Session, key: str) -> None:
 def purge_failures_before(session: Session, before: dt.datetime) -> int:
     """Delete failure records older than ``before``; returns how many."""
     result = session.execute(delete(ResidentLoginFailure).where(ResidentLoginFailure.at < before))
-    return int(getattr(result, "rowcount", 0) or 0)
+    return rows_affected(result)
 
 
 # One-time codes sent by text message
@@ -136,7 +137,7 @@ def sms_codes_sent(
 def purge_sms_codes_before(session: Session, before: dt.datetime) -> int:
     """Delete codes sent before ``before``; returns how many."""
     result = session.execute(delete(ResidentSmsCode).where(ResidentSmsCode.sent_at < before))
-    return int(getattr(result, "rowcount", 0) or 0)
+    return rows_affected(result)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,4 +326,4 @@ def purge_reports_before(session: Session, before: dt.date) -> int:
             or_(HealthReport.flagged.is_(False), HealthReport.followed_up_at.is_not(None)),
         )
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    return rows_affected(result)

@@ -9,6 +9,7 @@ from sqlalchemy import bindparam, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from citybrain.core.authz.models import ApiToken, LoginFailure, User
+from citybrain.kit.db import rows_affected
 
 
 def user_by_username(session: Session, username: str) -> User | None:
@@ -57,7 +58,7 @@ def clear_failures(session: Session, username: str) -> None:
 def purge_failures_before(session: Session, before: dt.datetime) -> int:
     """Delete failure records older than ``before``; returns how many."""
     result = session.execute(delete(LoginFailure).where(LoginFailure.at < before))
-    return int(getattr(result, "rowcount", 0) or 0)
+    return rows_affected(result)
 
 
 def token_by_hash(session: Session, token_hash: str) -> ApiToken | None:

@@ -30,11 +30,10 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sqlalchemy import (
     ColumnElement,
-    CursorResult,
     delete,
     exists,
     func,
@@ -48,7 +47,7 @@ from sqlalchemy.orm import Session
 from citybrain.core.events.models import EventDelivery, OutboxEvent
 from citybrain.core.events.service import validate_topic
 from citybrain.kit import clock
-from citybrain.kit.db import Database, get_database, on_any_commit
+from citybrain.kit.db import Database, get_database, on_any_commit, rows_affected
 from citybrain.kit.logging import get_logger, scrub
 
 log = get_logger(__name__)
@@ -203,10 +202,6 @@ def describe_error(exc: BaseException) -> str:
     return text[:MAX_ERROR_LENGTH]
 
 
-def _rowcount(result: Any) -> int:
-    return int(result.rowcount) if isinstance(result, CursorResult) else 0
-
-
 # One statement, its values bound: ``insert().values(...)`` with the values inside builds
 # (and keys for the statement cache) a new statement for every pair delivered.
 _CLAIM_NEW = insert(EventDelivery)
@@ -235,7 +230,7 @@ def _claim(session: Session, event_id: int, handler: str, known: EventDelivery |
         .values(attempts=EventDelivery.attempts + 1, delivered_at=now, next_attempt_at=None)
         .execution_options(synchronize_session=False)
     )
-    return _rowcount(result) == 1
+    return rows_affected(result) == 1
 
 
 def _record_failure(
@@ -259,7 +254,7 @@ def _record_failure(
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
-            if _rowcount(result) == 0:
+            if rows_affected(result) == 0:
                 session.execute(
                     insert(EventDelivery).values(event_id=event_id, handler=handler, **values)
                 )
@@ -357,7 +352,7 @@ def _mark_dispatched(
                     .values(dispatched_at=now)
                     .execution_options(synchronize_session=False)
                 )
-                dispatched += _rowcount(result)
+                dispatched += rows_affected(result)
             session.commit()
         except OperationalError as exc:
             # Busy database: the next pass finds these events complete and marks them.
