@@ -1,4 +1,5 @@
-"""Exports to CSV and Excel that cannot smuggle formulas (CSV injection)."""
+"""Exports to CSV and Excel that cannot smuggle formulas (CSV injection): a text cell a
+spreadsheet would run as a formula (= + - @) is written with a leading apostrophe."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ import io
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from openpyxl import Workbook
+from openpyxl.styles import Font
+from openpyxl.utils import get_column_letter
+
+XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -25,3 +31,27 @@ def csv_bytes(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
     for row in rows:
         writer.writerow([neutralise(v) for v in row])
     return ("\ufeff" + buffer.getvalue()).encode("utf-8")
+
+
+def xlsx_bytes(title: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
+    """One sheet called ``title``: a bold, frozen header row, then ``rows``; all neutralised."""
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    # Sheet titles may not hold []:*?/\ and have at most 31 characters.
+    sheet.title = "".join(c for c in title if c not in "[]:*?/\\")[:31] or "Sheet1"
+    sheet.append([neutralise(h) for h in header])
+    widths = [len(str(h)) * 2 + 2 for h in header]
+    for row in rows:
+        cells = [neutralise(v) for v in row]
+        sheet.append(cells)
+        for i, value in enumerate(cells[: len(widths)]):
+            widths[i] = max(widths[i], min(40, len(str(value)) + 2))
+    for cell in sheet[1]:
+        cell.font = Font(bold=True)
+    sheet.freeze_panes = "A2"
+    for i, width in enumerate(widths, start=1):
+        sheet.column_dimensions[get_column_letter(i)].width = width
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()

@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 from starlette.responses import RedirectResponse, Response
 
 from citybrain.apps.residents import colours, picker, service, sessions
-from citybrain.apps.residents.export import XLSX_MEDIA_TYPE, xlsx_bytes
 from citybrain.apps.residents.i18n import translator
 from citybrain.apps.residents.models import WHEREABOUTS
 from citybrain.apps.residents.schemas import (
@@ -37,6 +36,7 @@ from citybrain.healthcode.models import PASS_REASONS
 from citybrain.kit import clock
 from citybrain.kit.db import rollback_keeping
 from citybrain.kit.errors import CitybrainError, InvalidInput
+from citybrain.kit.export import XLSX_MEDIA_TYPE, xlsx_bytes
 from citybrain.kit.web import DB, check_csrf, language, render
 
 router = APIRouter(include_in_schema=False)
