@@ -101,8 +101,12 @@ def test_risk_pages_on_a_phone(town: dict[str, Any], browser: object) -> None:
     page.goto(f"{base}/risk/appeals")
     card = page.locator("[data-testid^=appeal-]").first
     expect(card).to_contain_text("那天我在家")
+    expect(page.get_by_test_id("view-open")).to_have_text("待处理 1")
+    expect(card.locator("[data-testid^=appellant-]")).to_contain_text("*")
     _fits(page)
     card.locator("summary").click()
+    facts = card.locator("select[name=fact_id] option")
+    expect(facts.nth(1)).to_contain_text("次密切接触者")
     card.locator("input[value=rejected]").check()
     card.locator("input[name=note]").fill("经核实有到访记录")
     card.locator("button[type=submit]").click()

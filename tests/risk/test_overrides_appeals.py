@@ -115,6 +115,65 @@ def test_two_people_apply_an_override_that_is_shown_audited_told_and_expires(
     assert events(session, "risk.colour_changed")[-1]["new"] == "green"
 
 
+def test_the_override_register_shows_every_manual_colour_with_who_did_it(
+    session: Session, at: Any
+) -> None:
+    """The register (人工赋码台账) keeps the ended ones too, names who requested, approved and
+    ended each, shows the person masked, and stays inside the jurisdiction."""
+    officer = make_user(session, "street_officer", STREET_A, "wang")
+    approver = make_user(session, "city_commander", "4101", "lisi")
+    made = []
+    for hours, then in enumerate(("requested", "active", "revoked", "rejected")):
+        at(T0 + hours * HOUR)
+        person = resident(session, officer)
+        row = override_for(session, officer, person.subject)
+        if then in ("active", "revoked"):
+            service.approve_override(session, approver, row.id)
+        if then == "revoked":
+            service.revoke_override(session, approver, row.id)
+        if then == "rejected":
+            service.reject_override(session, approver, row.id)
+        made.append((row.id, person))
+    ids = [i for i, _ in made]
+
+    assert service.override_summary(session, approver) == {
+        "open": 2,
+        "requested": 1,
+        "active": 1,
+        "ended": 2,
+    }
+    assert [o.id for o in service.override_register(session, approver)] == [ids[1], ids[0]]
+    assert [o.id for o in service.override_register(session, approver, view="requested")] == [
+        ids[0]
+    ]
+    ended = service.override_register(session, approver, view="ended")
+    assert [(o.id, o.status) for o in ended] == [(ids[3], "rejected"), (ids[2], "revoked")]
+    assert ended[1].ended_by == approver.actor.ref
+    assert ended[1].names[approver.actor.ref] == "lisi（lisi）"
+    assert ended[1].names[officer.actor.ref] == "wang（wang）"
+    assert ended[1].person is not None and ended[1].person.ref == made[2][1].ref
+    assert "*" in ended[1].person.name
+    assert audits(session, "risk.override.list")[-1].detail == {
+        "view": "ended",
+        "offset": 0,
+        "results": 2,
+    }
+    assert [o.id for o in service.override_register(session, approver, offset=1, limit=1)] == [
+        ids[0]
+    ]
+
+    elsewhere = make_user(session, "street_officer", STREET_B)
+    assert service.override_summary(session, elsewhere) == dict.fromkeys(
+        ("open", "requested", "active", "ended"), 0
+    )
+    assert service.override_register(session, elsewhere, view="ended") == []
+    with pytest.raises(InvalidInput) as refused:
+        service.override_register(session, approver, view="all")
+    assert refused.value.field == "view"
+    assert len(service.override_export(session, approver, view="ended")) == 2
+    assert audits(session, "risk.override.export")[-1].detail["results"] == 2
+
+
 def test_an_appeal_runs_through_the_street_queue_to_an_outcome(session: Session, at: Any) -> None:
     at(T0)
     registrar = make_user(session, "street_officer", STREET_A)
@@ -181,6 +240,73 @@ def test_an_appeal_runs_through_the_street_queue_to_an_outcome(session: Session,
     assert events(session, "risk.appeal_decided")[-1]["outcome"] == "upheld"
     assert audits(session, "risk.fact.retract")[-1].object_id == str(fact.id)
     assert service.appeal_queue(session, street) == []
+
+
+def test_the_appeals_queue_filters_by_view_and_street_counts_and_pages(
+    session: Session, at: Any
+) -> None:
+    """A district sees its streets' queue as a worklist: open, overdue and decided views, one
+    street at a time, a page at a time, each appellant masked; the counts say how it stands."""
+    registrar_a = make_user(session, "street_officer", STREET_A)
+    registrar_b = make_user(session, "street_officer", STREET_B)
+    filed = {}
+    for key, registrar, hours in (("a1", registrar_a, 0), ("b1", registrar_b, 0),
+                                  ("a2", registrar_a, 10), ("a3", registrar_a, 20)):  # fmt: skip
+        at(T0 + hours * HOUR)
+        person = resident(session, registrar)
+        appeal = service.file_appeal(
+            session,
+            RESIDENT,
+            subject=person.subject,
+            text=f"申诉{key}：当天不在现场",
+            street_code=person.area_code[:9],
+        )
+        filed[key] = (appeal.id, person)
+    at(T0 + 30 * HOUR)  # a1 and b1 are past their 24 hours; a2 and a3 are not
+    service.decide_appeal(
+        session, registrar_a, filed["a3"][0], DecideIn(outcome="rejected", note="核实属实，驳回")
+    )
+    district = make_user(session, "district_officer", "410105")
+
+    summary = service.appeal_summary(session, district)
+    assert (summary.open, summary.overdue, summary.decided) == (3, 2, 1)
+    assert [(s.code, s.open, s.overdue) for s in summary.streets] == [
+        (STREET_A, 2, 1),
+        (STREET_B, 1, 1),
+    ]
+    assert summary.streets[0].name == "经八路街道"
+    one_street = service.appeal_summary(session, district, street=STREET_A)
+    assert (one_street.open, one_street.overdue, one_street.decided) == (2, 1, 1)
+
+    def ids(**filters: Any) -> list[int]:
+        return [a.id for a in service.appeal_queue(session, district, **filters)]
+
+    assert ids() == [filed["a1"][0], filed["b1"][0], filed["a2"][0]]  # nearest deadline first
+    assert ids(status="overdue") == [filed["a1"][0], filed["b1"][0]]
+    assert ids(status="decided") == [filed["a3"][0]]
+    assert ids(street=STREET_B) == [filed["b1"][0]]
+    assert ids(status="overdue", street=STREET_A) == [filed["a1"][0]]
+    assert ids(offset=2, limit=1) == [filed["a2"][0]]
+    assert audits(session, "risk.appeal.list")[-1].detail == {
+        "status": "open",
+        "offset": 2,
+        "results": 1,
+    }
+
+    first = service.appeal_queue(session, district, limit=1)[0]
+    assert first.appellant is not None and first.appellant.ref == filed["a1"][1].ref
+    assert "*" in first.appellant.name and first.appellant.phone
+    assert "****" in first.appellant.phone and first.appellant.compound_name
+
+    # A street outside the jurisdiction, or a view that does not exist, is refused by name.
+    for bad in ({"street": STREET_B}, {"street": "4101050"}, {"status": "late"}):
+        with pytest.raises(InvalidInput) as refused:
+            service.appeal_queue(session, registrar_a, **bad)
+        assert refused.value.field == next(iter(bad))
+
+    exported = service.appeal_export(session, district, status="decided")
+    assert [a.id for a in exported] == [filed["a3"][0]] and exported[0].status == "rejected"
+    assert audits(session, "risk.appeal.export")[-1].detail["results"] == 1
 
 
 def test_an_upheld_appeal_may_ask_for_an_override_which_still_needs_a_second_person(

@@ -3,10 +3,13 @@ forms that work without JavaScript."""
 
 from __future__ import annotations
 
+import datetime as dt
+import io
 import re
 from typing import Any
 
 from fastapi.testclient import TestClient
+from openpyxl import load_workbook
 from sqlalchemy.orm import Session
 from tests.factories import STREET_A, STREET_B, TEST_ACTOR, make_user
 from tests.risk.conftest import audits, resident
@@ -242,3 +245,139 @@ def test_staff_pages_in_chinese(client: TestClient, session: Session) -> None:
     assert asked.status_code == 422 and "72" in asked.text
     assert client.get("/risk/appeals").status_code == 200
     assert client.get("/risk/overrides").status_code == 200
+
+
+def test_the_appeals_page_filters_pages_and_exports_a_masked_workbook(
+    client: TestClient, session: Session
+) -> None:
+    registrars = [make_user(session, "street_officer", s) for s in (STREET_A, STREET_A, STREET_B)]
+    district = make_user(session, "district_officer", "410105", "districtofficer")
+    filed = []
+    for registrar in registrars:
+        person = resident(session, registrar)
+        fact = service.assert_fact(
+            session,
+            registrar.actor,
+            subject=person.subject,
+            kind="close_contact",
+            source="analysis.contacts",
+            evidence={"case_key": 9},
+            valid_from=clock.now() - dt.timedelta(hours=2),
+        )
+        appeal = service.file_appeal(
+            session,
+            TEST_ACTOR,
+            subject=person.subject,
+            text='=HYPERLINK("http://x") 我没有接触史',
+            street_code=person.area_code[:9],
+        )
+        filed.append((appeal, person, fact))
+    filed[0][0].deadline = clock.now() - dt.timedelta(hours=1)  # past its deadline
+    session.commit()
+    log_in(client, "districtofficer")
+
+    page = client.get("/risk/appeals")
+    assert re.search(r'data-testid="view-open">待处理 3<', page.text)
+    assert re.search(r'data-testid="view-overdue">已逾期 1<', page.text)
+    assert f'href="/risk/persons/{filed[0][1].ref}"' in page.text  # the appellant, masked
+    assert f'<option value="{filed[0][2].id}">#{filed[0][2].id} 密切接触者' in page.text
+    shown = lambda text: set(map(int, re.findall(r'data-testid="appeal-(\d+)"', text)))  # noqa: E731
+    assert shown(page.text) == {a.id for a, _, _ in filed}
+    assert shown(client.get("/risk/appeals?status=overdue").text) == {filed[0][0].id}
+    assert shown(client.get(f"/risk/appeals?street={STREET_B}").text) == {filed[2][0].id}
+    outside = client.get("/risk/appeals?street=410102001")
+    assert outside.status_code == 400 and "9位代码" in outside.text
+    assert shown(outside.text) == {a.id for a, _, _ in filed}  # the whole queue instead
+
+    export = client.get(f"/risk/appeals/export.xlsx?status=open&street={STREET_A}")
+    assert export.status_code == 200 and export.headers["content-type"].startswith(
+        "application/vnd.openxmlformats"
+    )
+    sheet = load_workbook(io.BytesIO(export.content)).active
+    assert sheet is not None
+    rows = [[c.value for c in row] for row in sheet.iter_rows()]
+    assert rows[0][:3] == ["编号", "街道", "申诉人"] and len(rows) == 3
+    assert [r[0] for r in rows[1:]] == [filed[0][0].id, filed[1][0].id]
+    assert all("*" in str(r[2]) for r in rows[1:]) and rows[1][7] == "是"
+    cells = [str(v) for row in rows for v in row]
+    assert not any("接触史" in v or "HYPERLINK" in v for v in cells)  # the texts stay out
+    assert audits(session, "risk.appeal.export")[-1].detail["results"] == 2
+
+    # Deciding from a filtered page goes back to the same filtered page.
+    appeal, person, fact = filed[2]
+    back = f"status=open&street={STREET_B}"
+    decided = _form(
+        client,
+        f"/risk/appeals/{appeal.id}/decide?{back}",
+        {"outcome": "upheld", "note": "核实无接触史", "action": "retract_fact", "fact_id": fact.id},
+        f"/risk/appeals?{back}",
+    )
+    assert decided.status_code == 303 and decided.headers["location"] == f"/risk/appeals?{back}"
+    session.expire_all()
+    assert service.colour_of(session, person.subject).colour == "green"
+
+    # The same queue over the API: the views, one street, the counts.
+    headers = bearer(session, district.id)
+    overdue = client.get("/api/v1/risk/appeals?status=overdue", headers=headers).json()
+    assert [a["id"] for a in overdue] == [filed[0][0].id] and "*" in overdue[0]["appellant"]["name"]
+    summary = client.get("/api/v1/risk/appeals/summary", headers=headers).json()
+    assert (summary["open"], summary["overdue"], summary["decided"]) == (2, 1, 1)
+    assert [s["code"] for s in summary["streets"]] == [STREET_A]
+    assert client.get("/api/v1/risk/appeals?street=4101", headers=headers).status_code == 422
+
+
+def test_the_override_register_page_has_views_names_and_an_export(
+    client: TestClient, session: Session
+) -> None:
+    officer = make_user(session, "street_officer", STREET_A, "zhangsan")
+    make_user(session, "city_commander", "4101", "commanderwang")
+    approver = make_user(session, "city_commander", "4101", "commanderli")
+    rows = []
+    for _ in range(2):
+        person = resident(session, officer)
+        rows.append(
+            service.request_override(
+                session,
+                officer,
+                subject=person.subject,
+                colour="red",
+                legal_basis="=传染病防治法第三十九条",
+                reason="待流调核实",
+                hours=24,
+            )
+        )
+    service.approve_override(session, approver, rows[1].id)
+    service.revoke_override(session, approver, rows[1].id)
+    session.commit()
+    log_in(client, "commanderwang")
+
+    page = client.get("/risk/overrides")
+    assert re.search(r'data-testid="view-open">待批准与生效中 1<', page.text)
+    assert re.search(r'data-testid="view-ended">已结束 1<', page.text)
+    assert f'data-testid="override-{rows[0].id}"' in page.text
+    assert f'data-testid="override-{rows[1].id}"' not in page.text
+    assert "zhangsan（zhangsan）" in page.text and "待批准" in page.text
+    ended = client.get("/risk/overrides?view=ended")
+    assert f'data-testid="override-{rows[1].id}"' in ended.text
+    assert "已撤销" in ended.text and "commanderli（commanderli）" in ended.text
+
+    export = client.get("/risk/overrides/export.xlsx?view=ended")
+    assert export.status_code == 200
+    sheet = load_workbook(io.BytesIO(export.content)).active
+    assert sheet is not None
+    table = [[c.value for c in row] for row in sheet.iter_rows()]
+    assert len(table) == 2 and table[1][0] == rows[1].id and "*" in str(table[1][1])
+    assert table[1][4] == "已撤销" and table[1][12] == "commanderli（commanderli）"
+    assert table[1][5] == "'=传染病防治法第三十九条"  # a formula trigger made text
+    assert audits(session, "risk.override.export")[-1].detail["results"] == 1
+
+    api = client.get(
+        "/api/v1/risk/overrides?view=ended", headers=bearer(session, approver.id)
+    ).json()
+    assert [o["id"] for o in api] == [rows[1].id] and api[0]["ended_by"] == approver.actor.ref
+    assert (
+        client.get(
+            "/api/v1/risk/overrides?view=all", headers=bearer(session, approver.id)
+        ).status_code
+        == 422
+    )

@@ -9,8 +9,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.responses import RedirectResponse, Response
@@ -22,7 +23,8 @@ from citybrain.core.authz.roles import Permission
 from citybrain.kit import clock
 from citybrain.kit.db import rollback_keeping
 from citybrain.kit.errors import CitybrainError, InvalidInput, NotFound
-from citybrain.kit.web import DB, language, render
+from citybrain.kit.export import XLSX_MEDIA_TYPE, xlsx_bytes
+from citybrain.kit.web import DB, china_time, language, render
 from citybrain.risk import repository, rulesets, service
 from citybrain.risk.kinds import (
     CLINICAL_KINDS,
@@ -102,7 +104,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "expires": ("到期", "Expires"),
     "filed": ("提交时间", "Filed"),
     "deadline": ("处理时限", "Deadline"),
-    "overdue": ("已超时", "overdue"),
+    "overdue": ("已逾期", "overdue"),
     "text": ("申诉内容", "Appeal"),
     "decide": ("处理", "Decide"),
     "upheld": ("申诉成立", "Upheld"),
@@ -123,12 +125,57 @@ TEXT: dict[str, tuple[str, str]] = {
     "overridden": ("人工赋码中", "set by hand"),
     "in_scope": ("辖区内", "In your jurisdiction"),
     "decided": ("已处理", "Decided"),
+    "st_open": ("待处理", "Open"),
+    "overdue_view": ("已逾期", "Overdue"),
+    "all_streets": ("全部街道", "All streets"),
+    "street": ("街道", "Street"),
+    "filter": ("筛选", "Filter"),
+    "export": ("导出Excel", "Export to Excel"),
+    "number": ("编号", "No."),
+    "appellant": ("申诉人", "Appellant"),
+    "compound": ("小区", "Compound"),
+    "outcome": ("处理结果", "Outcome"),
+    "decided_at": ("处理时间", "Decided at"),
+    "yes": ("是", "yes"),
+    "details": ("查看赋码详情", "Colour and facts"),
+    "choose_fact": ("选择要撤销的事实", "Choose the fact to withdraw"),
+    "page_of": ("第 {page} / {pages} 页，共 {total} 条", "Page {page} of {pages}, {total} in all"),
+    "prev": ("上一页", "Previous"),
+    "next": ("下一页", "Next"),
+    "person": ("本人", "Person"),
+    "requested_at": ("申请时间", "Requested at"),
+    "approved_by": ("批准人", "Approved by"),
+    "approved_at": ("批准时间", "Approved at"),
+    "ended_by": ("结束人", "Ended by"),
+    "ended_at": ("结束时间", "Ended at"),
+    "appeal": ("申诉编号", "Appeal"),
+    "view_open": ("待批准与生效中", "Awaiting and in force"),
+    "view_requested": ("待批准", "Awaiting approval"),
+    "view_active": ("生效中", "In force"),
+    "view_ended": ("已结束", "Ended"),
+    "override_export_note": (
+        "导出内容中本人已脱敏；导出将记入审计日志。",
+        "The export masks the persons; it is audited.",
+    ),
+    "export_note": (
+        "导出内容不含申诉原文，申诉人已脱敏；导出将记入审计日志。",
+        "The export leaves out the appeal texts and masks the appellants; it is audited.",
+    ),
 }
 
 
 def _words(request: Request) -> dict[str, str]:
     index = 1 if language(request) == "en" else 0
     return {key: pair[index] for key, pair in TEXT.items()}
+
+
+OVERRIDE_STATUS_LABELS: dict[str, tuple[str, str]] = {
+    "requested": ("待批准", "awaiting approval"),
+    "active": ("生效中", "in force"),
+    "expired": ("已到期", "expired"),
+    "revoked": ("已撤销", "revoked"),
+    "rejected": ("已驳回", "rejected"),
+}
 
 
 def _labels(request: Request) -> dict[str, dict[str, str]]:
@@ -138,6 +185,7 @@ def _labels(request: Request) -> dict[str, dict[str, str]]:
         "colours": {k: v[index] for k, v in COLOUR_LABELS.items()},
         "tiers": {k: v[index] for k, v in TIER_LABELS.items()},
         "settings": {k: v[index] for k, v in SETTING_LABELS.items()},
+        "override_status": {k: v[index] for k, v in OVERRIDE_STATUS_LABELS.items()},
     }
 
 
@@ -487,19 +535,37 @@ def rules_decide(
 # --- manual colours --------------------------------------------------------------------------
 
 
+OVERRIDES_PAGE_SIZE = 30
+
+
 def _overrides_page(
     request: Request,
     session: Session,
     who: Principal,
     *,
+    view: str = "open",
+    page: int = 1,
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
+    view = view if view in service.OVERRIDE_VIEWS else "open"
+    summary = service.override_summary(session, who)
     return _page(
         request,
         "risk/overrides.html",
         {
-            "overrides": service.pending_overrides(session, who),
+            "overrides": service.override_register(
+                session,
+                who,
+                view=view,
+                offset=(page - 1) * OVERRIDES_PAGE_SIZE,
+                limit=OVERRIDES_PAGE_SIZE,
+            ),
+            "summary": summary,
+            "view": view,
+            "page": page,
+            "pages": max(1, -(-summary[view] // OVERRIDES_PAGE_SIZE)),
+            "total": summary[view],
             "error": error,
             "can": _can(who),
             "me": who.actor.ref,
@@ -513,9 +579,65 @@ def overrides(
     request: Request,
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.OVERRIDE_REQUEST))],
+    view: Annotated[str, Query(max_length=10)] = "open",
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> Response:
-    """Requests awaiting a second person and overrides in force."""
-    return _overrides_page(request, session, who)
+    """The manual-colour register (人工赋码台账): requests awaiting a second person and
+    overrides in force, or those that ended, a page at a time."""
+    return _overrides_page(request, session, who, view=view, page=page)
+
+
+@router.get("/risk/overrides/export.xlsx")
+def overrides_export(
+    request: Request,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.OVERRIDE_REQUEST))],
+    view: Annotated[str, Query(max_length=10)] = "open",
+) -> Response:
+    """The register as filtered, as an Excel workbook: persons masked, who requested,
+    approved and ended each by name, cells neutralised; the export is audited."""
+    x = _words(request)
+    labels = _labels(request)
+    rows = service.override_export(session, who, view=view)
+    header = [
+        x["number"], x["person"], x["compound"], x["colour"], x["status"], x["legal_basis"],
+        x["reason"], x["requested_by"], x["requested_at"], x["approved_by"], x["approved_at"],
+        x["expires"], x["ended_by"], x["ended_at"], x["appeal"],
+    ]  # fmt: skip
+
+    def when(value: dt.datetime | None) -> str:
+        return china_time(value, MINUTE) if value else ""
+
+    body = xlsx_bytes(
+        x["overrides"],
+        header,
+        (
+            [
+                o.id,
+                o.person.name if o.person else o.subject,
+                (o.person.compound_name or "") if o.person else "",
+                labels["colours"].get(o.colour, o.colour),
+                labels["override_status"].get(o.status, o.status),
+                o.legal_basis,
+                o.reason,
+                o.names.get(o.requested_by, o.requested_by),
+                when(o.requested_at),
+                o.names.get(o.approved_by, o.approved_by) if o.approved_by else "",
+                when(o.approved_at),
+                when(o.expires_at),
+                o.names.get(o.ended_by, o.ended_by) if o.ended_by else "",
+                when(o.ended_at),
+                o.appeal_id or "",
+            ]
+            for o in rows
+        ),
+    )
+    name = f"overrides-{view}-{who.area_code}-{clock.today_local():%Y%m%d}.xlsx"
+    return Response(
+        body,
+        media_type=XLSX_MEDIA_TYPE,
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 @router.post("/risk/overrides/{override_id}/{decision}")
@@ -552,21 +674,71 @@ def overrides_decide(
 # --- appeals ---------------------------------------------------------------------------------
 
 
+APPEALS_PAGE_SIZE = 30
+MINUTE = "%Y-%m-%d %H:%M"
+
+
+def _appeals_query(status: str, street: str, page: int = 1) -> str:
+    """The queue's filters as a query string (links to other pages and the export)."""
+    values = {"status": status}
+    if street:
+        values["street"] = street
+    if page > 1:
+        values["page"] = str(page)
+    return urlencode(values)
+
+
 def _appeals_page(
     request: Request,
     session: Session,
     who: Principal,
     *,
     status: str = "open",
+    street: str = "",
+    page: int = 1,
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
+    status = status if status in service.APPEAL_VIEWS else "open"
+    try:
+        summary = service.appeal_summary(session, who, street=street or None)
+        appeals = service.appeal_queue(
+            session,
+            who,
+            status=status,
+            street=street or None,
+            offset=(page - 1) * APPEALS_PAGE_SIZE,
+            limit=APPEALS_PAGE_SIZE,
+        )
+    except InvalidInput as exc:
+        # A street outside the jurisdiction: say so and show the whole queue instead.
+        rollback_keeping(session, exc)
+        error, status_code, street = exc.message(language(request)), 400, ""
+        summary = service.appeal_summary(session, who)
+        appeals = service.appeal_queue(session, who, status=status, limit=APPEALS_PAGE_SIZE)
+        page = 1
+    total = getattr(summary, status)
+    # The appellant's standing facts, for choosing the one an upheld appeal withdraws.
+    facts = {
+        a.id: [f for f in service.facts_of_subject(session, a.subject) if f.retracted_at is None]
+        for a in appeals
+        if a.status == "open"
+    }
     return _page(
         request,
         "risk/appeals.html",
         {
-            "appeals": service.appeal_queue(session, who, status=status),
+            "appeals": appeals,
+            "facts": facts,
+            "summary": summary,
             "status": status,
+            "street": street,
+            "page": page,
+            "pages": max(1, -(-total // APPEALS_PAGE_SIZE)),
+            "total": total,
+            "query": lambda **changes: _appeals_query(
+                changes.get("status", status), changes.get("street", street), changes.get("page", 1)
+            ),
             "error": error,
             "can": _can(who),
         },
@@ -579,10 +751,61 @@ def appeals(
     request: Request,
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.APPEAL_DECIDE))],
-    status: str = "open",
+    status: Annotated[str, Query(max_length=10)] = "open",
+    street: Annotated[str, Query(max_length=9)] = "",
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> Response:
-    """The street office's appeals, nearest deadline first."""
-    return _appeals_page(request, session, who, status="decided" if status == "decided" else "open")
+    """The street office's appeals, nearest deadline first: open, overdue or decided, for
+    the jurisdiction or one street, a page at a time."""
+    return _appeals_page(request, session, who, status=status, street=street, page=page)
+
+
+@router.get("/risk/appeals/export.xlsx")
+def appeals_export(
+    request: Request,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.APPEAL_DECIDE))],
+    status: Annotated[str, Query(max_length=10)] = "open",
+    street: Annotated[str, Query(max_length=9)] = "",
+) -> Response:
+    """The queue as filtered, as an Excel workbook: appellants masked, the appeal texts left
+    out (free text a person wrote stays on the page), cells neutralised; the export is
+    audited."""
+    lang = language(request)
+    x = _words(request)
+    labels = _labels(request)
+    rows = service.appeal_export(session, who, status=status, street=street or None)
+    statuses = {"open": x["st_open"], "upheld": x["upheld"], "rejected": x["rejected"]}
+    header = [
+        x["number"], x["street"], x["appellant"], x["compound"], x["colour"], x["filed"],
+        x["deadline"], x["overdue"], x["status"], x["outcome"], x["decided_at"],
+    ]  # fmt: skip
+    body = xlsx_bytes(
+        x["appeals"],
+        header,
+        (
+            [
+                a.id,
+                a.street_code,
+                a.appellant.name if a.appellant else a.subject,
+                (a.appellant.compound_name or "") if a.appellant else "",
+                labels["colours"].get(a.colour, a.colour),
+                china_time(a.filed_at, MINUTE),
+                china_time(a.deadline, MINUTE),
+                x["yes"] if a.overdue else "",
+                statuses.get(a.status, a.status),
+                (a.outcome_zh if lang == "zh-CN" else a.outcome_en) or "",
+                china_time(a.decided_at, MINUTE) if a.decided_at else "",
+            ]
+            for a in rows
+        ),
+    )
+    name = f"appeals-{status}-{street or who.area_code}-{clock.today_local():%Y%m%d}.xlsx"
+    return Response(
+        body,
+        media_type=XLSX_MEDIA_TYPE,
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 @router.post("/risk/appeals/{appeal_id}/decide")
@@ -598,8 +821,11 @@ def appeals_decide(
     override_colour: Annotated[str, Form(max_length=8)] = "",
     legal_basis: Annotated[str, Form(max_length=300)] = "",
     hours: Annotated[str, Form(max_length=3)] = "",
+    status: Annotated[str, Query(max_length=10)] = "open",
+    street: Annotated[str, Query(max_length=9)] = "",
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> Response:
-    """Decide an appeal from the queue."""
+    """Decide an appeal from the queue; back to the queue as it was filtered."""
 
     def work() -> None:
         try:
@@ -628,8 +854,15 @@ def appeals_decide(
         request,
         session,
         work,
-        "/risk/appeals",
-        lambda message, status: _appeals_page(
-            request, session, who, error=message, status_code=status
+        f"/risk/appeals?{_appeals_query(status, street, page)}",
+        lambda message, code: _appeals_page(
+            request,
+            session,
+            who,
+            status=status,
+            street=street,
+            page=page,
+            error=message,
+            status_code=code,
         ),
     )

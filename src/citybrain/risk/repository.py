@@ -272,15 +272,37 @@ def active_override(session: Session, subject: str) -> Override | None:
     ).first()
 
 
-def overrides_scoped(
-    session: Session, who: Principal, statuses: Sequence[str], limit: int = 200
-) -> list[Override]:
-    """Overrides in ``who``'s jurisdiction (by the person's area; city-level users also see
-    those of subjects not in the registry)."""
+def _overrides_in(who: Principal, statuses: Sequence[str]) -> Select[Override]:
     statement = select(Override).where(Override.status.in_(statuses))
     if len(who.area_code) > 4:
         statement = scoped(statement, cast(ColumnElement[str], Override.area_code), who)
-    return list(session.scalars(statement.order_by(Override.requested_at.desc()).limit(limit)))
+    return statement
+
+
+def overrides_scoped(
+    session: Session,
+    who: Principal,
+    statuses: Sequence[str],
+    *,
+    offset: int = 0,
+    limit: int = 200,
+) -> list[Override]:
+    """Overrides in ``who``'s jurisdiction (by the person's area; city-level users also see
+    those of subjects not in the registry), newest request first."""
+    statement = _overrides_in(who, statuses).order_by(
+        Override.requested_at.desc(), Override.id.desc()
+    )
+    return list(session.scalars(statement.offset(offset).limit(limit)))
+
+
+def override_counts(session: Session, who: Principal) -> dict[str, int]:
+    """Overrides in ``who``'s jurisdiction by status."""
+    counting: Any = _overrides_in(
+        who, ("requested", "active", "expired", "revoked", "rejected")
+    ).with_only_columns(Override.status, func.count(), maintain_column_froms=True)
+    return {
+        str(status): int(n) for status, n in session.execute(counting.group_by(Override.status))
+    }
 
 
 def overrides_due(session: Session, now_: object, limit: int) -> list[Override]:
@@ -326,12 +348,69 @@ def open_appeal(session: Session, subject: str) -> Appeal | None:
     ).first()
 
 
-def appeals_scoped(
-    session: Session, who: Principal, statuses: Sequence[str], limit: int = 200
-) -> list[Appeal]:
-    """Appeals in the streets of ``who``'s jurisdiction, oldest deadline first."""
+def _appeals_in(
+    who: Principal, statuses: Sequence[str], street: str | None, overdue_before: object | None
+) -> Select[Appeal]:
     statement = scoped(select(Appeal), Appeal.street_code, who).where(Appeal.status.in_(statuses))
-    return list(session.scalars(statement.order_by(Appeal.deadline, Appeal.id).limit(limit)))
+    if street is not None:
+        statement = statement.where(Appeal.street_code == street)
+    if overdue_before is not None:
+        statement = statement.where(Appeal.deadline < overdue_before)
+    return statement
+
+
+def appeals_scoped(
+    session: Session,
+    who: Principal,
+    statuses: Sequence[str],
+    *,
+    street: str | None = None,
+    overdue_before: object | None = None,
+    offset: int = 0,
+    limit: int = 200,
+) -> list[Appeal]:
+    """Appeals in the streets of ``who``'s jurisdiction (or one ``street`` of it), oldest
+    deadline first; with ``overdue_before``, only those whose deadline is before it."""
+    statement = _appeals_in(who, statuses, street, overdue_before)
+    return list(
+        session.scalars(statement.order_by(Appeal.deadline, Appeal.id).offset(offset).limit(limit))
+    )
+
+
+def appeal_counts(
+    session: Session, who: Principal, *, street: str | None, now_: object
+) -> dict[str, int]:
+    """How many appeals are open, open past their deadline, and decided, in ``who``'s
+    jurisdiction (or one ``street``)."""
+    statement = _appeals_in(who, ("open", "upheld", "rejected"), street, None)
+    is_open = Appeal.status == "open"
+    row = session.execute(
+        statement.with_only_columns(
+            func.count().filter(is_open),
+            func.count().filter(is_open, Appeal.deadline < now_),
+            func.count().filter(Appeal.status != "open"),
+            maintain_column_froms=True,
+        )
+    ).one()
+    return {"open": int(row[0]), "overdue": int(row[1]), "decided": int(row[2])}
+
+
+def appeal_streets(
+    session: Session, who: Principal, now_: object
+) -> list[tuple[str, str, int, int]]:
+    """The streets of ``who``'s jurisdiction that have open appeals: code, name, open and
+    overdue counts, the most overdue first."""
+    is_open = Appeal.status == "open"
+    overdue = func.count().filter(Appeal.deadline < now_)
+    counted: Any = select(Appeal.street_code, Area.name, func.count(), overdue)
+    rows = session.execute(
+        scoped(counted, Appeal.street_code, who)
+        .join(Area, Area.code == Appeal.street_code)
+        .where(is_open)
+        .group_by(Appeal.street_code, Area.name)
+        .order_by(overdue.desc(), func.count().desc(), Appeal.street_code)
+    ).all()
+    return [(code, name, int(n), int(late)) for code, name, n, late in rows]
 
 
 def appeals_of(session: Session, subject: str, limit: int = 20) -> list[Appeal]:

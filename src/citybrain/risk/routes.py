@@ -26,6 +26,7 @@ from citybrain.risk import rulesets, service
 from citybrain.risk.models import Fact
 from citybrain.risk.schemas import (
     AppealOut,
+    AppealSummary,
     DecideIn,
     FactIn,
     FactOut,
@@ -234,10 +235,16 @@ def reject(
 
 @router.get("/overrides", response_model=list[OverrideOut], summary="Manual colours")
 def list_overrides(
-    session: DB, who: Annotated[Principal, Depends(authenticated)]
+    session: DB,
+    who: Annotated[Principal, Depends(authenticated)],
+    view: Annotated[Literal["open", "requested", "active", "ended"], Query()] = "open",
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> list[OverrideOut]:
-    """Requests awaiting a second person and overrides in force, in your jurisdiction."""
-    return service.pending_overrides(session, who)
+    """The manual-colour register of your jurisdiction, newest request first: ``open``
+    (awaiting a second person, and in force), ``requested``, ``active`` or ``ended``; each
+    with its person masked and the names of who requested, approved and ended it."""
+    return service.override_register(session, who, view=view, offset=offset, limit=limit)
 
 
 @router.post(
@@ -287,10 +294,27 @@ def decide_override(
 def appeals(
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.APPEAL_DECIDE))],
-    status: Annotated[Literal["open", "decided"], Query()] = "open",
+    status: Annotated[Literal["open", "overdue", "decided"], Query()] = "open",
+    street: Annotated[str | None, Query(pattern=r"^\d{9}$", description="一个街道")] = None,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> list[AppealOut]:
-    """Appeals of the streets in your jurisdiction, nearest deadline first."""
-    return service.appeal_queue(session, who, status=status)
+    """Appeals of the streets in your jurisdiction (or one street of it), nearest deadline
+    first, each with its appellant masked; ``overdue``: the open ones past their deadline."""
+    return service.appeal_queue(
+        session, who, status=status, street=street, offset=offset, limit=limit
+    )
+
+
+@router.get("/appeals/summary", response_model=AppealSummary, summary="The queue's counts")
+def appeals_summary(
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.APPEAL_DECIDE))],
+    street: Annotated[str | None, Query(pattern=r"^\d{9}$")] = None,
+) -> AppealSummary:
+    """How many appeals are open, overdue and decided, and the streets with open appeals,
+    the most overdue first."""
+    return service.appeal_summary(session, who, street=street)
 
 
 @router.post("/appeals/{appeal_id}/decide", response_model=AppealOut, summary="Decide an appeal")

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from citybrain.core.people.schemas import PersonMasked
+
 ColourName = Literal["green", "yellow", "red"]
 KindName = Literal[
     "confirmed_case",
@@ -192,6 +194,13 @@ class OverrideOut(BaseModel):
     approved_by: str | None
     approved_at: dt.datetime | None
     expires_at: dt.datetime | None
+    ended_at: dt.datetime | None = None
+    ended_by: str | None = None
+    appeal_id: int | None = Field(default=None, description="由申诉提出时的申诉编号")
+    person: PersonMasked | None = Field(default=None, description="本人（脱敏），仅在台账中给出")
+    names: dict[str, str] = Field(
+        default_factory=dict, description="经办人姓名：申请、批准、结束者的引用 → 姓名（账号）"
+    )
 
 
 class AppealOut(BaseModel):
@@ -211,6 +220,27 @@ class AppealOut(BaseModel):
     outcome_zh: str | None
     outcome_en: str | None
     action: str | None
+    appellant: PersonMasked | None = Field(
+        default=None, description="申诉人（脱敏），仅在街道申诉队列中给出"
+    )
+
+
+class StreetBacklog(BaseModel):
+    """A street's open appeals (街道积压)."""
+
+    code: str
+    name: str
+    open: int
+    overdue: int
+
+
+class AppealSummary(BaseModel):
+    """How the appeals queue stands in a jurisdiction (or one street of it)."""
+
+    open: int
+    overdue: int
+    decided: int
+    streets: list[StreetBacklog]
 
 
 class DecideIn(BaseModel):

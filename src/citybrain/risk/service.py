@@ -22,8 +22,11 @@ from citybrain.core.audit.service import SYSTEM, Actor, record, record_purge
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.authz.scope import covers
+from citybrain.core.authz.service import actor_names
 from citybrain.core.events.service import publish
 from citybrain.core.people.models import Person
+from citybrain.core.people.schemas import PersonMasked
+from citybrain.core.people.service import masked_views
 from citybrain.kit import clock
 from citybrain.kit.crypto import field_cipher
 from citybrain.kit.errors import Conflict, InvalidInput, NotFound, PermissionDenied
@@ -63,12 +66,14 @@ from citybrain.risk.rules import (
 )
 from citybrain.risk.schemas import (
     AppealOut,
+    AppealSummary,
     ColourView,
     DecideIn,
     FactOut,
     NotificationOut,
     OverrideOut,
     ReasonView,
+    StreetBacklog,
     TierView,
 )
 from citybrain.risk.settings import OVERRIDE_MAX_HOURS, risk_settings
@@ -827,6 +832,9 @@ def override_out(row: Override) -> OverrideOut:
         approved_by=row.approved_by,
         approved_at=row.approved_at,
         expires_at=row.expires_at,
+        ended_at=row.ended_at,
+        ended_by=row.ended_by,
+        appeal_id=row.appeal_id,
     )
 
 
@@ -1140,13 +1148,93 @@ def _end_override_on_row(
     session.flush()
 
 
-def pending_overrides(session: Session, who: Principal) -> list[OverrideOut]:
-    """Override requests awaiting a second person, and those in force, in ``who``'s
-    jurisdiction."""
+OVERRIDE_VIEWS: dict[str, tuple[str, ...]] = {
+    "open": ("requested", "active"),
+    "requested": ("requested",),
+    "active": ("active",),
+    "ended": ("expired", "revoked", "rejected"),
+}
+"""The manual-colour register's views (人工赋码台账): awaiting a second person and in force
+(the default), each of those alone, and those that ended (expired, revoked or rejected)."""
+OVERRIDE_EXPORT_LIMIT = 10_000
+
+
+def override_register(
+    session: Session, who: Principal, *, view: str = "open", offset: int = 0, limit: int = 50
+) -> list[OverrideOut]:
+    """Manual colours in ``who``'s jurisdiction, newest request first, each with its person
+    (masked) and the names of who requested, approved and ended it. ``view`` is one of
+    :data:`OVERRIDE_VIEWS`. Reading the register is audited (who has a manual colour is
+    personal)."""
+    return _overrides_read(session, who, "risk.override.list", view, offset, limit)
+
+
+def override_export(session: Session, who: Principal, *, view: str = "open") -> list[OverrideOut]:
+    """The register as :func:`override_register` filters it, whole (at most
+    :data:`OVERRIDE_EXPORT_LIMIT`), for a spreadsheet; the export is audited."""
+    return _overrides_read(session, who, "risk.override.export", view, 0, OVERRIDE_EXPORT_LIMIT)
+
+
+def override_summary(session: Session, who: Principal) -> dict[str, int]:
+    """How many manual colours each view of the register holds."""
+    _may_read_overrides(who)
+    counts = repository.override_counts(session, who)
+    return {
+        view: sum(counts.get(status, 0) for status in statuses)
+        for view, statuses in OVERRIDE_VIEWS.items()
+    }
+
+
+def _may_read_overrides(who: Principal) -> None:
     if not (who.can(Permission.OVERRIDE_APPROVE) or who.can(Permission.OVERRIDE_REQUEST)):
         who.require(Permission.OVERRIDE_APPROVE)
-    rows = repository.overrides_scoped(session, who, ("requested", "active"))
-    return [override_out(r) for r in rows]
+
+
+def _overrides_read(
+    session: Session, who: Principal, action: str, view: str, offset: int, limit: int
+) -> list[OverrideOut]:
+    _may_read_overrides(who)
+    if view not in OVERRIDE_VIEWS:
+        raise InvalidInput(
+            "视图应为 open、requested、active 或 ended",
+            "view: open, requested, active or ended",
+            field="view",
+        )
+    rows = repository.overrides_scoped(
+        session, who, OVERRIDE_VIEWS[view], offset=offset, limit=limit
+    )
+    record(
+        session,
+        who.actor,
+        action,
+        object_type="override",
+        area_code=who.area_code,
+        detail={"view": view, "offset": offset, "results": len(rows)},
+    )
+    persons = _masked_by_subject(session, [r.subject for r in rows])
+    names = actor_names(
+        session, [ref for r in rows for ref in (r.requested_by, r.approved_by, r.ended_by)]
+    )
+    out = []
+    for row in rows:
+        view_ = override_out(row)
+        view_.person = persons[row.subject]
+        view_.names = {
+            ref: names[ref]
+            for ref in (row.requested_by, row.approved_by, row.ended_by)
+            if ref is not None
+        }
+        out.append(view_)
+    return out
+
+
+def _masked_by_subject(session: Session, subjects: Sequence[str]) -> dict[str, PersonMasked | None]:
+    """The registered persons behind ``subjects`` as staff see them (masked); None for a
+    subject not in the registry."""
+    persons = {s: person_of_subject(session, s) for s in dict.fromkeys(subjects)}
+    found = [p for p in persons.values() if p is not None]
+    masked = dict(zip((p.id for p in found), masked_views(session, found), strict=True))
+    return {s: masked[p.id] if p is not None else None for s, p in persons.items()}
 
 
 # --- appeals (申诉) --------------------------------------------------------------------------
@@ -1227,22 +1315,103 @@ def appeal_out(row: Appeal, now: dt.datetime | None = None) -> AppealOut:
     )
 
 
-def appeal_queue(session: Session, who: Principal, *, status: str = "open") -> list[AppealOut]:
-    """The appeals of the streets in ``who``'s jurisdiction (街道申诉队列), nearest deadline
-    first. Reading the queue is audited (appeal texts are personal)."""
+APPEAL_EXPORT_LIMIT = 10_000
+APPEAL_VIEWS = ("open", "overdue", "decided")
+"""The appeals queue's views: every open appeal, the open ones past their deadline (已逾期),
+the decided ones."""
+
+
+def _queue_street(who: Principal, street: str | None) -> str | None:
+    """``street`` checked as a street code inside ``who``'s jurisdiction (or None)."""
+    if not street:
+        return None
+    if not re.fullmatch(r"\d{9}", street) or not covers(who, street):
+        raise InvalidInput(
+            "街道代码应为本辖区内的9位代码",
+            "street: a 9-digit code in your jurisdiction",
+            field="street",
+        )
+    return street
+
+
+def appeal_queue(
+    session: Session,
+    who: Principal,
+    *,
+    status: str = "open",
+    street: str | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> list[AppealOut]:
+    """The appeals of the streets in ``who``'s jurisdiction (街道申诉队列), or of one street
+    of it, nearest deadline first, with each appellant as staff see them (masked). ``status``
+    is one of :data:`APPEAL_VIEWS`. Reading the queue is audited (appeal texts are
+    personal)."""
+    return _appeals_read(session, who, "risk.appeal.list", status, street, offset, limit)
+
+
+def appeal_export(
+    session: Session, who: Principal, *, status: str = "open", street: str | None = None
+) -> list[AppealOut]:
+    """The queue as :func:`appeal_queue` filters it, whole (at most
+    :data:`APPEAL_EXPORT_LIMIT` appeals), for a spreadsheet; the export is audited."""
+    return _appeals_read(session, who, "risk.appeal.export", status, street, 0, APPEAL_EXPORT_LIMIT)
+
+
+def _appeals_read(
+    session: Session,
+    who: Principal,
+    action: str,
+    status: str,
+    street: str | None,
+    offset: int,
+    limit: int,
+) -> list[AppealOut]:
     who.require(Permission.APPEAL_DECIDE)
-    statuses = ("open",) if status == "open" else ("upheld", "rejected")
-    rows = repository.appeals_scoped(session, who, statuses)
+    if status not in APPEAL_VIEWS:
+        raise InvalidInput(
+            "状态应为 open、overdue 或 decided", "status: open, overdue or decided", field="status"
+        )
+    street = _queue_street(who, street)
+    now = clock.now()
+    rows = repository.appeals_scoped(
+        session,
+        who,
+        ("upheld", "rejected") if status == "decided" else ("open",),
+        street=street,
+        overdue_before=now if status == "overdue" else None,
+        offset=offset,
+        limit=limit,
+    )
     record(
         session,
         who.actor,
-        "risk.appeal.list",
+        action,
         object_type="appeal",
-        area_code=who.area_code,
-        detail={"status": status, "results": len(rows)},
+        area_code=street or who.area_code,
+        detail={"status": status, "offset": offset, "results": len(rows)},
     )
+    appellants = _masked_by_subject(session, [r.subject for r in rows])
+    out = []
+    for row in rows:
+        view = appeal_out(row, now)
+        view.appellant = appellants[row.subject]
+        out.append(view)
+    return out
+
+
+def appeal_summary(session: Session, who: Principal, *, street: str | None = None) -> AppealSummary:
+    """The queue's counts (open, overdue, decided) and the streets with open appeals, the
+    most overdue first."""
+    who.require(Permission.APPEAL_DECIDE)
+    street = _queue_street(who, street)
     now = clock.now()
-    return [appeal_out(r, now) for r in rows]
+    counts = repository.appeal_counts(session, who, street=street, now_=now)
+    streets = [
+        StreetBacklog(code=code, name=name, open=n, overdue=late)
+        for code, name, n, late in repository.appeal_streets(session, who, now)
+    ]
+    return AppealSummary(**counts, streets=streets)
 
 
 def decide_appeal(session: Session, who: Principal, appeal_id: int, data: DecideIn) -> Appeal:

@@ -22,6 +22,12 @@ def user_by_id(session: Session, user_id: int) -> User | None:
     return session.get(User, user_id)
 
 
+def users_by_ids(session: Session, user_ids: Iterable[int]) -> list[User]:
+    """The users with these ids (those that exist)."""
+    wanted = sorted(set(user_ids))
+    return list(session.scalars(select(User).where(User.id.in_(wanted)))) if wanted else []
+
+
 def list_users(session: Session, area_prefix: str, limit: int = 200) -> list[User]:
     """Users whose area lies inside ``area_prefix``, by username."""
     return list(

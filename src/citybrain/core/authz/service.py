@@ -409,3 +409,15 @@ def revoke_token(session: Session, actor: Actor, token_id: int) -> None:
         object_id=token_id,
         area_code=token.area_code,
     )
+
+
+def actor_names(session: Session, refs: Iterable[str | None]) -> dict[str, str]:
+    """How to show who acted (经办人): ``user:<id>`` as the user's name with their username;
+    any other actor (a device, ``system``, ``cli``) as its reference."""
+    present = {r for r in refs if r}
+    ids = {int(r[5:]) for r in present if r.startswith("user:") and r[5:].isdigit()}
+    users = {
+        f"user:{u.id}": f"{u.display_name}（{u.username}）"
+        for u in repository.users_by_ids(session, ids)
+    }
+    return {r: users.get(r, r) for r in present}

@@ -49,7 +49,9 @@ def _age(birth: dt.date, today: dt.date) -> int:
     return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
 
 
-def _masked_views(session: Session, persons: Sequence[Person]) -> list[PersonMasked]:
+def masked_views(session: Session, persons: Sequence[Person]) -> list[PersonMasked]:
+    """``persons`` as staff see them by default (脱敏): name, ID number and phone masked,
+    with their compound's and community's names."""
     cipher = field_cipher()
     names = repository.place_names(session, {p.area_code for p in persons})
     today = clock.today_local()
@@ -172,7 +174,7 @@ def register_person(session: Session, who: Principal, data: PersonIn) -> tuple[P
             area_code=existing.area_code,
             detail={"created": False},
         )
-        return _masked_views(session, [existing])[0], False
+        return masked_views(session, [existing])[0], False
     area_code = _residence(session, who, data)
     if not covers(who, area_code):
         raise InvalidInput(
@@ -214,7 +216,7 @@ def register_person(session: Session, who: Principal, data: PersonIn) -> tuple[P
         {"person_ref": person.ref, "area_code": area_code},
         key=person.ref,
     )
-    return _masked_views(session, [person])[0], True
+    return masked_views(session, [person])[0], True
 
 
 def search_people(
@@ -261,9 +263,7 @@ def search_people(
         area_code=who.area_code,
         detail={"criteria": criteria, "area_code": area_code, "results": total},
     )
-    return PersonPage(
-        total=total, items=_masked_views(session, persons), limit=limit, offset=offset
-    )
+    return PersonPage(total=total, items=masked_views(session, persons), limit=limit, offset=offset)
 
 
 def _get_or_deny(session: Session, who: Principal, ref: str, action: str) -> Person:
@@ -299,7 +299,7 @@ def view_person(session: Session, who: Principal, ref: str) -> PersonMasked:
         object_id=ref,
         area_code=person.area_code,
     )
-    return _masked_views(session, [person])[0]
+    return masked_views(session, [person])[0]
 
 
 def unmask_person(session: Session, who: Principal, ref: str, purpose: str) -> PersonPlain:
@@ -313,7 +313,7 @@ def unmask_person(session: Session, who: Principal, ref: str, purpose: str) -> P
             field="purpose",
         )
     person = _get_or_deny(session, who, ref, "person.unmask")
-    masked = _masked_views(session, [person])[0]
+    masked = masked_views(session, [person])[0]
     cipher = field_cipher()
     now = clock.now()
     record(
