@@ -19,6 +19,7 @@ from tests.web.conftest import csrf_of, log_in
 
 from citybrain.core.authz import repository as authz_repository
 from citybrain.core.authz.service import issue_token
+from citybrain.core.geo.models import Compound
 from citybrain.kit import clock
 from citybrain.risk import service
 
@@ -381,3 +382,45 @@ def test_the_override_register_page_has_views_names_and_an_export(
         ).status_code
         == 422
     )
+
+
+def test_the_overview_counts_codes_as_shown_and_lists_compounds_by_name(
+    client: TestClient, session: Session
+) -> None:
+    officer = make_user(session, "street_officer", STREET_A, "overviewer")
+    approver = make_user(session, "city_commander", "4101")
+    case, overridden, _plain = (resident(session, officer) for _ in range(3))
+    elsewhere = resident(session, make_user(session, "street_officer", STREET_B))
+    for person in (case, elsewhere):
+        service.assert_fact(
+            session,
+            officer.actor,
+            subject=person.subject,
+            kind="confirmed_case",
+            source="staff",
+            evidence={"record_ids": [1]},
+            valid_from=clock.now(),
+        )
+    asked = service.request_override(
+        session,
+        officer,
+        subject=overridden.subject,
+        colour="yellow",
+        legal_basis="指挥部通告第5号",
+        reason="待核酸结果",
+        hours=24,
+    )
+    service.approve_override(session, approver, asked.id)
+    session.commit()
+    log_in(client, "overviewer")
+
+    page = client.get("/risk").text
+    # As shown: the manual yellow counts yellow, and the resident nothing was ever asserted
+    # about (no colour row) counts green; the other street's case is not counted.
+    for colour, n in (("red", 1), ("yellow", 1), ("green", 1)):
+        assert re.search(rf'data-testid="count-{colour}">{n}<', page), colour
+    compound = session.get(Compound, case.area_code)
+    assert compound is not None and compound.name in page
+    assert f'href="/residents/staff/compounds/{compound.code}"' in page
+    assert re.search(r'data-testid="tiers-red">红色（封闭） 1<', page)
+    assert "compound-tiers" not in client.get("/risk?tier=yellow").text

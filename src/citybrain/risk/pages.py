@@ -149,6 +149,8 @@ TEXT: dict[str, tuple[str, str]] = {
     "ended_by": ("结束人", "Ended by"),
     "ended_at": ("结束时间", "Ended at"),
     "appeal": ("申诉编号", "Appeal"),
+    "all_tiers": ("红色与黄色", "Red and yellow"),
+    "community": ("社区", "Community"),
     "view_open": ("待批准与生效中", "Awaiting and in force"),
     "view_requested": ("待批准", "Awaiting approval"),
     "view_active": ("生效中", "In force"),
@@ -218,20 +220,41 @@ def _act(
 # --- overview and persons --------------------------------------------------------------------
 
 
+TIERS_PAGE_SIZE = 30
+
+
 @router.get("/risk")
 def overview(
     request: Request,
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.RISK_VIEW))],
+    tier: Annotated[str, Query(max_length=8)] = "all",
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> Response:
-    """Colours and compound tiers in the jurisdiction, and the way to everything else."""
+    """Colours and compound tiers in the jurisdiction, the red and yellow compounds a page at
+    a time (``tier``: all, red or yellow), and the way to everything else."""
+    tier = tier if tier in ("red", "yellow") else "all"
+    counts = repository.tier_counts_scoped(session, who)
+    shown = ("red", "yellow") if tier == "all" else (tier,)
+    total = sum(counts.get(t, 0) for t in shown)
     return _page(
         request,
         "risk/index.html",
         {
-            "colours": repository.colour_counts_scoped(session, who),
-            "tiers": repository.tier_counts_scoped(session, who),
-            "compounds": repository.tiers_scoped(session, who, ("red", "yellow"), limit=50),
+            "colours": repository.colour_counts_scoped(session, who, clock.now()),
+            "tiers": counts,
+            "compounds": repository.tiers_scoped(
+                session,
+                who,
+                shown,
+                offset=(page - 1) * TIERS_PAGE_SIZE,
+                limit=TIERS_PAGE_SIZE,
+            ),
+            "tier": tier,
+            "page": page,
+            "pages": max(1, -(-total // TIERS_PAGE_SIZE)),
+            "total": total,
+            "residents_staff": who.can(Permission.RESIDENTS_VIEW),
             "active": service.active_rule_set(session),
             "can": _can(who),
         },

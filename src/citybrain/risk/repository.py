@@ -7,13 +7,14 @@ import datetime as dt
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Select, delete, exists, func, literal, select, union
+from sqlalchemy import Select, and_, case, delete, exists, func, literal, select, union
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.scope import scoped
-from citybrain.core.geo.models import Area
+from citybrain.core.geo.models import Area, Compound
+from citybrain.core.people.models import Person
 from citybrain.kit.db import rows_affected
 from citybrain.risk.models import (
     Appeal,
@@ -443,11 +444,38 @@ def purge_notifications_before(session: Session, before: dt.datetime) -> int:
     return rows_affected(result)
 
 
-def colour_counts_scoped(session: Session, who: Principal) -> dict[str, int]:
-    """Stored colours by colour among subjects living in ``who``'s jurisdiction."""
-    counting: Any = select(PersonColour.colour, func.count()).group_by(PersonColour.colour)
-    statement = scoped(counting, cast(ColumnElement[str], PersonColour.area_code), who)
-    return {str(colour): int(n) for colour, n in session.execute(statement)}
+def colour_counts_scoped(session: Session, who: Principal, now_: dt.datetime) -> dict[str, int]:
+    """Codes in ``who``'s jurisdiction by the colour they show (a manual colour in force
+    first), as the cockpit counts them: red and yellow of every subject placed there (at city
+    level also those no registry places); green of the registered residents who show green,
+    most of whom have no colour row at all, since nothing was ever asserted about them."""
+    shown = case(
+        (
+            and_(PersonColour.override_colour.is_not(None), PersonColour.override_until > now_),
+            PersonColour.override_colour,
+        ),
+        else_=PersonColour.colour,
+    )
+    counting: Any = select(shown, func.count()).where(shown != "green").group_by(shown)
+    if len(who.area_code) > 4:
+        counting = scoped(counting, cast(ColumnElement[str], PersonColour.area_code), who)
+    out = {str(colour): int(n) for colour, n in session.execute(counting)}
+    # Registered residents less those of them showing another colour; a subject is the first
+    # 32 hex digits of the blind index, probed as a range so the unique index serves it.
+    registered: Any = scoped(select(func.count(Person.id)), Person.area_code, who)
+    not_green: Any = scoped(
+        select(func.count()).where(
+            shown != "green",
+            exists().where(
+                Person.id_number_bidx >= PersonColour.subject,
+                Person.id_number_bidx < PersonColour.subject + "g",
+            ),
+        ),
+        cast(ColumnElement[str], PersonColour.area_code),
+        who,
+    )
+    out["green"] = int(session.scalar(registered) or 0) - int(session.scalar(not_green) or 0)
+    return out
 
 
 def tier_counts_scoped(session: Session, who: Principal) -> dict[str, int]:
@@ -458,10 +486,25 @@ def tier_counts_scoped(session: Session, who: Principal) -> dict[str, int]:
 
 
 def tiers_scoped(
-    session: Session, who: Principal, tiers: Sequence[str], limit: int = 100
-) -> list[CompoundTier]:
-    """Compounds of ``tiers`` inside ``who``'s jurisdiction, most recent change first."""
-    statement = scoped(
-        select(CompoundTier).where(CompoundTier.tier.in_(tiers)), CompoundTier.compound_code, who
+    session: Session,
+    who: Principal,
+    tiers: Sequence[str],
+    *,
+    offset: int = 0,
+    limit: int = 100,
+) -> list[tuple[CompoundTier, str | None, str | None]]:
+    """Compounds of ``tiers`` inside ``who``'s jurisdiction, most recent change first, each
+    with its name and its community's name."""
+    listing: Any = (
+        select(CompoundTier, Compound.name, Area.name)
+        .outerjoin(Compound, Compound.code == CompoundTier.compound_code)
+        .outerjoin(Area, Area.code == Compound.community_code)
+        .where(CompoundTier.tier.in_(tiers))
     )
-    return list(session.scalars(statement.order_by(CompoundTier.since.desc()).limit(limit)))
+    statement = scoped(listing, CompoundTier.compound_code, who)
+    rows = session.execute(
+        statement.order_by(CompoundTier.since.desc(), CompoundTier.compound_code)
+        .offset(offset)
+        .limit(limit)
+    )
+    return [(tier, name, community) for tier, name, community in rows]
