@@ -333,9 +333,10 @@ def test_the_override_register_page_has_views_names_and_an_export(
     officer = make_user(session, "street_officer", STREET_A, "zhangsan")
     make_user(session, "city_commander", "4101", "commanderwang")
     approver = make_user(session, "city_commander", "4101", "commanderli")
-    rows = []
+    rows, persons = [], []
     for _ in range(2):
         person = resident(session, officer)
+        persons.append(person)
         rows.append(
             service.request_override(
                 session,
@@ -371,6 +372,12 @@ def test_the_override_register_page_has_views_names_and_an_export(
     assert table[1][4] == "已撤销" and table[1][12] == "commanderli（commanderli）"
     assert table[1][5] == "'=传染病防治法第三十九条"  # a formula trigger made text
     assert audits(session, "risk.override.export")[-1].detail["results"] == 1
+
+    # The person's page tells their manual colours with who did what, and who they are.
+    history = client.get(f"/risk/persons/{persons[1].ref}").text
+    assert re.search(r'data-testid="person-masked">\S*\*', history)
+    assert 'data-testid="override-history"' in history
+    assert "已撤销（commanderli（commanderli））" in history and "zhangsan（zhangsan）" in history
 
     api = client.get(
         "/api/v1/risk/overrides?view=ended", headers=bearer(session, approver.id)

@@ -414,6 +414,18 @@ def appeal_streets(
     return [(code, name, int(n), int(late)) for code, name, n, late in rows]
 
 
+def overrides_of(session: Session, subject: str, limit: int = 20) -> list[Override]:
+    """A subject's manual colours, every status, newest request first."""
+    return list(
+        session.scalars(
+            select(Override)
+            .where(Override.subject == subject)
+            .order_by(Override.requested_at.desc(), Override.id.desc())
+            .limit(limit)
+        )
+    )
+
+
 def appeals_of(session: Session, subject: str, limit: int = 20) -> list[Appeal]:
     """A subject's appeals, newest first."""
     return list(

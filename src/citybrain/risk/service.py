@@ -1211,21 +1211,39 @@ def _overrides_read(
         area_code=who.area_code,
         detail={"view": view, "offset": offset, "results": len(rows)},
     )
-    persons = _masked_by_subject(session, [r.subject for r in rows])
+    return _overrides_named(session, rows, with_persons=True)
+
+
+def overrides_of_subject(session: Session, subject: str) -> list[OverrideOut]:
+    """A person's manual colours, every status, newest first, with who requested, approved
+    and ended each by name (for the staff's page of the person)."""
+    check_subject(subject)
+    return _overrides_named(session, repository.overrides_of(session, subject))
+
+
+def _overrides_named(
+    session: Session, rows: Sequence[Override], *, with_persons: bool = False
+) -> list[OverrideOut]:
+    persons = _masked_by_subject(session, [r.subject for r in rows]) if with_persons else {}
     names = actor_names(
         session, [ref for r in rows for ref in (r.requested_by, r.approved_by, r.ended_by)]
     )
     out = []
     for row in rows:
-        view_ = override_out(row)
-        view_.person = persons[row.subject]
-        view_.names = {
+        view = override_out(row)
+        view.person = persons.get(row.subject)
+        view.names = {
             ref: names[ref]
             for ref in (row.requested_by, row.approved_by, row.ended_by)
             if ref is not None
         }
-        out.append(view_)
+        out.append(view)
     return out
+
+
+def masked_person_of(session: Session, subject: str) -> PersonMasked | None:
+    """The registered person behind ``subject`` as staff see them (masked), if any."""
+    return _masked_by_subject(session, [subject])[subject]
 
 
 def _masked_by_subject(session: Session, subjects: Sequence[str]) -> dict[str, PersonMasked | None]:
