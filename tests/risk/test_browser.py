@@ -86,7 +86,7 @@ def test_risk_pages_on_a_phone(town: dict[str, Any], browser: object) -> None:
     page.screenshot(path=str(ARTIFACTS / "risk-rules-phone.png"), full_page=True)
     page.get_by_test_id("approve-2").click()
     expect(page.get_by_test_id("approvals-2")).to_contain_text("1 / 2")
-    expect(page.get_by_test_id("status-2")).to_have_text("proposed")
+    expect(page.get_by_test_id("status-2")).to_have_text("待批准")
     expect(page.get_by_test_id("approve-2")).to_have_count(0)  # not twice
     context.close()
 

@@ -217,7 +217,10 @@ def test_staff_pages_in_chinese(client: TestClient, session: Session) -> None:
     assert 'data-testid="approve-2"' in rules.text
     approved = _form(client, "/risk/rules/2/approve", {}, "/risk/rules")
     assert approved.status_code == 303
-    assert re.search(r'data-testid="approvals-2">1 / 2', client.get("/risk/rules").text)
+    rules = client.get("/risk/rules").text
+    assert re.search(r'data-testid="approvals-2">1 / 2', rules)
+    assert "proposer（proposer）" in rules and "first（first）" in rules  # by name
+    assert re.search(r'data-testid="status-2">待批准<', rules)
     client.post("/logout", data={"csrf_token": csrf_of(client, "/")})
 
     log_in(client, "streetofficer")

@@ -20,6 +20,7 @@ from citybrain.core.audit.service import record
 from citybrain.core.authz.deps import require
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
+from citybrain.core.authz.service import actor_names
 from citybrain.kit import clock
 from citybrain.kit.db import rollback_keeping
 from citybrain.kit.errors import CitybrainError, InvalidInput, NotFound
@@ -183,6 +184,14 @@ OVERRIDE_STATUS_LABELS: dict[str, tuple[str, str]] = {
 }
 
 
+RULE_SET_STATUS_LABELS: dict[str, tuple[str, str]] = {
+    "proposed": ("待批准", "proposed"),
+    "active": ("生效中", "active"),
+    "superseded": ("已被取代", "superseded"),
+    "rejected": ("已驳回", "rejected"),
+}
+
+
 def _labels(request: Request) -> dict[str, dict[str, str]]:
     index = 1 if language(request) == "en" else 0
     return {
@@ -191,6 +200,7 @@ def _labels(request: Request) -> dict[str, dict[str, str]]:
         "tiers": {k: v[index] for k, v in TIER_LABELS.items()},
         "settings": {k: v[index] for k, v in SETTING_LABELS.items()},
         "override_status": {k: v[index] for k, v in OVERRIDE_STATUS_LABELS.items()},
+        "rule_set_status": {k: v[index] for k, v in RULE_SET_STATUS_LABELS.items()},
     }
 
 
@@ -475,6 +485,11 @@ def _rules_page(
         "risk/rules.html",
         {
             "versions": versions,
+            "names": actor_names(
+                session,
+                [v.proposed_by for v in versions]
+                + [a.approver for v in versions for a in v.approvals],
+            ),
             "active": active,
             "threshold": risk_settings().third_approval_threshold,
             "draft": draft,
