@@ -197,3 +197,7 @@ class RiskNotification(Base):
     text_en: Mapped[str] = mapped_column(String(500))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     read_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # The text message to the person's phone: when it was settled and how ("sent"; "no_phone":
+    # not registered, or no phone; "no_gateway": no SMS platform configured).
+    texted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    text_outcome: Mapped[str | None] = mapped_column(String(16))

@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Select, and_, case, delete, exists, func, literal, select, union
+from sqlalchemy import Select, and_, case, delete, exists, func, literal, select, union, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -448,6 +448,18 @@ def notifications_of(session: Session, subject: str, limit: int = 20) -> list[Ri
             .limit(limit)
         )
     )
+
+
+def settle_notification_text(
+    session: Session, notification_id: int, outcome: str, at: dt.datetime
+) -> bool:
+    """Mark a notification's text message settled, unless it is already; whether it was."""
+    result = session.execute(
+        update(RiskNotification)
+        .where(RiskNotification.id == notification_id, RiskNotification.texted_at.is_(None))
+        .values(texted_at=at, text_outcome=outcome)
+    )
+    return rows_affected(result) == 1
 
 
 def purge_notifications_before(session: Session, before: dt.datetime) -> int:

@@ -9,6 +9,7 @@ time, or computed by a rule set no longer active, is recomputed on the spot.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -26,7 +27,7 @@ from citybrain.core.authz.service import actor_names
 from citybrain.core.events.service import publish
 from citybrain.core.people.models import Person
 from citybrain.core.people.schemas import PersonMasked
-from citybrain.core.people.service import masked_views
+from citybrain.core.people.service import PHONE_FIELD, masked_views
 from citybrain.kit import clock
 from citybrain.kit.crypto import field_cipher
 from citybrain.kit.errors import Conflict, InvalidInput, NotFound, PermissionDenied
@@ -98,6 +99,7 @@ TOPIC_OVERRIDE_APPLIED = "risk.override_applied"
 TOPIC_OVERRIDE_ENDED = "risk.override_ended"
 TOPIC_APPEAL_FILED = "risk.appeal_filed"
 TOPIC_APPEAL_DECIDED = "risk.appeal_decided"
+TOPIC_PERSON_NOTIFIED = "risk.person_notified"
 TOPIC_RULES_ACTIVATED = "risk.rules_activated"
 
 
@@ -914,11 +916,63 @@ def _override_in_scope(session: Session, who: Principal, override_id: int) -> Ov
 
 
 def _notify(session: Session, subject: str, kind: str, text_zh: str, text_en: str) -> None:
-    session.add(
-        RiskNotification(
-            subject=subject, kind=kind, text_zh=text_zh, text_en=text_en, created_at=clock.now()
-        )
+    """Leave a message for the person (shown on their code page) and announce it, so that a
+    job also sends it to their phone (:func:`text_to_send`)."""
+    notification = RiskNotification(
+        subject=subject, kind=kind, text_zh=text_zh, text_en=text_en, created_at=clock.now()
     )
+    session.add(notification)
+    session.flush()
+    publish(
+        session,
+        TOPIC_PERSON_NOTIFIED,
+        {"notification_id": notification.id, "kind": kind},
+        key=subject,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class TextToSend:
+    """A notification's text message, ready for the SMS platform."""
+
+    notification_id: int
+    phone: str
+    text: str
+
+
+def text_to_send(session: Session, notification_id: int) -> TextToSend | None:
+    """The text message that tells the person of notification ``notification_id`` (通知短信),
+    or None when there is nothing to send: it was settled already, or the person has no phone
+    on record (not registered, or a household member registered without one), which is
+    settled here as ``no_phone``."""
+    notification = session.get(RiskNotification, notification_id)
+    if notification is None or notification.texted_at is not None:
+        return None
+    person = person_of_subject(session, notification.subject)
+    if person is None or person.phone_enc is None:
+        settle_text(session, notification_id, "no_phone")
+        return None
+    phone = field_cipher().decrypt(person.phone_enc, PHONE_FIELD)
+    text = f"【城市大脑】{notification.text_zh} 详情请在“健康码”页面查看。"
+    return TextToSend(notification_id, phone, text)
+
+
+def settle_text(session: Session, notification_id: int, outcome: str) -> bool:
+    """Record how notification ``notification_id``'s text message ended (``sent``,
+    ``no_phone``, ``no_gateway``), once; audited without the phone. False if it was settled
+    already (a job that ran twice)."""
+    settled = repository.settle_notification_text(session, notification_id, outcome, clock.now())
+    if settled:
+        record(
+            session,
+            SYSTEM,
+            "risk.notification.text",
+            object_type="notification",
+            object_id=notification_id,
+            outcome="ok" if outcome == "sent" else "failed",
+            detail={"outcome": outcome},
+        )
+    return settled
 
 
 def approve_override(session: Session, who: Principal, override_id: int) -> Override:

@@ -37,6 +37,11 @@ class RiskSettings(BaseSettings):
         description="days a person's notifications (an override applied, an appeal decided) "
         "are kept; the overrides and appeals themselves, and their audit rows, stay",
     )
+    text_notifications: bool = Field(
+        default=True,
+        description="also send each notification to the person's registered phone by text "
+        "message (through CITYBRAIN_SMS_GATEWAY_URL)",
+    )
 
 
 @lru_cache(maxsize=1)

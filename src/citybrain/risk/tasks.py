@@ -1,7 +1,8 @@
 """Background work of risk: facts from traced cases, colours for people who register after
 the analysis found them, recomputing every colour after a rule change in a big city, and the
-sweep that ends colours and overrides whose time has run out, and the nightly purge of the
-persons' notifications past their retention period.
+sweep that ends colours and overrides whose time has run out, each notification sent to the
+person's phone by text message, and the nightly purge of the persons' notifications past their
+retention period.
 
 Handlers stay short (the dispatcher holds the write lock while they run): reading a trace's
 contacts and asserting their facts is a job the handler enqueues; the job is idempotent
@@ -21,6 +22,7 @@ from citybrain.datahub.lake import LakePaths
 from citybrain.kit import clock
 from citybrain.kit.db import get_database
 from citybrain.kit.logging import get_logger
+from citybrain.kit.sms import SmsNotSent, send_sms
 from citybrain.risk import service
 from citybrain.risk.findings import facts_from_trace
 from citybrain.risk.rulesets import recompute_compounds_batch, recompute_subjects_batch
@@ -48,6 +50,40 @@ def on_contacts_listed(session: Session, event: OutboxEvent) -> None:
     if payload.get("case_key") is None or not payload.get("result_path"):
         return
     contact_facts(int(payload["case_key"]), str(payload["result_path"]))
+
+
+@subscribe(service.TOPIC_PERSON_NOTIFIED, name="risk.text_on_notification")
+def on_person_notified(session: Session, event: OutboxEvent) -> None:
+    """A person was told something (an override applied or ended, an appeal decided): enqueue
+    the job that also sends it to their phone."""
+    notification_id = (event.payload or {}).get("notification_id")
+    if isinstance(notification_id, int) and risk_settings().text_notifications:
+        text_notification(notification_id)
+
+
+@job(retries=5, retry_delay=60)
+def text_notification(notification_id: int) -> str:
+    """Send notification ``notification_id`` to the person's registered phone (通知短信) and
+    record how it ended. The platform is called outside any transaction; a refusal is retried
+    (five times, a minute apart). At least once: a crash between the platform's answer and the
+    record sends the message again."""
+    database = get_database()
+    with database.unit_of_work(immediate=True) as session:
+        message = service.text_to_send(session, notification_id)
+    if message is None:
+        return "nothing_to_send"
+    try:
+        send_sms(message.phone, message.text)
+    except SmsNotSent as error:
+        if error.code != "sms_not_configured":
+            log.warning("risk.notification_text_refused", notification_id=notification_id)
+            raise
+        outcome = "no_gateway"
+    else:
+        outcome = "sent"
+    with database.unit_of_work(immediate=True) as session:
+        service.settle_text(session, notification_id, outcome)
+    return outcome
 
 
 @subscribe("person.registered", name="risk.person_registered")
