@@ -924,12 +924,39 @@ def serve(
             "one of them)",
         ),
     ] = 1,
+    certfile: Annotated[
+        Path | None,
+        typer.Option(help="PEM certificate (chain) to serve HTTPS with (CITYBRAIN_TLS_CERTFILE)"),
+    ] = None,
+    keyfile: Annotated[
+        Path | None,
+        typer.Option(help="its PEM private key (CITYBRAIN_TLS_KEYFILE)"),
+    ] = None,
 ) -> None:
-    """Serve the web app (with jobs and event delivery inside, the embedded default)."""
+    """Serve the web app (with jobs and event delivery inside, the embedded default); over
+    HTTPS with a certificate and key, which gate phones need for their camera."""
+    from citybrain.kit.errors import CitybrainError
     from citybrain.web.serve import serve as serve_app
+    from citybrain.web.serve import tls_from
 
+    # The command line's files become the process's settings (and its server processes'), so
+    # the app knows it is served over HTTPS (Secure cookies).
+    for name, given in (("CITYBRAIN_TLS_CERTFILE", certfile), ("CITYBRAIN_TLS_KEYFILE", keyfile)):
+        if given is not None:
+            os.environ[name] = str(given)
+    reset_settings()
     settings = get_settings()
-    serve_app(host or settings.host, port or settings.port, workers=workers, background=background)
+    try:
+        tls = tls_from(settings.tls_certfile, settings.tls_keyfile)
+    except CitybrainError as error:
+        raise _fail(f"{error.message_zh} / {error.message_en}") from error
+    serve_app(
+        host or settings.host,
+        port or settings.port,
+        workers=workers,
+        background=background,
+        tls=tls,
+    )
 
 
 @app.command()

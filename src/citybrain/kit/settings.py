@@ -36,7 +36,11 @@ class Settings(BaseSettings):
     port: int = 8000
     log_level: str = "INFO"
     log_json: bool = True
-    cookie_secure: bool | None = None  # default: True in production
+    # HTTPS served by citybrain itself (PEM files); gate phones need a secure context for the
+    # camera and for verifying codes in the browser. Behind a TLS proxy, leave both unset.
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    cookie_secure: bool | None = None  # default: True in production or when serving HTTPS
     session_max_age_seconds: int = 8 * 3600
     login_max_failures: int = 5
     login_window_seconds: int = 15 * 60
@@ -91,7 +95,7 @@ class Settings(BaseSettings):
         """Whether session cookies carry the Secure flag."""
         if self.cookie_secure is not None:
             return self.cookie_secure
-        return self.env == "production"
+        return self.env == "production" or self.tls_certfile is not None
 
 
 @lru_cache(maxsize=1)

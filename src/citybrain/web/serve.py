@@ -8,6 +8,11 @@ of connections, and a gate's keep-alive connection stays where it landed). Jobs 
 delivery run in worker 0 only: two job schedulers would each enqueue every periodic job. The
 parent restarts a worker that dies and, on SIGINT or SIGTERM, stops them all gracefully
 (uvicorn's own shutdown: requests in flight are finished, and with them their scans).
+
+With a certificate and key (``CITYBRAIN_TLS_CERTFILE``, ``CITYBRAIN_TLS_KEYFILE``, or
+``--certfile``/``--keyfile``) every process serves HTTPS: a gate phone on the city's network
+gets the secure context its camera and the in-browser verification need, with no proxy in
+front. Both files are checked before anything starts.
 """
 
 from __future__ import annotations
@@ -16,10 +21,15 @@ import multiprocessing
 import os
 import signal
 import socket
+import ssl
 import time
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
+from citybrain.kit.errors import ConfigurationError
 from citybrain.kit.logging import get_logger
 
 log = get_logger(__name__)
@@ -29,6 +39,43 @@ log = get_logger(__name__)
 QUICK_DEATH_SECONDS = 10.0
 QUICK_DEATHS = 3
 STOP_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Tls:
+    """The PEM certificate (chain) and private key to serve HTTPS with."""
+
+    certfile: Path
+    keyfile: Path
+
+    def uvicorn_options(self) -> dict[str, Any]:
+        """The options uvicorn takes them as."""
+        return {"ssl_certfile": str(self.certfile), "ssl_keyfile": str(self.keyfile)}
+
+
+def tls_from(certfile: Path | None, keyfile: Path | None) -> Tls | None:
+    """The TLS files checked: both or neither given, readable, and a key that matches the
+    certificate (so a mistake stops ``serve`` at once, saying which, not at the first
+    handshake)."""
+    if certfile is None and keyfile is None:
+        return None
+    if certfile is None or keyfile is None:
+        raise ConfigurationError(
+            "HTTPS 需要同时提供证书和私钥（CITYBRAIN_TLS_CERTFILE 与 CITYBRAIN_TLS_KEYFILE）",
+            "HTTPS needs both a certificate and a key (CITYBRAIN_TLS_CERTFILE and "
+            "CITYBRAIN_TLS_KEYFILE)",
+        )
+    for path, name in ((certfile, "CITYBRAIN_TLS_CERTFILE"), (keyfile, "CITYBRAIN_TLS_KEYFILE")):
+        if not path.is_file():
+            raise ConfigurationError(f"{name}：找不到文件 {path}", f"{name}: no file at {path}")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+    except (ssl.SSLError, OSError) as error:
+        raise ConfigurationError(
+            f"证书或私钥无法使用（须为PEM格式且相互匹配）：{error.__class__.__name__}",
+            f"the certificate or key cannot be used (PEM, and a matching pair): {error}",
+        ) from None
+    return Tls(certfile, keyfile)
 
 
 def _listen_socket(host: str, port: int) -> socket.socket:
@@ -42,7 +89,7 @@ def _listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _run_worker(index: int, host: str, port: int, background: bool) -> None:
+def _run_worker(index: int, host: str, port: int, background: bool, tls: Tls | None) -> None:
     """One worker process: its own socket, the app, uvicorn until told to stop."""
     import uvicorn
 
@@ -51,12 +98,16 @@ def _run_worker(index: int, host: str, port: int, background: bool) -> None:
     sock = _listen_socket(host, port)
     app = create_app(background=background and index == 0)
     tune_for_serving()
-    config = uvicorn.Config(app, log_config=None, access_log=False)
+    options = tls.uvicorn_options() if tls else {}
+    config = uvicorn.Config(app, log_config=None, access_log=False, **options)
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def serve(host: str, port: int, *, workers: int = 1, background: bool = True) -> None:
-    """Serve the app on ``host:port`` in ``workers`` processes (1: in this process)."""
+def serve(
+    host: str, port: int, *, workers: int = 1, background: bool = True, tls: Tls | None = None
+) -> None:
+    """Serve the app on ``host:port`` in ``workers`` processes (1: in this process), over
+    HTTPS when ``tls`` is given."""
     if workers <= 1:
         import uvicorn
 
@@ -64,12 +115,13 @@ def serve(host: str, port: int, *, workers: int = 1, background: bool = True) ->
 
         app = create_app(background=background)
         tune_for_serving()
-        uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+        options = tls.uvicorn_options() if tls else {}
+        uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, **options)
         return
-    _supervise(host, port, workers, background)
+    _supervise(host, port, workers, background, tls)
 
 
-def _supervise(host: str, port: int, workers: int, background: bool) -> None:
+def _supervise(host: str, port: int, workers: int, background: bool, tls: Tls | None) -> None:
     context = multiprocessing.get_context("spawn")
     stopping = False
 
@@ -82,7 +134,7 @@ def _supervise(host: str, port: int, workers: int, background: bool) -> None:
     def start(index: int) -> BaseProcess:
         process = context.Process(
             target=_run_worker,
-            args=(index, host, port, background),
+            args=(index, host, port, background, tls),
             name=f"citybrain-serve-{index}",
             daemon=False,
         )
@@ -92,7 +144,14 @@ def _supervise(host: str, port: int, workers: int, background: bool) -> None:
     processes = {index: start(index) for index in range(workers)}
     started = {index: time.monotonic() for index in processes}
     quick_deaths = dict.fromkeys(processes, 0)
-    log.info("serve.started", host=host, port=port, workers=workers, pid=os.getpid())
+    log.info(
+        "serve.started",
+        host=host,
+        port=port,
+        workers=workers,
+        https=tls is not None,
+        pid=os.getpid(),
+    )
     failed = False
     try:
         while not stopping:
