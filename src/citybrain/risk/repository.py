@@ -396,6 +396,16 @@ def appeal_counts(
     return {"open": int(row[0]), "overdue": int(row[1]), "decided": int(row[2])}
 
 
+def overdue_by_street(session: Session, now_: object) -> dict[str, int]:
+    """Open appeals past their deadline, counted by street (the whole city)."""
+    rows = session.execute(
+        select(Appeal.street_code, func.count())
+        .where(Appeal.status == "open", Appeal.deadline < now_)
+        .group_by(Appeal.street_code)
+    )
+    return {str(code): int(n) for code, n in rows}
+
+
 def appeal_streets(
     session: Session, who: Principal, now_: object
 ) -> list[tuple[str, str, int, int]]:

@@ -1472,6 +1472,12 @@ def _appeals_read(
     return out
 
 
+def overdue_appeals_by_street(session: Session) -> dict[str, int]:
+    """Open appeals past their deadline, by street, city-wide (for the command centre's
+    alerts; counts only)."""
+    return repository.overdue_by_street(session, clock.now())
+
+
 def appeal_summary(session: Session, who: Principal, *, street: str | None = None) -> AppealSummary:
     """The queue's counts (open, overdue, decided) and the streets with open appeals, the
     most overdue first."""

@@ -144,3 +144,28 @@ def test_rebuild_command_prints_counts_and_fills_the_figures(
         assert total == 3
     finally:
         database.dispose()
+
+
+def test_a_street_with_appeals_past_their_deadline_is_alerted_once_a_day(
+    session: Session,
+) -> None:
+    officer = make_user(session, "street_officer", STREET_A)
+    with clock.frozen(NOON):
+        for _ in range(2):
+            person = resident(session, officer)
+            risk.file_appeal(
+                session,
+                Actor("resident:1"),
+                subject=person.subject,
+                text="当天不在现场，请核实",
+                street_code=STREET_A,
+            )
+        assert service.check_overdue_appeals(session) == []  # within their 24 hours
+    with clock.frozen(NOON + dt.timedelta(hours=25)):
+        assert service.check_overdue_appeals(session) == [STREET_A]
+        assert service.check_overdue_appeals(session) == []  # once a day a street
+        alert = session.scalar(select(Alert).where(Alert.kind == "appeal_overdue"))
+        assert alert is not None and alert.area_code == STREET_A
+        assert alert.title_zh == "申诉逾期未处理：金水区经八路街道（2 件）"
+    with clock.frozen(NOON + dt.timedelta(hours=49)):
+        assert service.check_overdue_appeals(session) == [STREET_A]  # the next day, again

@@ -29,6 +29,7 @@ from citybrain.core.authz.principal import Principal
 from citybrain.datahub.catalog import catalog
 from citybrain.kit import clock
 from citybrain.kit.errors import InvalidInput, NotFound, PermissionDenied
+from citybrain.risk import service as risk
 
 # The figures of the overview, in the contract's order: key, label (zh, en), measure (None:
 # no source in the platform yet).
@@ -244,6 +245,27 @@ def check_freshness(session: Session, now: dt.datetime | None = None) -> list[st
             dedupe_key=f"stale:{code}:{last.isoformat()}"[:96],
         )
         alerted.append(code)
+    return alerted
+
+
+def check_overdue_appeals(session: Session) -> list[str]:
+    """Alert each street with appeals past their deadline (申诉逾期), once a day per street:
+    the deadline is the street office's promise to the person, and a queue that slips should
+    be seen where the city is watched. Returns the streets alerted."""
+    today = clock.today_local().isoformat()
+    alerted = []
+    for street, count in sorted(risk.overdue_appeals_by_street(session).items()):
+        zh, en = _place_title(session, street)
+        made = alert(
+            session,
+            kind="appeal_overdue",
+            area_code=street,
+            title_zh=f"申诉逾期未处理：{zh}（{count} 件）",
+            title_en=f"Appeals past their deadline: {en} ({count})",
+            dedupe_key=f"appeal_overdue:{street}:{today}",
+        )
+        if made is not None:
+            alerted.append(street)
     return alerted
 
 

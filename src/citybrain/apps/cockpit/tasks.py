@@ -192,3 +192,10 @@ def check_freshness_once() -> list[str]:
 def check_source_freshness() -> None:
     """Every ten minutes: is any feed later than its expected interval?"""
     check_freshness_once()
+
+
+@schedule(minute="5-59/10")
+def check_overdue_appeals() -> None:
+    """Every ten minutes: has any street's appeal passed its deadline? (Once a day a street.)"""
+    with get_database().unit_of_work(immediate=True) as session:
+        service.check_overdue_appeals(session)
