@@ -297,6 +297,8 @@ def test_the_appeals_page_filters_pages_and_exports_a_masked_workbook(
     assert export.status_code == 200 and export.headers["content-type"].startswith(
         "application/vnd.openxmlformats"
     )
+    assert export.headers["cache-control"] == "no-store"
+    assert "attachment" in export.headers["content-disposition"]
     sheet = load_workbook(io.BytesIO(export.content)).active
     assert sheet is not None
     rows = [[c.value for c in row] for row in sheet.iter_rows()]

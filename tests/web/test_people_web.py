@@ -115,6 +115,7 @@ def test_people_pages_search_show_masked_unmask_and_export(
     assert rows[0][:3] == ["编号", "姓名", "身份证号"]
     assert any(r[0] == ref for r in rows[1:])
     assert synthetic.id_number not in export.text
+    assert export.headers["cache-control"] == "no-store"  # personal data: never cached
 
 
 def test_registration_form_names_the_bad_field(client: TestClient, session: Session) -> None:

@@ -229,7 +229,7 @@ def test_auditors_export_the_filtered_trail(client: TestClient, session: Session
     make_user(session, "auditor", "4101", "exporter")
     log_in(client, "exporter")
     export = client.get("/audit/export.csv", params={"action": "auth.login"})
-    assert export.status_code == 200
+    assert export.status_code == 200 and export.headers["cache-control"] == "no-store"
     lines = export.content.decode("utf-8-sig").splitlines()
     assert lines[0].startswith("seq,at,actor")
     assert len(lines) >= 2 and all(",auth.login," in line for line in lines[1:])

@@ -23,8 +23,8 @@ from citybrain.datahub.catalog import catalog
 from citybrain.datahub.lake import LakePaths
 from citybrain.kit.db import rollback_keeping
 from citybrain.kit.errors import CitybrainError
-from citybrain.kit.export import csv_bytes
-from citybrain.kit.web import DB, language, render
+from citybrain.kit.export import CSV_MEDIA_TYPE, csv_bytes
+from citybrain.kit.web import DB, download, language, render
 
 router = APIRouter(include_in_schema=False)
 PAGE_LIMIT = 5000  # rows on one page; the most active person in a 30-day city has 261
@@ -309,8 +309,4 @@ def timeline_export(
             for r in read.rows
         ),
     )
-    return Response(
-        body,
-        media_type="text/csv; charset=utf-8",
-        headers={"content-disposition": f'attachment; filename="timeline-{read.person_key}.csv"'},
-    )
+    return download(body, f"timeline-{read.person_key}.csv", CSV_MEDIA_TYPE)

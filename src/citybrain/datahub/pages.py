@@ -20,9 +20,9 @@ from citybrain.datahub.status import CategoryStatus, category_status, count_file
 from citybrain.datahub.validate import REASONS, reason_text
 from citybrain.kit.db import rollback_keeping
 from citybrain.kit.errors import CitybrainError
-from citybrain.kit.export import csv_bytes
+from citybrain.kit.export import CSV_MEDIA_TYPE, csv_bytes
 from citybrain.kit.i18n import translate
-from citybrain.kit.web import DB, language, render
+from citybrain.kit.web import DB, download, language, render
 
 router = APIRouter(include_in_schema=False)
 Paths = Annotated[lake.LakePaths, Depends(lake_paths)]
@@ -151,11 +151,7 @@ def status_export(
             for c in rows
         ),
     )
-    return Response(
-        body,
-        media_type="text/csv; charset=utf-8",
-        headers={"content-disposition": 'attachment; filename="datahub-status.csv"'},
-    )
+    return download(body, "datahub-status.csv", CSV_MEDIA_TYPE)
 
 
 @router.get("/datahub/files")
@@ -307,8 +303,4 @@ def quarantine_export(
             status_code=error.status_code,
         )
     name = f"quarantine-{file_id or category or 'all'}.csv"
-    return Response(
-        body,
-        media_type="text/csv; charset=utf-8",
-        headers={"content-disposition": f'attachment; filename="{name}"'},
-    )
+    return download(body, f"{name}", CSV_MEDIA_TYPE)

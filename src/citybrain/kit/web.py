@@ -102,6 +102,19 @@ _template_dirs: list[Path] = []
 _templates: Jinja2Templates | None = None
 
 
+def download(body: bytes, filename: str, media_type: str) -> Response:
+    """A file to save (an export): named ``filename``, and never kept by a browser's or a
+    proxy's cache, since exports hold personal data."""
+    return Response(
+        body,
+        media_type=media_type,
+        headers={
+            "content-disposition": f'attachment; filename="{filename}"',
+            "cache-control": "no-store",
+        },
+    )
+
+
 def register_templates(directory: Path) -> None:
     """Add a package's ``templates`` folder to the shared loader (the app does this)."""
     global _templates

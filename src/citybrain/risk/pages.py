@@ -25,7 +25,7 @@ from citybrain.kit import clock
 from citybrain.kit.db import rollback_keeping
 from citybrain.kit.errors import CitybrainError, InvalidInput, NotFound
 from citybrain.kit.export import XLSX_MEDIA_TYPE, xlsx_bytes
-from citybrain.kit.web import DB, china_time, language, render
+from citybrain.kit.web import DB, china_time, download, language, render
 from citybrain.risk import repository, rulesets, service
 from citybrain.risk.kinds import (
     CLINICAL_KINDS,
@@ -677,11 +677,7 @@ def overrides_export(
         ),
     )
     name = f"overrides-{view}-{who.area_code}-{clock.today_local():%Y%m%d}.xlsx"
-    return Response(
-        body,
-        media_type=XLSX_MEDIA_TYPE,
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
-    )
+    return download(body, name, XLSX_MEDIA_TYPE)
 
 
 @router.post("/risk/overrides/{override_id}/{decision}")
@@ -845,11 +841,7 @@ def appeals_export(
         ),
     )
     name = f"appeals-{status}-{street or who.area_code}-{clock.today_local():%Y%m%d}.xlsx"
-    return Response(
-        body,
-        media_type=XLSX_MEDIA_TYPE,
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
-    )
+    return download(body, name, XLSX_MEDIA_TYPE)
 
 
 @router.post("/risk/appeals/{appeal_id}/decide")

@@ -22,8 +22,8 @@ from citybrain.core.geo.models import Area, Compound
 from citybrain.core.people.models import Person
 from citybrain.kit.db import rollback_keeping
 from citybrain.kit.errors import CitybrainError, InvalidInput, NotFound
-from citybrain.kit.export import csv_bytes
-from citybrain.kit.web import DB, language, render
+from citybrain.kit.export import CSV_MEDIA_TYPE, csv_bytes
+from citybrain.kit.web import DB, download, language, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -177,11 +177,7 @@ def audit_export(
             for e in entries
         ),
     )
-    return Response(
-        body,
-        media_type="text/csv; charset=utf-8",
-        headers={"content-disposition": 'attachment; filename="audit.csv"'},
-    )
+    return download(body, "audit.csv", CSV_MEDIA_TYPE)
 
 
 def _users_page(

@@ -37,7 +37,7 @@ from citybrain.kit import clock
 from citybrain.kit.db import rollback_keeping
 from citybrain.kit.errors import CitybrainError, InvalidInput
 from citybrain.kit.export import XLSX_MEDIA_TYPE, xlsx_bytes
-from citybrain.kit.web import DB, check_csrf, language, render
+from citybrain.kit.web import DB, check_csrf, download, language, render
 
 router = APIRouter(include_in_schema=False)
 Staff = Annotated[Principal, Depends(require(Permission.RESIDENTS_VIEW))]
@@ -899,11 +899,7 @@ def staff_export(
     )
     body = xlsx_bytes(f"{compound.name}-{list_}", header, rows)
     filename = f"{compound.code}-{list_}-{the_day.isoformat()}.xlsx"
-    return Response(
-        body,
-        media_type=XLSX_MEDIA_TYPE,
-        headers={"content-disposition": f'attachment; filename="{filename}"', **NO_STORE},
-    )
+    return download(body, filename, XLSX_MEDIA_TYPE)
 
 
 @router.post("/residents/staff/reports/{report_id}/follow-up")

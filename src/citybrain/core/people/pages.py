@@ -16,8 +16,8 @@ from citybrain.core.people import service
 from citybrain.core.people.schemas import PersonIn, PersonPage
 from citybrain.kit.db import rollback_keeping
 from citybrain.kit.errors import CitybrainError
-from citybrain.kit.export import csv_bytes
-from citybrain.kit.web import DB, language, render
+from citybrain.kit.export import CSV_MEDIA_TYPE, csv_bytes
+from citybrain.kit.web import DB, download, language, render
 
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 20
@@ -135,11 +135,7 @@ def people_export(
     body = csv_bytes(
         ["编号", "姓名", "身份证号", "手机号", "性别", "年龄", "社区", "小区", "区域代码"], rows
     )
-    return Response(
-        body,
-        media_type="text/csv; charset=utf-8",
-        headers={"content-disposition": 'attachment; filename="people.csv"'},
-    )
+    return download(body, "people.csv", CSV_MEDIA_TYPE)
 
 
 @router.get("/people/new")
