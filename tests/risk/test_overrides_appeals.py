@@ -17,6 +17,7 @@ from citybrain.kit.errors import Conflict, InvalidInput, NotFound, PermissionDen
 from citybrain.risk import service
 from citybrain.risk.models import Override
 from citybrain.risk.schemas import DecideIn
+from citybrain.risk.settings import reset_risk_settings
 
 HOUR = dt.timedelta(hours=1)
 RESIDENT = Actor("resident:1", "resident", None)
@@ -113,6 +114,42 @@ def test_two_people_apply_an_override_that_is_shown_audited_told_and_expires(
     assert session.get(Override, request.id).status == "expired"  # type: ignore[union-attr]
     assert audits(session, "risk.override.expire")[-1].object_id == str(request.id)
     assert events(session, "risk.colour_changed")[-1]["new"] == "green"
+
+
+def test_one_person_turns_only_so_many_codes_by_hand_in_a_day(
+    session: Session, at: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Manual colours are for single cases: past the day's limit a request, or an approval,
+    is refused and the attempt audited; a change for many belongs in a rule version."""
+    monkeypatch.setenv("CITYBRAIN_RISK_OVERRIDE_DAILY_LIMIT", "2")
+    reset_risk_settings()
+    at(T0)
+    officer = make_user(session, "street_officer", STREET_A)
+    approver = make_user(session, "city_commander", "4101")
+    people = [resident(session, officer) for _ in range(4)]
+    first, second = (override_for(session, officer, p.subject) for p in people[:2])
+    with pytest.raises(PermissionDenied) as too_many:
+        override_for(session, officer, people[2].subject)
+    assert too_many.value.code == "override_daily_limit"
+    assert "上限 2 次" in too_many.value.message_zh and "rule version" in too_many.value.message_en
+    for keep in too_many.value.after_rollback:
+        keep(session)
+    refused = audits(session, "risk.override.request")[-1]
+    assert refused.outcome == "denied" and refused.detail["reason"] == "daily_limit"
+    # The approver's own count: two approvals, then the third request (another requester's)
+    # is refused for them.
+    other = make_user(session, "district_officer", "410105")
+    third = override_for(session, other, people[2].subject)
+    for row in (first, second):
+        service.approve_override(session, approver, row.id)
+    with pytest.raises(PermissionDenied) as approver_limit:
+        service.approve_override(session, approver, third.id)
+    assert approver_limit.value.code == "override_daily_limit"
+    assert "批准" in approver_limit.value.message_zh
+    service.approve_override(session, make_user(session, "city_commander", "4101"), third.id)
+    # A day later the count starts again.
+    at(T0 + 25 * HOUR)
+    assert override_for(session, officer, people[3].subject).status == "requested"
 
 
 def test_the_override_register_shows_every_manual_colour_with_who_did_it(

@@ -296,6 +296,16 @@ def overrides_scoped(
     return list(session.scalars(statement.offset(offset).limit(limit)))
 
 
+def overrides_by_since(session: Session, actor_ref: str, role: str, since: dt.datetime) -> int:
+    """How many overrides ``actor_ref`` requested (``role`` "request") or approved
+    ("approve") since ``since``."""
+    if role == "request":
+        condition = and_(Override.requested_by == actor_ref, Override.requested_at >= since)
+    else:
+        condition = and_(Override.approved_by == actor_ref, Override.approved_at >= since)
+    return int(session.scalar(select(func.count()).select_from(Override).where(condition)) or 0)
+
+
 def override_counts(session: Session, who: Principal) -> dict[str, int]:
     """Overrides in ``who``'s jurisdiction by status."""
     counting: Any = _overrides_in(

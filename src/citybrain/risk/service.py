@@ -855,6 +855,7 @@ def request_override(
     it (``approve_override``). The legal basis is required; at most 72 hours."""
     who.require(Permission.OVERRIDE_REQUEST)
     person = subject_in_scope(session, who, subject, "risk.override.request")
+    _within_daily_limit(session, who, "request", object_id=None)
     if colour not in COLOUR_LABELS:
         raise InvalidInput(
             "颜色应为 green、yellow 或 red", "colour must be green, yellow or red", field="colour"
@@ -903,6 +904,39 @@ def request_override(
         key=subject,
     )
     return row
+
+
+def _within_daily_limit(
+    session: Session, who: Principal, role: str, *, object_id: int | None
+) -> None:
+    """Refuse (and audit) a request or an approval past the day's limit of one person
+    (``CITYBRAIN_RISK_OVERRIDE_DAILY_LIMIT`` in 24 hours): manual colours are for single
+    cases, and turning many codes by hand is how they were abused."""
+    limit = risk_settings().override_daily_limit
+    since = clock.now() - dt.timedelta(hours=24)
+    done = repository.overrides_by_since(session, who.actor.ref, role, since)
+    if done < limit:
+        return
+    verb_zh, verb_en = ("申请", "requested") if role == "request" else ("批准", "approved")
+    error = PermissionDenied(
+        f"24小时内您已{verb_zh}人工赋码 {done} 次，达到上限 {limit} 次。"
+        "需要为多人调整赋码时，请提出赋码规则新版本（试运行并经两人批准）。",
+        f"you {verb_en} {done} manual colours in 24 hours, the limit is {limit}; to change "
+        "many people's colours, propose a rule version (dry run, two approvers)",
+        code="override_daily_limit",
+    )
+    raise error.keep(
+        lambda s: record(
+            s,
+            who.actor,
+            f"risk.override.{role}",
+            object_type="override",
+            object_id=object_id,
+            area_code=who.area_code,
+            outcome="denied",
+            detail={"reason": "daily_limit", "in_24h": done, "limit": limit},
+        )
+    )
 
 
 def _override_in_scope(session: Session, who: Principal, override_id: int) -> Override:
@@ -1004,6 +1038,7 @@ def approve_override(session: Session, who: Principal, override_id: int) -> Over
         raise Conflict(
             "该申请已处理", "the request has been dealt with already", code="override_not_pending"
         )
+    _within_daily_limit(session, who, "approve", object_id=override_id)
     now = clock.now()
     if now - clock.as_utc(row.requested_at) > dt.timedelta(hours=OVERRIDE_MAX_HOURS):
         raise Conflict(

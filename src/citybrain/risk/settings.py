@@ -37,6 +37,13 @@ class RiskSettings(BaseSettings):
         description="days a person's notifications (an override applied, an appeal decided) "
         "are kept; the overrides and appeals themselves, and their audit rows, stay",
     )
+    override_daily_limit: int = Field(
+        default=30,
+        ge=1,
+        le=10_000,
+        description="manual colours one person may request, and may approve, in 24 hours; "
+        "a change for many people belongs in a rule version (dry run, two approvers)",
+    )
     text_notifications: bool = Field(
         default=True,
         description="also send each notification to the person's registered phone by text "
