@@ -59,6 +59,13 @@ def _override(session: Session, officer: Principal, approver: Principal, subject
     return asked.id
 
 
+def _staff(session: Session) -> tuple[Principal, Principal]:
+    """A street officer who requests manual colours and a commander who approves them."""
+    return make_user(session, "street_officer", STREET_A), make_user(
+        session, "city_commander", "4101"
+    )
+
+
 def _latest_notification(session: Session) -> int:
     notified = events(session, service.TOPIC_PERSON_NOTIFIED)[-1]
     return int(notified["notification_id"])
@@ -70,8 +77,7 @@ def test_a_notification_reaches_the_registered_phone_once(
     with fresh_database.unit_of_work() as session:
         load_hierarchy(session)
     with fresh_database.unit_of_work() as session:
-        officer = make_user(session, "street_officer", STREET_A)
-        approver = make_user(session, "city_commander", "4101")
+        officer, approver = _staff(session)
         person = resident(session, officer)
         row = session.scalars(select(Person).where(Person.ref == person.ref)).one()
         assert row.phone_enc is not None
@@ -128,8 +134,7 @@ def test_a_person_with_no_phone_on_record_is_settled_as_such(
     with fresh_database.unit_of_work() as session:
         load_hierarchy(session)
     with fresh_database.unit_of_work() as session:
-        officer = make_user(session, "street_officer", STREET_A)
-        approver = make_user(session, "city_commander", "4101")
+        officer, approver = _staff(session)
         synthetic = next_synthetic()
         masked, _ = register_person(
             session,
