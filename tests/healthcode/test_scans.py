@@ -15,7 +15,7 @@ from citybrain.core.authz.service import issue_token
 from citybrain.core.events.models import OutboxEvent
 from citybrain.core.geo.models import PLACE_CHECKPOINT, PLACE_COMPOUND_GATE, PLACE_VENUE, Place
 from citybrain.healthcode import keys
-from citybrain.healthcode.codes import issue_code, verify_place_code
+from citybrain.healthcode.codes import issue_code, place_text_from, verify_place_code
 from citybrain.healthcode.models import Scan, ScanBatch
 from citybrain.healthcode.policy import decide
 from citybrain.kit import clock
@@ -280,6 +280,9 @@ def test_a_place_code_is_signed_and_a_resident_scan_of_it_is_recorded(
     assert place_code["text"].startswith("CBP1:") and place_code["svg"].startswith("<svg")
     verified = verify_place_code(place_code["text"], keys.trust_list(session))
     assert verified.place_code == gate.venue.code and verified.place_kind == "venue"
+    # Printed as a link to the residents' page, the code in its ``c`` parameter.
+    assert place_code["url"].startswith("http://testserver/residents/place?c=CBP1%3A")
+    assert place_text_from(place_code["url"]) == place_code["text"]
     # A place outside the officer's street is not theirs to print.
     far = session.scalar(select(Place).where(~Place.area_code.startswith("410105")))
     assert far is not None
@@ -302,6 +305,9 @@ def test_a_place_code_is_signed_and_a_resident_scan_of_it_is_recorded(
     )
     scan = session.get(Scan, body["scan_id"])
     assert scan is not None and scan.method == "place" and scan.device_token_id is None
+    # What a scanner reads off the poster (the link) is taken as well.
+    by_link = client.post("/api/v1/scans/place", json={"place": place_code["url"], "code": health})
+    assert by_link.status_code == 200 and by_link.json()["place_code"] == gate.venue.code
     # The codes the other way round are refused.
     swapped = client.post("/api/v1/scans/place", json={"place": health, "code": place_code["text"]})
     assert swapped.status_code == 422 and swapped.json()["error"]["code"] == "bad_prefix"

@@ -22,6 +22,7 @@ import datetime as dt
 import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import base45  # type: ignore[import-untyped]
 import cbor2
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
 
 HEALTH_PREFIX = "CB1:"
 PLACE_PREFIX = "CBP1:"
+# A printed place code is a link to the residents' page that records the visit, so a phone's
+# own camera opens it; the signed code travels in its ``c`` parameter.
+PLACE_SCAN_PATH = "/residents/place"
 COSE_SIGN1_TAG = 18
 COSE_ALG_ES256 = -7
 HEADER_ALG = 1
@@ -204,6 +208,21 @@ def issue_code(
         person_ref, colour, issued_at=issued, expires_at=expires, rule_set_version=rule_set_version
     )
     return IssuedCode(sign(signer, claims, HEALTH_PREFIX), signer.kid, issued, expires)
+
+
+def place_code_url(base_url: str, text: str) -> str:
+    """The link a place code is printed as: ``<base>/residents/place?c=<code>``."""
+    return f"{base_url.rstrip('/')}{PLACE_SCAN_PATH}?{urlencode({'c': text})}"
+
+
+def place_text_from(scanned: str) -> str:
+    """The place code in what a scanner read: the printed link's ``c`` parameter, or the
+    code itself."""
+    scanned = scanned.strip()
+    if scanned.startswith(("https://", "http://")):
+        values = parse_qs(urlsplit(scanned).query).get("c")
+        return values[0].strip() if values else ""
+    return scanned
 
 
 def issue_place_code(

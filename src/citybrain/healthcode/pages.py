@@ -15,24 +15,28 @@ and uploads them to ``POST /api/v1/scans/offline`` when back online.
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
+from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
+from citybrain.core.audit.service import record
 from citybrain.core.authz.deps import public, require
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.geo.models import Place
 from citybrain.healthcode import repository
+from citybrain.healthcode.codes import issue_place_code, place_code_url
+from citybrain.healthcode.qr import qr_svg
 from citybrain.healthcode.routes import gate_scan
 from citybrain.healthcode.settings import get_healthcode_settings
 from citybrain.healthcode.writer import Overloaded
-from citybrain.kit.errors import CitybrainError
-from citybrain.kit.web import DB, language, render
+from citybrain.kit.errors import CitybrainError, NotFound
+from citybrain.kit.web import DB, language, public_base_url, render
 
 router = APIRouter(include_in_schema=False)
 Staff = Annotated[Principal, Depends(require(Permission.DEVICE_SCAN))]
@@ -56,7 +60,40 @@ TEXT: dict[str, tuple[str, str]] = {
     "colour_code": ("（离线：码内颜色）", "(offline: colour in the code)"),
     "busy": ("系统繁忙", "Busy"),
     "no_places": ("辖区内没有可扫码的场所", "no scanning places in your area"),
+    "codes_title": ("场所码", "Place codes"),
+    "codes_intro": (
+        "为辖区内的场所打印场所码：居民用手机相机扫码，登录后确认，即记录到访；"
+        "入口工作人员查看居民手机上的登记结果。",
+        "Print a place code for a place in your area: residents scan it with their phone's "
+        "camera and confirm, which records the visit; staff at the door look at the result on "
+        "the resident's phone.",
+    ),
+    "search": ("场所名称", "Place name"),
+    "kind": ("类型", "Kind"),
+    "all_kinds": ("全部类型", "All kinds"),
+    "filter": ("筛选", "Filter"),
+    "print": ("打印场所码", "Print its code"),
+    "page_of": ("第 {page} / {pages} 页，共 {total} 处", "Page {page} of {pages}, {total} in all"),
+    "prev": ("上一页", "Previous"),
+    "next": ("下一页", "Next"),
+    "poster_scan": ("请扫码登记", "Scan to check in"),
+    "poster_steps": (
+        "① 用手机相机扫描上方二维码　② 登录居民健康服务并确认登记　③ 向工作人员出示登记结果",
+        "1. Scan the code with your phone's camera  2. Log in and confirm  3. Show the result",
+    ),
+    "valid_until": ("有效期至", "Valid until"),
+    "print_hint": ("用浏览器打印本页（Ctrl+P），建议A4纸。", "Print this page (Ctrl+P), A4."),
+    "back": ("返回场所列表", "Back to the places"),
 }
+
+KIND_LABELS: dict[str, tuple[str, str]] = {
+    "compound_gate": ("小区门岗", "compound gate"),
+    "checkpoint": ("卡口", "checkpoint"),
+    "station": ("车站", "station"),
+    "airport": ("机场", "airport"),
+    "venue": ("公共场所", "venue"),
+}
+CODES_PAGE_SIZE = 30
 
 
 def _texts(lang: str) -> dict[str, str]:
@@ -83,7 +120,87 @@ def _offline_context(session: Session, places: list[Place]) -> dict[str, object]
     return {"tiers": tiers, "clock_skew": get_healthcode_settings().clock_skew_seconds}
 
 
-_SERVICE_WORKER = Path(__file__).parent / "templates" / "healthcode" / "gate-sw.js"
+@router.get("/healthcode/place-codes")
+def place_codes(
+    request: Request,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.GEO_VIEW))],
+    q: Annotated[str, Query(max_length=32)] = "",
+    kind: Annotated[str, Query(max_length=24)] = "",
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+) -> Response:
+    """场所码: the places of the jurisdiction, by name and kind, a page at a time, each with
+    a link to its printable code."""
+    lang = language(request)
+    kind = kind if kind in KIND_LABELS else ""
+    total, places = repository.places_for_codes(
+        session,
+        who.area_code,
+        name=q.strip() or None,
+        kind=kind or None,
+        offset=(page - 1) * CODES_PAGE_SIZE,
+        limit=CODES_PAGE_SIZE,
+    )
+    return render(
+        request,
+        "healthcode/place_codes.html",
+        {
+            "text": _texts(lang),
+            "kinds": {k: (en if lang == "en" else zh) for k, (zh, en) in KIND_LABELS.items()},
+            "places": places,
+            "q": q,
+            "kind": kind,
+            "page": page,
+            "pages": max(1, -(-total // CODES_PAGE_SIZE)),
+            "total": total,
+        },
+    )
+
+
+@router.get("/healthcode/place-codes/{place_code}")
+def place_code_poster(
+    request: Request,
+    place_code: Annotated[str, Path(max_length=24)],
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.GEO_VIEW))],
+) -> Response:
+    """A place's code as a poster to print: the name big, the QR of the link residents'
+    phones open, the three steps, and until when it is valid. Issuing it is audited."""
+    lang = language(request)
+    place = session.get(Place, place_code)
+    if place is None or not place.area_code.startswith(who.area_code):
+        raise NotFound(
+            f"场所 {place_code} 不存在或不在辖区内",
+            f"place {place_code} does not exist or lies outside your area",
+        )
+    issued = issue_place_code(session, place.code, place.kind)
+    url = place_code_url(public_base_url(request), issued.text)
+    record(
+        session,
+        who.actor,
+        "healthcode.place_code.issue",
+        object_type="place",
+        object_id=place.code,
+        area_code=place.area_code,
+        detail={"kid": issued.kid, "expires_at": issued.expires_at.isoformat()},
+    )
+    return render(
+        request,
+        "healthcode/place_poster.html",
+        {
+            "text": _texts(lang),
+            "place": place,
+            "kind_label": KIND_LABELS.get(place.kind, (place.kind, place.kind))[
+                1 if lang == "en" else 0
+            ],
+            # segno's SVG of our own signed link: no user input reaches it.
+            "svg": Markup(qr_svg(url, scale=8, title=place.name)),  # noqa: S704
+            "expires_at": issued.expires_at,
+        },
+    )
+
+
+_SERVICE_WORKER = FilePath(__file__).parent / "templates" / "healthcode" / "gate-sw.js"
 
 
 @router.get("/healthcode/gate-sw.js")

@@ -448,3 +448,24 @@ def insert_offline_scans(session: Session, rows: list[dict[str, Any]]) -> list[i
         return []
     result = session.execute(insert(Scan).returning(Scan.id, sort_by_parameter_order=True), rows)
     return [int(scan_id) for scan_id in result.scalars().all()]
+
+
+def places_for_codes(
+    session: Session,
+    area_code: str,
+    *,
+    name: str | None,
+    kind: str | None,
+    offset: int,
+    limit: int,
+) -> tuple[int, list[Place]]:
+    """Places inside ``area_code`` (named like ``name``, of ``kind``), by kind and code: how
+    many in all, and the page asked for."""
+    statement = select(Place).where(Place.area_code.startswith(area_code))
+    if name:
+        statement = statement.where(Place.name.contains(name, autoescape=True))
+    if kind:
+        statement = statement.where(Place.kind == kind)
+    total = session.scalar(select(func.count()).select_from(statement.subquery())) or 0
+    rows = session.scalars(statement.order_by(Place.kind, Place.code).offset(offset).limit(limit))
+    return int(total), list(rows)

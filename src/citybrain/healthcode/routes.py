@@ -28,7 +28,10 @@ from citybrain.core.geo.models import Place
 from citybrain.healthcode.codes import (
     CodeRefused,
     VerifiedCode,
+    VerifiedPlace,
     issue_place_code,
+    place_code_url,
+    place_text_from,
     verify_code,
     verify_place_code,
 )
@@ -64,7 +67,7 @@ from citybrain.healthcode.writer import Overloaded, check_capacity, writer_for
 from citybrain.kit import clock
 from citybrain.kit.db import transaction
 from citybrain.kit.errors import InvalidInput, NotFound, error_responses
-from citybrain.kit.web import DB, language, request_database
+from citybrain.kit.web import DB, language, public_base_url, request_database
 
 router = APIRouter(tags=["healthcode 健康码"])
 TRUST_LIST_MAX_AGE = 60
@@ -93,6 +96,18 @@ def verify_health_code(request: Request, text: str) -> VerifiedCode:
         if refused.reason_code != "unknown_key":
             raise
         return verify_code(text.strip(), _trust_list(request, unknown_kid=_kid_hint(text)))
+
+
+def verify_place(request: Request, scanned: str) -> VerifiedPlace:
+    """Verify a place code (the printed link, or the code itself) with the server's trust
+    list, re-reading it once for a key it does not know."""
+    text = place_text_from(scanned)
+    try:
+        return verify_place_code(text, _trust_list(request))
+    except CodeRefused as refused:
+        if refused.reason_code != "unknown_key":
+            raise
+        return verify_place_code(text, _trust_list(request, unknown_kid=_kid_hint(text)))
 
 
 class _PlaceCache:
@@ -297,7 +312,7 @@ async def post_place_scan(body: PlaceScanIn, request: Request) -> Response:
             check_capacity()
     except Overloaded as error:
         return overloaded(error, lang)
-    place = verify_place_code(body.place.strip(), _trust_list(request))
+    place = verify_place(request, body.place)
     person = verify_health_code(request, body.code)
     try:
         outcome = await record(
@@ -316,10 +331,13 @@ async def post_place_scan(body: PlaceScanIn, request: Request) -> Response:
 )
 def get_place_code(
     place_code: str,
+    request: Request,
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.GEO_VIEW))],
 ) -> PlaceCodeOut:
-    """Sign a place code (场所码) for a place in the caller's area, with its QR as SVG."""
+    """Sign a place code (场所码) for a place in the caller's area: the code, the link it is
+    printed as (a phone's camera opens the residents' page with it), and that link's QR as
+    SVG."""
     place = session.get(Place, place_code)
     if place is None or not place.area_code.startswith(who.area_code):
         raise NotFound(
@@ -327,14 +345,16 @@ def get_place_code(
             f"place {place_code} does not exist or lies outside your area",
         )
     issued = issue_place_code(session, place.code, place.kind)
+    url = place_code_url(public_base_url(request), issued.text)
     return PlaceCodeOut(
         place_code=place.code,
         place_name=place.name,
         text=issued.text,
+        url=url,
         kid=issued.kid,
         issued_at=issued.issued_at,
         expires_at=issued.expires_at,
-        svg=qr_svg(issued.text, title=place.name),
+        svg=qr_svg(url, title=place.name),
     )
 
 

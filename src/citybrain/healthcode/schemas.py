@@ -77,6 +77,7 @@ class PlaceCodeOut(BaseModel):
     place_code: str
     place_name: str
     text: str
+    url: str = Field(description="打印的链接：手机相机扫码即打开居民登记页")
     kid: str
     issued_at: dt.datetime
     expires_at: dt.datetime

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     port: int = 8000
     log_level: str = "INFO"
     log_json: bool = True
+    # The address residents reach the site at (printed in place codes); default: the address
+    # the staff member's own request came to.
+    public_url: str | None = None
     # HTTPS served by citybrain itself (PEM files); gate phones need a secure context for the
     # camera and for verifying codes in the browser. Behind a TLS proxy, leave both unset.
     tls_certfile: Path | None = None

@@ -22,6 +22,7 @@ from citybrain.kit.clock import CHINA_TZ
 from citybrain.kit.db import Database, get_database, transaction
 from citybrain.kit.errors import PermissionDenied
 from citybrain.kit.i18n import negotiate, translate
+from citybrain.kit.settings import get_settings
 
 LANG_COOKIE = "citybrain_lang"
 CSRF_KEY = "csrf"
@@ -100,6 +101,12 @@ def china_time(value: dt.datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str
 
 _template_dirs: list[Path] = []
 _templates: Jinja2Templates | None = None
+
+
+def public_base_url(request: Request) -> str:
+    """The site's address as residents reach it: ``CITYBRAIN_PUBLIC_URL``, else the address
+    this request came to."""
+    return (get_settings().public_url or str(request.base_url)).rstrip("/")
 
 
 def download(body: bytes, filename: str, media_type: str) -> Response:

@@ -31,13 +31,24 @@ from citybrain.core.audit.service import record
 from citybrain.core.authz.deps import GUARD_ATTRIBUTE, public, require
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
+from citybrain.core.geo.models import Place
+from citybrain.core.people import service as people_service
 from citybrain.core.people.models import Person
+from citybrain.healthcode.codes import PLACE_SCAN_PATH
 from citybrain.healthcode.models import PASS_REASONS
+from citybrain.healthcode.routes import record as record_scan
+from citybrain.healthcode.routes import verify_place
+from citybrain.healthcode.service import place_scan_request
+from citybrain.healthcode.writer import Overloaded
 from citybrain.kit import clock
+from citybrain.kit.crypto import field_cipher
 from citybrain.kit.db import rollback_keeping
 from citybrain.kit.errors import CitybrainError, InvalidInput
 from citybrain.kit.export import XLSX_MEDIA_TYPE, xlsx_bytes
+from citybrain.kit.masking import mask_name
 from citybrain.kit.web import DB, check_csrf, download, language, render
+from citybrain.risk import service as risk
+from citybrain.risk.subjects import subject_of
 
 router = APIRouter(include_in_schema=False)
 Staff = Annotated[Principal, Depends(require(Permission.RESIDENTS_VIEW))]
@@ -276,13 +287,24 @@ def picker_compounds(
     return _page(request, "residents/_compound_field.html", {"pick": pick, "errors": {}})
 
 
+def _next_page(value: str | None) -> str:
+    """Where to go after logging in: a residents' page the login was asked from (a place's
+    check-in, say), else the code page. Only paths of this site's residents pages, never
+    another site."""
+    if value and value.startswith("/residents/") and "//" not in value and "\\" not in value:
+        return value
+    return "/residents/code"
+
+
 @router.get("/residents/login")
 @public
-def login_page(request: Request, me: Resident) -> Response:
+def login_page(
+    request: Request, me: Resident, next: Annotated[str, Query(max_length=1200)] = ""
+) -> Response:
     """Log back in with ID number, phone, name and a code sent to the phone."""
     if me is not None:
-        return RedirectResponse("/residents/code", status_code=303)
-    return _login_form(request, {})
+        return RedirectResponse(_next_page(next), status_code=303)
+    return _login_form(request, {"next": _next_page(next) if next else ""})
 
 
 def _login_form(
@@ -320,11 +342,19 @@ def login_submit(
     id_number: Annotated[str, Form(max_length=32)] = "",
     phone: Annotated[str, Form(max_length=20)] = "",
     sms_code: Annotated[str, Form(max_length=8)] = "",
+    next: Annotated[str, Form(max_length=1200)] = "",
 ) -> Response:
     """ "Get a code" sends one to the phone typed; "log in" checks the three and the code and
-    on success starts a resident session and shows the code page."""
+    on success starts a resident session and shows the code page (or the page the login was
+    asked from)."""
     check_csrf(request, csrf_token)
-    form = {"name": name, "id_number": id_number, "phone": phone, "sms_code": sms_code}
+    form = {
+        "name": name,
+        "id_number": id_number,
+        "phone": phone,
+        "sms_code": sms_code,
+        "next": _next_page(next) if next else "",
+    }
     if action == "send_code":
         sent, errors, status = _send_code(request, session, phone)
         return _login_form(request, form, errors=errors, sent=sent, status_code=status)
@@ -341,7 +371,7 @@ def login_submit(
         rollback_keeping(session, error)
         errors = _errors(error, language(request))
         return _login_form(request, form, errors=errors, status_code=error.status_code)
-    response = RedirectResponse("/residents/code", status_code=303)
+    response = RedirectResponse(_next_page(next), status_code=303)
     sessions.start(response, person.ref)
     return response
 
@@ -357,6 +387,83 @@ def logout(
     response = RedirectResponse("/residents", status_code=303)
     sessions.end(response)
     return response
+
+
+# ---------------------------------------------------------------------------------------------
+# Residents: checking in at a place by its code (扫场所码)
+
+
+def _place_context(session: Session, me: Person, place_code: str) -> dict[str, Any]:
+    place = session.get(Place, place_code)
+    view = risk.colour_of(session, subject_of(me))
+    return {
+        "place_name": place.name if place is not None else place_code,
+        "colour": view.colour,
+        # Masked: the result is shown to the staff at the door.
+        "my_name": mask_name(field_cipher().decrypt(me.name_enc, people_service.NAME_FIELD)),
+    }
+
+
+def _place_refused(request: Request, error: CitybrainError) -> Response:
+    lang = language(request)
+    return _page(
+        request,
+        "residents/place.html",
+        {"refused": error.message(lang), "c": ""},
+        status_code=error.status_code,
+    )
+
+
+@router.get(PLACE_SCAN_PATH)
+def place_page(
+    request: Request,
+    session: DB,
+    me: Resident,
+    c: Annotated[str, Query(max_length=1024)] = "",
+) -> Response:
+    """The page a place code's link opens (扫场所码): which place, who checks in with what
+    colour, and the button that records it. Not logged in: the login first, then back here."""
+    if me is None:
+        here = f"{PLACE_SCAN_PATH}?{urlencode({'c': c})}"
+        return RedirectResponse(f"/residents/login?{urlencode({'next': here})}", status_code=303)
+    try:
+        place = verify_place(request, c)
+    except CitybrainError as error:
+        return _place_refused(request, error)
+    context = _place_context(session, me, place.place_code)
+    context.update({"c": c, "result": None})
+    return _page(request, "residents/place.html", context)
+
+
+@router.post(PLACE_SCAN_PATH)
+async def place_submit(
+    request: Request,
+    session: DB,
+    me: Resident,
+    csrf_token: Annotated[str, Form()] = "",
+    c: Annotated[str, Form(max_length=1024)] = "",
+) -> Response:
+    """Record the visit with the resident's current colour, and show the result big, for the
+    staff at the door."""
+    check_csrf(request, csrf_token)
+    if me is None:
+        return _to_login(request)
+    try:
+        place = verify_place(request, c)
+    except CitybrainError as error:
+        return _place_refused(request, error)
+    context = _place_context(session, me, place.place_code)
+    try:
+        outcome = await record_scan(
+            request, place_scan_request(place.place_code, me.ref, str(context["colour"]))
+        )
+    except Overloaded:
+        context.update({"c": c, "result": None, "busy": True})
+        response = _page(request, "residents/place.html", context, status_code=429)
+        response.headers["Retry-After"] = "1"
+        return response
+    context.update({"c": "", "result": outcome, "at": clock.now()})
+    return _page(request, "residents/place.html", context)
 
 
 # ---------------------------------------------------------------------------------------------
