@@ -1185,6 +1185,15 @@ def demo(
     console.print(
         f"residents 居民健康登记: {url}/residents (phone-sized pages); one-time codes are {sms}"
     )
+    console.print(
+        f"place codes 场所码: {url}/healthcode/place-codes (account street) prints a venue's code; "
+        "a resident's phone opens it to check in · gate scanning 门岗扫码: "
+        f"{url}/healthcode/gate (account checkpoint)"
+    )
+    console.print(
+        f"health-code risk 健康码风险: {url}/risk — appeals queue 申诉处理 (account street), "
+        "manual colours 人工赋码 (two people: street requests, commander approves)"
+    )
     if serve_after:
         if "CITYBRAIN_LOG_LEVEL" not in os.environ:
             # The tour's terminal shows a line per simulated day, not every job's log line.
