@@ -858,8 +858,9 @@ def datahub_purge(
         print(json.dumps(summary.as_dict(), ensure_ascii=False, sort_keys=True))
     else:
         console.print(
-            f"purged {summary.files} files ({summary.accepted:,} rows, {summary.quarantined:,} "
-            f"quarantined); {summary.parts_removed} part files removed"
+            f"purged {summary.files} files and the old days of {summary.trimmed_files} more "
+            f"({summary.accepted:,} rows, {summary.quarantined:,} quarantined); "
+            f"{summary.parts_removed} part files removed"
         )
 
 

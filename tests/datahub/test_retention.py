@@ -137,6 +137,80 @@ def test_a_run_cut_short_after_its_commit_is_finished_by_the_next(
         assert reconcile(session, paths).ok
 
 
+def test_the_old_days_of_a_file_spanning_several_leave_before_its_newest_day(
+    fresh_database: Database, tmp_path: Path
+) -> None:
+    """A file delivered late with tickets of an old day and of a recent one: on the night the
+    old day passes its retention, that day's partition of the file leaves the lake and the
+    linkage store, the ledger counts what went, reconciliation holds; the rest goes with the
+    file once its newest day passes too."""
+    paths = lake.LakePaths(tmp_path / "var")
+    people = travellers(120)
+    feeds = tmp_path / "feeds"
+    write_rail(
+        feeds, RECENT_DAY, rail_rows(people[:70], OLD_DAY) + rail_rows(people[70:], RECENT_DAY)
+    )
+    assert Intake(paths).ingest_folder(fresh_database, feeds).accepted == 120
+    (row,) = _ledger(fresh_database).values()
+    assert (row.first_day, row.last_day) == (OLD_DAY, RECENT_DAY)
+
+    with clock.frozen(TODAY_NOON):
+        summary = purge_expired(fresh_database, paths)
+    assert (summary.files, summary.trimmed_files, summary.trimmed_rows) == (0, 1, 70)
+    # The old day's part in each of travel, presence and the linkage store.
+    assert summary.parts_removed == 3
+    assert lake_rows(paths, "travel") == 50 and lake_rows(paths, "presence") == 50
+    left = {lake.day_of(p) for p in paths.all_parts() if lake.day_of(p) is not None}
+    assert left == {RECENT_DAY}
+    (row,) = _ledger(fresh_database).values()
+    assert (row.purged_through, row.purged_rows, row.purged_at) == (OLD_DAY, 70, None)
+    assert (row.received, row.accepted) == (120, 120)  # the history stays
+    with fresh_database.unit_of_work() as session:
+        report = reconcile(session, paths)
+        assert report.ok, report.mismatches
+        audit = session.scalars(
+            select(AuditEntry).where(AuditEntry.action == "datahub.retention_purge")
+        ).one()
+        assert audit.detail["trimmed_files"] == 1 and audit.detail["trimmed_rows"] == 70
+
+    # The next night: nothing more; once the recent day passes, the rest with the file.
+    with clock.frozen(TODAY_NOON + dt.timedelta(days=1)):
+        again = purge_expired(fresh_database, paths)
+    assert (again.files, again.trimmed_files, again.parts_removed) == (0, 0, 0)
+    with clock.frozen(TODAY_NOON + dt.timedelta(days=60)):
+        later = purge_expired(fresh_database, paths)
+    assert (later.files, later.accepted) == (1, 50)
+    assert not list(paths.all_parts())
+    with fresh_database.unit_of_work() as session:
+        assert reconcile(session, paths).ok
+
+
+def test_a_days_purge_cut_short_after_its_commit_is_finished_by_the_next(
+    fresh_database: Database, tmp_path: Path
+) -> None:
+    paths = lake.LakePaths(tmp_path / "var")
+    people = travellers(120)
+    feeds = tmp_path / "feeds"
+    write_rail(
+        feeds, RECENT_DAY, rail_rows(people[:70], OLD_DAY) + rail_rows(people[70:], RECENT_DAY)
+    )
+    Intake(paths).ingest_folder(fresh_database, feeds)
+    with clock.frozen(TODAY_NOON), fresh_database.unit_of_work() as session:
+        assert mark_expired_files(session, paths=paths).trimmed_rows == 70
+    with fresh_database.unit_of_work() as session:
+        report = reconcile(session, paths)
+    assert {(m.what, m.expected, m.found) for m in report.mismatches} == {
+        ("lake:travel", 50, 120),
+        ("lake:presence", 50, 120),
+        ("linkage", 50, 120),
+    }
+    with clock.frozen(TODAY_NOON):
+        finished = purge_expired(fresh_database, paths)
+    assert (finished.trimmed_files, finished.parts_removed) == (0, 3)
+    with fresh_database.unit_of_work() as session:
+        assert reconcile(session, paths).ok
+
+
 def test_the_purge_command_prints_what_went(
     cli_env: dict[str, str],  # noqa: F811 - fixture
     tmp_path: Path,

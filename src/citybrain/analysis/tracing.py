@@ -79,10 +79,15 @@ LEDGER_MARK = Path("analysis") / ".person_keys.ledger.json"
 
 def _ledger_counts(database: Database) -> dict[str, int]:
     with database.unit_of_work() as session:
-        files, purged = session.execute(
-            select(func.count(IntakeFile.id), func.count(IntakeFile.purged_at))
+        files, purged, days = session.execute(
+            select(
+                func.count(IntakeFile.id),
+                func.count(IntakeFile.purged_at),
+                func.coalesce(func.sum(IntakeFile.purged_rows), 0),
+            )
         ).one()
-    return {"files": int(files or 0), "purged": int(purged or 0)}
+    # Days of files purged count too: the records of those days left the lake.
+    return {"files": int(files or 0), "purged": int(purged or 0), "purged_rows": int(days or 0)}
 
 
 def _stale(paths: LakePaths, database: Database, keys: Path) -> bool:

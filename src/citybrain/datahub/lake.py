@@ -16,6 +16,7 @@ Spark both read.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 from collections.abc import Iterable, Iterator
@@ -287,6 +288,40 @@ def remove_parts_of(paths: LakePaths, file_ids: Iterable[str]) -> int:
             if file_id_of(part) in doomed:
                 part.unlink()
                 removed += 1
+    return removed
+
+
+def day_of(part: Path) -> dt.date | None:
+    """The day partition a lake or linkage part lies in (``day=YYYY-MM-DD``), if any."""
+    name = part.parent.name
+    if not name.startswith("day="):
+        return None
+    try:
+        return dt.date.fromisoformat(name[4:])
+    except ValueError:
+        return None
+
+
+def linkage_parts_of(paths: LakePaths, category: str, file_id: str) -> list[Path]:
+    """A file's parts in the linkage store (one a day it holds rows of), by day."""
+    folder = paths.linkage / f"category={category}"
+    return sorted(folder.glob(f"day=*/{file_id}.parquet")) if folder.exists() else []
+
+
+def remove_days_of(paths: LakePaths, through: dict[str, dt.date]) -> int:
+    """Delete the lake and linkage parts of each file in ``through`` whose day is at or
+    before the file's date there; return how many went. Called under the intake lock."""
+    removed = 0
+    if through:
+        for top in (paths.lake, paths.linkage):
+            if not top.exists():
+                continue
+            for part in list(top.rglob("*.parquet")):
+                last = through.get(file_id_of(part))
+                day = day_of(part)
+                if last is not None and day is not None and day <= last:
+                    part.unlink()
+                    removed += 1
     return removed
 
 

@@ -48,6 +48,11 @@ class IntakeFile(Base):
     # When the file's rows left the lake, the linkage store and the quarantine at the end of
     # their retention period (datahub.retention); the counts above stay as its history.
     purged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    # Days of a file spanning several that reached their retention before its newest day did:
+    # every day up to ``purged_through`` has left the lake and the linkage store, taking
+    # ``purged_rows`` of its accepted rows (its quarantined rows go with the whole file).
+    purged_through: Mapped[dt.date | None] = mapped_column(Date, default=None)
+    purged_rows: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     def __repr__(self) -> str:
         return f"<IntakeFile {self.file_id} {self.category} {self.status}>"

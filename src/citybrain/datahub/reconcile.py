@@ -4,8 +4,9 @@ linkage store and the quarantine actually hold, counted independently of the int
 For each file the ledger says ``received = accepted + quarantined + duplicate``; here the
 accepted rows are counted in every lake kind of the category and in the linkage store, and
 the quarantined rows in the quarantine, by the file id in each part's name. A file purged at
-the end of its retention period (``datahub.retention``) must hold no rows anywhere. Parts that
-no finished file owns are reported too.
+the end of its retention period (``datahub.retention``) must hold no rows anywhere, and one
+whose older days went must hold its accepted rows less those days' (``purged_rows``). Parts
+that no finished file owns are reported too.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ def reconcile(session: Session, paths: lake.LakePaths | None = None) -> Reconcil
         checks = [("ledger", f.received, f.accepted + f.quarantined + f.duplicate)]
         purged = f.purged_at is not None
         report.purged_files += purged
-        accepted, quarantined = (0, 0) if purged else (f.accepted, f.quarantined)
+        # Days of a multi-day file that reached their retention left before the file did.
+        accepted, quarantined = (0, 0) if purged else (f.accepted - f.purged_rows, f.quarantined)
         source = sources.get(f.category)
         for kind in source.kinds if source is not None and source.is_feed else ():
             checks.append((f"lake:{kind}", accepted, by_kind[kind][f.file_id]))
