@@ -117,6 +117,16 @@ def test_login_then_home_shows_role_and_jurisdiction(client: TestClient, session
     assert home.status_code == 200
     assert "街道防控专员" in home.text and "经八路街道" in home.text
     assert 'href="/people"' in home.text and 'href="/audit"' not in home.text
+    # The health-code work a street officer does, each a card that opens.
+    for card, title in (
+        ("/risk/appeals", "申诉处理"),
+        ("/risk/overrides", "人工赋码台账"),
+        ("/residents/staff", "小区居民管理"),
+        ("/healthcode/place-codes", "场所码打印"),
+    ):
+        assert f'<a class="card" href="{card}">{title}</a>' in home.text
+        assert client.get(card).status_code == 200, card
+    assert 'href="/healthcode/gate"' not in home.text  # gate scanning is checkpoint work
 
 
 def test_auditor_home_offers_the_audit_log_not_people(client: TestClient, session: Session) -> None:

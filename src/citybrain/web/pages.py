@@ -35,6 +35,14 @@ HOME_CARDS: list[tuple[str, str, Permission]] = [
     ("card.users", "/admin/users", Permission.USER_MANAGE),
     ("card.datahub", "/datahub", Permission.DATAHUB_VIEW),
     ("card.datahub_quarantine", "/datahub/quarantine", Permission.DATAHUB_QUARANTINE),
+    ("card.cockpit", "/cockpit", Permission.COCKPIT_VIEW),
+    ("card.timeline", "/analysis/timeline", Permission.TRAJECTORY_READ),
+    ("card.risk", "/risk", Permission.RISK_VIEW),
+    ("card.appeals", "/risk/appeals", Permission.APPEAL_DECIDE),
+    ("card.overrides", "/risk/overrides", Permission.OVERRIDE_REQUEST),
+    ("card.residents", "/residents/staff", Permission.RESIDENTS_VIEW),
+    ("card.place_codes", "/healthcode/place-codes", Permission.RESIDENTS_VIEW),
+    ("card.gate", "/healthcode/gate", Permission.DEVICE_SCAN),
 ]
 
 
