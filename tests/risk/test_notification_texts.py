@@ -39,6 +39,13 @@ def queue(tmp_path: Path) -> Iterator[None]:
 
 
 @pytest.fixture
+def hierarchy(fresh_database: Database) -> None:
+    """The city's areas and places in the test's own database."""
+    with fresh_database.unit_of_work() as session:
+        load_hierarchy(session)
+
+
+@pytest.fixture
 def gateway(sms_gateway: FakeSmsGateway) -> Iterator[FakeSmsGateway]:
     sms_gateway.refuse_with = None
     yield sms_gateway
@@ -72,10 +79,8 @@ def _latest_notification(session: Session) -> int:
 
 
 def test_a_notification_reaches_the_registered_phone_once(
-    fresh_database: Database, gateway: FakeSmsGateway, queue: None
+    fresh_database: Database, gateway: FakeSmsGateway, queue: None, hierarchy: None
 ) -> None:
-    with fresh_database.unit_of_work() as session:
-        load_hierarchy(session)
     with fresh_database.unit_of_work() as session:
         officer, approver = _staff(session)
         person = resident(session, officer)
@@ -129,10 +134,8 @@ def test_a_notification_reaches_the_registered_phone_once(
 
 
 def test_a_person_with_no_phone_on_record_is_settled_as_such(
-    fresh_database: Database, gateway: FakeSmsGateway, queue: None
+    fresh_database: Database, gateway: FakeSmsGateway, queue: None, hierarchy: None
 ) -> None:
-    with fresh_database.unit_of_work() as session:
-        load_hierarchy(session)
     with fresh_database.unit_of_work() as session:
         officer, approver = _staff(session)
         synthetic = next_synthetic()

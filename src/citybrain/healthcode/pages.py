@@ -24,19 +24,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from citybrain.core.audit.service import record
 from citybrain.core.authz.deps import public, require
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.geo.models import Place
 from citybrain.healthcode import repository
-from citybrain.healthcode.codes import issue_place_code, place_code_url
 from citybrain.healthcode.qr import qr_svg
-from citybrain.healthcode.routes import gate_scan
+from citybrain.healthcode.routes import gate_scan, printable_place_code
 from citybrain.healthcode.settings import get_healthcode_settings
 from citybrain.healthcode.writer import Overloaded
-from citybrain.kit.errors import CitybrainError, NotFound
-from citybrain.kit.web import DB, language, public_base_url, render
+from citybrain.kit.errors import CitybrainError
+from citybrain.kit.web import DB, language, render
 
 router = APIRouter(include_in_schema=False)
 Staff = Annotated[Principal, Depends(require(Permission.DEVICE_SCAN))]
@@ -167,23 +165,7 @@ def place_code_poster(
     """A place's code as a poster to print: the name big, the QR of the link residents'
     phones open, the three steps, and until when it is valid. Issuing it is audited."""
     lang = language(request)
-    place = session.get(Place, place_code)
-    if place is None or not place.area_code.startswith(who.area_code):
-        raise NotFound(
-            f"场所 {place_code} 不存在或不在辖区内",
-            f"place {place_code} does not exist or lies outside your area",
-        )
-    issued = issue_place_code(session, place.code, place.kind)
-    url = place_code_url(public_base_url(request), issued.text)
-    record(
-        session,
-        who.actor,
-        "healthcode.place_code.issue",
-        object_type="place",
-        object_id=place.code,
-        area_code=place.area_code,
-        detail={"kid": issued.kid, "expires_at": issued.expires_at.isoformat()},
-    )
+    place, issued, url = printable_place_code(request, session, who, place_code)
     return render(
         request,
         "healthcode/place_poster.html",

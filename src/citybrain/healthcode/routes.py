@@ -21,12 +21,14 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
+from citybrain.core.audit.service import record as record_audit
 from citybrain.core.authz.deps import GUARD_ATTRIBUTE, public, require
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.geo.models import Place
 from citybrain.healthcode.codes import (
     CodeRefused,
+    IssuedCode,
     VerifiedCode,
     VerifiedPlace,
     issue_place_code,
@@ -338,14 +340,7 @@ def get_place_code(
     """Sign a place code (场所码) for a place in the caller's area: the code, the link it is
     printed as (a phone's camera opens the residents' page with it), and that link's QR as
     SVG."""
-    place = session.get(Place, place_code)
-    if place is None or not place.area_code.startswith(who.area_code):
-        raise NotFound(
-            f"场所 {place_code} 不存在或不在辖区内",
-            f"place {place_code} does not exist or lies outside your area",
-        )
-    issued = issue_place_code(session, place.code, place.kind)
-    url = place_code_url(public_base_url(request), issued.text)
+    place, issued, url = printable_place_code(request, session, who, place_code)
     return PlaceCodeOut(
         place_code=place.code,
         place_name=place.name,
@@ -356,6 +351,30 @@ def get_place_code(
         expires_at=issued.expires_at,
         svg=qr_svg(url, title=place.name),
     )
+
+
+def printable_place_code(
+    request: Request, session: Session, who: Principal, place_code: str
+) -> tuple[Place, IssuedCode, str]:
+    """A place of ``who``'s area, its newly signed code and the link it is printed as; the
+    issue is audited. A place outside the area is answered as not found."""
+    place = session.get(Place, place_code)
+    if place is None or not place.area_code.startswith(who.area_code):
+        raise NotFound(
+            f"场所 {place_code} 不存在或不在辖区内",
+            f"place {place_code} does not exist or lies outside your area",
+        )
+    issued = issue_place_code(session, place.code, place.kind)
+    record_audit(
+        session,
+        who.actor,
+        "healthcode.place_code.issue",
+        object_type="place",
+        object_id=place.code,
+        area_code=place.area_code,
+        detail={"kid": issued.kid, "expires_at": issued.expires_at.isoformat()},
+    )
+    return place, issued, place_code_url(public_base_url(request), issued.text)
 
 
 __all__ = ["DIRECTION_ENTRY", "router"]
