@@ -16,6 +16,7 @@ from citybrain.healthcode.models import (
     KEY_ACTIVE,
     KEY_REMOVED,
     KEY_RETIRED,
+    SCAN_PLACE,
     Scan,
     ScanBatch,
     SigningKey,
@@ -469,3 +470,20 @@ def places_for_codes(
     total = session.scalar(select(func.count()).select_from(statement.subquery())) or 0
     rows = session.scalars(statement.order_by(Place.kind, Place.code).offset(offset).limit(limit))
     return int(total), list(rows)
+
+
+def latest_place_scan(
+    session: Session, person_ref: str, place_code: str, since: dt.datetime
+) -> Scan | None:
+    """The person's latest check-in at the place (``method`` place) since ``since``."""
+    return session.scalars(
+        select(Scan)
+        .where(
+            Scan.person_ref == person_ref,
+            Scan.place_code == place_code,
+            Scan.method == SCAN_PLACE,
+            Scan.scanned_at >= since,
+        )
+        .order_by(Scan.scanned_at.desc(), Scan.id.desc())
+        .limit(1)
+    ).first()

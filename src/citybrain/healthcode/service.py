@@ -26,7 +26,7 @@ from citybrain.core.audit.service import SYSTEM, record, record_purge
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.service import withdrawn_tokens
 from citybrain.core.events.service import publish
-from citybrain.core.geo.models import PLACE_COMPOUND_GATE
+from citybrain.core.geo.models import PLACE_COMPOUND_GATE, Place
 from citybrain.healthcode import repository
 from citybrain.healthcode.codes import CodeRefused, verify_code
 from citybrain.healthcode.keys import trust_list_of
@@ -340,6 +340,32 @@ def place_scan_request(
         direction=DIRECTION_VISIT,
         device_token_id=None,
         scanned_at=at or clock.now(),
+    )
+
+
+def recent_visit(
+    session: Session, person_ref: str, place_code: str, *, within: dt.timedelta
+) -> ScanOutcome | None:
+    """The person's latest check-in at the place (场所码) within ``within`` of now, if any: a
+    second tap on the button shows it again instead of recording the visit twice."""
+    row = repository.latest_place_scan(session, person_ref, place_code, clock.now() - within)
+    if row is None:
+        return None
+    place = session.get(Place, row.place_code)
+    reason = REASONS[row.reason]
+    return ScanOutcome(
+        scan_id=row.id,
+        place_code=row.place_code,
+        place_name=place.name if place is not None else row.place_code,
+        person_ref=row.person_ref,
+        direction=row.direction,
+        colour=row.colour,
+        colour_source=row.colour_source,
+        decision=row.decision,
+        reason_code=reason.code,
+        reason_zh=reason.zh,
+        reason_en=reason.en,
+        scanned_at=row.scanned_at,
     )
 
 

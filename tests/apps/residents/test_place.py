@@ -42,6 +42,9 @@ def test_the_link_logs_in_first_then_records_the_visit(
     c = parse_qs(urlsplit(link).query)["c"][0]
     done = resident.post("/residents/place", data={"c": c, "csrf_token": csrf(resident, back)})
     assert done.status_code == 200 and "已登记" in done.text and "可以进入" in done.text
+    # A second tap shows the same visit; nothing is recorded twice.
+    again = resident.post("/residents/place", data={"c": c, "csrf_token": csrf(resident, back)})
+    assert again.status_code == 200 and "无需重复登记" in again.text
     visit = session.scalars(select(Scan).where(Scan.place_code == venue.code)).one()
     assert (visit.method, visit.direction) == ("place", "visit")
 

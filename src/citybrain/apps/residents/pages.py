@@ -38,7 +38,7 @@ from citybrain.healthcode.codes import PLACE_SCAN_PATH
 from citybrain.healthcode.models import PASS_REASONS
 from citybrain.healthcode.routes import record as record_scan
 from citybrain.healthcode.routes import verify_place
-from citybrain.healthcode.service import place_scan_request
+from citybrain.healthcode.service import place_scan_request, recent_visit
 from citybrain.healthcode.writer import Overloaded
 from citybrain.kit import clock
 from citybrain.kit.crypto import field_cipher
@@ -393,6 +393,10 @@ def logout(
 # Residents: checking in at a place by its code (扫场所码)
 
 
+# A second tap within this time shows the visit just recorded instead of recording another.
+REPEAT_CHECK_IN = dt.timedelta(minutes=5)
+
+
 def _place_context(session: Session, me: Person, place_code: str) -> dict[str, Any]:
     place = session.get(Place, place_code)
     view = risk.colour_of(session, subject_of(me))
@@ -453,6 +457,10 @@ async def place_submit(
     except CitybrainError as error:
         return _place_refused(request, error)
     context = _place_context(session, me, place.place_code)
+    earlier = recent_visit(session, me.ref, place.place_code, within=REPEAT_CHECK_IN)
+    if earlier is not None:
+        context.update({"c": "", "result": earlier, "at": earlier.scanned_at, "repeat": True})
+        return _page(request, "residents/place.html", context)
     try:
         outcome = await record_scan(
             request, place_scan_request(place.place_code, me.ref, str(context["colour"]))
