@@ -129,6 +129,17 @@ def test_login_then_home_shows_role_and_jurisdiction(client: TestClient, session
     assert 'href="/healthcode/gate"' not in home.text  # gate scanning is checkpoint work
 
 
+def test_enterprises_and_schools_print_their_venues_codes(
+    client: TestClient, session: Session
+) -> None:
+    make_user(session, "enterprise_admin", STREET_A, "firmadmin")
+    log_in(client, "firmadmin")
+    home = client.get("/").text
+    assert '<a class="card" href="/healthcode/place-codes">场所码打印</a>' in home
+    assert client.get("/healthcode/place-codes").status_code == 200
+    assert 'href="/people"' not in home and client.get("/risk/appeals").status_code == 403
+
+
 def test_auditor_home_offers_the_audit_log_not_people(client: TestClient, session: Session) -> None:
     make_user(session, "auditor", "4101", "audithome")
     log_in(client, "audithome")

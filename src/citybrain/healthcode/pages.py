@@ -122,7 +122,7 @@ def _offline_context(session: Session, places: list[Place]) -> dict[str, object]
 def place_codes(
     request: Request,
     session: DB,
-    who: Annotated[Principal, Depends(require(Permission.GEO_VIEW))],
+    who: Annotated[Principal, Depends(require(Permission.PLACE_CODE_ISSUE))],
     q: Annotated[str, Query(max_length=32)] = "",
     kind: Annotated[str, Query(max_length=24)] = "",
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
@@ -160,7 +160,7 @@ def place_code_poster(
     request: Request,
     place_code: Annotated[str, Path(max_length=24)],
     session: DB,
-    who: Annotated[Principal, Depends(require(Permission.GEO_VIEW))],
+    who: Annotated[Principal, Depends(require(Permission.PLACE_CODE_ISSUE))],
 ) -> Response:
     """A place's code as a poster to print: the name big, the QR of the link residents'
     phones open, the three steps, and until when it is valid. Issuing it is audited."""

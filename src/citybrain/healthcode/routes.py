@@ -335,7 +335,7 @@ def get_place_code(
     place_code: str,
     request: Request,
     session: DB,
-    who: Annotated[Principal, Depends(require(Permission.GEO_VIEW))],
+    who: Annotated[Principal, Depends(require(Permission.PLACE_CODE_ISSUE))],
 ) -> PlaceCodeOut:
     """Sign a place code (场所码) for a place in the caller's area: the code, the link it is
     printed as (a phone's camera opens the residents' page with it), and that link's QR as

@@ -41,7 +41,7 @@ HOME_CARDS: list[tuple[str, str, Permission]] = [
     ("card.appeals", "/risk/appeals", Permission.APPEAL_DECIDE),
     ("card.overrides", "/risk/overrides", Permission.OVERRIDE_REQUEST),
     ("card.residents", "/residents/staff", Permission.RESIDENTS_VIEW),
-    ("card.place_codes", "/healthcode/place-codes", Permission.RESIDENTS_VIEW),
+    ("card.place_codes", "/healthcode/place-codes", Permission.PLACE_CODE_ISSUE),
     ("card.gate", "/healthcode/gate", Permission.DEVICE_SCAN),
 ]
 

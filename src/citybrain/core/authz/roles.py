@@ -57,6 +57,9 @@ class Permission(StrEnum):
     # The leadership cockpit (领导驾驶舱): aggregate figures and alerts of a jurisdiction, no
     # personal data.
     COCKPIT_VIEW = "cockpit.view"
+    # Printing a place's code (场所码) for the places of one's area: compound staff, and the
+    # enterprises and schools that run venues.
+    PLACE_CODE_ISSUE = "place_code.issue"
 
 
 ROLE_LABELS: dict[Role, tuple[str, str]] = {
@@ -83,7 +86,11 @@ _PEOPLE_WORK = {
 
 # Compound work (小区): the staff who run compounds, and those above them, look after registered
 # residents and issue passes.
-_COMPOUND_WORK = {Permission.RESIDENTS_VIEW, Permission.RESIDENTS_PASS}
+_COMPOUND_WORK = {
+    Permission.RESIDENTS_VIEW,
+    Permission.RESIDENTS_PASS,
+    Permission.PLACE_CODE_ISSUE,
+}
 # Risk (赋码) in a jurisdiction: see colours, assert facts, request manual colours (a second
 # person approves) and decide appeals.
 _RISK_WORK = {
@@ -127,8 +134,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         }
     ),
     Role.CHECKPOINT_STAFF: frozenset({Permission.DEVICE_SCAN, Permission.GEO_VIEW}),
-    Role.ENTERPRISE_ADMIN: frozenset({Permission.GEO_VIEW}),
-    Role.SCHOOL_ADMIN: frozenset({Permission.GEO_VIEW}),
+    Role.ENTERPRISE_ADMIN: frozenset({Permission.GEO_VIEW, Permission.PLACE_CODE_ISSUE}),
+    Role.SCHOOL_ADMIN: frozenset({Permission.GEO_VIEW, Permission.PLACE_CODE_ISSUE}),
     # The auditor reads the trail, never people's data.
     Role.AUDITOR: frozenset({Permission.AUDIT_VIEW, Permission.GEO_VIEW}),
     # The system admin manages accounts and devices, not people's data.
