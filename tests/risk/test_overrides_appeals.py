@@ -426,3 +426,32 @@ def test_notifications_past_their_retention_are_purged_and_the_overrides_stay(
     assert purge.detail["deleted"] == 1 and purge.detail["retention_days"] == 90
     assert service.purge_expired_notifications(session) == 0
     assert len(audits(session, "risk.notifications_purge")) == 1
+
+
+def test_appeal_texts_are_cleared_after_their_retention_and_the_outcomes_stay(
+    session: Session, at: Any
+) -> None:
+    at(T0)
+    street = make_user(session, "street_officer", STREET_A)
+    decided, still_open = (resident(session, street) for _ in range(2))
+    first = service.file_appeal(
+        session, RESIDENT, subject=decided.subject, text="当天我在外地出差", street_code=STREET_A
+    )
+    service.file_appeal(
+        session, RESIDENT, subject=still_open.subject, text="请核实我的行程", street_code=STREET_A
+    )
+    service.decide_appeal(session, street, first.id, DecideIn(outcome="rejected", note="记录属实"))
+    # 180 days after the decision the text is kept; a day later it is cleared.
+    at(T0 + dt.timedelta(days=180))
+    assert service.purge_expired_appeal_texts(session) == 0
+    at(T0 + dt.timedelta(days=181))
+    assert service.purge_expired_appeal_texts(session) == 1
+    (mine,) = service.appeals_of(session, decided.subject)
+    assert (mine.text, mine.text_purged, mine.status) == ("", True, "rejected")
+    assert "申诉不成立" in (mine.outcome_zh or "")
+    # An open appeal keeps its text however old; a second run clears nothing more.
+    (other,) = service.appeals_of(session, still_open.subject)
+    assert other.text == "请核实我的行程" and not other.text_purged
+    assert service.purge_expired_appeal_texts(session) == 0
+    purge = audits(session, "risk.appeal_texts_purge")[-1]
+    assert purge.detail["deleted"] == 1 and purge.detail["retention_days"] == 180

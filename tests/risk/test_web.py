@@ -321,6 +321,13 @@ def test_the_appeals_page_filters_pages_and_exports_a_masked_workbook(
     assert decided.status_code == 303 and decided.headers["location"] == f"/risk/appeals?{back}"
     session.expire_all()
     assert service.colour_of(session, person.subject).colour == "green"
+    # Half a year after the decision the text is cleared; the page says so.
+    with clock.shifted(dt.timedelta(days=181)):
+        assert service.purge_expired_appeal_texts(session) == 1
+    session.commit()
+    decided_page = client.get(f"/risk/appeals?status=decided&street={STREET_B}").text
+    assert f'data-testid="text-purged-{appeal.id}"' in decided_page
+    assert "HYPERLINK" not in decided_page and "我没有接触史" not in decided_page
 
     # The same queue over the API: the views, one street, the counts.
     headers = bearer(session, district.id)

@@ -182,6 +182,9 @@ class Appeal(Base):
     action: Mapped[str | None] = mapped_column(String(16))
     fact_id: Mapped[int | None] = mapped_column(Integer)
     override_id: Mapped[int | None] = mapped_column(Integer)
+    # When the text the person wrote was cleared, its retention period after the decision
+    # over; the appeal, its outcome and its audit rows stay.
+    text_purged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class RiskNotification(Base):

@@ -127,6 +127,10 @@ TEXT: dict[str, tuple[str, str]] = {
     "in_scope": ("辖区内", "In your jurisdiction"),
     "decided": ("已处理", "Decided"),
     "st_open": ("待处理", "Open"),
+    "text_purged": (
+        "（申诉原文已按保存期限清除）",
+        "(the text was cleared after its retention period)",
+    ),
     "overdue_view": ("已逾期", "Overdue"),
     "all_streets": ("全部街道", "All streets"),
     "street": ("街道", "Street"),

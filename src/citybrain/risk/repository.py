@@ -482,6 +482,21 @@ def settle_notification_text(
     return rows_affected(result) == 1
 
 
+def decided_appeal_texts_before(session: Session, before: dt.datetime) -> list[Appeal]:
+    """Decided appeals whose text is still kept, decided before ``before``."""
+    return list(
+        session.scalars(
+            select(Appeal)
+            .where(
+                Appeal.status != "open",
+                Appeal.decided_at < before,
+                Appeal.text_purged_at.is_(None),
+            )
+            .order_by(Appeal.id)
+        )
+    )
+
+
 def purge_notifications_before(session: Session, before: dt.datetime) -> int:
     """Delete notifications created before ``before``, read or not; returns how many."""
     result = session.execute(delete(RiskNotification).where(RiskNotification.created_at < before))

@@ -220,6 +220,9 @@ class AppealOut(BaseModel):
     outcome_zh: str | None
     outcome_en: str | None
     action: str | None
+    text_purged: bool = Field(
+        default=False, description="申诉原文已按保存期限清除（处理结果仍保留）"
+    )
     appellant: PersonMasked | None = Field(
         default=None, description="申诉人（脱敏），仅在街道申诉队列中给出"
     )

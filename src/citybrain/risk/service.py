@@ -1409,6 +1409,7 @@ def appeal_out(row: Appeal, now: dt.datetime | None = None) -> AppealOut:
         subject=row.subject,
         street_code=row.street_code,
         text=field_cipher().decrypt(row.text_enc, APPEAL_TEXT_FIELD),
+        text_purged=row.text_purged_at is not None,
         colour=row.colour,
         filed_at=row.filed_at,
         deadline=row.deadline,
@@ -1676,6 +1677,30 @@ def person_registered(session: Session, person_ref: str) -> bool:
         return bool(exposed)
     _after_change(session, subject, person, clock.now())
     return True
+
+
+def purge_expired_appeal_texts(session: Session) -> int:
+    """Clear the text of every appeal decided more than ``appeal_text_retention_days`` ago
+    (what a person wrote is personal, and kept no longer than needed); the appeal, its
+    outcome and its audit rows stay. Audited when any was cleared. Never commits."""
+    days = risk_settings().appeal_text_retention_days
+    now = clock.now()
+    before = now - dt.timedelta(days=days)
+    cipher = field_cipher()
+    rows = repository.decided_appeal_texts_before(session, before)
+    for row in rows:
+        row.text_enc = cipher.encrypt("", APPEAL_TEXT_FIELD)
+        row.text_purged_at = now
+    session.flush()
+    record_purge(
+        session,
+        "risk.appeal_texts_purge",
+        object_type="appeal",
+        deleted=len(rows),
+        before=before,
+        retention_days=days,
+    )
+    return len(rows)
 
 
 def purge_expired_notifications(session: Session) -> int:

@@ -37,6 +37,12 @@ class RiskSettings(BaseSettings):
         description="days a person's notifications (an override applied, an appeal decided) "
         "are kept; the overrides and appeals themselves, and their audit rows, stay",
     )
+    appeal_text_retention_days: int = Field(
+        default=180,
+        ge=1,
+        description="days the text a person wrote in an appeal is kept after the decision; "
+        "the appeal, its outcome and its audit rows stay",
+    )
     override_daily_limit: int = Field(
         default=30,
         ge=1,

@@ -170,6 +170,21 @@ def purge_risk_notifications() -> None:
     purge_old_notifications()
 
 
+def purge_old_appeal_texts() -> int:
+    """Clear the texts of appeals decided longer ago than their retention; returns how
+    many."""
+    with get_database().unit_of_work(immediate=True) as session:
+        cleared = service.purge_expired_appeal_texts(session)
+    log.info("risk.appeal_texts_purged", count=cleared)
+    return cleared
+
+
+@schedule(minute="0", hour="4")
+def purge_risk_appeal_texts() -> None:
+    """At 04:00 in the city: clear the appeal texts past their retention period."""
+    purge_old_appeal_texts()
+
+
 @schedule(minute="*/5")
 def sweep_expired() -> None:
     """Every five minutes: recompute colours and tiers whose time ran out, end overrides."""
