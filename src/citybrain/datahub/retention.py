@@ -128,7 +128,12 @@ def mark_expired_files(
     vault = Vault()
     for row in session.scalars(
         select(IntakeFile)
-        .where(IntakeFile.status == STATUS_INGESTED, IntakeFile.purged_at.is_(None))
+        .where(
+            IntakeFile.status == STATUS_INGESTED,
+            IntakeFile.purged_at.is_(None),
+            # Only a file spanning several days can lose some of them; the rest go whole.
+            IntakeFile.first_day < IntakeFile.last_day,
+        )
         .order_by(IntakeFile.id)
     ):
         keep_from = _retention_start(row.category, today)

@@ -131,7 +131,6 @@ TEXT: dict[str, tuple[str, str]] = {
         "（申诉原文已按保存期限清除）",
         "(the text was cleared after its retention period)",
     ),
-    "overdue_view": ("已逾期", "Overdue"),
     "all_streets": ("全部街道", "All streets"),
     "street": ("街道", "Street"),
     "filter": ("筛选", "Filter"),
@@ -763,11 +762,10 @@ def _appeals_page(
         page = 1
     total = getattr(summary, status)
     # The appellant's standing facts, for choosing the one an upheld appeal withdraws.
-    facts = {
-        a.id: [f for f in service.facts_of_subject(session, a.subject) if f.retracted_at is None]
-        for a in appeals
-        if a.status == "open"
-    }
+    standing = service.standing_facts_of(
+        session, [a.subject for a in appeals if a.status == "open"]
+    )
+    facts = {a.id: standing[a.subject] for a in appeals if a.subject in standing}
     return _page(
         request,
         "risk/appeals.html",

@@ -503,18 +503,24 @@ def purge_notifications_before(session: Session, before: dt.datetime) -> int:
     return rows_affected(result)
 
 
-def colour_counts_scoped(session: Session, who: Principal, now_: dt.datetime) -> dict[str, int]:
-    """Codes in ``who``'s jurisdiction by the colour they show (a manual colour in force
-    first), as the cockpit counts them: red and yellow of every subject placed there (at city
-    level also those no registry places); green of the registered residents who show green,
-    most of whom have no colour row at all, since nothing was ever asserted about them."""
-    shown = case(
+def shown_colour(now_: dt.datetime) -> ColumnElement[str]:
+    """SQL for the colour a stored row shows at ``now_``: a manual colour in force, else the
+    rules' colour."""
+    return case(
         (
             and_(PersonColour.override_colour.is_not(None), PersonColour.override_until > now_),
             PersonColour.override_colour,
         ),
         else_=PersonColour.colour,
     )
+
+
+def colour_counts_scoped(session: Session, who: Principal, now_: dt.datetime) -> dict[str, int]:
+    """Codes in ``who``'s jurisdiction by the colour they show (a manual colour in force
+    first), as the cockpit counts them: red and yellow of every subject placed there (at city
+    level also those no registry places); green of the registered residents who show green,
+    most of whom have no colour row at all, since nothing was ever asserted about them."""
+    shown = shown_colour(now_)
     counting: Any = select(shown, func.count()).where(shown != "green").group_by(shown)
     if len(who.area_code) > 4:
         counting = scoped(counting, cast(ColumnElement[str], PersonColour.area_code), who)

@@ -89,6 +89,7 @@ from citybrain.risk.subjects import (
 SOURCE_PATTERN = re.compile(r"[a-z][a-z0-9_.]{1,47}")
 COMPOUND_PATTERN = re.compile(r"\d{15}")
 MAX_EVIDENCE_BYTES = 4096
+EXPORT_LIMIT = 10_000  # rows in one spreadsheet export of a staff list
 APPEAL_TEXT_FIELD = "risk_appeals.text"
 TOPIC_FACT_ASSERTED = "risk.fact_asserted"
 TOPIC_FACT_RETRACTED = "risk.fact_retracted"
@@ -484,6 +485,14 @@ def facts_of_subject(session: Session, subject: str) -> list[FactOut]:
     """A subject's facts, newest first."""
     check_subject(subject)
     return [fact_out(f) for f in repository.facts_for_view(session, subject)]
+
+
+def standing_facts_of(session: Session, subjects: Iterable[str]) -> dict[str, list[FactOut]]:
+    """The facts not withdrawn of each of ``subjects``, newest first (one read for all)."""
+    return {
+        subject: [fact_out(f) for f in reversed(rows) if f.retracted_at is None]
+        for subject, rows in repository.facts_of(session, subjects).items()
+    }
 
 
 # --- colours ---------------------------------------------------------------------------------
@@ -1245,7 +1254,6 @@ OVERRIDE_VIEWS: dict[str, tuple[str, ...]] = {
 }
 """The manual-colour register's views (人工赋码台账): awaiting a second person and in force
 (the default), each of those alone, and those that ended (expired, revoked or rejected)."""
-OVERRIDE_EXPORT_LIMIT = 10_000
 
 
 def override_register(
@@ -1260,8 +1268,8 @@ def override_register(
 
 def override_export(session: Session, who: Principal, *, view: str = "open") -> list[OverrideOut]:
     """The register as :func:`override_register` filters it, whole (at most
-    :data:`OVERRIDE_EXPORT_LIMIT`), for a spreadsheet; the export is audited."""
-    return _overrides_read(session, who, "risk.override.export", view, 0, OVERRIDE_EXPORT_LIMIT)
+    :data:`EXPORT_LIMIT`), for a spreadsheet; the export is audited."""
+    return _overrides_read(session, who, "risk.override.export", view, 0, EXPORT_LIMIT)
 
 
 def override_summary(session: Session, who: Principal) -> dict[str, int]:
@@ -1423,7 +1431,6 @@ def appeal_out(row: Appeal, now: dt.datetime | None = None) -> AppealOut:
     )
 
 
-APPEAL_EXPORT_LIMIT = 10_000
 APPEAL_VIEWS = ("open", "overdue", "decided")
 """The appeals queue's views: every open appeal, the open ones past their deadline (已逾期),
 the decided ones."""
@@ -1462,8 +1469,8 @@ def appeal_export(
     session: Session, who: Principal, *, status: str = "open", street: str | None = None
 ) -> list[AppealOut]:
     """The queue as :func:`appeal_queue` filters it, whole (at most
-    :data:`APPEAL_EXPORT_LIMIT` appeals), for a spreadsheet; the export is audited."""
-    return _appeals_read(session, who, "risk.appeal.export", status, street, 0, APPEAL_EXPORT_LIMIT)
+    :data:`EXPORT_LIMIT` appeals), for a spreadsheet; the export is audited."""
+    return _appeals_read(session, who, "risk.appeal.export", status, street, 0, EXPORT_LIMIT)
 
 
 def _appeals_read(

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, delete, func, or_, select, text
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from citybrain.analysis.models import ContactTrace
@@ -33,6 +33,7 @@ from citybrain.datahub.models import IntakeFile
 from citybrain.healthcode.models import Scan
 from citybrain.kit import clock
 from citybrain.risk.models import Appeal, CompoundTier, Fact, Override, PersonColour
+from citybrain.risk.repository import shown_colour
 
 CITY = "4101"
 LEVEL_LENGTHS = (4, 6, 9, 12, 15)
@@ -168,13 +169,7 @@ def _quarantined(session: Session, subjects: set[str], now: dt.datetime) -> set[
 
 
 def _colour_measures(session: Session, leaves: Collection[str] | None, now: dt.datetime) -> Values:
-    shown = case(
-        (
-            and_(PersonColour.override_colour.is_not(None), PersonColour.override_until > now),
-            PersonColour.override_colour,
-        ),
-        else_=PersonColour.colour,
-    )
+    shown = shown_colour(now)
     # A subject no registry places counts for the city as a whole.
     leaf = func.coalesce(PersonColour.area_code, CITY)
     rows = session.execute(
