@@ -97,7 +97,13 @@ def test_two_people_apply_an_override_that_is_shown_audited_told_and_expires(
     reason = view.reasons[0]
     assert reason.rule_id == "override" and f"override:{request.id}" in reason.evidence
     assert "人工赋码" in reason.text_zh and "传染病防治法" in reason.text_zh
-    assert officer.actor.ref in reason.text_zh and approver.actor.ref in reason.text_zh
+    # Who did it, by unit, role and name, never an internal account reference.
+    assert f"编号 {request.id}" in reason.text_zh
+    assert f"由金水区经八路街道 街道防控专员 {officer.display_name}申请" in reason.text_zh
+    approver_zh = f"郑州市 市指挥部指挥长 {approver.display_name}"
+    assert f"、{approver_zh}批准" in reason.text_zh
+    assert "user:" not in reason.text_zh and "user:" not in reason.text_en
+    assert f"{officer.display_name}, Street officer, " in reason.text_en
     approved = audits(session, "risk.override.approve")[-1]
     assert approved.outcome == "ok" and approved.detail["requested_by"] == officer.actor.ref
     assert audits(session, "risk.override.request")[-1].actor == officer.actor.ref
@@ -105,6 +111,7 @@ def test_two_people_apply_an_override_that_is_shown_audited_told_and_expires(
     assert notice["subject"] == person.subject and notice["colour"] == "red"
     told = service.notifications_of(session, person.subject)
     assert told[0].kind == "override_applied" and "法律依据" in told[0].text_zh
+    assert f"批准人：{approver_zh}" in told[0].text_zh and "user:" not in told[0].text_zh
     with pytest.raises(Conflict):
         service.approve_override(session, make_user(session, "city_commander", "4101"), request.id)
     # It ends by itself.

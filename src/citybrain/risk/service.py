@@ -23,7 +23,7 @@ from citybrain.core.audit.service import SYSTEM, Actor, record, record_purge
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.authz.scope import covers
-from citybrain.core.authz.service import actor_names
+from citybrain.core.authz.service import actor_names, actor_titles
 from citybrain.core.events.service import publish
 from citybrain.core.people.models import Person
 from citybrain.core.people.schemas import PersonMasked
@@ -1070,18 +1070,21 @@ def approve_override(session: Session, who: Principal, override_id: int) -> Over
     colour_row.override_id = row.id
     colour_row.override_colour = row.colour
     colour_row.override_until = row.expires_at
-    colour_row.override_reason = _override_reason(row).model_dump(mode="json")
+    colour_row.override_reason = _override_reason(session, row).model_dump(mode="json")
     session.flush()
     label_zh, label_en = COLOUR_LABELS[row.colour]
     until = local_time(row.expires_at)
+    approver_zh, approver_en = actor_titles(session, [who.actor.ref])[who.actor.ref]
     _notify(
         session,
         row.subject,
         "override_applied",
-        f"您的健康码已被人工调整为{label_zh}，至 {until}（北京时间）。理由：{row.reason}。"
-        f"法律依据：{row.legal_basis}。如有异议可提出申诉。",
-        f"Your health code was set to {label_en} by hand until {until} (Beijing time). "
-        f"Reason: {row.reason}. Legal basis: {row.legal_basis}. You may appeal.",
+        f"您的健康码已被人工调整为{label_zh}（编号 {row.id}），至 {until}（北京时间）。"
+        f"理由：{row.reason}。法律依据：{row.legal_basis}。批准人：{approver_zh}。"
+        "如有异议可提出申诉。",
+        f"Your health code was set to {label_en} by hand (no. {row.id}) until {until} "
+        f"(Beijing time). Reason: {row.reason}. Legal basis: {row.legal_basis}. "
+        f"Approved by {approver_en}. You may appeal.",
     )
     record(
         session,
@@ -1125,20 +1128,26 @@ def approve_override(session: Session, who: Principal, override_id: int) -> Over
     return row
 
 
-def _override_reason(row: Override) -> ReasonView:
+def _override_reason(session: Session, row: Override) -> ReasonView:
+    """The reason a manual colour shows on the person's code page: what, on which legal basis,
+    set by whom (unit, role and name, so that the person and the hotline can say who did it),
+    until when, and its number (人工赋码编号) to quote in an appeal."""
     assert row.expires_at is not None
     label_zh, label_en = COLOUR_LABELS[row.colour]
     until = local_time(row.expires_at)
+    titles = actor_titles(session, [row.requested_by, row.approved_by])
+    requested_zh, requested_en = titles[row.requested_by]
+    approved_zh, approved_en = titles[row.approved_by] if row.approved_by else ("", "")
     return ReasonView(
         rule_id="override",
         text_zh=(
-            f"人工赋码（{label_zh}）：{row.reason}。法律依据：{row.legal_basis}。"
-            f"由 {row.requested_by} 申请、{row.approved_by} 批准，至 {until}（北京时间）。"
+            f"人工赋码（{label_zh}，编号 {row.id}）：{row.reason}。法律依据：{row.legal_basis}。"
+            f"由{requested_zh}申请、{approved_zh}批准，至 {until}（北京时间）。"
         ),
         text_en=(
-            f"Set by hand ({label_en}): {row.reason}. Legal basis: {row.legal_basis}. "
-            f"Requested by {row.requested_by}, approved by {row.approved_by}; until {until} "
-            "(Beijing time)."
+            f"Set by hand ({label_en}, no. {row.id}): {row.reason}. "
+            f"Legal basis: {row.legal_basis}. Requested by {requested_en}; "
+            f"approved by {approved_en}; until {until} (Beijing time)."
         ),
         evidence=[f"override:{row.id}"],
         until=row.expires_at,

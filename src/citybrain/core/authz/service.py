@@ -28,8 +28,10 @@ from citybrain.core.authz.roles import (
     DEVICE_PERMISSIONS,
     Role,
     permissions_of,
+    role_label,
 )
 from citybrain.core.geo.models import CITY_CODE, Area, Place
+from citybrain.core.geo.repository import ancestors
 from citybrain.kit import clock
 from citybrain.kit.errors import Conflict, InvalidInput, NotAuthenticated, RateLimited
 from citybrain.kit.settings import get_settings
@@ -421,3 +423,24 @@ def actor_names(session: Session, refs: Iterable[str | None]) -> dict[str, str]:
         for u in repository.users_by_ids(session, ids)
     }
     return {r: users.get(r, r) for r in present}
+
+
+def actor_titles(session: Session, refs: Iterable[str | None]) -> dict[str, tuple[str, str]]:
+    """How to tell a resident who acted on them (经办单位与经办人), in Chinese and English:
+    ``user:<id>`` as the user's unit, role and name (``金水区经八路街道 街道防控专员 张三``),
+    without the account name; any other actor as its reference. A resident, or the hotline
+    they call, can then say who set their code."""
+    present = {r for r in refs if r}
+    ids = {int(r[5:]) for r in present if r.startswith("user:") and r[5:].isdigit()}
+    titles: dict[str, tuple[str, str]] = {}
+    for user in repository.users_by_ids(session, ids):
+        path = ancestors(session, user.area_code)
+        # The city is implied unless the user works for the city itself.
+        unit = path[1:] if len(path) > 1 else path
+        unit_zh = "".join(a.name for a in unit)
+        unit_en = ", ".join(a.name_en or a.name for a in reversed(unit))
+        titles[f"user:{user.id}"] = (
+            f"{unit_zh} {role_label(user.role)} {user.display_name}".strip(),
+            f"{user.display_name}, {role_label(user.role, 'en')}, {unit_en}".rstrip(", "),
+        )
+    return {r: titles.get(r, (r, r)) for r in present}
