@@ -305,9 +305,33 @@ def test_a_place_code_is_signed_and_a_resident_scan_of_it_is_recorded(
     )
     scan = session.get(Scan, body["scan_id"])
     assert scan is not None and scan.method == "place" and scan.device_token_id is None
-    # What a scanner reads off the poster (the link) is taken as well.
+    assert "repeat" not in body
+    # What a scanner reads off the poster (the link) is taken as well; within five minutes
+    # of the first it answers with the visit already recorded, and records none.
     by_link = client.post("/api/v1/scans/place", json={"place": place_code["url"], "code": health})
     assert by_link.status_code == 200 and by_link.json()["place_code"] == gate.venue.code
+    assert (by_link.json()["scan_id"], by_link.json()["repeat"]) == (body["scan_id"], True)
+
+    def visits() -> int:
+        return len(
+            session.scalars(
+                select(Scan).where(
+                    Scan.person_ref == gate.resident.ref, Scan.place_code == gate.venue.code
+                )
+            ).all()
+        )
+
+    assert visits() == 1
+    with clock.frozen(clock.now() + dt.timedelta(minutes=6)):
+        later = client.post(
+            "/api/v1/scans/place",
+            json={
+                "place": place_code["text"],
+                "code": issue_code(session, gate.resident.ref, "green").text,
+            },
+        )
+        assert later.status_code == 200 and later.json()["scan_id"] != body["scan_id"]
+    assert visits() == 2
     # The codes the other way round are refused.
     swapped = client.post("/api/v1/scans/place", json={"place": health, "code": place_code["text"]})
     assert swapped.status_code == 422 and swapped.json()["error"]["code"] == "bad_prefix"

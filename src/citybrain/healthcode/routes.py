@@ -55,12 +55,14 @@ from citybrain.healthcode.service import (
     OFFLINE_STATUS_DUPLICATE,
     OFFLINE_STATUS_RECORDED,
     OFFLINE_STATUS_REFUSED,
+    REPEAT_CHECK_IN,
     DeviceWithdrawn,
     OfflineResult,
     OfflineScan,
     ScanOutcome,
     ScanRequest,
     place_scan_request,
+    recent_visit,
     record_offline_scans,
     record_scans,
 )
@@ -304,10 +306,12 @@ setattr(post_scan, GUARD_ATTRIBUTE, str(Permission.DEVICE_SCAN))
     responses=error_responses(422, 429),
 )
 @public
-async def post_place_scan(body: PlaceScanIn, request: Request) -> Response:
+async def post_place_scan(body: PlaceScanIn, request: Request, session: DB) -> Response:
     """A resident scanned a place code (场所码): record "I was here". The resident's own
     current health code (signed, valid for minutes, shown only to its holder) identifies
-    them, so no further login is needed; both codes must verify."""
+    them, so no further login is needed; both codes must verify. A second scan of the same
+    place within five minutes answers with the visit already recorded (``repeat`` true)
+    instead of recording another, as the residents' page does."""
     lang = language(request)
     try:
         if getattr(request.app.state, "test_session", None) is None:
@@ -316,6 +320,9 @@ async def post_place_scan(body: PlaceScanIn, request: Request) -> Response:
         return overloaded(error, lang)
     place = verify_place(request, body.place)
     person = verify_health_code(request, body.code)
+    earlier = recent_visit(session, person.person_ref, place.place_code, within=REPEAT_CHECK_IN)
+    if earlier is not None:
+        return JSONResponse({**outcome_json(earlier, lang), "repeat": True})
     try:
         outcome = await record(
             request, place_scan_request(place.place_code, person.person_ref, person.colour)

@@ -62,6 +62,11 @@ class ScanOut(BaseModel):
     place_name: str
     direction: str
     scanned_at: dt.datetime
+    repeat: bool = Field(
+        False,
+        description="同一场所5分钟内重复扫码：返回已记录的那次，不再记录 "
+        "a repeat place-code scan within five minutes: the visit already recorded",
+    )
 
 
 class PlaceScanIn(BaseModel):

@@ -343,6 +343,11 @@ def place_scan_request(
     )
 
 
+# A second check-in at the same place within this time shows the visit just recorded
+# instead of recording another (a double tap, a phone that sends twice).
+REPEAT_CHECK_IN = dt.timedelta(minutes=5)
+
+
 def recent_visit(
     session: Session, person_ref: str, place_code: str, *, within: dt.timedelta
 ) -> ScanOutcome | None:

@@ -38,7 +38,7 @@ from citybrain.healthcode.codes import PLACE_SCAN_PATH
 from citybrain.healthcode.models import PASS_REASONS
 from citybrain.healthcode.routes import record as record_scan
 from citybrain.healthcode.routes import verify_place
-from citybrain.healthcode.service import place_scan_request, recent_visit
+from citybrain.healthcode.service import REPEAT_CHECK_IN, place_scan_request, recent_visit
 from citybrain.healthcode.writer import Overloaded
 from citybrain.kit import clock
 from citybrain.kit.crypto import field_cipher
@@ -391,10 +391,6 @@ def logout(
 
 # ---------------------------------------------------------------------------------------------
 # Residents: checking in at a place by its code (扫场所码)
-
-
-# A second tap within this time shows the visit just recorded instead of recording another.
-REPEAT_CHECK_IN = dt.timedelta(minutes=5)
 
 
 def _place_context(session: Session, me: Person, place_code: str) -> dict[str, Any]:
