@@ -14,12 +14,10 @@ text are never logged: a failure is logged with its kind and HTTP status only.
 
 from __future__ import annotations
 
-import json
 import sys
-import urllib.error
-import urllib.request
 
-from citybrain.kit.errors import CitybrainError, ConfigurationError
+from citybrain.kit.errors import CitybrainError
+from citybrain.kit.gateway import GatewayFailed, post_json
 from citybrain.kit.logging import get_logger
 from citybrain.kit.masking import mask_phone
 from citybrain.kit.settings import get_settings
@@ -57,27 +55,17 @@ def send_sms(phone: str, text: str) -> None:
         # Development only, to the console of the process (not the log): the phone masked.
         print(f"[短信 SMS → {mask_phone(phone)}] {text}", file=sys.stderr, flush=True)
         return
-    if not settings.sms_gateway_url.startswith(("https://", "http://")):
-        raise ConfigurationError(
-            "短信网关地址须以 https:// 或 http:// 开头",
-            "CITYBRAIN_SMS_GATEWAY_URL must be an https:// or http:// URL",
-        )
-    body = json.dumps({"phone": phone, "text": text}, ensure_ascii=False).encode()
-    headers = {"Content-Type": "application/json; charset=utf-8"}
-    if settings.sms_gateway_token:
-        headers["Authorization"] = f"Bearer {settings.sms_gateway_token}"
-    # The scheme is checked above: only http(s), never file: or a custom opener.
-    request = urllib.request.Request(  # noqa: S310
-        settings.sms_gateway_url, data=body, headers=headers, method="POST"
-    )
     try:
-        with urllib.request.urlopen(  # noqa: S310
-            request, timeout=settings.sms_timeout_seconds
-        ) as answer:
-            answer.read()
-    except urllib.error.HTTPError as error:
-        log.warning("sms.refused", status=error.code)
-        raise _unavailable() from None
-    except (urllib.error.URLError, TimeoutError, OSError) as error:
-        log.warning("sms.unreachable", error=type(error).__name__)
+        post_json(
+            settings.sms_gateway_url,
+            {"phone": phone, "text": text},
+            token=settings.sms_gateway_token,
+            timeout=settings.sms_timeout_seconds,
+            setting="CITYBRAIN_SMS_GATEWAY_URL",
+        )
+    except GatewayFailed as failure:
+        if failure.status is not None:
+            log.warning("sms.refused", status=failure.status)
+        else:
+            log.warning("sms.unreachable", error=failure.kind)
         raise _unavailable() from None
