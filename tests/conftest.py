@@ -28,6 +28,8 @@ from sqlalchemy.orm import Session  # noqa: E402
 from citybrain import schema  # noqa: E402
 from citybrain.kit.db import Database, set_database  # noqa: E402
 from citybrain.kit.settings import reset_settings  # noqa: E402
+from tests.identity_service import TOKEN as IDENTITY_TOKEN  # noqa: E402
+from tests.identity_service import FakeIdentityService  # noqa: E402
 from tests.sms_gateway import TOKEN as SMS_TOKEN  # noqa: E402
 from tests.sms_gateway import FakeSmsGateway  # noqa: E402
 
@@ -114,6 +116,19 @@ def sms_gateway() -> Iterator[FakeSmsGateway]:
     reset_settings()
     yield gateway
     gateway.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def identity_service() -> Iterator[FakeIdentityService]:
+    """The city's real-name verification service as a real HTTP server for the whole run,
+    knowing the synthetic people the factories hand out; ``kit.identity`` asks it."""
+    service = FakeIdentityService()
+    service.start()
+    os.environ["CITYBRAIN_IDENTITY_GATEWAY_URL"] = service.url
+    os.environ["CITYBRAIN_IDENTITY_GATEWAY_TOKEN"] = IDENTITY_TOKEN
+    reset_settings()
+    yield service
+    service.stop()
 
 
 @pytest.fixture

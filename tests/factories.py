@@ -18,7 +18,11 @@ from citybrain.simulate.persons import SyntheticPerson, generate_persons
 TEST_ACTOR = Actor("test", "test", None)
 PASSWORD = "test-password-1"
 _counter = itertools.count(1)
-_people = generate_persons(50_000, seed=424242)
+# The synthetic population the tests draw from; the stand-in for the city's identity service
+# (tests/identity_service.py) knows exactly these people, as the population registry would.
+POPULATION_SIZE = 50_000
+POPULATION_SEED = 424242
+_people = generate_persons(POPULATION_SIZE, seed=POPULATION_SEED)
 
 # Two streets of 金水区 and one of 中原区, with a community each.
 STREET_A = "410105001"  # 经八路街道

@@ -1183,8 +1183,15 @@ def demo(
         else "printed here, since no SMS platform is set (CITYBRAIN_SMS_GATEWAY_URL) "
         "演示环境未接短信平台，验证码显示在本终端"
     )
+    identity = (
+        "checked by the city's identity service"
+        if settings.identity_gateway_url
+        else "not checked, since no identity service is set (CITYBRAIN_IDENTITY_GATEWAY_URL) "
+        "演示环境未接实名核验服务"
+    )
     console.print(
-        f"residents 居民健康登记: {url}/residents (phone-sized pages); one-time codes are {sms}"
+        f"residents 居民健康登记: {url}/residents (phone-sized pages); one-time codes are {sms}; "
+        f"names and ID numbers are {identity}"
     )
     console.print(
         f"place codes 场所码: {url}/healthcode/place-codes (account street) prints a venue's code; "

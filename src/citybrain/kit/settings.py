@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     sms_resend_seconds: int = 60
     sms_codes_per_phone_per_day: int = 10
     sms_codes_per_address_per_hour: int = 30
+    # The city's real-name verification service (实名核验: the population registry's name and ID
+    # check, the carriers' check that a phone is registered in that name): an HTTP endpoint
+    # that takes {"name", "id_number"[, "phone"]} as JSON and answers {"match": true|false}.
+    # Unset in dev and test, registrations are not checked; production refuses to register.
+    identity_gateway_url: str | None = None
+    identity_gateway_token: str | None = None
+    identity_timeout_seconds: float = 5.0
     vendor_dir: Path | None = Field(
         default=None,
         description="front-end packages copied from npm at setup (default: build/web-vendor)",

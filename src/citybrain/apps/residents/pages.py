@@ -714,7 +714,7 @@ def household_add(
         return _to_login(request)
     check_csrf(request, csrf_token)
     try:
-        service.add_member(session, me, name, id_number, phone)
+        service.add_member(session, me, name, id_number, phone, client_ip=_client_ip(request))
     except CitybrainError as error:
         rollback_keeping(session, error)
         return _household(

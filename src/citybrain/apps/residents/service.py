@@ -59,6 +59,7 @@ from citybrain.kit.errors import (
     RateLimited,
 )
 from citybrain.kit.idcheck import normalise_mobile, parse_resident_id
+from citybrain.kit.identity import identity_matches
 from citybrain.kit.masking import mask_name, mask_phone, mask_resident_id
 from citybrain.kit.settings import get_settings
 from citybrain.risk import service as risk
@@ -388,6 +389,47 @@ def _keeping(error: E, kept: list[Callable[[Any], object]]) -> E:
     return error
 
 
+IDENTITY_MISMATCH = (
+    "实名核验未通过：姓名、身份证号码与手机号码的实名登记信息不一致。请核对姓名和身份证号码，"
+    "并使用登记在本人名下的手机号码；手机号码不在本人名下的，可请家人将您登记为家庭成员，"
+    "或到所在社区登记",
+    "the real-name check failed: the name, ID number and phone do not match the registered "
+    "holder. Check the name and ID number and use a phone registered in your own name; if you "
+    "have none, a family member can register you as a household member, or register at your "
+    "community",
+)
+MEMBER_IDENTITY_MISMATCH = (
+    "姓名与身份证号码不一致（实名核验未通过），请核对",
+    "the name does not match the ID number (real-name check failed); check both",
+)
+
+
+def _check_identities(
+    name: str,
+    number: str,
+    phone: str,
+    members: list[tuple[int, str, str]],
+    key: str,
+    client_ip: str,
+) -> None:
+    """Ask the city's identity service (``kit.identity``) about the registrant (name, ID and
+    phone: three factors) and each member (name and ID); every mismatch is reported on its
+    field, and the attempt counts against the rate limit like a failed login, so the form
+    cannot be used to test name and ID pairs at will."""
+    problems: dict[str, tuple[str, str]] = {}
+    if not identity_matches(name, number, phone):
+        problems["id_number"] = IDENTITY_MISMATCH
+    for position, m_name, m_number in members:
+        if not identity_matches(m_name, m_number):
+            zh, en = MEMBER_IDENTITY_MISMATCH
+            problems[f"members-{position}-name"] = (
+                f"家庭成员{position}：{zh}",
+                f"household member {position}: {en}",
+            )
+    if problems:
+        raise _failed(FormInvalid(problems), key, client_ip, "identity_mismatch")
+
+
 def _expose(session: Session, refs: list[str]) -> None:
     """Persons who just entered a household: a case in force among its members makes the
     others close contacts now, in this transaction, so the code page shows it at once (the
@@ -456,6 +498,7 @@ def register_household(
             )
 
     members: list[tuple[str, str, str | None]] = []
+    positions: list[int] = []  # each member's place on the form, for its fields
     seen = {number} if number else set()
     slots = [m for m in data.members if not m.is_blank()]
     if len(slots) > MAX_MEMBERS:
@@ -496,6 +539,7 @@ def register_household(
                 )
         if m_name is not None and m_number is not None:
             members.append((m_name, m_number, m_phone))
+            positions.append(position)
 
     if problems:
         error = _keeping(FormInvalid(problems), kept)
@@ -504,6 +548,17 @@ def register_household(
         raise error
     assert name is not None and number is not None and phone is not None
     assert compound is not None and unit is not None and proof is not None
+    assert key is not None
+    # Checked last, when all else holds: the city's service is asked only for a whole form,
+    # before anything is written, and the code stays unspent for a corrected try.
+    _check_identities(
+        name,
+        number,
+        phone,
+        [(p, m[0], m[1]) for p, m in zip(positions, members, strict=True)],
+        key,
+        client_ip,
+    )
     sms_codes.spend(proof)
 
     channel = _self_service(compound.code)
@@ -679,9 +734,12 @@ def address_of(session: Session, person: Person) -> tuple[Compound | None, str]:
     return compound, " ".join(p for p in split_unit(unit) if p)
 
 
-def add_member(session: Session, me: Person, name: str, id_number: str, phone: str) -> Person:
+def add_member(
+    session: Session, me: Person, name: str, id_number: str, phone: str, *, client_ip: str
+) -> Person:
     """Add a household member later (from "my household"), with the same checks as at
-    registration; the household is created if the resident had none."""
+    registration, the real-name check of name and ID included (a failure counts against the
+    rate limit); the household is created if the resident had none."""
     problems: dict[str, tuple[str, str]] = {}
     m_name = _collect(problems, check_name, name, "name")
     number = _collect(problems, check_id_number, id_number, "id_number")
@@ -706,6 +764,12 @@ def add_member(session: Session, me: Person, name: str, id_number: str, phone: s
     if problems:
         raise FormInvalid(problems)
     assert m_name is not None and number is not None
+    key = _limit_key(index.digest(number, "id_number"))
+    _check_rate(session, key, client_ip)
+    if not identity_matches(m_name, number):
+        raise _failed(
+            FormInvalid({"name": MEMBER_IDENTITY_MISMATCH}), key, client_ip, "identity_mismatch"
+        )
     if len(household_of(session, me)) > MAX_MEMBERS:
         raise InvalidInput(
             f"一户最多登记{MAX_MEMBERS + 1}人", f"at most {MAX_MEMBERS + 1} persons per household"

@@ -1,0 +1,104 @@
+"""A stand-in for the city's real-name verification service (实名核验), at the wire: a real
+HTTP server on 127.0.0.1 that answers what ``kit.identity`` asks from a population registry of
+its own — the synthetic people the tests draw from (``tests.factories``), each holding the ID
+number, name and phone the simulator gave them. Only the service outside citybrain is
+replaced, never our code."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from citybrain.simulate.persons import generate_persons
+from tests.factories import POPULATION_SEED, POPULATION_SIZE
+
+TOKEN = "test-identity-token"
+_running: list[FakeIdentityService] = []
+
+
+@dataclass
+class Check:
+    """One question as the service received it."""
+
+    name: str
+    id_number: str
+    phone: str | None
+    authorization: str | None
+
+
+@dataclass(eq=False)
+class FakeIdentityService:
+    """The service: ``checks`` in arrival order; ``refuse_with`` an HTTP status to answer
+    instead (a service that is down). The registry is built on the first question."""
+
+    checks: list[Check] = field(default_factory=list)
+    refuse_with: int | None = None
+    url: str = ""
+    _registry: dict[str, tuple[str, str]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: ThreadingHTTPServer | None = None
+
+    def _known(self, id_number: str) -> tuple[str, str] | None:
+        with self._lock:
+            if not self._registry:
+                self._registry.update(
+                    (p.id_number, (p.name, p.phone))
+                    for p in generate_persons(POPULATION_SIZE, seed=POPULATION_SEED)
+                )
+            return self._registry.get(id_number)
+
+    def answer(self, name: str, id_number: str, phone: str | None) -> bool:
+        """What the registry says: the ID is held by ``name`` (and ``phone`` is theirs)."""
+        known = self._known(id_number)
+        if known is None:
+            return False
+        return known[0] == name and (phone is None or known[1] == phone)
+
+    def start(self) -> None:
+        """Listen on a free port of 127.0.0.1 in a daemon thread."""
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                if service.refuse_with is not None:
+                    self.send_response(service.refuse_with)
+                    self.end_headers()
+                    return
+                check = Check(
+                    str(body.get("name")),
+                    str(body.get("id_number")),
+                    body.get("phone"),
+                    self.headers.get("Authorization"),
+                )
+                service.checks.append(check)
+                match = service.answer(check.name, check.id_number, check.phone)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(json.dumps({"match": match}).encode())
+
+            def log_message(self, format: str, *args: object) -> None:
+                return  # quiet: no request lines in the tests' output
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/identity"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        _running.append(self)
+
+    def stop(self) -> None:
+        """Stop listening."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self in _running:
+            _running.remove(self)
+
+
+def running_identity_service() -> FakeIdentityService:
+    """The service this test process started (the session's ``identity_service`` fixture)."""
+    assert _running, "the identity_service fixture is not running"
+    return _running[-1]
