@@ -14,6 +14,7 @@ from citybrain.apps.cockpit import repository, service
 from citybrain.core.events.dispatcher import subscribe
 from citybrain.core.events.models import OutboxEvent
 from citybrain.core.jobs.queue import schedule
+from citybrain.core.people import service as people_service
 from citybrain.datahub.service import TOPIC_FILE_INGESTED
 from citybrain.healthcode.service import TOPIC_SCANS_RECORDED
 from citybrain.kit.db import get_database
@@ -149,6 +150,13 @@ def on_person_registered(session: Session, event: OutboxEvent) -> None:
     code = _payload(event).get("area_code")
     if isinstance(code, str):
         service.refresh_leaves(session, {code})
+
+
+@subscribe(people_service.TOPIC_PERSON_WITHDRAWN, name="cockpit.person_withdrawn")
+def on_person_withdrawn(session: Session, event: OutboxEvent) -> None:
+    """A registration was withdrawn (a household member entered by mistake): recount where
+    they were registered."""
+    on_person_registered(session, event)
 
 
 def _household_changed(session: Session, event: OutboxEvent) -> None:

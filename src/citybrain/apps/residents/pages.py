@@ -661,12 +661,17 @@ def report_submit(
 
 
 @router.get("/residents/household")
-def household_page(request: Request, session: DB, me: Resident) -> Response:
+def household_page(
+    request: Request,
+    session: DB,
+    me: Resident,
+    remove: Annotated[str | None, Query(max_length=32)] = None,
+) -> Response:
     """我的家庭: the members (masked) with their colours and today's reports, the household's
-    passes, and a form to add a member."""
+    passes, and a form to add a member; ``remove`` asks to confirm taking a member out."""
     if me is None:
         return _to_login(request)
-    return _household(request, session, me)
+    return _household(request, session, me, remove=remove)
 
 
 def _household(
@@ -677,10 +682,14 @@ def _household(
     form: dict[str, str] | None = None,
     errors: dict[str, str] | None = None,
     added: bool = False,
+    remove: str | None = None,
     status_code: int = 200,
 ) -> Response:
     members = service.members_view(session, me)
     compound, unit = service.address_of(session, me)
+    # The member to confirm removing, and whether that withdraws their registration.
+    removing = next((m for m in members if m.ref == remove and not m.is_self), None)
+    withdraws = removing is not None and not service.has_own_account(session, removing.ref)
     return _page(
         request,
         "residents/household.html",
@@ -694,6 +703,9 @@ def _household(
             "form": form or {},
             "errors": errors or {},
             "added": added or "added" in request.query_params,
+            "removing": removing,
+            "withdraws": withdraws,
+            "removed": request.query_params.get("removed", ""),
         },
         status_code=status_code,
     )
@@ -726,6 +738,32 @@ def household_add(
             status_code=error.status_code,
         )
     return RedirectResponse("/residents/household?added=1", status_code=303)
+
+
+@router.post("/residents/household/remove")
+def household_remove(
+    request: Request,
+    session: DB,
+    me: Resident,
+    csrf_token: Annotated[str, Form()] = "",
+    member: Annotated[str, Form(max_length=32)] = "",
+) -> Response:
+    """Take a member out of the household, after the page asked to confirm."""
+    if me is None:
+        return _to_login(request)
+    check_csrf(request, csrf_token)
+    try:
+        outcome = service.remove_member(session, me, member)
+    except CitybrainError as error:
+        rollback_keeping(session, error)
+        return _household(
+            request,
+            session,
+            me,
+            errors=_errors(error, language(request)),
+            status_code=error.status_code,
+        )
+    return RedirectResponse(f"/residents/household?removed={outcome}", status_code=303)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -317,6 +317,13 @@ def member_counts(session: Session, household_ids: set[int]) -> dict[int, int]:
     return {int(h): int(n) for h, n in rows if h is not None}
 
 
+def delete_reports_of(session: Session, ref: str) -> int:
+    """Delete every daily report of person ``ref``; returns how many."""
+    return rows_affected(
+        session.execute(delete(HealthReport).where(HealthReport.person_ref == ref))
+    )
+
+
 def purge_reports_before(session: Session, before: dt.date) -> int:
     """Delete health reports of days before ``before``, except flagged ones not yet followed
     up (still in the staff's queue); returns how many."""

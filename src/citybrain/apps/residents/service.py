@@ -52,6 +52,7 @@ from citybrain.kit import clock
 from citybrain.kit.crypto import BlindIndex, blind_index, field_cipher
 from citybrain.kit.errors import (
     CitybrainError,
+    Conflict,
     FieldsInvalid,
     InvalidInput,
     NotAuthenticated,
@@ -63,6 +64,7 @@ from citybrain.kit.identity import identity_matches
 from citybrain.kit.masking import mask_name, mask_phone, mask_resident_id
 from citybrain.kit.settings import get_settings
 from citybrain.risk import service as risk
+from citybrain.risk.subjects import subject_of
 
 RESIDENT_ROLE = "resident"
 SELF_SERVICE = Actor("resident:self-service", RESIDENT_ROLE, None)
@@ -808,6 +810,43 @@ def add_member(
     person = repository.person_by_ref(session, masked.ref)
     assert person is not None
     return person
+
+
+def has_own_account(session: Session, ref: str) -> bool:
+    """Whether person ``ref`` has logged in themselves (has a resident account)."""
+    return repository.account(session, ref) is not None
+
+
+def remove_member(session: Session, me: Person, ref: str) -> str:
+    """Take a member out of the resident's household (移出家庭成员). A member who never logged
+    in themselves was registered only by this household: their registration is withdrawn —
+    name, ID, phone and daily reports deleted — so the ID is free for them to register on
+    their own (a member entered by mistake, or by someone who should not have). A member with
+    an account of their own stays registered, outside the household. Returns ``withdrawn`` or
+    ``left``; audited and announced by the registry."""
+    if not ref or ref == me.ref:
+        raise InvalidInput(
+            "不能移出本人", "you cannot remove yourself from the household", field="member"
+        )
+    person = member_of(session, me, ref)
+    colour = risk.colour_of(session, subject_of(person)).colour
+    if colour != "green":
+        # A case or a contact must stay reachable where they live: removing them would erase
+        # the contact details the community needs. Their colour row keeps placing them in the
+        # compound in any case, so the tier could not be lowered this way either.
+        raise Conflict(
+            "该成员当前不是绿码，暂不能移出；如登记有误，请联系所在社区",
+            "this member's code is not green, so they cannot be removed now; if the "
+            "registration is wrong, contact your community",
+            code="member_not_green",
+        )
+    actor = resident_actor(me)
+    if not has_own_account(session, person.ref):
+        repository.delete_reports_of(session, person.ref)
+        people_service.withdraw_person(session, actor, person, reason="removed_by_household")
+        return "withdrawn"
+    people_service.leave_household(session, actor, person, reason="removed_by_household")
+    return "left"
 
 
 # ---------------------------------------------------------------------------------------------

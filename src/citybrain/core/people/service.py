@@ -219,6 +219,59 @@ def register_person(session: Session, who: Principal, data: PersonIn) -> tuple[P
     return masked_views(session, [person])[0], True
 
 
+TOPIC_PERSON_WITHDRAWN = "person.withdrawn"
+TOPIC_PERSON_LEFT_HOUSEHOLD = "person.left_household"
+
+
+def withdraw_person(session: Session, actor: Actor, person: Person, *, reason: str) -> None:
+    """Take a person out of the registry (撤销登记): a registration made for them by someone
+    else that should not stand (a household member entered by mistake). Their name, ID and
+    phone leave with the row; what the platform learnt about their health stays with the risk
+    subject, which is not the registry's. The caller decides that ``actor`` may, and removes
+    its own rows that point at the person first. Audited and announced."""
+    record(
+        session,
+        actor,
+        "person.withdraw",
+        object_type="person",
+        object_id=person.ref,
+        area_code=person.area_code,
+        detail={"reason": reason},
+    )
+    publish(
+        session,
+        TOPIC_PERSON_WITHDRAWN,
+        {"person_ref": person.ref, "area_code": person.area_code, "reason": reason},
+        key=person.ref,
+    )
+    session.delete(person)
+    session.flush()
+
+
+def leave_household(session: Session, actor: Actor, person: Person, *, reason: str) -> None:
+    """The person is no longer a member of their household (移出本户); they stay registered
+    where they live. The caller decides that ``actor`` may. Audited and announced."""
+    household_id = person.household_id
+    person.household_id = None
+    person.updated_at = clock.now()
+    record(
+        session,
+        actor,
+        "person.leave_household",
+        object_type="person",
+        object_id=person.ref,
+        area_code=person.area_code,
+        detail={"household_id": household_id, "reason": reason},
+    )
+    publish(
+        session,
+        TOPIC_PERSON_LEFT_HOUSEHOLD,
+        {"person_ref": person.ref, "household_id": household_id, "area_code": person.area_code},
+        key=person.ref,
+    )
+    session.flush()
+
+
 def search_people(
     session: Session,
     who: Principal,
