@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -35,6 +36,9 @@ class FakeIdentityService:
 
     checks: list[Check] = field(default_factory=list)
     refuse_with: int | None = None
+    # Run before an answer, once: the moment a request waits on the service, for a test to
+    # let something else happen meanwhile.
+    meanwhile: Callable[[], None] | None = None
     url: str = ""
     _registry: dict[str, tuple[str, str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -75,6 +79,9 @@ class FakeIdentityService:
                     self.headers.get("Authorization"),
                 )
                 service.checks.append(check)
+                if service.meanwhile is not None:
+                    meanwhile, service.meanwhile = service.meanwhile, None
+                    meanwhile()
                 match = service.answer(check.name, check.id_number, check.phone)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

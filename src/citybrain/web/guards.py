@@ -20,6 +20,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from citybrain.web.retry import run_retrying
+
 RAW_NUL = b"\x00"
 PERCENT_NUL = b"%00"
 JSON_NUL = b"\\u0000"
@@ -71,7 +73,8 @@ def _error(status: int, code: str, zh: str, en: str, accept_en: bool) -> bytes:
 
 class InputGuard:
     """Pure ASGI middleware: buffers the body (up to ``max_body_bytes``), checks it and the
-    URL for NUL, then replays the body to the app."""
+    URL for NUL, then replays the body to the app — again when SQLite turned the request's
+    write away before it answered (``web.retry``)."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
@@ -127,12 +130,7 @@ class InputGuard:
             )
             return
 
-        async def replay() -> Message:
-            if messages:
-                return messages.pop(0)
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await run_retrying(self.app, scope, messages, receive, send)
 
     @staticmethod
     async def _refuse(
