@@ -16,6 +16,7 @@ from citybrain.core.authz.scope import scoped
 from citybrain.core.geo.models import Area, Compound
 from citybrain.core.people.models import Person
 from citybrain.kit.db import rows_affected
+from citybrain.risk.kinds import CASE_KINDS
 from citybrain.risk.models import (
     Appeal,
     CompoundTier,
@@ -495,6 +496,39 @@ def decided_appeal_texts_before(session: Session, before: dt.datetime) -> list[A
             .order_by(Appeal.id)
         )
     )
+
+
+def subjects_at_rest(session: Session, before: dt.datetime, after: str, limit: int) -> list[str]:
+    """The next ``limit`` subjects after ``after``, in order, all of whose facts lie before
+    ``before`` — asserted, valid from, valid until and retracted — with no standing case among
+    them (a confirmed or asymptomatic case is the epidemic's record, kept)."""
+    standing_case = case(
+        (and_(Fact.kind.in_(sorted(CASE_KINDS)), Fact.retracted_at.is_(None)), 1), else_=0
+    )
+    statement = (
+        select(Fact.subject)
+        .where(Fact.subject > after)
+        .group_by(Fact.subject)
+        .having(
+            func.max(Fact.asserted_at) < before,
+            func.max(Fact.valid_from) < before,
+            func.max(func.coalesce(Fact.valid_until, Fact.valid_from)) < before,
+            func.max(func.coalesce(Fact.retracted_at, Fact.asserted_at)) < before,
+            func.sum(standing_case) == 0,
+        )
+        .order_by(Fact.subject)
+        .limit(limit)
+    )
+    return list(session.scalars(statement))
+
+
+def delete_facts_of(session: Session, subjects: Sequence[str]) -> int:
+    """Delete every fact, and the stored colour, of ``subjects``; returns the facts gone."""
+    gone = 0
+    for chunk in _chunks(sorted(set(subjects))):
+        gone += rows_affected(session.execute(delete(Fact).where(Fact.subject.in_(chunk))))
+        session.execute(delete(PersonColour).where(PersonColour.subject.in_(chunk)))
+    return gone
 
 
 def purge_notifications_before(session: Session, before: dt.datetime) -> int:

@@ -1719,6 +1719,37 @@ def purge_expired_appeal_texts(session: Session) -> int:
     return len(rows)
 
 
+FACT_PURGE_BATCH = 500
+
+
+def purge_expired_facts(session: Session) -> int:
+    """Delete the facts of every person at rest (事实数据到期删除): all their facts lie more
+    than ``fact_retention_days`` in the past, none is a standing case, and their code shows
+    green with nothing set by hand — so without the facts it is green just the same, and replay
+    still agrees. Their stored colour goes with the facts. A case's facts (and the release that
+    ends them) stay as the epidemic's record; so do overrides, appeals and audit rows. Audited
+    when any went; returns how many facts. Never commits."""
+    days = risk_settings().fact_retention_days
+    now = clock.now()
+    before = now - dt.timedelta(days=days)
+    gone, after = 0, ""
+    while batch := repository.subjects_at_rest(session, before, after, FACT_PURGE_BATCH):
+        after = batch[-1]
+        views = colours_of(session, batch, now=now)
+        resting = [s for s in batch if views[s].colour == "green" and not views[s].overridden]
+        gone += repository.delete_facts_of(session, resting)
+    session.flush()
+    record_purge(
+        session,
+        "risk.facts_purge",
+        object_type="fact",
+        deleted=gone,
+        before=before,
+        retention_days=days,
+    )
+    return gone
+
+
 def purge_expired_notifications(session: Session) -> int:
     """Delete the persons' notifications older than ``notification_retention_days`` (the
     overrides and appeals they told of stay, with their audit rows); audited when any went.

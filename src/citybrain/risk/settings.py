@@ -37,6 +37,12 @@ class RiskSettings(BaseSettings):
         description="days a person's notifications (an override applied, an appeal decided) "
         "are kept; the overrides and appeals themselves, and their audit rows, stay",
     )
+    fact_retention_days: int = Field(
+        default=180,
+        ge=30,
+        description="days the facts about a person are kept once all of them lie that far in "
+        "the past and their code is green; a case's facts stay as the epidemic's record",
+    )
     appeal_text_retention_days: int = Field(
         default=180,
         ge=1,

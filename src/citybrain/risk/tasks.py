@@ -170,6 +170,20 @@ def purge_risk_notifications() -> None:
     purge_old_notifications()
 
 
+def purge_old_facts() -> int:
+    """Delete the facts of persons at rest past their retention period; returns how many."""
+    with get_database().unit_of_work(immediate=True) as session:
+        purged = service.purge_expired_facts(session)
+    log.info("risk.facts_purged", count=purged)
+    return purged
+
+
+@schedule(minute="10", hour="4")
+def purge_risk_facts() -> None:
+    """At 04:10 in the city: delete the facts of persons at rest past their retention."""
+    purge_old_facts()
+
+
 def purge_old_appeal_texts() -> int:
     """Clear the texts of appeals decided longer ago than their retention; returns how
     many."""
