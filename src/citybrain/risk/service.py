@@ -586,6 +586,15 @@ def recompute_subject(
     return stored
 
 
+def relocate(session: Session, person: Person) -> None:
+    """The person now lives elsewhere (their household moved): their colour row, if they have
+    one, places them in their new compound, and the tiers of the old and the new are
+    recomputed. Nothing to do for a person no fact was ever asserted about."""
+    subject = subject_of(person)
+    if session.get(PersonColour, subject) is not None:
+        _after_change(session, subject, person, clock.now())
+
+
 def _after_change(
     session: Session,
     subject: str,

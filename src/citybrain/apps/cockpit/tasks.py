@@ -207,3 +207,11 @@ def check_overdue_appeals() -> None:
     """Every ten minutes: has any street's appeal passed its deadline? (Once a day a street.)"""
     with get_database().unit_of_work(immediate=True) as session:
         service.check_overdue_appeals(session)
+
+
+@subscribe(people_service.TOPIC_HOUSEHOLD_MOVED, name="cockpit.household_moved")
+def on_household_moved(session: Session, event: OutboxEvent) -> None:
+    """A household moved: recount the compound it left and the one it moved to."""
+    payload = _payload(event)
+    codes = {c for c in (payload.get("from_compound"), payload.get("compound_code")) if c}
+    service.refresh_leaves(session, {str(c) for c in codes})

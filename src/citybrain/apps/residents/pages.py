@@ -33,7 +33,7 @@ from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.geo.models import Place
 from citybrain.core.people import service as people_service
-from citybrain.core.people.models import Person
+from citybrain.core.people.models import Household, Person
 from citybrain.healthcode.codes import PLACE_SCAN_PATH
 from citybrain.healthcode.models import PASS_REASONS
 from citybrain.healthcode.routes import record as record_scan
@@ -706,6 +706,7 @@ def _household(
             "removing": removing,
             "withdraws": withdraws,
             "removed": request.query_params.get("removed", ""),
+            "moved": "moved" in request.query_params,
         },
         status_code=status_code,
     )
@@ -738,6 +739,98 @@ def household_add(
             status_code=error.status_code,
         )
     return RedirectResponse("/residents/household?added=1", status_code=303)
+
+
+@router.get("/residents/address")
+def address_page(request: Request, session: DB, me: Resident) -> Response:
+    """变更住址: the household's compound and flat, to correct or to move."""
+    if me is None:
+        return _to_login(request)
+    compound, _ = service.address_of(session, me)
+    household = session.get(Household, me.household_id) if me.household_id else None
+    unit = (
+        field_cipher().decrypt(household.unit_enc, people_service.UNIT_FIELD)
+        if household is not None and household.unit_enc
+        else ""
+    )
+    building, unit_part, room = service.split_unit(unit)
+    code = compound.code if compound is not None else ""
+    pick = {"district": code[:6], "street": code[:9], "community": code[:12], "compound_code": code}
+    form = {"building": building, "unit": unit_part, "room": room}
+    return _address_form(request, session, me, form, pick)
+
+
+def _address_form(
+    request: Request,
+    session: Session,
+    me: Person,
+    form: dict[str, str],
+    pick: dict[str, str],
+    *,
+    errors: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> Response:
+    compound, unit = service.address_of(session, me)
+    return _page(
+        request,
+        "residents/address.html",
+        {
+            "me": me,
+            "form": form,
+            "pick": picker.options(session, **pick),
+            "errors": errors or {},
+            "compound": compound,
+            "unit": unit,
+        },
+        status_code=status_code,
+    )
+
+
+@router.post("/residents/address")
+def address_submit(
+    request: Request,
+    session: DB,
+    me: Resident,
+    csrf_token: Annotated[str, Form()] = "",
+    action: Annotated[str, Form(max_length=24)] = "submit",
+    district: Annotated[str, Form(max_length=6)] = "",
+    street: Annotated[str, Form(max_length=9)] = "",
+    community: Annotated[str, Form(max_length=12)] = "",
+    compound_q: Annotated[str, Form(max_length=32)] = "",
+    compound_code: Annotated[str, Form(max_length=15)] = "",
+    building: Annotated[str, Form(max_length=16)] = "",
+    unit: Annotated[str, Form(max_length=16)] = "",
+    room: Annotated[str, Form(max_length=16)] = "",
+) -> Response:
+    """Save the new address; "choose" refreshes the compound lists (phones without
+    JavaScript); on an error the form comes back as typed with what is wrong."""
+    if me is None:
+        return _to_login(request)
+    check_csrf(request, csrf_token)
+    form = {"building": building, "unit": unit, "room": room}
+    pick = {
+        "district": district,
+        "street": street,
+        "community": community,
+        "compound_code": compound_code,
+        "q": compound_q,
+    }
+    if action == "choose":
+        return _address_form(request, session, me, form, pick)
+    try:
+        service.move_household(session, me, compound_code, building, unit, room)
+    except CitybrainError as error:
+        rollback_keeping(session, error)
+        return _address_form(
+            request,
+            session,
+            me,
+            form,
+            pick,
+            errors=_errors(error, language(request)),
+            status_code=error.status_code,
+        )
+    return RedirectResponse("/residents/household?moved=1", status_code=303)
 
 
 @router.post("/residents/household/remove")

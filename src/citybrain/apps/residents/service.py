@@ -338,14 +338,21 @@ def _logged_in(session: Session, person: Person, key: str, client_ip: str) -> No
 
 
 def _unit_text(data: RegistrationIn, problems: dict[str, tuple[str, str]]) -> str | None:
+    return _unit_of(data.building, data.unit, data.room, problems)
+
+
+def _unit_of(
+    building_text: str, unit_text: str, room_text: str, problems: dict[str, tuple[str, str]]
+) -> str | None:
+    """Building, unit and room as stored ("3号楼/2单元/501"), or None with the problems."""
     building = _collect(
-        problems, _check_address_part, data.building, "building", "楼栋", "building", required=True
+        problems, _check_address_part, building_text, "building", "楼栋", "building", required=True
     )
     unit = _collect(
-        problems, _check_address_part, data.unit, "unit", "单元", "unit", required=False
+        problems, _check_address_part, unit_text, "unit", "单元", "unit", required=False
     )
     room = _collect(
-        problems, _check_address_part, data.room, "room", "门牌号", "room", required=True
+        problems, _check_address_part, room_text, "room", "门牌号", "room", required=True
     )
     if building is None or unit is None or room is None:
         return None
@@ -847,6 +854,54 @@ def remove_member(session: Session, me: Person, ref: str) -> str:
         return "withdrawn"
     people_service.leave_household(session, actor, person, reason="removed_by_household")
     return "left"
+
+
+def move_household(
+    session: Session, me: Person, compound_code: str, building: str, unit: str, room: str
+) -> None:
+    """Move the resident's household to another compound or flat (变更住址), or correct the
+    one chosen at registration; every member moves with it. Refused while any member's code is
+    not green, or while the compound left or the one moved to is closed or controlled: a
+    registration must not become a way into or out of a compound under control (its gate lets
+    only residents through)."""
+    problems: dict[str, tuple[str, str]] = {}
+    compound = _collect(problems, check_compound, session, compound_code)
+    unit_text = _unit_of(building, unit, room, problems)
+    if problems:
+        raise FormInvalid(problems)
+    assert compound is not None and unit_text is not None
+    members = household_of(session, me)
+    views = risk.colours_of(session, [subject_of(p) for p in members])
+    if any(view.colour != "green" for view in views.values()):
+        raise Conflict(
+            "家庭成员中有人当前不是绿码，暂不能变更住址；如登记有误，请联系所在社区",
+            "someone in the household does not have a green code, so the address cannot "
+            "change now; if the registration is wrong, contact your community",
+            code="household_not_green",
+        )
+    for code in {me.area_code, compound.code}:
+        if len(code) == 15 and risk.tier_of(session, code).tier != "green":
+            raise Conflict(
+                "小区处于封控或管控期间，暂不能迁入或迁出；如确有需要，请联系所在社区",
+                "a compound under closure or control cannot be moved into or out of now; "
+                "contact your community if you must",
+                code="compound_under_control",
+                field="compound_code" if code == compound.code else None,
+            )
+    actor = resident_actor(me)
+    if me.household_id is None:
+        opened = people_service.create_household(
+            session, _self_service(compound.code), HouseholdIn(compound_code=compound.code)
+        )
+        me.household_id = opened.id
+    household = session.get(Household, me.household_id)
+    assert household is not None
+    people_service.move_household(
+        session, actor, household, members, compound_code=compound.code, unit=unit_text
+    )
+    for person in members:
+        # Where a colour row places the person decides which compound they count for.
+        risk.relocate(session, person)
 
 
 # ---------------------------------------------------------------------------------------------
