@@ -6,14 +6,14 @@ replaced, never our code."""
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from citybrain.simulate.persons import generate_persons
 from tests.factories import POPULATION_SEED, POPULATION_SIZE
+from tests.wire import Answer, WireServer
 
 TOKEN = "test-identity-token"
 _running: list[FakeIdentityService] = []
@@ -42,7 +42,7 @@ class FakeIdentityService:
     url: str = ""
     _registry: dict[str, tuple[str, str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _server: ThreadingHTTPServer | None = None
+    _server: WireServer | None = None
 
     def _known(self, id_number: str) -> tuple[str, str] | None:
         with self._lock:
@@ -60,47 +60,28 @@ class FakeIdentityService:
             return False
         return known[0] == name and (phone is None or known[1] == phone)
 
+    def _answer(self, body: dict[str, Any], authorization: str | None) -> Answer:
+        if self.refuse_with is not None:
+            return self.refuse_with, None
+        check = Check(
+            str(body.get("name")), str(body.get("id_number")), body.get("phone"), authorization
+        )
+        self.checks.append(check)
+        if self.meanwhile is not None:
+            meanwhile, self.meanwhile = self.meanwhile, None
+            meanwhile()
+        return 200, {"match": self.answer(check.name, check.id_number, check.phone)}
+
     def start(self) -> None:
         """Listen on a free port of 127.0.0.1 in a daemon thread."""
-        service = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
-                if service.refuse_with is not None:
-                    self.send_response(service.refuse_with)
-                    self.end_headers()
-                    return
-                check = Check(
-                    str(body.get("name")),
-                    str(body.get("id_number")),
-                    body.get("phone"),
-                    self.headers.get("Authorization"),
-                )
-                service.checks.append(check)
-                if service.meanwhile is not None:
-                    meanwhile, service.meanwhile = service.meanwhile, None
-                    meanwhile()
-                match = service.answer(check.name, check.id_number, check.phone)
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(json.dumps({"match": match}).encode())
-
-            def log_message(self, format: str, *args: object) -> None:
-                return  # quiet: no request lines in the tests' output
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/identity"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = WireServer(self._answer, "/identity")
+        self.url = self._server.start()
         _running.append(self)
 
     def stop(self) -> None:
         """Stop listening."""
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
         if self in _running:
             _running.remove(self)
 

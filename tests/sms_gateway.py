@@ -4,11 +4,12 @@ phone would receive. Only the platform outside citybrain is replaced, never our 
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from tests.wire import Answer, WireServer
 
 TOKEN = "test-sms-token"
 _CODE = re.compile(r"验证码为(\d{6})")
@@ -33,46 +34,27 @@ class FakeSmsGateway:
     refuse_with: int | None = None
     url: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _server: ThreadingHTTPServer | None = None
+    _server: WireServer | None = None
+
+    def _answer(self, body: dict[str, Any], authorization: str | None) -> Answer:
+        if self.refuse_with is not None:
+            return self.refuse_with, None
+        with self._lock:
+            self.messages.append(
+                Message(str(body.get("phone")), str(body.get("text")), authorization)
+            )
+        return 200, {"accepted": True}
 
     def start(self) -> None:
         """Listen on a free port of 127.0.0.1 in a daemon thread."""
-        gateway = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
-                if gateway.refuse_with is not None:
-                    self.send_response(gateway.refuse_with)
-                    self.end_headers()
-                    return
-                with gateway._lock:
-                    gateway.messages.append(
-                        Message(
-                            str(body.get("phone")),
-                            str(body.get("text")),
-                            self.headers.get("Authorization"),
-                        )
-                    )
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(b'{"accepted": true}')
-
-            def log_message(self, format: str, *args: object) -> None:
-                return  # quiet: no request lines in the tests' output
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/sms"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = WireServer(self._answer, "/sms")
+        self.url = self._server.start()
         _running.append(self)
 
     def stop(self) -> None:
         """Stop listening."""
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
         if self in _running:
             _running.remove(self)
 
