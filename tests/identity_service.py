@@ -9,14 +9,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from citybrain.simulate.persons import generate_persons
 from tests.factories import POPULATION_SEED, POPULATION_SIZE
-from tests.wire import Answer, WireServer
+from tests.wire import Answer, StandIn, WireServer
 
 TOKEN = "test-identity-token"
-_running: list[FakeIdentityService] = []
 
 
 @dataclass
@@ -30,9 +29,12 @@ class Check:
 
 
 @dataclass(eq=False)
-class FakeIdentityService:
+class FakeIdentityService(StandIn):
     """The service: ``checks`` in arrival order; ``refuse_with`` an HTTP status to answer
     instead (a service that is down). The registry is built on the first question."""
+
+    PATH = "/identity"
+    RUNNING: ClassVar[list[Any]] = []
 
     checks: list[Check] = field(default_factory=list)
     refuse_with: int | None = None
@@ -72,21 +74,8 @@ class FakeIdentityService:
             meanwhile()
         return 200, {"match": self.answer(check.name, check.id_number, check.phone)}
 
-    def start(self) -> None:
-        """Listen on a free port of 127.0.0.1 in a daemon thread."""
-        self._server = WireServer(self._answer, "/identity")
-        self.url = self._server.start()
-        _running.append(self)
-
-    def stop(self) -> None:
-        """Stop listening."""
-        if self._server is not None:
-            self._server.stop()
-        if self in _running:
-            _running.remove(self)
-
 
 def running_identity_service() -> FakeIdentityService:
     """The service this test process started (the session's ``identity_service`` fixture)."""
-    assert _running, "the identity_service fixture is not running"
-    return _running[-1]
+    assert FakeIdentityService.RUNNING, "the identity_service fixture is not running"
+    return FakeIdentityService.RUNNING[-1]

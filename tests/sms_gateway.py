@@ -7,13 +7,12 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from tests.wire import Answer, WireServer
+from tests.wire import Answer, StandIn, WireServer
 
 TOKEN = "test-sms-token"
 _CODE = re.compile(r"验证码为(\d{6})")
-_running: list[FakeSmsGateway] = []
 
 
 @dataclass
@@ -26,9 +25,12 @@ class Message:
 
 
 @dataclass(eq=False)
-class FakeSmsGateway:
+class FakeSmsGateway(StandIn):
     """The platform: ``messages`` in arrival order; ``refuse_with`` an HTTP status to answer
     instead of accepting (a platform that is down or refuses)."""
+
+    PATH = "/sms"
+    RUNNING: ClassVar[list[Any]] = []
 
     messages: list[Message] = field(default_factory=list)
     refuse_with: int | None = None
@@ -44,19 +46,6 @@ class FakeSmsGateway:
                 Message(str(body.get("phone")), str(body.get("text")), authorization)
             )
         return 200, {"accepted": True}
-
-    def start(self) -> None:
-        """Listen on a free port of 127.0.0.1 in a daemon thread."""
-        self._server = WireServer(self._answer, "/sms")
-        self.url = self._server.start()
-        _running.append(self)
-
-    def stop(self) -> None:
-        """Stop listening."""
-        if self._server is not None:
-            self._server.stop()
-        if self in _running:
-            _running.remove(self)
 
     def sent_to(self, phone: str) -> list[Message]:
         """The messages sent to ``phone``, oldest first."""
@@ -74,5 +63,5 @@ class FakeSmsGateway:
 
 def running_gateway() -> FakeSmsGateway:
     """The gateway this test process started (the session's ``sms_gateway`` fixture)."""
-    assert _running, "the sms_gateway fixture is not running"
-    return _running[-1]
+    assert FakeSmsGateway.RUNNING, "the sms_gateway fixture is not running"
+    return FakeSmsGateway.RUNNING[-1]

@@ -9,7 +9,7 @@ import json
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 # (status, JSON body or None): what the service answers a request with.
 Answer = tuple[int, dict[str, Any] | None]
@@ -56,3 +56,29 @@ class WireServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class StandIn:
+    """What a stand-in shares: ``start`` serves its ``_answer`` at ``PATH`` and records it in
+    ``RUNNING`` (so a test finds the session's stand-in), ``stop`` undoes both."""
+
+    PATH = "/"
+    RUNNING: ClassVar[list[Any]] = []
+    url: str
+    _server: WireServer | None
+
+    def _answer(self, body: dict[str, Any], authorization: str | None) -> Answer:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Listen on a free port of 127.0.0.1 in a daemon thread."""
+        self._server = WireServer(self._answer, self.PATH)
+        self.url = self._server.start()
+        self.RUNNING.append(self)
+
+    def stop(self) -> None:
+        """Stop listening."""
+        if self._server is not None:
+            self._server.stop()
+        if self in self.RUNNING:
+            self.RUNNING.remove(self)
