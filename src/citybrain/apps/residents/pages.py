@@ -12,7 +12,7 @@ import datetime as dt
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from sqlalchemy.orm import Session
 from starlette.responses import RedirectResponse, Response
 
@@ -923,9 +923,43 @@ def staff_compound(
     building: Annotated[str, Query(max_length=16)] = "",
     direction: Annotated[str, Query(max_length=8)] = "",
     active: bool = False,
+    withdraw: Annotated[str, Query(max_length=32)] = "",
 ) -> Response:
     """One compound: its tier with reasons, and the tab asked for (residents, today's reports
-    with the flagged first, entries and exits, passes)."""
+    with the flagged first, entries and exits, passes); on the residents tab, ``withdraw``
+    asks to confirm withdrawing one registration."""
+    return _compound_page(
+        request,
+        session,
+        who,
+        code,
+        tab=tab,
+        day=day,
+        flagged=flagged,
+        building=building,
+        direction=direction,
+        active=active,
+        withdraw=withdraw,
+    )
+
+
+def _compound_page(
+    request: Request,
+    session: Session,
+    who: Principal,
+    code: str,
+    *,
+    tab: str,
+    day: str = "",
+    flagged: bool = False,
+    building: str = "",
+    direction: str = "",
+    active: bool = False,
+    withdraw: str = "",
+    errors: dict[str, str] | None = None,
+    reason: str = "",
+    status_code: int = 200,
+) -> Response:
     compound = service.compound_for_staff(session, who, code)
     tab = tab if tab in TABS else "reports"
     the_day = _day(day)
@@ -943,8 +977,11 @@ def staff_compound(
         "pass_reasons": PASS_REASONS,
         "symptom_names": service.symptom_labels,
         "where_name": service.whereabouts_label,
-        "errors": {},
+        "errors": errors or {},
         "pass_form": {},
+        "can_correct": who.can(Permission.RESIDENTS_CORRECT),
+        "withdrawn": "withdrawn" in request.query_params,
+        "reason": reason,
     }
     if tab == "residents":
         residents = service.list_residents(session, who, code, building=building or None)
@@ -952,6 +989,7 @@ def staff_compound(
         for r in residents:
             r.colour = found.get(r.ref)
         context["residents"] = residents
+        context["withdrawing"] = next((r for r in residents if r.ref == withdraw), None)
     elif tab == "reports":
         context["reports"] = service.list_reports(
             session, who, code, day=the_day, flagged_only=flagged
@@ -963,7 +1001,7 @@ def staff_compound(
     else:
         context["passes"] = service.list_passes(session, who, code, active_only=active)
         context["households"] = service.households_of(session, who, code)
-    return _page(request, "residents/staff_compound.html", context)
+    return _page(request, "residents/staff_compound.html", context, status_code=status_code)
 
 
 def _filters(tab: str, day: str, flagged: bool, building: str, direction: str, active: bool) -> str:
@@ -1157,6 +1195,40 @@ def staff_follow_up(
     return RedirectResponse(
         f"/residents/staff/compounds/{report.area_code}?{query}", status_code=303
     )
+
+
+@router.post("/residents/staff/persons/{ref}/withdraw")
+def staff_withdraw(
+    request: Request,
+    ref: Annotated[str, Path(max_length=32)],
+    session: DB,
+    who: Staff,
+    csrf_token: Annotated[str, Form()] = "",
+    compound: Annotated[str, Form(max_length=15)] = "",
+    reason: Annotated[str, Form(max_length=400)] = "",
+) -> Response:
+    """Withdraw a registration after checking in person, with the reason; back to the
+    compound's residents."""
+    check_csrf(request, csrf_token)
+    try:
+        service.withdraw_registration(session, who, ref, reason)
+    except CitybrainError as error:
+        rollback_keeping(session, error)
+        if not compound.isdigit():
+            raise
+        return _compound_page(
+            request,
+            session,
+            who,
+            compound,
+            tab="residents",
+            withdraw=ref,
+            errors=_errors(error, language(request)),
+            reason=reason,
+            status_code=error.status_code,
+        )
+    query = urlencode({"tab": "residents", "withdrawn": "1"})
+    return RedirectResponse(f"/residents/staff/compounds/{compound}?{query}", status_code=303)
 
 
 @router.post("/residents/staff/compounds/{code}/passes")

@@ -317,6 +317,11 @@ def member_counts(session: Session, household_ids: set[int]) -> dict[int, int]:
     return {int(h): int(n) for h, n in rows if h is not None}
 
 
+def delete_account(session: Session, ref: str) -> None:
+    """Delete person ``ref``'s resident account, if any (their cookies then find nobody)."""
+    session.execute(delete(ResidentAccount).where(ResidentAccount.person_ref == ref))
+
+
 def delete_reports_of(session: Session, ref: str) -> int:
     """Delete every daily report of person ``ref``; returns how many."""
     return rows_affected(

@@ -41,6 +41,7 @@ from citybrain.apps.residents.schemas import (
 from citybrain.core.audit.service import SYSTEM, Actor, record, record_purge
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
+from citybrain.core.authz.scope import covers
 from citybrain.core.events.service import publish
 from citybrain.core.geo.models import Compound
 from citybrain.core.people import service as people_service
@@ -854,6 +855,35 @@ def remove_member(session: Session, me: Person, ref: str) -> str:
         return "withdrawn"
     people_service.leave_household(session, actor, person, reason="removed_by_household")
     return "left"
+
+
+def withdraw_registration(session: Session, who: Principal, ref: str, reason: str) -> None:
+    """Staff withdraw a registration that should not stand (撤销登记), after checking in
+    person: an ID number registered by someone other than its holder (as a household member,
+    or before the city's real-name checks were switched on), so that the holder can register.
+    The person must live in the caller's jurisdiction and show green (a case or a contact
+    stays reachable); the reason is required and kept in the audit row. Their name, ID, phone,
+    daily reports and resident account go; their health record stays with the risk subject."""
+    who.require(Permission.RESIDENTS_CORRECT)
+    reason = " ".join(reason.split())
+    if not 4 <= len(reason) <= 200:
+        raise InvalidInput(
+            "请填写撤销理由（4至200字），例如核实情况",
+            "give the reason (4 to 200 characters), such as what was checked",
+            field="reason",
+        )
+    person = repository.person_by_ref(session, ref) if ref.isalnum() else None
+    if person is None or not covers(who, person.area_code):
+        raise _deny(session, who, "person.withdraw", "person", ref[:32])
+    if risk.colour_of(session, subject_of(person)).colour != "green":
+        raise Conflict(
+            "该人员当前不是绿码，不能撤销其登记",
+            "this person's code is not green, so their registration cannot be withdrawn",
+            code="person_not_green",
+        )
+    repository.delete_reports_of(session, person.ref)
+    repository.delete_account(session, person.ref)
+    people_service.withdraw_person(session, who.actor, person, reason=reason)
 
 
 def move_household(

@@ -43,6 +43,8 @@ class Permission(StrEnum):
     # daily reports, entries and exits; and issuing passes (出入证) to households.
     RESIDENTS_VIEW = "residents.view"
     RESIDENTS_PASS = "residents.pass"  # noqa: S105 — a permission name
+    # Withdrawing a registration that should not stand (撤销登记), after checking in person.
+    RESIDENTS_CORRECT = "residents.correct"
     # Health-code risk (赋码): colours with their facts; asserting facts (clinic staff only a
     # fever visit or a negative test); rule versions, manual colours (two people each) and
     # appeals.
@@ -89,6 +91,7 @@ _PEOPLE_WORK = {
 _COMPOUND_WORK = {
     Permission.RESIDENTS_VIEW,
     Permission.RESIDENTS_PASS,
+    Permission.RESIDENTS_CORRECT,
     Permission.PLACE_CODE_ISSUE,
 }
 # Risk (赋码) in a jurisdiction: see colours, assert facts, request manual colours (a second
