@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from citybrain.core.people.models import Person
+from citybrain.kit.crypto import blind_index
 from citybrain.kit.db import Database
 from citybrain.simulate.persons import SyntheticPerson
 from citybrain.web.app import create_app
@@ -137,3 +140,9 @@ def registered(
     response, person = register(client, compound, person, members, **overrides)
     assert response.status_code == 303, response.text
     return person
+
+
+def person_by_id(session: Session, id_number: str) -> Person | None:
+    """The registered person holding ``id_number`` (found by its blind index), if any."""
+    bidx = blind_index().digest(id_number, "id_number")
+    return session.scalars(select(Person).where(Person.id_number_bidx == bidx)).first()

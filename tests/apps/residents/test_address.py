@@ -19,19 +19,18 @@ from citybrain.core.geo.models import Compound
 from citybrain.core.people import service as people_service
 from citybrain.core.people.models import Household, Person
 from citybrain.kit import clock
-from citybrain.kit.crypto import blind_index, field_cipher
+from citybrain.kit.crypto import field_cipher
 from citybrain.risk import service as risk
 from citybrain.risk.models import PersonColour
 from citybrain.risk.subjects import subject_of
-from tests.apps.residents.conftest import OTHER_COMMUNITY, csrf, registered
+from tests.apps.residents.conftest import OTHER_COMMUNITY, csrf, person_by_id, registered
 from tests.factories import first_compound, next_synthetic
 
 ANALYSIS = Actor("system:analysis", "system", None)
 
 
 def _person(session: Session, id_number: str) -> Person:
-    bidx = blind_index().digest(id_number, "id_number")
-    person = session.scalars(select(Person).where(Person.id_number_bidx == bidx)).first()
+    person = person_by_id(session, id_number)
     assert person is not None
     return person
 

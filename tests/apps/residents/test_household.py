@@ -16,18 +16,11 @@ from citybrain.apps.residents.models import HealthReport
 from citybrain.core.audit.models import AuditEntry
 from citybrain.core.audit.service import Actor
 from citybrain.core.events.models import OutboxEvent
-from citybrain.core.people.models import Person
 from citybrain.kit import clock
-from citybrain.kit.crypto import blind_index
 from citybrain.risk import service as risk
 from citybrain.risk.subjects import subject_of
-from tests.apps.residents.conftest import csrf, login, registered
+from tests.apps.residents.conftest import csrf, login, person_by_id, registered
 from tests.factories import next_synthetic
-
-
-def _person(session: Session, id_number: str) -> Person | None:
-    bidx = blind_index().digest(id_number, "id_number")
-    return session.scalars(select(Person).where(Person.id_number_bidx == bidx)).first()
 
 
 def _remove(client: TestClient, ref: str) -> Any:
@@ -44,7 +37,7 @@ def test_a_member_the_household_registered_is_withdrawn_and_may_register_themsel
 ) -> None:
     added = next_synthetic()
     registered(resident, compound, members=[added])
-    member = _person(session, added.id_number)
+    member = person_by_id(session, added.id_number)
     assert member is not None
     token = csrf(resident, "/residents/report")
     reported = resident.post(
@@ -66,7 +59,7 @@ def test_a_member_the_household_registered_is_withdrawn_and_may_register_themsel
     assert done.status_code == 303
     assert done.headers["location"] == "/residents/household?removed=withdrawn"
     session.expire_all()
-    assert _person(session, added.id_number) is None
+    assert person_by_id(session, added.id_number) is None
     assert (
         session.scalars(select(HealthReport).where(HealthReport.person_ref == ref)).first() is None
     )
@@ -83,7 +76,7 @@ def test_a_member_the_household_registered_is_withdrawn_and_may_register_themsel
     # The ID is free again: its holder registers on their own.
     with TestClient(app, base_url="http://testserver") as own_phone:
         registered(own_phone, compound, added)
-    assert _person(session, added.id_number) is not None
+    assert person_by_id(session, added.id_number) is not None
 
 
 def test_a_member_who_logs_in_themself_stays_registered_outside_the_household(
@@ -93,14 +86,14 @@ def test_a_member_who_logs_in_themself_stays_registered_outside_the_household(
     registered(resident, compound, members=[grown_up], member_phone=[grown_up.phone])
     with TestClient(app, base_url="http://testserver") as their_phone:
         assert login(their_phone, grown_up).status_code == 303
-    member = _person(session, grown_up.id_number)
+    member = person_by_id(session, grown_up.id_number)
     assert member is not None and member.household_id is not None
     asked = html.unescape(resident.get(f"/residents/household?remove={member.ref}").text)
     assert "仍保留其本人的登记" in asked
     done = _remove(resident, member.ref)
     assert done.headers["location"] == "/residents/household?removed=left"
     session.expire_all()
-    still = _person(session, grown_up.id_number)
+    still = person_by_id(session, grown_up.id_number)
     assert still is not None and still.household_id is None
     assert (
         session.scalars(select(AuditEntry).where(AuditEntry.action == "person.leave_household"))
@@ -118,7 +111,7 @@ def test_nobody_removes_themself_or_someone_outside_their_household(
     me = registered(resident, compound)
     with TestClient(app, base_url="http://testserver") as other_phone:
         stranger = registered(other_phone, compound)
-    mine, theirs = _person(session, me.id_number), _person(session, stranger.id_number)
+    mine, theirs = person_by_id(session, me.id_number), person_by_id(session, stranger.id_number)
     assert mine is not None and theirs is not None
     assert _remove(resident, mine.ref).status_code == 422
     assert _remove(resident, theirs.ref).status_code == 404
@@ -126,7 +119,7 @@ def test_nobody_removes_themself_or_someone_outside_their_household(
     page = resident.get(f"/residents/household?remove={theirs.ref}").text
     assert 'data-testid="confirm-remove"' not in page
     session.expire_all()
-    assert _person(session, stranger.id_number) is not None
+    assert person_by_id(session, stranger.id_number) is not None
 
 
 def test_a_member_whose_code_is_not_green_stays(
@@ -136,7 +129,7 @@ def test_a_member_whose_code_is_not_green_stays(
     them, nor lower the compound's tier by doing so."""
     sick = next_synthetic()
     registered(resident, compound, members=[sick])
-    member = _person(session, sick.id_number)
+    member = person_by_id(session, sick.id_number)
     assert member is not None
     risk.assert_fact(
         session,
@@ -150,5 +143,5 @@ def test_a_member_whose_code_is_not_green_stays(
     refused = _remove(resident, member.ref)
     assert refused.status_code == 409 and "不是绿码" in html.unescape(refused.text)
     session.expire_all()
-    assert _person(session, sick.id_number) is not None
+    assert person_by_id(session, sick.id_number) is not None
     assert risk.tier_of(session, compound).tier == "red"

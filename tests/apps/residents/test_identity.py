@@ -15,18 +15,11 @@ from sqlalchemy.orm import Session
 
 from citybrain.apps.residents.models import ResidentLoginFailure
 from citybrain.core.audit.models import AuditEntry
-from citybrain.core.people.models import Person
-from citybrain.kit.crypto import blind_index
-from tests.apps.residents.conftest import code_sent_to, csrf, register, registered
+from tests.apps.residents.conftest import code_sent_to, csrf, person_by_id, register, registered
 from tests.factories import next_synthetic
 from tests.identity_service import TOKEN, FakeIdentityService
 
 SetEnv = Callable[[str, str | None], None]
-
-
-def _person(session: Session, id_number: str) -> Person | None:
-    bidx = blind_index().digest(id_number, "id_number")
-    return session.scalars(select(Person).where(Person.id_number_bidx == bidx)).first()
 
 
 def _failures(session: Session) -> int:
@@ -50,7 +43,7 @@ def test_someone_elses_id_under_another_name_is_refused_and_the_code_kept(
     assert refused.status_code == 422
     page = html.unescape(refused.text)
     assert 'data-testid="error-id_number"' in page and "实名核验未通过" in page
-    assert _person(session, victim.id_number) is None
+    assert person_by_id(session, victim.id_number) is None
     # The service was asked the three factors, with its token; the failure counts against the
     # rate limit, like a failed login, and is audited without the data.
     [check] = identity_service.checks[before:]
@@ -69,7 +62,7 @@ def test_someone_elses_id_under_another_name_is_refused_and_the_code_kept(
     # Corrected, the same code (not spent by the refusal) registers the impostor as themself.
     ok, _ = register(resident, compound, impostor, sms_code=code)
     assert ok.status_code == 303, ok.text
-    assert _person(session, impostor.id_number) is not None
+    assert person_by_id(session, impostor.id_number) is not None
 
 
 def test_a_phone_registered_to_someone_else_is_refused(
@@ -87,7 +80,7 @@ def test_a_phone_registered_to_someone_else_is_refused(
     )
     assert response.status_code == 422
     assert "手机号码" in html.unescape(response.text) and "实名核验未通过" in response.text
-    assert _person(session, person.id_number) is None
+    assert person_by_id(session, person.id_number) is None
 
 
 def test_a_member_under_another_name_is_refused_on_their_own_field(
@@ -110,7 +103,10 @@ def test_a_member_under_another_name_is_refused_on_their_own_field(
     assert 'data-testid="error-members-2-name"' in page
     assert "家庭成员2：姓名与身份证号码不一致" in page
     assert 'data-testid="error-id_number"' not in page
-    assert _person(session, person.id_number) is None and _person(session, member.id_number) is None
+    assert (
+        person_by_id(session, person.id_number) is None
+        and person_by_id(session, member.id_number) is None
+    )
     asked = identity_service.checks[before:]
     # A member is checked on name and ID only: members need no phone of their own.
     assert [(c.id_number, c.phone) for c in asked] == [
@@ -131,13 +127,13 @@ def test_a_member_added_later_is_checked_too(
     )
     assert refused.status_code == 422
     assert 'data-testid="error-name"' in refused.text and "实名核验未通过" in refused.text
-    assert _person(session, member.id_number) is None and _failures(session) == 1
+    assert person_by_id(session, member.id_number) is None and _failures(session) == 1
     ok = resident.post(
         "/residents/household",
         data={"csrf_token": token, "name": member.name, "id_number": member.id_number},
         follow_redirects=False,
     )
-    assert ok.status_code == 303 and _person(session, member.id_number) is not None
+    assert ok.status_code == 303 and person_by_id(session, member.id_number) is not None
 
 
 def test_testing_names_against_an_id_is_cut_off(
@@ -153,7 +149,7 @@ def test_testing_names_against_an_id_is_cut_off(
     # The right name now, but the ID is locked for the window: refused before any check.
     last, _ = register(resident, compound, victim)
     assert last.status_code == 429 and "尝试次数过多" in last.text
-    assert _person(session, victim.id_number) is None
+    assert person_by_id(session, victim.id_number) is None
 
 
 def test_when_the_service_is_down_nothing_is_registered(
@@ -162,4 +158,4 @@ def test_when_the_service_is_down_nothing_is_registered(
     response, person = register(resident, compound)
     assert response.status_code == 503
     assert "实名核验服务暂时不可用" in html.unescape(response.text)
-    assert _person(session, person.id_number) is None and _failures(session) == 0
+    assert person_by_id(session, person.id_number) is None and _failures(session) == 0

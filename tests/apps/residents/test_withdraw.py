@@ -15,21 +15,14 @@ from sqlalchemy.orm import Session
 from citybrain.apps.residents.models import ResidentAccount
 from citybrain.core.audit.models import AuditEntry
 from citybrain.core.audit.service import Actor
-from citybrain.core.people.models import Person
 from citybrain.kit import clock
-from citybrain.kit.crypto import blind_index
 from citybrain.risk import service as risk
 from citybrain.risk.subjects import subject_of
-from tests.apps.residents.conftest import OTHER_COMMUNITY, csrf, registered
+from tests.apps.residents.conftest import OTHER_COMMUNITY, csrf, person_by_id, registered
 from tests.factories import STREET_A, first_compound, make_user, next_synthetic
 from tests.web.conftest import log_in
 
 REASON = "本人持身份证到社区核实，该号码被他人冒用登记"
-
-
-def _person(session: Session, id_number: str) -> Person | None:
-    bidx = blind_index().digest(id_number, "id_number")
-    return session.scalars(select(Person).where(Person.id_number_bidx == bidx)).first()
 
 
 def _withdraw(client: TestClient, ref: str, compound: str, reason: str = REASON) -> Any:
@@ -45,7 +38,7 @@ def test_a_grid_worker_withdraws_a_registration_and_its_holder_registers(
 ) -> None:
     holder = next_synthetic()
     registered(resident, compound, members=[holder])
-    entered = _person(session, holder.id_number)
+    entered = person_by_id(session, holder.id_number)
     assert entered is not None
     worker = make_user(session, "grid_worker", compound[:12])
     log_in(staff, worker.name)
@@ -64,7 +57,7 @@ def test_a_grid_worker_withdraws_a_registration_and_its_holder_registers(
     assert done.status_code == 303
     assert done.headers["location"].endswith("tab=residents&withdrawn=1")
     session.expire_all()
-    assert _person(session, holder.id_number) is None
+    assert person_by_id(session, holder.id_number) is None
     audit = session.scalars(select(AuditEntry).where(AuditEntry.action == "person.withdraw")).one()
     assert audit.actor == worker.actor.ref and audit.detail["reason"] == REASON
     with TestClient(app, base_url="http://testserver") as own_phone:
@@ -75,7 +68,7 @@ def test_a_registrant_withdrawn_loses_their_account(
     resident: TestClient, staff: TestClient, session: Session, compound: str
 ) -> None:
     person = registered(resident, compound)
-    me = _person(session, person.id_number)
+    me = person_by_id(session, person.id_number)
     assert me is not None and session.get(ResidentAccount, me.ref) is not None
     log_in(staff, make_user(session, "street_officer", STREET_A).name)
     assert _withdraw(staff, me.ref, compound).status_code == 303
@@ -90,7 +83,7 @@ def test_not_outside_the_jurisdiction_nor_for_a_code_that_is_not_green(
     resident: TestClient, staff: TestClient, session: Session, compound: str
 ) -> None:
     person = registered(resident, compound)
-    me = _person(session, person.id_number)
+    me = person_by_id(session, person.id_number)
     assert me is not None
     elsewhere = make_user(session, "grid_worker", OTHER_COMMUNITY)
     log_in(staff, elsewhere.name)
@@ -109,4 +102,4 @@ def test_not_outside_the_jurisdiction_nor_for_a_code_that_is_not_green(
     refused = _withdraw(staff, me.ref, compound)
     assert refused.status_code == 409 and "不是绿码" in html.unescape(refused.text)
     session.expire_all()
-    assert _person(session, person.id_number) is not None
+    assert person_by_id(session, person.id_number) is not None
