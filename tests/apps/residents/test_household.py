@@ -16,6 +16,7 @@ from citybrain.apps.residents.models import HealthReport
 from citybrain.core.audit.models import AuditEntry
 from citybrain.core.audit.service import Actor
 from citybrain.core.events.models import OutboxEvent
+from citybrain.core.people.models import Household
 from citybrain.kit import clock
 from citybrain.risk import service as risk
 from citybrain.risk.subjects import subject_of
@@ -36,7 +37,7 @@ def test_a_member_the_household_registered_is_withdrawn_and_may_register_themsel
     resident: TestClient, app: Any, session: Session, compound: str
 ) -> None:
     added = next_synthetic()
-    registered(resident, compound, members=[added])
+    me = registered(resident, compound, members=[added])
     member = person_by_id(session, added.id_number)
     assert member is not None
     token = csrf(resident, "/residents/report")
@@ -60,6 +61,11 @@ def test_a_member_the_household_registered_is_withdrawn_and_may_register_themsel
     assert done.headers["location"] == "/residents/household?removed=withdrawn"
     session.expire_all()
     assert person_by_id(session, added.id_number) is None
+    # The household still lives there: its flat stays.
+    mine = person_by_id(session, me.id_number)
+    assert mine is not None and mine.household_id is not None
+    household = session.get(Household, mine.household_id)
+    assert household is not None and household.unit_enc is not None
     assert (
         session.scalars(select(HealthReport).where(HealthReport.person_ref == ref)).first() is None
     )

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from citybrain.apps.residents.models import ResidentAccount
 from citybrain.core.audit.models import AuditEntry
 from citybrain.core.audit.service import Actor
+from citybrain.core.people.models import Household
 from citybrain.kit import clock
 from citybrain.risk import service as risk
 from citybrain.risk.subjects import subject_of
@@ -70,10 +71,14 @@ def test_a_registrant_withdrawn_loses_their_account(
     person = registered(resident, compound)
     me = person_by_id(session, person.id_number)
     assert me is not None and session.get(ResidentAccount, me.ref) is not None
+    household_id = me.household_id
     log_in(staff, make_user(session, "street_officer", STREET_A).name)
     assert _withdraw(staff, me.ref, compound).status_code == 303
     session.expire_all()
     assert session.get(ResidentAccount, me.ref) is None
+    # Nobody lives in the household any more: it keeps no flat.
+    emptied = session.get(Household, household_id)
+    assert emptied is not None and emptied.unit_enc is None
     # Their cookie now finds nobody: the login page, not the code page.
     code_page = resident.get("/residents/code", follow_redirects=False)
     assert code_page.status_code in (302, 303)

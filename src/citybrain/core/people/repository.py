@@ -23,6 +23,12 @@ def get_scoped(session: Session, who: Principal, ref: str) -> Person | None:
     return session.scalars(statement).first()
 
 
+def has_members(session: Session, household_id: int) -> bool:
+    """Whether anyone in the registry still belongs to household ``household_id``."""
+    found = session.scalar(select(Person.id).where(Person.household_id == household_id).limit(1))
+    return found is not None
+
+
 def exists_anywhere(session: Session, ref: str) -> bool:
     """Whether ``ref`` exists at all; only to tell a denial from a miss in the audit log."""
     return bool(session.scalar(select(exists().where(Person.ref == ref))))

@@ -244,8 +244,21 @@ def withdraw_person(session: Session, actor: Actor, person: Person, *, reason: s
         {"person_ref": person.ref, "area_code": person.area_code, "reason": reason},
         key=person.ref,
     )
+    household_id = person.household_id
     session.delete(person)
     session.flush()
+    _forget_empty_household(session, household_id)
+
+
+def _forget_empty_household(session: Session, household_id: int | None) -> None:
+    """A household nobody belongs to any more keeps no address: its flat (personal, encrypted)
+    is cleared; the row stays for what refers to it (passes, the cockpit's counts)."""
+    if household_id is None or repository.has_members(session, household_id):
+        return
+    household = session.get(Household, household_id)
+    if household is not None and household.unit_enc is not None:
+        household.unit_enc = None
+        session.flush()
 
 
 def leave_household(session: Session, actor: Actor, person: Person, *, reason: str) -> None:
@@ -270,6 +283,7 @@ def leave_household(session: Session, actor: Actor, person: Person, *, reason: s
         key=person.ref,
     )
     session.flush()
+    _forget_empty_household(session, household_id)
 
 
 TOPIC_HOUSEHOLD_MOVED = "household.moved"
