@@ -8,16 +8,20 @@ reads and its writes."""
 from __future__ import annotations
 
 import re
+import sqlite3
+from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from citybrain.core.geo.service import load_hierarchy
 from citybrain.core.people.models import Person
 from citybrain.kit.crypto import blind_index
 from citybrain.kit.db import Database
 from citybrain.web.app import create_app
-from citybrain.web.retry import sqlite_busy
+from citybrain.web.retry import sqlite_busy, worth_retrying
 from tests.factories import STREET_A, first_compound, make_user, next_synthetic
 from tests.identity_service import FakeIdentityService
 from tests.sms_gateway import FakeSmsGateway
@@ -86,12 +90,30 @@ def test_a_write_turned_away_by_sqlite_runs_again_and_lands_once(
         assert len(asked) == 1
 
 
-def test_only_sqlite_busy_is_retried() -> None:
-    import sqlite3
-
-    from sqlalchemy.exc import OperationalError
-
-    locked = OperationalError("UPDATE x", {}, sqlite3.OperationalError("database is locked"))
-    other = OperationalError("UPDATE x", {}, sqlite3.OperationalError("no such table: x"))
-    assert sqlite_busy(locked) and not sqlite_busy(other)
+def test_only_a_lock_refused_at_once_is_retried(tmp_path: Path) -> None:
+    """SQLite's own errors, as it raises them: a stale snapshot is run again however long the
+    request took; a lock that was waited for until the timeout is not (it would wait as long
+    again); anything else is never."""
+    db = tmp_path / "locks.db"
+    first = sqlite3.connect(db, isolation_level=None, timeout=0.05)
+    second = sqlite3.connect(db, isolation_level=None, timeout=0.05)
+    first.execute("PRAGMA journal_mode=WAL")
+    first.execute("CREATE TABLE t (x)")
+    first.execute("BEGIN")
+    first.execute("SELECT * FROM t").fetchall()
+    second.execute("INSERT INTO t VALUES (1)")
+    with pytest.raises(sqlite3.OperationalError) as stale:
+        first.execute("INSERT INTO t VALUES (2)")
+    first.execute("ROLLBACK")
+    second.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError) as waited:
+        first.execute("BEGIN IMMEDIATE")
+    second.execute("ROLLBACK")
+    with pytest.raises(sqlite3.OperationalError) as missing:
+        first.execute("SELECT * FROM nowhere")
+    wrapped = OperationalError("INSERT", {}, stale.value)
+    assert worth_retrying(wrapped, 0.01) and worth_retrying(wrapped, 30.0)
+    assert sqlite_busy(waited.value)
+    assert worth_retrying(waited.value, 0.01) and not worth_retrying(waited.value, 10.0)
+    assert not worth_retrying(missing.value, 0.01)
     assert not sqlite_busy(ValueError("database is locked"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 
 from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,10 +26,27 @@ ATTEMPTS = 4
 PAUSE_SECONDS = 0.02  # times the attempt: 20, 40, 60 ms
 
 
+# A request that waited out the whole busy timeout is not run again (it would wait as long
+# again); one turned away at once is.
+WAITED_TOO_LONG_SECONDS = 1.0
+SQLITE_BUSY_SNAPSHOT = 517  # extended result code: the snapshot is stale, waiting cannot help
+
+
 def sqlite_busy(error: BaseException) -> bool:
     """Whether ``error`` is SQLite refusing a write for a lock or a stale snapshot."""
     cause = error.orig if isinstance(error, OperationalError) else error
     return isinstance(cause, sqlite3.OperationalError) and "database is locked" in str(cause)
+
+
+def worth_retrying(error: BaseException, seconds: float) -> bool:
+    """Whether a request that failed with ``error`` after ``seconds`` should run again: a
+    stale snapshot always, any other lock refusal only when it came at once."""
+    if not sqlite_busy(error):
+        return False
+    cause = error.orig if isinstance(error, OperationalError) else error
+    if getattr(cause, "sqlite_errorcode", None) == SQLITE_BUSY_SNAPSHOT:
+        return True
+    return seconds < WAITED_TOO_LONG_SECONDS
 
 
 async def run_retrying(
@@ -51,11 +69,13 @@ async def run_retrying(
                 started = True
             await send(message)
 
+        began = time.monotonic()
         try:
             await app(scope, replay, watched)
             return
         except Exception as error:
-            if started or attempt == ATTEMPTS or not sqlite_busy(error):
+            waited = time.monotonic() - began
+            if started or attempt == ATTEMPTS or not worth_retrying(error, waited):
                 raise
         # The method only: a path may carry a person's reference.
         log.warning("request.retried", reason="database_busy", method=scope.get("method"))
