@@ -28,10 +28,10 @@ from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.authz.service import authenticate_token
 from citybrain.healthcode.settings import get_healthcode_settings
-from citybrain.kit.db import Database, transaction
+from citybrain.kit.db import Database
 from citybrain.kit.errors import NotAuthenticated
 from citybrain.kit.logging import get_logger
-from citybrain.kit.web import request_database
+from citybrain.kit.web import request_database, request_unit
 
 log = get_logger(__name__)
 
@@ -164,13 +164,8 @@ async def scanner(request: Request) -> Principal:
                 raise HTTPException(
                     429, "数据库繁忙，请稍后重试 / database busy, retry", {"Retry-After": "1"}
                 ) from exc
-    elif test_session is not None:
-        test_session.commit()
-        with transaction(test_session):
-            principal = await authenticated(request, test_session)
     else:
-        database = request_database(request)
-        with database.unit_of_work() as session:
+        with request_unit(request) as session:
             principal = await authenticated(request, session)
     principal.require(Permission.DEVICE_SCAN)
     request.state.principal = principal

@@ -69,9 +69,8 @@ from citybrain.healthcode.service import (
 from citybrain.healthcode.trust import TrustList
 from citybrain.healthcode.writer import Overloaded, check_capacity, writer_for
 from citybrain.kit import clock
-from citybrain.kit.db import transaction
 from citybrain.kit.errors import InvalidInput, NotFound, error_responses
-from citybrain.kit.web import DB, language, public_base_url, request_database
+from citybrain.kit.web import DB, language, public_base_url, request_database, request_unit
 
 router = APIRouter(tags=["healthcode 健康码"])
 TRUST_LIST_MAX_AGE = 60
@@ -174,11 +173,9 @@ async def scan_place_of(request: Request, who: Principal, place_code: str | None
 
 async def record(request: Request, scan: ScanRequest) -> ScanOutcome:
     """Record one scan: through the group-commit writer, or in the test's own transaction."""
-    test_session = getattr(request.app.state, "test_session", None)
-    if test_session is not None:
-        test_session.commit()
-        with transaction(test_session):
-            return record_scans(test_session, [scan])[0]
+    if getattr(request.app.state, "test_session", None) is not None:
+        with request_unit(request) as session:
+            return record_scans(session, [scan])[0]
     writer = writer_for(request_database(request))
     return await writer.record(scan)
 
@@ -306,7 +303,7 @@ setattr(post_scan, GUARD_ATTRIBUTE, str(Permission.DEVICE_SCAN))
     responses=error_responses(422, 429),
 )
 @public
-async def post_place_scan(body: PlaceScanIn, request: Request, session: DB) -> Response:
+async def post_place_scan(body: PlaceScanIn, request: Request) -> Response:
     """A resident scanned a place code (场所码): record "I was here". The resident's own
     current health code (signed, valid for minutes, shown only to its holder) identifies
     them, so no further login is needed; both codes must verify. A second scan of the same
@@ -320,7 +317,7 @@ async def post_place_scan(body: PlaceScanIn, request: Request, session: DB) -> R
         return overloaded(error, lang)
     place = verify_place(request, body.place)
     person = verify_health_code(request, body.code)
-    earlier = recent_visit(session, person.person_ref, place.place_code, within=REPEAT_CHECK_IN)
+    earlier = await run_in_threadpool(_recent_visit, request, person.person_ref, place.place_code)
     if earlier is not None:
         return JSONResponse({**outcome_json(earlier, lang), "repeat": True})
     try:
@@ -330,6 +327,13 @@ async def post_place_scan(body: PlaceScanIn, request: Request, session: DB) -> R
     except Overloaded as error:
         return overloaded(error, lang)
     return JSONResponse(outcome_json(outcome, lang))
+
+
+def _recent_visit(request: Request, person_ref: str, place_code: str) -> ScanOutcome | None:
+    # Looked up only once both codes verified, in a unit of work of its own, off the event
+    # loop: a scan refused for overload or a bad code never touches the database.
+    with request_unit(request) as session:
+        return recent_visit(session, person_ref, place_code, within=REPEAT_CHECK_IN)
 
 
 @router.get(
@@ -393,13 +397,8 @@ def _record_offline(
     """Record an offline upload in one transaction of its own (the test's, in tests). On
     SQLite the write lock is taken up front, as the scan writer does, so the upload waits
     for the writer's commit instead of failing on a stale read."""
-    test_session = getattr(request.app.state, "test_session", None)
-    if test_session is not None:
-        test_session.commit()
-        with transaction(test_session):
-            return record_offline_scans(test_session, who, items)
     try:
-        with request_database(request).unit_of_work(immediate=True) as session:
+        with request_unit(request, immediate=True) as session:
             return record_offline_scans(session, who, items)
     except DeviceWithdrawn as withdrawn:
         device_tokens.forget(withdrawn.token_ids)

@@ -9,6 +9,7 @@ import datetime as dt
 import hmac
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,27 +37,35 @@ def request_database(request: Request) -> Database:
     return database if database is not None else get_database()
 
 
+@contextmanager
+def request_unit(request: Request, *, immediate: bool = False) -> Iterator[Session]:
+    """One unit of work for ``request``: a session whose writes commit together at the end
+    of the block, or not at all (``immediate``: see ``Database.unit_of_work``).
+
+    Tests may put a session of their own on ``app.state.test_session``; it is used the same
+    way (commit/rollback there become savepoint operations), its own setup settled first so
+    that a failed request rolls back only its own work, as it would in production.
+    """
+    session: Session | None = getattr(request.app.state, "test_session", None)
+    if session is not None:
+        session.commit()
+        with transaction(session):
+            yield session
+        return
+    with request_database(request).unit_of_work(immediate=immediate) as unit:
+        yield unit
+
+
 def db_session(request: Request) -> Iterator[Session]:
-    """FastAPI dependency: one unit of work per request, committed before the response.
+    """FastAPI dependency: one unit of work per request (``request_unit``), committed before
+    the response.
 
     Use it as ``Depends(db_session, scope="function")``: FastAPI's default ("request") scope
     runs the code after ``yield`` (the commit) only once the response is sent, so a client
     could follow a redirect before the write it answers is committed, or be told "done"
     about a commit that then fails.
-
-    Tests may put a session of their own on ``app.state.test_session``; it is used the same
-    way (commit/rollback there become savepoint operations).
     """
-    session: Session | None = getattr(request.app.state, "test_session", None)
-    if session is not None:
-        # Settle the test's own setup first, so a failed request rolls back only its own
-        # work, as it would in production.
-        session.commit()
-        with transaction(session):
-            yield session
-        return
-    database = request_database(request)
-    with database.unit_of_work() as unit:
+    with request_unit(request) as unit:
         yield unit
 
 

@@ -33,7 +33,7 @@ from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.geo.models import Place
 from citybrain.core.people import service as people_service
-from citybrain.core.people.models import Household, Person
+from citybrain.core.people.models import Person
 from citybrain.healthcode.codes import PLACE_SCAN_PATH
 from citybrain.healthcode.models import PASS_REASONS
 from citybrain.healthcode.routes import record as record_scan
@@ -686,7 +686,7 @@ def _household(
     status_code: int = 200,
 ) -> Response:
     members = service.members_view(session, me)
-    compound, unit = service.address_of(session, me)
+    address = service.address_of(session, me)
     # The member to confirm removing, and whether that withdraws their registration.
     removing = next((m for m in members if m.ref == remove and not m.is_self), None)
     withdraws = removing is not None and not service.has_own_account(session, removing.ref)
@@ -697,8 +697,8 @@ def _household(
             "me": me,
             "members": members,
             "member_colours": colours.colours_for(session, service.household_of(session, me)),
-            "compound": compound,
-            "unit": unit,
+            "compound": address.compound,
+            "unit": address.flat,
             "passes": service.my_passes(session, me),
             "form": form or {},
             "errors": errors or {},
@@ -746,17 +746,10 @@ def address_page(request: Request, session: DB, me: Resident) -> Response:
     """变更住址: the household's compound and flat, to correct or to move."""
     if me is None:
         return _to_login(request)
-    compound, _ = service.address_of(session, me)
-    household = session.get(Household, me.household_id) if me.household_id else None
-    unit = (
-        field_cipher().decrypt(household.unit_enc, people_service.UNIT_FIELD)
-        if household is not None and household.unit_enc
-        else ""
-    )
-    building, unit_part, room = service.split_unit(unit)
-    code = compound.code if compound is not None else ""
+    address = service.address_of(session, me)
+    code = address.compound.code if address.compound is not None else ""
     pick = {"district": code[:6], "street": code[:9], "community": code[:12], "compound_code": code}
-    form = {"building": building, "unit": unit_part, "room": room}
+    form = {"building": address.building, "unit": address.unit, "room": address.room}
     return _address_form(request, session, me, form, pick)
 
 
@@ -770,7 +763,7 @@ def _address_form(
     errors: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> Response:
-    compound, unit = service.address_of(session, me)
+    address = service.address_of(session, me)
     return _page(
         request,
         "residents/address.html",
@@ -779,8 +772,8 @@ def _address_form(
             "form": form,
             "pick": picker.options(session, **pick),
             "errors": errors or {},
-            "compound": compound,
-            "unit": unit,
+            "compound": address.compound,
+            "unit": address.flat,
         },
         status_code=status_code,
     )

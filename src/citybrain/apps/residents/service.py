@@ -733,15 +733,30 @@ def member_of(session: Session, me: Person, ref: str | None) -> Person:
     raise NotFound("未找到该家庭成员", "no such household member", code="member_not_found")
 
 
-def address_of(session: Session, person: Person) -> tuple[Compound | None, str]:
+@dataclass(frozen=True)
+class Address:
+    """A person's compound and flat, for their own pages."""
+
+    compound: Compound | None
+    building: str = ""
+    unit: str = ""
+    room: str = ""
+
+    @property
+    def flat(self) -> str:
+        """Building, unit and room as shown ("3号楼 2单元 501")."""
+        return " ".join(p for p in (self.building, self.unit, self.room) if p)
+
+
+def address_of(session: Session, person: Person) -> Address:
     """The person's compound and their building/unit/room (for their own pages)."""
     compound = session.get(Compound, person.area_code) if len(person.area_code) == 15 else None
-    unit = ""
+    text = ""
     if person.household_id is not None:
         household = session.get(Household, person.household_id)
         if household is not None and household.unit_enc:
-            unit = field_cipher().decrypt(household.unit_enc, people_service.UNIT_FIELD)
-    return compound, " ".join(p for p in split_unit(unit) if p)
+            text = field_cipher().decrypt(household.unit_enc, people_service.UNIT_FIELD)
+    return Address(compound, *split_unit(text))
 
 
 def add_member(
@@ -825,6 +840,25 @@ def has_own_account(session: Session, ref: str) -> bool:
     return repository.account(session, ref) is not None
 
 
+def _require_green(session: Session, persons: list[Person], zh: str, en: str, *, code: str) -> None:
+    """Refuse (409, ``code``) unless every one of ``persons`` shows green. A case or a contact
+    must stay reachable where they are registered: taking them out of the registry or their
+    compound would erase what the community needs to find them (their colour row keeps
+    placing them in the compound in any case, so a tier could not be lowered this way)."""
+    views = risk.colours_of(session, [subject_of(p) for p in persons])
+    if any(view.colour != "green" for view in views.values()):
+        raise Conflict(zh, en, code=code)
+
+
+def _withdraw_from_registry(session: Session, actor: Actor, person: Person, reason: str) -> None:
+    """Withdraw ``person``'s registration: their daily reports and resident account (if any)
+    are deleted, then their name, ID and phone (audited and announced by the registry); their
+    health record stays with the risk subject."""
+    repository.delete_reports_of(session, person.ref)
+    repository.delete_account(session, person.ref)
+    people_service.withdraw_person(session, actor, person, reason=reason)
+
+
 def remove_member(session: Session, me: Person, ref: str) -> str:
     """Take a member out of the resident's household (移出家庭成员). A member who never logged
     in themselves was registered only by this household: their registration is withdrawn —
@@ -837,21 +871,17 @@ def remove_member(session: Session, me: Person, ref: str) -> str:
             "不能移出本人", "you cannot remove yourself from the household", field="member"
         )
     person = member_of(session, me, ref)
-    colour = risk.colour_of(session, subject_of(person)).colour
-    if colour != "green":
-        # A case or a contact must stay reachable where they live: removing them would erase
-        # the contact details the community needs. Their colour row keeps placing them in the
-        # compound in any case, so the tier could not be lowered this way either.
-        raise Conflict(
-            "该成员当前不是绿码，暂不能移出；如登记有误，请联系所在社区",
-            "this member's code is not green, so they cannot be removed now; if the "
-            "registration is wrong, contact your community",
-            code="member_not_green",
-        )
+    _require_green(
+        session,
+        [person],
+        "该成员当前不是绿码，暂不能移出；如登记有误，请联系所在社区",
+        "this member's code is not green, so they cannot be removed now; if the "
+        "registration is wrong, contact your community",
+        code="member_not_green",
+    )
     actor = resident_actor(me)
     if not has_own_account(session, person.ref):
-        repository.delete_reports_of(session, person.ref)
-        people_service.withdraw_person(session, actor, person, reason="removed_by_household")
+        _withdraw_from_registry(session, actor, person, reason="removed_by_household")
         return "withdrawn"
     people_service.leave_household(session, actor, person, reason="removed_by_household")
     return "left"
@@ -875,15 +905,14 @@ def withdraw_registration(session: Session, who: Principal, ref: str, reason: st
     person = repository.person_by_ref(session, ref) if ref.isalnum() else None
     if person is None or not covers(who, person.area_code):
         raise _deny(session, who, "person.withdraw", "person", ref[:32])
-    if risk.colour_of(session, subject_of(person)).colour != "green":
-        raise Conflict(
-            "该人员当前不是绿码，不能撤销其登记",
-            "this person's code is not green, so their registration cannot be withdrawn",
-            code="person_not_green",
-        )
-    repository.delete_reports_of(session, person.ref)
-    repository.delete_account(session, person.ref)
-    people_service.withdraw_person(session, who.actor, person, reason=reason)
+    _require_green(
+        session,
+        [person],
+        "该人员当前不是绿码，不能撤销其登记",
+        "this person's code is not green, so their registration cannot be withdrawn",
+        code="person_not_green",
+    )
+    _withdraw_from_registry(session, who.actor, person, reason=reason)
 
 
 def move_household(
@@ -901,14 +930,14 @@ def move_household(
         raise FormInvalid(problems)
     assert compound is not None and unit_text is not None
     members = household_of(session, me)
-    views = risk.colours_of(session, [subject_of(p) for p in members])
-    if any(view.colour != "green" for view in views.values()):
-        raise Conflict(
-            "家庭成员中有人当前不是绿码，暂不能变更住址；如登记有误，请联系所在社区",
-            "someone in the household does not have a green code, so the address cannot "
-            "change now; if the registration is wrong, contact your community",
-            code="household_not_green",
-        )
+    _require_green(
+        session,
+        members,
+        "家庭成员中有人当前不是绿码，暂不能变更住址；如登记有误，请联系所在社区",
+        "someone in the household does not have a green code, so the address cannot "
+        "change now; if the registration is wrong, contact your community",
+        code="household_not_green",
+    )
     for code in {me.area_code, compound.code}:
         if len(code) == 15 and risk.tier_of(session, code).tier != "green":
             raise Conflict(
