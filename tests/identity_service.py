@@ -7,13 +7,12 @@ replaced, never our code."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from citybrain.simulate.persons import generate_persons
 from tests.factories import POPULATION_SEED, POPULATION_SIZE
-from tests.wire import Answer, StandIn, WireServer
+from tests.wire import Answer, StandIn
 
 TOKEN = "test-identity-token"
 
@@ -30,21 +29,15 @@ class Check:
 
 @dataclass(eq=False)
 class FakeIdentityService(StandIn):
-    """The service: ``checks`` in arrival order; ``refuse_with`` an HTTP status to answer
-    instead (a service that is down). The registry is built on the first question."""
+    """The service: ``checks`` in arrival order (``refuse_with`` and ``meanwhile``: see
+    ``StandIn``). The registry is built on the first question."""
 
-    PATH = "/identity"
+    PATH: ClassVar[str] = "/identity"
     RUNNING: ClassVar[list[Any]] = []
 
     checks: list[Check] = field(default_factory=list)
-    refuse_with: int | None = None
-    # Run before an answer, once: the moment a request waits on the service, for a test to
-    # let something else happen meanwhile.
-    meanwhile: Callable[[], None] | None = None
-    url: str = ""
     _registry: dict[str, tuple[str, str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _server: WireServer | None = None
 
     def _known(self, id_number: str) -> tuple[str, str] | None:
         with self._lock:
@@ -63,15 +56,10 @@ class FakeIdentityService(StandIn):
         return known[0] == name and (phone is None or known[1] == phone)
 
     def _answer(self, body: dict[str, Any], authorization: str | None) -> Answer:
-        if self.refuse_with is not None:
-            return self.refuse_with, None
         check = Check(
             str(body.get("name")), str(body.get("id_number")), body.get("phone"), authorization
         )
         self.checks.append(check)
-        if self.meanwhile is not None:
-            meanwhile, self.meanwhile = self.meanwhile, None
-            meanwhile()
         return 200, {"match": self.answer(check.name, check.id_number, check.phone)}
 
 

@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from tests.wire import Answer, StandIn, WireServer
+from tests.wire import Answer, StandIn
 
 TOKEN = "test-sms-token"
 _CODE = re.compile(r"验证码为(\d{6})")
@@ -26,21 +26,16 @@ class Message:
 
 @dataclass(eq=False)
 class FakeSmsGateway(StandIn):
-    """The platform: ``messages`` in arrival order; ``refuse_with`` an HTTP status to answer
-    instead of accepting (a platform that is down or refuses)."""
+    """The platform: ``messages`` in arrival order (``refuse_with`` and ``meanwhile``: see
+    ``StandIn``)."""
 
-    PATH = "/sms"
+    PATH: ClassVar[str] = "/sms"
     RUNNING: ClassVar[list[Any]] = []
 
     messages: list[Message] = field(default_factory=list)
-    refuse_with: int | None = None
-    url: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _server: WireServer | None = None
 
     def _answer(self, body: dict[str, Any], authorization: str | None) -> Answer:
-        if self.refuse_with is not None:
-            return self.refuse_with, None
         with self._lock:
             self.messages.append(
                 Message(str(body.get("phone")), str(body.get("text")), authorization)

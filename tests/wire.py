@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
@@ -58,21 +59,37 @@ class WireServer:
             self._server = None
 
 
+@dataclass(eq=False)
 class StandIn:
     """What a stand-in shares: ``start`` serves its ``_answer`` at ``PATH`` and records it in
-    ``RUNNING`` (so a test finds the session's stand-in), ``stop`` undoes both."""
+    ``RUNNING`` (so a test finds the session's stand-in), ``stop`` undoes both.
 
-    PATH = "/"
+    ``refuse_with``: an HTTP status to answer instead (a service that is down or refuses).
+    ``meanwhile``: run once, after a request arrived and before it is answered: the moment our
+    code waits on the service, for a test to let something else happen then."""
+
+    PATH: ClassVar[str] = "/"
     RUNNING: ClassVar[list[Any]] = []
-    url: str
-    _server: WireServer | None
+    refuse_with: int | None = None
+    meanwhile: Callable[[], None] | None = None
+    url: str = ""
+    _server: WireServer | None = None
 
     def _answer(self, body: dict[str, Any], authorization: str | None) -> Answer:
         raise NotImplementedError
 
+    def _serve(self, body: dict[str, Any], authorization: str | None) -> Answer:
+        if self.refuse_with is not None:
+            return self.refuse_with, None
+        answer = self._answer(body, authorization)
+        if self.meanwhile is not None:
+            meanwhile, self.meanwhile = self.meanwhile, None
+            meanwhile()
+        return answer
+
     def start(self) -> None:
         """Listen on a free port of 127.0.0.1 in a daemon thread."""
-        self._server = WireServer(self._answer, self.PATH)
+        self._server = WireServer(self._serve, self.PATH)
         self.url = self._server.start()
         self.RUNNING.append(self)
 

@@ -16,6 +16,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
+from citybrain.apps.residents.models import ResidentSmsCode
+from citybrain.apps.residents.sms_codes import phone_key
 from citybrain.core.geo.service import load_hierarchy
 from citybrain.core.people.models import Person
 from citybrain.kit.crypto import blind_index
@@ -117,3 +119,36 @@ def test_only_a_lock_refused_at_once_is_retried(tmp_path: Path) -> None:
     assert worth_retrying(waited.value, 0.01) and not worth_retrying(waited.value, 10.0)
     assert not worth_retrying(missing.value, 0.01)
     assert not sqlite_busy(ValueError("database is locked"))
+
+
+def test_a_code_asked_for_while_another_connection_commits_is_texted_once(
+    fresh_database: Database, sms_gateway: FakeSmsGateway
+) -> None:
+    """The SMS platform is outside the database's transaction: a request that sent a code must
+    not be turned away afterwards and run again, texting the phone a second code."""
+    with fresh_database.unit_of_work() as session:
+        load_hierarchy(session)
+    phone = next_synthetic().phone
+
+    def commit_elsewhere() -> None:
+        with fresh_database.unit_of_work() as other:
+            make_user(other, "street_officer", STREET_A)
+
+    with serving(create_app(fresh_database)) as base, httpx.Client(base_url=base) as client:
+        match = CSRF.search(client.get("/residents/login").text)
+        assert match is not None
+        sms_gateway.meanwhile = commit_elsewhere
+        answer = client.post(
+            "/residents/login",
+            data={"action": "send_code", "phone": phone, "csrf_token": match.group(1)},
+        )
+    assert answer.status_code == 200, answer.text
+    assert sms_gateway.meanwhile is None  # the other commit did happen while the code was sent
+    assert len(sms_gateway.sent_to(phone)) == 1
+    with fresh_database.unit_of_work() as session:
+        kept = session.scalar(
+            select(func.count())
+            .select_from(ResidentSmsCode)
+            .where(ResidentSmsCode.phone_key == phone_key(phone))
+        )
+    assert kept == 1

@@ -67,7 +67,8 @@ def message_text(code: str, minutes: int) -> str:
 def send_code(session: Session, phone: str, *, client_ip: str) -> CodeSent:
     """Send a fresh code to ``phone`` (a checked mobile number) and keep its hash; earlier codes
     of the phone stop counting. Raises RateLimited when asked too often, SmsNotSent when the
-    SMS platform does not take the message (nothing is kept then)."""
+    SMS platform does not take the message (nothing is kept then). It ends the session's
+    reads before calling the platform, so call it before any write of the unit of work."""
     settings = get_settings()
     now = clock.now()
     key = phone_key(phone)
@@ -104,6 +105,10 @@ def send_code(session: Session, phone: str, *, client_ip: str) -> CodeSent:
     code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
     minutes = max(1, settings.sms_code_seconds // 60)
     # Sent before anything is written: a slow gateway must not hold the database's write lock.
+    # The reads above end first: on SQLite a snapshot held across the gateway is turned away
+    # at the write below if anything else commits meanwhile, and the request, run again
+    # (web.retry), would text the phone a second code.
+    session.commit()
     send_sms(phone, message_text(code, minutes))
     session.add(
         ResidentSmsCode(
