@@ -26,6 +26,7 @@ from citybrain.healthcode.models import HouseholdPass, Scan
 from citybrain.healthcode.policy import decide
 from citybrain.kit import clock
 from citybrain.kit.errors import InvalidInput, NotFound
+from citybrain.kit.settings import get_settings
 from citybrain.risk.service import assert_fact, tier_of
 from tests.factories import TEST_ACTOR, first_compound, make_user, next_synthetic
 from tests.healthcode.conftest import Gate, make_red, person_row
@@ -348,3 +349,35 @@ def test_venues_ignore_passes(client: TestClient, session: Session, closed: Clos
     # Nor does the pass let a yellow or red code out of the compound.
     at_gate = _scan(client, closed.gate.gate_token, closed.holder.ref, session, "exit")
     assert (at_gate["decision"], at_gate["reason_code"]) == ("deny", "compound_closed_exit")
+
+
+def test_passes_are_purged_a_retention_period_after_they_ended(
+    session: Session, closed: Closed
+) -> None:
+    days = get_settings().pass_retention_days
+    running = _issue(closed, session, days=2)  # ends tomorrow
+    revoked = _issue(closed, session, start=5, days=3)  # revoked today, would have run on
+    passes.revoke(session, closed.officer, revoked.id)
+    ids = {running.id, revoked.id}
+
+    def kept() -> set[int]:
+        rows = session.scalars(select(HouseholdPass.id).where(HouseholdPass.id.in_(ids)))
+        return set(rows)
+
+    # Within the period after either ended, both stay.
+    with clock.frozen(clock.now() + dt.timedelta(days=days)):
+        assert passes.purge_expired(session) == 0
+    assert kept() == ids
+    # A revoked pass goes a period after its revocation, however long it was to run.
+    with clock.frozen(clock.now() + dt.timedelta(days=days + 1)):
+        assert passes.purge_expired(session) == 1
+    assert kept() == {running.id}
+    # One that ran out goes a period after its last day.
+    with clock.frozen(clock.now() + dt.timedelta(days=days + 2)):
+        assert passes.purge_expired(session) == 1
+    assert kept() == set()
+    purges = session.scalars(
+        select(AuditEntry).where(AuditEntry.action == "healthcode.passes_purge")
+    ).all()
+    assert [p.detail["deleted"] for p in purges] == [1, 1]
+    assert all(p.detail["retention_days"] == days for p in purges)

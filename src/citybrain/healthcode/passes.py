@@ -20,10 +20,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
-from sqlalchemy import select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
-from citybrain.core.audit.service import record
+from citybrain.core.audit.service import record, record_purge
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.authz.scope import scoped
@@ -32,7 +32,9 @@ from citybrain.core.geo.models import Compound
 from citybrain.core.people.models import Household, Person
 from citybrain.healthcode.models import PASS_REASONS, PERMIT_OTHER, HouseholdPass
 from citybrain.kit import clock
+from citybrain.kit.db import rows_affected
 from citybrain.kit.errors import FieldsInvalid, InvalidInput, NotFound
+from citybrain.kit.settings import get_settings
 from citybrain.risk import service as risk
 
 TOPIC_PASS_ISSUED = "healthcode.pass_issued"  # noqa: S105 — an event topic, not a password
@@ -325,3 +327,31 @@ def revoke(session: Session, who: Principal, pass_id: int) -> HouseholdPass:
         key=str(item.id),
     )
     return item
+
+
+def purge_expired(session: Session) -> int:
+    """Delete the passes that ran out, or were revoked, more than ``CITYBRAIN_PASS_RETENTION_DAYS``
+    (30) local days ago, their notes with them; audited (``healthcode.passes_purge``) when any
+    went. A pass still valid, or ended within the period, stays. Never commits."""
+    days = get_settings().pass_retention_days
+    before = clock.today_local() - dt.timedelta(days=days)
+    revoked_before = dt.datetime.combine(before, dt.time(), tzinfo=clock.CHINA_TZ)
+    gone = rows_affected(
+        session.execute(
+            delete(HouseholdPass).where(
+                or_(
+                    HouseholdPass.valid_until < before,
+                    HouseholdPass.revoked_at < revoked_before.astimezone(dt.UTC),
+                )
+            )
+        )
+    )
+    record_purge(
+        session,
+        "healthcode.passes_purge",
+        object_type="household_pass",
+        deleted=gone,
+        before=before,
+        retention_days=days,
+    )
+    return gone

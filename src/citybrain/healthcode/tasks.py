@@ -20,6 +20,7 @@ from citybrain.core.events.dispatcher import subscribe
 from citybrain.core.events.models import OutboxEvent
 from citybrain.core.jobs.queue import job, schedule
 from citybrain.datahub.lake import LakePaths
+from citybrain.healthcode import passes
 from citybrain.healthcode.export import export_scans
 from citybrain.healthcode.keys import (
     TOPIC_KEY_CREATED,
@@ -86,3 +87,11 @@ def purge_scans() -> None:
     with get_database().unit_of_work() as session:
         gone = purge_expired_scans(session)
     log.info("healthcode.scans_purged", count=gone)
+
+
+@schedule(minute="35", hour="3")
+def purge_passes() -> None:
+    """Every night: delete exit passes that ended longer ago than their retention period."""
+    with get_database().unit_of_work() as session:
+        gone = passes.purge_expired(session)
+    log.info("healthcode.passes_purged", count=gone)

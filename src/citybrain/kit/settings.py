@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     # Residents' daily health reports (temperatures, symptoms, whereabouts) are kept this many
     # days, as the gate scans are; a flagged report nobody has followed up yet stays.
     health_report_retention_days: int = Field(default=30, ge=1)
+    # A household's exit pass (出入证) is kept this many days after it ran out or was revoked,
+    # as the gate scans it let through are, then deleted with its note.
+    pass_retention_days: int = Field(default=30, ge=1)
     # A traced case's contact list (analysis/contacts/case_<key>.parquet) is kept as long as the
     # presence records it was drawn from (60 days), then deleted; the trace's counts stay.
     contact_list_retention_days: int = Field(default=60, ge=1)
