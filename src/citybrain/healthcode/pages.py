@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path as FilePath
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Path, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -34,7 +34,7 @@ from citybrain.healthcode.routes import gate_scan, printable_place_code
 from citybrain.healthcode.settings import get_healthcode_settings
 from citybrain.healthcode.writer import Overloaded
 from citybrain.kit.errors import CitybrainError
-from citybrain.kit.web import DB, language, render
+from citybrain.kit.web import DB, PlaceCode, language, render
 
 router = APIRouter(include_in_schema=False)
 Staff = Annotated[Principal, Depends(require(Permission.DEVICE_SCAN))]
@@ -158,7 +158,7 @@ def place_codes(
 @router.get("/healthcode/place-codes/{place_code}")
 def place_code_poster(
     request: Request,
-    place_code: Annotated[str, Path(max_length=24)],
+    place_code: PlaceCode,
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.PLACE_CODE_ISSUE))],
 ) -> Response:

@@ -70,7 +70,14 @@ from citybrain.healthcode.trust import TrustList
 from citybrain.healthcode.writer import Overloaded, check_capacity, writer_for
 from citybrain.kit import clock
 from citybrain.kit.errors import InvalidInput, NotFound, error_responses
-from citybrain.kit.web import DB, language, public_base_url, request_database, request_unit
+from citybrain.kit.web import (
+    DB,
+    PlaceCode,
+    language,
+    public_base_url,
+    request_database,
+    request_unit,
+)
 
 router = APIRouter(tags=["healthcode 健康码"])
 TRUST_LIST_MAX_AGE = 60
@@ -340,10 +347,10 @@ def _recent_visit(request: Request, person_ref: str, place_code: str) -> ScanOut
     "/api/v1/healthcode/place-codes/{place_code}",
     response_model=PlaceCodeOut,
     summary="场所码 A place's signed code to print",
-    responses=error_responses(401, 403, 404),
+    responses=error_responses(401, 403, 404, 422),
 )
 def get_place_code(
-    place_code: str,
+    place_code: PlaceCode,
     request: Request,
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.PLACE_CODE_ISSUE))],

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi import Path as PathParam
 from fastapi.templating import Jinja2Templates
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.orm import Session
@@ -72,6 +73,15 @@ def db_session(request: Request) -> Iterator[Session]:
 DB = Annotated[Session, Depends(db_session, scope="function")]
 """A route's or guard's database session: the request's unit of work, committed before the
 answer is sent."""
+
+# Path parameters, bounded so that a mistyped or hostile URL is answered 422 (or not found)
+# before anything reaches the database: SQLite cannot take an integer past 64 bits (a 500),
+# and no query should be built on a string of any length.
+RowId = Annotated[int, PathParam(ge=1, le=2**31 - 1, description="row id")]
+Ref = Annotated[str, PathParam(min_length=1, max_length=32, description="pseudonymous reference")]
+Action = Annotated[str, PathParam(min_length=1, max_length=16, description="action")]
+CompoundCode = Annotated[str, PathParam(pattern=r"^\d{15}$", description="小区代码")]
+PlaceCode = Annotated[str, PathParam(min_length=1, max_length=24, description="场所代码")]
 
 
 def language(request: Request) -> str:

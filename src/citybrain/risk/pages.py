@@ -25,7 +25,7 @@ from citybrain.kit import clock
 from citybrain.kit.db import rollback_keeping
 from citybrain.kit.errors import CitybrainError, InvalidInput, NotFound
 from citybrain.kit.export import XLSX_MEDIA_TYPE, xlsx_bytes
-from citybrain.kit.web import DB, china_time, download, language, render
+from citybrain.kit.web import DB, Action, Ref, RowId, china_time, download, language, render
 from citybrain.risk import repository, rulesets, service
 from citybrain.risk.kinds import (
     CLINICAL_KINDS,
@@ -346,7 +346,7 @@ def _person_page(
 @router.get("/risk/persons/{ref}")
 def person(
     request: Request,
-    ref: str,
+    ref: Ref,
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.RISK_VIEW))],
 ) -> Response:
@@ -357,7 +357,7 @@ def person(
 @router.post("/risk/persons/{ref}/facts")
 def person_assert(
     request: Request,
-    ref: str,
+    ref: Ref,
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.RISK_VIEW))],
     kind: Annotated[str, Form(max_length=24)] = "",
@@ -402,8 +402,8 @@ def person_assert(
 @router.post("/risk/persons/{ref}/facts/{fact_id}/retract")
 def person_retract(
     request: Request,
-    ref: str,
-    fact_id: int,
+    ref: Ref,
+    fact_id: RowId,
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.RISK_ASSERT))],
     reason: Annotated[str, Form(max_length=200)] = "",
@@ -431,7 +431,7 @@ def person_retract(
 @router.post("/risk/persons/{ref}/override")
 def person_override(
     request: Request,
-    ref: str,
+    ref: Ref,
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.OVERRIDE_REQUEST))],
     colour: Annotated[str, Form(max_length=8)] = "",
@@ -517,7 +517,7 @@ def rules(
 @router.get("/risk/rules/{version}")
 def rule_set(
     request: Request,
-    version: int,
+    version: RowId,
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.RISK_VIEW))],
 ) -> Response:
@@ -552,8 +552,8 @@ def rules_propose(
 @router.post("/risk/rules/{version}/{decision}")
 def rules_decide(
     request: Request,
-    version: int,
-    decision: str,
+    version: RowId,
+    decision: Action,
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.RULES_APPROVE))],
     reason: Annotated[str, Form(max_length=200)] = "",
@@ -686,8 +686,8 @@ def overrides_export(
 @router.post("/risk/overrides/{override_id}/{decision}")
 def overrides_decide(
     request: Request,
-    override_id: int,
-    decision: str,
+    override_id: RowId,
+    decision: Action,
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.OVERRIDE_APPROVE))],
 ) -> Response:
@@ -849,7 +849,7 @@ def appeals_export(
 @router.post("/risk/appeals/{appeal_id}/decide")
 def appeals_decide(
     request: Request,
-    appeal_id: int,
+    appeal_id: RowId,
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.APPEAL_DECIDE))],
     outcome: Annotated[str, Form(max_length=10)] = "",

@@ -21,7 +21,7 @@ from citybrain.core.authz.roles import Permission
 from citybrain.core.people import repository as people_repository
 from citybrain.kit import clock
 from citybrain.kit.errors import InvalidInput, NotFound, error_responses
-from citybrain.kit.web import DB
+from citybrain.kit.web import DB, RowId
 from citybrain.risk import rulesets, service
 from citybrain.risk.models import Fact
 from citybrain.risk.schemas import (
@@ -48,8 +48,8 @@ router = APIRouter(
 )
 Ref = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[0-9a-f]+$")]
 Subject = Annotated[str, Path(min_length=32, max_length=32, pattern=r"^[0-9a-f]+$")]
-Version = Annotated[int, Path(ge=1, le=2**31 - 1)]
-Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
+Version = RowId
+Id = RowId
 
 
 def subject_for(

@@ -23,7 +23,7 @@ from citybrain.core.people.models import Person
 from citybrain.kit.db import rollback_keeping
 from citybrain.kit.errors import CitybrainError, InvalidInput, NotFound
 from citybrain.kit.export import CSV_MEDIA_TYPE, csv_bytes
-from citybrain.kit.web import DB, download, language, render
+from citybrain.kit.web import DB, RowId, download, language, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -283,7 +283,7 @@ def _managed_user(session: Session, who: Principal, user_id: int) -> int:
 
 @router.post("/admin/users/{user_id}/active")
 def users_set_active(
-    user_id: int,
+    user_id: RowId,
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.USER_MANAGE))],
     active: Annotated[bool, Form()] = False,

@@ -12,7 +12,7 @@ import datetime as dt
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Form, Path, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from sqlalchemy.orm import Session
 from starlette.responses import RedirectResponse, Response
 
@@ -46,7 +46,7 @@ from citybrain.kit.db import rollback_keeping
 from citybrain.kit.errors import CitybrainError, InvalidInput
 from citybrain.kit.export import XLSX_MEDIA_TYPE, xlsx_bytes
 from citybrain.kit.masking import mask_name
-from citybrain.kit.web import DB, check_csrf, download, language, render
+from citybrain.kit.web import DB, CompoundCode, Ref, RowId, check_csrf, download, language, render
 from citybrain.risk import service as risk
 from citybrain.risk.subjects import subject_of
 
@@ -907,7 +907,7 @@ def _day(value: str) -> dt.date:
 @router.get("/residents/staff/compounds/{code}")
 def staff_compound(
     request: Request,
-    code: str,
+    code: CompoundCode,
     session: DB,
     who: Staff,
     tab: Annotated[str, Query(max_length=16)] = "reports",
@@ -1016,7 +1016,7 @@ def _filters(tab: str, day: str, flagged: bool, building: str, direction: str, a
 @router.get("/residents/staff/compounds/{code}/export.xlsx")
 def staff_export(
     request: Request,
-    code: str,
+    code: CompoundCode,
     session: DB,
     who: Staff,
     list_: Annotated[str, Query(alias="list", max_length=16)] = "residents",
@@ -1178,7 +1178,7 @@ def staff_export(
 @router.post("/residents/staff/reports/{report_id}/follow-up")
 def staff_follow_up(
     request: Request,
-    report_id: int,
+    report_id: RowId,
     session: DB,
     who: Staff,
 ) -> Response:
@@ -1193,7 +1193,7 @@ def staff_follow_up(
 @router.post("/residents/staff/persons/{ref}/withdraw")
 def staff_withdraw(
     request: Request,
-    ref: Annotated[str, Path(max_length=32)],
+    ref: Ref,
     session: DB,
     who: Staff,
     csrf_token: Annotated[str, Form()] = "",
@@ -1227,7 +1227,7 @@ def staff_withdraw(
 @router.post("/residents/staff/compounds/{code}/passes")
 def staff_issue_pass(
     request: Request,
-    code: str,
+    code: CompoundCode,
     session: DB,
     who: PassStaff,
     household_id: Annotated[str, Form(max_length=12)] = "",
@@ -1301,7 +1301,7 @@ def _pass_in(
 @router.post("/residents/staff/passes/{pass_id}/revoke")
 def staff_revoke_pass(
     request: Request,
-    pass_id: int,
+    pass_id: RowId,
     session: DB,
     who: PassStaff,
 ) -> Response:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Query
 
 from citybrain.apps.residents import colours, service
 from citybrain.apps.residents.schemas import PassIn, PassView, ReportView, ResidentView
@@ -15,7 +15,7 @@ from citybrain.core.authz.deps import require
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.kit.errors import error_responses
-from citybrain.kit.web import DB
+from citybrain.kit.web import DB, CompoundCode, RowId
 
 router = APIRouter(
     prefix="/api/v1/residents",
@@ -24,7 +24,6 @@ router = APIRouter(
 )
 Staff = Annotated[Principal, Depends(require(Permission.RESIDENTS_VIEW))]
 PassStaff = Annotated[Principal, Depends(require(Permission.RESIDENTS_PASS))]
-CompoundCode = Annotated[str, Path(pattern=r"^\d{15}$", description="小区代码")]
 
 
 @router.get(
@@ -86,9 +85,7 @@ def issue_pass(code: CompoundCode, data: PassIn, session: DB, who: PassStaff) ->
 
 
 @router.post("/passes/{pass_id}/revoke", response_model=PassView, summary="Revoke a pass at once")
-def revoke_pass(
-    pass_id: Annotated[int, Path(ge=1, le=2**31 - 1)], session: DB, who: PassStaff
-) -> PassView:
+def revoke_pass(pass_id: RowId, session: DB, who: PassStaff) -> PassView:
     """Announced as ``healthcode.pass_revoked``; the gate refuses the pass from then on."""
     item = service.revoke_pass(session, who, pass_id)
     return next(p for p in service.list_passes(session, who, item.compound_code) if p.id == item.id)

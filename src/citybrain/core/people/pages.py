@@ -17,7 +17,7 @@ from citybrain.core.people.schemas import PersonIn, PersonPage
 from citybrain.kit.db import rollback_keeping
 from citybrain.kit.errors import CitybrainError
 from citybrain.kit.export import CSV_MEDIA_TYPE, csv_bytes
-from citybrain.kit.web import DB, download, language, render
+from citybrain.kit.web import DB, Ref, download, language, render
 
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 20
@@ -186,7 +186,7 @@ def person_create(
 @router.get("/people/{ref}")
 def person_page(
     request: Request,
-    ref: str,
+    ref: Ref,
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.PERSON_VIEW))],
 ) -> Response:
@@ -207,7 +207,7 @@ def person_page(
 @router.post("/people/{ref}/unmask")
 def person_unmask(
     request: Request,
-    ref: str,
+    ref: Ref,
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.PERSON_UNMASK))],
     purpose: Annotated[str, Form(max_length=200)] = "",

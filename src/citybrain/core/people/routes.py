@@ -21,7 +21,7 @@ from citybrain.core.people.schemas import (
     UnmaskIn,
 )
 from citybrain.kit.errors import error_responses
-from citybrain.kit.web import DB
+from citybrain.kit.web import DB, Ref
 
 router = APIRouter(
     prefix="/api/v1/people",
@@ -67,7 +67,7 @@ def register(
 
 @router.get("/{ref}", response_model=PersonMasked, summary="One person (masked)")
 def view(
-    ref: str,
+    ref: Ref,
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.PERSON_VIEW))],
 ) -> PersonMasked:
@@ -77,7 +77,7 @@ def view(
 
 @router.post("/{ref}/unmask", response_model=PersonPlain, summary="Unmask with a purpose")
 def unmask(
-    ref: str,
+    ref: Ref,
     data: UnmaskIn,
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.PERSON_UNMASK))],
