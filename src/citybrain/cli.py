@@ -1196,7 +1196,8 @@ def demo(
     console.print(
         f"place codes 场所码: {url}/healthcode/place-codes (account street) prints a venue's code; "
         "a resident's phone opens it to check in · gate scanning 门岗扫码: "
-        f"{url}/healthcode/gate (account checkpoint)"
+        f"{url}/healthcode/gate (account checkpoint) · scanning devices 场所设备: "
+        f"{url}/healthcode/devices (account street) enrols a gate's device, withdraws a lost one"
     )
     console.print(
         f"health-code risk 健康码风险: {url}/risk — appeals queue 申诉处理 (account street), "

@@ -28,13 +28,17 @@ from citybrain.core.authz.deps import public, require
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.geo.models import Place
-from citybrain.healthcode import repository
+from citybrain.healthcode import devices, repository
+from citybrain.healthcode.deps import device_tokens
 from citybrain.healthcode.qr import qr_svg
 from citybrain.healthcode.routes import gate_scan, printable_place_code
 from citybrain.healthcode.settings import get_healthcode_settings
 from citybrain.healthcode.writer import Overloaded
+from citybrain.kit import clock
+from citybrain.kit.db import rollback_keeping
 from citybrain.kit.errors import CitybrainError
-from citybrain.kit.web import DB, PlaceCode, language, render
+from citybrain.kit.export import XLSX_MEDIA_TYPE, xlsx_bytes
+from citybrain.kit.web import DB, PlaceCode, RowId, china_time, download, language, render
 
 router = APIRouter(include_in_schema=False)
 Staff = Annotated[Principal, Depends(require(Permission.DEVICE_SCAN))]
@@ -280,3 +284,228 @@ async def gate_submit(
     if status == 429:
         response.headers["Retry-After"] = "1"
     return response
+
+
+# ---------------------------------------------------------------------------------------------
+# Scanning devices (场所设备): enrol, list, withdraw
+
+DeviceStaff = Annotated[Principal, Depends(require(Permission.DEVICE_MANAGE))]
+DEVICES_PAGE_SIZE = 30
+EXPORT_LIMIT = 10_000
+DEVICE_TEXT: dict[str, tuple[str, str]] = {
+    "title": ("场所设备", "Scanning devices"),
+    "intro": (
+        "辖区内场所的扫码设备（闸机、卡口扫码枪、场所扫码终端）：每台设备一个令牌，以所属场所的"
+        "身份上报扫码。设备丢失或停用时请立即停用，下一批扫码起即被拒绝。",
+        "The scanning devices of your area's places (gates, checkpoint scanners, venue "
+        "terminals): each has a token of its own and posts scans as its place. Withdraw a "
+        "lost or retired device at once: its next scan is refused.",
+    ),
+    "enrol": ("登记新设备", "Enrol a device"),
+    "name": ("设备名称", "Device name"),
+    "name_hint": ("例如：东门1号闸机", "e.g. East gate 1"),
+    "place": ("所属场所", "Place"),
+    "place_hint": ("输入场所名称或代码选择", "type the place's name or code"),
+    "days": ("有效期", "Valid for"),
+    "days_n": ("{days} 天", "{days} days"),
+    "submit": ("登记并生成令牌", "Enrol and make its token"),
+    "token_once": (
+        "设备令牌仅显示这一次，请立即配置到设备上（或用设备扫描下方二维码），离开本页后无法再查看。",
+        "The device's token is shown this once: set it up on the device now (or let the "
+        "device scan the QR below); it cannot be shown again.",
+    ),
+    "enrolled": ("已登记设备：{name}（{place}）", "Device enrolled: {name} ({place})"),
+    "search": ("场所或设备名称", "Place or device"),
+    "status": ("状态", "Status"),
+    "all": ("全部", "All"),
+    "active": ("使用中", "Active"),
+    "withdrawn": ("已停用", "Withdrawn"),
+    "expired": ("已过期", "Expired"),
+    "filter": ("筛选", "Filter"),
+    "export": ("导出Excel", "Export to Excel"),
+    "token": ("令牌", "Token"),
+    "created": ("登记时间", "Enrolled"),
+    "last_used": ("最近使用", "Last used"),
+    "expires": ("到期时间", "Expires"),
+    "never": ("从未使用", "never"),
+    "withdraw": ("停用", "Withdraw"),
+    "cancel": ("取消", "Cancel"),
+    "withdraw_confirm": (
+        "确定停用该设备？停用后其扫码将被拒绝，且不能恢复。",
+        "Withdraw this device? Its scans will be refused, and this cannot be undone.",
+    ),
+    "withdrawn_notice": ("设备已停用：{name}", "Device withdrawn: {name}"),
+    "none": ("没有符合条件的设备", "no devices match"),
+    "page_of": ("第 {page} / {pages} 页，共 {total} 台", "Page {page} of {pages}, {total} in all"),
+    "prev": ("上一页", "Previous"),
+    "next": ("下一页", "Next"),
+    "sheet": ("场所设备", "Devices"),
+}
+
+
+def _device_texts(lang: str) -> dict[str, str]:
+    return {key: en if lang == "en" else zh for key, (zh, en) in DEVICE_TEXT.items()}
+
+
+def _devices_page(
+    request: Request,
+    session: Session,
+    who: Principal,
+    *,
+    q: str = "",
+    status: str = "active",
+    page: int = 1,
+    form: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    enrolled: tuple[devices.Device, str] | None = None,
+    withdrawn: devices.Device | None = None,
+    withdraw: int | None = None,
+    status_code: int = 200,
+) -> Response:
+    lang = language(request)
+    status = status if status in (*devices.STATUSES, "all") else "active"
+    total, rows = devices.list_devices(
+        session,
+        who,
+        query=q,
+        status=status,
+        offset=(page - 1) * DEVICES_PAGE_SIZE,
+        limit=DEVICES_PAGE_SIZE,
+    )
+    response = render(
+        request,
+        "healthcode/devices.html",
+        {
+            "text": _device_texts(lang),
+            "kinds": {k: (en if lang == "en" else zh) for k, (zh, en) in KIND_LABELS.items()},
+            "devices": rows,
+            "places": _places(session, who),
+            "days_choices": devices.DAYS_CHOICES,
+            "q": q,
+            "status": status,
+            "statuses": devices.STATUSES,
+            "page": page,
+            "pages": max(1, -(-total // DEVICES_PAGE_SIZE)),
+            "total": total,
+            "form": form or {"days": "90"},
+            "errors": errors or {},
+            "enrolled": enrolled[0] if enrolled else None,
+            "secret": enrolled[1] if enrolled else None,
+            # segno escapes the title (the device's name) in the SVG it writes.
+            "secret_qr": Markup(qr_svg(enrolled[1], title=enrolled[0].name))  # noqa: S704
+            if enrolled
+            else None,
+            "withdrawn": withdrawn,
+            # The device to confirm withdrawing (the list's link asks first).
+            "confirming": next(
+                (d for d in rows if d.id == withdraw and d.status == "active"), None
+            ),
+        },
+        status_code=status_code,
+    )
+    if enrolled:
+        # The token is on this page only: never kept by a browser's or a proxy's cache.
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@router.get("/healthcode/devices")
+def devices_page(
+    request: Request,
+    session: DB,
+    who: DeviceStaff,
+    q: Annotated[str, Query(max_length=32)] = "",
+    status: Annotated[str, Query(max_length=12)] = "active",
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+    withdraw: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+) -> Response:
+    """场所设备: the devices of the area's places, by place or name and status, a page at a
+    time, with the form to enrol one (``withdraw``: a device of the page to confirm
+    withdrawing)."""
+    return _devices_page(request, session, who, q=q, status=status, page=page, withdraw=withdraw)
+
+
+@router.post("/healthcode/devices")
+def devices_enrol(
+    request: Request,
+    session: DB,
+    who: DeviceStaff,
+    name: Annotated[str, Form(max_length=200)] = "",
+    place_code: Annotated[str, Form(max_length=24)] = "",
+    days: Annotated[int, Form(ge=1, le=3650)] = 90,
+) -> Response:
+    """Enrol a device; the page then shows its token, once."""
+    form = {"name": name, "place_code": place_code, "days": str(days)}
+    try:
+        enrolled = devices.enrol_device(
+            session, who, place_code=place_code.strip(), name=name, days=days
+        )
+    except CitybrainError as error:
+        rollback_keeping(session, error)
+        lang = language(request)
+        messages = (
+            error.messages(lang)
+            if isinstance(error, devices.DeviceInvalid)
+            else {error.field or "form": error.message(lang)}
+        )
+        return _devices_page(
+            request, session, who, form=form, errors=messages, status_code=error.status_code
+        )
+    return _devices_page(request, session, who, enrolled=enrolled)
+
+
+@router.post("/healthcode/devices/{token_id}/withdraw")
+def devices_withdraw(request: Request, token_id: RowId, session: DB, who: DeviceStaff) -> Response:
+    """Withdraw a device at once."""
+    try:
+        device = devices.withdraw_device(session, who, token_id)
+    except CitybrainError as error:
+        rollback_keeping(session, error)
+        return _devices_page(
+            request,
+            session,
+            who,
+            errors={"form": error.message(language(request))},
+            status_code=error.status_code,
+        )
+    # This process stops trusting it at once; the others at their next scan batch.
+    device_tokens.forget({device.id})
+    return _devices_page(request, session, who, withdrawn=device)
+
+
+@router.get("/healthcode/devices/export.xlsx")
+def devices_export(
+    request: Request,
+    session: DB,
+    who: DeviceStaff,
+    q: Annotated[str, Query(max_length=32)] = "",
+    status: Annotated[str, Query(max_length=12)] = "active",
+) -> Response:
+    """The device list as filtered, as an Excel workbook (cells neutralised)."""
+    lang = language(request)
+    x = _device_texts(lang)
+    kinds = {k: (en if lang == "en" else zh) for k, (zh, en) in KIND_LABELS.items()}
+    _, rows = devices.list_devices(session, who, query=q, status=status, limit=EXPORT_LIMIT)
+    header = [
+        x["name"], x["token"], x["place"], "code", x["status"], x["created"], x["last_used"],
+        x["expires"],
+    ]  # fmt: skip
+    body = xlsx_bytes(
+        x["sheet"],
+        header,
+        (
+            [
+                d.name,
+                d.prefix + "…",
+                f"{d.place_name}（{kinds.get(d.place_kind, d.place_kind)}）",
+                d.place_code,
+                x[d.status],
+                china_time(d.created_at, "%Y-%m-%d %H:%M"),
+                china_time(d.last_used_at, "%Y-%m-%d %H:%M") if d.last_used_at else x["never"],
+                china_time(d.expires_at, "%Y-%m-%d %H:%M") if d.expires_at else "",
+            ]
+            for d in rows
+        ),
+    )
+    name = f"devices-{status}-{who.area_code}-{clock.today_local():%Y%m%d}.xlsx"
+    return download(body, name, XLSX_MEDIA_TYPE)

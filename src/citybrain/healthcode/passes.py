@@ -131,7 +131,9 @@ def pass_check(
 # Staff: list, issue, revoke (scoped to the jurisdiction)
 
 
-def _not_found(who: Principal, action: str, object_type: str, object_id: str) -> NotFound:
+def not_found_in_area(who: Principal, action: str, object_type: str, object_id: str) -> NotFound:
+    """Not found (404), as for anything outside ``who``'s jurisdiction; the denied attempt is
+    audited (kept although the request rolls back)."""
     error = NotFound("未找到，或不在您的辖区内", "not found in your jurisdiction", code="not_found")
     return error.keep(
         lambda s: record(
@@ -155,7 +157,7 @@ def _compound(session: Session, who: Principal, code: str, action: str) -> Compo
         else None
     )
     if compound is None:
-        raise _not_found(who, action, "compound", code[:15])
+        raise not_found_in_area(who, action, "compound", code[:15])
     return compound
 
 
@@ -303,7 +305,7 @@ def revoke(session: Session, who: Principal, pass_id: int) -> HouseholdPass:
         )
     ).first()
     if item is None:
-        raise _not_found(who, "healthcode.pass_revoke", "household_pass", str(pass_id))
+        raise not_found_in_area(who, "healthcode.pass_revoke", "household_pass", str(pass_id))
     if item.revoked_at is not None:
         raise InvalidInput("该出入证已作废", "this pass is already revoked", field="pass")
     item.revoked_at = clock.now()

@@ -42,6 +42,7 @@ HOME_CARDS: list[tuple[str, str, Permission]] = [
     ("card.overrides", "/risk/overrides", Permission.OVERRIDE_REQUEST),
     ("card.residents", "/residents/staff", Permission.RESIDENTS_VIEW),
     ("card.place_codes", "/healthcode/place-codes", Permission.PLACE_CODE_ISSUE),
+    ("card.devices", "/healthcode/devices", Permission.DEVICE_MANAGE),
     ("card.gate", "/healthcode/gate", Permission.DEVICE_SCAN),
 ]
 

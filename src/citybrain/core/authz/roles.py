@@ -31,7 +31,6 @@ class Permission(StrEnum):
     GEO_VIEW = "geo.view"
     AUDIT_VIEW = "audit.view"
     USER_MANAGE = "user.manage"
-    TOKEN_MANAGE = "token.manage"  # noqa: S105 — a permission name
     DEVICE_SCAN = "device.scan"
     DATAHUB_VIEW = "datahub.view"  # the data centre's status board and file ledger
     # The quarantine holds rows exactly as the agency sent them: raw personal data.
@@ -62,6 +61,9 @@ class Permission(StrEnum):
     # Printing a place's code (场所码) for the places of one's area: compound staff, and the
     # enterprises and schools that run venues.
     PLACE_CODE_ISSUE = "place_code.issue"
+    # Enrolling and withdrawing the scanning devices (场所设备) of the places of one's area —
+    # gates, checkpoints, venue scanners: a lost device is withdrawn by those who run the place.
+    DEVICE_MANAGE = "device.manage"
 
 
 ROLE_LABELS: dict[Role, tuple[str, str]] = {
@@ -93,6 +95,7 @@ _COMPOUND_WORK = {
     Permission.RESIDENTS_PASS,
     Permission.RESIDENTS_CORRECT,
     Permission.PLACE_CODE_ISSUE,
+    Permission.DEVICE_MANAGE,
 }
 # Risk (赋码) in a jurisdiction: see colours, assert facts, request manual colours (a second
 # person approves) and decide appeals.
@@ -137,13 +140,17 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         }
     ),
     Role.CHECKPOINT_STAFF: frozenset({Permission.DEVICE_SCAN, Permission.GEO_VIEW}),
-    Role.ENTERPRISE_ADMIN: frozenset({Permission.GEO_VIEW, Permission.PLACE_CODE_ISSUE}),
-    Role.SCHOOL_ADMIN: frozenset({Permission.GEO_VIEW, Permission.PLACE_CODE_ISSUE}),
+    Role.ENTERPRISE_ADMIN: frozenset(
+        {Permission.GEO_VIEW, Permission.PLACE_CODE_ISSUE, Permission.DEVICE_MANAGE}
+    ),
+    Role.SCHOOL_ADMIN: frozenset(
+        {Permission.GEO_VIEW, Permission.PLACE_CODE_ISSUE, Permission.DEVICE_MANAGE}
+    ),
     # The auditor reads the trail, never people's data.
     Role.AUDITOR: frozenset({Permission.AUDIT_VIEW, Permission.GEO_VIEW}),
     # The system admin manages accounts and devices, not people's data.
     Role.SYSTEM_ADMIN: frozenset(
-        {Permission.USER_MANAGE, Permission.TOKEN_MANAGE, Permission.GEO_VIEW}
+        {Permission.USER_MANAGE, Permission.DEVICE_MANAGE, Permission.GEO_VIEW}
     ),
     # The data-centre officer watches the feeds and sends bad rows back to the agencies;
     # people's records in the registry are not theirs to search.
