@@ -98,8 +98,8 @@ KIND_LABELS: dict[str, tuple[str, str]] = {
 CODES_PAGE_SIZE = 30
 
 
-def _texts(lang: str) -> dict[str, str]:
-    return {key: en if lang == "en" else zh for key, (zh, en) in TEXT.items()}
+def _texts(lang: str, table: dict[str, tuple[str, str]] = TEXT) -> dict[str, str]:
+    return {key: en if lang == "en" else zh for key, (zh, en) in table.items()}
 
 
 def _places(session: Session, who: Principal) -> list[Place]:
@@ -321,7 +321,6 @@ DEVICE_TEXT: dict[str, tuple[str, str]] = {
     "active": ("使用中", "Active"),
     "withdrawn": ("已停用", "Withdrawn"),
     "expired": ("已过期", "Expired"),
-    "filter": ("筛选", "Filter"),
     "export": ("导出Excel", "Export to Excel"),
     "token": ("令牌", "Token"),
     "created": ("登记时间", "Enrolled"),
@@ -337,14 +336,9 @@ DEVICE_TEXT: dict[str, tuple[str, str]] = {
     "withdrawn_notice": ("设备已停用：{name}", "Device withdrawn: {name}"),
     "none": ("没有符合条件的设备", "no devices match"),
     "page_of": ("第 {page} / {pages} 页，共 {total} 台", "Page {page} of {pages}, {total} in all"),
-    "prev": ("上一页", "Previous"),
-    "next": ("下一页", "Next"),
     "sheet": ("场所设备", "Devices"),
+    **{key: TEXT[key] for key in ("filter", "prev", "next")},
 }
-
-
-def _device_texts(lang: str) -> dict[str, str]:
-    return {key: en if lang == "en" else zh for key, (zh, en) in DEVICE_TEXT.items()}
 
 
 def _devices_page(
@@ -376,7 +370,7 @@ def _devices_page(
         request,
         "healthcode/devices.html",
         {
-            "text": _device_texts(lang),
+            "text": _texts(lang, DEVICE_TEXT),
             "kinds": {k: (en if lang == "en" else zh) for k, (zh, en) in KIND_LABELS.items()},
             "devices": rows,
             "places": _places(session, who),
@@ -483,7 +477,7 @@ def devices_export(
 ) -> Response:
     """The device list as filtered, as an Excel workbook (cells neutralised)."""
     lang = language(request)
-    x = _device_texts(lang)
+    x = _texts(lang, DEVICE_TEXT)
     kinds = {k: (en if lang == "en" else zh) for k, (zh, en) in KIND_LABELS.items()}
     _, rows = devices.list_devices(session, who, query=q, status=status, limit=EXPORT_LIMIT)
     header = [
