@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
 from collections.abc import Callable
 
 import pytest
 
 from citybrain.kit.errors import ConfigurationError
+from citybrain.kit.gateway import reset_slots
 from citybrain.kit.logging import configure_logging
 from citybrain.kit.sms import SmsNotSent, send_sms
 from tests.sms_gateway import TOKEN, FakeSmsGateway
@@ -76,3 +79,37 @@ def test_development_without_a_platform_prints_with_the_phone_masked(
     printed = capsys.readouterr().err
     assert "138****5678" in printed and "654321" in printed
     assert PHONE not in printed
+
+
+def test_a_slow_platform_holds_only_its_share_of_the_threads(
+    sms_gateway: FakeSmsGateway, settings_env: SetEnv
+) -> None:
+    """One call more than CITYBRAIN_GATEWAY_CONCURRENCY is told "busy" at once instead of
+    waiting on the platform with a thread of the server's pool."""
+    settings_env("CITYBRAIN_GATEWAY_CONCURRENCY", "1")
+    reset_slots()
+    inside, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        inside.set()
+        release.wait(10)
+
+    sms_gateway.meanwhile = hold
+    first = threading.Thread(target=send_sms, args=(PHONE, "first"))
+    first.start()
+    try:
+        assert inside.wait(10)
+        started = time.monotonic()
+        with pytest.raises(SmsNotSent) as busy:
+            send_sms(PHONE, "second")
+        assert time.monotonic() - started < 1
+        assert busy.value.code == "sms_busy" and busy.value.status_code == 503
+        assert busy.value.message_zh == "短信服务繁忙，请稍后再试"
+    finally:
+        release.set()
+        first.join(10)
+        reset_slots()
+    # The slot is given back: the next message goes.
+    send_sms(PHONE, "third")
+    texts = [m.text for m in sms_gateway.sent_to(PHONE)]
+    assert "first" in texts and "third" in texts and "second" not in texts

@@ -75,6 +75,12 @@ def identity_matches(name: str, id_number: str, phone: str | None = None) -> boo
             raise TypeError(type(match).__name__)
     except GatewayFailed as failure:
         log.warning("identity.failed", error=failure.kind, status=failure.status)
+        if failure.kind == "busy":
+            raise IdentityUnavailable(
+                "实名核验服务繁忙，请稍后再试",
+                "the identity check is busy; try again in a moment",
+                code="identity_busy",
+            ) from None
         raise _unavailable() from None
     except (ValueError, KeyError, TypeError) as error:
         log.warning("identity.bad_answer", error=type(error).__name__)

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     identity_gateway_url: str | None = None
     identity_gateway_token: str | None = None
     identity_timeout_seconds: float = 5.0
+    # Calls a process may have open at once to each of those services: the rest of the
+    # server's threads stay free for everything else when one of them turns slow.
+    gateway_concurrency: int = Field(default=8, ge=1, le=64)
     vendor_dir: Path | None = Field(
         default=None,
         description="front-end packages copied from npm at setup (default: build/web-vendor)",

@@ -64,6 +64,14 @@ def send_sms(phone: str, text: str) -> None:
             setting="CITYBRAIN_SMS_GATEWAY_URL",
         )
     except GatewayFailed as failure:
+        if failure.kind == "busy":
+            log.warning("sms.busy")
+            raise SmsNotSent(
+                "短信服务繁忙，请稍后再试",
+                "the SMS service is busy; try again in a moment",
+                code="sms_busy",
+                field="phone",
+            ) from None
         if failure.status is not None:
             log.warning("sms.refused", status=failure.status)
         else:
