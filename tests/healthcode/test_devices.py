@@ -4,6 +4,7 @@ are refused; all scoped to the jurisdiction, audited and announced."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import re
 
@@ -17,6 +18,7 @@ from citybrain.core.audit.models import AuditEntry
 from citybrain.core.events.models import OutboxEvent
 from citybrain.healthcode import devices
 from citybrain.healthcode.codes import issue_code
+from citybrain.kit import clock
 from citybrain.kit.errors import InvalidInput, NotFound, PermissionDenied
 from tests.factories import make_user
 from tests.healthcode.conftest import Gate
@@ -143,3 +145,62 @@ def test_scanning_staff_see_no_device_page(
     scanner = make_user(session, "checkpoint_staff", gate.gate.area_code)
     log_in(client, scanner.name)
     assert client.get("/healthcode/devices").status_code == 403
+
+
+def test_a_device_about_to_run_out_is_flagged_and_renewed_with_the_same_token(
+    client: TestClient, session: Session, gate: Gate
+) -> None:
+    device, secret = devices.enrol_device(
+        session, gate.officer, place_code=gate.gate.code, name="north gate", days=30
+    )
+    assert not device.expiring
+    soon = clock.now() + dt.timedelta(days=30 - devices.EXPIRING_DAYS + 1)
+    with clock.frozen(soon):
+        total, flagged = devices.list_devices(
+            session, gate.officer, query="north", status="expiring"
+        )
+        assert total == 1 and flagged[0].id == device.id and flagged[0].expiring
+        renewed = devices.renew_device(session, gate.officer, device.id, 90)
+        assert not renewed.expiring
+        assert renewed.expires_at == soon + dt.timedelta(days=90)
+        assert devices.list_devices(session, gate.officer, query="north", status="expiring")[0] == 0
+    audit = session.scalars(
+        select(AuditEntry).where(
+            AuditEntry.action == "token.renew", AuditEntry.object_id == str(device.id)
+        )
+    ).one()
+    assert audit.detail["expires_at"] == renewed.expires_at.isoformat()
+    assert session.scalars(
+        select(OutboxEvent).where(OutboxEvent.topic == devices.TOPIC_DEVICE_RENEWED)
+    ).one()
+    # Run out, it is refused; renewed, the same token scans again.
+    with clock.frozen(soon + dt.timedelta(days=91)):
+        assert devices.list_devices(session, gate.officer, query="north", status="expired")[0] == 1
+        assert _scan(client, session, gate, secret) == 401
+        devices.renew_device(session, gate.officer, device.id, 30)
+        assert _scan(client, session, gate, secret) == 200
+    with pytest.raises(InvalidInput):
+        devices.renew_device(session, gate.officer, device.id, 7)
+    outsider = make_user(session, "street_officer", "410105002")
+    with pytest.raises(NotFound):
+        devices.renew_device(session, outsider, device.id, 30)
+    devices.withdraw_device(session, gate.officer, device.id)
+    with pytest.raises(InvalidInput):
+        devices.renew_device(session, gate.officer, device.id, 30)
+
+
+def test_the_page_renews_after_asking(client: TestClient, session: Session, gate: Gate) -> None:
+    device, _ = devices.enrol_device(
+        session, gate.officer, place_code=gate.gate.code, name="renew me", days=30
+    )
+    worker = make_user(session, "grid_worker", gate.compound[:12])
+    log_in(client, worker.name)
+    asked = client.get(f"/healthcode/devices?q=renew&renew={device.id}")
+    assert 'data-testid="renew-confirm"' in asked.text
+    token = csrf_of(client, "/healthcode/devices")
+    done = client.post(
+        f"/healthcode/devices/{device.id}/renew", data={"days": "180", "csrf_token": token}
+    )
+    assert done.status_code == 200 and 'data-testid="device-renewed"' in done.text
+    until = (clock.now() + dt.timedelta(days=180)).astimezone(clock.CHINA_TZ)
+    assert f"{until:%Y-%m-%d}" in done.text

@@ -6,9 +6,10 @@ shown once, then only its first characters), see the devices of their area with 
 last used, and withdraw one at once — a phone lost at a gate must stop scanning as that gate
 before anyone finds it. A withdrawn token is refused by the next scan batch in every server
 process (``service.check_devices``). Enrolling and withdrawing are audited (``token.issue``,
-``token.revoke``) and announced (``healthcode.device_enrolled``,
-``healthcode.device_withdrawn``: token id, place code) in the same transaction. Nothing here
-commits.
+``token.revoke``, ``token.renew``) and announced (``healthcode.device_enrolled``,
+``healthcode.device_withdrawn``, ``healthcode.device_renewed``: token id, place code) in the
+same transaction. A device whose token runs out within ``EXPIRING_DAYS`` is flagged, and
+renewing it extends the same token. Nothing here commits.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from citybrain.core.authz.models import ApiToken
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.authz.scope import covers, within
-from citybrain.core.authz.service import issue_token, revoke_token
+from citybrain.core.authz.service import issue_token, renew_token, revoke_token
 from citybrain.core.events.service import publish
 from citybrain.core.geo.models import Place
 from citybrain.healthcode.passes import not_found_in_area
@@ -32,7 +33,11 @@ from citybrain.kit.errors import FieldsInvalid, InvalidInput
 
 TOPIC_DEVICE_ENROLLED = "healthcode.device_enrolled"
 TOPIC_DEVICE_WITHDRAWN = "healthcode.device_withdrawn"
-STATUSES = ("active", "withdrawn", "expired")
+TOPIC_DEVICE_RENEWED = "healthcode.device_renewed"
+STATUSES = ("active", "expiring", "withdrawn", "expired")
+# A device whose token runs out within this many days is flagged (即将到期): a gate that stops
+# at the morning peak because its token ran out overnight is what renewal is for.
+EXPIRING_DAYS = 7
 DAYS_CHOICES = (30, 90, 180, 365)
 NAME_LONGEST = 64
 
@@ -58,6 +63,7 @@ class Device:
     last_used_at: dt.datetime | None
     revoked_at: dt.datetime | None
     status: str
+    expiring: bool
 
 
 def _status(token: ApiToken, now: dt.datetime) -> str:
@@ -81,6 +87,9 @@ def _device(token: ApiToken, place: Place, now: dt.datetime) -> Device:
         last_used_at=token.last_used_at,
         revoked_at=token.revoked_at,
         status=_status(token, now),
+        expiring=_status(token, now) == "active"
+        and token.expires_at is not None
+        and clock.as_utc(token.expires_at) <= now + dt.timedelta(days=EXPIRING_DAYS),
     )
 
 
@@ -95,7 +104,8 @@ def list_devices(
 ) -> tuple[int, list[Device]]:
     """The devices of the places in ``who``'s jurisdiction, newest first: those whose place's
     name or code, or whose own name, contains ``query``, in ``status`` (``active``,
-    ``withdrawn``, ``expired``; anything else: all). How many in all, and the page."""
+    ``expiring`` within ``EXPIRING_DAYS``, ``withdrawn``, ``expired``; anything else: all).
+    How many in all, and the page."""
     who.require(Permission.DEVICE_MANAGE)
     now = clock.now()
     statement = select(ApiToken, Place).join(Place, Place.code == ApiToken.device_place_code)
@@ -112,6 +122,11 @@ def list_devices(
     live = or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now)
     if status == "active":
         statement = statement.where(ApiToken.revoked_at.is_(None), live)
+    elif status == "expiring":
+        soon = now + dt.timedelta(days=EXPIRING_DAYS)
+        statement = statement.where(
+            ApiToken.revoked_at.is_(None), ApiToken.expires_at > now, ApiToken.expires_at <= soon
+        )
     elif status == "withdrawn":
         statement = statement.where(ApiToken.revoked_at.is_not(None))
     elif status == "expired":
@@ -164,10 +179,11 @@ def enrol_device(
     return _device(token, place, clock.now()), secret
 
 
-def withdraw_device(session: Session, who: Principal, token_id: int) -> Device:
-    """Withdraw a device of ``who``'s jurisdiction at once (停用设备): its token is revoked, and
-    the next scan batch in every server process refuses it. Audited and announced; a device
-    outside the jurisdiction is the same 404 as none, the attempt audited."""
+def _device_of_area(
+    session: Session, who: Principal, token_id: int, action: str
+) -> tuple[ApiToken, Place]:
+    """Device ``token_id`` with its place, if it is of ``who``'s jurisdiction; otherwise the
+    same 404 as none, the attempt audited as ``action``."""
     who.require(Permission.DEVICE_MANAGE)
     found = session.execute(
         select(ApiToken, Place)
@@ -175,8 +191,43 @@ def withdraw_device(session: Session, who: Principal, token_id: int) -> Device:
         .where(ApiToken.id == token_id, within(Place.area_code, who.area_code))
     ).first()
     if found is None:
-        raise not_found_in_area(who, "token.revoke", "api_token", str(token_id))
-    token, place = found
+        raise not_found_in_area(who, action, "api_token", str(token_id))
+    return found[0], found[1]
+
+
+def renew_device(session: Session, who: Principal, token_id: int, days: int) -> Device:
+    """Let a device of ``who``'s jurisdiction run ``days`` (one of ``DAYS_CHOICES``) from now
+    (续期), its token unchanged, so the device goes on scanning without being set up again; an
+    expired one scans again. A withdrawn device is not renewed (enrol a new one). Audited
+    (``token.renew``) and announced."""
+    token, place = _device_of_area(session, who, token_id, "token.renew")
+    if days not in DAYS_CHOICES:
+        raise InvalidInput(
+            "有效期只能选择 " + "、".join(f"{d}天" for d in DAYS_CHOICES),
+            "valid for one of " + ", ".join(f"{d} days" for d in DAYS_CHOICES),
+            field="days",
+        )
+    if token.revoked_at is not None:
+        raise InvalidInput(
+            "该设备已停用，不能续期；请登记新设备",
+            "this device is withdrawn and cannot be renewed; enrol a new one",
+            field="device",
+        )
+    renew_token(session, who.actor, token.id, dt.timedelta(days=days))
+    publish(
+        session,
+        TOPIC_DEVICE_RENEWED,
+        {"token_id": token.id, "place_code": place.code, "days": days},
+        key=str(token.id),
+    )
+    return _device(token, place, clock.now())
+
+
+def withdraw_device(session: Session, who: Principal, token_id: int) -> Device:
+    """Withdraw a device of ``who``'s jurisdiction at once (停用设备): its token is revoked, and
+    the next scan batch in every server process refuses it. Audited and announced; a device
+    outside the jurisdiction is the same 404 as none, the attempt audited."""
+    token, place = _device_of_area(session, who, token_id, "token.revoke")
     if token.revoked_at is not None:
         raise InvalidInput("该设备已停用", "this device is already withdrawn", field="device")
     revoke_token(session, who.actor, token.id)

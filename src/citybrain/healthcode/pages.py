@@ -321,6 +321,17 @@ DEVICE_TEXT: dict[str, tuple[str, str]] = {
     "active": ("使用中", "Active"),
     "withdrawn": ("已停用", "Withdrawn"),
     "expired": ("已过期", "Expired"),
+    "expiring": ("7天内到期", "Expiring within 7 days"),
+    "renew": ("续期", "Renew"),
+    "renew_intro": (
+        "续期后令牌不变，设备无需重新配置；已过期的设备续期后可继续扫码。",
+        "The token stays the same, so the device needs no new setup; an expired device "
+        "scans again once renewed.",
+    ),
+    "renewed_notice": (
+        "设备已续期：{name}，有效期至 {until}",
+        "Device renewed: {name}, until {until}",
+    ),
     "export": ("导出Excel", "Export to Excel"),
     "token": ("令牌", "Token"),
     "created": ("登记时间", "Enrolled"),
@@ -354,6 +365,8 @@ def _devices_page(
     enrolled: tuple[devices.Device, str] | None = None,
     withdrawn: devices.Device | None = None,
     withdraw: int | None = None,
+    renew: int | None = None,
+    renewed: devices.Device | None = None,
     status_code: int = 200,
 ) -> Response:
     lang = language(request)
@@ -394,6 +407,10 @@ def _devices_page(
             "confirming": next(
                 (d for d in rows if d.id == withdraw and d.status == "active"), None
             ),
+            "renewing": next(
+                (d for d in rows if d.id == renew and d.status in ("active", "expired")), None
+            ),
+            "renewed": renewed,
         },
         status_code=status_code,
     )
@@ -412,11 +429,14 @@ def devices_page(
     status: Annotated[str, Query(max_length=12)] = "active",
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
     withdraw: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    renew: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> Response:
     """场所设备: the devices of the area's places, by place or name and status, a page at a
-    time, with the form to enrol one (``withdraw``: a device of the page to confirm
-    withdrawing)."""
-    return _devices_page(request, session, who, q=q, status=status, page=page, withdraw=withdraw)
+    time, with the form to enrol one (``withdraw``, ``renew``: a device of the page to confirm
+    withdrawing, or to renew)."""
+    return _devices_page(
+        request, session, who, q=q, status=status, page=page, withdraw=withdraw, renew=renew
+    )
 
 
 @router.post("/healthcode/devices")
@@ -467,6 +487,29 @@ def devices_withdraw(request: Request, token_id: RowId, session: DB, who: Device
     return _devices_page(request, session, who, withdrawn=device)
 
 
+@router.post("/healthcode/devices/{token_id}/renew")
+def devices_renew(
+    request: Request,
+    token_id: RowId,
+    session: DB,
+    who: DeviceStaff,
+    days: Annotated[int, Form(ge=1, le=3650)] = 90,
+) -> Response:
+    """Renew a device: the same token runs ``days`` from now."""
+    try:
+        device = devices.renew_device(session, who, token_id, days)
+    except CitybrainError as error:
+        rollback_keeping(session, error)
+        return _devices_page(
+            request,
+            session,
+            who,
+            errors={"form": error.message(language(request))},
+            status_code=error.status_code,
+        )
+    return _devices_page(request, session, who, renewed=device)
+
+
 @router.get("/healthcode/devices/export.xlsx")
 def devices_export(
     request: Request,
@@ -493,7 +536,7 @@ def devices_export(
                 d.prefix + "…",
                 f"{d.place_name}（{kinds.get(d.place_kind, d.place_kind)}）",
                 d.place_code,
-                x[d.status],
+                x["expiring"] if d.expiring else x[d.status],
                 china_time(d.created_at, "%Y-%m-%d %H:%M"),
                 china_time(d.last_used_at, "%Y-%m-%d %H:%M") if d.last_used_at else x["never"],
                 china_time(d.expires_at, "%Y-%m-%d %H:%M") if d.expires_at else "",

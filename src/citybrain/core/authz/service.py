@@ -413,6 +413,29 @@ def revoke_token(session: Session, actor: Actor, token_id: int) -> None:
     )
 
 
+def renew_token(session: Session, actor: Actor, token_id: int, ttl: dt.timedelta) -> ApiToken:
+    """Let a token that is not revoked run ``ttl`` from now (a device's renewal, so that it
+    keeps scanning without being set up again); audited with the new expiry."""
+    token = session.get(ApiToken, token_id)
+    if token is None:
+        raise InvalidInput(f"令牌 {token_id} 不存在", f"token {token_id} does not exist")
+    if token.revoked_at is not None:
+        raise InvalidInput(
+            "已停用的令牌不能续期", "a revoked token cannot be renewed", field="token"
+        )
+    token.expires_at = clock.now() + ttl
+    record(
+        session,
+        actor,
+        "token.renew",
+        object_type="api_token",
+        object_id=token_id,
+        area_code=token.area_code,
+        detail={"expires_at": token.expires_at.isoformat()},
+    )
+    return token
+
+
 def actor_names(session: Session, refs: Iterable[str | None]) -> dict[str, str]:
     """How to show who acted (经办人): ``user:<id>`` as the user's name with their username;
     any other actor (a device, ``system``, ``cli``) as its reference."""
