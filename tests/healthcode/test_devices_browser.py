@@ -1,5 +1,5 @@
 """The device page in headless Chromium on a phone-sized screen: grid staff enrol a gate's
-device, read its token once, and withdraw it after confirming."""
+device, read its token once, renew it and withdraw it, each after confirming."""
 
 from __future__ import annotations
 
@@ -52,6 +52,13 @@ def test_device_page_on_a_phone(fresh_database: Database, browser: object) -> No
         page.goto(f"{base}/healthcode/devices")
         expect(page.get_by_test_id("devices")).to_contain_text("南门1号闸机")
         assert secret not in page.content()
+        # Renewed (same token), after a card that says what it does.
+        page.locator("[data-testid^=renew-]").first.click()
+        expect(page.get_by_test_id("renew-confirm")).to_contain_text("设备无需重新配置")
+        page.select_option("#renew-days", "365")
+        page.get_by_test_id("renew-yes").click()
+        expect(page.get_by_test_id("device-renewed")).to_contain_text("设备已续期：南门1号闸机")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
         page.locator("[data-testid^=withdraw-]").first.click()
         expect(page.get_by_test_id("withdraw-confirm")).to_contain_text("南门1号闸机")
         page.get_by_test_id("withdraw-yes").click()
