@@ -137,6 +137,12 @@ def test_the_page_enrols_shows_the_token_once_exports_and_withdraws(
     )
     assert wrong.status_code == 422 and 'data-testid="error-name"' in wrong.text
     assert f'value="{gate.gate.code}"' in wrong.text
+    # A place that is not there (or not theirs: the same answer) is the place field's error.
+    elsewhere = client.post(
+        "/healthcode/devices",
+        data={"name": "x", "place_code": "G999", "days": "30", "csrf_token": token},
+    )
+    assert elsewhere.status_code == 404 and 'data-testid="error-place_code"' in elsewhere.text
 
 
 def test_scanning_staff_see_no_device_page(

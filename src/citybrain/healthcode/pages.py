@@ -457,10 +457,12 @@ def devices_enrol(
     except CitybrainError as error:
         rollback_keeping(session, error)
         lang = language(request)
+        # A place not found (or not the caller's: the same answer) is the place field's.
+        field = error.field or ("place_code" if error.status_code == 404 else "form")
         messages = (
             error.messages(lang)
             if isinstance(error, devices.DeviceInvalid)
-            else {error.field or "form": error.message(lang)}
+            else {field: error.message(lang)}
         )
         return _devices_page(
             request, session, who, form=form, errors=messages, status_code=error.status_code
