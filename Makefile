@@ -20,13 +20,15 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-# Front-end packages (htmx, Swagger UI, ECharts for the cockpit, jsQR for the gate camera)
+# Front-end packages (htmx, Swagger UI, ECharts for the cockpit, jsQR for the gate camera,
+# qrcode-generator for the residents' code page)
 # are served from our own static folder: nothing from a CDN at run time.
 $(HTMX): node_modules/.installed
 	@mkdir -p $(VENDOR)/swagger-ui
 	cp node_modules/swagger-ui-dist/swagger-ui-bundle.js node_modules/swagger-ui-dist/swagger-ui.css $(VENDOR)/swagger-ui/
 	cp node_modules/echarts/dist/echarts.min.js $(VENDOR)/
 	cp node_modules/jsqr/dist/jsQR.js $(VENDOR)/
+	cp node_modules/qrcode-generator/dist/qrcode.js $(VENDOR)/qrcode-generator.js
 	cp node_modules/htmx.org/dist/htmx.min.js $@
 
 setup: $(BIN)/.installed $(HTMX)

@@ -6,13 +6,15 @@ now says red, and the compound shows red (on the code page and on the staff page
 from __future__ import annotations
 
 import datetime as dt
+import io
 import re
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
+import httpx
 import pytest
 import zxingcpp
+from PIL import Image
 from sqlalchemy import select
 
 from citybrain.core.audit.service import Actor
@@ -26,7 +28,7 @@ from citybrain.kit.db import Database
 from citybrain.risk import service as risk
 from citybrain.risk.subjects import subject_of
 from citybrain.web.app import create_app
-from tests.apps.residents.conftest import COMMUNITY
+from tests.apps.residents.conftest import COMMUNITY, registered
 from tests.factories import PASSWORD, first_compound, make_user, next_synthetic
 from tests.sms_gateway import running_gateway
 from tests.web.test_browser import ARTIFACTS, browser, serving
@@ -50,27 +52,14 @@ def city(fresh_database: Database) -> Iterator[tuple[str, str]]:
         yield base, compound
 
 
-def _qr_text(svg: str) -> str:
-    """Read the QR code as drawn on the page: segno's SVG path back to a module matrix, then
-    zxing-cpp (an independent decoder) on the pixels."""
-    width = int(re.search(r'width="(\d+)"', svg).group(1))  # type: ignore[union-attr]
-    scale = int(re.search(r"scale\((\d+)\)", svg).group(1))  # type: ignore[union-attr]
-    path = re.search(r' d="([^"]+)"', svg).group(1)  # type: ignore[union-attr]
-    size = width // scale
-    modules = np.zeros((size, size), dtype=np.uint8)
-    x = y = 0.0
-    for command, a, b in re.findall(r"([Mmh])(-?[\d.]+)(?: (-?[\d.]+))?", path):
-        if command == "M":
-            x, y = float(a), float(b)
-        elif command == "m":
-            x, y = x + float(a), y + float(b)
-        else:
-            length = int(float(a))
-            modules[int(y), int(x) : int(x) + length] = 1
-            x += length
-    pixels = np.kron(1 - modules, np.ones((8, 8), dtype=np.uint8)) * 255
-    found = zxingcpp.read_barcodes(pixels.astype(np.uint8), formats=zxingcpp.BarcodeFormat.QRCode)
+def _qr_text(box: Any) -> str:
+    """Read the QR code as the phone's screen shows it: a screenshot of the box the page drew
+    it in (in the browser, static/code-qr.js), decoded by zxing-cpp, an independent decoder.
+    It must say what the box was given to draw."""
+    shot = Image.open(io.BytesIO(box.screenshot())).convert("L")
+    found = zxingcpp.read_barcodes(shot, formats=zxingcpp.BarcodeFormat.QRCode)
     assert len(found) == 1, "the QR on the page does not read"
+    assert found[0].text == box.get_attribute("data-code")
     return str(found[0].text)
 
 
@@ -145,7 +134,7 @@ def test_register_see_green_then_red_after_a_household_case(
     expect(page.get_by_test_id("tier")).to_have_attribute("data-tier", "green")
     expect(page.get_by_test_id("member-colour")).to_have_count(2)
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
-    green = _verify(fresh_database, _qr_text(page.get_by_test_id("qr").inner_html()))
+    green = _verify(fresh_database, _qr_text(page.get_by_test_id("qr")))
     assert green.colour == "green"
     page.screenshot(path=str(ARTIFACTS / "residents-code-green.png"), full_page=True)
 
@@ -179,9 +168,17 @@ def test_register_see_green_then_red_after_a_household_case(
     expect(page.get_by_test_id("compound-tier")).to_contain_text("封控小区")
     # The member, masked, shows red too; the code itself says red, freshly signed for me.
     expect(page.get_by_test_id("member-colour").filter(has_text="红码")).to_have_count(2)
-    red = _verify(fresh_database, _qr_text(page.get_by_test_id("qr").inner_html()))
+    red = _verify(fresh_database, _qr_text(page.get_by_test_id("qr")))
     assert red.colour == "red" and red.person_ref == green.person_ref
     assert red.issued_at >= green.issued_at
+    # Refreshed in place (htmx swaps the card in): the new code is drawn as well.
+    shown = page.get_by_test_id("qr").get_attribute("data-code")
+    page.wait_for_timeout(1_100)  # a code signed in the same second would be the same
+    page.get_by_test_id("refresh-code").click()
+    expect(page.get_by_test_id("qr")).not_to_have_attribute("data-code", shown or "")
+    fresh = page.get_by_test_id("qr").get_attribute("data-code") or ""
+    expect(page.get_by_test_id("qr")).to_have_attribute("data-drawn", fresh)
+    assert _verify(fresh_database, _qr_text(page.get_by_test_id("qr"))).colour == "red"
     # An appeal can be filed from here.
     expect(page.get_by_test_id("appeal-form")).to_be_visible()
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
@@ -203,3 +200,35 @@ def test_register_see_green_then_red_after_a_household_case(
     expect(desk.get_by_test_id("resident-id").first).to_have_text(re.compile(r"^\d{4}\*{10}"))
     desk.screenshot(path=str(ARTIFACTS / "residents-staff-red.png"), full_page=True)
     staff.close()
+
+
+def test_without_script_the_server_draws_the_code(
+    city: tuple[str, str], browser: object, fresh_database: Database
+) -> None:
+    """A phone with script switched off still shows a code a gate can read: the server's
+    drawing of a newly signed code (the <noscript> image), never cached."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    base, compound = city
+    with httpx.Client(base_url=base) as phone:
+        registered(phone, compound)
+        cookies = [{"name": c.name, "value": c.value or "", "url": base} for c in phone.cookies.jar]
+        assert phone.get("/residents/code/qr.svg").headers["cache-control"] == "no-store"
+    assert httpx.get(f"{base}/residents/code/qr.svg").status_code == 401
+    context = browser.new_context(
+        viewport=PHONE, is_mobile=True, locale="zh-CN", java_script_enabled=False
+    )
+    context.add_cookies(cookies)  # type: ignore[arg-type]
+    page = context.new_page()
+    page.goto(f"{base}/residents/code")
+    image = page.get_by_test_id("qr-image")
+    expect(image).to_be_visible()
+    page.wait_for_load_state("load")
+    shot = Image.open(io.BytesIO(image.screenshot())).convert("L")
+    found = zxingcpp.read_barcodes(shot, formats=zxingcpp.BarcodeFormat.QRCode)
+    assert len(found) == 1
+    code = _verify(fresh_database, str(found[0].text))
+    assert code.colour == "green"
+    page.screenshot(path=str(ARTIFACTS / "residents-code-no-script.png"), full_page=True)
+    context.close()

@@ -8,7 +8,6 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -16,12 +15,12 @@ from citybrain.apps.residents.service import household_of, resident_actor
 from citybrain.core.geo.models import Compound
 from citybrain.core.people import service as people_service
 from citybrain.core.people.models import Person
-from citybrain.healthcode.codes import issue_code
+from citybrain.healthcode.codes import IssuedCode, issue_code
 from citybrain.healthcode.qr import qr_svg
 from citybrain.kit.crypto import field_cipher
 from citybrain.kit.masking import mask_name
 from citybrain.risk import service as risk
-from citybrain.risk.schemas import AppealOut, NotificationOut, ReasonView, TierView
+from citybrain.risk.schemas import AppealOut, ColourView, NotificationOut, ReasonView, TierView
 from citybrain.risk.subjects import subject_of
 
 # Refresh the card a minute before its code expires (at least every 30 seconds).
@@ -41,7 +40,6 @@ class CodeCard:
     rule_set_version: int
     overridden: bool
     code_text: str
-    svg: Markup
     issued_at: dt.datetime
     expires_at: dt.datetime
     refresh_seconds: int
@@ -52,13 +50,19 @@ class CodeCard:
     member_colours: dict[str, str] = field(default_factory=dict)
 
 
+def _issue(session: Session, person: Person) -> tuple[ColourView, IssuedCode]:
+    """``person``'s colour as it stands, and a code of it signed now."""
+    view = risk.colour_of(session, subject_of(person))
+    issued = issue_code(session, person.ref, view.colour, rule_set_version=view.rule_set_version)
+    return view, issued
+
+
 def code_card(session: Session, me: Person, person: Person) -> CodeCard:
-    """The card of ``person`` (the resident or a household member) as ``me`` sees it. The QR
+    """The card of ``person`` (the resident or a household member) as ``me`` sees it. The
     code is signed afresh on every call: it is short-lived, so a screenshot soon stops
     passing a gate. Reasons, notices and appeals come from the risk engine as they stand."""
     subject = subject_of(person)
-    view = risk.colour_of(session, subject)
-    issued = issue_code(session, person.ref, view.colour, rule_set_version=view.rule_set_version)
+    view, issued = _issue(session, person)
     compound = session.get(Compound, person.area_code) if len(person.area_code) == 15 else None
     name = field_cipher().decrypt(person.name_enc, people_service.NAME_FIELD)
     lifetime = int((issued.expires_at - issued.issued_at).total_seconds())
@@ -72,9 +76,8 @@ def code_card(session: Session, me: Person, person: Person) -> CodeCard:
         until=view.until,
         rule_set_version=view.rule_set_version,
         overridden=view.overridden,
+        # The page draws the QR of it in the browser (static/code-qr.js).
         code_text=issued.text,
-        # segno's SVG of our own signed text: no user input reaches it.
-        svg=Markup(qr_svg(issued.text)),  # noqa: S704
         issued_at=issued.issued_at,
         expires_at=issued.expires_at,
         refresh_seconds=max(30, lifetime - REFRESH_MARGIN_SECONDS),
@@ -84,6 +87,13 @@ def code_card(session: Session, me: Person, person: Person) -> CodeCard:
         notices=risk.notifications_of(session, subject),
         member_colours=colours_for(session, members),
     )
+
+
+def code_svg(session: Session, person: Person) -> str:
+    """The QR of a code of ``person`` signed now, drawn by the server as SVG: for a browser
+    without script (the code page draws its own otherwise)."""
+    _, issued = _issue(session, person)
+    return qr_svg(issued.text)
 
 
 def file_appeal(session: Session, me: Person, person: Person, text: str) -> None:

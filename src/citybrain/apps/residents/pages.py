@@ -524,6 +524,24 @@ def code_fresh(
     )
 
 
+@router.get("/residents/code/qr.svg")
+def code_qr(
+    session: DB,
+    me: Resident,
+    member: Annotated[str | None, Query(max_length=32)] = None,
+) -> Response:
+    """The QR of a newly issued code drawn by the server, for a browser without script (the
+    code page draws the QR itself otherwise); never cached."""
+    if me is None:
+        return Response(status_code=401)
+    person = service.member_of(session, me, member)
+    return Response(
+        colours.code_svg(session, person),
+        media_type="image/svg+xml",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
 @router.post("/residents/appeal")
 def appeal_submit(
     request: Request,
