@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import zxingcpp
 from PIL import Image
@@ -53,13 +54,37 @@ def city(fresh_database: Database) -> Iterator[tuple[str, str]]:
 
 
 def _qr_text(box: Any) -> str:
-    """Read the QR code as the phone's screen shows it: a screenshot of the box the page drew
-    it in (in the browser, static/code-qr.js), decoded by zxing-cpp, an independent decoder.
-    It must say what the box was given to draw."""
+    """Read the QR code as the screen shows it: a screenshot of the box it is drawn in,
+    decoded by zxing-cpp, an independent decoder. A box the page draws in the browser
+    (static/code-qr.js) must show what it was given to draw (``data-code``)."""
     shot = Image.open(io.BytesIO(box.screenshot())).convert("L")
     found = zxingcpp.read_barcodes(shot, formats=zxingcpp.BarcodeFormat.QRCode)
     assert len(found) == 1, "the QR on the page does not read"
     assert found[0].text == box.get_attribute("data-code")
+    return str(found[0].text)
+
+
+def segno_qr_text(svg: str) -> str:
+    """Read a QR the server drew (segno's SVG, e.g. a place-code poster): its path back to a
+    module matrix, then zxing-cpp (an independent decoder) on the pixels."""
+    width = int(re.search(r'width="(\d+)"', svg).group(1))  # type: ignore[union-attr]
+    scale = int(re.search(r"scale\((\d+)\)", svg).group(1))  # type: ignore[union-attr]
+    path = re.search(r' d="([^"]+)"', svg).group(1)  # type: ignore[union-attr]
+    size = width // scale
+    modules = np.zeros((size, size), dtype=np.uint8)
+    x = y = 0.0
+    for command, a, b in re.findall(r"([Mmh])(-?[\d.]+)(?: (-?[\d.]+))?", path):
+        if command == "M":
+            x, y = float(a), float(b)
+        elif command == "m":
+            x, y = x + float(a), y + float(b)
+        else:
+            length = int(float(a))
+            modules[int(y), int(x) : int(x) + length] = 1
+            x += length
+    pixels = np.kron(1 - modules, np.ones((8, 8), dtype=np.uint8)) * 255
+    found = zxingcpp.read_barcodes(pixels.astype(np.uint8), formats=zxingcpp.BarcodeFormat.QRCode)
+    assert len(found) == 1, "the QR on the page does not read"
     return str(found[0].text)
 
 
@@ -77,7 +102,10 @@ def test_register_see_green_then_red_after_a_household_case(
     base, compound = city
     ARTIFACTS.mkdir(exist_ok=True)
     me, member = next_synthetic(), next_synthetic()
-    context = browser.new_context(viewport=PHONE, is_mobile=True, locale="zh-CN")
+    # A phone's screen: two device pixels to a CSS pixel, as the gate's camera sees it.
+    context = browser.new_context(
+        viewport=PHONE, is_mobile=True, locale="zh-CN", device_scale_factor=2
+    )
     page = context.new_page()
 
     # Register on a phone: self, the compound through the cascading lists, one member.
@@ -217,7 +245,11 @@ def test_without_script_the_server_draws_the_code(
         assert phone.get("/residents/code/qr.svg").headers["cache-control"] == "no-store"
     assert httpx.get(f"{base}/residents/code/qr.svg").status_code == 401
     context = browser.new_context(
-        viewport=PHONE, is_mobile=True, locale="zh-CN", java_script_enabled=False
+        viewport=PHONE,
+        is_mobile=True,
+        locale="zh-CN",
+        device_scale_factor=2,
+        java_script_enabled=False,
     )
     context.add_cookies(cookies)  # type: ignore[arg-type]
     page = context.new_page()

@@ -19,7 +19,7 @@ from citybrain.core.people.service import register_person
 from citybrain.healthcode.models import Scan
 from citybrain.kit.db import Database
 from citybrain.web.app import create_app
-from tests.apps.residents.test_browser import PHONE, _qr_text
+from tests.apps.residents.test_browser import PHONE, segno_qr_text
 from tests.factories import PASSWORD, STREET_A, first_compound, make_user, next_synthetic
 from tests.sms_gateway import running_gateway
 from tests.web.test_browser import ARTIFACTS, browser, serving
@@ -89,7 +89,7 @@ def test_a_resident_checks_in_at_a_venue_by_its_printed_code(
     expect(desk.get_by_test_id("poster-name")).to_have_text(town["place_name"])
     assert desk.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     desk.screenshot(path=str(ARTIFACTS / "place-code-poster-phone.png"), full_page=True)
-    link = _qr_text(desk.get_by_test_id("poster-qr").inner_html())
+    link = segno_qr_text(desk.get_by_test_id("poster-qr").inner_html())
     staff.close()
     assert link.startswith(f"{base}/residents/place?c=CBP1%3A")
 
