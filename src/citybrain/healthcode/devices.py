@@ -39,6 +39,10 @@ STATUSES = ("active", "expiring", "withdrawn", "expired")
 # at the morning peak because its token ran out overnight is what renewal is for.
 EXPIRING_DAYS = 7
 DAYS_CHOICES = (30, 90, 180, 365)
+DAYS_WRONG = (
+    "有效期只能选择 " + "、".join(f"{d}天" for d in DAYS_CHOICES),
+    "valid for one of " + ", ".join(f"{d} days" for d in DAYS_CHOICES),
+)
 NAME_LONGEST = 64
 
 
@@ -155,10 +159,7 @@ def enrol_device(
             f"name the device (1 to {NAME_LONGEST} characters), e.g. 'east gate 1'",
         )
     if days not in DAYS_CHOICES:
-        problems["days"] = (
-            "有效期只能选择 " + "、".join(f"{d}天" for d in DAYS_CHOICES),
-            "valid for one of " + ", ".join(f"{d} days" for d in DAYS_CHOICES),
-        )
+        problems["days"] = DAYS_WRONG
     place = session.get(Place, place_code) if place_code else None
     if place_code and (place is None or not covers(who, place.area_code)):
         raise not_found_in_area(who, "token.issue", "place", place_code[:24])
@@ -202,11 +203,7 @@ def renew_device(session: Session, who: Principal, token_id: int, days: int) -> 
     (``token.renew``) and announced."""
     token, place = _device_of_area(session, who, token_id, "token.renew")
     if days not in DAYS_CHOICES:
-        raise InvalidInput(
-            "有效期只能选择 " + "、".join(f"{d}天" for d in DAYS_CHOICES),
-            "valid for one of " + ", ".join(f"{d} days" for d in DAYS_CHOICES),
-            field="days",
-        )
+        raise InvalidInput(*DAYS_WRONG, field="days")
     if token.revoked_at is not None:
         raise InvalidInput(
             "该设备已停用，不能续期；请登记新设备",
