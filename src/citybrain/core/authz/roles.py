@@ -61,8 +61,9 @@ class Permission(StrEnum):
     # Printing a place's code (场所码) for the places of one's area: compound staff, and the
     # enterprises and schools that run venues.
     PLACE_CODE_ISSUE = "place_code.issue"
-    # Enrolling and withdrawing the scanning devices (场所设备) of the places of one's area —
-    # gates, checkpoints, venue scanners: a lost device is withdrawn by those who run the place.
+    # Enrolling, renewing and withdrawing the scanning devices (场所设备) of the places of one's
+    # area — gates, checkpoints, venue scanners: the staff who run compounds and those above
+    # them withdraw a lost device at once.
     DEVICE_MANAGE = "device.manage"
 
 
@@ -140,12 +141,10 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         }
     ),
     Role.CHECKPOINT_STAFF: frozenset({Permission.DEVICE_SCAN, Permission.GEO_VIEW}),
-    Role.ENTERPRISE_ADMIN: frozenset(
-        {Permission.GEO_VIEW, Permission.PLACE_CODE_ISSUE, Permission.DEVICE_MANAGE}
-    ),
-    Role.SCHOOL_ADMIN: frozenset(
-        {Permission.GEO_VIEW, Permission.PLACE_CODE_ISSUE, Permission.DEVICE_MANAGE}
-    ),
+    # Not the devices: their jurisdiction is an area, not their own venue, and a device
+    # enrolled or withdrawn at a compound's gate decides who goes in and out of it.
+    Role.ENTERPRISE_ADMIN: frozenset({Permission.GEO_VIEW, Permission.PLACE_CODE_ISSUE}),
+    Role.SCHOOL_ADMIN: frozenset({Permission.GEO_VIEW, Permission.PLACE_CODE_ISSUE}),
     # The auditor reads the trail, never people's data.
     Role.AUDITOR: frozenset({Permission.AUDIT_VIEW, Permission.GEO_VIEW}),
     # The system admin manages accounts and devices, not people's data.
