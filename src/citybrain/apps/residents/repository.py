@@ -48,6 +48,17 @@ def household_members(session: Session, person: Person) -> list[Person]:
     )
 
 
+def person_with_account(session: Session, ref: str) -> tuple[Person, dt.datetime | None] | None:
+    """Person ``ref`` and when their sessions were last ended, if they have an account (one
+    query: it runs on every page a resident opens)."""
+    row = session.execute(
+        select(Person, ResidentAccount.sessions_revoked_at)
+        .join(ResidentAccount, ResidentAccount.person_ref == Person.ref)
+        .where(Person.ref == ref)
+    ).first()
+    return (row[0], row[1]) if row is not None else None
+
+
 def account(session: Session, ref: str) -> ResidentAccount | None:
     """The self-service account of person ``ref``, if they have one."""
     return session.get(ResidentAccount, ref)

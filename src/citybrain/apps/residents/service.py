@@ -656,13 +656,13 @@ def log_in(
 def session_person(session: Session, ref: str, issued_at: float) -> Person | None:
     """The resident behind a session cookie issued at ``issued_at`` (epoch seconds), unless
     their sessions were ended since."""
-    account = repository.account(session, ref)
-    if account is None:
+    found = repository.person_with_account(session, ref)
+    if found is None:
         return None
-    revoked = account.sessions_revoked_at
+    person, revoked = found
     if revoked is not None and issued_at < revoked.timestamp():
         return None
-    return repository.person_by_ref(session, ref)
+    return person
 
 
 def log_out(session: Session, person: Person) -> None:
