@@ -79,6 +79,7 @@ def _status(token: ApiToken, now: dt.datetime) -> str:
 
 
 def _device(token: ApiToken, place: Place, now: dt.datetime) -> Device:
+    status = _status(token, now)
     return Device(
         id=token.id,
         name=token.name,
@@ -90,8 +91,8 @@ def _device(token: ApiToken, place: Place, now: dt.datetime) -> Device:
         expires_at=token.expires_at,
         last_used_at=token.last_used_at,
         revoked_at=token.revoked_at,
-        status=_status(token, now),
-        expiring=_status(token, now) == "active"
+        status=status,
+        expiring=status == "active"
         and token.expires_at is not None
         and clock.as_utc(token.expires_at) <= now + dt.timedelta(days=EXPIRING_DAYS),
     )
@@ -199,17 +200,11 @@ def _device_of_area(
 def renew_device(session: Session, who: Principal, token_id: int, days: int) -> Device:
     """Let a device of ``who``'s jurisdiction run ``days`` (one of ``DAYS_CHOICES``) from now
     (续期), its token unchanged, so the device goes on scanning without being set up again; an
-    expired one scans again. A withdrawn device is not renewed (enrol a new one). Audited
+    expired one scans again. A withdrawn device is not renewed (``renew_token`` refuses it). Audited
     (``token.renew``) and announced."""
     token, place = _device_of_area(session, who, token_id, "token.renew")
     if days not in DAYS_CHOICES:
         raise InvalidInput(*DAYS_WRONG, field="days")
-    if token.revoked_at is not None:
-        raise InvalidInput(
-            "该设备已停用，不能续期；请登记新设备",
-            "this device is withdrawn and cannot be renewed; enrol a new one",
-            field="device",
-        )
     renew_token(session, who.actor, token.id, dt.timedelta(days=days))
     publish(
         session,

@@ -15,8 +15,9 @@ and uploads them to ``POST /api/v1/scans/offline`` when back online.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path as FilePath
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from markupsafe import Markup
@@ -148,7 +149,7 @@ def place_codes(
         "healthcode/place_codes.html",
         {
             "text": _texts(lang),
-            "kinds": {k: (en if lang == "en" else zh) for k, (zh, en) in KIND_LABELS.items()},
+            "kinds": _texts(lang, KIND_LABELS),
             "places": places,
             "q": q,
             "kind": kind,
@@ -384,7 +385,7 @@ def _devices_page(
         "healthcode/devices.html",
         {
             "text": _texts(lang, DEVICE_TEXT),
-            "kinds": {k: (en if lang == "en" else zh) for k, (zh, en) in KIND_LABELS.items()},
+            "kinds": _texts(lang, KIND_LABELS),
             "devices": rows,
             "places": _places(session, who),
             "days_choices": devices.DAYS_CHOICES,
@@ -470,11 +471,16 @@ def devices_enrol(
     return _devices_page(request, session, who, enrolled=enrolled)
 
 
-@router.post("/healthcode/devices/{token_id}/withdraw")
-def devices_withdraw(request: Request, token_id: RowId, session: DB, who: DeviceStaff) -> Response:
-    """Withdraw a device at once."""
+def _device_action(
+    request: Request,
+    session: Session,
+    who: Principal,
+    act: Callable[[], devices.Device],
+    done: Literal["withdrawn", "renewed"],
+) -> Response:
+    """Run ``act`` on a device and show the list with its notice, or with the error."""
     try:
-        device = devices.withdraw_device(session, who, token_id)
+        device = act()
     except CitybrainError as error:
         rollback_keeping(session, error)
         return _devices_page(
@@ -484,9 +490,26 @@ def devices_withdraw(request: Request, token_id: RowId, session: DB, who: Device
             errors={"form": error.message(language(request))},
             status_code=error.status_code,
         )
-    # This process stops trusting it at once; the others at their next scan batch.
-    device_tokens.forget({device.id})
-    return _devices_page(request, session, who, withdrawn=device)
+    return _devices_page(
+        request,
+        session,
+        who,
+        withdrawn=device if done == "withdrawn" else None,
+        renewed=device if done == "renewed" else None,
+    )
+
+
+@router.post("/healthcode/devices/{token_id}/withdraw")
+def devices_withdraw(request: Request, token_id: RowId, session: DB, who: DeviceStaff) -> Response:
+    """Withdraw a device at once."""
+
+    def withdraw() -> devices.Device:
+        device = devices.withdraw_device(session, who, token_id)
+        # This process stops trusting it at once; the others at their next scan batch.
+        device_tokens.forget({device.id})
+        return device
+
+    return _device_action(request, session, who, withdraw, "withdrawn")
 
 
 @router.post("/healthcode/devices/{token_id}/renew")
@@ -498,18 +521,9 @@ def devices_renew(
     days: Annotated[int, Form(ge=1, le=3650)] = 90,
 ) -> Response:
     """Renew a device: the same token runs ``days`` from now."""
-    try:
-        device = devices.renew_device(session, who, token_id, days)
-    except CitybrainError as error:
-        rollback_keeping(session, error)
-        return _devices_page(
-            request,
-            session,
-            who,
-            errors={"form": error.message(language(request))},
-            status_code=error.status_code,
-        )
-    return _devices_page(request, session, who, renewed=device)
+    return _device_action(
+        request, session, who, lambda: devices.renew_device(session, who, token_id, days), "renewed"
+    )
 
 
 @router.get("/healthcode/devices/export.xlsx")
@@ -523,7 +537,7 @@ def devices_export(
     """The device list as filtered, as an Excel workbook (cells neutralised)."""
     lang = language(request)
     x = _texts(lang, DEVICE_TEXT)
-    kinds = {k: (en if lang == "en" else zh) for k, (zh, en) in KIND_LABELS.items()}
+    kinds = _texts(lang, KIND_LABELS)
     _, rows = devices.list_devices(session, who, query=q, status=status, limit=EXPORT_LIMIT)
     header = [
         x["name"], x["token"], x["place"], "code", x["status"], x["created"], x["last_used"],

@@ -421,7 +421,9 @@ def renew_token(session: Session, actor: Actor, token_id: int, ttl: dt.timedelta
         raise InvalidInput(f"令牌 {token_id} 不存在", f"token {token_id} does not exist")
     if token.revoked_at is not None:
         raise InvalidInput(
-            "已停用的令牌不能续期", "a revoked token cannot be renewed", field="token"
+            "已停用的设备或令牌不能续期，请重新登记",
+            "a withdrawn device or revoked token cannot be renewed; enrol a new one",
+            field="token",
         )
     token.expires_at = clock.now() + ttl
     record(
