@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 
 from sqlalchemy import select
@@ -13,6 +14,7 @@ from citybrain.core.authz.service import create_user, principal_for
 from citybrain.core.geo.models import Compound
 from citybrain.core.people.schemas import PersonIn, PersonMasked
 from citybrain.core.people.service import register_person
+from citybrain.kit import clock
 from citybrain.simulate.persons import SyntheticPerson, generate_persons
 
 TEST_ACTOR = Actor("test", "test", None)
@@ -57,6 +59,20 @@ def first_compound(session: Session, area_code: str) -> str:
 def next_synthetic() -> SyntheticPerson:
     """A synthetic person not used before in this test run."""
     return next(_people)
+
+
+def next_synthetic_child() -> SyntheticPerson:
+    """A synthetic person under 16 today (a child a guardian registers), not used before."""
+    today = clock.today_local()
+    born_after = today.replace(year=today.year - 16)
+    return next(p for p in _people if p.birth_date > born_after)
+
+
+def next_synthetic_adult() -> SyntheticPerson:
+    """A synthetic person of 20 or over today, not used before."""
+    today = clock.today_local()
+    born_before = today.replace(year=today.year - 20) - dt.timedelta(days=1)
+    return next(p for p in _people if p.birth_date < born_before)
 
 
 def make_person(

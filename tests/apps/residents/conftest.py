@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from citybrain.apps.residents.models import MemberInvitation
 from citybrain.core.people.models import Person
 from citybrain.kit.crypto import blind_index
 from citybrain.kit.db import Database
@@ -146,3 +147,25 @@ def person_by_id(session: Session, id_number: str) -> Person | None:
     """The registered person holding ``id_number`` (found by its blind index), if any."""
     bidx = blind_index().digest(id_number, "id_number")
     return session.scalars(select(Person).where(Person.id_number_bidx == bidx)).first()
+
+
+def invitation_of(session: Session, id_number: str) -> MemberInvitation | None:
+    """The invitation awaiting the consent of the adult holding ``id_number``, if any."""
+    bidx = blind_index().digest(id_number, "id_number")
+    return session.scalars(
+        select(MemberInvitation).where(MemberInvitation.id_number_bidx == bidx)
+    ).first()
+
+
+def consented(client: TestClient, session: Session, member: SyntheticPerson) -> Any:
+    """The invited adult's consent, as the household page asks for it: text the code to their
+    phone, read it off the SMS platform (they pass it on), enter it. Returns the response."""
+    invitation = invitation_of(session, member.id_number)
+    assert invitation is not None, "no invitation awaits this member"
+    path = f"/residents/household/invitations/{invitation.id}"
+    token = csrf(client, "/residents/household")
+    sent = client.post(path, data={"csrf_token": token, "action": "send_code"})
+    assert sent.status_code == 200, sent.text
+    code = running_gateway().code_for(member.phone)
+    data = {"csrf_token": token, "action": "confirm", "sms_code": code}
+    return client.post(path, data=data, follow_redirects=False)

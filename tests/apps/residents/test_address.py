@@ -24,7 +24,7 @@ from citybrain.risk import service as risk
 from citybrain.risk.models import PersonColour
 from citybrain.risk.subjects import subject_of
 from tests.apps.residents.conftest import OTHER_COMMUNITY, csrf, person_by_id, registered
-from tests.factories import first_compound, next_synthetic
+from tests.factories import first_compound, next_synthetic_child
 
 ANALYSIS = Actor("system:analysis", "system", None)
 
@@ -65,7 +65,7 @@ def _assert(session: Session, person: Person, kind: str, days_ago: int) -> None:
 def test_the_household_moves_together(
     resident: TestClient, session: Session, compound: str
 ) -> None:
-    child = next_synthetic()
+    child = next_synthetic_child()
     me = registered(resident, compound, members=[child])
     member = _person(session, child.id_number)
     # An old close contact, long over: green, with a colour row that places the member.
@@ -113,7 +113,7 @@ def test_each_wrong_field_is_named_and_what_was_typed_stays(
 def test_not_while_a_member_is_not_green(
     resident: TestClient, session: Session, compound: str
 ) -> None:
-    contact = next_synthetic()
+    contact = next_synthetic_child()
     me = registered(resident, compound, members=[contact])
     _assert(session, _person(session, contact.id_number), "close_contact", 1)
     refused = _move(resident, first_compound(session, OTHER_COMMUNITY))

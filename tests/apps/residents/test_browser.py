@@ -30,7 +30,13 @@ from citybrain.risk import service as risk
 from citybrain.risk.subjects import subject_of
 from citybrain.web.app import create_app
 from tests.apps.residents.conftest import COMMUNITY, registered
-from tests.factories import PASSWORD, first_compound, make_user, next_synthetic
+from tests.factories import (
+    PASSWORD,
+    first_compound,
+    make_user,
+    next_synthetic,
+    next_synthetic_child,
+)
 from tests.sms_gateway import running_gateway
 from tests.web.test_browser import ARTIFACTS, browser, serving
 
@@ -101,7 +107,7 @@ def test_register_see_green_then_red_after_a_household_case(
     assert isinstance(browser, Browser)
     base, compound = city
     ARTIFACTS.mkdir(exist_ok=True)
-    me, member = next_synthetic(), next_synthetic()
+    me, member = next_synthetic(), next_synthetic_child()
     # A phone's screen: two device pixels to a CSS pixel, as the gate's camera sees it.
     context = browser.new_context(
         viewport=PHONE, is_mobile=True, locale="zh-CN", device_scale_factor=2

@@ -21,7 +21,7 @@ from citybrain.risk.models import Appeal
 from citybrain.risk.schemas import DecideIn
 from citybrain.risk.subjects import subject_of
 from tests.apps.residents.conftest import csrf, registered
-from tests.factories import STREET_A, make_user, next_synthetic
+from tests.factories import STREET_A, make_user, next_synthetic_child
 
 CONTACT_TRACING = Actor("system:analysis", "system", None)
 
@@ -64,7 +64,7 @@ def test_every_view_signs_a_new_short_lived_code(
 def test_a_members_code_but_nobody_elses(
     resident: TestClient, app: Any, session: Session, compound: str
 ) -> None:
-    child = next_synthetic()
+    child = next_synthetic_child()
     registered(resident, compound, members=[child])
     member = _person(session, child.id_number)
     page = resident.get(f"/residents/code?member={member.ref}")

@@ -20,8 +20,8 @@ from citybrain.core.people.models import Household
 from citybrain.kit import clock
 from citybrain.risk import service as risk
 from citybrain.risk.subjects import subject_of
-from tests.apps.residents.conftest import csrf, login, person_by_id, registered
-from tests.factories import next_synthetic
+from tests.apps.residents.conftest import consented, csrf, login, person_by_id, registered
+from tests.factories import next_synthetic_adult, next_synthetic_child
 
 
 def _remove(client: TestClient, ref: str) -> Any:
@@ -36,7 +36,7 @@ def _remove(client: TestClient, ref: str) -> Any:
 def test_a_member_the_household_registered_is_withdrawn_and_may_register_themself(
     resident: TestClient, app: Any, session: Session, compound: str
 ) -> None:
-    added = next_synthetic()
+    added = next_synthetic_child()
     me = registered(resident, compound, members=[added])
     member = person_by_id(session, added.id_number)
     assert member is not None
@@ -88,8 +88,9 @@ def test_a_member_the_household_registered_is_withdrawn_and_may_register_themsel
 def test_a_member_who_logs_in_themself_stays_registered_outside_the_household(
     resident: TestClient, app: Any, session: Session, compound: str
 ) -> None:
-    grown_up = next_synthetic()
+    grown_up = next_synthetic_adult()
     registered(resident, compound, members=[grown_up], member_phone=[grown_up.phone])
+    assert consented(resident, session, grown_up).status_code == 303
     with TestClient(app, base_url="http://testserver") as their_phone:
         assert login(their_phone, grown_up).status_code == 303
     member = person_by_id(session, grown_up.id_number)
@@ -133,7 +134,7 @@ def test_a_member_whose_code_is_not_green_stays(
 ) -> None:
     """A case or a contact must stay reachable where they live: the household cannot erase
     them, nor lower the compound's tier by doing so."""
-    sick = next_synthetic()
+    sick = next_synthetic_child()
     registered(resident, compound, members=[sick])
     member = person_by_id(session, sick.id_number)
     assert member is not None

@@ -24,7 +24,7 @@ from citybrain.risk.subjects import subject_of, subject_of_id_number
 from citybrain.risk.tasks import on_person_registered
 from citybrain.simulate.persons import SyntheticPerson
 from tests.apps.residents.conftest import csrf, login, registered
-from tests.factories import STREET_A, make_user, next_synthetic
+from tests.factories import STREET_A, make_user, next_synthetic, next_synthetic_child
 
 CASE_REPORT = Actor("system:analysis", "system", None)
 
@@ -77,7 +77,7 @@ def test_a_member_added_to_a_case_household_is_a_close_contact_at_once(
 ) -> None:
     me = _person(session, registered(resident, compound).id_number)
     fact = _case(session, subject_of(me))
-    newcomer = next_synthetic()
+    newcomer = next_synthetic_child()
     _add(resident, newcomer)
     added = _person(session, newcomer.id_number)
     (derived,) = _household_facts(session, added)
@@ -104,7 +104,7 @@ def test_a_member_added_to_a_case_household_is_a_close_contact_at_once(
 def test_registering_a_household_with_a_case_found_earlier_exposes_the_others(
     resident: TestClient, session: Session, compound: str
 ) -> None:
-    member = next_synthetic()
+    member = next_synthetic_child()
     fact = _case(session, subject_of_id_number(member.id_number))
     me = _person(session, registered(resident, compound, members=[member]).id_number)
     (derived,) = _household_facts(session, me)
@@ -129,7 +129,7 @@ def test_a_case_without_a_household_adding_a_member_exposes_them(
     assert case.household_id is None
     fact = _case(session, subject_of(case))
     assert login(resident, alone).status_code == 303
-    newcomer = next_synthetic()
+    newcomer = next_synthetic_child()
     _add(resident, newcomer)
     added = _person(session, newcomer.id_number)
     assert added.household_id is not None and added.household_id == case.household_id
@@ -152,7 +152,7 @@ def test_a_released_case_exposes_nobody_who_joins_later(
         evidence={},
         valid_from=clock.now() - dt.timedelta(hours=1),
     )
-    newcomer = next_synthetic()
+    newcomer = next_synthetic_child()
     _add(resident, newcomer)
     added = _person(session, newcomer.id_number)
     assert _household_facts(session, added) == []

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from citybrain.apps.residents.models import ResidentLoginFailure
 from citybrain.core.audit.models import AuditEntry
 from tests.apps.residents.conftest import code_sent_to, csrf, person_by_id, register, registered
-from tests.factories import next_synthetic
+from tests.factories import next_synthetic, next_synthetic_child
 from tests.identity_service import TOKEN, FakeIdentityService
 
 SetEnv = Callable[[str, str | None], None]
@@ -86,7 +86,7 @@ def test_a_phone_registered_to_someone_else_is_refused(
 def test_a_member_under_another_name_is_refused_on_their_own_field(
     resident: TestClient, session: Session, compound: str, identity_service: FakeIdentityService
 ) -> None:
-    person, member, stranger = next_synthetic(), next_synthetic(), next_synthetic()
+    person, member, stranger = next_synthetic(), next_synthetic_child(), next_synthetic()
     before = len(identity_service.checks)
     response, _ = register(
         resident,
@@ -119,7 +119,7 @@ def test_a_member_added_later_is_checked_too(
     resident: TestClient, session: Session, compound: str
 ) -> None:
     registered(resident, compound)
-    member, stranger = next_synthetic(), next_synthetic()
+    member, stranger = next_synthetic_child(), next_synthetic()
     token = csrf(resident, "/residents/household")
     refused = resident.post(
         "/residents/household",

@@ -18,7 +18,7 @@ from citybrain.core.people.models import Household, Person
 from citybrain.kit.crypto import blind_index
 from citybrain.kit.idcheck import check_character
 from tests.apps.residents.conftest import COMMUNITY, csrf, form_of, login, register, registered
-from tests.factories import next_synthetic
+from tests.factories import next_synthetic, next_synthetic_child
 
 
 def _person(session: Session, id_number: str) -> Person | None:
@@ -98,7 +98,7 @@ def test_a_name_that_is_a_spreadsheet_formula_is_refused(
 def test_registration_creates_the_household_in_the_registry(
     resident: TestClient, session: Session, compound: str
 ) -> None:
-    members = [next_synthetic(), next_synthetic()]
+    members = [next_synthetic_child(), next_synthetic_child()]
     response, person = register(resident, compound, members=members)
     assert response.status_code == 303, response.text
     assert response.headers["location"] == "/residents/code?registered=1"
@@ -283,7 +283,7 @@ def test_a_member_already_registered_is_refused_without_details(
 
 def test_add_a_member_later(resident: TestClient, session: Session, compound: str) -> None:
     person = registered(resident, compound)
-    member = next_synthetic()
+    member = next_synthetic_child()
     token = csrf(resident, "/residents/household")
     bad = resident.post(
         "/residents/household",

@@ -23,7 +23,7 @@ from citybrain.kit.crypto import blind_index
 from citybrain.kit.errors import NotFound
 from citybrain.risk.models import Fact
 from tests.apps.residents.conftest import csrf, registered
-from tests.factories import next_synthetic
+from tests.factories import next_synthetic_child
 
 
 def _person(session: Session, id_number: str) -> Person:
@@ -106,7 +106,7 @@ def test_a_flagged_report_is_not_a_risk_fact(
 def test_report_for_a_household_member_but_nobody_else(
     resident: TestClient, app: Any, session: Session, compound: str
 ) -> None:
-    child = next_synthetic()
+    child = next_synthetic_child()
     person = registered(resident, compound, members=[child])
     me, member = _person(session, person.id_number), _person(session, child.id_number)
     ok = _post(resident, person_ref=member.ref, temperature="36.8", whereabouts="home")

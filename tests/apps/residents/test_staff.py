@@ -27,7 +27,7 @@ from citybrain.kit.crypto import blind_index
 from citybrain.risk import service as risk
 from citybrain.risk.subjects import subject_of
 from tests.apps.residents.conftest import COMMUNITY, OTHER_COMMUNITY, csrf, registered
-from tests.factories import STREET_A, make_user, next_synthetic
+from tests.factories import STREET_A, make_user, next_synthetic, next_synthetic_child
 from tests.web.conftest import log_in
 
 MASKED_ID = re.compile(r"\b\d{4}\*{10}[\dX]{4}\b")
@@ -75,7 +75,7 @@ def _confirm_case(session: Session, person: Person) -> None:
 def test_a_grid_worker_sees_their_compound_masked_and_another_sees_nothing(
     resident: TestClient, staff: TestClient, app: Any, session: Session, compound: str
 ) -> None:
-    member = next_synthetic()
+    member = next_synthetic_child()
     person = registered(resident, compound, members=[member], building="5号楼", room="602")
     _staff(session, staff, "grid_worker", COMMUNITY)
 
@@ -190,7 +190,7 @@ def test_entries_and_exits_of_the_compound_gates(
 def test_passes_only_for_closed_or_controlled_compounds_and_announced(
     resident: TestClient, staff: TestClient, app: Any, session: Session, compound: str
 ) -> None:
-    member = next_synthetic()
+    member = next_synthetic_child()
     person = registered(resident, compound, members=[member])
     me = _person(session, person.id_number)
     assert me.household_id is not None

@@ -20,7 +20,12 @@ from citybrain.kit import clock
 from citybrain.risk import service as risk
 from citybrain.risk.subjects import subject_of
 from tests.apps.residents.conftest import OTHER_COMMUNITY, csrf, person_by_id, registered
-from tests.factories import STREET_A, first_compound, make_user, next_synthetic
+from tests.factories import (
+    STREET_A,
+    first_compound,
+    make_user,
+    next_synthetic_child,
+)
 from tests.web.conftest import log_in
 
 REASON = "本人持身份证到社区核实，该号码被他人冒用登记"
@@ -37,7 +42,7 @@ def _withdraw(client: TestClient, ref: str, compound: str, reason: str = REASON)
 def test_a_grid_worker_withdraws_a_registration_and_its_holder_registers(
     resident: TestClient, staff: TestClient, app: Any, session: Session, compound: str
 ) -> None:
-    holder = next_synthetic()
+    holder = next_synthetic_child()
     registered(resident, compound, members=[holder])
     entered = person_by_id(session, holder.id_number)
     assert entered is not None

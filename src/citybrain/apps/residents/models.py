@@ -2,7 +2,8 @@
 
 Persons and households live in the core registry (``persons``, ``households``); this app adds
 only what is its own: the residents' self-service accounts, their failed logins, the one-time
-codes sent to their phones and the daily health reports (每日健康打卡). The households' exit
+codes sent to their phones, the adult household members awaiting their own consent and the
+daily health reports (每日健康打卡). The households' exit
 passes (出入证) belong to the gate's domain:
 ``healthcode.models.HouseholdPass``, issued through ``healthcode.passes``.
 """
@@ -11,7 +12,16 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, Date, Float, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    Date,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from citybrain.kit.db import Base, JSONType, UTCDateTime
@@ -20,6 +30,11 @@ from citybrain.kit.db import Base, JSONType, UTCDateTime
 AT_HOME = "home"
 AWAY = "away"
 WHEREABOUTS = (AT_HOME, AWAY)
+
+# What a one-time code proves: the resident's own phone, to register or log in; or an adult's
+# consent to be entered in someone else's household (本人同意).
+FOR_LOGIN = "login"
+FOR_CONSENT = "consent"
 
 
 class ResidentAccount(Base):
@@ -58,18 +73,48 @@ class ResidentSmsCode(Base):
     they type at registration or login. ``phone_key`` is the phone's blind index and
     ``code_hash`` an HMAC of the code, so this table holds neither. Only a phone's latest code
     counts; it is spent by one success or ``MAX_ATTEMPTS`` wrong tries, and dies at
-    ``expires_at``. Rows are purged a day after they are sent."""
+    ``expires_at``. Rows are purged a day after they are sent. ``purpose`` keeps a login code
+    from passing as a member's consent and the other way round: each text says what its code
+    is for."""
 
     __tablename__ = "resident_sms_codes"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     phone_key: Mapped[str] = mapped_column(String(64), index=True)
+    purpose: Mapped[str] = mapped_column(String(16), default=FOR_LOGIN, server_default=FOR_LOGIN)
     code_hash: Mapped[str] = mapped_column(String(64))
     client_ip: Mapped[str] = mapped_column(String(64), index=True)
     sent_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class MemberInvitation(Base):
+    """An adult entered as a household member, awaiting their own consent (待本人确认的家庭成员).
+
+    Name and ID number are weak proof: they leak together, and a household's members see each
+    other's colours and are made close contacts of a case among them. So an adult is not
+    registered into someone's household on the registrant's word: they confirm with a code
+    texted to their own phone (``FOR_CONSENT``), or the community's staff confirm after seeing
+    them in person. Until then nothing of theirs is in the registry, and their ID number stays
+    free for them to register themselves. Name, ID and phone are kept encrypted like the
+    registry's; ``id_number_bidx`` finds a second invitation of the same ID. Invitations lapse
+    at ``expires_at`` and are purged then.
+    """
+
+    __tablename__ = "resident_member_invitations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    compound_code: Mapped[str] = mapped_column(String(15), index=True)
+    invited_by: Mapped[str] = mapped_column(String(32))  # the registrant's person ref
+    name_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    id_number_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    id_number_bidx: Mapped[str] = mapped_column(String(64), index=True)
+    phone_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class HealthReport(Base):

@@ -18,7 +18,7 @@ from starlette.responses import RedirectResponse, Response
 
 from citybrain.apps.residents import colours, picker, service, sessions
 from citybrain.apps.residents.i18n import translator
-from citybrain.apps.residents.models import WHEREABOUTS
+from citybrain.apps.residents.models import WHEREABOUTS, MemberInvitation
 from citybrain.apps.residents.schemas import (
     CompoundRow,
     HealthReportIn,
@@ -234,7 +234,11 @@ def register_submit(
             errors=_errors(error, language(request)),
             status_code=error.status_code,
         )
-    target = "/residents/code?" + ("registered=1" if result.created else "existing=1")
+    if result.invited:
+        # Adults await their own consent: the household page is where it is asked for.
+        target = f"/residents/household?invited={len(result.invited)}"
+    else:
+        target = "/residents/code?" + ("registered=1" if result.created else "existing=1")
     response = RedirectResponse(target, status_code=303)
     sessions.start(response, result.person_ref)
     return response
@@ -701,6 +705,8 @@ def _household(
     errors: dict[str, str] | None = None,
     added: bool = False,
     remove: str | None = None,
+    pending_errors: dict[int, dict[str, str]] | None = None,
+    sent: tuple[int, CodeSent] | None = None,
     status_code: int = 200,
 ) -> Response:
     members = service.members_view(session, me)
@@ -725,6 +731,12 @@ def _household(
             "withdraws": withdraws,
             "removed": request.query_params.get("removed", ""),
             "moved": "moved" in request.query_params,
+            "pending": service.pending_members(session, me),
+            "pending_errors": pending_errors or {},
+            "sent": sent,
+            "invited": request.query_params.get("invited", ""),
+            "confirmed": "confirmed" in request.query_params,
+            "withdrawn": "withdrawn" in request.query_params,
         },
         status_code=status_code,
     )
@@ -745,7 +757,9 @@ def household_add(
         return _to_login(request)
     check_csrf(request, csrf_token)
     try:
-        service.add_member(session, me, name, id_number, phone, client_ip=_client_ip(request))
+        added = service.add_member(
+            session, me, name, id_number, phone, client_ip=_client_ip(request)
+        )
     except CitybrainError as error:
         rollback_keeping(session, error)
         return _household(
@@ -756,7 +770,46 @@ def household_add(
             errors=_errors(error, language(request)),
             status_code=error.status_code,
         )
-    return RedirectResponse("/residents/household?added=1", status_code=303)
+    flag = "invited=1" if isinstance(added, MemberInvitation) else "added=1"
+    return RedirectResponse(f"/residents/household?{flag}", status_code=303)
+
+
+@router.post("/residents/household/invitations/{invitation_id}")
+def household_invitation(
+    request: Request,
+    invitation_id: RowId,
+    session: DB,
+    me: Resident,
+    csrf_token: Annotated[str, Form()] = "",
+    action: Annotated[str, Form(max_length=24)] = "confirm",
+    sms_code: Annotated[str, Form(max_length=8)] = "",
+) -> Response:
+    """An adult member awaiting consent (待本人确认): text them the code ("send_code"), confirm
+    with the code they pass on ("confirm"), or withdraw the invitation ("withdraw"). Errors
+    come back beside that member."""
+    if me is None:
+        return _to_login(request)
+    check_csrf(request, csrf_token)
+    try:
+        if action == "send_code":
+            code_sent = service.send_consent_code(
+                session, me, invitation_id, client_ip=_client_ip(request)
+            )
+            return _household(request, session, me, sent=(invitation_id, code_sent))
+        if action == "withdraw":
+            service.withdraw_invitation(session, me, invitation_id)
+            return RedirectResponse("/residents/household?withdrawn=1", status_code=303)
+        service.confirm_member(session, me, invitation_id, sms_code)
+    except CitybrainError as error:
+        rollback_keeping(session, error)
+        return _household(
+            request,
+            session,
+            me,
+            pending_errors={invitation_id: _errors(error, language(request))},
+            status_code=error.status_code,
+        )
+    return RedirectResponse("/residents/household?confirmed=1", status_code=303)
 
 
 @router.get("/residents/address")
@@ -1001,6 +1054,8 @@ def _compound_page(
             r.colour = found.get(r.ref)
         context["residents"] = residents
         context["withdrawing"] = next((r for r in residents if r.ref == withdraw), None)
+        context["pending"] = service.pending_in_compound(session, who, code)
+        context["member_confirmed"] = "member_confirmed" in request.query_params
     elif tab == "reports":
         context["reports"] = service.list_reports(
             session, who, code, day=the_day, flagged_only=flagged
@@ -1239,6 +1294,44 @@ def staff_withdraw(
             status_code=error.status_code,
         )
     query = urlencode({"tab": "residents", "withdrawn": "1"})
+    return RedirectResponse(f"/residents/staff/compounds/{compound}?{query}", status_code=303)
+
+
+@router.post("/residents/staff/invitations/{invitation_id}/confirm")
+def staff_confirm_member(
+    request: Request,
+    invitation_id: RowId,
+    session: DB,
+    who: Staff,
+    csrf_token: Annotated[str, Form()] = "",
+    compound: Annotated[str, Form(max_length=15)] = "",
+    seen: Annotated[str, Form(max_length=8)] = "",
+) -> Response:
+    """Confirm an adult awaiting consent after seeing them and their ID card (当面核验); the
+    box saying so must be ticked. Back to the compound's residents."""
+    check_csrf(request, csrf_token)
+    try:
+        if seen != "yes":
+            raise InvalidInput(
+                "请先当面核对本人及其身份证，并勾选确认",
+                "check the person and their ID card in person first, and tick the box",
+                field=f"seen-{invitation_id}",
+            )
+        service.confirm_member_in_person(session, who, invitation_id)
+    except CitybrainError as error:
+        rollback_keeping(session, error)
+        if not compound.isdigit():
+            raise
+        return _compound_page(
+            request,
+            session,
+            who,
+            compound,
+            tab="residents",
+            errors=_errors(error, language(request)),
+            status_code=error.status_code,
+        )
+    query = urlencode({"tab": "residents", "member_confirmed": "1"})
     return RedirectResponse(f"/residents/staff/compounds/{compound}?{query}", status_code=303)
 
 

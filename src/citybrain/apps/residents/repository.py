@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import case, delete, func, or_, select
+from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from citybrain.apps.residents.models import (
     HealthReport,
+    MemberInvitation,
     ResidentAccount,
     ResidentLoginFailure,
     ResidentSmsCode,
@@ -117,13 +118,16 @@ def purge_failures_before(session: Session, before: dt.datetime) -> int:
 # One-time codes sent by text message
 
 
-def latest_sms_code(session: Session, phone_key: str) -> ResidentSmsCode | None:
-    """The phone's newest code (the only one that counts)."""
+def latest_sms_code(
+    session: Session, phone_key: str, purpose: str | None = None
+) -> ResidentSmsCode | None:
+    """The phone's newest code (for ``purpose``, the only one that counts for it; of any
+    purpose, the last one sent)."""
+    query = select(ResidentSmsCode).where(ResidentSmsCode.phone_key == phone_key)
+    if purpose is not None:
+        query = query.where(ResidentSmsCode.purpose == purpose)
     return session.scalars(
-        select(ResidentSmsCode)
-        .where(ResidentSmsCode.phone_key == phone_key)
-        .order_by(ResidentSmsCode.sent_at.desc(), ResidentSmsCode.id.desc())
-        .limit(1)
+        query.order_by(ResidentSmsCode.sent_at.desc(), ResidentSmsCode.id.desc()).limit(1)
     ).first()
 
 
@@ -148,6 +152,34 @@ def sms_codes_sent(
 def purge_sms_codes_before(session: Session, before: dt.datetime) -> int:
     """Delete codes sent before ``before``; returns how many."""
     result = session.execute(delete(ResidentSmsCode).where(ResidentSmsCode.sent_at < before))
+    return rows_affected(result)
+
+
+def invitations_of_household(
+    session: Session, household_id: int, now: dt.datetime
+) -> list[MemberInvitation]:
+    """The household's adult members still awaiting their consent (not lapsed), oldest first."""
+    return list(
+        session.scalars(
+            select(MemberInvitation)
+            .where(MemberInvitation.household_id == household_id, MemberInvitation.expires_at > now)
+            .order_by(MemberInvitation.id)
+        )
+    )
+
+
+def move_invitations(session: Session, household_id: int, compound_code: str) -> None:
+    """A household moved: its invitations now await consent in its new compound."""
+    session.execute(
+        update(MemberInvitation)
+        .where(MemberInvitation.household_id == household_id)
+        .values(compound_code=compound_code)
+    )
+
+
+def purge_invitations_before(session: Session, before: dt.datetime) -> int:
+    """Delete invitations that lapsed before ``before``; returns how many."""
+    result = session.execute(delete(MemberInvitation).where(MemberInvitation.expires_at < before))
     return rows_affected(result)
 
 
@@ -231,6 +263,34 @@ def residents_scoped(session: Session, who: Principal, compound_code: str) -> li
         select(Person).where(Person.area_code == compound_code), Person.area_code, who
     )
     return list(session.scalars(statement.order_by(Person.household_id, Person.id)))
+
+
+def invitations_scoped(
+    session: Session, who: Principal, compound_code: str, now: dt.datetime
+) -> list[MemberInvitation]:
+    """Invitations awaiting consent in ``compound_code``, if inside ``who``'s jurisdiction."""
+    statement = scoped(
+        select(MemberInvitation).where(
+            MemberInvitation.compound_code == compound_code, MemberInvitation.expires_at > now
+        ),
+        MemberInvitation.compound_code,
+        who,
+    )
+    return list(session.scalars(statement.order_by(MemberInvitation.id)))
+
+
+def invitation_scoped(
+    session: Session, who: Principal, invitation_id: int, now: dt.datetime
+) -> MemberInvitation | None:
+    """One live invitation, if its compound lies inside ``who``'s jurisdiction."""
+    statement = scoped(
+        select(MemberInvitation).where(
+            MemberInvitation.id == invitation_id, MemberInvitation.expires_at > now
+        ),
+        MemberInvitation.compound_code,
+        who,
+    )
+    return session.scalars(statement).first()
 
 
 def households_by_id(session: Session, ids: set[int]) -> dict[int, Household]:

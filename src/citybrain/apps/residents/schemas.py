@@ -46,6 +46,8 @@ class RegistrationOut(BaseModel):
     person_ref: str
     household_id: int | None
     members: list[str]
+    # Adult members awaiting their own consent (MemberInvitation ids).
+    invited: list[int] = []
     created: bool
 
 

@@ -21,8 +21,10 @@ from citybrain.apps.residents import repository, sms_codes
 from citybrain.apps.residents.models import (
     AT_HOME,
     AWAY,
+    FOR_CONSENT,
     WHEREABOUTS,
     HealthReport,
+    MemberInvitation,
     ResidentAccount,
     ResidentLoginFailure,
     ResidentSmsCode,
@@ -70,6 +72,15 @@ from citybrain.risk.subjects import subject_of
 RESIDENT_ROLE = "resident"
 SELF_SERVICE = Actor("resident:self-service", RESIDENT_ROLE, None)
 MAX_MEMBERS = 9
+# An adult (18 and over by the birth date in their ID number) enters someone's household only
+# with their own consent; a guardian registers a child (监护人代为登记).
+ADULT_AGE = 18
+INVITATION_DAYS = 7
+INVITED_NAME, INVITED_ID, INVITED_PHONE = (
+    "resident_member_invitations.name",
+    "resident_member_invitations.id_number",
+    "resident_member_invitations.phone",
+)
 
 # Daily report (每日健康打卡): fever from 37.3 ℃ (the national screening threshold); a reading
 # outside 34–43 ℃ is a typo, not a temperature.
@@ -412,26 +423,34 @@ MEMBER_IDENTITY_MISMATCH = (
     "姓名与身份证号码不一致（实名核验未通过），请核对",
     "the name does not match the ID number (real-name check failed); check both",
 )
+MEMBER_PHONE_MISMATCH = (
+    "姓名、身份证号码与手机号码不一致（实名核验未通过）：成年家庭成员须填写其本人名下的手机号码，"
+    "用于本人确认；没有手机的，请登记时不填，由社区网格员当面核验",
+    "the name, ID number and phone do not match (real-name check failed): an adult member's "
+    "phone must be registered in their own name, for their consent; leave it empty if they "
+    "have none, and the community's grid worker will confirm them in person",
+)
 
 
 def _check_identities(
     name: str,
     number: str,
     phone: str,
-    members: list[tuple[int, str, str]],
+    members: list[tuple[int, str, str, str | None]],
     key: str,
     client_ip: str,
 ) -> None:
     """Ask the city's identity service (``kit.identity``) about the registrant (name, ID and
-    phone: three factors) and each member (name and ID); every mismatch is reported on its
-    field, and the attempt counts against the rate limit like a failed login, so the form
-    cannot be used to test name and ID pairs at will."""
+    phone: three factors) and each member (name and ID, and the phone an adult's consent will
+    be asked on); every mismatch is reported on its field, and the attempt counts against the
+    rate limit like a failed login, so the form cannot be used to test name and ID pairs at
+    will."""
     problems: dict[str, tuple[str, str]] = {}
     if not identity_matches(name, number, phone):
         problems["id_number"] = IDENTITY_MISMATCH
-    for position, m_name, m_number in members:
-        if not identity_matches(m_name, m_number):
-            zh, en = MEMBER_IDENTITY_MISMATCH
+    for position, m_name, m_number, m_phone in members:
+        if not identity_matches(m_name, m_number, m_phone):
+            zh, en = MEMBER_PHONE_MISMATCH if m_phone else MEMBER_IDENTITY_MISMATCH
             problems[f"members-{position}-name"] = (
                 f"家庭成员{position}：{zh}",
                 f"household member {position}: {en}",
@@ -561,11 +580,15 @@ def register_household(
     assert key is not None
     # Checked last, when all else holds: the city's service is asked only for a whole form,
     # before anything is written, and the code stays unspent for a corrected try.
+    today = clock.today_local()
     _check_identities(
         name,
         number,
         phone,
-        [(p, m[0], m[1]) for p, m in zip(positions, members, strict=True)],
+        [
+            (p, m[0], m[1], m[2] if is_adult(m[1], today) else None)
+            for p, m in zip(positions, members, strict=True)
+        ],
         key,
         client_ip,
     )
@@ -582,7 +605,19 @@ def register_household(
     )
     assert created
     member_refs: list[str] = []
+    invited: list[int] = []
     for m_name, m_number, m_phone in members:
+        if is_adult(m_number, today):
+            invitation = _invite(
+                session,
+                channel.actor,
+                household.id,
+                compound.code,
+                me.ref,
+                (m_name, m_number, m_phone),
+            )
+            invited.append(invitation.id)
+            continue
         registered, created = people_service.register_person(
             session,
             channel,
@@ -600,7 +635,7 @@ def register_household(
         object_type="household",
         object_id=household.id,
         area_code=compound.code,
-        detail={"members": len(member_refs), "client_ip": client_ip},
+        detail={"members": len(member_refs), "invited": len(invited), "client_ip": client_ip},
     )
     publish(
         session,
@@ -613,7 +648,11 @@ def register_household(
         key=str(household.id),
     )
     return RegistrationOut(
-        person_ref=me.ref, household_id=household.id, members=member_refs, created=True
+        person_ref=me.ref,
+        household_id=household.id,
+        members=member_refs,
+        invited=invited,
+        created=True,
     )
 
 
@@ -761,10 +800,11 @@ def address_of(session: Session, person: Person) -> Address:
 
 def add_member(
     session: Session, me: Person, name: str, id_number: str, phone: str, *, client_ip: str
-) -> Person:
+) -> Person | MemberInvitation:
     """Add a household member later (from "my household"), with the same checks as at
-    registration, the real-name check of name and ID included (a failure counts against the
-    rate limit); the household is created if the resident had none."""
+    registration, the real-name check included (a failure counts against the rate limit); the
+    household is created if the resident had none. A child is registered at once (the
+    ``Person``); an adult is invited (the ``MemberInvitation``) and joins on their consent."""
     problems: dict[str, tuple[str, str]] = {}
     m_name = _collect(problems, check_name, name, "name")
     number = _collect(problems, check_id_number, id_number, "id_number")
@@ -789,15 +829,29 @@ def add_member(
     if problems:
         raise FormInvalid(problems)
     assert m_name is not None and number is not None
+    adult = is_adult(number, clock.today_local())
     key = _limit_key(index.digest(number, "id_number"))
     _check_rate(session, key, client_ip)
-    if not identity_matches(m_name, number):
-        raise _failed(
-            FormInvalid({"name": MEMBER_IDENTITY_MISMATCH}), key, client_ip, "identity_mismatch"
-        )
-    if len(household_of(session, me)) > MAX_MEMBERS:
+    if not identity_matches(m_name, number, m_phone if adult else None):
+        mismatch = MEMBER_PHONE_MISMATCH if adult and m_phone else MEMBER_IDENTITY_MISMATCH
+        raise _failed(FormInvalid({"name": mismatch}), key, client_ip, "identity_mismatch")
+    pending = (
+        repository.invitations_of_household(session, me.household_id, clock.now())
+        if me.household_id is not None
+        else []
+    )
+    if len(household_of(session, me)) + len(pending) > MAX_MEMBERS:
         raise InvalidInput(
             f"一户最多登记{MAX_MEMBERS + 1}人", f"at most {MAX_MEMBERS + 1} persons per household"
+        )
+    if any(i.id_number_bidx == index.digest(number, "id_number") for i in pending):
+        raise FormInvalid(
+            {
+                "id_number": (
+                    "该成员已在等待本人确认，请在下方“待本人确认”中发送确认码",
+                    "this member is already awaiting their consent; send them a code below",
+                )
+            }
         )
     channel = _self_service(me.area_code)
     if me.household_id is None:
@@ -805,6 +859,15 @@ def add_member(
             session, channel, HouseholdIn(compound_code=me.area_code)
         )
         me.household_id = household.id
+    if adult:
+        return _invite(
+            session,
+            resident_actor(me),
+            me.household_id,
+            me.area_code,
+            me.ref,
+            (m_name, number, m_phone),
+        )
     masked, created = people_service.register_person(
         session,
         channel,
@@ -833,6 +896,251 @@ def add_member(
     person = repository.person_by_ref(session, masked.ref)
     assert person is not None
     return person
+
+
+# ---------------------------------------------------------------------------------------------
+# Adult members' consent (成年家庭成员本人确认)
+
+
+def is_adult(id_number: str, today: dt.date) -> bool:
+    """Whether the holder of ``id_number`` (a checked resident ID) is 18 or over ``today``."""
+    return _age(parse_resident_id(id_number).birth_date, today) >= ADULT_AGE
+
+
+def _invite(
+    session: Session,
+    actor: Actor,
+    household_id: int,
+    compound_code: str,
+    inviter_ref: str,
+    member: tuple[str, str, str | None],
+) -> MemberInvitation:
+    """Keep an adult member (name, ID, phone: all checked) awaiting their consent; audited
+    (no personal data) and announced."""
+    name, number, phone = member
+    cipher, now = field_cipher(), clock.now()
+    invitation = MemberInvitation(
+        household_id=household_id,
+        compound_code=compound_code,
+        invited_by=inviter_ref,
+        name_enc=cipher.encrypt(name, INVITED_NAME),
+        id_number_enc=cipher.encrypt(number, INVITED_ID),
+        id_number_bidx=blind_index().digest(number, "id_number"),
+        phone_enc=cipher.encrypt(phone, INVITED_PHONE) if phone else None,
+        created_at=now,
+        expires_at=now + dt.timedelta(days=INVITATION_DAYS),
+    )
+    session.add(invitation)
+    session.flush()
+    record(
+        session,
+        actor,
+        "residents.member.invite",
+        object_type="member_invitation",
+        object_id=invitation.id,
+        area_code=compound_code,
+        detail={"household_id": household_id, "phone": phone is not None},
+    )
+    publish(
+        session,
+        "residents.household.member_invited",
+        {
+            "household_id": household_id,
+            "compound_code": compound_code,
+            "invitation_id": invitation.id,
+        },
+        key=str(household_id),
+    )
+    return invitation
+
+
+@dataclass(frozen=True)
+class PendingMember:
+    """An adult awaiting their consent, masked, as their household or the staff see them."""
+
+    id: int
+    name: str
+    id_number: str
+    phone: str | None
+    expires_on: dt.date  # the city's calendar day it lapses
+    household_id: int
+
+
+def _pending(invitation: MemberInvitation) -> PendingMember:
+    cipher = field_cipher()
+    phone = cipher.decrypt(invitation.phone_enc, INVITED_PHONE) if invitation.phone_enc else None
+    return PendingMember(
+        id=invitation.id,
+        name=mask_name(cipher.decrypt(invitation.name_enc, INVITED_NAME)),
+        id_number=mask_resident_id(cipher.decrypt(invitation.id_number_enc, INVITED_ID)),
+        phone=mask_phone(phone) if phone else None,
+        expires_on=clock.as_utc(invitation.expires_at).astimezone(clock.CHINA_TZ).date(),
+        household_id=invitation.household_id,
+    )
+
+
+def pending_members(session: Session, me: Person) -> list[PendingMember]:
+    """The resident's household's adults awaiting their consent (masked)."""
+    if me.household_id is None:
+        return []
+    found = repository.invitations_of_household(session, me.household_id, clock.now())
+    return [_pending(i) for i in found]
+
+
+INVITATION_NOT_FOUND = ("未找到该待确认成员，可能已确认或已过期", "no such member awaiting consent")
+
+
+def _my_invitation(session: Session, me: Person, invitation_id: int) -> MemberInvitation:
+    if me.household_id is not None:
+        for invitation in repository.invitations_of_household(
+            session, me.household_id, clock.now()
+        ):
+            if invitation.id == invitation_id:
+                return invitation
+    raise NotFound(*INVITATION_NOT_FOUND, code="invitation_not_found")
+
+
+def _invited_phone(invitation: MemberInvitation) -> str:
+    if invitation.phone_enc is None:
+        raise InvalidInput(
+            "该成员没有登记手机号码，请其本人携带身份证到社区，由网格员当面核验确认",
+            "this member gave no phone: they confirm in person with their ID card at the community",
+            code="invitation_without_phone",
+        )
+    return field_cipher().decrypt(invitation.phone_enc, INVITED_PHONE)
+
+
+def send_consent_code(
+    session: Session, me: Person, invitation_id: int, *, client_ip: str
+) -> sms_codes.CodeSent:
+    """Text the invited adult a code (本人确认码): the text names the resident (masked) and the
+    compound, so passing the code on is their consent. Rate limits as for any code."""
+    invitation = _my_invitation(session, me, invitation_id)
+    phone = _invited_phone(invitation)
+    cipher = field_cipher()
+    inviter = mask_name(cipher.decrypt(me.name_enc, people_service.NAME_FIELD))
+    household = session.get(Household, invitation.household_id)
+    compound = session.get(Compound, household.compound_code) if household else None
+    return sms_codes.send_code(
+        session,
+        phone,
+        client_ip=client_ip,
+        purpose=FOR_CONSENT,
+        message=sms_codes.consent_text(inviter, compound.name if compound else ""),
+    )
+
+
+def _join(session: Session, actor: Actor, invitation: MemberInvitation, via: str) -> Person:
+    """Register the invited adult into the household (its compound now, wherever it moved),
+    expose them to a case among its members, delete the invitation; audited and announced as a
+    member added. An ID registered meanwhile (by its holder, say) is refused: the invitation
+    can only be withdrawn then."""
+    household = session.get(Household, invitation.household_id)
+    if household is None:
+        raise NotFound(*INVITATION_NOT_FOUND, code="invitation_not_found")
+    cipher = field_cipher()
+    number = cipher.decrypt(invitation.id_number_enc, INVITED_ID)
+    if repository.person_by_id_index(session, invitation.id_number_bidx) is not None:
+        raise Conflict(
+            "该身份证号码已登记（可能已由本人登记），无法确认，请撤回该邀请",
+            "this ID number has been registered meanwhile (perhaps by its holder); withdraw "
+            "the invitation",
+            code="invitation_id_taken",
+        )
+    phone = cipher.decrypt(invitation.phone_enc, INVITED_PHONE) if invitation.phone_enc else None
+    masked, created = people_service.register_person(
+        session,
+        _self_service(household.compound_code),
+        PersonIn(
+            name=cipher.decrypt(invitation.name_enc, INVITED_NAME),
+            id_number=number,
+            phone=phone,
+            household_id=household.id,
+        ),
+    )
+    assert created
+    _expose(session, [masked.ref])
+    session.delete(invitation)
+    record(
+        session,
+        actor,
+        "residents.member.confirm",
+        object_type="household",
+        object_id=household.id,
+        area_code=household.compound_code,
+        detail={"invitation_id": invitation.id, "via": via},
+    )
+    publish(
+        session,
+        "residents.household.member_added",
+        {
+            "household_id": household.id,
+            "compound_code": household.compound_code,
+            "person_ref": masked.ref,
+        },
+        key=str(household.id),
+    )
+    person = repository.person_by_ref(session, masked.ref)
+    assert person is not None
+    return person
+
+
+def confirm_member(session: Session, me: Person, invitation_id: int, code: str) -> Person:
+    """The invited adult's consent, by the code texted to their phone: they join the
+    household. A wrong code counts against the code's tries."""
+    invitation = _my_invitation(session, me, invitation_id)
+    proof = sms_codes.check_code(session, _invited_phone(invitation), code, purpose=FOR_CONSENT)
+    sms_codes.spend(proof)
+    return _join(session, resident_actor(me), invitation, "sms")
+
+
+def withdraw_invitation(session: Session, me: Person, invitation_id: int) -> None:
+    """Withdraw an invitation (撤回): nothing of the adult is kept."""
+    invitation = _my_invitation(session, me, invitation_id)
+    session.delete(invitation)
+    record(
+        session,
+        resident_actor(me),
+        "residents.member.uninvite",
+        object_type="member_invitation",
+        object_id=invitation.id,
+        area_code=invitation.compound_code,
+    )
+
+
+def pending_in_compound(
+    session: Session, who: Principal, compound_code: str
+) -> list[PendingMember]:
+    """Adults awaiting consent in a compound of the caller's jurisdiction (masked)."""
+    compound_for_staff(session, who, compound_code)
+    found = repository.invitations_scoped(session, who, compound_code, clock.now())
+    return [_pending(i) for i in found]
+
+
+def confirm_member_in_person(session: Session, who: Principal, invitation_id: int) -> Person:
+    """Staff confirm an invited adult after seeing them and their ID card in person (社区当面核验):
+    for an adult without a phone of their own. The invitation must lie in the caller's
+    jurisdiction; anything else is not found."""
+    who.require(Permission.RESIDENTS_CORRECT)
+    invitation = repository.invitation_scoped(session, who, invitation_id, clock.now())
+    if invitation is None:
+        raise NotFound(*INVITATION_NOT_FOUND, code="invitation_not_found")
+    return _join(session, who.actor, invitation, "in_person")
+
+
+def purge_lapsed_invitations(session: Session) -> int:
+    """Delete invitations whose consent never came (past ``expires_at``); returns how many."""
+    now = clock.now()
+    purged = repository.purge_invitations_before(session, now)
+    record_purge(
+        session,
+        "residents.invitations_purge",
+        object_type="member_invitation",
+        deleted=purged,
+        before=now,
+        retention_days=INVITATION_DAYS,
+    )
+    return purged
 
 
 def has_own_account(session: Session, ref: str) -> bool:
@@ -958,6 +1266,7 @@ def move_household(
     people_service.move_household(
         session, actor, household, members, compound_code=compound.code, unit=unit_text
     )
+    repository.move_invitations(session, household.id, compound.code)
     for person in members:
         # Where a colour row places the person decides which compound they count for.
         risk.relocate(session, person)

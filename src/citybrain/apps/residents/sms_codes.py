@@ -22,7 +22,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from citybrain.apps.residents import repository
-from citybrain.apps.residents.models import ResidentSmsCode
+from citybrain.apps.residents.models import FOR_LOGIN, ResidentSmsCode
 from citybrain.core.audit.service import SYSTEM, record
 from citybrain.kit import clock
 from citybrain.kit.crypto import blind_index
@@ -64,11 +64,34 @@ def message_text(code: str, minutes: int) -> str:
     )
 
 
-def send_code(session: Session, phone: str, *, client_ip: str) -> CodeSent:
+def consent_text(inviter: str, compound: str) -> Callable[[str, int], str]:
+    """The text asking an adult's consent to be entered in a household: who asks (their name
+    masked) and where, so that the holder of the phone knows what they agree to by passing the
+    code on, and that they should not if they do not know the person."""
+
+    def text(code: str, minutes: int) -> str:
+        return (
+            f"【城市大脑】{inviter}申请将您登记为其家庭成员（{compound}），登记后对方可查看您的"
+            f"健康码。验证码为{code}，{minutes}分钟内有效。同意请将验证码告诉对方；如不认识对方，"
+            "请勿告知。"
+        )
+
+    return text
+
+
+def send_code(
+    session: Session,
+    phone: str,
+    *,
+    client_ip: str,
+    purpose: str = FOR_LOGIN,
+    message: Callable[[str, int], str] = message_text,
+) -> CodeSent:
     """Send a fresh code to ``phone`` (a checked mobile number) and keep its hash; earlier codes
-    of the phone stop counting. Raises RateLimited when asked too often, SmsNotSent when the
-    SMS platform does not take the message (nothing is kept then). It ends the session's
-    reads before calling the platform, so call it before any write of the unit of work."""
+    of the phone for the same ``purpose`` stop counting. Raises RateLimited when asked too
+    often (the limits count every purpose), SmsNotSent when the SMS platform does not take the
+    message (nothing is kept then). It ends the session's reads before calling the platform,
+    so call it before any write of the unit of work."""
     settings = get_settings()
     now = clock.now()
     key = phone_key(phone)
@@ -109,10 +132,11 @@ def send_code(session: Session, phone: str, *, client_ip: str) -> CodeSent:
     # at the write below if anything else commits meanwhile, and the request, run again
     # (web.retry), would text the phone a second code.
     session.commit()
-    send_sms(phone, message_text(code, minutes))
+    send_sms(phone, message(code, minutes))
     session.add(
         ResidentSmsCode(
             phone_key=key,
+            purpose=purpose,
             code_hash=_code_hash(key, code),
             client_ip=client_ip,
             sent_at=now,
@@ -141,10 +165,12 @@ def _count_wrong_try(code_id: int) -> Callable[[Session], None]:
     return keep
 
 
-def check_code(session: Session, phone: str, code: str) -> ResidentSmsCode:
-    """The phone's live code, if ``code`` is it. Otherwise raises InvalidInput on the
-    ``sms_code`` field saying why; a wrong guess carries (``after_rollback``) the count of the
-    try, kept although the attempt rolls back. A typo in the format is not a try."""
+def check_code(
+    session: Session, phone: str, code: str, *, purpose: str = FOR_LOGIN
+) -> ResidentSmsCode:
+    """The phone's live code for ``purpose``, if ``code`` is it. Otherwise raises InvalidInput
+    on the ``sms_code`` field saying why; a wrong guess carries (``after_rollback``) the count
+    of the try, kept although the attempt rolls back. A typo in the format is not a try."""
     typed = "".join(code.split())
     if not typed:
         raise InvalidInput(
@@ -159,7 +185,7 @@ def check_code(session: Session, phone: str, code: str) -> ResidentSmsCode:
             field=FIELD,
         )
     key = phone_key(phone)
-    latest = repository.latest_sms_code(session, key)
+    latest = repository.latest_sms_code(session, key, purpose)
     now = clock.now()
     if latest is None or latest.used_at is not None or clock.as_utc(latest.expires_at) <= now:
         raise InvalidInput(

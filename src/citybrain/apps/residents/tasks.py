@@ -1,14 +1,15 @@
 """Background work of resident registration: forget failed resident logins once the
 rate-limit window has passed (they hold a pseudonymous key and an address, nothing more),
-one-time SMS codes a day after they were sent (the daily limit no longer needs them), and
-daily health reports past their retention period."""
+one-time SMS codes a day after they were sent (the daily limit no longer needs them), adult
+members' invitations whose consent never came, and daily health reports past their retention
+period."""
 
 from __future__ import annotations
 
 import datetime as dt
 
 from citybrain.apps.residents.repository import purge_failures_before, purge_sms_codes_before
-from citybrain.apps.residents.service import purge_expired_reports
+from citybrain.apps.residents.service import purge_expired_reports, purge_lapsed_invitations
 from citybrain.core.jobs.queue import schedule
 from citybrain.kit import clock
 from citybrain.kit.db import get_database
@@ -35,12 +36,21 @@ def purge_old_sms_codes() -> int:
     return purged
 
 
+def purge_old_invitations() -> int:
+    """Delete adult members' invitations past their consent period; returns how many."""
+    with get_database().unit_of_work() as session:
+        purged = purge_lapsed_invitations(session)
+    log.info("resident member invitations purged", count=purged)
+    return purged
+
+
 @schedule(minute="*/15")
 def purge_resident_login_failures() -> None:
     """Every quarter hour: forget failed resident logins and SMS codes that can no longer
-    count."""
+    count, and invitations that lapsed."""
     purge_expired_failures()
     purge_old_sms_codes()
+    purge_old_invitations()
 
 
 def purge_old_reports() -> int:

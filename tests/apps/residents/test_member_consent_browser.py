@@ -1,0 +1,73 @@
+"""An adult member's consent on a phone, in headless Chromium: the resident registers with an
+adult in the household, lands on "my household" with the adult awaiting consent, texts them
+the code, enters it, and the adult joins."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from citybrain.kit.db import Database
+from tests.apps.residents.test_browser import PHONE, city
+from tests.factories import next_synthetic, next_synthetic_adult
+from tests.sms_gateway import running_gateway
+from tests.web.test_browser import ARTIFACTS, browser
+
+pytestmark = pytest.mark.browser
+__all__ = ["browser", "city"]  # fixtures shared with the residents' acceptance test
+
+
+def test_an_adult_member_consents_from_their_own_phone(
+    city: tuple[str, str], browser: object, fresh_database: Database
+) -> None:
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    base, compound = city
+    ARTIFACTS.mkdir(exist_ok=True)
+    me, adult = next_synthetic(), next_synthetic_adult()
+    context = browser.new_context(viewport=PHONE, is_mobile=True, locale="zh-CN")
+    page = context.new_page()
+    page.goto(f"{base}/residents/register")
+    page.fill("#name", me.name)
+    page.fill("#id_number", me.id_number)
+    page.fill("#phone", me.phone)
+    page.select_option("#district", compound[:6])
+    expect(page.locator("#street")).to_be_enabled()
+    page.select_option("#street", compound[:9])
+    expect(page.locator("#community")).to_be_enabled()
+    page.select_option("#community", compound[:12])
+    expect(page.locator(f"#compound_code option[value='{compound}']")).to_have_count(1)
+    page.select_option("#compound_code", compound)
+    page.fill("#building", "3号楼")
+    page.fill("#unit", "2单元")
+    page.fill("#room", "501")
+    page.fill("#member-1-name", adult.name)
+    page.fill("#member-1-id_number", adult.id_number)
+    page.fill("#member-1-phone", adult.phone)
+    page.get_by_test_id("send-code").click()
+    expect(page.get_by_test_id("code-sent")).to_be_visible()
+    page.fill("#sms_code", running_gateway().code_for(me.phone))
+    page.get_by_test_id("register-submit").click()
+
+    # Registered; the adult awaits their consent on "my household".
+    page.wait_for_url(re.compile(r"/residents/household\?invited=1$"), timeout=30_000)
+    expect(page.get_by_test_id("member-invited")).to_be_visible()
+    expect(page.get_by_test_id("member-row")).to_have_count(1)
+    pending = page.get_by_test_id("pending-member")
+    expect(pending).to_have_count(1)
+    expect(pending).to_contain_text(adult.phone[:3] + "****" + adult.phone[-4:])
+    expect(pending).not_to_contain_text(adult.name)
+    pending.get_by_test_id("send-consent-code").click()
+    expect(page.get_by_test_id("consent-sent")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    page.screenshot(path=str(ARTIFACTS / "residents-member-consent.png"), full_page=True)
+    # The adult reads the code off their phone and tells it.
+    page.get_by_test_id("consent-code").fill(running_gateway().code_for(adult.phone))
+    page.get_by_test_id("confirm-member").click()
+    page.wait_for_url(re.compile(r"/residents/household\?confirmed=1$"))
+    expect(page.get_by_test_id("member-confirmed")).to_be_visible()
+    expect(page.get_by_test_id("member-row")).to_have_count(2)
+    expect(page.get_by_test_id("pending-member")).to_have_count(0)
+    context.close()
