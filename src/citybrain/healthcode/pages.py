@@ -33,6 +33,7 @@ from citybrain.healthcode import devices, repository
 from citybrain.healthcode.deps import device_tokens
 from citybrain.healthcode.qr import qr_svg
 from citybrain.healthcode.routes import gate_scan, printable_place_code
+from citybrain.healthcode.service import printable_subkinds
 from citybrain.healthcode.settings import get_healthcode_settings
 from citybrain.healthcode.writer import Overloaded
 from citybrain.kit import clock
@@ -143,6 +144,7 @@ def place_codes(
         kind=kind or None,
         offset=(page - 1) * CODES_PAGE_SIZE,
         limit=CODES_PAGE_SIZE,
+        venue_subkinds=printable_subkinds(who),
     )
     return render(
         request,

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from citybrain.core.geo.models import Place
+from citybrain.core.geo.models import PLACE_VENUE, Place
 from citybrain.core.people.models import Person
 from citybrain.healthcode.models import (
     KEY_ACTIVE,
@@ -459,10 +459,14 @@ def places_for_codes(
     kind: str | None,
     offset: int,
     limit: int,
+    venue_subkinds: tuple[str, ...] | None = None,
 ) -> tuple[int, list[Place]]:
-    """Places inside ``area_code`` (named like ``name``, of ``kind``), by kind and code: how
-    many in all, and the page asked for."""
+    """Places inside ``area_code`` (named like ``name``, of ``kind``; only venues of
+    ``venue_subkinds`` when given), by kind and code: how many in all, and the page asked
+    for."""
     statement = select(Place).where(Place.area_code.startswith(area_code))
+    if venue_subkinds is not None:
+        statement = statement.where(Place.kind == PLACE_VENUE, Place.subkind.in_(venue_subkinds))
     if name:
         statement = statement.where(Place.name.contains(name, autoescape=True))
     if kind:

@@ -61,6 +61,7 @@ from citybrain.healthcode.service import (
     OfflineScan,
     ScanOutcome,
     ScanRequest,
+    may_print,
     place_scan_request,
     recent_visit,
     record_offline_scans,
@@ -375,9 +376,10 @@ def printable_place_code(
     request: Request, session: Session, who: Principal, place_code: str
 ) -> tuple[Place, IssuedCode, str]:
     """A place of ``who``'s area, its newly signed code and the link it is printed as; the
-    issue is audited. A place outside the area is answered as not found."""
+    issue is audited. A place outside the area, or not of the caller's sort
+    (``service.may_print``), is answered as not found."""
     place = session.get(Place, place_code)
-    if place is None or not place.area_code.startswith(who.area_code):
+    if place is None or not may_print(who, place):
         raise NotFound(
             f"场所 {place_code} 不存在或不在辖区内",
             f"place {place_code} does not exist or lies outside your area",

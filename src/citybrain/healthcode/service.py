@@ -24,9 +24,18 @@ from sqlalchemy.orm import Session
 
 from citybrain.core.audit.service import SYSTEM, record, record_purge
 from citybrain.core.authz.principal import Principal
+from citybrain.core.authz.roles import Role
 from citybrain.core.authz.service import withdrawn_tokens
 from citybrain.core.events.service import publish
-from citybrain.core.geo.models import PLACE_COMPOUND_GATE, Place
+from citybrain.core.geo.models import (
+    PLACE_COMPOUND_GATE,
+    PLACE_VENUE,
+    VENUE_FEVER_CLINIC,
+    VENUE_HOSPITAL,
+    VENUE_SCHOOL,
+    VENUE_SUBKINDS,
+    Place,
+)
 from citybrain.healthcode import repository
 from citybrain.healthcode.codes import CodeRefused, verify_code
 from citybrain.healthcode.keys import trust_list_of
@@ -676,3 +685,29 @@ def _write_offline(
         detail=counts,
     )
     publish(session, TOPIC_SCANS_RECORDED, counts, key=batch)
+
+
+# Whose place codes an enterprise's or a school's admin prints (场所码): their area's venues of
+# their own sort. Compound gates, checkpoints, stations and airports, hospitals and fever
+# clinics are the command's and the health commission's: a code posted there records who
+# passed, and a wrong one would put people where they never were.
+_PRINTABLE_VENUES: dict[str, tuple[str, ...]] = {
+    Role.ENTERPRISE_ADMIN: tuple(
+        s for s in VENUE_SUBKINDS if s not in (VENUE_SCHOOL, VENUE_HOSPITAL, VENUE_FEVER_CLINIC)
+    ),
+    Role.SCHOOL_ADMIN: (VENUE_SCHOOL,),
+}
+
+
+def printable_subkinds(who: Principal) -> tuple[str, ...] | None:
+    """The venue subkinds whose codes ``who`` may print, or None for every place of their
+    area (the compounds' hierarchy of staff)."""
+    return _PRINTABLE_VENUES.get(who.role)
+
+
+def may_print(who: Principal, place: Place) -> bool:
+    """Whether ``who`` may print ``place``'s code: in their area, and of their sort."""
+    if not place.area_code.startswith(who.area_code):
+        return False
+    subkinds = printable_subkinds(who)
+    return subkinds is None or (place.kind == PLACE_VENUE and place.subkind in subkinds)
