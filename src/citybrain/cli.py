@@ -245,7 +245,9 @@ def tokens_revoke(token_id: Annotated[int, typer.Argument(help="token id")]) -> 
 def keys_reseal(
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary last")] = False,
 ) -> None:
-    """Re-encrypt personal data sealed with older field keys under the active key."""
+    """Re-encrypt personal data sealed with older field keys under the active key: the
+    registry's persons and households, and the adults' invitations awaiting consent."""
+    from citybrain.apps.residents.service import reseal_invitations
     from citybrain.core.people.service import reseal_personal_data
     from citybrain.kit.db import get_database
 
@@ -256,12 +258,14 @@ def keys_reseal(
             _actor(),
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
+        counts["invitations_resealed"] = reseal_invitations(session, _actor())
     if as_json:
         print(json.dumps(counts))
     else:
         console.print(
-            f"{counts['persons_resealed']} of {counts['persons']} persons and "
-            f"{counts['households_resealed']} households resealed under the active key"
+            f"{counts['persons_resealed']} of {counts['persons']} persons, "
+            f"{counts['households_resealed']} households and "
+            f"{counts['invitations_resealed']} invitations resealed under the active key"
         )
 
 

@@ -14,12 +14,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from citybrain.apps.residents.models import MemberInvitation
-from citybrain.apps.residents.service import purge_lapsed_invitations
+from citybrain.apps.residents.service import (
+    INVITED_ID,
+    purge_lapsed_invitations,
+    reseal_invitations,
+)
 from citybrain.core.audit.models import AuditEntry
 from citybrain.core.audit.service import Actor
 from citybrain.core.events.models import OutboxEvent
 from citybrain.core.people.models import Person
 from citybrain.kit import clock
+from citybrain.kit.crypto import FieldCipher
+from citybrain.kit.keys import get_keyring
 from citybrain.kit.masking import mask_name
 from citybrain.risk import service as risk
 from citybrain.risk.subjects import subject_of
@@ -281,3 +287,22 @@ def test_a_household_moving_takes_its_invitations_along(
     log_in(staff, worker.name)
     listed = staff.get(f"/residents/staff/compounds/{target}?tab=residents").text
     assert listed.count('data-testid="pending-member"') == 1
+
+
+def test_invitations_are_resealed_after_a_field_key_rotation(
+    resident: TestClient, session: Session, compound: str
+) -> None:
+    adult = next_synthetic_adult()
+    registered(resident, compound, members=[adult], member_phone=[adult.phone])
+    ring = get_keyring()
+    new_key = b"\x07" * 32
+    rotated = FieldCipher({"k9": new_key, **ring.field_keys}, "k9")
+    assert reseal_invitations(session, CASE_REPORT, rotated) == 1
+    invitation = invitation_of(session, adult.id_number)
+    assert invitation is not None and invitation.phone_enc is not None
+    new_only = FieldCipher({"k9": new_key}, "k9")
+    assert new_only.decrypt(invitation.id_number_enc, INVITED_ID) == adult.id_number
+    assert new_only.key_id(invitation.phone_enc) == "k9"
+    (entry,) = _actions(session, "residents.invitations_reseal")
+    assert entry.object_id == "k9" and entry.detail == {"resealed": 1}
+    assert reseal_invitations(session, CASE_REPORT, rotated) == 0

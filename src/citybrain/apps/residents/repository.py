@@ -168,6 +168,11 @@ def invitations_of_household(
     )
 
 
+def all_invitations(session: Session) -> list[MemberInvitation]:
+    """Every invitation (a few at most per household, lapsing within days: for resealing)."""
+    return list(session.scalars(select(MemberInvitation).order_by(MemberInvitation.id)))
+
+
 def move_invitations(session: Session, household_id: int, compound_code: str) -> None:
     """A household moved: its invitations now await consent in its new compound."""
     session.execute(

@@ -52,7 +52,7 @@ from citybrain.core.people.schemas import HouseholdIn, PersonIn
 from citybrain.healthcode import passes as gate_passes
 from citybrain.healthcode.models import HouseholdPass
 from citybrain.kit import clock
-from citybrain.kit.crypto import BlindIndex, blind_index, field_cipher
+from citybrain.kit.crypto import BlindIndex, FieldCipher, blind_index, field_cipher
 from citybrain.kit.errors import (
     CitybrainError,
     Conflict,
@@ -1126,6 +1126,36 @@ def confirm_member_in_person(session: Session, who: Principal, invitation_id: in
     if invitation is None:
         raise NotFound(*INVITATION_NOT_FOUND, code="invitation_not_found")
     return _join(session, who.actor, invitation, "in_person")
+
+
+def reseal_invitations(session: Session, actor: Actor, cipher: FieldCipher | None = None) -> int:
+    """Re-encrypt the invitations' name, ID and phone sealed with an older field key under the
+    active one (``citybrain keys reseal`` runs it after the registry's); audited with the count
+    when any changed. Returns how many invitations were resealed."""
+    cipher = cipher or field_cipher()
+    resealed = 0
+    for invitation in repository.all_invitations(session):
+        changed = False
+        for attribute, field in (
+            ("name_enc", INVITED_NAME),
+            ("id_number_enc", INVITED_ID),
+            ("phone_enc", INVITED_PHONE),
+        ):
+            blob = getattr(invitation, attribute)
+            if blob is not None and cipher.needs_rotation(blob):
+                setattr(invitation, attribute, cipher.encrypt(cipher.decrypt(blob, field), field))
+                changed = True
+        resealed += changed
+    if resealed:
+        record(
+            session,
+            actor,
+            "residents.invitations_reseal",
+            object_type="field_key",
+            object_id=cipher.active_kid,
+            detail={"resealed": resealed},
+        )
+    return resealed
 
 
 def purge_lapsed_invitations(session: Session) -> int:
