@@ -675,12 +675,18 @@ def colour_of(session: Session, subject: str, *, now: dt.datetime | None = None)
 
 
 def colours_of(
-    session: Session, subjects: Iterable[str], *, now: dt.datetime | None = None
+    session: Session,
+    subjects: Iterable[str],
+    *,
+    now: dt.datetime | None = None,
+    rule_set_version: int | None = None,
 ) -> dict[str, ColourView]:
-    """Colours of many subjects at once (batched reads; only stale ones recomputed)."""
+    """Colours of many subjects at once (batched reads; only stale ones recomputed).
+    ``rule_set_version``: the version in force as the caller's transaction already read it
+    (a page showing a colour, then the household's), which spares reading it again."""
     wanted = sorted({check_subject(s) for s in subjects})
     now = now or clock.now()
-    version = active_rule_set(session).version
+    version = rule_set_version if rule_set_version is not None else active_rule_set(session).version
     rows = repository.colour_rows(session, wanted)
     found: dict[str, ColourView] = {}
     for subject in wanted:
@@ -759,21 +765,29 @@ def recompute_compound(
     return stored
 
 
-def tier_of(session: Session, compound_code: str, *, now: dt.datetime | None = None) -> TierView:
+def tier_of(
+    session: Session,
+    compound_code: str,
+    *,
+    now: dt.datetime | None = None,
+    rule_set_version: int | None = None,
+) -> TierView:
     """A compound's tier with reasons and since when (one row read; recomputed when past its
-    recheck time or computed by another rule set)."""
+    recheck time or computed by another rule set). ``rule_set_version``: the version in force
+    as the caller's transaction already read it; the rule set itself is read only when the
+    tier must be recomputed."""
     if not COMPOUND_PATTERN.fullmatch(compound_code or ""):
         raise InvalidInput(
             "小区代码应为15位数字", "a compound code is 15 digits", field="compound_code"
         )
     now = now or clock.now()
-    rule_set = active_rule_set(session)
+    version = rule_set_version if rule_set_version is not None else active_rule_set(session).version
     row = session.get(CompoundTier, compound_code)
     if row is not None and (
-        row.rule_set_version != rule_set.version
+        row.rule_set_version != version
         or (row.recheck_at is not None and clock.as_utc(row.recheck_at) <= now)
     ):
-        row = recompute_compound(session, compound_code, now=now, rule_set=rule_set)
+        row = recompute_compound(session, compound_code, now=now, rule_set=active_rule_set(session))
     if row is None:
         return TierView(
             compound_code=compound_code,
@@ -781,7 +795,7 @@ def tier_of(session: Session, compound_code: str, *, now: dt.datetime | None = N
             reasons=[no_risk_reason()],
             since=None,
             until=None,
-            rule_set_version=rule_set.version,
+            rule_set_version=version,
         )
     return TierView(
         compound_code=compound_code,

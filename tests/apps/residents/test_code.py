@@ -117,3 +117,48 @@ def test_red_with_reasons_then_an_appeal_to_its_outcome(
     decided = resident.get("/residents/code").text
     assert "申诉不成立" in decided and 'data-testid="appeal-outcome"' in decided
     assert 'data-testid="risk-notice"' in decided
+
+
+def test_a_view_reads_the_rule_set_once_and_judges_all_by_the_one_in_force(
+    resident: TestClient, session: Session, compound: str
+) -> None:
+    """The colour's read sees the rule set in force; the compound's tier and the household's
+    colours are judged by the same, without reading it again, and follow a new version."""
+    from sqlalchemy import event
+
+    from citybrain.risk.rulesets import approve_rule_set, propose_rule_set
+    from tests.risk.test_rulesets import SECONDARY_RED
+
+    child = next_synthetic_child()
+    registered(resident, compound, members=[child])
+    member = _person(session, child.id_number)
+    risk.assert_fact(
+        session,
+        CONTACT_TRACING,
+        subject=subject_of(member),
+        kind="secondary_contact",
+        source="analysis.contacts",
+        evidence={"case_key": 1},
+        valid_from=clock.now() - dt.timedelta(hours=1),
+    )
+    statements: list[str] = []
+
+    def seen(*args: Any) -> None:
+        statements.append(args[2])
+
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        page = resident.get("/residents/code")
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert page.status_code == 200
+    assert sum("FROM rule_sets" in s for s in statements) == 1, statements
+    assert "黄码" in page.text  # the member, a secondary contact, by version 1
+    commanders = [make_user(session, "city_commander", "4101") for _ in range(3)]
+    proposal = propose_rule_set(session, commanders[0], SECONDARY_RED)
+    approve_rule_set(session, commanders[1], proposal.version)
+    approve_rule_set(session, commanders[2], proposal.version)
+    after = resident.get("/residents/code").text
+    assert 'data-colour="green"' in after and "黄码" not in after and "红码" in after
+    assert re.search(r'data-testid="tier"[^>]*data-tier="green"', after)

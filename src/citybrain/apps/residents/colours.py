@@ -82,10 +82,16 @@ def code_card(session: Session, me: Person, person: Person) -> CodeCard:
         expires_at=issued.expires_at,
         refresh_seconds=max(30, lifetime - REFRESH_MARGIN_SECONDS),
         compound_name=compound.name if compound is not None else None,
-        tier=risk.tier_of(session, compound.code) if compound is not None else None,
+        # The colour's read saw the rule set in force: the tier and the household's colours
+        # are judged by the same, without reading it twice more.
+        tier=(
+            risk.tier_of(session, compound.code, rule_set_version=view.rule_set_version)
+            if compound is not None
+            else None
+        ),
         appeals=risk.appeals_of(session, subject),
         notices=risk.notifications_of(session, subject),
-        member_colours=colours_for(session, members),
+        member_colours=colours_for(session, members, rule_set_version=view.rule_set_version),
     )
 
 
@@ -105,12 +111,15 @@ def file_appeal(session: Session, me: Person, person: Person, text: str) -> None
     )
 
 
-def colours_for(session: Session, persons: Iterable[Person]) -> dict[str, str]:
-    """Colours (green/yellow/red) of persons, by person ref (one batched read)."""
+def colours_for(
+    session: Session, persons: Iterable[Person], *, rule_set_version: int | None = None
+) -> dict[str, str]:
+    """Colours (green/yellow/red) of persons, by person ref (one batched read;
+    ``rule_set_version`` as in ``risk.colours_of``)."""
     by_subject = {subject_of(p): p.ref for p in persons}
     if not by_subject:
         return {}
-    views = risk.colours_of(session, list(by_subject))
+    views = risk.colours_of(session, list(by_subject), rule_set_version=rule_set_version)
     return {by_subject[s]: v.colour for s, v in views.items()}
 
 
