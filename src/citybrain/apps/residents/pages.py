@@ -1279,21 +1279,42 @@ def staff_withdraw(
     try:
         service.withdraw_registration(session, who, ref, reason)
     except CitybrainError as error:
-        rollback_keeping(session, error)
-        if not compound.isdigit():
-            raise
-        return _compound_page(
-            request,
-            session,
-            who,
-            compound,
-            tab="residents",
-            withdraw=ref,
-            errors=_errors(error, language(request)),
-            reason=reason,
-            status_code=error.status_code,
+        return _residents_tab_refusing(
+            request, session, who, compound, error, withdraw=ref, reason=reason
         )
-    query = urlencode({"tab": "residents", "withdrawn": "1"})
+    return _residents_tab_after(compound, "withdrawn")
+
+
+def _residents_tab_refusing(
+    request: Request,
+    session: Session,
+    who: Principal,
+    compound: str,
+    error: CitybrainError,
+    *,
+    withdraw: str = "",
+    reason: str = "",
+) -> Response:
+    """A staff action on the residents tab was refused: the tab again, saying why (the error
+    itself when the form named no compound)."""
+    rollback_keeping(session, error)
+    if not compound.isdigit():
+        raise error
+    return _compound_page(
+        request,
+        session,
+        who,
+        compound,
+        tab="residents",
+        withdraw=withdraw,
+        errors=_errors(error, language(request)),
+        reason=reason,
+        status_code=error.status_code,
+    )
+
+
+def _residents_tab_after(compound: str, flag: str) -> Response:
+    query = urlencode({"tab": "residents", flag: "1"})
     return RedirectResponse(f"/residents/staff/compounds/{compound}?{query}", status_code=303)
 
 
@@ -1319,20 +1340,8 @@ def staff_confirm_member(
             )
         service.confirm_member_in_person(session, who, invitation_id)
     except CitybrainError as error:
-        rollback_keeping(session, error)
-        if not compound.isdigit():
-            raise
-        return _compound_page(
-            request,
-            session,
-            who,
-            compound,
-            tab="residents",
-            errors=_errors(error, language(request)),
-            status_code=error.status_code,
-        )
-    query = urlencode({"tab": "residents", "member_confirmed": "1"})
-    return RedirectResponse(f"/residents/staff/compounds/{compound}?{query}", status_code=303)
+        return _residents_tab_refusing(request, session, who, compound, error)
+    return _residents_tab_after(compound, "member_confirmed")
 
 
 @router.post("/residents/staff/compounds/{code}/passes")

@@ -868,30 +868,51 @@ def add_member(
             me.ref,
             (m_name, number, m_phone),
         )
+    return _enter_household(
+        session,
+        resident_actor(me),
+        me.household_id,
+        me.area_code,
+        (m_name, number, m_phone),
+        action="residents.member.add",
+    )
+
+
+def _enter_household(
+    session: Session,
+    actor: Actor,
+    household_id: int,
+    compound_code: str,
+    member: tuple[str, str, str | None],
+    *,
+    action: str,
+    detail: dict[str, Any] | None = None,
+) -> Person:
+    """Register ``member`` (name, ID, phone: checked) into the household living in
+    ``compound_code`` and expose them to a case in force among its members; audited
+    ``action`` and announced as a member added."""
+    name, number, phone = member
     masked, created = people_service.register_person(
         session,
-        channel,
-        PersonIn(name=m_name, id_number=number, phone=m_phone, household_id=me.household_id),
+        _self_service(compound_code),
+        PersonIn(name=name, id_number=number, phone=phone, household_id=household_id),
     )
     assert created
     _expose(session, [masked.ref])
     record(
         session,
-        resident_actor(me),
-        "residents.member.add",
+        actor,
+        action,
         object_type="household",
-        object_id=me.household_id,
-        area_code=me.area_code,
+        object_id=household_id,
+        area_code=compound_code,
+        detail=detail,
     )
     publish(
         session,
         "residents.household.member_added",
-        {
-            "household_id": me.household_id,
-            "compound_code": me.area_code,
-            "person_ref": masked.ref,
-        },
-        key=str(me.household_id),
+        {"household_id": household_id, "compound_code": compound_code, "person_ref": masked.ref},
+        key=str(household_id),
     )
     person = repository.person_by_ref(session, masked.ref)
     assert person is not None
@@ -1048,41 +1069,17 @@ def _join(session: Session, actor: Actor, invitation: MemberInvitation, via: str
             code="invitation_id_taken",
         )
     phone = cipher.decrypt(invitation.phone_enc, INVITED_PHONE) if invitation.phone_enc else None
-    masked, created = people_service.register_person(
-        session,
-        _self_service(household.compound_code),
-        PersonIn(
-            name=cipher.decrypt(invitation.name_enc, INVITED_NAME),
-            id_number=number,
-            phone=phone,
-            household_id=household.id,
-        ),
-    )
-    assert created
-    _expose(session, [masked.ref])
+    name = cipher.decrypt(invitation.name_enc, INVITED_NAME)
     session.delete(invitation)
-    record(
+    return _enter_household(
         session,
         actor,
-        "residents.member.confirm",
-        object_type="household",
-        object_id=household.id,
-        area_code=household.compound_code,
+        household.id,
+        household.compound_code,
+        (name, number, phone),
+        action="residents.member.confirm",
         detail={"invitation_id": invitation.id, "via": via},
     )
-    publish(
-        session,
-        "residents.household.member_added",
-        {
-            "household_id": household.id,
-            "compound_code": household.compound_code,
-            "person_ref": masked.ref,
-        },
-        key=str(household.id),
-    )
-    person = repository.person_by_ref(session, masked.ref)
-    assert person is not None
-    return person
 
 
 def confirm_member(session: Session, me: Person, invitation_id: int, code: str) -> Person:
