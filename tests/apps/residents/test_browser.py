@@ -94,6 +94,20 @@ def segno_qr_text(svg: str) -> str:
     return str(found[0].text)
 
 
+def choose_compound(page: Any, compound: str) -> None:
+    """Pick ``compound`` on the registration form: each choice fills the next list from the
+    server (htmx swaps the picker)."""
+    from playwright.sync_api import expect
+
+    page.select_option("#district", compound[:6])
+    expect(page.locator("#street")).to_be_enabled()
+    page.select_option("#street", compound[:9])
+    expect(page.locator("#community")).to_be_enabled()
+    page.select_option("#community", compound[:12])
+    expect(page.locator(f"#compound_code option[value='{compound}']")).to_have_count(1)
+    page.select_option("#compound_code", compound)
+
+
 def _verify(database: Database, text: str) -> Any:
     with database.unit_of_work() as session:
         return verify_code(text, keys.trust_list(session))
@@ -120,14 +134,7 @@ def test_register_see_green_then_red_after_a_household_case(
     page.fill("#name", me.name)
     page.fill("#id_number", me.id_number)
     page.fill("#phone", "1234")  # a typo, to see the error and keep everything else
-    # Each choice fills the next list from the server (htmx swaps the picker).
-    page.select_option("#district", compound[:6])
-    expect(page.locator("#street")).to_be_enabled()
-    page.select_option("#street", compound[:9])
-    expect(page.locator("#community")).to_be_enabled()
-    page.select_option("#community", compound[:12])
-    expect(page.locator(f"#compound_code option[value='{compound}']")).to_have_count(1)
-    page.select_option("#compound_code", compound)
+    choose_compound(page, compound)
     expect(page.locator("#district")).to_have_value(compound[:6])
     page.fill("#building", "3号楼")
     page.fill("#unit", "2单元")

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from citybrain.kit.db import Database
-from tests.apps.residents.test_browser import PHONE, city
+from tests.apps.residents.test_browser import PHONE, choose_compound, city
 from tests.factories import next_synthetic, next_synthetic_adult
 from tests.sms_gateway import running_gateway
 from tests.web.test_browser import ARTIFACTS, browser
@@ -33,13 +33,7 @@ def test_an_adult_member_consents_from_their_own_phone(
     page.fill("#name", me.name)
     page.fill("#id_number", me.id_number)
     page.fill("#phone", me.phone)
-    page.select_option("#district", compound[:6])
-    expect(page.locator("#street")).to_be_enabled()
-    page.select_option("#street", compound[:9])
-    expect(page.locator("#community")).to_be_enabled()
-    page.select_option("#community", compound[:12])
-    expect(page.locator(f"#compound_code option[value='{compound}']")).to_have_count(1)
-    page.select_option("#compound_code", compound)
+    choose_compound(page, compound)
     page.fill("#building", "3号楼")
     page.fill("#unit", "2单元")
     page.fill("#room", "501")
