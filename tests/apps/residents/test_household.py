@@ -152,3 +152,78 @@ def test_a_member_whose_code_is_not_green_stays(
     session.expire_all()
     assert person_by_id(session, sick.id_number) is not None
     assert risk.tier_of(session, compound).tier == "red"
+
+
+def _leave(client: TestClient) -> Any:
+    token = csrf(client, "/residents/household")
+    return client.post(
+        "/residents/household/leave", data={"csrf_token": token}, follow_redirects=False
+    )
+
+
+def test_a_member_withdraws_their_consent_by_leaving_the_household(
+    resident: TestClient, app: Any, session: Session, compound: str
+) -> None:
+    """Consent is the member's to withdraw: they leave themselves (退出本户); the household no
+    longer sees their code. Nobody leaves a household with members none can log in for, and a
+    case or a contact stays put."""
+    me = registered(resident, compound)
+    assert _leave(resident).status_code == 422  # nobody else in the household
+    grown_up = next_synthetic_adult()
+    token = csrf(resident, "/residents/household")
+    resident.post(
+        "/residents/household",
+        data={
+            "csrf_token": token,
+            "name": grown_up.name,
+            "id_number": grown_up.id_number,
+            "phone": grown_up.phone,
+        },
+    )
+    assert consented(resident, session, grown_up).status_code == 303
+    member = person_by_id(session, grown_up.id_number)
+    assert member is not None and member.household_id is not None
+    household_id = member.household_id
+    assert resident.get(f"/residents/code?member={member.ref}").status_code == 200
+    with TestClient(app, base_url="http://testserver") as their_phone:
+        assert login(their_phone, grown_up).status_code == 303
+        asked = html.unescape(their_phone.get("/residents/household?leave=1").text)
+        assert 'data-testid="confirm-leave"' in asked and "家人不能再查看您的健康码" in asked
+        left = _leave(their_phone)
+        assert left.status_code == 303 and left.headers["location"] == "/residents/household?left=1"
+        page = their_phone.get("/residents/household?left=1").text
+        assert 'data-testid="household-left"' in page
+        assert page.count('data-testid="member-row"') == 1
+    session.expire_all()
+    gone = person_by_id(session, grown_up.id_number)
+    assert gone is not None and gone.household_id is None and gone.area_code == compound
+    assert resident.get(f"/residents/code?member={member.ref}").status_code == 404
+    (entry,) = session.scalars(
+        select(AuditEntry).where(AuditEntry.action == "person.leave_household")
+    ).all()
+    assert entry.detail == {"household_id": household_id, "reason": "left_by_self"}
+    assert entry.actor == f"resident:{member.ref}"
+    # A child nobody else can log in for keeps the registrant in the household.
+    child = next_synthetic_child()
+    resident.post(
+        "/residents/household",
+        data={"csrf_token": token, "name": child.name, "id_number": child.id_number},
+    )
+    refused = _leave(resident)
+    assert refused.status_code == 409 and "都不能自行登录" in html.unescape(refused.text)
+    # Nor does someone whose code is not green leave.
+    mine = person_by_id(session, me.id_number)
+    assert mine is not None
+    risk.assert_fact(
+        session,
+        Actor("system:analysis", "system", None),
+        subject=subject_of(mine),
+        kind="close_contact",
+        source="analysis.contacts",
+        evidence={"record_ids": [8]},
+        valid_from=clock.now() - dt.timedelta(hours=1),
+    )
+    assert _leave(resident).status_code == 409
+    session.expire_all()
+    still = person_by_id(session, me.id_number)
+    assert still is not None and still.household_id is not None

@@ -688,12 +688,14 @@ def household_page(
     session: DB,
     me: Resident,
     remove: Annotated[str | None, Query(max_length=32)] = None,
+    leave: bool = False,
 ) -> Response:
     """我的家庭: the members (masked) with their colours and today's reports, the household's
-    passes, and a form to add a member; ``remove`` asks to confirm taking a member out."""
+    passes, and a form to add a member; ``remove`` asks to confirm taking a member out,
+    ``leave`` to confirm leaving oneself."""
     if me is None:
         return _to_login(request)
-    return _household(request, session, me, remove=remove)
+    return _household(request, session, me, remove=remove, leave=leave)
 
 
 def _household(
@@ -705,6 +707,7 @@ def _household(
     errors: dict[str, str] | None = None,
     added: bool = False,
     remove: str | None = None,
+    leave: bool = False,
     pending_errors: dict[int, dict[str, str]] | None = None,
     sent: tuple[int, CodeSent] | None = None,
     status_code: int = 200,
@@ -729,6 +732,8 @@ def _household(
             "added": added or "added" in request.query_params,
             "removing": removing,
             "withdraws": withdraws,
+            "leaving": leave and len(members) > 1,
+            "left": "left" in request.query_params,
             "removed": request.query_params.get("removed", ""),
             "moved": "moved" in request.query_params,
             "pending": service.pending_members(session, me),
@@ -895,6 +900,28 @@ def address_submit(
             status_code=error.status_code,
         )
     return RedirectResponse("/residents/household?moved=1", status_code=303)
+
+
+@router.post("/residents/household/leave")
+def household_leave(
+    request: Request, session: DB, me: Resident, csrf_token: Annotated[str, Form()] = ""
+) -> Response:
+    """Leave one's household, after the page asked to confirm."""
+    if me is None:
+        return _to_login(request)
+    check_csrf(request, csrf_token)
+    try:
+        service.leave_own_household(session, me)
+    except CitybrainError as error:
+        rollback_keeping(session, error)
+        return _household(
+            request,
+            session,
+            me,
+            errors=_errors(error, language(request)),
+            status_code=error.status_code,
+        )
+    return RedirectResponse("/residents/household?left=1", status_code=303)
 
 
 @router.post("/residents/household/remove")

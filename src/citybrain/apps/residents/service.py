@@ -1222,6 +1222,39 @@ def remove_member(session: Session, me: Person, ref: str) -> str:
     return "left"
 
 
+def leave_own_household(session: Session, me: Person) -> None:
+    """Leave one's household oneself (退出本户): a member's consent to be in it is theirs to
+    withdraw. The household no longer sees their code nor they the household's; they stay
+    registered where they live. Refused while their code is not green (a case or a contact
+    stays where the community finds them), and when the household would be left with members
+    nobody can log in for (children, elders without a phone): those are taken out first, or
+    another member logs in first. Audited and announced by the registry."""
+    others = [p for p in household_of(session, me) if p.ref != me.ref]
+    if me.household_id is None or not others:
+        raise InvalidInput(
+            "您的家庭中没有其他成员",
+            "there is nobody else in your household",
+            code="household_alone",
+        )
+    _require_green(
+        session,
+        [me],
+        "您当前不是绿码，暂不能退出本户；如有疑问，请联系所在社区",
+        "your code is not green, so you cannot leave the household now; ask your community",
+        code="self_not_green",
+    )
+    if not repository.account_refs(session, [p.ref for p in others]):
+        raise Conflict(
+            "本户其他成员都不能自行登录（如孩子、没有手机的老人），您退出后无人为其查看健康码和"
+            "打卡。请先将其移出，或请一位家人登录后再退出",
+            "nobody else in the household can log in (children, elders without a phone), so "
+            "nobody would show their codes or report for them; take them out first, or have "
+            "another member log in first",
+            code="household_needs_holder",
+        )
+    people_service.leave_household(session, resident_actor(me), me, reason="left_by_self")
+
+
 def withdraw_registration(session: Session, who: Principal, ref: str, reason: str) -> None:
     """Staff withdraw a registration that should not stand (撤销登记), after checking in
     person: an ID number registered by someone other than its holder (as a household member,
