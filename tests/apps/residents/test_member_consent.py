@@ -196,6 +196,8 @@ def test_an_adult_without_a_phone_is_confirmed_in_person_by_the_compound_staff(
     token = csrf(staff, f"/residents/staff/compounds/{other_compound}?tab=residents")
     denied = staff.post(path, data={"csrf_token": token, "compound": compound, "seen": "yes"})
     assert denied.status_code == 404
+    (attempt,) = _actions(session, "residents.member.confirm")
+    assert attempt.outcome == "denied" and attempt.object_id == str(invitation.id)
     staff.cookies.clear()
     worker = make_user(session, "grid_worker", compound[:12])
     log_in(staff, worker.name)
@@ -216,7 +218,7 @@ def test_an_adult_without_a_phone_is_confirmed_in_person_by_the_compound_staff(
     session.expire_all()
     member = _me(session, adult)
     assert member.household_id == invitation.household_id and member.phone_enc is None
-    (confirm,) = _actions(session, "residents.member.confirm")
+    confirm = _actions(session, "residents.member.confirm")[-1]
     assert confirm.detail == {"invitation_id": invitation.id, "via": "in_person"}
     assert confirm.actor.startswith("user:")
 

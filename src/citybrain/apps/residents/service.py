@@ -1121,7 +1121,10 @@ def confirm_member_in_person(session: Session, who: Principal, invitation_id: in
     who.require(Permission.RESIDENTS_CORRECT)
     invitation = repository.invitation_scoped(session, who, invitation_id, clock.now())
     if invitation is None:
-        raise NotFound(*INVITATION_NOT_FOUND, code="invitation_not_found")
+        # The same answer as for none at all; the attempt is audited.
+        raise gate_passes.not_found_in_area(
+            who, "residents.member.confirm", "member_invitation", str(invitation_id)
+        )
     return _join(session, who.actor, invitation, "in_person")
 
 
