@@ -913,15 +913,22 @@ def household_leave(
     try:
         service.leave_own_household(session, me)
     except CitybrainError as error:
-        rollback_keeping(session, error)
-        return _household(
-            request,
-            session,
-            me,
-            errors=_errors(error, language(request)),
-            status_code=error.status_code,
-        )
+        return _household_refusing(request, session, me, error)
     return RedirectResponse("/residents/household?left=1", status_code=303)
+
+
+def _household_refusing(
+    request: Request, session: Session, me: Person, error: CitybrainError
+) -> Response:
+    """我的家庭 again, saying why an action on it was refused."""
+    rollback_keeping(session, error)
+    return _household(
+        request,
+        session,
+        me,
+        errors=_errors(error, language(request)),
+        status_code=error.status_code,
+    )
 
 
 @router.post("/residents/household/remove")
@@ -939,14 +946,7 @@ def household_remove(
     try:
         outcome = service.remove_member(session, me, member)
     except CitybrainError as error:
-        rollback_keeping(session, error)
-        return _household(
-            request,
-            session,
-            me,
-            errors=_errors(error, language(request)),
-            status_code=error.status_code,
-        )
+        return _household_refusing(request, session, me, error)
     return RedirectResponse(f"/residents/household?removed={outcome}", status_code=303)
 
 
