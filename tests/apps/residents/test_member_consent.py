@@ -308,3 +308,84 @@ def test_invitations_are_resealed_after_a_field_key_rotation(
     (entry,) = _actions(session, "residents.invitations_reseal")
     assert entry.object_id == "k9" and entry.detail == {"resealed": 1}
     assert reseal_invitations(session, CASE_REPORT, rotated) == 0
+
+
+def _add(client: TestClient, member: SyntheticPerson, name: str | None = None) -> Any:
+    token = csrf(client, "/residents/household")
+    data = {"csrf_token": token, "name": name or member.name, "id_number": member.id_number}
+    return client.post("/residents/household", data=data, follow_redirects=False)
+
+
+def test_an_adult_who_registered_themself_moves_in_on_their_consent(
+    resident: TestClient, app: Any, session: Session, compound: str
+) -> None:
+    """Two adults who each registered (each with a household of one) become one household:
+    the consent is asked on the phone the invited adult registered, never one typed for them."""
+    me = _me(session, registered(resident, compound))
+    spouse, stranger = next_synthetic_adult(), next_synthetic_adult()
+    with TestClient(app, base_url="http://testserver") as their_phone:
+        registered(their_phone, compound, spouse)
+        elsewhere = first_compound(session, OTHER_COMMUNITY)
+        registered(their_phone, elsewhere, stranger)
+    theirs = _me(session, spouse)
+    own_household = theirs.household_id
+    assert own_household is not None and own_household != me.household_id
+    # The name must be the registered one (counted, like a wrong name at login).
+    wrong = _add(resident, spouse, name=stranger.name)
+    assert wrong.status_code == 422 and "姓名与该身份证号码登记的姓名不一致" in wrong.text
+    # Someone registered in another compound changes their address first.
+    away = _add(resident, stranger)
+    assert away.status_code == 422 and "变更到本小区" in html.unescape(away.text)
+    invited = _add(resident, spouse)
+    assert invited.headers["location"] == "/residents/household?invited=1"
+    invitation = invitation_of(session, spouse.id_number)
+    assert invitation is not None and invitation.person_ref == theirs.ref
+    assert invitation.phone_enc is None
+    page = html.unescape(resident.get("/residents/household").text)
+    assert spouse.phone[:3] + "****" + spouse.phone[-4:] in page
+    assert _act(resident, invitation.id, "send_code").status_code == 200
+    code = running_gateway().code_for(spouse.phone)
+    joined = _act(resident, invitation.id, "confirm", sms_code=code)
+    assert joined.status_code == 303, joined.text
+    session.expire_all()
+    moved = _me(session, spouse)
+    assert moved.household_id == me.household_id and moved.area_code == compound
+    (entry,) = _actions(session, "person.join_household")
+    assert entry.detail == {"from": own_household, "to": me.household_id, "reason": "consent_sms"}
+    assert _actions(session, "residents.member.confirm")[-1].detail == {
+        "invitation_id": invitation.id,
+        "via": "sms",
+        "registered": True,
+    }
+    assert resident.get(f"/residents/code?member={moved.ref}").status_code == 200
+    again = _add(resident, spouse)
+    assert again.status_code == 422 and "该成员已在本户" in again.text
+
+
+def test_a_registered_adult_whose_code_is_not_green_does_not_move_in(
+    resident: TestClient, app: Any, session: Session, compound: str
+) -> None:
+    me = _me(session, registered(resident, compound))
+    contact = next_synthetic_adult()
+    with TestClient(app, base_url="http://testserver") as their_phone:
+        registered(their_phone, compound, contact)
+    invited = _add(resident, contact)
+    assert invited.status_code == 303
+    invitation = invitation_of(session, contact.id_number)
+    assert invitation is not None
+    risk.assert_fact(
+        session,
+        CASE_REPORT,
+        subject=subject_of(_me(session, contact)),
+        kind="close_contact",
+        source="analysis.contacts",
+        evidence={"record_ids": [2]},
+        valid_from=clock.now() - dt.timedelta(hours=1),
+    )
+    assert _act(resident, invitation.id, "send_code").status_code == 200
+    code = running_gateway().code_for(contact.phone)
+    refused = _act(resident, invitation.id, "confirm", sms_code=code)
+    assert refused.status_code == 409 and "不是绿码" in html.unescape(refused.text)
+    session.expire_all()
+    assert _me(session, contact).household_id != me.household_id
+    assert invitation_of(session, contact.id_number) is not None

@@ -98,9 +98,10 @@ class MemberInvitation(Base):
     registered into someone's household on the registrant's word: they confirm with a code
     texted to their own phone (``FOR_CONSENT``), or the community's staff confirm after seeing
     them in person. Until then nothing of theirs is in the registry, and their ID number stays
-    free for them to register themselves. Name, ID and phone are kept encrypted like the
-    registry's; ``id_number_bidx`` finds a second invitation of the same ID. Invitations lapse
-    at ``expires_at`` and are purged then.
+    free for them to register themselves. An adult who registered themselves is invited the
+    same way to move into the household (``person_ref``). Name, ID and phone are kept
+    encrypted like the registry's; ``id_number_bidx`` finds a second invitation of the same
+    ID. Invitations lapse at ``expires_at`` and are purged then.
     """
 
     __tablename__ = "resident_member_invitations"
@@ -113,6 +114,9 @@ class MemberInvitation(Base):
     id_number_enc: Mapped[bytes] = mapped_column(LargeBinary)
     id_number_bidx: Mapped[str] = mapped_column(String(64), index=True)
     phone_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # An adult already registered in the compound, invited to move into this household: their
+    # consent is asked on the phone they registered (``phone_enc`` stays empty).
+    person_ref: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
 

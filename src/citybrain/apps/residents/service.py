@@ -560,10 +560,11 @@ def register_household(
                 problems.setdefault(
                     field + "id_number",
                     (
-                        prefix[0] + "该身份证号码已登记，不能重复登记；如需加入本户，请其本人登录"
-                        "或联系社区网格员",
-                        prefix[1] + "this ID number is already registered; they can log in "
-                        "themselves, or your community's grid worker can help",
+                        prefix[0] + "该身份证号码已登记，不能重复登记；成年人可在登记后从“我的家庭”"
+                        "邀请其加入本户（须本人确认），或联系社区网格员",
+                        prefix[1] + "this ID number is already registered; an adult can be "
+                        "invited from “my household” once you have registered (they consent), "
+                        "or your community's grid worker can help",
                     ),
                 )
         if m_name is not None and m_number is not None:
@@ -810,13 +811,15 @@ def add_member(
     number = _collect(problems, check_id_number, id_number, "id_number")
     m_phone = _collect(problems, check_phone, phone, "phone", required=False)
     index = blind_index()
-    if number is not None and repository.person_by_id_index(
-        session, index.digest(number, "id_number")
-    ):
+    registered = (
+        repository.person_by_id_index(session, index.digest(number, "id_number"))
+        if number is not None
+        else None
+    )
+    if registered is not None and not is_adult(registered_number(registered), clock.today_local()):
         problems["id_number"] = (
-            "该身份证号码已登记，不能重复登记；如需加入本户，请其本人登录或联系社区网格员",
-            "this ID number is already registered; they can log in themselves, or your "
-            "community's grid worker can help",
+            "该身份证号码已登记，不能重复登记；如需加入本户，请联系社区网格员",
+            "this ID number is already registered; your community's grid worker can help",
         )
     if len(me.area_code) != 15:
         problems.setdefault(
@@ -832,6 +835,8 @@ def add_member(
     adult = is_adult(number, clock.today_local())
     key = _limit_key(index.digest(number, "id_number"))
     _check_rate(session, key, client_ip)
+    if registered is not None:
+        return _invite_registered(session, me, registered, m_name, number, key, client_ip)
     if not identity_matches(m_name, number, m_phone if adult else None):
         mismatch = MEMBER_PHONE_MISMATCH if adult and m_phone else MEMBER_IDENTITY_MISMATCH
         raise _failed(FormInvalid({"name": mismatch}), key, client_ip, "identity_mismatch")
@@ -840,19 +845,9 @@ def add_member(
         if me.household_id is not None
         else []
     )
-    if len(household_of(session, me)) + len(pending) > MAX_MEMBERS:
-        raise InvalidInput(
-            f"一户最多登记{MAX_MEMBERS + 1}人", f"at most {MAX_MEMBERS + 1} persons per household"
-        )
+    _check_household_size(session, me, pending)
     if any(i.id_number_bidx == index.digest(number, "id_number") for i in pending):
-        raise FormInvalid(
-            {
-                "id_number": (
-                    "该成员已在等待本人确认，请在下方“待本人确认”中发送确认码",
-                    "this member is already awaiting their consent; send them a code below",
-                )
-            }
-        )
+        raise FormInvalid({"id_number": ALREADY_INVITED})
     channel = _self_service(me.area_code)
     if me.household_id is None:
         household = people_service.create_household(
@@ -898,7 +893,24 @@ def _enter_household(
         PersonIn(name=name, id_number=number, phone=phone, household_id=household_id),
     )
     assert created
-    _expose(session, [masked.ref])
+    person = repository.person_by_ref(session, masked.ref)
+    assert person is not None
+    _member_added(session, actor, household_id, compound_code, person, action, detail)
+    return person
+
+
+def _member_added(
+    session: Session,
+    actor: Actor,
+    household_id: int,
+    compound_code: str,
+    person: Person,
+    action: str,
+    detail: dict[str, Any] | None,
+) -> None:
+    """A member entered the household: exposed at once to a case in force among its members;
+    audited ``action`` and announced."""
+    _expose(session, [person.ref])
     record(
         session,
         actor,
@@ -911,12 +923,91 @@ def _enter_household(
     publish(
         session,
         "residents.household.member_added",
-        {"household_id": household_id, "compound_code": compound_code, "person_ref": masked.ref},
+        {"household_id": household_id, "compound_code": compound_code, "person_ref": person.ref},
         key=str(household_id),
     )
-    person = repository.person_by_ref(session, masked.ref)
-    assert person is not None
-    return person
+
+
+def _check_household_size(session: Session, me: Person, pending: list[MemberInvitation]) -> None:
+    if len(household_of(session, me)) + len(pending) > MAX_MEMBERS:
+        raise InvalidInput(
+            f"一户最多登记{MAX_MEMBERS + 1}人", f"at most {MAX_MEMBERS + 1} persons per household"
+        )
+
+
+def registered_number(person: Person) -> str:
+    """The ID number of a registered person (decrypted, for an age or a check)."""
+    return field_cipher().decrypt(person.id_number_enc, people_service.ID_FIELD)
+
+
+def _invite_registered(
+    session: Session,
+    me: Person,
+    person: Person,
+    name: str,
+    number: str,
+    key: str,
+    client_ip: str,
+) -> MemberInvitation:
+    """Invite an adult who registered themselves to move into ``me``'s household: the name
+    must be the registered one (a mismatch counts against the rate limit, as a wrong name at
+    login does), they must live in the same compound (else they change their address first),
+    and their consent is asked on the phone they registered."""
+    index = blind_index()
+    if not secrets.compare_digest(person.name_bidx, index.digest(name, "name")):
+        raise _failed(
+            FormInvalid(
+                {
+                    "name": (
+                        "姓名与该身份证号码登记的姓名不一致，请核对",
+                        "the name is not the one registered with this ID number; check both",
+                    )
+                }
+            ),
+            key,
+            client_ip,
+            "name_mismatch",
+        )
+    if me.household_id is not None and person.household_id == me.household_id:
+        raise FormInvalid({"id_number": ("该成员已在本户", "they are already in your household")})
+    if person.area_code != me.area_code:
+        raise FormInvalid(
+            {
+                "id_number": (
+                    "对方登记在其他小区：请其先在“我的家庭”中把住址变更到本小区，再邀请其加入",
+                    "they are registered in another compound: they change their address to "
+                    "yours first (my household, change address), then you invite them",
+                )
+            }
+        )
+    pending = (
+        repository.invitations_of_household(session, me.household_id, clock.now())
+        if me.household_id is not None
+        else []
+    )
+    if any(i.id_number_bidx == person.id_number_bidx for i in pending):
+        raise FormInvalid({"id_number": ALREADY_INVITED})
+    _check_household_size(session, me, pending)
+    if me.household_id is None:
+        opened = people_service.create_household(
+            session, _self_service(me.area_code), HouseholdIn(compound_code=me.area_code)
+        )
+        me.household_id = opened.id
+    return _invite(
+        session,
+        resident_actor(me),
+        me.household_id,
+        me.area_code,
+        me.ref,
+        (name, number, None),
+        person_ref=person.ref,
+    )
+
+
+ALREADY_INVITED = (
+    "该成员已在等待本人确认，请在下方“待本人确认”中发送确认码",
+    "this member is already awaiting their consent; send them a code below",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -935,9 +1026,11 @@ def _invite(
     compound_code: str,
     inviter_ref: str,
     member: tuple[str, str, str | None],
+    *,
+    person_ref: str | None = None,
 ) -> MemberInvitation:
-    """Keep an adult member (name, ID, phone: all checked) awaiting their consent; audited
-    (no personal data) and announced."""
+    """Keep an adult member (name, ID, phone: all checked; or a registered person's
+    ``person_ref``) awaiting their consent; audited (no personal data) and announced."""
     name, number, phone = member
     cipher, now = field_cipher(), clock.now()
     invitation = MemberInvitation(
@@ -948,6 +1041,7 @@ def _invite(
         id_number_enc=cipher.encrypt(number, INVITED_ID),
         id_number_bidx=blind_index().digest(number, "id_number"),
         phone_enc=cipher.encrypt(phone, INVITED_PHONE) if phone else None,
+        person_ref=person_ref,
         created_at=now,
         expires_at=now + dt.timedelta(days=INVITATION_DAYS),
     )
@@ -960,7 +1054,11 @@ def _invite(
         object_type="member_invitation",
         object_id=invitation.id,
         area_code=compound_code,
-        detail={"household_id": household_id, "phone": phone is not None},
+        detail={
+            "household_id": household_id,
+            "phone": phone is not None,
+            "registered": person_ref is not None,
+        },
     )
     publish(
         session,
@@ -987,9 +1085,21 @@ class PendingMember:
     household_id: int
 
 
-def _pending(invitation: MemberInvitation) -> PendingMember:
+def _phone_of(session: Session, invitation: MemberInvitation) -> str | None:
+    """Where the adult's consent is asked: the phone given for them, or the one a registered
+    adult registered with."""
     cipher = field_cipher()
-    phone = cipher.decrypt(invitation.phone_enc, INVITED_PHONE) if invitation.phone_enc else None
+    if invitation.person_ref is not None:
+        person = repository.person_by_ref(session, invitation.person_ref)
+        if person is None or person.phone_enc is None:
+            return None
+        return cipher.decrypt(person.phone_enc, people_service.PHONE_FIELD)
+    return cipher.decrypt(invitation.phone_enc, INVITED_PHONE) if invitation.phone_enc else None
+
+
+def _pending(session: Session, invitation: MemberInvitation) -> PendingMember:
+    cipher = field_cipher()
+    phone = _phone_of(session, invitation)
     return PendingMember(
         id=invitation.id,
         name=mask_name(cipher.decrypt(invitation.name_enc, INVITED_NAME)),
@@ -1005,7 +1115,7 @@ def pending_members(session: Session, me: Person) -> list[PendingMember]:
     if me.household_id is None:
         return []
     found = repository.invitations_of_household(session, me.household_id, clock.now())
-    return [_pending(i) for i in found]
+    return [_pending(session, i) for i in found]
 
 
 INVITATION_NOT_FOUND = ("未找到该待确认成员，可能已确认或已过期", "no such member awaiting consent")
@@ -1021,14 +1131,15 @@ def _my_invitation(session: Session, me: Person, invitation_id: int) -> MemberIn
     raise NotFound(*INVITATION_NOT_FOUND, code="invitation_not_found")
 
 
-def _invited_phone(invitation: MemberInvitation) -> str:
-    if invitation.phone_enc is None:
+def _invited_phone(session: Session, invitation: MemberInvitation) -> str:
+    phone = _phone_of(session, invitation)
+    if phone is None:
         raise InvalidInput(
             "该成员没有登记手机号码，请其本人携带身份证到社区，由网格员当面核验确认",
             "this member gave no phone: they confirm in person with their ID card at the community",
             code="invitation_without_phone",
         )
-    return field_cipher().decrypt(invitation.phone_enc, INVITED_PHONE)
+    return phone
 
 
 def send_consent_code(
@@ -1037,7 +1148,7 @@ def send_consent_code(
     """Text the invited adult a code (本人确认码): the text names the resident (masked) and the
     compound, so passing the code on is their consent. Rate limits as for any code."""
     invitation = _my_invitation(session, me, invitation_id)
-    phone = _invited_phone(invitation)
+    phone = _invited_phone(session, invitation)
     cipher = field_cipher()
     inviter = mask_name(cipher.decrypt(me.name_enc, people_service.NAME_FIELD))
     household = session.get(Household, invitation.household_id)
@@ -1059,6 +1170,8 @@ def _join(session: Session, actor: Actor, invitation: MemberInvitation, via: str
     household = session.get(Household, invitation.household_id)
     if household is None:
         raise NotFound(*INVITATION_NOT_FOUND, code="invitation_not_found")
+    if invitation.person_ref is not None:
+        return _move_in(session, actor, invitation, household, via)
     cipher = field_cipher()
     number = cipher.decrypt(invitation.id_number_enc, INVITED_ID)
     if repository.person_by_id_index(session, invitation.id_number_bidx) is not None:
@@ -1082,11 +1195,51 @@ def _join(session: Session, actor: Actor, invitation: MemberInvitation, via: str
     )
 
 
+def _move_in(
+    session: Session, actor: Actor, invitation: MemberInvitation, household: Household, via: str
+) -> Person:
+    """A registered adult consented: they leave their own household for this one (same
+    compound), exposed at once to a case in force among its members. Refused while their code
+    is not green, as any move is, or when they no longer live in the household's compound."""
+    person = (
+        repository.person_by_ref(session, invitation.person_ref) if invitation.person_ref else None
+    )
+    if person is None:
+        raise NotFound(*INVITATION_NOT_FOUND, code="invitation_not_found")
+    if person.area_code != household.compound_code:
+        raise Conflict(
+            "对方的住址已不在本小区，无法加入，请撤回该邀请",
+            "they no longer live in this compound; withdraw the invitation",
+            code="invitation_moved_away",
+        )
+    _require_green(
+        session,
+        [person],
+        "对方当前不是绿码，暂不能加入本户；如有疑问，请联系所在社区",
+        "their code is not green, so they cannot join the household now; ask your community",
+        code="member_not_green",
+    )
+    session.delete(invitation)
+    people_service.join_household(session, actor, person, household, reason=f"consent_{via}")
+    _member_added(
+        session,
+        actor,
+        household.id,
+        household.compound_code,
+        person,
+        "residents.member.confirm",
+        {"invitation_id": invitation.id, "via": via, "registered": True},
+    )
+    return person
+
+
 def confirm_member(session: Session, me: Person, invitation_id: int, code: str) -> Person:
     """The invited adult's consent, by the code texted to their phone: they join the
     household. A wrong code counts against the code's tries."""
     invitation = _my_invitation(session, me, invitation_id)
-    proof = sms_codes.check_code(session, _invited_phone(invitation), code, purpose=FOR_CONSENT)
+    proof = sms_codes.check_code(
+        session, _invited_phone(session, invitation), code, purpose=FOR_CONSENT
+    )
     sms_codes.spend(proof)
     return _join(session, resident_actor(me), invitation, "sms")
 
@@ -1111,7 +1264,7 @@ def pending_in_compound(
     """Adults awaiting consent in a compound of the caller's jurisdiction (masked)."""
     compound_for_staff(session, who, compound_code)
     found = repository.invitations_scoped(session, who, compound_code, clock.now())
-    return [_pending(i) for i in found]
+    return [_pending(session, i) for i in found]
 
 
 def confirm_member_in_person(session: Session, who: Principal, invitation_id: int) -> Person:

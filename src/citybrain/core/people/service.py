@@ -286,6 +286,46 @@ def leave_household(session: Session, actor: Actor, person: Person, *, reason: s
     _forget_empty_household(session, household_id)
 
 
+TOPIC_PERSON_JOINED_HOUSEHOLD = "person.joined_household"
+
+
+def join_household(
+    session: Session, actor: Actor, person: Person, household: Household, *, reason: str
+) -> None:
+    """The person, registered and living in the household's compound, becomes a member of
+    ``household`` (加入本户), leaving the one they were in (whose flat is forgotten if nobody
+    is left). The caller decides that ``actor`` may. Audited and announced."""
+    if person.area_code != household.compound_code:
+        raise InvalidInput(
+            "只能加入同一小区的家庭", "one joins only a household of one's own compound"
+        )
+    before = person.household_id
+    person.household_id = household.id
+    person.updated_at = clock.now()
+    record(
+        session,
+        actor,
+        "person.join_household",
+        object_type="person",
+        object_id=person.ref,
+        area_code=person.area_code,
+        detail={"from": before, "to": household.id, "reason": reason},
+    )
+    publish(
+        session,
+        TOPIC_PERSON_JOINED_HOUSEHOLD,
+        {
+            "person_ref": person.ref,
+            "household_id": household.id,
+            "from_household_id": before,
+            "area_code": person.area_code,
+        },
+        key=person.ref,
+    )
+    session.flush()
+    _forget_empty_household(session, before)
+
+
 TOPIC_HOUSEHOLD_MOVED = "household.moved"
 
 
