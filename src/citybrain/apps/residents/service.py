@@ -816,7 +816,7 @@ def add_member(
         if number is not None
         else None
     )
-    if registered is not None and not is_adult(registered_number(registered), clock.today_local()):
+    if registered is not None and _age(registered.birth_date, clock.today_local()) < ADULT_AGE:
         problems["id_number"] = (
             "该身份证号码已登记，不能重复登记；如需加入本户，请联系社区网格员",
             "this ID number is already registered; your community's grid worker can help",
@@ -933,11 +933,6 @@ def _check_household_size(session: Session, me: Person, pending: list[MemberInvi
         raise InvalidInput(
             f"一户最多登记{MAX_MEMBERS + 1}人", f"at most {MAX_MEMBERS + 1} persons per household"
         )
-
-
-def registered_number(person: Person) -> str:
-    """The ID number of a registered person (decrypted, for an age or a check)."""
-    return field_cipher().decrypt(person.id_number_enc, people_service.ID_FIELD)
 
 
 def _invite_registered(
