@@ -840,25 +840,12 @@ def add_member(
     if not identity_matches(m_name, number, m_phone if adult else None):
         mismatch = MEMBER_PHONE_MISMATCH if adult and m_phone else MEMBER_IDENTITY_MISMATCH
         raise _failed(FormInvalid({"name": mismatch}), key, client_ip, "identity_mismatch")
-    pending = (
-        repository.invitations_of_household(session, me.household_id, clock.now())
-        if me.household_id is not None
-        else []
-    )
-    _check_household_size(session, me, pending)
-    if any(i.id_number_bidx == index.digest(number, "id_number") for i in pending):
-        raise FormInvalid({"id_number": ALREADY_INVITED})
-    channel = _self_service(me.area_code)
-    if me.household_id is None:
-        household = people_service.create_household(
-            session, channel, HouseholdIn(compound_code=me.area_code)
-        )
-        me.household_id = household.id
+    household_id = _household_with_room(session, me, index.digest(number, "id_number"))
     if adult:
         return _invite(
             session,
             resident_actor(me),
-            me.household_id,
+            household_id,
             me.area_code,
             me.ref,
             (m_name, number, m_phone),
@@ -866,7 +853,7 @@ def add_member(
     return _enter_household(
         session,
         resident_actor(me),
-        me.household_id,
+        household_id,
         me.area_code,
         (m_name, number, m_phone),
         action="residents.member.add",
@@ -928,11 +915,26 @@ def _member_added(
     )
 
 
-def _check_household_size(session: Session, me: Person, pending: list[MemberInvitation]) -> None:
+def _household_with_room(session: Session, me: Person, id_bidx: str) -> int:
+    """``me``'s household (opened now if they had none), when it has room for one more and
+    the ID of blind index ``id_bidx`` is not already awaiting consent in it."""
+    pending = (
+        repository.invitations_of_household(session, me.household_id, clock.now())
+        if me.household_id is not None
+        else []
+    )
     if len(household_of(session, me)) + len(pending) > MAX_MEMBERS:
         raise InvalidInput(
             f"一户最多登记{MAX_MEMBERS + 1}人", f"at most {MAX_MEMBERS + 1} persons per household"
         )
+    if any(i.id_number_bidx == id_bidx for i in pending):
+        raise FormInvalid({"id_number": ALREADY_INVITED})
+    if me.household_id is None:
+        opened = people_service.create_household(
+            session, _self_service(me.area_code), HouseholdIn(compound_code=me.area_code)
+        )
+        me.household_id = opened.id
+    return me.household_id
 
 
 def _invite_registered(
@@ -975,23 +977,10 @@ def _invite_registered(
                 )
             }
         )
-    pending = (
-        repository.invitations_of_household(session, me.household_id, clock.now())
-        if me.household_id is not None
-        else []
-    )
-    if any(i.id_number_bidx == person.id_number_bidx for i in pending):
-        raise FormInvalid({"id_number": ALREADY_INVITED})
-    _check_household_size(session, me, pending)
-    if me.household_id is None:
-        opened = people_service.create_household(
-            session, _self_service(me.area_code), HouseholdIn(compound_code=me.area_code)
-        )
-        me.household_id = opened.id
     return _invite(
         session,
         resident_actor(me),
-        me.household_id,
+        _household_with_room(session, me, person.id_number_bidx),
         me.area_code,
         me.ref,
         (name, number, None),
