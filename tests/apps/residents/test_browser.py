@@ -94,6 +94,18 @@ def segno_qr_text(svg: str) -> str:
     return str(found[0].text)
 
 
+def staff_desk(browser: Any, base: str, username: str) -> tuple[Any, Any]:
+    """A staff member logged in on a phone screen: (browser context, page at the home page)."""
+    staff = browser.new_context(viewport=PHONE, is_mobile=True, locale="zh-CN")
+    desk = staff.new_page()
+    desk.goto(f"{base}/login")
+    desk.fill("#username", username)
+    desk.fill("#password", PASSWORD)
+    desk.click("button[type=submit]")
+    desk.wait_for_url(f"{base}/")
+    return staff, desk
+
+
 def choose_compound(page: Any, compound: str) -> None:
     """Pick ``compound`` on the registration form: each choice fills the next list from the
     server (htmx swaps the picker)."""
@@ -227,12 +239,7 @@ def test_register_see_green_then_red_after_a_household_case(
     context.close()
 
     # The compound's staff see it red too.
-    staff = browser.new_context(viewport=PHONE, is_mobile=True, locale="zh-CN")
-    desk = staff.new_page()
-    desk.goto(f"{base}/login")
-    desk.fill("#username", "gridworker")
-    desk.fill("#password", PASSWORD)
-    desk.click("button[type=submit]")
+    staff, desk = staff_desk(browser, base, "gridworker")
     desk.get_by_test_id("nav-residents").click()
     desk.locator(f"[data-code='{compound}'] a").click()
     expect(desk.get_by_test_id("tier")).to_have_attribute("data-tier", "red")

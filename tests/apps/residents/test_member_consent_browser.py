@@ -10,8 +10,8 @@ import re
 import pytest
 
 from citybrain.kit.db import Database
-from tests.apps.residents.test_browser import PHONE, choose_compound, city
-from tests.factories import PASSWORD, next_synthetic, next_synthetic_adult
+from tests.apps.residents.test_browser import PHONE, choose_compound, city, staff_desk
+from tests.factories import next_synthetic, next_synthetic_adult
 from tests.sms_gateway import running_gateway
 from tests.web.test_browser import ARTIFACTS, browser
 
@@ -75,12 +75,7 @@ def test_an_adult_member_consents_from_their_own_phone(
     context.close()
 
     # The grid worker sees the elder, masked, and confirms after checking their ID card.
-    staff = browser.new_context(viewport=PHONE, is_mobile=True, locale="zh-CN")
-    desk = staff.new_page()
-    desk.goto(f"{base}/login")
-    desk.fill("#username", "gridworker")
-    desk.fill("#password", PASSWORD)
-    desk.click("button[type=submit]")
+    staff, desk = staff_desk(browser, base, "gridworker")
     desk.goto(f"{base}/residents/staff/compounds/{compound}?tab=residents")
     waiting = desk.get_by_test_id("pending-member")
     expect(waiting).to_have_count(1)

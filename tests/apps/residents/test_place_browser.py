@@ -19,8 +19,8 @@ from citybrain.core.people.service import register_person
 from citybrain.healthcode.models import Scan
 from citybrain.kit.db import Database
 from citybrain.web.app import create_app
-from tests.apps.residents.test_browser import PHONE, segno_qr_text
-from tests.factories import PASSWORD, STREET_A, first_compound, make_user, next_synthetic
+from tests.apps.residents.test_browser import PHONE, segno_qr_text, staff_desk
+from tests.factories import STREET_A, first_compound, make_user, next_synthetic
 from tests.sms_gateway import running_gateway
 from tests.web.test_browser import ARTIFACTS, browser, serving
 
@@ -74,13 +74,7 @@ def test_a_resident_checks_in_at_a_venue_by_its_printed_code(
     base = town["base"]
 
     # The street officer prints the venue's code.
-    staff = browser.new_context(viewport=PHONE, is_mobile=True, locale="zh-CN")
-    desk = staff.new_page()
-    desk.goto(f"{base}/login")
-    desk.fill("#username", "streetstaff")
-    desk.fill("#password", PASSWORD)
-    desk.click("button[type=submit]")
-    desk.wait_for_url(f"{base}/")
+    staff, desk = staff_desk(browser, base, "streetstaff")
     desk.get_by_test_id("nav-place-codes").click()
     desk.fill("#q", town["place_name"][:4])
     desk.select_option("#kind", "venue")
