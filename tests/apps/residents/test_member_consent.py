@@ -22,6 +22,7 @@ from citybrain.apps.residents.service import (
 from citybrain.core.audit.models import AuditEntry
 from citybrain.core.audit.service import Actor
 from citybrain.core.events.models import OutboxEvent
+from citybrain.core.geo.models import Compound
 from citybrain.core.people.models import Person
 from citybrain.kit import clock
 from citybrain.kit.crypto import FieldCipher
@@ -69,6 +70,12 @@ def _act(client: TestClient, invitation_id: int, action: str, **extra: str) -> A
     return client.post(
         f"/residents/household/invitations/{invitation_id}", data=data, follow_redirects=False
     )
+
+
+def compound_name(session: Session, code: str) -> str:
+    compound = session.get(Compound, code)
+    assert compound is not None
+    return compound.name
 
 
 def _actions(session: Session, action: str) -> list[AuditEntry]:
@@ -201,6 +208,11 @@ def test_an_adult_without_a_phone_is_confirmed_in_person_by_the_compound_staff(
     staff.cookies.clear()
     worker = make_user(session, "grid_worker", compound[:12])
     log_in(staff, worker.name)
+    # The compounds' list says where someone waits to be seen.
+    overview = html.unescape(
+        staff.get(f"/residents/staff?name={compound_name(session, compound)}").text
+    )
+    assert 'data-testid="row-awaiting"' in overview and "1人待确认" in overview
     residents_tab = f"/residents/staff/compounds/{compound}?tab=residents"
     listed = html.unescape(staff.get(residents_tab).text)
     assert listed.count('data-testid="pending-member"') == 1
@@ -215,6 +227,8 @@ def test_an_adult_without_a_phone_is_confirmed_in_person_by_the_compound_staff(
         follow_redirects=False,
     )
     assert done.status_code == 303 and "member_confirmed=1" in done.headers["location"]
+    overview = staff.get(f"/residents/staff?name={compound_name(session, compound)}").text
+    assert 'data-testid="row-awaiting"' not in overview
     session.expire_all()
     member = _me(session, adult)
     assert member.household_id == invitation.household_id and member.phone_enc is None

@@ -243,6 +243,24 @@ def resident_counts(session: Session, who: Principal, codes: list[str]) -> dict[
     return {code: int(n) for code, n in session.execute(statement)}
 
 
+def invitation_counts(
+    session: Session, who: Principal, codes: list[str], now: dt.datetime
+) -> dict[str, int]:
+    """Adults awaiting consent per compound (not lapsed), in ``who``'s jurisdiction."""
+    if not codes:
+        return {}
+    statement = (
+        select(MemberInvitation.compound_code, func.count())
+        .where(
+            MemberInvitation.compound_code.in_(codes),
+            MemberInvitation.expires_at > now,
+            in_jurisdiction(MemberInvitation.compound_code, who),
+        )
+        .group_by(MemberInvitation.compound_code)
+    )
+    return {code: int(n) for code, n in session.execute(statement)}
+
+
 def report_counts(
     session: Session, who: Principal, codes: list[str], day: dt.date
 ) -> dict[str, tuple[int, int]]:

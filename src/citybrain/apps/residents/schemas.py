@@ -143,3 +143,5 @@ class CompoundRow(BaseModel):
     reports_today: int
     flagged_today: int
     tier: str | None = None
+    # Adults entered by a household, awaiting their consent (some to be checked in person).
+    awaiting_consent: int = 0

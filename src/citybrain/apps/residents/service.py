@@ -1603,8 +1603,8 @@ def compounds_overview(
     page: int = 1,
     size: int = 30,
 ) -> tuple[int, list[CompoundRow]]:
-    """The compounds of the caller's jurisdiction with registered residents and today's
-    reports (flagged ones counted apart)."""
+    """The compounds of the caller's jurisdiction with registered residents, adults awaiting
+    their consent and today's reports (flagged ones counted apart)."""
     who.require(Permission.RESIDENTS_VIEW)
     if area_code and not area_code.isdigit():
         raise InvalidInput("区域代码须为数字", "area code must be digits", field="area")
@@ -1619,6 +1619,7 @@ def compounds_overview(
     codes = [c.code for c, _ in rows]
     residents = repository.resident_counts(session, who, codes)
     reports = repository.report_counts(session, who, codes, clock.today_local())
+    waiting = repository.invitation_counts(session, who, codes, clock.now())
     return total, [
         CompoundRow(
             code=c.code,
@@ -1627,6 +1628,7 @@ def compounds_overview(
             residents=residents.get(c.code, 0),
             reports_today=reports.get(c.code, (0, 0))[0],
             flagged_today=reports.get(c.code, (0, 0))[1],
+            awaiting_consent=waiting.get(c.code, 0),
         )
         for c, community in rows
     ]
