@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from citybrain.core.audit.service import SYSTEM, record, record_purge
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Role
+from citybrain.core.authz.scope import covers
 from citybrain.core.authz.service import withdrawn_tokens
 from citybrain.core.events.service import publish
 from citybrain.core.geo.models import (
@@ -707,7 +708,7 @@ def printable_subkinds(who: Principal) -> tuple[str, ...] | None:
 
 def may_print(who: Principal, place: Place) -> bool:
     """Whether ``who`` may print ``place``'s code: in their area, and of their sort."""
-    if not place.area_code.startswith(who.area_code):
+    if not covers(who, place.area_code):
         return False
     subkinds = printable_subkinds(who)
     return subkinds is None or (place.kind == PLACE_VENUE and place.subkind in subkinds)

@@ -67,6 +67,17 @@ class FieldCipher:
         """Whether ``blob`` was sealed with a key other than the active one."""
         return self.key_id(blob) != self.active_kid
 
+    def reseal(self, row: object, fields: Iterable[tuple[str, str]]) -> bool:
+        """Re-encrypt under the active key each ``(attribute, field)`` of ``row`` sealed with an
+        older one (密钥轮换); the plain value exists only in memory. Whether any changed."""
+        changed = False
+        for attribute, field in fields:
+            blob = getattr(row, attribute)
+            if blob is not None and self.needs_rotation(blob):
+                setattr(row, attribute, self.encrypt(self.decrypt(blob, field), field))
+                changed = True
+        return changed
+
 
 def normalise(value: str) -> str:
     """Canonical form for blind indexing: NFKC, trimmed, upper case, no inner spaces."""

@@ -806,14 +806,7 @@ def household_invitation(
             return RedirectResponse("/residents/household?withdrawn=1", status_code=303)
         service.confirm_member(session, me, invitation_id, sms_code)
     except CitybrainError as error:
-        rollback_keeping(session, error)
-        return _household(
-            request,
-            session,
-            me,
-            pending_errors={invitation_id: _errors(error, language(request))},
-            status_code=error.status_code,
-        )
+        return _household_refusing(request, session, me, error, beside=invitation_id)
     return RedirectResponse("/residents/household?confirmed=1", status_code=303)
 
 
@@ -918,15 +911,23 @@ def household_leave(
 
 
 def _household_refusing(
-    request: Request, session: Session, me: Person, error: CitybrainError
+    request: Request,
+    session: Session,
+    me: Person,
+    error: CitybrainError,
+    *,
+    beside: int | None = None,
 ) -> Response:
-    """我的家庭 again, saying why an action on it was refused."""
+    """我的家庭 again, saying why an action on it was refused (``beside`` an adult awaiting
+    consent, when it was about them)."""
     rollback_keeping(session, error)
+    errors = _errors(error, language(request))
     return _household(
         request,
         session,
         me,
-        errors=_errors(error, language(request)),
+        errors=errors if beside is None else None,
+        pending_errors={beside: errors} if beside is not None else None,
         status_code=error.status_code,
     )
 

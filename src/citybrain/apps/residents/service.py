@@ -582,12 +582,13 @@ def register_household(
     # Checked last, when all else holds: the city's service is asked only for a whole form,
     # before anything is written, and the code stays unspent for a corrected try.
     today = clock.today_local()
+    adults = {m_number for _, m_number, _ in members if is_adult(m_number, today)}
     _check_identities(
         name,
         number,
         phone,
         [
-            (p, m[0], m[1], m[2] if is_adult(m[1], today) else None)
+            (p, m[0], m[1], m[2] if m[1] in adults else None)
             for p, m in zip(positions, members, strict=True)
         ],
         key,
@@ -608,7 +609,7 @@ def register_household(
     member_refs: list[str] = []
     invited: list[int] = []
     for m_name, m_number, m_phone in members:
-        if is_adult(m_number, today):
+        if m_number in adults:
             invitation = _invite(
                 session,
                 channel.actor,
@@ -1155,7 +1156,7 @@ def _join(session: Session, actor: Actor, invitation: MemberInvitation, via: str
     if household is None:
         raise NotFound(*INVITATION_NOT_FOUND, code="invitation_not_found")
     if invitation.person_ref is not None:
-        return _move_in(session, actor, invitation, household, via)
+        return _move_in(session, actor, invitation, invitation.person_ref, household, via)
     cipher = field_cipher()
     number = cipher.decrypt(invitation.id_number_enc, INVITED_ID)
     if repository.person_by_id_index(session, invitation.id_number_bidx) is not None:
@@ -1180,14 +1181,17 @@ def _join(session: Session, actor: Actor, invitation: MemberInvitation, via: str
 
 
 def _move_in(
-    session: Session, actor: Actor, invitation: MemberInvitation, household: Household, via: str
+    session: Session,
+    actor: Actor,
+    invitation: MemberInvitation,
+    person_ref: str,
+    household: Household,
+    via: str,
 ) -> Person:
     """A registered adult consented: they leave their own household for this one (same
     compound), exposed at once to a case in force among its members. Refused while their code
     is not green, as any move is, or when they no longer live in the household's compound."""
-    person = (
-        repository.person_by_ref(session, invitation.person_ref) if invitation.person_ref else None
-    )
+    person = repository.person_by_ref(session, person_ref)
     if person is None:
         raise NotFound(*INVITATION_NOT_FOUND, code="invitation_not_found")
     if person.area_code != household.compound_code:
@@ -1270,19 +1274,14 @@ def reseal_invitations(session: Session, actor: Actor, cipher: FieldCipher | Non
     active one (``citybrain keys reseal`` runs it after the registry's); audited with the count
     when any changed. Returns how many invitations were resealed."""
     cipher = cipher or field_cipher()
-    resealed = 0
-    for invitation in repository.all_invitations(session):
-        changed = False
-        for attribute, field in (
-            ("name_enc", INVITED_NAME),
-            ("id_number_enc", INVITED_ID),
-            ("phone_enc", INVITED_PHONE),
-        ):
-            blob = getattr(invitation, attribute)
-            if blob is not None and cipher.needs_rotation(blob):
-                setattr(invitation, attribute, cipher.encrypt(cipher.decrypt(blob, field), field))
-                changed = True
-        resealed += changed
+    fields = (
+        ("name_enc", INVITED_NAME),
+        ("id_number_enc", INVITED_ID),
+        ("phone_enc", INVITED_PHONE),
+    )
+    resealed = sum(
+        cipher.reseal(invitation, fields) for invitation in repository.all_invitations(session)
+    )
     if resealed:
         record(
             session,

@@ -510,17 +510,10 @@ def reseal_personal_data(
         if not persons:
             break
         for person in persons:
-            changed = False
-            for attribute, field in (
-                ("name_enc", NAME_FIELD),
-                ("id_number_enc", ID_FIELD),
-                ("phone_enc", PHONE_FIELD),
-            ):
-                blob = getattr(person, attribute)
-                if blob is not None and cipher.needs_rotation(blob):
-                    setattr(person, attribute, cipher.encrypt(cipher.decrypt(blob, field), field))
-                    changed = True
-            resealed += changed
+            resealed += cipher.reseal(
+                person,
+                (("name_enc", NAME_FIELD), ("id_number_enc", ID_FIELD), ("phone_enc", PHONE_FIELD)),
+            )
         last_id = persons[-1].id
         done += len(persons)
         session.flush()
@@ -528,12 +521,7 @@ def reseal_personal_data(
             progress(done, int(total))
     households = 0
     for household in session.scalars(select(Household).where(Household.unit_enc.is_not(None))):
-        assert household.unit_enc is not None
-        if cipher.needs_rotation(household.unit_enc):
-            household.unit_enc = cipher.encrypt(
-                cipher.decrypt(household.unit_enc, UNIT_FIELD), UNIT_FIELD
-            )
-            households += 1
+        households += cipher.reseal(household, (("unit_enc", UNIT_FIELD),))
     counts = {"persons": done, "persons_resealed": resealed, "households_resealed": households}
     record(
         session,
