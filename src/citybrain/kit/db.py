@@ -18,6 +18,7 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from citybrain.kit.clock import as_utc
+from citybrain.kit.settings import get_settings
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -64,7 +65,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    milliseconds = round(get_settings().sqlite_busy_timeout_seconds * 1000)
+    cursor.execute(f"PRAGMA busy_timeout={milliseconds}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
@@ -79,6 +81,19 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if _begin_immediate.get() else "BEGIN")
 
 
+@contextmanager
+def writes_first() -> Iterator[None]:
+    """Inside the block, every transaction that begins on SQLite takes the write lock first
+    (``BEGIN IMMEDIATE``): for work run again after SQLite turned its write away, which must
+    not be turned away twice. PostgreSQL needs nothing."""
+    previous = _begin_immediate.get()
+    _begin_immediate.set(True)
+    try:
+        yield
+    finally:
+        _begin_immediate.set(previous)
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
     parsed = make_url(url)
@@ -90,13 +105,21 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            parsed, connect_args={"check_same_thread": False, "timeout": 10}, **kwargs
+            parsed,
+            connect_args={
+                "check_same_thread": False,
+                "timeout": get_settings().sqlite_busy_timeout_seconds,
+            },
+            # A failed statement's message names its SQL, never its values: they may be a
+            # person's (an appeal's text, a ciphertext), and errors reach the logs.
+            hide_parameters=True,
+            **kwargs,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(parsed, **kwargs)
+    return create_engine(parsed, hide_parameters=True, **kwargs)
 
 
 _after_commit_hooks: list[Callable[[], None]] = []
@@ -203,8 +226,6 @@ def get_database() -> Database:
     global _database
     with _database_lock:
         if _database is None:
-            from citybrain.kit.settings import get_settings
-
             _database = Database(get_settings().resolved_database_url)
         return _database
 

@@ -118,6 +118,15 @@ class RateLimited(CitybrainError):
     code = "rate_limited"
 
 
+class ServiceBusy(CitybrainError):
+    """The database stayed busy past its wait; nothing of the request was kept. Answered 503
+    with Retry-After."""
+
+    status_code = 503
+    code = "busy"
+    retry_after_seconds = 2
+
+
 class ConfigurationError(CitybrainError):
     """The process is misconfigured (missing keys in production, say)."""
 
@@ -157,5 +166,6 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "Conflicts with what exists 冲突",
         422: "Invalid input: the field and the problem are named 输入有误",
         429: "Too many attempts 尝试次数过多",
+        503: "Busy: nothing was saved, try again after Retry-After seconds 系统繁忙，请稍后重试",
     }
     return {s: {"model": ErrorBody, "description": descriptions[s]} for s in statuses}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 
+from citybrain.kit.attempts import ask_once
 from citybrain.kit.errors import CitybrainError
 from citybrain.kit.gateway import GatewayFailed, post_json
 from citybrain.kit.logging import get_logger
@@ -59,12 +60,20 @@ def identity_matches(name: str, id_number: str, phone: str | None = None) -> boo
                 code="identity_not_configured",
             )
         return True
+    # A request run again after SQLite turned its write away (web.retry) has its answer.
+    url = settings.identity_gateway_url
+    return ask_once(("identity", name, id_number, phone), lambda: _ask(url, name, id_number, phone))
+
+
+def _ask(url: str, name: str, id_number: str, phone: str | None) -> bool:
+    """The service's answer; raises IdentityUnavailable when it gives none."""
+    settings = get_settings()
     payload = {"name": name, "id_number": id_number}
     if phone is not None:
         payload["phone"] = phone
     try:
         body = post_json(
-            settings.identity_gateway_url,
+            url,
             payload,
             token=settings.identity_gateway_token,
             timeout=settings.identity_timeout_seconds,

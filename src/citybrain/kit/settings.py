@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     blind_index_key: str | None = None
     secret_key: str | None = None
 
+    # How long a SQLite connection waits for another's write lock before giving up (the
+    # request then answers 503 with Retry-After).
+    sqlite_busy_timeout_seconds: float = Field(default=10.0, gt=0)
+
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"

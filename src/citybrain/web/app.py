@@ -12,22 +12,26 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 import citybrain
 from citybrain.kit.db import Database
-from citybrain.kit.errors import CitybrainError, NotAuthenticated
+from citybrain.kit.errors import CitybrainError, NotAuthenticated, ServiceBusy
 from citybrain.kit.i18n import translate
 from citybrain.kit.keys import get_keyring
-from citybrain.kit.logging import configure_logging
+from citybrain.kit.logging import configure_logging, get_logger
 from citybrain.kit.settings import get_settings
 from citybrain.kit.web import language, register_templates, render
 from citybrain.web.assets import CompressedStaticFiles
 from citybrain.web.guards import InputGuard
 from citybrain.web.middleware import RequestContextMiddleware
+from citybrain.web.retry import runs_again, sqlite_busy
 from citybrain.web.routers import ROUTERS
+
+log = get_logger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parent
 PACKAGE_DIR = WEB_DIR.parent
@@ -66,6 +70,22 @@ async def _citybrain_error(request: Request, exc: Exception) -> Response:
         {"message": exc.message(lang), "status": exc.status_code},
         status_code=exc.status_code,
     )
+
+
+async def _database_error(request: Request, exc: Exception) -> Response:
+    """SQLite still busy on a request's last run: 503 with Retry-After and a message saying
+    nothing was kept, instead of a 500. Anything else, or a run that ``web.retry`` will run
+    again, passes through."""
+    assert isinstance(exc, OperationalError)
+    if not sqlite_busy(exc) or runs_again(exc):
+        raise exc
+    log.warning("request.database_busy", method=request.method)
+    busy = ServiceBusy(
+        "系统繁忙，本次提交未保存，请稍后重试", "the system is busy; nothing was saved, try again"
+    )
+    response = await _citybrain_error(request, busy)
+    response.headers["Retry-After"] = str(busy.retry_after_seconds)
+    return response
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -186,6 +206,7 @@ def create_app(database: Database | None = None, *, background: bool = False) ->
     app.add_exception_handler(CitybrainError, _citybrain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _database_error)
     return app
 
 

@@ -6,7 +6,9 @@ first write, SQLite refuses the write at once ("database is locked": the request
 stale, and no waiting can help it). The request's unit of work has then rolled back all of it,
 so the whole request can simply run again on a fresh snapshot, as long as nothing of its answer
 has been sent. Retrying here, once for all routes, spares every form and API from answering
-a 500 under background load. PostgreSQL never raises this; other errors pass through.
+a 500 under background load. A run again takes the write lock first and reuses what the first
+run asked outside (``kit.attempts``); a request still refused on its last run is answered 503
+by the app (``web.app``). PostgreSQL never raises this; other errors pass through.
 """
 
 from __future__ import annotations
@@ -14,10 +16,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from contextlib import nullcontext
+from contextvars import ContextVar
 
 from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from citybrain.kit.attempts import one_request
+from citybrain.kit.db import writes_first
 from citybrain.kit.logging import get_logger
 
 log = get_logger(__name__)
@@ -49,34 +55,52 @@ def worth_retrying(error: BaseException, seconds: float) -> bool:
     return seconds < WAITED_TOO_LONG_SECONDS
 
 
+# Set for each run: whether another may follow, and when it began (see ``runs_again``).
+_last_run: ContextVar[bool] = ContextVar("citybrain_last_run", default=True)
+_run_began: ContextVar[float] = ContextVar("citybrain_run_began", default=0.0)
+
+
+def runs_again(error: BaseException) -> bool:
+    """Whether the request failing with ``error`` now will be run again (the app then lets
+    the error through to ``run_retrying`` instead of answering it)."""
+    return not _last_run.get() and worth_retrying(error, time.monotonic() - _run_began.get())
+
+
 async def run_retrying(
     app: ASGIApp, scope: Scope, messages: list[Message], receive: Receive, send: Send
 ) -> None:
     """Run ``app`` on the request whose body ``messages`` were already read, again (up to
-    ``ATTEMPTS`` in all) while it fails with SQLite busy before its answer started."""
-    for attempt in range(1, ATTEMPTS + 1):
-        pending = list(messages)
-        started = False
+    ``ATTEMPTS`` in all) while it fails with SQLite busy before its answer started. A run
+    again takes the write lock first, so it cannot be turned away for the same reason, and
+    reuses what the first run asked outside (``kit.attempts``): it holds the lock only for
+    its own reads and writes. The last run's failure is the app's to answer (503)."""
+    with one_request():
+        for attempt in range(1, ATTEMPTS + 1):
+            pending = list(messages)
+            started = False
 
-        async def replay(pending: list[Message] = pending) -> Message:
-            if pending:
-                return pending.pop(0)
-            return await receive()
+            async def replay(pending: list[Message] = pending) -> Message:
+                if pending:
+                    return pending.pop(0)
+                return await receive()
 
-        async def watched(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+            async def watched(message: Message) -> None:
+                nonlocal started
+                if message["type"] == "http.response.start":
+                    started = True
+                await send(message)
 
-        began = time.monotonic()
-        try:
-            await app(scope, replay, watched)
-            return
-        except Exception as error:
-            waited = time.monotonic() - began
-            if started or attempt == ATTEMPTS or not worth_retrying(error, waited):
-                raise
-        # The method only: a path may carry a person's reference.
-        log.warning("request.retried", reason="database_busy", method=scope.get("method"))
-        await asyncio.sleep(PAUSE_SECONDS * attempt)
+            _last_run.set(attempt == ATTEMPTS)
+            began = time.monotonic()
+            _run_began.set(began)
+            try:
+                with writes_first() if attempt > 1 else nullcontext():
+                    await app(scope, replay, watched)
+                return
+            except Exception as error:
+                waited = time.monotonic() - began
+                if started or attempt == ATTEMPTS or not worth_retrying(error, waited):
+                    raise
+            # The method only: a path may carry a person's reference.
+            log.warning("request.retried", reason="database_busy", method=scope.get("method"))
+            await asyncio.sleep(PAUSE_SECONDS * attempt)

@@ -33,6 +33,7 @@ from citybrain.core.authz.roles import (
 from citybrain.core.geo.models import CITY_CODE, Area, Place
 from citybrain.core.geo.repository import ancestors
 from citybrain.kit import clock
+from citybrain.kit.attempts import ask_once
 from citybrain.kit.errors import Conflict, InvalidInput, NotAuthenticated, RateLimited
 from citybrain.kit.settings import get_settings
 
@@ -162,7 +163,11 @@ def authenticate(session: Session, username: str, password: str, client_ip: str)
     if user is None:
         burn_time(password)
         raise _login_failed(username, client_ip, "unknown_user")
-    if not verify_password(user.password_hash, password):
+    # Argon2 is slow on purpose; a run of the request again (web.retry) reuses its verdict.
+    if not ask_once(
+        ("password", user.id, user.password_hash, password),
+        lambda: verify_password(user.password_hash, password),
+    ):
         raise _login_failed(username, client_ip, "wrong_password")
     if not user.is_active:
         raise _login_failed(username, client_ip, "inactive")
