@@ -18,8 +18,15 @@ _ID_LIKE = re.compile(r"(?<![0-9A-Za-z])(\d{6})(\d{8})(\d{3}[\dXx])(?![0-9A-Za-z
 _PHONE_LIKE = re.compile(r"(?<!\d)(1[3-9]\d)(\d{4})(\d{4})(?!\d)")
 
 
+# PostgreSQL's errors quote the row or key they refused ("Failing row contains (...)",
+# "Key (...)=(...) already exists"); the statement's own values are hidden by the engine.
+_PG_DETAIL = re.compile(r"^DETAIL:.*$", re.MULTILINE)
+
+
 def scrub(text: str) -> str:
-    """Mask ID-number-like and mobile-like digit runs in ``text``."""
+    """Mask ID-number-like and mobile-like digit runs in ``text``, and drop the values
+    PostgreSQL quotes in an error's DETAIL."""
+    text = _PG_DETAIL.sub("DETAIL:  (values not logged)", text)
     text = _ID_LIKE.sub(lambda m: m.group(1)[:4] + "*" * 10 + m.group(3)[-4:], text)
     return _PHONE_LIKE.sub(lambda m: m.group(1) + "****" + m.group(3), text)
 
