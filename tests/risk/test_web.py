@@ -11,7 +11,14 @@ from typing import Any
 from fastapi.testclient import TestClient
 from openpyxl import load_workbook
 from sqlalchemy.orm import Session
-from tests.factories import STREET_A, STREET_B, TEST_ACTOR, make_user
+from tests.factories import (
+    STREET_A,
+    STREET_B,
+    TEST_ACTOR,
+    first_compound,
+    make_user,
+    next_synthetic,
+)
 from tests.risk.conftest import audits, resident
 from tests.risk.test_rules import rules_text
 from tests.risk.test_rulesets import SECONDARY_RED
@@ -20,6 +27,8 @@ from tests.web.conftest import csrf_of, log_in
 from citybrain.core.authz import repository as authz_repository
 from citybrain.core.authz.service import issue_token
 from citybrain.core.geo.models import Compound
+from citybrain.core.people.schemas import PersonIn
+from citybrain.core.people.service import register_person
 from citybrain.kit import clock
 from citybrain.risk import service
 
@@ -190,6 +199,51 @@ def _form(client: TestClient, path: str, data: dict[str, Any], page: str) -> Any
     return client.post(
         path, data={**data, "csrf_token": csrf_of(client, page)}, follow_redirects=False
     )
+
+
+def test_a_clinic_finds_a_patient_by_id_number_in_its_jurisdiction_only(
+    client: TestClient, session: Session
+) -> None:
+    """A fever clinic has the patient's ID card, not a reference: the look-up takes the ID
+    number (searched in the jurisdiction and audited, never put in an address) and opens the
+    person's page; the people search's person page links there too."""
+    street = make_user(session, "street_officer", STREET_A)
+    neighbour = make_user(session, "street_officer", STREET_B, "neighbour")
+    clinic = make_user(session, "clinic_staff", STREET_A, "fevers")
+    patient = next_synthetic()
+    registered, _ = register_person(
+        session,
+        street,
+        PersonIn(
+            name=patient.name,
+            id_number=patient.id_number,
+            phone=patient.phone,
+            compound_code=first_compound(session, STREET_A),
+        ),
+    )
+    session.commit()
+    log_in(client, "fevers")
+    found = _form(client, "/risk/lookup", {"ref": patient.id_number.lower()}, "/risk")
+    assert found.status_code == 303
+    assert found.headers["location"] == f"/risk/persons/{registered.ref}"
+    assert patient.id_number not in found.headers["location"]
+    page = client.get(found.headers["location"])
+    assert page.status_code == 200 and "发热门诊就诊" in page.text  # what a clinic records
+    wrong = patient.id_number[:-1] + ("0" if patient.id_number[-1] != "0" else "1")
+    invalid = _form(client, "/risk/lookup", {"ref": wrong}, "/risk")
+    assert invalid.headers["location"] == "/risk?lookup=invalid"
+    shown = client.get("/risk?lookup=invalid").text
+    assert 'data-testid="lookup-error"' in shown and "校验位须正确" in shown
+    person = client.get(f"/people/{registered.ref}").text
+    assert f'href="/risk/persons/{registered.ref}"' in person
+    client.post("/logout", data={"csrf_token": csrf_of(client, "/")})
+
+    log_in(client, "neighbour")  # the next street: not theirs to find
+    elsewhere = _form(client, "/risk/lookup", {"ref": patient.id_number}, "/risk")
+    assert elsewhere.headers["location"] == "/risk?lookup=none"
+    assert "辖区内未找到该身份证号码的登记人员" in client.get("/risk?lookup=none").text
+    searched = [(a.actor, a.detail["results"]) for a in audits(session, "person.search")]
+    assert searched == [(clinic.actor.ref, 1), (neighbour.actor.ref, 0)]
 
 
 def test_staff_pages_in_chinese(client: TestClient, session: Session) -> None:

@@ -21,6 +21,7 @@ from citybrain.core.authz.deps import require
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.authz.service import actor_names
+from citybrain.core.people import service as people_service
 from citybrain.kit import clock
 from citybrain.kit.db import rollback_keeping
 from citybrain.kit.errors import CitybrainError, InvalidInput, NotFound
@@ -52,7 +53,17 @@ TEXT: dict[str, tuple[str, str]] = {
     "rules": ("赋码规则版本", "Rule versions"),
     "overrides": ("人工赋码", "Manual colours"),
     "appeals": ("申诉处理", "Appeals"),
-    "lookup": ("按人员编号查看", "Look up by person reference"),
+    "lookup": ("身份证号码或人员编号", "ID number or person reference"),
+    "lookup_none": (
+        "辖区内未找到该身份证号码的登记人员；未登记的，请先在“人员查询”中登记",
+        "nobody with this ID number is registered in your jurisdiction; register them first "
+        "under “People”",
+    ),
+    "lookup_invalid": (
+        "身份证号码有误（18位，末位为数字或X，校验位须正确），请核对",
+        "the ID number is wrong (18 characters, the last a digit or X, with a valid check "
+        "digit); check it",
+    ),
     "ref": ("人员编号", "Person reference"),
     "show": ("查看", "Show"),
     "reasons": ("赋码原因", "Reasons"),
@@ -237,6 +248,7 @@ def _act(
 
 
 TIERS_PAGE_SIZE = 30
+ID_NUMBER_LENGTH = 18
 
 
 @router.get("/risk")
@@ -246,9 +258,11 @@ def overview(
     who: Annotated[Principal, Depends(require(Permission.RISK_VIEW))],
     tier: Annotated[str, Query(max_length=8)] = "all",
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+    lookup: Annotated[str, Query(max_length=8)] = "",
 ) -> Response:
     """Colours and compound tiers in the jurisdiction, the red and yellow compounds a page at
-    a time (``tier``: all, red or yellow), and the way to everything else."""
+    a time (``tier``: all, red or yellow), and the way to everything else (``lookup``: why
+    the last look-up found nobody, ``none`` or ``invalid``)."""
     tier = tier if tier in ("red", "yellow") else "all"
     counts = repository.tier_counts_scoped(session, who)
     shown = ("red", "yellow") if tier == "all" else (tier,)
@@ -273,6 +287,7 @@ def overview(
             "residents_staff": who.can(Permission.RESIDENTS_VIEW),
             "active": service.active_rule_set(session),
             "can": _can(who),
+            "lookup_error": f"lookup_{lookup}" if lookup in ("none", "invalid") else None,
         },
     )
 
@@ -296,9 +311,19 @@ def lookup(
     who: Annotated[Principal, Depends(require(Permission.RISK_VIEW))],
     ref: Annotated[str, Form(max_length=32)] = "",
 ) -> Response:
-    """Go to a person's page (a form post, so the reference stays out of the address bar's
-    history of searches)."""
-    ref = ref.strip().lower()
+    """Go to a person's page by their ID number (身份证号码: what a clinic has in front of
+    it, searched in the jurisdiction and audited as the people search is) or their reference
+    (a form post, so neither stays in the address bar's history)."""
+    text = ref.strip()
+    if len(text) == ID_NUMBER_LENGTH:  # a reference is 32 characters
+        try:
+            found = people_service.search_people(session, who, id_number=text, limit=1)
+        except InvalidInput:
+            return RedirectResponse("/risk?lookup=invalid", status_code=303)
+        if not found.items:
+            return RedirectResponse("/risk?lookup=none", status_code=303)
+        return RedirectResponse(f"/risk/persons/{found.items[0].ref}", status_code=303)
+    ref = text.lower()
     if not ref.isalnum():
         return RedirectResponse("/risk", status_code=303)
     return RedirectResponse(f"/risk/persons/{ref}", status_code=303)
