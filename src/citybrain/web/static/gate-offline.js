@@ -324,7 +324,7 @@
     bar.hidden = false;
     var online = navigator.onLine;
     netState.className = online ? "" : "net-off";
-    netState.textContent = online ? "在线 · online" : "离线 · offline";
+    netState.textContent = online ? (en ? "online" : "在线") : en ? "offline (codes checked on this phone)" : "离线（在本机核验）";
     var n = queue().length;
     queueCount.setAttribute("data-count", String(n));
     queueCount.textContent = "待上传 " + n + " 条" + (en ? " · " + n + " to upload" : "");
