@@ -328,3 +328,55 @@ def test_a_request_the_database_stays_busy_for_answers_503_and_keeps_nothing(
             )
         ).all()
     assert logins == ["ok"]  # the two refused runs left nothing behind
+
+
+def test_a_double_tap_on_register_registers_once_and_never_answers_500(
+    fresh_database: Database,
+    identity_service: FakeIdentityService,
+    sms_gateway: FakeSmsGateway,
+) -> None:
+    """The same registration sent twice at once (a double tap on a slow phone): one lands,
+    the other — which found the ID free, then lost the race to insert it — runs again and
+    says the ID is registered, as it would have a moment later; on PostgreSQL it used to
+    answer 500."""
+    with fresh_database.unit_of_work() as session:
+        load_hierarchy(session)
+        compound = first_compound(session, STREET_A)
+    person = next_synthetic()
+    answers: list[httpx.Response] = []
+    with serving(create_app(fresh_database)) as base, httpx.Client(base_url=base) as client:
+        match = CSRF.search(client.get("/residents/register").text)
+        assert match is not None
+        form = {"phone": person.phone, "csrf_token": match.group(1)}
+        sent = client.post("/residents/register", data={**form, "action": "send_code"})
+        assert sent.status_code == 200
+        form |= {
+            "action": "submit",
+            "name": person.name,
+            "id_number": person.id_number,
+            "sms_code": sms_gateway.code_for(person.phone),
+            "compound_code": compound,
+            "building": "1号楼",
+            "room": "101",
+        }
+        together = threading.Barrier(2)
+
+        def tap() -> None:
+            with httpx.Client(base_url=base, cookies=client.cookies) as phone:
+                together.wait()
+                answers.append(phone.post("/residents/register", data=form, follow_redirects=False))
+
+        taps = [threading.Thread(target=tap) for _ in range(2)]
+        for thread in taps:
+            thread.start()
+        for thread in taps:
+            thread.join()
+    assert sorted(a.status_code for a in answers) == [303, 422], [a.text for a in answers]
+    refused = next(a for a in answers if a.status_code == 422)
+    assert "该身份证号码已登记" in refused.text
+    bidx = blind_index().digest(person.id_number, "id_number")
+    with fresh_database.unit_of_work() as session:
+        persons = session.scalar(
+            select(func.count()).select_from(Person).where(Person.id_number_bidx == bidx)
+        )
+    assert persons == 1

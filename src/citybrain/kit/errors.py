@@ -127,6 +127,12 @@ class ServiceBusy(CitybrainError):
     retry_after_seconds = 2
 
 
+class RaceLost(Exception):
+    """A write found that another request did the same thing first (a row it checked was
+    missing is there now). Not an answer: the web layer runs the request once more, and that
+    run answers what the data now says (``web.retry``)."""
+
+
 class ConfigurationError(CitybrainError):
     """The process is misconfigured (missing keys in production, say)."""
 

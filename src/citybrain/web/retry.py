@@ -1,4 +1,5 @@
-"""Running a request again when SQLite turned its write away.
+"""Running a request again when SQLite turned its write away, or when its write lost a race on
+a unique key.
 
 SQLite (the embedded default) begins a request's transaction when it first reads. If another
 connection — the intake, an event handler, a job — commits between that read and the request's
@@ -8,7 +9,12 @@ so the whole request can simply run again on a fresh snapshot, as long as nothin
 has been sent. Retrying here, once for all routes, spares every form and API from answering
 a 500 under background load. A run again takes the write lock first and reuses what the first
 run asked outside (``kit.attempts``); a request still refused on its last run is answered 503
-by the app (``web.app``). PostgreSQL never raises this; other errors pass through.
+by the app (``web.app``). PostgreSQL never raises this.
+
+On either backend two requests can both find a row missing and both insert it (a resident's
+double tap on "submit"); the second commit is refused on the unique key. Run once more, that
+request finds the row and gives the answer it would have given a moment later. Other errors
+pass through.
 """
 
 from __future__ import annotations
@@ -19,11 +25,12 @@ import time
 from contextlib import nullcontext
 from contextvars import ContextVar
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from citybrain.kit.attempts import one_request
 from citybrain.kit.db import writes_first
+from citybrain.kit.errors import RaceLost
 from citybrain.kit.logging import get_logger
 
 log = get_logger(__name__)
@@ -55,6 +62,29 @@ def worth_retrying(error: BaseException, seconds: float) -> bool:
     return seconds < WAITED_TOO_LONG_SECONDS
 
 
+SQLITE_CONSTRAINT_UNIQUE = 2067
+SQLITE_CONSTRAINT_PRIMARYKEY = 1555
+PG_UNIQUE_VIOLATION = "23505"
+
+
+def lost_a_race(error: BaseException) -> bool:
+    """Whether ``error`` is a write refused on a unique key, or a service's ``RaceLost``:
+    another request (a double tap on a phone, a second gate) committed the same row since this
+    one looked for it. Run again, the request sees that row and answers what the data now says
+    (already registered, already recorded) instead of a 500."""
+    if isinstance(error, RaceLost):
+        return True
+    if not isinstance(error, IntegrityError):
+        return False
+    cause = error.orig
+    if isinstance(cause, sqlite3.IntegrityError):
+        return getattr(cause, "sqlite_errorcode", None) in (
+            SQLITE_CONSTRAINT_UNIQUE,
+            SQLITE_CONSTRAINT_PRIMARYKEY,
+        )
+    return getattr(cause, "sqlstate", None) == PG_UNIQUE_VIOLATION
+
+
 # Set for each run: whether another may follow, and when it began (see ``runs_again``).
 _last_run: ContextVar[bool] = ContextVar("citybrain_last_run", default=True)
 _run_began: ContextVar[float] = ContextVar("citybrain_run_began", default=0.0)
@@ -70,10 +100,12 @@ async def run_retrying(
     app: ASGIApp, scope: Scope, messages: list[Message], receive: Receive, send: Send
 ) -> None:
     """Run ``app`` on the request whose body ``messages`` were already read, again (up to
-    ``ATTEMPTS`` in all) while it fails with SQLite busy before its answer started. A run
+    ``ATTEMPTS`` in all) while it fails with SQLite busy before its answer started, and once
+    when its write lost a race on a unique key (``lost_a_race``). A run
     again takes the write lock first, so it cannot be turned away for the same reason, and
     reuses what the first run asked outside (``kit.attempts``): it holds the lock only for
     its own reads and writes. The last run's failure is the app's to answer (503)."""
+    raced = False
     with one_request():
         for attempt in range(1, ATTEMPTS + 1):
             pending = list(messages)
@@ -99,8 +131,15 @@ async def run_retrying(
                 return
             except Exception as error:
                 waited = time.monotonic() - began
-                if started or attempt == ATTEMPTS or not worth_retrying(error, waited):
+                if started or attempt == ATTEMPTS:
+                    raise
+                if lost_a_race(error) and not raced:
+                    raced = True  # once: a second time is a fault, not a race
+                    reason = "unique_race"
+                elif worth_retrying(error, waited):
+                    reason = "database_busy"
+                else:
                     raise
             # The method only: a path may carry a person's reference.
-            log.warning("request.retried", reason="database_busy", method=scope.get("method"))
+            log.warning("request.retried", reason=reason, method=scope.get("method"))
             await asyncio.sleep(PAUSE_SECONDS * attempt)

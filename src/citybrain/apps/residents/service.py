@@ -60,6 +60,7 @@ from citybrain.kit.errors import (
     InvalidInput,
     NotAuthenticated,
     NotFound,
+    RaceLost,
     RateLimited,
 )
 from citybrain.kit.idcheck import normalise_mobile, parse_resident_id
@@ -605,7 +606,8 @@ def register_household(
         channel,
         PersonIn(name=name, id_number=number, phone=phone, household_id=household.id),
     )
-    assert created
+    if not created:
+        raise RaceLost("the ID number was registered since it was looked for")
     member_refs: list[str] = []
     invited: list[int] = []
     for m_name, m_number, m_phone in members:
@@ -625,7 +627,8 @@ def register_household(
             channel,
             PersonIn(name=m_name, id_number=m_number, phone=m_phone, household_id=household.id),
         )
-        assert created
+        if not created:
+            raise RaceLost("a member's ID number was registered since it was looked for")
         member_refs.append(registered.ref)
     _expose(session, [me.ref, *member_refs])
     now = clock.now()
@@ -880,7 +883,8 @@ def _enter_household(
         _self_service(compound_code),
         PersonIn(name=name, id_number=number, phone=phone, household_id=household_id),
     )
-    assert created
+    if not created:
+        raise RaceLost("the member's ID number was registered since it was looked for")
     person = repository.person_by_ref(session, masked.ref)
     assert person is not None
     _member_added(session, actor, household_id, compound_code, person, action, detail)
