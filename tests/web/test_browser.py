@@ -120,6 +120,31 @@ def test_login_and_home_page_in_chromium(live_server: str, browser: object) -> N
     expect(page.locator("h1")).to_have_text("Search people")
 
 
+def test_a_second_tap_on_a_form_is_not_sent(live_server: str, browser: object) -> None:
+    """A double tap on a form's button sends the form once; its button rests, then wakes."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    page = browser.new_page(viewport={"width": 390, "height": 844}, locale="zh-CN")
+    page.goto(f"{live_server}/login")
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+    page.fill("#username", "browser")
+    page.fill("#password", "wrong-password-0")
+    # The second tap lands in a later task, once the first request is on its way.
+    page.evaluate(
+        """() => {
+            const button = document.querySelector("button[type=submit]");
+            button.click();
+            setTimeout(() => button.click(), 0);
+        }"""
+    )
+    expect(page.get_by_test_id("login-error")).to_contain_text("用户名或密码错误")
+    assert posts == [f"{live_server}/login"]
+    # The answer is a fresh page: its button is free at once.
+    expect(page.locator("button[type=submit]")).to_be_enabled()
+
+
 def test_home_page_fits_a_phone(live_server: str, browser: object) -> None:
     from playwright.sync_api import Browser, expect
 
