@@ -34,6 +34,7 @@ from citybrain.kit import clock
 from citybrain.kit.crypto import blind_index
 from citybrain.kit.db import Database
 from citybrain.kit.logging import configure_logging
+from citybrain.simulate.persons import SyntheticPerson
 from citybrain.web.app import create_app
 from citybrain.web.retry import sqlite_busy, worth_retrying
 from tests.factories import PASSWORD, STREET_A, first_compound, make_user, next_synthetic
@@ -42,6 +43,23 @@ from tests.sms_gateway import FakeSmsGateway
 from tests.web.test_browser import serving
 
 CSRF = re.compile(r'name="csrf-token" content="([^"]+)"')
+
+
+def registration(
+    person: SyntheticPerson, compound: str, sms_gateway: FakeSmsGateway, csrf_token: str
+) -> dict[str, str]:
+    """The registration form of ``person`` in ``compound``, with the code texted to them."""
+    return {
+        "action": "submit",
+        "name": person.name,
+        "id_number": person.id_number,
+        "phone": person.phone,
+        "sms_code": sms_gateway.code_for(person.phone),
+        "compound_code": compound,
+        "building": "1号楼",
+        "room": "101",
+        "csrf_token": csrf_token,
+    }
 
 
 def test_a_write_turned_away_by_sqlite_runs_again_and_lands_once(
@@ -77,17 +95,7 @@ def test_a_write_turned_away_by_sqlite_runs_again_and_lands_once(
         identity_service.meanwhile = commit_elsewhere
         answer = client.post(
             "/residents/register",
-            data={
-                "action": "submit",
-                "name": person.name,
-                "id_number": person.id_number,
-                "phone": person.phone,
-                "sms_code": sms_gateway.code_for(person.phone),
-                "compound_code": compound,
-                "building": "1号楼",
-                "room": "101",
-                "csrf_token": csrf(),
-            },
+            data=registration(person, compound, sms_gateway, csrf()),
             follow_redirects=False,
         )
     assert answer.status_code == 303, answer.text
@@ -251,17 +259,7 @@ def test_logins_and_a_registration_land_while_another_connection_commits_all_alo
         assert match is not None
         registered = client.post(
             "/residents/register",
-            data={
-                "action": "submit",
-                "name": person.name,
-                "id_number": person.id_number,
-                "phone": person.phone,
-                "sms_code": sms_gateway.code_for(person.phone),
-                "compound_code": compound,
-                "building": "1号楼",
-                "room": "101",
-                "csrf_token": match.group(1),
-            },
+            data=registration(person, compound, sms_gateway, match.group(1)),
             follow_redirects=False,
         )
         assert registered.status_code == 303, registered.text
@@ -347,18 +345,12 @@ def test_a_double_tap_on_register_registers_once_and_never_answers_500(
     with serving(create_app(fresh_database)) as base, httpx.Client(base_url=base) as client:
         match = CSRF.search(client.get("/residents/register").text)
         assert match is not None
-        form = {"phone": person.phone, "csrf_token": match.group(1)}
-        sent = client.post("/residents/register", data={**form, "action": "send_code"})
+        sent = client.post(
+            "/residents/register",
+            data={"action": "send_code", "phone": person.phone, "csrf_token": match.group(1)},
+        )
         assert sent.status_code == 200
-        form |= {
-            "action": "submit",
-            "name": person.name,
-            "id_number": person.id_number,
-            "sms_code": sms_gateway.code_for(person.phone),
-            "compound_code": compound,
-            "building": "1号楼",
-            "room": "101",
-        }
+        form = registration(person, compound, sms_gateway, match.group(1))
         together = threading.Barrier(2)
 
         def tap() -> None:
