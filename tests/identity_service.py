@@ -48,6 +48,14 @@ class FakeIdentityService(StandIn):
                 )
             return self._registry.get(id_number)
 
+    def number_changed(self, id_number: str, phone: str) -> None:
+        """The carriers now have ``phone`` in the name of the holder of ``id_number`` (they
+        changed numbers)."""
+        self._known(id_number)
+        with self._lock:
+            name, _ = self._registry[id_number]
+            self._registry[id_number] = (name, phone)
+
     def answer(self, name: str, id_number: str, phone: str | None) -> bool:
         """What the registry says: the ID is held by ``name`` (and ``phone`` is theirs)."""
         known = self._known(id_number)

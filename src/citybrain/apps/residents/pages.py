@@ -318,9 +318,11 @@ def _login_form(
     errors: dict[str, str] | None = None,
     sent: CodeSent | None = None,
     status_code: int = 200,
+    change_phone: bool = False,
 ) -> Response:
-    """The login form with what was typed, each wrong field's message, and the code notice."""
-    context = {"form": form, "errors": errors or {}, "sent": sent}
+    """The login form (or, ``change_phone``, the same fields to take a new phone) with what
+    was typed, each wrong field's message, and the code notice."""
+    context = {"form": form, "errors": errors or {}, "sent": sent, "change_phone": change_phone}
     return _page(request, "residents/login.html", context, status_code=status_code)
 
 
@@ -376,6 +378,55 @@ def login_submit(
         errors = _errors(error, language(request))
         return _login_form(request, form, errors=errors, status_code=error.status_code)
     response = RedirectResponse(_next_page(next), status_code=303)
+    sessions.start(response, person.ref)
+    return response
+
+
+@router.get("/residents/phone")
+@public
+def phone_page(request: Request) -> Response:
+    """更换手机号: take a new phone as one's own (changed numbers, or registered without one)."""
+    return _login_form(request, {}, change_phone=True)
+
+
+@router.post("/residents/phone")
+@public
+def phone_submit(
+    request: Request,
+    session: DB,
+    csrf_token: Annotated[str, Form()] = "",
+    action: Annotated[str, Form(max_length=24)] = "submit",
+    name: Annotated[str, Form(max_length=32)] = "",
+    id_number: Annotated[str, Form(max_length=32)] = "",
+    phone: Annotated[str, Form(max_length=20)] = "",
+    sms_code: Annotated[str, Form(max_length=8)] = "",
+) -> Response:
+    """ "Get a code" sends one to the new phone; "change" checks name and ID against the
+    registration, the code, and that the phone is in the resident's name, then holds the new
+    phone, ends the resident's other sessions and logs them in."""
+    check_csrf(request, csrf_token)
+    form = {"name": name, "id_number": id_number, "phone": phone, "sms_code": sms_code}
+    if action == "send_code":
+        sent, errors, status = _send_code(request, session, phone)
+        return _login_form(
+            request, form, errors=errors, sent=sent, status_code=status, change_phone=True
+        )
+    try:
+        person = service.change_phone(
+            session,
+            id_number=id_number,
+            phone=phone,
+            name=name,
+            sms_code=sms_code,
+            client_ip=_client_ip(request),
+        )
+    except CitybrainError as error:
+        rollback_keeping(session, error)
+        errors = _errors(error, language(request))
+        return _login_form(
+            request, form, errors=errors, status_code=error.status_code, change_phone=True
+        )
+    response = RedirectResponse("/residents/code?phone_changed=1", status_code=303)
     sessions.start(response, person.ref)
     return response
 
@@ -504,6 +555,7 @@ def code_page(
         {
             "registered": "registered" in request.query_params,
             "existing": "existing" in request.query_params,
+            "phone_changed": "phone_changed" in request.query_params,
             "appealed": "appealed" in request.query_params,
             "errors": {},
             "appeal_text": "",

@@ -697,6 +697,58 @@ def log_in(
     return person
 
 
+PHONE_NOT_THEIRS = (
+    "实名核验未通过：该手机号码不在您本人名下。请使用登记在本人名下的手机号码；没有的，请联系所在社区",
+    "the real-name check failed: this phone is not registered in your name. Use a phone "
+    "registered in your own name; if you have none, contact your community",
+)
+
+
+def change_phone(
+    session: Session, *, id_number: str, phone: str, name: str, sms_code: str, client_ip: str
+) -> Person:
+    """A registered resident takes a new phone as their own (更换手机号): they changed
+    numbers, or were registered without one, or on a guardian's as a child. Proof is what
+    registration asks: the code texted to the new phone, and the identity service's answer
+    that the number is registered in their name (three factors), with the name matching the
+    registration. The registry then holds the new phone, every earlier session of theirs ends
+    (whoever held the old phone is logged out) and they are logged in. Failures count against
+    the rate limit as failed logins do; the answer never says whether the ID is registered."""
+    problems: dict[str, tuple[str, str]] = {}
+    checked_name = _collect(problems, check_name, name, "name")
+    number = _collect(problems, check_id_number, id_number, "id_number")
+    checked_phone = _collect(problems, check_phone, phone, "phone")
+    if problems:
+        raise FormInvalid(problems)
+    assert checked_name is not None and number is not None and checked_phone is not None
+    index = blind_index()
+    key = _limit_key(index.digest(number, "id_number"))
+    _check_rate(session, key, client_ip)
+    kept: list[Callable[[Any], object]] = []
+    proof = _phone_proof(session, checked_phone, sms_code, problems, kept)
+    if proof is None:
+        raise _keeping(FormInvalid(problems), kept)
+    person = repository.person_by_id_index(session, index.digest(number, "id_number"))
+    if person is None or not secrets.compare_digest(
+        person.name_bidx, index.digest(checked_name, "name")
+    ):
+        error = NotAuthenticated(
+            "身份证号码与姓名不符，或尚未登记",
+            "the ID number and name do not match a registration",
+            code="resident_phone_change_failed",
+        )
+        raise _failed(error, key, client_ip, "unknown" if person is None else "mismatch")
+    if not identity_matches(checked_name, number, checked_phone):
+        raise _failed(FormInvalid({"phone": PHONE_NOT_THEIRS}), key, client_ip, "identity_mismatch")
+    sms_codes.spend(proof)
+    people_service.change_phone(session, resident_actor(person), person, checked_phone)
+    account = repository.account(session, person.ref)
+    if account is not None:
+        account.sessions_revoked_at = clock.now()
+    _logged_in(session, person, key, client_ip)
+    return person
+
+
 def session_person(session: Session, ref: str, issued_at: float) -> Person | None:
     """The resident behind a session cookie issued at ``issued_at`` (epoch seconds), unless
     their sessions were ended since."""
