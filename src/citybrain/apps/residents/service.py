@@ -697,10 +697,12 @@ def log_in(
     return person
 
 
-PHONE_NOT_THEIRS = (
-    "实名核验未通过：该手机号码不在您本人名下。请使用登记在本人名下的手机号码；没有的，请联系所在社区",
-    "the real-name check failed: this phone is not registered in your name. Use a phone "
-    "registered in your own name; if you have none, contact your community",
+PHONE_CHANGE_MISMATCH = (
+    "实名核验未通过：姓名、身份证号码与手机号码的实名登记信息不一致。请核对姓名和身份证号码，"
+    "并使用登记在本人名下的手机号码；没有的，请联系所在社区",
+    "the real-name check failed: the name, ID number and phone do not match the registered "
+    "holder. Check the name and ID number and use a phone registered in your own name; if you "
+    "have none, contact your community",
 )
 
 
@@ -713,7 +715,8 @@ def change_phone(
     that the number is registered in their name (three factors), with the name matching the
     registration. The registry then holds the new phone, every earlier session of theirs ends
     (whoever held the old phone is logged out) and they are logged in. Failures count against
-    the rate limit as failed logins do; the answer never says whether the ID is registered."""
+    the rate limit as failed logins do; whether the ID is registered is told only past the
+    identity check, that is to its holder."""
     problems: dict[str, tuple[str, str]] = {}
     checked_name = _collect(problems, check_name, name, "name")
     number = _collect(problems, check_id_number, id_number, "id_number")
@@ -728,18 +731,24 @@ def change_phone(
     proof = _phone_proof(session, checked_phone, sms_code, problems, kept)
     if proof is None:
         raise _keeping(FormInvalid(problems), kept)
+    # The identity service first: past it, only the holder of the ID (whose name it is, with
+    # a phone in that name) learns whether and how the registry knows them.
+    if not identity_matches(checked_name, number, checked_phone):
+        raise _failed(
+            FormInvalid({"id_number": PHONE_CHANGE_MISMATCH}), key, client_ip, "identity_mismatch"
+        )
     person = repository.person_by_id_index(session, index.digest(number, "id_number"))
     if person is None or not secrets.compare_digest(
         person.name_bidx, index.digest(checked_name, "name")
     ):
         error = NotAuthenticated(
-            "身份证号码与姓名不符，或尚未登记",
-            "the ID number and name do not match a registration",
+            "未找到以该身份证号码和姓名登记的居民。尚未登记的请先登记；登记时姓名有误的，"
+            "请联系所在社区",
+            "no resident is registered with this ID number and name. Register first; if your "
+            "name was registered wrongly, contact your community",
             code="resident_phone_change_failed",
         )
         raise _failed(error, key, client_ip, "unknown" if person is None else "mismatch")
-    if not identity_matches(checked_name, number, checked_phone):
-        raise _failed(FormInvalid({"phone": PHONE_NOT_THEIRS}), key, client_ip, "identity_mismatch")
     sms_codes.spend(proof)
     people_service.change_phone(session, resident_actor(person), person, checked_phone)
     account = repository.account(session, person.ref)
