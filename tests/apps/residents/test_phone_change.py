@@ -50,8 +50,9 @@ def test_a_member_registered_without_a_phone_takes_their_own_and_logs_in(
     child = next_synthetic_child()
     registered(resident, compound, members=[child])
     assert _phone_holds(session, child, None)
-    # Without a phone on record they cannot log in at all.
+    # Without a phone on record they cannot log in at all; the household page says how to.
     assert login(staff, child).status_code == 401
+    assert resident.get("/residents/household").text.count('data-testid="member-no-phone"') == 1
     link = staff.get("/residents/login").text
     assert f'href="{PATH}"' in link and "登记时未留本人手机号" in link
 
@@ -77,6 +78,7 @@ def test_a_member_registered_without_a_phone_takes_their_own_and_logs_in(
     # From now on the phone logs them in like anyone.
     staff.cookies.clear()
     assert login(staff, child).status_code == 303
+    assert 'data-testid="member-no-phone"' not in resident.get("/residents/household").text
 
 
 def test_a_new_number_ends_the_old_ones_sessions_and_logins(
