@@ -17,10 +17,12 @@ from citybrain.apps.residents.models import ResidentLoginFailure
 from citybrain.core.audit.models import AuditEntry
 from citybrain.core.events.models import OutboxEvent
 from citybrain.kit.crypto import blind_index
+from citybrain.kit.masking import mask_phone
 from citybrain.simulate.persons import SyntheticPerson
 from tests.apps.residents.conftest import code_sent_to, csrf, login, person_by_id, registered
 from tests.factories import next_synthetic, next_synthetic_child
 from tests.identity_service import FakeIdentityService
+from tests.sms_gateway import running_gateway
 
 PATH = "/residents/phone"
 
@@ -56,8 +58,10 @@ def test_a_member_registered_without_a_phone_takes_their_own_and_logs_in(
     link = staff.get("/residents/login").text
     assert f'href="{PATH}"' in link and "登记时未留本人手机号" in link
 
+    texts = len(running_gateway().sent_to(child.phone))
     answer = change_phone(staff, child, child.phone)
     assert answer.status_code == 303, answer.text
+    assert len(running_gateway().sent_to(child.phone)) == texts + 1  # the code; no old phone
     assert answer.headers["location"] == "/residents/code?phone_changed=1"
     page = staff.get(answer.headers["location"]).text
     assert "手机号已更换，已为您登录" in page and html.escape(child.name) in page
@@ -97,9 +101,15 @@ def test_a_new_number_ends_the_old_ones_sessions_and_logins(
     assert "实名核验未通过" in refused.text
     assert _phone_holds(session, person, person.phone)
     identity_service.number_changed(person.id_number, new_phone)
+    before = len(running_gateway().sent_to(person.phone))
     answer = change_phone(staff, person, new_phone)
     assert answer.status_code == 303, answer.text
     assert _phone_holds(session, person, new_phone)
+    # Whoever holds the old phone is told, once, and not the new number in full.
+    told = [m.text for m in running_gateway().sent_to(person.phone)[before:]]
+    assert len(told) == 1
+    assert mask_phone(new_phone) in told[0] and "如非本人操作" in told[0]
+    assert new_phone not in told[0]
     # The old phone's session is over, and the old phone no longer logs in.
     assert resident.get("/residents/code", follow_redirects=False).status_code == 303
     assert staff.get("/residents/code", follow_redirects=False).status_code == 200

@@ -52,6 +52,7 @@ from citybrain.core.people.schemas import HouseholdIn, PersonIn
 from citybrain.healthcode import passes as gate_passes
 from citybrain.healthcode.models import HouseholdPass
 from citybrain.kit import clock
+from citybrain.kit.attempts import ask_once
 from citybrain.kit.crypto import BlindIndex, FieldCipher, blind_index, field_cipher
 from citybrain.kit.errors import (
     CitybrainError,
@@ -65,10 +66,14 @@ from citybrain.kit.errors import (
 )
 from citybrain.kit.idcheck import normalise_mobile, parse_resident_id
 from citybrain.kit.identity import identity_matches
+from citybrain.kit.logging import get_logger
 from citybrain.kit.masking import mask_name, mask_phone, mask_resident_id
 from citybrain.kit.settings import get_settings
+from citybrain.kit.sms import SmsNotSent, send_sms
 from citybrain.risk import service as risk
 from citybrain.risk.subjects import subject_of
+
+log = get_logger(__name__)
 
 RESIDENT_ROLE = "resident"
 SELF_SERVICE = Actor("resident:self-service", RESIDENT_ROLE, None)
@@ -706,6 +711,28 @@ PHONE_CHANGE_MISMATCH = (
 )
 
 
+def _tell_the_old_phone(session: Session, old_phone: str, new_phone: str) -> None:
+    """Text the phone being replaced that it no longer logs in: its holder learns of a change
+    they did not make. Sent before anything is written, with the reads ended first, as a code
+    is (``sms_codes.send_code``); a run of the request again does not send it twice; a
+    platform that fails does not stop the change (the number stays out of the log)."""
+    text = (
+        f"【城市大脑】您在居民健康登记中登记的手机号已更换为{mask_phone(new_phone)}，"
+        "本号码不能再登录。如非本人操作，请立即联系所在社区。"
+    )
+
+    def send() -> bool:
+        try:
+            send_sms(old_phone, text)
+        except SmsNotSent:
+            log.warning("residents.phone_change_notice_not_sent")
+            return False
+        return True
+
+    session.commit()
+    ask_once(("old-phone-notice", old_phone, new_phone), send)
+
+
 def change_phone(
     session: Session, *, id_number: str, phone: str, name: str, sms_code: str, client_ip: str
 ) -> Person:
@@ -749,6 +776,10 @@ def change_phone(
             code="resident_phone_change_failed",
         )
         raise _failed(error, key, client_ip, "unknown" if person is None else "mismatch")
+    if person.phone_enc is not None:
+        old_phone = field_cipher().decrypt(person.phone_enc, people_service.PHONE_FIELD)
+        if old_phone != checked_phone:
+            _tell_the_old_phone(session, old_phone, checked_phone)
     sms_codes.spend(proof)
     people_service.change_phone(session, resident_actor(person), person, checked_phone)
     account = repository.account(session, person.ref)
