@@ -101,10 +101,10 @@ async def run_retrying(
 ) -> None:
     """Run ``app`` on the request whose body ``messages`` were already read, again (up to
     ``ATTEMPTS`` in all) while it fails with SQLite busy before its answer started, and once
-    when its write lost a race on a unique key (``lost_a_race``). A run
-    again takes the write lock first, so it cannot be turned away for the same reason, and
-    reuses what the first run asked outside (``kit.attempts``): it holds the lock only for
-    its own reads and writes. The last run's failure is the app's to answer (503)."""
+    when its write lost a race on a unique key (``lost_a_race``). A run again takes the
+    write lock first, so it cannot be turned away for the same reason, and reuses what the
+    first run asked outside (``kit.attempts``): it holds the lock only for its own reads and
+    writes. The last run's failure is the app's to answer (503)."""
     raced = False
     with one_request():
         for attempt in range(1, ATTEMPTS + 1):
