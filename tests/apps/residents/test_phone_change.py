@@ -94,6 +94,10 @@ def test_a_new_number_ends_the_old_ones_sessions_and_logins(
 ) -> None:
     person = registered(resident, compound)
     assert resident.get("/residents/code", follow_redirects=False).status_code == 200
+    assert (
+        'href="/residents/phone" data-testid="change-phone"'
+        in resident.get("/residents/household").text
+    )  # their own row offers it
     new_phone = next_synthetic().phone
     # Not yet in their name with the carriers: refused on the phone, counted, nothing changed.
     refused = change_phone(staff, person, new_phone)
