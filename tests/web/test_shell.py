@@ -344,3 +344,16 @@ def test_framework_errors_answer_in_our_shape(client: TestClient) -> None:
     assert garbled.status_code == 422 and garbled.json()["error"]["code"] == "invalid_input"
     page = client.get("/no-such-page")
     assert page.status_code == 404 and "<html" in page.text
+
+
+def test_errors_show_in_the_shell_of_the_site_they_belong_to(client: TestClient) -> None:
+    """A resident who follows a dead link stays in the residents' pages, with the way back to
+    their start; staff see the staff shell."""
+    resident = client.get("/residents/no-such-page")
+    assert resident.status_code == 404
+    assert 'href="/residents" data-testid="error-back"' in resident.text
+    assert "页面或接口不存在" in resident.text
+    assert 'class="brand" href="/residents"' in resident.text
+    staff = client.get("/no-such-page")
+    assert staff.status_code == 404 and "页面或接口不存在" in staff.text
+    assert 'data-testid="error-back"' not in staff.text

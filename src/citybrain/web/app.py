@@ -53,6 +53,13 @@ def _wants_json(request: Request) -> bool:
     )
 
 
+def _error_page(request: Request, message: str, status: int) -> Response:
+    """The error page in the shell of the site the address belongs to: the residents' phone
+    pages under /residents (back to their start), the staff's everywhere else."""
+    name = "residents/error.html" if request.url.path.startswith("/residents") else "error.html"
+    return render(request, name, {"message": message, "status": status}, status_code=status)
+
+
 async def _citybrain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CitybrainError)
     lang = language(request)
@@ -64,12 +71,7 @@ async def _citybrain_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, NotAuthenticated):
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
-    return render(
-        request,
-        "error.html",
-        {"message": exc.message(lang), "status": exc.status_code},
-        status_code=exc.status_code,
-    )
+    return _error_page(request, exc.message(lang), exc.status_code)
 
 
 async def _database_error(request: Request, exc: Exception) -> Response:
@@ -106,9 +108,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     zh, en = messages.get(status, (str(exc.detail), str(exc.detail)))
     message = en if lang == "en" else zh
     if not _wants_json(request):
-        return render(
-            request, "error.html", {"message": message, "status": status}, status_code=status
-        )
+        return _error_page(request, message, status)
     return JSONResponse(
         {"error": {"code": codes.get(status, "http_error"), "message": message}},
         status_code=status,
@@ -133,7 +133,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     first = problems[0] if problems else {"field": "", "message": ""}
     summary = translate("error.invalid_field", lang, field=first["field"], message=first["message"])
     if not _wants_json(request):
-        return render(request, "error.html", {"message": summary, "status": 422}, status_code=422)
+        return _error_page(request, summary, 422)
     return JSONResponse(
         {
             "error": {
