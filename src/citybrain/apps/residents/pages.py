@@ -9,6 +9,7 @@ first), entries and exits, passes; lists export to Excel with formulas neutralis
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -337,6 +338,45 @@ def _send_code(
         return None, _errors(error, language(request)), error.status_code
 
 
+def _proof_submit(
+    request: Request,
+    session: DB,
+    form: dict[str, str],
+    action: str,
+    *,
+    act: Callable[..., Person],
+    success: str,
+    change_phone: bool = False,
+) -> Response:
+    """The login form's two buttons (and the phone change's, ``change_phone``): "get a code"
+    sends one to the phone typed; the other runs ``act`` on the three fields and the code and
+    on success starts a resident session and goes to ``success``; any problem shows the form
+    again with what was typed."""
+    if action == "send_code":
+        sent, errors, status = _send_code(request, session, form["phone"])
+        return _login_form(
+            request, form, errors=errors, sent=sent, status_code=status, change_phone=change_phone
+        )
+    try:
+        person = act(
+            session,
+            id_number=form["id_number"],
+            phone=form["phone"],
+            name=form["name"],
+            sms_code=form["sms_code"],
+            client_ip=_client_ip(request),
+        )
+    except CitybrainError as error:
+        rollback_keeping(session, error)
+        errors = _errors(error, language(request))
+        return _login_form(
+            request, form, errors=errors, status_code=error.status_code, change_phone=change_phone
+        )
+    response = RedirectResponse(success, status_code=303)
+    sessions.start(response, person.ref)
+    return response
+
+
 @router.post("/residents/login")
 @public
 def login_submit(
@@ -361,25 +401,9 @@ def login_submit(
         "sms_code": sms_code,
         "next": _next_page(next) if next else "",
     }
-    if action == "send_code":
-        sent, errors, status = _send_code(request, session, phone)
-        return _login_form(request, form, errors=errors, sent=sent, status_code=status)
-    try:
-        person = service.log_in(
-            session,
-            id_number=id_number,
-            phone=phone,
-            name=name,
-            sms_code=sms_code,
-            client_ip=_client_ip(request),
-        )
-    except CitybrainError as error:
-        rollback_keeping(session, error)
-        errors = _errors(error, language(request))
-        return _login_form(request, form, errors=errors, status_code=error.status_code)
-    response = RedirectResponse(_next_page(next), status_code=303)
-    sessions.start(response, person.ref)
-    return response
+    return _proof_submit(
+        request, session, form, action, act=service.log_in, success=_next_page(next)
+    )
 
 
 @router.get("/residents/phone")
@@ -406,29 +430,15 @@ def phone_submit(
     phone, ends the resident's other sessions and logs them in."""
     check_csrf(request, csrf_token)
     form = {"name": name, "id_number": id_number, "phone": phone, "sms_code": sms_code}
-    if action == "send_code":
-        sent, errors, status = _send_code(request, session, phone)
-        return _login_form(
-            request, form, errors=errors, sent=sent, status_code=status, change_phone=True
-        )
-    try:
-        person = service.change_phone(
-            session,
-            id_number=id_number,
-            phone=phone,
-            name=name,
-            sms_code=sms_code,
-            client_ip=_client_ip(request),
-        )
-    except CitybrainError as error:
-        rollback_keeping(session, error)
-        errors = _errors(error, language(request))
-        return _login_form(
-            request, form, errors=errors, status_code=error.status_code, change_phone=True
-        )
-    response = RedirectResponse("/residents/code?phone_changed=1", status_code=303)
-    sessions.start(response, person.ref)
-    return response
+    return _proof_submit(
+        request,
+        session,
+        form,
+        action,
+        act=service.change_phone,
+        success="/residents/code?phone_changed=1",
+        change_phone=True,
+    )
 
 
 @router.post("/residents/logout")

@@ -666,6 +666,40 @@ def register_household(
     )
 
 
+@dataclass(frozen=True)
+class _Proven:
+    """Name, ID number and phone as checked, the ID's rate-limit key, and the live code that
+    proves the phone."""
+
+    name: str
+    number: str
+    phone: str
+    key: str
+    proof: ResidentSmsCode
+
+
+def _proven(
+    session: Session, *, id_number: str, phone: str, name: str, sms_code: str, client_ip: str
+) -> _Proven:
+    """The three fields checked and the phone proven by its code, within the rate limit; any
+    problem raised on its field. A typo is not a guess: format errors do not count against
+    the limit, a wrong code counts against the code's own tries."""
+    problems: dict[str, tuple[str, str]] = {}
+    checked_name = _collect(problems, check_name, name, "name")
+    number = _collect(problems, check_id_number, id_number, "id_number")
+    checked_phone = _collect(problems, check_phone, phone, "phone")
+    if problems:
+        raise FormInvalid(problems)
+    assert checked_name is not None and number is not None and checked_phone is not None
+    key = _limit_key(blind_index().digest(number, "id_number"))
+    _check_rate(session, key, client_ip)
+    kept: list[Callable[[Any], object]] = []
+    proof = _phone_proof(session, checked_phone, sms_code, problems, kept)
+    if proof is None:
+        raise _keeping(FormInvalid(problems), kept)
+    return _Proven(checked_name, number, checked_phone, key, proof)
+
+
 def log_in(
     session: Session, *, id_number: str, phone: str, name: str, sms_code: str, client_ip: str
 ) -> Person:
@@ -673,32 +707,25 @@ def log_in(
     indexes (nothing is decrypted), and the one-time code sent to that phone. Failures are
     rate-limited per ID and per address; the answer never says which of the three did not
     match (only a holder of the phone, who has the code, learns that they did not)."""
-    problems: dict[str, tuple[str, str]] = {}
-    checked_name = _collect(problems, check_name, name, "name")
-    number = _collect(problems, check_id_number, id_number, "id_number")
-    checked_phone = _collect(problems, check_phone, phone, "phone")
-    if problems:
-        # A typo is not a guess: format errors do not count against the limit.
-        raise FormInvalid(problems)
-    assert checked_name is not None and number is not None and checked_phone is not None
+    proven = _proven(
+        session,
+        id_number=id_number,
+        phone=phone,
+        name=name,
+        sms_code=sms_code,
+        client_ip=client_ip,
+    )
     index = blind_index()
-    id_bidx = index.digest(number, "id_number")
-    key = _limit_key(id_bidx)
-    _check_rate(session, key, client_ip)
-    kept: list[Callable[[Any], object]] = []
-    proof = _phone_proof(session, checked_phone, sms_code, problems, kept)
-    if proof is None:
-        raise _keeping(FormInvalid(problems), kept)
-    person = repository.person_by_id_index(session, id_bidx)
-    if person is None or not _matches(person, checked_name, checked_phone, index):
+    person = repository.person_by_id_index(session, index.digest(proven.number, "id_number"))
+    if person is None or not _matches(person, proven.name, proven.phone, index):
         error = NotAuthenticated(
             "身份证号码、手机号码和姓名与登记信息不符，或尚未登记",
             "the ID number, phone and name do not match a registration",
             code="resident_login_failed",
         )
-        raise _failed(error, key, client_ip, "unknown" if person is None else "mismatch")
-    sms_codes.spend(proof)
-    _logged_in(session, person, key, client_ip)
+        raise _failed(error, proven.key, client_ip, "unknown" if person is None else "mismatch")
+    sms_codes.spend(proven.proof)
+    _logged_in(session, person, proven.key, client_ip)
     return person
 
 
@@ -744,29 +771,27 @@ def change_phone(
     (whoever held the old phone is logged out) and they are logged in. Failures count against
     the rate limit as failed logins do; whether the ID is registered is told only past the
     identity check, that is to its holder."""
-    problems: dict[str, tuple[str, str]] = {}
-    checked_name = _collect(problems, check_name, name, "name")
-    number = _collect(problems, check_id_number, id_number, "id_number")
-    checked_phone = _collect(problems, check_phone, phone, "phone")
-    if problems:
-        raise FormInvalid(problems)
-    assert checked_name is not None and number is not None and checked_phone is not None
-    index = blind_index()
-    key = _limit_key(index.digest(number, "id_number"))
-    _check_rate(session, key, client_ip)
-    kept: list[Callable[[Any], object]] = []
-    proof = _phone_proof(session, checked_phone, sms_code, problems, kept)
-    if proof is None:
-        raise _keeping(FormInvalid(problems), kept)
+    proven = _proven(
+        session,
+        id_number=id_number,
+        phone=phone,
+        name=name,
+        sms_code=sms_code,
+        client_ip=client_ip,
+    )
     # The identity service first: past it, only the holder of the ID (whose name it is, with
     # a phone in that name) learns whether and how the registry knows them.
-    if not identity_matches(checked_name, number, checked_phone):
+    if not identity_matches(proven.name, proven.number, proven.phone):
         raise _failed(
-            FormInvalid({"id_number": PHONE_CHANGE_MISMATCH}), key, client_ip, "identity_mismatch"
+            FormInvalid({"id_number": PHONE_CHANGE_MISMATCH}),
+            proven.key,
+            client_ip,
+            "identity_mismatch",
         )
-    person = repository.person_by_id_index(session, index.digest(number, "id_number"))
+    index = blind_index()
+    person = repository.person_by_id_index(session, index.digest(proven.number, "id_number"))
     if person is None or not secrets.compare_digest(
-        person.name_bidx, index.digest(checked_name, "name")
+        person.name_bidx, index.digest(proven.name, "name")
     ):
         error = NotAuthenticated(
             "未找到以该身份证号码和姓名登记的居民。尚未登记的请先登记；登记时姓名有误的，"
@@ -775,17 +800,17 @@ def change_phone(
             "name was registered wrongly, contact your community",
             code="resident_phone_change_failed",
         )
-        raise _failed(error, key, client_ip, "unknown" if person is None else "mismatch")
+        raise _failed(error, proven.key, client_ip, "unknown" if person is None else "mismatch")
     if person.phone_enc is not None:
         old_phone = field_cipher().decrypt(person.phone_enc, people_service.PHONE_FIELD)
-        if old_phone != checked_phone:
-            _tell_the_old_phone(session, old_phone, checked_phone)
-    sms_codes.spend(proof)
-    people_service.change_phone(session, resident_actor(person), person, checked_phone)
+        if old_phone != proven.phone:
+            _tell_the_old_phone(session, old_phone, proven.phone)
+    sms_codes.spend(proven.proof)
+    people_service.change_phone(session, resident_actor(person), person, proven.phone)
     account = repository.account(session, person.ref)
     if account is not None:
         account.sessions_revoked_at = clock.now()
-    _logged_in(session, person, key, client_ip)
+    _logged_in(session, person, proven.key, client_ip)
     return person
 
 
