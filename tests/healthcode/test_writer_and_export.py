@@ -227,6 +227,40 @@ def test_the_writer_waits_for_a_held_sqlite_lock_without_holding_the_loop(city: 
     assert ticks == 10 and outcome.scan_id > 0
 
 
+@pytest.mark.skipif(BACKEND != "postgresql", reason="PostgreSQL's row locks")
+def test_the_writer_waits_for_a_held_audit_head_without_holding_the_loop(city: City) -> None:
+    # Another transaction holds the audit chain's head (a staff request of the same process,
+    # which cannot commit until the loop hands its work on): the batch gives up its wait after
+    # lock_timeout, the loop serves meanwhile, and the scan lands once the head is free,
+    # rather than being refused with 429.
+    other = Database(city.database.url)
+    holder = other.engine.raw_connection()
+    cursor = holder.cursor()
+    cursor.execute("UPDATE audit_head SET seq = seq WHERE id = 1")  # psycopg: in a transaction
+    ticks = 0
+
+    async def run() -> ScanOutcome:
+        nonlocal ticks
+        writer = ScanWriter(city.database)
+        try:
+            pending = asyncio.ensure_future(writer.record(_request(city, 1)))
+            for _ in range(10):
+                await asyncio.sleep(0.03)
+                ticks += 1
+            assert not pending.done() and writer.lock_busy > 0
+            holder.commit()
+            return await pending
+        finally:
+            await writer.aclose()
+
+    try:
+        outcome = asyncio.run(run())
+    finally:
+        holder.close()
+        other.dispose()
+    assert ticks == 10 and outcome.scan_id > 0
+
+
 def test_one_bad_scan_fails_alone(city: City) -> None:
     async def run() -> list[ScanOutcome | BaseException]:
         writer = ScanWriter(city.database)

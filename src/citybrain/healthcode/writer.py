@@ -24,7 +24,9 @@ answer is late. The writer never waits for SQLite's lock with the loop held: it 
 database's one write lock only if it is free (``BEGIN IMMEDIATE`` without a busy wait) and
 otherwise tries again a moment later while the loop serves requests (another server process,
 or a job, is writing). On PostgreSQL a batch waits for a row lock at most ``lock_timeout``
-(250 ms) and runs at most ``statement_timeout`` (2 s), so a stuck database holds a server
+(20 ms) and is then tried again in the same way, the loop serving meanwhile: the holder may be
+a staff request of this very process, which cannot commit until the loop hands its work on. A
+statement runs at most ``statement_timeout`` (2 s), so a stuck database holds a server
 process's loop for seconds at worst. A scan that waits past ``commit_timeout_seconds``, or a
 database that is unavailable, gives the same 429; any other failure of a batch is retried scan
 by scan, so one bad scan fails alone.
@@ -67,12 +69,16 @@ log = get_logger(__name__)
 BUSY_RETRY_SECONDS = 0.002
 # A batch whose oldest scan waited longer than this is logged (a warning).
 SLOW_BATCH_SECONDS = 0.5
-# PostgreSQL: the longest a batch's statement waits for a row lock (another process's batch
-# holds the audit chain's head for a millisecond or two) or runs, holding the loop meanwhile.
-PG_LOCK_TIMEOUT_MS = 250
+# PostgreSQL: the longest a batch's statement waits for a row lock with the loop held before
+# the batch gives the loop back and tries again (another process's batch holds the audit
+# chain's head for a millisecond or two). Longer waits were a trap: a staff request of this
+# very process holding the head cannot commit until the loop hands its work on, so the batch
+# waited out the whole timeout every time.
+PG_LOCK_TIMEOUT_MS = 20
 PG_STATEMENT_TIMEOUT_MS = 2000
 PG_CONNECT_TIMEOUT_S = 2
 _SQLITE_BUSY = 5  # SQLITE_BUSY (the primary code of "database is locked")
+_PG_LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout ran out
 
 
 class Overloaded(RateLimited):
@@ -88,12 +94,15 @@ class Overloaded(RateLimited):
 
 
 class _LockBusy(Exception):
-    """SQLite's write lock is held by another connection: try the batch again soon."""
+    """SQLite's write lock, or a row lock on PostgreSQL, is held by another connection: try
+    the batch again soon, the loop serving meanwhile."""
 
 
 def _lock_busy(error: OperationalError) -> bool:
     code = getattr(error.orig, "sqlite_errorcode", None)
-    return code is not None and (code & 0xFF) == _SQLITE_BUSY
+    if code is not None:
+        return bool((code & 0xFF) == _SQLITE_BUSY)
+    return getattr(error.orig, "sqlstate", None) == _PG_LOCK_NOT_AVAILABLE
 
 
 def _sqlite_no_busy_wait(dbapi_connection: Any, _record: Any) -> None:
@@ -298,7 +307,7 @@ class ScanWriter:
         try:
             results = self._write(items)
         except _LockBusy:
-            # Another writer holds SQLite's lock: the loop goes on serving, the batch waits.
+            # Another writer holds the lock: the loop goes on serving, the batch waits.
             self._queue.extendleft(reversed(items))
             self.lock_busy += 1
             self._schedule(BUSY_RETRY_SECONDS)
@@ -380,6 +389,8 @@ class ScanWriter:
         except DeviceWithdrawn as withdrawn:
             return self._without_devices(items, withdrawn.token_ids)
         except OperationalError as exc:
+            if _lock_busy(exc):
+                raise _LockBusy from exc
             log.warning("healthcode.scan_batch_unavailable", error=type(exc).__name__)
             return [Overloaded(1)] * len(items)
         except (CitybrainError, DBAPIError, ValueError) as exc:
