@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from typing import Any
 
@@ -84,8 +84,10 @@ def _sqlite_begin(conn: Any) -> None:
 @contextmanager
 def writes_first() -> Iterator[None]:
     """Inside the block, every transaction that begins on SQLite takes the write lock first
-    (``BEGIN IMMEDIATE``): for work run again after SQLite turned its write away, which must
-    not be turned away twice. PostgreSQL needs nothing."""
+    (``BEGIN IMMEDIATE``): for writers on several threads at once, and for work run again
+    after SQLite turned its write away, which must not be turned away twice. The flag is
+    restored by value, not by token (see ``Database.unit_of_work``). PostgreSQL needs
+    nothing."""
     previous = _begin_immediate.get()
     _begin_immediate.set(True)
     try:
@@ -169,20 +171,16 @@ class Database:
         ``immediate``: on SQLite take the write lock when the transaction starts (for writers
         that run on several threads at once); PostgreSQL needs nothing.
         """
-        # Only writers that ask touch the flag, and they restore it by value: a generator
-        # dependency may finish in another context than it started in, where resetting a
-        # ContextVar token raises.
-        previous = _begin_immediate.get()
-        if immediate:
-            _begin_immediate.set(True)
-        session = self.sessions()
-        try:
-            with transaction(session):
-                yield session
-        finally:
-            session.close()
-            if immediate:
-                _begin_immediate.set(previous)
+        # Only writers that ask touch the flag (``writes_first`` restores it by value: a
+        # generator dependency may finish in another context than it started in, where
+        # resetting a ContextVar token raises).
+        with writes_first() if immediate else nullcontext():
+            session = self.sessions()
+            try:
+                with transaction(session):
+                    yield session
+            finally:
+                session.close()
 
     def dispose(self) -> None:
         """Close pooled connections."""

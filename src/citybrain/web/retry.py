@@ -123,20 +123,18 @@ async def run_retrying(
                 await send(message)
 
             _last_run.set(attempt == ATTEMPTS)
-            began = time.monotonic()
-            _run_began.set(began)
+            _run_began.set(time.monotonic())
             try:
                 with writes_first() if attempt > 1 else nullcontext():
                     await app(scope, replay, watched)
                 return
             except Exception as error:
-                waited = time.monotonic() - began
                 if started or attempt == ATTEMPTS:
                     raise
                 if lost_a_race(error) and not raced:
                     raced = True  # once: a second time is a fault, not a race
                     reason = "unique_race"
-                elif worth_retrying(error, waited):
+                elif runs_again(error):  # the same verdict the app's 503 handler reached
                     reason = "database_busy"
                 else:
                     raise

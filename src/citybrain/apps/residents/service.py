@@ -668,14 +668,19 @@ def register_household(
 
 @dataclass(frozen=True)
 class _Proven:
-    """Name, ID number and phone as checked, the ID's rate-limit key, and the live code that
+    """Name, ID number and phone as checked, the ID's blind index, and the live code that
     proves the phone."""
 
     name: str
     number: str
     phone: str
-    key: str
+    id_bidx: str
     proof: ResidentSmsCode
+
+    @property
+    def key(self) -> str:
+        """The ID's rate-limit key."""
+        return _limit_key(self.id_bidx)
 
 
 def _proven(
@@ -691,13 +696,13 @@ def _proven(
     if problems:
         raise FormInvalid(problems)
     assert checked_name is not None and number is not None and checked_phone is not None
-    key = _limit_key(blind_index().digest(number, "id_number"))
-    _check_rate(session, key, client_ip)
+    id_bidx = blind_index().digest(number, "id_number")
+    _check_rate(session, _limit_key(id_bidx), client_ip)
     kept: list[Callable[[Any], object]] = []
     proof = _phone_proof(session, checked_phone, sms_code, problems, kept)
     if proof is None:
         raise _keeping(FormInvalid(problems), kept)
-    return _Proven(checked_name, number, checked_phone, key, proof)
+    return _Proven(checked_name, number, checked_phone, id_bidx, proof)
 
 
 def log_in(
@@ -715,9 +720,8 @@ def log_in(
         sms_code=sms_code,
         client_ip=client_ip,
     )
-    index = blind_index()
-    person = repository.person_by_id_index(session, index.digest(proven.number, "id_number"))
-    if person is None or not _matches(person, proven.name, proven.phone, index):
+    person = repository.person_by_id_index(session, proven.id_bidx)
+    if person is None or not _matches(person, proven.name, proven.phone, blind_index()):
         error = NotAuthenticated(
             "身份证号码、手机号码和姓名与登记信息不符，或尚未登记",
             "the ID number, phone and name do not match a registration",
@@ -788,10 +792,9 @@ def change_phone(
             client_ip,
             "identity_mismatch",
         )
-    index = blind_index()
-    person = repository.person_by_id_index(session, index.digest(proven.number, "id_number"))
+    person = repository.person_by_id_index(session, proven.id_bidx)
     if person is None or not secrets.compare_digest(
-        person.name_bidx, index.digest(proven.name, "name")
+        person.name_bidx, blind_index().digest(proven.name, "name")
     ):
         error = NotAuthenticated(
             "未找到以该身份证号码和姓名登记的居民。尚未登记的请先登记；登记时姓名有误的，"
@@ -801,10 +804,9 @@ def change_phone(
             code="resident_phone_change_failed",
         )
         raise _failed(error, proven.key, client_ip, "unknown" if person is None else "mismatch")
-    if person.phone_enc is not None:
-        old_phone = field_cipher().decrypt(person.phone_enc, people_service.PHONE_FIELD)
-        if old_phone != proven.phone:
-            _tell_the_old_phone(session, old_phone, proven.phone)
+    old_phone = _registered_phone(person)
+    if old_phone is not None and old_phone != proven.phone:
+        _tell_the_old_phone(session, old_phone, proven.phone)
     sms_codes.spend(proven.proof)
     people_service.change_phone(session, resident_actor(person), person, proven.phone)
     account = repository.account(session, person.ref)
@@ -1194,13 +1196,19 @@ class PendingMember:
 def _phone_of(session: Session, invitation: MemberInvitation) -> str | None:
     """Where the adult's consent is asked: the phone given for them, or the one a registered
     adult registered with."""
-    cipher = field_cipher()
     if invitation.person_ref is not None:
         person = repository.person_by_ref(session, invitation.person_ref)
-        if person is None or person.phone_enc is None:
-            return None
-        return cipher.decrypt(person.phone_enc, people_service.PHONE_FIELD)
-    return cipher.decrypt(invitation.phone_enc, INVITED_PHONE) if invitation.phone_enc else None
+        return _registered_phone(person) if person is not None else None
+    if invitation.phone_enc is None:
+        return None
+    return field_cipher().decrypt(invitation.phone_enc, INVITED_PHONE)
+
+
+def _registered_phone(person: Person) -> str | None:
+    """The phone ``person`` is registered with (decrypted), if any."""
+    if person.phone_enc is None:
+        return None
+    return field_cipher().decrypt(person.phone_enc, people_service.PHONE_FIELD)
 
 
 def _pending(session: Session, invitation: MemberInvitation) -> PendingMember:
