@@ -22,30 +22,17 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_scans import (
-    WRK_SCRIPT,
-    Phase,
-    _drop_pg,
-    _free_port,
-    _new_pg_url,
-    _start_server,
-    _stop_server,
-    prepare,
-    run_wrk,
-)
+from bench_scans import Phase, bench_work, served_city
 
 USERNAME, PASSWORD = "bench", "bench-password-1"  # as bench_scans.prepare creates them
 
@@ -86,54 +73,23 @@ def log_in_meanwhile(port: int, rate: float, running: threading.Event) -> dict[s
 
 def run_backend(backend: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Prepare, serve, then scans and logins together."""
-    data_dir = Path(os.environ["CITYBRAIN_DATA_DIR"])
-    run = uuid.uuid4().hex[:8]
-    pg_name = None
-    if backend == "postgresql":
-        url, pg_name = _new_pg_url()
-    else:
-        url = f"sqlite:///{work}/bench-logins-{run}.db"
-    try:
-        setup = prepare(url, args.persons)
-        requests_file = work / f"scans-{run}.txt"
-        requests_file.write_text("".join(f"{t}\t{b}\n" for t, b in setup.requests))
-        script = work / "scans.lua"
-        script.write_text(WRK_SCRIPT)
-        port = _free_port()
-        server = _start_server(url, port, args, data_dir, f"sqlite:///{work}/jobs-{run}.db")
-        pids = [process.pid for process in server]
-        try:
-            run_wrk("warm", port, script, requests_file, args.connections, 3, pids)
-            scans: list[Phase] = []
-            running = threading.Event()
-            running.set()
+    with served_city(backend, args, work, "logins") as city:
+        city.wrk("warm", args.connections, 3)
+        scans: list[Phase] = []
+        running = threading.Event()
+        running.set()
 
-            def scan() -> None:
-                try:
-                    scans.append(
-                        run_wrk(
-                            "scans",
-                            port,
-                            script,
-                            requests_file,
-                            args.connections,
-                            args.seconds,
-                            pids,
-                        )
-                    )
-                finally:
-                    running.clear()
+        def scan() -> None:
+            try:
+                scans.append(city.wrk("scans", args.connections, args.seconds))
+            finally:
+                running.clear()
 
-            gates = threading.Thread(target=scan)
-            gates.start()
-            time.sleep(1)  # the scans under way first
-            logins = log_in_meanwhile(port, args.logins_per_second, running)
-            gates.join()
-        finally:
-            _stop_server(server)
-    finally:
-        if pg_name:
-            _drop_pg(pg_name)
+        gates = threading.Thread(target=scan)
+        gates.start()
+        time.sleep(1)  # the scans under way first
+        logins = log_in_meanwhile(city.port, args.logins_per_second, running)
+        gates.join()
     return {"scans": scans[0].summary(), "logins": logins}
 
 
@@ -150,22 +106,9 @@ def main() -> None:
     args = parser.parse_args()
     # As bench_scans runs the server: background work in a worker process beside it.
     args.background, args.worker_process = True, True
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed (Debian: apt-get install wrk; see scripts/system-deps.sh)")
-    work = Path(tempfile.mkdtemp(prefix="citybrain-bench-logins-"))
-    os.environ["CITYBRAIN_DATA_DIR"] = str(work / "data")
-    os.environ.setdefault("CITYBRAIN_ENV", "dev")
-    os.environ.setdefault("CITYBRAIN_LOG_LEVEL", "WARNING")
-    from citybrain.kit.logging import configure_logging
-
-    configure_logging(os.environ["CITYBRAIN_LOG_LEVEL"], json_lines=True)
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
-    results: dict[str, Any] = {}
-    try:
-        for backend in backends:
-            results[backend] = run_backend(backend, args, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with bench_work("citybrain-bench-logins-") as work:
+        results = {backend: run_backend(backend, args, work) for backend in backends}
     machine = f"{platform.machine()} {os.cpu_count()} cores, Python {sys.version.split()[0]}"
     print(
         json.dumps(

@@ -21,6 +21,7 @@ measured and reported, as are the server's, PostgreSQL's and the whole machine's
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -33,6 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -492,8 +494,39 @@ def _stop_server(processes: list[subprocess.Popen[bytes]]) -> None:
             process.wait()
 
 
-def run_backend(backend: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """Prepare, serve, warm up, measure the trivial endpoint, scans, overload; count rows."""
+@dataclass
+class ServedCity:
+    """A city prepared in a database of its own and served: what the load generator needs."""
+
+    url: str
+    port: int
+    script: Path
+    requests_file: Path
+    setup: Setup
+    setup_seconds: float
+    processes: list[subprocess.Popen[bytes]]
+    pids: list[int]
+
+    def wrk(self, name: str, connections: int, seconds: float) -> Phase:
+        """A phase of ``wrk`` against the server (see ``run_wrk``)."""
+        return run_wrk(
+            name, self.port, self.script, self.requests_file, connections, seconds, self.pids
+        )
+
+    def stop(self) -> None:
+        """Stop the server (again: nothing)."""
+        if self.processes:
+            _stop_server(self.processes)
+            self.processes = []
+
+
+@contextlib.contextmanager
+def served_city(
+    backend: str, args: argparse.Namespace, work: Path, name: str
+) -> Iterator[ServedCity]:
+    """A fresh database of ``backend`` (on PostgreSQL one of its own, dropped at the end), the
+    city prepared in it, the scans written for ``wrk``, and the server started on it; stopped
+    at the end, or before by ``ServedCity.stop``. Each run has a job queue of its own."""
     # One data directory (keys, lake) for the whole benchmark: settings are read once.
     data_dir = Path(os.environ["CITYBRAIN_DATA_DIR"])
     run = uuid.uuid4().hex[:8]
@@ -501,7 +534,7 @@ def run_backend(backend: str, args: argparse.Namespace, work: Path) -> dict[str,
     if backend == "postgresql":
         url, pg_name = _new_pg_url()
     else:
-        url = f"sqlite:///{work}/bench-scans-{run}.db"
+        url = f"sqlite:///{work}/bench-{name}-{run}.db"
     try:
         started = time.perf_counter()
         setup = prepare(url, args.persons)
@@ -512,30 +545,66 @@ def run_backend(backend: str, args: argparse.Namespace, work: Path) -> dict[str,
         script.write_text(WRK_SCRIPT)
         port = _free_port()
         server = _start_server(url, port, args, data_dir, f"sqlite:///{work}/jobs-{run}.db")
-        pids = [process.pid for process in server]
-        phases: dict[str, Phase] = {}
+        city = ServedCity(
+            url,
+            port,
+            script,
+            requests_file,
+            setup,
+            setup_seconds,
+            server,
+            [process.pid for process in server],
+        )
         try:
-
-            def phase(name: str, connections: int, seconds: float) -> Phase:
-                phases[name] = run_wrk(
-                    name, port, script, requests_file, connections, seconds, pids
-                )
-                return phases[name]
-
-            # Caches (tokens, trust list, places) and pools warm in every server process.
-            phase("warm", args.connections, 3)
-            time.sleep(1)
-            trivial = phase("healthz", args.connections, args.healthz_seconds)
-            time.sleep(1)
-            scans = phase("scans", args.connections, args.seconds)
-            time.sleep(2)
-            overload = phase("overload", args.overload_connections, args.overload_seconds)
+            yield city
         finally:
-            _stop_server(server)
-        recorded = _count_scans(url)
+            city.stop()
     finally:
         if pg_name:
             _drop_pg(pg_name)
+
+
+@contextlib.contextmanager
+def bench_work(prefix: str) -> Iterator[Path]:
+    """A work directory for a benchmark, removed at the end: the data directory (keys, lake)
+    inside it set in the environment, a development process (``CITYBRAIN_ENV``), and only
+    warnings logged, as JSON on stderr, so stdout holds the result. Exits when ``wrk`` is not
+    installed."""
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (Debian: apt-get install wrk; see scripts/system-deps.sh)")
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ["CITYBRAIN_DATA_DIR"] = str(work / "data")
+    os.environ.setdefault("CITYBRAIN_ENV", "dev")
+    os.environ.setdefault("CITYBRAIN_LOG_LEVEL", "WARNING")
+    from citybrain.kit.logging import configure_logging
+
+    configure_logging(os.environ["CITYBRAIN_LOG_LEVEL"], json_lines=True)
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_backend(backend: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Prepare, serve, warm up, measure the trivial endpoint, scans, overload; count rows."""
+    with served_city(backend, args, work, "scans") as city:
+        phases: dict[str, Phase] = {}
+
+        def phase(name: str, connections: int, seconds: float) -> Phase:
+            phases[name] = city.wrk(name, connections, seconds)
+            return phases[name]
+
+        # Caches (tokens, trust list, places) and pools warm in every server process.
+        phase("warm", args.connections, 3)
+        time.sleep(1)
+        trivial = phase("healthz", args.connections, args.healthz_seconds)
+        time.sleep(1)
+        scans = phase("scans", args.connections, args.seconds)
+        time.sleep(2)
+        overload = phase("overload", args.overload_connections, args.overload_seconds)
+        city.stop()
+        recorded = _count_scans(city.url)
+    setup, setup_seconds = city.setup, city.setup_seconds
     answered = sum(p.ok for n, p in phases.items() if n != "healthz")
     out_scans, out_trivial, out_over = scans.summary(), trivial.summary(), overload.summary()
     ratio = (
@@ -624,24 +693,12 @@ def main() -> None:
         "(its CPU counted with the server's); --no-worker-process: inside serve's worker 0",
     )
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed (Debian: apt-get install wrk; see scripts/system-deps.sh)")
-    work = Path(tempfile.mkdtemp(prefix="citybrain-bench-scans-"))
-    os.environ["CITYBRAIN_DATA_DIR"] = str(work / "data")
-    os.environ.setdefault("CITYBRAIN_ENV", "dev")
-    os.environ.setdefault("CITYBRAIN_LOG_LEVEL", "WARNING")
-    from citybrain.kit.logging import configure_logging
-
-    # Only the JSON line on stdout: the setup's own logs go to stderr, warnings only.
-    configure_logging(os.environ["CITYBRAIN_LOG_LEVEL"], json_lines=True)
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     results: dict[str, Any] = {}
-    try:
+    with bench_work("citybrain-bench-scans-") as work:
         for backend in backends:
             runs = [run_backend(backend, args, work) for _ in range(args.repeats)]
             results[backend] = {"runs": runs, "median": medians(runs)}
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     machine = f"{platform.machine()} {os.cpu_count()} cores, Python {sys.version.split()[0]}"
     print(
         json.dumps(
