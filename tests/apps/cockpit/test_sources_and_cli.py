@@ -14,6 +14,7 @@ from citybrain.analysis.models import ContactTrace
 from citybrain.apps.cockpit import service
 from citybrain.apps.cockpit.models import Alert, Figure
 from citybrain.core.audit.service import Actor
+from citybrain.datahub.catalog import catalog
 from citybrain.datahub.models import IntakeFile
 from citybrain.kit import clock
 from citybrain.kit.db import Database
@@ -70,6 +71,32 @@ def _ledger_and_freshness(session: Session, now: dt.datetime) -> None:
     alert = session.scalar(select(Alert).where(Alert.kind == "source_stale"))
     assert alert is not None and alert.area_code == "4101"
     assert "铁路" in alert.title_zh or "rail" in alert.title_en
+
+
+def test_a_feed_that_never_sends_anything_is_alerted_once_its_interval_after_first_watched(
+    session: Session,
+) -> None:
+    feeds = {c: s for c, s in catalog().items() if s.is_feed and s.stale_after_hours}
+    daily = {c for c, s in feeds.items() if s.stale_after_hours <= 24}
+    assert "lab_test" in daily and "rail_ticket" in feeds
+    with clock.frozen(NOON):
+        # The first look finds nothing from anyone: too early to tell a silent feed.
+        assert service.check_freshness(session) == []
+    later = NOON + dt.timedelta(hours=25)
+    with clock.frozen(later):
+        _ledger(session, "lab_test", 3, later - dt.timedelta(hours=1), 1)
+        service.source_ingested(session, "lab_test")
+        alerted = service.check_freshness(session)
+        # Every feed due within a day and silent since the first look; not the one that came,
+        # not those with longer intervals, not our own apps' categories.
+        assert set(alerted) == daily - {"lab_test"} and alerted
+        assert service.check_freshness(session) == []  # once
+        titles = session.scalars(select(Alert.title_zh).where(Alert.kind == "source_stale"))
+        assert all("未接入" in t for t in titles)
+    with clock.frozen(NOON + dt.timedelta(days=15)):
+        # Now the longer intervals have passed too, and the feed that came has lapsed.
+        alerted = set(service.check_freshness(session))
+        assert alerted == set(feeds) - daily | {"lab_test"}
 
 
 def test_loop_times_from_a_trace_and_its_contact_facts(session: Session) -> None:

@@ -68,7 +68,10 @@ class Alert(Base):
 
 class SourceFreshness(Base):
     """Per source category of the data centre: when data last arrived, how many records today
-    (China's calendar day), and when its going stale was last alerted."""
+    (China's calendar day), and when its going stale was last alerted.
+
+    ``watched_since``: when the freshness check first looked for a feed that had not yet sent
+    anything; a feed still silent its expected interval later is alerted as never received."""
 
     __tablename__ = "cockpit_sources"
 
@@ -77,6 +80,7 @@ class SourceFreshness(Base):
     records_day: Mapped[dt.date | None] = mapped_column(Date)
     records_today: Mapped[int] = mapped_column(Integer, default=0)
     stale_alerted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    watched_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class LoopDay(Base):

@@ -596,6 +596,14 @@ def refresh_source(session: Session, category: str, today: dt.date) -> SourceFre
     return row
 
 
+def watch_source(session: Session, category: str, since: dt.datetime) -> SourceFreshness:
+    """The freshness row of a feed that has sent nothing yet, looked for from ``since``."""
+    row = SourceFreshness(category=category, records_today=0, watched_since=since)
+    session.add(row)
+    session.flush()
+    return row
+
+
 def sources(session: Session) -> dict[str, SourceFreshness]:
     """Every category's freshness row, by category."""
     return {row.category: row for row in session.scalars(select(SourceFreshness))}

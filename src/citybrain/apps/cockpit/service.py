@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection
 from sqlalchemy.orm import Session
 
 from citybrain.apps.cockpit import live, repository
-from citybrain.apps.cockpit.models import Alert
+from citybrain.apps.cockpit.models import Alert, SourceFreshness
 from citybrain.apps.cockpit.repository import CITY, STATE_MEASURES
 from citybrain.apps.cockpit.schemas import (
     AlertOut,
@@ -26,7 +26,7 @@ from citybrain.apps.cockpit.schemas import (
     OverviewOut,
 )
 from citybrain.core.authz.principal import Principal
-from citybrain.datahub.catalog import catalog
+from citybrain.datahub.catalog import Source, catalog
 from citybrain.kit import clock
 from citybrain.kit.errors import InvalidInput, NotFound, PermissionDenied
 from citybrain.risk import service as risk
@@ -218,14 +218,19 @@ def source_ingested(session: Session, category: str) -> None:
 
 
 def check_freshness(session: Session, now: dt.datetime | None = None) -> list[str]:
-    """Alert every feed gone stale (no file within its expected interval) once per lapse;
-    returns the categories alerted."""
+    """Alert every feed gone stale (no file within its expected interval) once per lapse,
+    and every agency feed that has sent nothing at all an interval after the check first
+    looked for it (数据源未接入); returns the categories alerted."""
     now = now or clock.now()
     rows = repository.sources(session)
     alerted = []
     for code, source in catalog().items():
         row = rows.get(code)
-        if row is None or row.last_received_at is None or not source.stale_after_hours:
+        if not source.stale_after_hours:
+            continue
+        if row is None or row.last_received_at is None:
+            if source.is_feed and _never_received(session, code, source, row, now):
+                alerted.append(code)
             continue
         last = clock.as_utc(row.last_received_at)
         if now - last <= dt.timedelta(hours=source.stale_after_hours):
@@ -246,6 +251,38 @@ def check_freshness(session: Session, now: dt.datetime | None = None) -> list[st
         )
         alerted.append(code)
     return alerted
+
+
+def _never_received(
+    session: Session, code: str, source: Source, row: SourceFreshness | None, now: dt.datetime
+) -> bool:
+    """Alert a feed that has never sent a file, once, an expected interval after the check
+    first looked for it; returns whether it alerted. A city that connects a feed late is
+    told the day it should have come, not silently shown an empty panel for ever."""
+    if row is None:
+        row = repository.watch_source(session, code, now)
+    if row.watched_since is None:
+        row.watched_since = now
+    since = clock.as_utc(row.watched_since)
+    if row.stale_alerted_at is not None or now - since <= dt.timedelta(
+        hours=source.stale_after_hours
+    ):
+        return False
+    row.stale_alerted_at = now
+    alert(
+        session,
+        kind="source_stale",
+        area_code=CITY,
+        title_zh=(
+            f"数据源未接入：{source.name}（监测 {source.stale_after_hours} 小时以来未收到任何数据）"
+        ),
+        title_en=(
+            f"Data source never received: {source.name_en} "
+            f"(nothing in the {source.stale_after_hours} hours since it was first expected)"
+        ),
+        dedupe_key=f"stale:{code}:never",
+    )
+    return True
 
 
 def check_overdue_appeals(session: Session) -> list[str]:
