@@ -113,7 +113,11 @@ def landing(request: Request, me: Resident) -> Response:
     already logged in)."""
     if me is not None:
         return RedirectResponse("/residents/code", status_code=303)
-    return _page(request, "residents/landing.html")
+    return _page(
+        request,
+        "residents/landing.html",
+        {"deregistered": "deregistered" in request.query_params},
+    )
 
 
 def _register_form(
@@ -751,13 +755,15 @@ def household_page(
     me: Resident,
     remove: Annotated[str | None, Query(max_length=32)] = None,
     leave: bool = False,
+    deregister: bool = False,
 ) -> Response:
     """我的家庭: the members (masked) with their colours and today's reports, the household's
     passes, and a form to add a member; ``remove`` asks to confirm taking a member out,
-    ``leave`` to confirm leaving oneself."""
+    ``leave`` to confirm leaving oneself, ``deregister`` to confirm withdrawing one's own
+    registration."""
     if me is None:
         return _to_login(request)
-    return _household(request, session, me, remove=remove, leave=leave)
+    return _household(request, session, me, remove=remove, leave=leave, deregister=deregister)
 
 
 def _household(
@@ -770,6 +776,7 @@ def _household(
     added: bool = False,
     remove: str | None = None,
     leave: bool = False,
+    deregister: bool = False,
     pending_errors: dict[int, dict[str, str]] | None = None,
     sent: tuple[int, CodeSent] | None = None,
     status_code: int = 200,
@@ -795,6 +802,7 @@ def _household(
             "removing": removing,
             "withdraws": withdraws,
             "leaving": leave and len(members) > 1,
+            "deregistering": deregister,
             "left": "left" in request.query_params,
             "removed": request.query_params.get("removed", ""),
             "moved": "moved" in request.query_params,
@@ -970,6 +978,24 @@ def household_leave(
     except CitybrainError as error:
         return _household_refusing(request, session, me, error)
     return RedirectResponse("/residents/household?left=1", status_code=303)
+
+
+@router.post("/residents/household/deregister")
+def household_deregister(
+    request: Request, session: DB, me: Resident, csrf_token: Annotated[str, Form()] = ""
+) -> Response:
+    """Withdraw one's own registration (注销本人登记), after the page asked to confirm; the
+    session ends with it."""
+    if me is None:
+        return _to_login(request)
+    check_csrf(request, csrf_token)
+    try:
+        service.deregister_self(session, me)
+    except CitybrainError as error:
+        return _household_refusing(request, session, me, error)
+    response = RedirectResponse("/residents?deregistered=1", status_code=303)
+    sessions.end(response)
+    return response
 
 
 def _household_refusing(

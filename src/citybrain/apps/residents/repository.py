@@ -182,6 +182,14 @@ def move_invitations(session: Session, household_id: int, compound_code: str) ->
     )
 
 
+def delete_invitations_of_household(session: Session, household_id: int) -> int:
+    """Delete every invitation into household ``household_id``; returns how many."""
+    result = session.execute(
+        delete(MemberInvitation).where(MemberInvitation.household_id == household_id)
+    )
+    return rows_affected(result)
+
+
 def purge_invitations_before(session: Session, before: dt.datetime) -> int:
     """Delete invitations that lapsed before ``before``; returns how many."""
     result = session.execute(delete(MemberInvitation).where(MemberInvitation.expires_at < before))

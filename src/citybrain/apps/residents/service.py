@@ -46,6 +46,7 @@ from citybrain.core.authz.roles import Permission
 from citybrain.core.authz.scope import covers
 from citybrain.core.events.service import publish
 from citybrain.core.geo.models import Compound
+from citybrain.core.people import repository as people_repository
 from citybrain.core.people import service as people_service
 from citybrain.core.people.models import Household, Person
 from citybrain.core.people.schemas import HouseholdIn, PersonIn
@@ -1456,10 +1457,52 @@ def _require_green(session: Session, persons: list[Person], zh: str, en: str, *,
 def _withdraw_from_registry(session: Session, actor: Actor, person: Person, reason: str) -> None:
     """Withdraw ``person``'s registration: their daily reports and resident account (if any)
     are deleted, then their name, ID and phone (audited and announced by the registry); their
-    health record stays with the risk subject."""
+    health record stays with the risk subject. A household left with nobody in it loses the
+    adults still invited into it too: their names, IDs and phones were entered for a household
+    that no longer has anyone to welcome them."""
+    household_id = person.household_id
     repository.delete_reports_of(session, person.ref)
     repository.delete_account(session, person.ref)
     people_service.withdraw_person(session, actor, person, reason=reason)
+    if household_id is not None and not people_repository.has_members(session, household_id):
+        repository.delete_invitations_of_household(session, household_id)
+
+
+def _require_a_holder_among(session: Session, others: list[Person], going_zh: str) -> None:
+    """Refuse (409) unless one of ``others``, the members staying in the household, can log
+    in: otherwise nobody would show the codes of the rest or report for them. ``going_zh``
+    names what the resident is doing (退出, 注销)."""
+    if not repository.account_refs(session, [p.ref for p in others]):
+        raise Conflict(
+            f"本户其他成员都不能自行登录（如孩子、没有手机的老人），您{going_zh}后无人为其查看"
+            f"健康码和打卡。请先将其移出，或请一位家人登录后再{going_zh}",
+            "nobody else in the household can log in (children, elders without a phone), so "
+            "nobody would show their codes or report for them; take them out first, or have "
+            "another member log in first",
+            code="household_needs_holder",
+        )
+
+
+def deregister_self(session: Session, me: Person) -> None:
+    """Withdraw one's own registration (注销本人登记): someone who moved out of the city, or
+    no longer wants to be in the resident service, takes their name, ID number, phone, daily
+    reports and account out of it, as the law on personal information lets them. What the
+    platform learnt about their health stays with the risk subject, as it would for anyone,
+    and they can register again later. Refused while their code is not green (a case or a
+    contact stays where the community finds them), and while their household holds members
+    nobody else could log in for (children, elders without a phone): those are taken out
+    first, or another member logs in first. Audited and announced by the registry."""
+    _require_green(
+        session,
+        [me],
+        "您当前不是绿码，暂不能注销登记；如有疑问，请联系所在社区",
+        "your code is not green, so you cannot withdraw your registration now; ask your community",
+        code="self_not_green",
+    )
+    others = [p for p in household_of(session, me) if p.ref != me.ref]
+    if others:
+        _require_a_holder_among(session, others, "注销")
+    _withdraw_from_registry(session, resident_actor(me), me, reason="deregistered_by_self")
 
 
 def remove_member(session: Session, me: Person, ref: str) -> str:
@@ -1511,15 +1554,7 @@ def leave_own_household(session: Session, me: Person) -> None:
         "your code is not green, so you cannot leave the household now; ask your community",
         code="self_not_green",
     )
-    if not repository.account_refs(session, [p.ref for p in others]):
-        raise Conflict(
-            "本户其他成员都不能自行登录（如孩子、没有手机的老人），您退出后无人为其查看健康码和"
-            "打卡。请先将其移出，或请一位家人登录后再退出",
-            "nobody else in the household can log in (children, elders without a phone), so "
-            "nobody would show their codes or report for them; take them out first, or have "
-            "another member log in first",
-            code="household_needs_holder",
-        )
+    _require_a_holder_among(session, others, "退出")
     people_service.leave_household(session, resident_actor(me), me, reason="left_by_self")
 
 
