@@ -1,6 +1,7 @@
 """A new phone on a phone, in headless Chromium: a child registered by a guardian without a
 phone of their own opens the login page, follows "手机号已更换，或登记时未留本人手机号？",
-asks for a code on their own phone, enters it and is logged in to their code page."""
+asks for a code on their own phone, enters it and is logged in to their code page; later they
+withdraw their own registration (注销登记) from 我的家庭."""
 
 from __future__ import annotations
 
@@ -60,4 +61,16 @@ def test_a_child_without_a_phone_of_their_own_takes_theirs_on_a_phone(
     page.wait_for_url(re.compile(r"/residents/code\?phone_changed=1$"))
     expect(page.get_by_test_id("phone-changed-notice")).to_be_visible()
     expect(page.locator("body")).to_contain_text(child.name)
+    # Grown up and moving away, they withdraw their own registration from 我的家庭: the page
+    # asks first, on a phone screen, and the front page then says it is gone.
+    page.goto(f"{base}/residents/household")
+    page.get_by_test_id("deregister").click()
+    expect(page.get_by_test_id("confirm-deregister")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    page.screenshot(path=str(ARTIFACTS / "residents-deregister.png"), full_page=True)
+    page.get_by_test_id("confirm-deregister-button").click()
+    page.wait_for_url(re.compile(r"/residents\?deregistered=1$"))
+    expect(page.get_by_test_id("deregistered")).to_be_visible()
+    page.goto(f"{base}/residents/household")
+    page.wait_for_url(re.compile(r"/residents/login"))
     context.close()
