@@ -39,7 +39,7 @@ from citybrain.risk.kinds import (
 from citybrain.risk.models import Fact
 from citybrain.risk.routes import subject_for
 from citybrain.risk.rules import packaged_rules_text
-from citybrain.risk.schemas import DecideIn
+from citybrain.risk.schemas import ColouredPage, DecideIn
 from citybrain.risk.settings import risk_settings
 
 router = APIRouter(include_in_schema=False)
@@ -174,6 +174,30 @@ TEXT: dict[str, tuple[str, str]] = {
     "view_requested": ("待批准", "Awaiting approval"),
     "view_active": ("生效中", "In force"),
     "view_ended": ("已结束", "Ended"),
+    "people": ("红黄码人员", "Red and yellow codes"),
+    "people_hint": (
+        "辖区内显示红码、黄码的人员，红码在前。未管控的，请核实去向并落实隔离或居家管控，在详情中登记“隔离中”。",
+        "People in your jurisdiction showing red or yellow, red first. For those not under "
+        "control, find them, arrange isolation or home control, and record “in quarantine” "
+        "on their page.",
+    ),
+    "all_colours": ("红码与黄码", "Red and yellow"),
+    "list": ("名单", "List"),
+    "control": ("管控状态", "Control"),
+    "control_all": ("全部", "All"),
+    "control_uncontrolled": ("未管控", "Not under control"),
+    "control_controlled": ("已管控", "Under control"),
+    "area": ("区域代码（可空）", "Area code (optional)"),
+    "unregistered": (
+        "未登记人员（市级核查）",
+        "not in the registry (checked at city level)",
+    ),
+    "people_export_note": (
+        "导出内容中人员已脱敏；导出将记入审计日志。",
+        "The export masks the persons; it is audited.",
+    ),
+    "phone": ("手机", "Phone"),
+    "id_number": ("身份证号码", "ID number"),
     "override_export_note": (
         "导出内容中本人已脱敏；导出将记入审计日志。",
         "The export masks the persons; it is audited.",
@@ -295,6 +319,7 @@ def overview(
 
 def _can(who: Principal) -> dict[str, bool]:
     return {
+        "people": who.can(Permission.RISK_PEOPLE),
         "assert": who.can(Permission.RISK_ASSERT),
         "assert_clinical": who.can(Permission.RISK_ASSERT_CLINICAL),
         "rules": who.can(Permission.RULES_PROPOSE) or who.can(Permission.RULES_APPROVE),
@@ -304,6 +329,118 @@ def _can(who: Principal) -> dict[str, bool]:
         "approve_override": who.can(Permission.OVERRIDE_APPROVE),
         "appeals": who.can(Permission.APPEAL_DECIDE),
     }
+
+
+PEOPLE_PAGE_SIZE = 30
+
+
+@router.get("/risk/people")
+def people(
+    request: Request,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.RISK_PEOPLE))],
+    colour: Annotated[str, Query(max_length=8)] = "all",
+    control: Annotated[str, Query(max_length=14)] = "all",
+    area: Annotated[str, Query(max_length=15)] = "",
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+) -> Response:
+    """红黄码人员: the people showing red or yellow in the jurisdiction, red first, with
+    why, until when and whether they are under control (``control``: all, uncontrolled,
+    controlled), in a part of it (``area``), a page at a time; each links to their page,
+    where staff record them in quarantine."""
+    error = None
+    found = ColouredPage(total=0, items=[])
+    try:
+        found = service.coloured_people(
+            session,
+            who,
+            colour=colour,
+            control=control,
+            area_code=area,
+            offset=(page - 1) * PEOPLE_PAGE_SIZE,
+            limit=PEOPLE_PAGE_SIZE,
+        )
+    except InvalidInput as exc:
+        rollback_keeping(session, exc)
+        error = exc.message(language(request))
+    return _page(
+        request,
+        "risk/people.html",
+        {
+            "found": found,
+            "colour": colour,
+            "control": control,
+            "area": area,
+            "page": page,
+            "pages": max(1, -(-found.total // PEOPLE_PAGE_SIZE)),
+            "query": lambda **changes: urlencode(
+                {
+                    k: v
+                    for k, v in {
+                        "colour": changes.get("colour", colour),
+                        "control": changes.get("control", control),
+                        "area": area,
+                        "page": changes.get("page", 1),
+                    }.items()
+                    if v and v != "all" and v != 1
+                }
+            ),
+            "can": _can(who),
+            "error": error,
+        },
+        status_code=422 if error else 200,
+    )
+
+
+@router.get("/risk/people/export.xlsx")
+def people_export(
+    request: Request,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.RISK_PEOPLE))],
+    colour: Annotated[str, Query(max_length=8)] = "all",
+    control: Annotated[str, Query(max_length=14)] = "all",
+    area: Annotated[str, Query(max_length=15)] = "",
+) -> Response:
+    """The list as filtered, as an Excel workbook (at most ``EXPORT_LIMIT`` rows): persons
+    masked, cells neutralised; the export is audited."""
+    lang = language(request)
+    x = _words(request)
+    labels = _labels(request)
+    found = service.coloured_people(
+        session,
+        who,
+        colour=colour,
+        control=control,
+        area_code=area,
+        limit=service.EXPORT_LIMIT,
+        action="risk.people.export",
+    )
+    header = [
+        x["person"], x["id_number"], x["phone"], x["compound"], x["colour"], x["reasons"],
+        x["until"], x["control"], x["setting"],
+    ]  # fmt: skip
+    body = xlsx_bytes(
+        x["people"],
+        header,
+        (
+            [
+                p.person.name if p.person else x["unregistered"],
+                p.person.id_number if p.person else "",
+                (p.person.phone or "") if p.person else "",
+                (p.person.compound_name or "") if p.person else (p.area_code or ""),
+                labels["colours"].get(p.colour, p.colour),
+                "；".join(r.text_zh if lang == "zh-CN" else r.text_en for r in p.reasons),
+                china_time(p.until, MINUTE) if p.until else "",
+                x["control_controlled"] if p.controlled else x["control_uncontrolled"],
+                labels["settings"].get(p.setting, p.setting) if p.setting else "",
+            ]
+            for p in found.items
+        ),
+    )
+    name = (
+        f"red-yellow-{colour}-{control}-{area or who.area_code}-{clock.today_local():%Y%m%d}.xlsx"
+    )
+    return download(body, name, XLSX_MEDIA_TYPE)
 
 
 @router.post("/risk/lookup")

@@ -7,12 +7,24 @@ import datetime as dt
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Select, and_, case, delete, exists, func, literal, select, union, update
+from sqlalchemy import (
+    Select,
+    and_,
+    case,
+    delete,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    union,
+    update,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from citybrain.core.authz.principal import Principal
-from citybrain.core.authz.scope import scoped
+from citybrain.core.authz.scope import scoped, within
 from citybrain.core.geo.models import Area, Compound
 from citybrain.core.people.models import Person
 from citybrain.kit.db import rows_affected
@@ -575,6 +587,70 @@ def colour_counts_scoped(session: Session, who: Principal, now_: dt.datetime) ->
     )
     out["green"] = int(session.scalar(registered) or 0) - int(session.scalar(not_green) or 0)
     return out
+
+
+def _quarantine_in_force(now_: dt.datetime) -> list[ColumnElement[bool]]:
+    """SQL conditions: a fact is an ``in_quarantine`` fact in force at ``now_`` (as the
+    cockpit counts "under control", 已管控)."""
+    return [
+        Fact.kind == "in_quarantine",
+        Fact.retracted_at.is_(None),
+        Fact.valid_from <= now_,
+        or_(Fact.valid_until.is_(None), Fact.valid_until > now_),
+    ]
+
+
+def coloured_scoped(
+    session: Session,
+    who: Principal,
+    now_: dt.datetime,
+    *,
+    colours: Sequence[str],
+    controlled: bool | None = None,
+    area_code: str | None = None,
+    offset: int = 0,
+    limit: int = 30,
+) -> tuple[int, list[tuple[PersonColour, bool]]]:
+    """The colour rows showing one of ``colours`` at ``now_`` inside ``who``'s jurisdiction
+    (below the city only those some place puts there, as :func:`colour_counts_scoped` counts
+    them), inside ``area_code`` if given, and with or without an ``in_quarantine`` fact in
+    force (``controlled``; None: both): how many, and a page of them, red first, then the most
+    recently computed, each with whether it is under control."""
+    shown = shown_colour(now_)
+    quarantined = exists().where(Fact.subject == PersonColour.subject, *_quarantine_in_force(now_))
+    where: list[Any] = [shown.in_(colours)]
+    if len(who.area_code) > 4:
+        where.append(within(cast(ColumnElement[str], PersonColour.area_code), who.area_code))
+    if area_code:
+        where.append(within(cast(ColumnElement[str], PersonColour.area_code), area_code))
+    if controlled is not None:
+        where.append(quarantined if controlled else ~quarantined)
+    total = int(session.scalar(select(func.count()).select_from(PersonColour).where(*where)) or 0)
+    rows = session.execute(
+        select(PersonColour, quarantined.label("controlled"))
+        .where(*where)
+        .order_by(
+            case((shown == "red", 0), else_=1),
+            PersonColour.computed_at.desc(),
+            PersonColour.subject,
+        )
+        .offset(offset)
+        .limit(limit)
+    )
+    return total, [(row, bool(flag)) for row, flag in rows]
+
+
+def quarantine_settings(
+    session: Session, subjects: Sequence[str], now_: dt.datetime
+) -> dict[str, str]:
+    """The setting (home, facility, hospital) of each subject's newest ``in_quarantine`` fact
+    in force at ``now_`` that names one."""
+    rows = session.execute(
+        select(Fact.subject, Fact.setting)
+        .where(Fact.subject.in_(subjects), Fact.setting.is_not(None), *_quarantine_in_force(now_))
+        .order_by(Fact.valid_from)
+    )
+    return {str(subject): str(setting) for subject, setting in rows}
 
 
 def tier_counts_scoped(session: Session, who: Principal) -> dict[str, int]:

@@ -44,6 +44,29 @@ class ColourView(BaseModel):
     overridden: bool = False
 
 
+class ColouredPersonOut(BaseModel):
+    """One person of the red and yellow list (红黄码人员): their colour with its reasons,
+    where they are placed, whether they are under control (隔离/管控中) and how, and the
+    registered person behind the subject as staff see them (masked; None if not registered)."""
+
+    subject: str
+    colour: ColourName
+    reasons: list[ReasonView]
+    until: dt.datetime | None
+    overridden: bool = False
+    area_code: str | None
+    controlled: bool
+    setting: str | None = Field(default=None, description="隔离方式：home、facility、hospital")
+    person: PersonMasked | None = None
+
+
+class ColouredPage(BaseModel):
+    """A page of the red and yellow list, with how many match in all."""
+
+    total: int
+    items: list[ColouredPersonOut]
+
+
 class TierView(BaseModel):
     """A compound's tier (三色分层): red closed, yellow controlled, green normal."""
 

@@ -68,6 +68,8 @@ from citybrain.risk.rules import (
 from citybrain.risk.schemas import (
     AppealOut,
     AppealSummary,
+    ColouredPage,
+    ColouredPersonOut,
     ColourView,
     DecideIn,
     FactOut,
@@ -1368,6 +1370,84 @@ def _overrides_named(
         }
         out.append(view)
     return out
+
+
+# The red and yellow list's views: which colours, and whether under control (已管控).
+COLOURED_VIEWS = {"all": ("red", "yellow"), "red": ("red",), "yellow": ("yellow",)}
+CONTROL_VIEWS = {"all": None, "uncontrolled": False, "controlled": True}
+
+
+def coloured_people(
+    session: Session,
+    who: Principal,
+    *,
+    colour: str = "all",
+    control: str = "all",
+    area_code: str | None = None,
+    offset: int = 0,
+    limit: int = 30,
+    action: str = "risk.people.list",
+) -> ColouredPage:
+    """The people showing red or yellow in ``who``'s jurisdiction (红黄码人员名单), red first:
+    the list those who find them and put them under control work from. ``colour`` is one of
+    :data:`COLOURED_VIEWS`, ``control`` of :data:`CONTROL_VIEWS` (``uncontrolled``: no
+    ``in_quarantine`` fact in force, 未管控), ``area_code`` narrows to a part of the
+    jurisdiction. Persons are shown masked; reading the list is audited (``action``)."""
+    who.require(Permission.RISK_PEOPLE)
+    if colour not in COLOURED_VIEWS:
+        raise InvalidInput(
+            "颜色应为 all、red 或 yellow", "colour: all, red or yellow", field="colour"
+        )
+    if control not in CONTROL_VIEWS:
+        raise InvalidInput(
+            "管控状态应为 all、uncontrolled 或 controlled",
+            "control: all, uncontrolled or controlled",
+            field="control",
+        )
+    area = (area_code or "").strip() or None
+    if area is not None and not (area.isdigit() and covers(who, area)):
+        raise InvalidInput(
+            "区域代码应为辖区内的数字代码", "area: a code inside your jurisdiction", field="area"
+        )
+    now = clock.now()
+    total, rows = repository.coloured_scoped(
+        session,
+        who,
+        now,
+        colours=COLOURED_VIEWS[colour],
+        controlled=CONTROL_VIEWS[control],
+        area_code=area,
+        offset=offset,
+        limit=limit,
+    )
+    record(
+        session,
+        who.actor,
+        action,
+        object_type="subject",
+        area_code=area or who.area_code,
+        detail={"colour": colour, "control": control, "offset": offset, "results": len(rows)},
+    )
+    subjects = [row.subject for row, _ in rows]
+    persons = _masked_by_subject(session, subjects)
+    settings = repository.quarantine_settings(session, subjects, now)
+    items = []
+    for row, controlled in rows:
+        view = _view(row, now)
+        items.append(
+            ColouredPersonOut(
+                subject=row.subject,
+                colour=view.colour,
+                reasons=view.reasons,
+                until=view.until,
+                overridden=view.overridden,
+                area_code=row.area_code,
+                controlled=controlled,
+                setting=settings.get(row.subject) if controlled else None,
+                person=persons[row.subject],
+            )
+        )
+    return ColouredPage(total=total, items=items)
 
 
 def masked_person_of(session: Session, subject: str) -> PersonMasked | None:

@@ -50,6 +50,9 @@ class Permission(StrEnum):
     RISK_VIEW = "risk.view"
     RISK_ASSERT = "risk.assert"
     RISK_ASSERT_CLINICAL = "risk.assert_clinical"
+    # The list of people showing red or yellow in a jurisdiction (红黄码人员名单): those who
+    # find them and put them under control, not a clinic, which looks up its own patients.
+    RISK_PEOPLE = "risk.people"
     RULES_PROPOSE = "risk.rules_propose"
     RULES_APPROVE = "risk.rules_approve"
     OVERRIDE_REQUEST = "risk.override_request"
@@ -102,6 +105,7 @@ _COMPOUND_WORK = {
 # person approves) and decide appeals.
 _RISK_WORK = {
     Permission.RISK_VIEW,
+    Permission.RISK_PEOPLE,
     Permission.RISK_ASSERT,
     Permission.OVERRIDE_REQUEST,
     Permission.APPEAL_DECIDE,
@@ -128,8 +132,11 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.STREET_OFFICER: frozenset(
         {*_PEOPLE_WORK, *_COMPOUND_WORK, *_RISK_WORK, Permission.COCKPIT_VIEW}
     ),
-    # Grid workers see colours; facts are asserted above them.
-    Role.GRID_WORKER: frozenset({*_PEOPLE_WORK, *_COMPOUND_WORK, Permission.RISK_VIEW}),
+    # Grid workers see colours and who shows red or yellow (they knock on the doors); facts
+    # are asserted above them.
+    Role.GRID_WORKER: frozenset(
+        {*_PEOPLE_WORK, *_COMPOUND_WORK, Permission.RISK_VIEW, Permission.RISK_PEOPLE}
+    ),
     # Clinic staff record fever visits and test results, nothing else of risk.
     Role.CLINIC_STAFF: frozenset(
         {

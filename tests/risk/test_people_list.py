@@ -1,0 +1,105 @@
+"""The red and yellow list (/risk/people, 红黄码人员): who shows red or yellow in a
+jurisdiction, red first, whether each is under control (an ``in_quarantine`` fact in force),
+filtered by colour, control and area, exported masked, audited; a clinic does not get it."""
+
+from __future__ import annotations
+
+import io
+import re
+
+from fastapi.testclient import TestClient
+from openpyxl import load_workbook
+from sqlalchemy.orm import Session
+from tests.factories import STREET_A, STREET_B, first_compound, make_user
+from tests.risk.conftest import audits, resident
+from tests.web.conftest import log_in
+
+from citybrain.kit import clock
+from citybrain.risk import service
+
+UNREGISTERED = "ab" * 16  # a subject the analysis found who is in no registry
+
+
+def _listed(text: str) -> list[str]:
+    """The cards of a list page, each as its colour and the masked name or 未登记."""
+    cards = re.findall(
+        r'data-testid="coloured-person">\s*<div><span class="chip (\w+)">.*?'
+        r'(?:data-testid="person-row">([^<·]+)|data-testid="unregistered">)',
+        text,
+        re.S,
+    )
+    return [f"{colour}:{(name or '未登记').strip()}" for colour, name in cards]
+
+
+def test_the_red_and_yellow_list_filters_exports_and_stays_in_the_jurisdiction(
+    client: TestClient, session: Session
+) -> None:
+    officer = make_user(session, "street_officer", STREET_A, "streetlist")
+    make_user(session, "clinic_staff", STREET_A, "cliniclist")
+    now = clock.now()
+
+    def fact(subject: str, kind: str, **extra: object) -> None:
+        service.assert_fact(
+            session,
+            officer.actor,
+            subject=subject,
+            kind=kind,
+            source="staff",
+            evidence={"record_ids": [1]},
+            valid_from=now,
+            **extra,  # type: ignore[arg-type]
+        )
+
+    contact, secondary, isolated = (resident(session, officer) for _ in range(3))
+    fact(contact.subject, "close_contact")
+    fact(secondary.subject, "secondary_contact")
+    fact(isolated.subject, "close_contact")
+    fact(isolated.subject, "in_quarantine", setting="home")
+    fact(UNREGISTERED, "close_contact", compound_code=first_compound(session, STREET_A))
+    neighbour = make_user(session, "street_officer", STREET_B)
+    fact(resident(session, neighbour).subject, "close_contact")
+    session.commit()
+
+    log_in(client, "streetlist")
+    overview = client.get("/risk")
+    assert 'href="/risk/people?colour=red"' in overview.text
+    page = client.get("/risk/people")
+    assert page.status_code == 200
+    listed = _listed(page.text)
+    # Four in the street (not the next street's contact), red first, every name masked.
+    assert len(listed) == 4 and "第 1 / 1 页，共 4 条" in page.text
+    assert [c.split(":")[0] for c in listed] == ["red", "red", "red", "yellow"]
+    assert "red:未登记" in listed
+    assert all("*" in c for c in listed if not c.endswith("未登记"))
+    assert page.text.count('data-testid="controlled"') == 1 and "已管控 · 居家隔离" in page.text
+    assert f'href="/risk/persons/{contact.ref}"' in page.text
+
+    uncontrolled = client.get("/risk/people?control=uncontrolled")
+    assert len(_listed(uncontrolled.text)) == 3
+    assert f"/risk/persons/{isolated.ref}" not in uncontrolled.text
+    controlled = client.get("/risk/people?control=controlled")
+    assert [f"/risk/persons/{isolated.ref}" in controlled.text, len(_listed(controlled.text))] == [
+        True,
+        1,
+    ]
+    yellow = client.get("/risk/people?colour=yellow")
+    assert len(_listed(yellow.text)) == 1 and f"/risk/persons/{secondary.ref}" in yellow.text
+    outside = client.get(f"/risk/people?area={STREET_B}")
+    assert outside.status_code == 422 and "辖区内" in outside.text
+    assert not _listed(outside.text)
+
+    export = client.get("/risk/people/export.xlsx?control=uncontrolled")
+    assert export.status_code == 200 and export.headers["cache-control"] == "no-store"
+    sheet = load_workbook(io.BytesIO(export.content)).active
+    assert sheet is not None
+    rows = [[c.value for c in row] for row in sheet.iter_rows()]
+    assert rows[0][:5] == ["本人", "身份证号码", "手机", "小区", "颜色"]
+    assert len(rows) == 4 and all(r[7] == "未管控" for r in rows[1:])
+    assert all("*" in str(r[1]) for r in rows[1:] if r[1])  # ID numbers masked
+    assert "密切接触者" in "".join(str(r[5]) for r in rows[1:])
+    assert audits(session, "risk.people.export")[-1].detail["results"] == 3
+    assert [a.detail["results"] for a in audits(session, "risk.people.list")][:1] == [4]
+
+    log_in(client, "cliniclist")
+    assert client.get("/risk/people").status_code == 403
+    assert 'href="/risk/people' not in client.get("/risk").text
