@@ -12,7 +12,7 @@ from openpyxl import load_workbook
 from sqlalchemy.orm import Session
 from tests.factories import STREET_A, STREET_B, first_compound, make_user
 from tests.risk.conftest import audits, resident
-from tests.web.conftest import log_in
+from tests.web.conftest import csrf_of, log_in
 
 from citybrain.kit import clock
 from citybrain.risk import service
@@ -99,6 +99,24 @@ def test_the_red_and_yellow_list_filters_exports_and_stays_in_the_jurisdiction(
     assert "密切接触者" in "".join(str(r[5]) for r in rows[1:])
     assert audits(session, "risk.people.export")[-1].detail["results"] == 3
     assert [a.detail["results"] for a in audits(session, "risk.people.list")][:1] == [4]
+
+    # Working down the uncontrolled list: record one in quarantine from the list itself, and
+    # come back to the list as it was filtered.
+    assert uncontrolled.text.count('data-testid="quarantine-form"') == 2  # registered only
+    form = {
+        "csrf_token": csrf_of(client, "/risk/people?control=uncontrolled"),
+        "kind": "in_quarantine",
+        "setting": "facility",
+        "back": "/risk/people?control=uncontrolled",
+    }
+    done = client.post(f"/risk/persons/{contact.ref}/facts", data=form, follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == form["back"]
+    assert len(_listed(client.get(form["back"]).text)) == 2
+    assert "已管控 · 集中隔离" in client.get("/risk/people?control=controlled").text
+    # An answer goes back only to the list, never elsewhere.
+    form |= {"back": "https://elsewhere.example/risk/people", "setting": "home"}
+    done = client.post(f"/risk/persons/{secondary.ref}/facts", data=form, follow_redirects=False)
+    assert done.headers["location"] == f"/risk/persons/{secondary.ref}"
 
     log_in(client, "cliniclist")
     assert client.get("/risk/people").status_code == 403

@@ -7,6 +7,7 @@ error comes back on the page that was submitted."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -183,6 +184,7 @@ TEXT: dict[str, tuple[str, str]] = {
     ),
     "all_colours": ("红码与黄码", "Red and yellow"),
     "list": ("名单", "List"),
+    "record_quarantine": ("登记已隔离", "Record in quarantine"),
     "control": ("管控状态", "Control"),
     "control_all": ("全部", "All"),
     "control_uncontrolled": ("未管控", "Not under control"),
@@ -332,6 +334,8 @@ def _can(who: Principal) -> dict[str, bool]:
 
 
 PEOPLE_PAGE_SIZE = 30
+# Where a form on the red and yellow list may send its answer back to: the list, filtered.
+LIST_PATH = re.compile(r"/risk/people(\?[a-z0-9=&]{0,120})?")
 
 
 @router.get("/risk/people")
@@ -527,8 +531,10 @@ def person_assert(
     setting: Annotated[str, Form(max_length=16)] = "",
     days: Annotated[str, Form(max_length=3)] = "",
     note: Annotated[str, Form(max_length=200)] = "",
+    back: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
-    """Record a fact about the person from the page."""
+    """Record a fact about the person from their page, or from the red and yellow list
+    (``back``: the list as it was filtered, where the answer returns)."""
 
     def work() -> None:
         service.check_may_assert(who, kind)
@@ -555,7 +561,7 @@ def person_assert(
         request,
         session,
         work,
-        f"/risk/persons/{ref}",
+        back if LIST_PATH.fullmatch(back) else f"/risk/persons/{ref}",
         lambda message, status: _person_page(
             request, session, who, ref, error=message, status_code=status
         ),
