@@ -497,3 +497,39 @@ def test_the_overview_counts_codes_as_shown_and_lists_compounds_by_name(
     assert f'href="/residents/staff/compounds/{compound.code}"' in page
     assert re.search(r'data-testid="tiers-red">红色（封闭） 1<', page)
     assert "compound-tiers" not in client.get("/risk?tier=yellow").text
+
+
+def test_a_persons_page_says_who_recorded_and_who_withdrew_each_fact(
+    client: TestClient, session: Session
+) -> None:
+    """The hotline's question, "who set my code?", answered on the page by name."""
+    recorder = make_user(session, "street_officer", STREET_A, "recorderli")
+    withdrawer = make_user(session, "street_officer", STREET_A, "withdrawerzhao")
+    person = resident(session, recorder)
+    kept = service.assert_fact(
+        session,
+        recorder.actor,
+        subject=person.subject,
+        kind="secondary_contact",
+        source="staff",
+        evidence={"record_ids": [3]},
+        valid_from=clock.now(),
+    )
+    withdrawn = service.assert_fact(
+        session,
+        recorder.actor,
+        subject=person.subject,
+        kind="close_contact",
+        source="staff",
+        evidence={"record_ids": [4]},
+        valid_from=clock.now(),
+    )
+    service.retract_fact(session, withdrawer.actor, withdrawn.id, reason="核实无接触史")
+    session.commit()
+    log_in(client, "withdrawerzhao")
+    page = client.get(f"/risk/persons/{person.ref}").text
+    shown = re.search(rf'data-testid="asserted-by-{kept.id}">([^<]+)<', page)
+    assert shown is not None and "登记人：" in shown.group(1) and "（recorderli）" in shown.group(1)
+    undone = re.search(rf'data-testid="retracted-by-{withdrawn.id}">([^<]+)<', page)
+    assert undone is not None and "核实无接触史" in undone.group(1)
+    assert "（withdrawerzhao）" in undone.group(1)

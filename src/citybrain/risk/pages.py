@@ -72,6 +72,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "facts": ("事实记录", "Facts"),
     "kind": ("类型", "Kind"),
     "source": ("来源", "Source"),
+    "asserted_by": ("登记人", "Recorded by"),
     "since": ("起", "From"),
     "evidence": ("证据", "Evidence"),
     "retracted": ("已撤销", "withdrawn"),
@@ -491,6 +492,7 @@ def _person_page(
     )
     can = _can(who)
     kinds = [k.value for k in FactKind] if can["assert"] else sorted(CLINICAL_KINDS)
+    facts = service.facts_of_subject(session, subject)
     return _page(
         request,
         "risk/person.html",
@@ -498,7 +500,12 @@ def _person_page(
             "ref": ref,
             "subject": subject,
             "colour": service.colour_of(session, subject),
-            "facts": service.facts_of_subject(session, subject),
+            "facts": facts,
+            # Who recorded and who withdrew each fact (经办人), by name: the hotline's answer
+            # to "who set my code".
+            "actors": actor_names(
+                session, [f.asserted_by for f in facts] + [f.retracted_by for f in facts]
+            ),
             "person": service.masked_person_of(session, subject),
             "overrides": service.overrides_of_subject(session, subject),
             "appeals": service.appeals_of(session, subject),

@@ -112,6 +112,7 @@ class FactOut(BaseModel):
     valid_from: dt.datetime
     valid_until: dt.datetime | None
     retracted_at: dt.datetime | None
+    retracted_by: str | None = None
     retraction_reason: str | None
 
 

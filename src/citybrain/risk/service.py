@@ -226,6 +226,7 @@ def fact_out(fact: Fact) -> FactOut:
         valid_from=fact.valid_from,
         valid_until=fact.valid_until,
         retracted_at=fact.retracted_at,
+        retracted_by=fact.retracted_by,
         retraction_reason=fact.retraction_reason,
     )
 
