@@ -337,7 +337,7 @@ def purge_expired(session: Session) -> int:
     went. A pass still valid, or ended within the period, stays. Never commits."""
     days = get_settings().pass_retention_days
     before = clock.today_local() - dt.timedelta(days=days)
-    revoked_before = dt.datetime.combine(before, dt.time(), tzinfo=clock.CHINA_TZ)
+    revoked_before = clock.local_midnight(before)
     gone = rows_affected(
         session.execute(
             delete(HouseholdPass).where(

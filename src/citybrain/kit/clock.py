@@ -22,6 +22,11 @@ def today_local() -> dt.date:
     return now().astimezone(CHINA_TZ).date()
 
 
+def local_midnight(day: dt.date) -> dt.datetime:
+    """The start of ``day`` on the city's calendar (00:00 China Standard Time), in UTC."""
+    return dt.datetime.combine(day, dt.time(), tzinfo=CHINA_TZ).astimezone(UTC)
+
+
 @contextmanager
 def _using(source: Callable[[], dt.datetime]) -> Iterator[None]:
     """Read the time from ``source`` for the duration of the block."""

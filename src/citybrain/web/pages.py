@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+from dataclasses import dataclass
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from sqlalchemy import func, select
@@ -10,6 +14,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import RedirectResponse, Response
 
 from citybrain.core.audit import repository as audit_repository
+from citybrain.core.audit.repository import AuditFilter
 from citybrain.core.audit.service import record, verify_chain
 from citybrain.core.authz import repository as authz_repository
 from citybrain.core.authz import service as authz_service
@@ -20,6 +25,7 @@ from citybrain.core.authz.scope import covers, within
 from citybrain.core.geo import repository as geo_repository
 from citybrain.core.geo.models import Area, Compound
 from citybrain.core.people.models import Person
+from citybrain.kit import clock
 from citybrain.kit.db import rollback_keeping
 from citybrain.kit.errors import CitybrainError, InvalidInput, NotFound
 from citybrain.kit.export import CSV_MEDIA_TYPE, csv_bytes
@@ -96,6 +102,81 @@ def home(request: Request, session: DB, who: CurrentPrincipal) -> Response:
     )
 
 
+# An actor as the trail writes it: ``user:7``, ``system``, ``cli``, ``device:12``,
+# ``resident:<ref>``, ``agency:health_commission``…
+_ACTOR_REF = re.compile(r"[a-z_]+(:[A-Za-z0-9_.-]{1,60})?")
+
+
+@dataclass
+class _AuditQuery:
+    """The audit page's filters as typed, and what they mean for the repository."""
+
+    form: dict[str, str]
+    filters: AuditFilter
+    error: str | None = None
+
+
+def _audit_query(
+    session: Session,
+    who: Principal,
+    lang: str,
+    *,
+    action: str | None,
+    outcome: str | None,
+    actor: str | None,
+    object_id: str | None,
+    day_from: str | None,
+    day_to: str | None,
+) -> _AuditQuery:
+    """Read the filters: an actor is a reference or a staff username (resolved to its
+    ``user:<id>``), days are China's calendar days; a filter that cannot be read says so."""
+    form = {
+        "action": (action or "").strip(),
+        "outcome": (outcome or "").strip(),
+        "actor": (actor or "").strip(),
+        "object": (object_id or "").strip(),
+        "from": (day_from or "").strip(),
+        "to": (day_to or "").strip(),
+    }
+    error = None
+    actor_ref = form["actor"] or None
+    if actor_ref and not (":" in actor_ref or actor_ref in ("system", "cli")):
+        user = authz_repository.user_by_username(session, actor_ref.lower())
+        if user is None:
+            error = InvalidInput("未找到该账号", "no such account", field="actor").message(lang)
+        actor_ref = f"user:{user.id}" if user is not None else "user:0"
+    elif actor_ref and not _ACTOR_REF.fullmatch(actor_ref):
+        error = InvalidInput(
+            "操作者应为账号或 user:编号 这样的引用",
+            "actor: an account name or a reference such as user:7",
+            field="actor",
+        ).message(lang)
+        actor_ref = "user:0"
+    bounds: list[dt.datetime | None] = []
+    for key, extra in (("from", 0), ("to", 1)):
+        try:
+            day = dt.date.fromisoformat(form[key]) if form[key] else None
+        except ValueError:
+            error = InvalidInput(
+                "日期格式应为 2026-11-25", "dates look like 2026-11-25", field=key
+            ).message(lang)
+            day = None
+        bounds.append(clock.local_midnight(day + dt.timedelta(days=extra)) if day else None)
+    return _AuditQuery(
+        form,
+        AuditFilter(
+            action=form["action"] or None,
+            outcome=form["outcome"] or None,
+            area_prefix=None if who.area_code == "4101" else who.area_code,
+            actor=actor_ref,
+            object_id=form["object"] or None,
+            since=bounds[0],
+            until=bounds[1],
+        ),
+        error,
+    )
+
+
 @router.get("/audit")
 def audit_page(
     request: Request,
@@ -103,63 +184,92 @@ def audit_page(
     who: Annotated[Principal, Depends(require(Permission.AUDIT_VIEW))],
     action: Annotated[str | None, Query(max_length=64)] = None,
     outcome: Annotated[str | None, Query(max_length=16)] = None,
+    actor: Annotated[str | None, Query(max_length=64)] = None,
+    object_id: Annotated[str | None, Query(alias="object", max_length=64)] = None,
+    day_from: Annotated[str | None, Query(alias="from", max_length=10)] = None,
+    day_to: Annotated[str | None, Query(alias="to", max_length=10)] = None,
     page: Annotated[int, Query(ge=1, le=50_000)] = 1,
     verify: bool = False,
 ) -> Response:
-    """The audit trail in the auditor's jurisdiction, newest first; ``verify=1`` walks the
-    whole hash chain (costly on a long log, so only on request)."""
+    """The audit trail in the auditor's jurisdiction, newest first, narrowed by action,
+    outcome, actor (an account name finds everything that account did), object and days;
+    ``verify=1`` walks the whole hash chain (costly on a long log, so only on request)."""
     size = 50
-    total, entries = audit_repository.recent(
+    query = _audit_query(
         session,
-        action=action or None,
-        outcome=outcome or None,
-        area_prefix=None if who.area_code == "4101" else who.area_code,
-        limit=size,
-        offset=(page - 1) * size,
+        who,
+        language(request),
+        action=action,
+        outcome=outcome,
+        actor=actor,
+        object_id=object_id,
+        day_from=day_from,
+        day_to=day_to,
     )
+    total, entries = audit_repository.recent(
+        session, query.filters, limit=size, offset=(page - 1) * size
+    )
+    shown = {k: v for k, v in query.form.items() if v}
     return render(
         request,
         "audit.html",
         {
             "entries": entries,
+            "names": authz_service.actor_names(session, [e.actor for e in entries]),
             "total": total,
             "page": page,
             "pages": max(1, -(-total // size)),
-            "action": action or "",
-            "outcome": outcome or "",
+            "form": query.form,
+            "error": query.error,
+            "query": lambda **changes: urlencode(shown | {k: str(v) for k, v in changes.items()}),
             "chain": verify_chain(session) if verify else None,
         },
+        status_code=422 if query.error else 200,
     )
 
 
 @router.get("/audit/export.csv")
 def audit_export(
+    request: Request,
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.AUDIT_VIEW))],
     action: Annotated[str | None, Query(max_length=64)] = None,
     outcome: Annotated[str | None, Query(max_length=16)] = None,
+    actor: Annotated[str | None, Query(max_length=64)] = None,
+    object_id: Annotated[str | None, Query(alias="object", max_length=64)] = None,
+    day_from: Annotated[str | None, Query(alias="from", max_length=10)] = None,
+    day_to: Annotated[str | None, Query(alias="to", max_length=10)] = None,
 ) -> Response:
     """The filtered trail as CSV (newest first, at most 50,000 rows), cells neutralised."""
-    _total, entries = audit_repository.recent(
+    query = _audit_query(
         session,
-        action=action or None,
-        outcome=outcome or None,
-        area_prefix=None if who.area_code == "4101" else who.area_code,
-        limit=50_000,
+        who,
+        language(request),
+        action=action,
+        outcome=outcome,
+        actor=actor,
+        object_id=object_id,
+        day_from=day_from,
+        day_to=day_to,
     )
+    if query.error:
+        raise InvalidInput(query.error, query.error)
+    _total, entries = audit_repository.recent(session, query.filters, limit=50_000)
     record(
         session,
         who.actor,
         "audit.export",
         object_type="audit_log",
         area_code=who.area_code,
-        detail={"rows": len(entries), "action": action, "outcome": outcome},
+        detail={"rows": len(entries)} | {k: v for k, v in query.form.items() if v},
     )
+    names = authz_service.actor_names(session, [e.actor for e in entries])
     body = csv_bytes(
         [
             "seq",
             "at",
             "actor",
+            "actor_name",
             "role",
             "action",
             "object_type",
@@ -174,6 +284,7 @@ def audit_export(
                 e.seq,
                 e.at.isoformat(),
                 e.actor,
+                names.get(e.actor, e.actor),
                 e.actor_role or "",
                 e.action,
                 e.object_type or "",

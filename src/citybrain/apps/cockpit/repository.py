@@ -625,7 +625,7 @@ def refresh_loop_day(session: Session, day: dt.date) -> LoopDay:
     """Recompute the loop times of the cases traced on ``day``: arrival -> contacts listed
     (the trace), contacts listed -> codes changed (the last contact fact of the trace is
     asserted, and its colour recomputed, in one transaction)."""
-    start = dt.datetime.combine(day, dt.time(), tzinfo=clock.CHINA_TZ).astimezone(dt.UTC)
+    start = clock.local_midnight(day)
     end = start + dt.timedelta(days=1)
     traces = list(
         session.scalars(

@@ -1978,7 +1978,7 @@ def list_scans(
     first; the person masked."""
     compound_for_staff(session, who, compound_code)
     day = day or clock.today_local()
-    start = dt.datetime.combine(day, dt.time(), tzinfo=clock.CHINA_TZ)
+    start = clock.local_midnight(day)
     rows = repository.scans_scoped(
         session,
         who,
