@@ -9,11 +9,14 @@ import re
 
 from fastapi.testclient import TestClient
 from openpyxl import load_workbook
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from tests.factories import STREET_A, STREET_B, first_compound, make_user
 from tests.risk.conftest import audits, resident
+from tests.risk.test_web import bearer
 from tests.web.conftest import csrf_of, log_in
 
+from citybrain.core.authz.models import User
 from citybrain.kit import clock
 from citybrain.risk import service
 
@@ -87,6 +90,20 @@ def test_the_red_and_yellow_list_filters_exports_and_stays_in_the_jurisdiction(
     outside = client.get(f"/risk/people?area={STREET_B}")
     assert outside.status_code == 422 and "辖区内" in outside.text
     assert not _listed(outside.text)
+
+    # The same list through the API, for a city's own grid apps.
+    api = client.get(
+        "/api/v1/risk/people",
+        params={"control": "uncontrolled"},
+        headers=bearer(session, officer.id),
+    )
+    assert api.status_code == 200 and api.json()["total"] == 3
+    assert [i["colour"] for i in api.json()["items"]] == ["red", "red", "yellow"]
+    assert all("*" in i["person"]["name"] for i in api.json()["items"] if i["person"])
+    assert all(not i["controlled"] for i in api.json()["items"])
+    clinic = session.scalar(select(User.id).where(User.username == "cliniclist"))
+    assert clinic is not None
+    assert client.get("/api/v1/risk/people", headers=bearer(session, clinic)).status_code == 403
 
     export = client.get("/risk/people/export.xlsx?control=uncontrolled")
     assert export.status_code == 200 and export.headers["cache-control"] == "no-store"

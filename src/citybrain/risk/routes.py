@@ -27,6 +27,7 @@ from citybrain.risk.models import Fact
 from citybrain.risk.schemas import (
     AppealOut,
     AppealSummary,
+    ColouredPage,
     DecideIn,
     FactIn,
     FactOut,
@@ -288,6 +289,30 @@ def decide_override(
         "revoke": service.revoke_override,
     }[decision]
     return service.override_out(action(session, who, override_id))
+
+
+@router.get("/people", response_model=ColouredPage, summary="The red and yellow list")
+def coloured_people(
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.RISK_PEOPLE))],
+    colour: Annotated[Literal["all", "red", "yellow"], Query()] = "all",
+    control: Annotated[Literal["all", "uncontrolled", "controlled"], Query()] = "all",
+    area: Annotated[str | None, Query(pattern=r"^\d{4,15}$", description="辖区内的区域")] = None,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> ColouredPage:
+    """红黄码人员: the people showing red or yellow in your jurisdiction (or an area of it),
+    red first, each masked, with the reasons and whether they are under control
+    (``uncontrolled``: no ``in_quarantine`` fact in force); how many in all. Audited."""
+    return service.coloured_people(
+        session,
+        who,
+        colour=colour,
+        control=control,
+        area_code=area,
+        offset=offset,
+        limit=limit,
+    )
 
 
 @router.get("/appeals", response_model=list[AppealOut], summary="The appeals queue")
