@@ -116,20 +116,20 @@ class _AuditQuery:
     error: str | None = None
 
 
-def _audit_query(
-    session: Session,
-    who: Principal,
-    lang: str,
-    *,
-    action: str | None,
-    outcome: str | None,
-    actor: str | None,
-    object_id: str | None,
-    day_from: str | None,
-    day_to: str | None,
+def audit_query(
+    request: Request,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.AUDIT_VIEW))],
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    outcome: Annotated[str | None, Query(max_length=16)] = None,
+    actor: Annotated[str | None, Query(max_length=64)] = None,
+    object_id: Annotated[str | None, Query(alias="object", max_length=64)] = None,
+    day_from: Annotated[str | None, Query(alias="from", max_length=10)] = None,
+    day_to: Annotated[str | None, Query(alias="to", max_length=10)] = None,
 ) -> _AuditQuery:
     """Read the filters: an actor is a reference or a staff username (resolved to its
     ``user:<id>``), days are China's calendar days; a filter that cannot be read says so."""
+    lang = language(request)
     form = {
         "action": (action or "").strip(),
         "outcome": (outcome or "").strip(),
@@ -177,17 +177,14 @@ def _audit_query(
     )
 
 
+AuditQuery = Annotated[_AuditQuery, Depends(audit_query)]
+
+
 @router.get("/audit")
 def audit_page(
     request: Request,
     session: DB,
-    who: Annotated[Principal, Depends(require(Permission.AUDIT_VIEW))],
-    action: Annotated[str | None, Query(max_length=64)] = None,
-    outcome: Annotated[str | None, Query(max_length=16)] = None,
-    actor: Annotated[str | None, Query(max_length=64)] = None,
-    object_id: Annotated[str | None, Query(alias="object", max_length=64)] = None,
-    day_from: Annotated[str | None, Query(alias="from", max_length=10)] = None,
-    day_to: Annotated[str | None, Query(alias="to", max_length=10)] = None,
+    query: AuditQuery,
     page: Annotated[int, Query(ge=1, le=50_000)] = 1,
     verify: bool = False,
 ) -> Response:
@@ -195,17 +192,6 @@ def audit_page(
     outcome, actor (an account name finds everything that account did), object and days;
     ``verify=1`` walks the whole hash chain (costly on a long log, so only on request)."""
     size = 50
-    query = _audit_query(
-        session,
-        who,
-        language(request),
-        action=action,
-        outcome=outcome,
-        actor=actor,
-        object_id=object_id,
-        day_from=day_from,
-        day_to=day_to,
-    )
     total, entries = audit_repository.recent(
         session, query.filters, limit=size, offset=(page - 1) * size
     )
@@ -230,28 +216,11 @@ def audit_page(
 
 @router.get("/audit/export.csv")
 def audit_export(
-    request: Request,
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.AUDIT_VIEW))],
-    action: Annotated[str | None, Query(max_length=64)] = None,
-    outcome: Annotated[str | None, Query(max_length=16)] = None,
-    actor: Annotated[str | None, Query(max_length=64)] = None,
-    object_id: Annotated[str | None, Query(alias="object", max_length=64)] = None,
-    day_from: Annotated[str | None, Query(alias="from", max_length=10)] = None,
-    day_to: Annotated[str | None, Query(alias="to", max_length=10)] = None,
+    query: AuditQuery,
 ) -> Response:
     """The filtered trail as CSV (newest first, at most 50,000 rows), cells neutralised."""
-    query = _audit_query(
-        session,
-        who,
-        language(request),
-        action=action,
-        outcome=outcome,
-        actor=actor,
-        object_id=object_id,
-        day_from=day_from,
-        day_to=day_to,
-    )
     if query.error:
         raise InvalidInput(query.error, query.error)
     _total, entries = audit_repository.recent(session, query.filters, limit=50_000)
