@@ -965,19 +965,36 @@ def address_submit(
     return RedirectResponse("/residents/household?moved=1", status_code=303)
 
 
+def _household_confirmed(
+    request: Request,
+    session: Session,
+    me: Person | None,
+    csrf_token: str,
+    act: Callable[[Person], str],
+) -> Response:
+    """Run an action the household page asked to confirm: ``act`` returns where to go next;
+    a refusal shows 我的家庭 again with the reason."""
+    if me is None:
+        return _to_login(request)
+    check_csrf(request, csrf_token)
+    try:
+        target = act(me)
+    except CitybrainError as error:
+        return _household_refusing(request, session, me, error)
+    return RedirectResponse(target, status_code=303)
+
+
 @router.post("/residents/household/leave")
 def household_leave(
     request: Request, session: DB, me: Resident, csrf_token: Annotated[str, Form()] = ""
 ) -> Response:
     """Leave one's household, after the page asked to confirm."""
-    if me is None:
-        return _to_login(request)
-    check_csrf(request, csrf_token)
-    try:
+
+    def leave(me: Person) -> str:
         service.leave_own_household(session, me)
-    except CitybrainError as error:
-        return _household_refusing(request, session, me, error)
-    return RedirectResponse("/residents/household?left=1", status_code=303)
+        return "/residents/household?left=1"
+
+    return _household_confirmed(request, session, me, csrf_token, leave)
 
 
 @router.post("/residents/household/deregister")
@@ -986,15 +1003,14 @@ def household_deregister(
 ) -> Response:
     """Withdraw one's own registration (注销本人登记), after the page asked to confirm; the
     session ends with it."""
-    if me is None:
-        return _to_login(request)
-    check_csrf(request, csrf_token)
-    try:
+
+    def deregister(me: Person) -> str:
         service.deregister_self(session, me)
-    except CitybrainError as error:
-        return _household_refusing(request, session, me, error)
-    response = RedirectResponse("/residents?deregistered=1", status_code=303)
-    sessions.end(response)
+        return "/residents?deregistered=1"
+
+    response = _household_confirmed(request, session, me, csrf_token, deregister)
+    if response.status_code == 303:  # gone (or never logged in): no session to keep
+        sessions.end(response)
     return response
 
 
@@ -1029,14 +1045,11 @@ def household_remove(
     member: Annotated[str, Form(max_length=32)] = "",
 ) -> Response:
     """Take a member out of the household, after the page asked to confirm."""
-    if me is None:
-        return _to_login(request)
-    check_csrf(request, csrf_token)
-    try:
-        outcome = service.remove_member(session, me, member)
-    except CitybrainError as error:
-        return _household_refusing(request, session, me, error)
-    return RedirectResponse(f"/residents/household?removed={outcome}", status_code=303)
+
+    def remove(me: Person) -> str:
+        return f"/residents/household?removed={service.remove_member(session, me, member)}"
+
+    return _household_confirmed(request, session, me, csrf_token, remove)
 
 
 # ---------------------------------------------------------------------------------------------
