@@ -1000,6 +1000,53 @@ def _notify(session: Session, subject: str, kind: str, text_zh: str, text_en: st
     )
 
 
+# What a person is asked to do when the rules turn their code (Chinese, English).
+COLOUR_ADVICE: dict[str, tuple[str, str]] = {
+    "red": (
+        "请立即居家、不要外出，保持电话畅通，配合社区安排隔离与检测",
+        "stay at home, do not go out, keep your phone on, and follow your community's "
+        "arrangements for quarantine and testing",
+    ),
+    "yellow": (
+        "请减少外出、不去人员密集场所，按要求尽快进行核酸检测",
+        "go out as little as you can, avoid crowded places, and take a test as asked",
+    ),
+}
+
+
+def tell_colour_changed(session: Session, subject: str, old: str, new: str) -> bool:
+    """Tell a registered person that the rules turned their code (赋码变更通知): to red or
+    yellow with the first reason and what to do, back to green that it is green again. Shown
+    on their code page and texted to their phone (:func:`text_to_send`). Nobody is told about
+    a manual colour here (applying and ending one tell the person themselves), nor a subject
+    the registry does not hold (no code page, no phone). Returns whether a message was left."""
+    row = session.get(PersonColour, subject)
+    if row is None or old == new or person_of_subject(session, subject) is None:
+        return False
+    now = clock.now()
+    if row.override_colour and row.override_until and clock.as_utc(row.override_until) > now:
+        return False
+    if new == "green":
+        text_zh, text_en = "您的健康码已恢复为绿码。", "Your health code is green again."
+    else:
+        view = _view(row, now)
+        first = view.reasons[0] if view.reasons else None
+        why_zh = first.text_zh.split("。")[0] if first else ""
+        why_en = first.text_en.split(". ")[0] if first else ""
+        colour_zh, colour_en = {"red": ("红码", "red"), "yellow": ("黄码", "yellow")}[new]
+        advice_zh, advice_en = COLOUR_ADVICE[new]
+        text_zh = (
+            f"您的健康码已转为{colour_zh}（{why_zh}）。{advice_zh}；"
+            "对结果有疑问，可在健康码页面申诉。"
+        )
+        text_en = (
+            f"Your health code is now {colour_en} ({why_en}). Please {advice_en}; if you "
+            "think it is wrong, appeal from your code page."
+        )
+    _notify(session, subject, "colour_changed", text_zh[:500], text_en[:500])
+    return True
+
+
 @dataclasses.dataclass(frozen=True)
 class TextToSend:
     """A notification's text message, ready for the SMS platform."""
@@ -1267,6 +1314,8 @@ def _end_override_on_row(
                 "new": colour_row.colour,
                 "rule_set_version": colour_row.rule_set_version,
                 "overridden": False,
+                # A revoked override tells the person itself (below); an expired one does not.
+                "override_ended": status,
             },
             key=override.subject,
         )
@@ -1751,7 +1800,8 @@ def appeals_of(session: Session, subject: str) -> list[AppealOut]:
 
 
 def notifications_of(session: Session, subject: str) -> list[NotificationOut]:
-    """Messages for the person: overrides applied to them, their appeals decided."""
+    """Messages for the person: their code turned by the rules, overrides applied to them,
+    their appeals decided."""
     check_subject(subject)
     return [
         NotificationOut(

@@ -52,6 +52,18 @@ def on_contacts_listed(session: Session, event: OutboxEvent) -> None:
     contact_facts(int(payload["case_key"]), str(payload["result_path"]))
 
 
+@subscribe(service.TOPIC_COLOUR_CHANGED, name="risk.tell_colour_changed")
+def on_colour_changed(session: Session, event: OutboxEvent) -> None:
+    """A code changed colour: tell the person, if the rules did it and the registry holds
+    them (their message is then texted like every other)."""
+    payload = event.payload or {}
+    if payload.get("overridden") or payload.get("override_ended") == "revoked":
+        return  # applying or revoking a manual colour tells the person itself
+    subject, old, new = payload.get("subject"), payload.get("old"), payload.get("new")
+    if isinstance(subject, str) and isinstance(old, str) and isinstance(new, str):
+        service.tell_colour_changed(session, subject, old, new)
+
+
 @subscribe(service.TOPIC_PERSON_NOTIFIED, name="risk.text_on_notification")
 def on_person_notified(session: Session, event: OutboxEvent) -> None:
     """A person was told something (an override applied or ended, an appeal decided): enqueue
