@@ -600,6 +600,36 @@ def _quarantine_in_force(now_: dt.datetime) -> list[ColumnElement[bool]]:
     ]
 
 
+def uncontrolled_contacts_by_street(
+    session: Session, now_: dt.datetime, found_before: dt.datetime
+) -> dict[str, int]:
+    """Close contacts found before ``found_before`` (their fact asserted then, still in force
+    at ``now_``) with no ``in_quarantine`` fact in force, counted by the street their colour
+    row places them in (``""`` for those no place puts anywhere), city-wide."""
+    contact = (
+        select(Fact.subject)
+        .where(
+            Fact.kind == "close_contact",
+            Fact.retracted_at.is_(None),
+            Fact.asserted_at < found_before,
+            Fact.valid_from <= now_,
+            or_(Fact.valid_until.is_(None), Fact.valid_until > now_),
+        )
+        .distinct()
+        .subquery()
+    )
+    quarantined = exists().where(Fact.subject == contact.c.subject, *_quarantine_in_force(now_))
+    street = func.coalesce(func.substr(PersonColour.area_code, 1, 9), "")
+    rows = session.execute(
+        select(street, func.count())
+        .select_from(contact)
+        .outerjoin(PersonColour, PersonColour.subject == contact.c.subject)
+        .where(~quarantined)
+        .group_by(street)
+    )
+    return {str(code): int(n) for code, n in rows}
+
+
 def coloured_scoped(
     session: Session,
     who: Principal,

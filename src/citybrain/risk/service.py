@@ -1677,6 +1677,15 @@ def _appeals_read(
     return out
 
 
+def uncontrolled_contacts_by_street(session: Session) -> dict[str, int]:
+    """Close contacts not under control ``control_deadline_hours`` after they were found
+    (密接超时未管控), by the street they are placed in (``""``: placed nowhere), city-wide:
+    for the command centre's alerts (counts only)."""
+    now = clock.now()
+    hours = risk_settings().control_deadline_hours
+    return repository.uncontrolled_contacts_by_street(session, now, now - dt.timedelta(hours=hours))
+
+
 def overdue_appeals_by_street(session: Session) -> dict[str, int]:
     """Open appeals past their deadline, by street, city-wide (for the command centre's
     alerts; counts only)."""

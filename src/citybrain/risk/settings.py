@@ -30,6 +30,13 @@ class RiskSettings(BaseSettings):
         description="activating a rule set recomputes up to this many subjects at once; more "
         "go to a background job (reads recompute a stale colour meanwhile)",
     )
+    control_deadline_hours: int = Field(
+        default=12,
+        ge=1,
+        le=24 * 7,
+        description="hours after a close contact is found by which they should be under "
+        "control (an in_quarantine fact); streets with contacts past it are alerted",
+    )
     batch_size: int = Field(default=1000, ge=10, le=50_000, description="rows per batch")
     notification_retention_days: int = Field(
         default=90,

@@ -196,3 +196,45 @@ def test_a_street_with_appeals_past_their_deadline_is_alerted_once_a_day(
         assert alert.title_zh == "申诉逾期未处理：金水区经八路街道（2 件）"
     with clock.frozen(NOON + dt.timedelta(hours=49)):
         assert service.check_overdue_appeals(session) == [STREET_A]  # the next day, again
+
+
+def test_close_contacts_not_under_control_past_the_deadline_alert_their_street_once_a_day(
+    session: Session,
+) -> None:
+    officer = make_user(session, "street_officer", STREET_A)
+
+    def fact(subject: str, kind: str, **extra: object) -> None:
+        risk.assert_fact(
+            session,
+            officer.actor,
+            subject=subject,
+            kind=kind,
+            source="analysis.contacts",
+            evidence={"record_ids": [1]},
+            valid_from=clock.now() - dt.timedelta(hours=1),
+            **extra,  # type: ignore[arg-type]
+        )
+
+    with clock.frozen(NOON):
+        contacts = [resident(session, officer) for _ in range(3)]
+        for contact in contacts:
+            fact(contact.subject, "close_contact")
+        fact("ef" * 16, "close_contact")  # found by the analysis, placed nowhere
+        assert service.check_uncontrolled_contacts(session) == []  # just found
+    with clock.frozen(NOON + dt.timedelta(hours=6)):
+        fact(contacts[0].subject, "in_quarantine", setting="home")
+    with clock.frozen(NOON + dt.timedelta(hours=13)):  # past the 12 hours
+        assert service.check_uncontrolled_contacts(session) == ["4101", STREET_A]
+        assert service.check_uncontrolled_contacts(session) == []  # once a day an area
+        titles = dict(
+            session.execute(
+                select(Alert.area_code, Alert.title_zh).where(Alert.kind == "contacts_uncontrolled")
+            ).all()
+        )
+        # Two of the street's three: the one in home isolation is under control.
+        assert titles[STREET_A] == "密接超12小时未管控：金水区经八路街道（2 人）"
+        assert titles["4101"] == "密接超12小时未管控：未落位（1 人）"
+    with clock.frozen(NOON + dt.timedelta(hours=40)):  # the day after
+        for contact in contacts[1:]:
+            fact(contact.subject, "in_quarantine", setting="facility")
+        assert service.check_uncontrolled_contacts(session) == ["4101"]

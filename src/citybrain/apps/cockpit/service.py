@@ -30,6 +30,7 @@ from citybrain.datahub.catalog import Source, catalog
 from citybrain.kit import clock
 from citybrain.kit.errors import InvalidInput, NotFound, PermissionDenied
 from citybrain.risk import service as risk
+from citybrain.risk.settings import risk_settings
 
 # The figures of the overview, in the contract's order: key, label (zh, en), measure (None:
 # no source in the platform yet).
@@ -303,6 +304,31 @@ def check_overdue_appeals(session: Session) -> list[str]:
         )
         if made is not None:
             alerted.append(street)
+    return alerted
+
+
+def check_uncontrolled_contacts(session: Session) -> list[str]:
+    """Alert each street with close contacts still not under control past the deadline
+    (密接超时未管控), once a day per street with its count then; contacts no place puts
+    anywhere are alerted at city level. Finding contacts in minutes is worth little if they
+    walk about for days: the lag of the streets is seen where the city is watched. Returns
+    the areas alerted."""
+    today = clock.today_local().isoformat()
+    hours = risk_settings().control_deadline_hours
+    alerted = []
+    for street, count in sorted(risk.uncontrolled_contacts_by_street(session).items()):
+        area = street if len(street) == 9 else CITY
+        zh, en = _place_title(session, area) if area != CITY else ("未落位", "placed nowhere")
+        made = alert(
+            session,
+            kind="contacts_uncontrolled",
+            area_code=area,
+            title_zh=f"密接超{hours}小时未管控：{zh}（{count} 人）",
+            title_en=f"Close contacts not under control after {hours} h: {en} ({count})",
+            dedupe_key=f"uncontrolled:{area}:{today}",
+        )
+        if made is not None:
+            alerted.append(area)
     return alerted
 
 

@@ -209,6 +209,14 @@ def check_overdue_appeals() -> None:
         service.check_overdue_appeals(session)
 
 
+@schedule(minute="7-59/10")
+def check_uncontrolled_contacts() -> None:
+    """Every ten minutes: has any street close contacts not under control past the deadline?
+    (Once a day a street.)"""
+    with get_database().unit_of_work(immediate=True) as session:
+        service.check_uncontrolled_contacts(session)
+
+
 @subscribe(people_service.TOPIC_HOUSEHOLD_MOVED, name="cockpit.household_moved")
 def on_household_moved(session: Session, event: OutboxEvent) -> None:
     """A household moved: recount the compound it left and the one it moved to."""
