@@ -64,6 +64,7 @@ def test_the_red_and_yellow_list_filters_exports_and_stays_in_the_jurisdiction(
     session.commit()
 
     log_in(client, "streetlist")
+    assert 'href="/risk/people?control=uncontrolled"' in client.get("/").text
     overview = client.get("/risk")
     assert 'href="/risk/people?colour=red"' in overview.text
     page = client.get("/risk/people")
@@ -138,3 +139,4 @@ def test_the_red_and_yellow_list_filters_exports_and_stays_in_the_jurisdiction(
     log_in(client, "cliniclist")
     assert client.get("/risk/people").status_code == 403
     assert 'href="/risk/people' not in client.get("/risk").text
+    assert 'href="/risk/people' not in client.get("/").text

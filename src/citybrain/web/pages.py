@@ -44,6 +44,7 @@ HOME_CARDS: list[tuple[str, str, Permission]] = [
     ("card.cockpit", "/cockpit", Permission.COCKPIT_VIEW),
     ("card.timeline", "/analysis/timeline", Permission.TRAJECTORY_READ),
     ("card.risk", "/risk", Permission.RISK_VIEW),
+    ("card.risk_people", "/risk/people?control=uncontrolled", Permission.RISK_PEOPLE),
     ("card.appeals", "/risk/appeals", Permission.APPEAL_DECIDE),
     ("card.overrides", "/risk/overrides", Permission.OVERRIDE_REQUEST),
     ("card.residents", "/residents/staff", Permission.RESIDENTS_VIEW),
