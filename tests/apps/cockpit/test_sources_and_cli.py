@@ -135,6 +135,33 @@ def _trace_and_its_contact_fact(session: Session, now: dt.datetime) -> None:
     assert loop.cases == 1
     assert loop.arrival_to_contacts_min == pytest.approx(10.0, abs=0.1)
     assert loop.contacts_to_codes_min == pytest.approx(20.0, abs=0.5)
+    # The last step: the contact is not under control yet; then the street records them in
+    # home isolation 45 minutes after their code changed.
+    assert (loop.close_contacts, loop.contacts_controlled, loop.codes_to_control_min) == (
+        1,
+        0,
+        None,
+    )
+    with clock.frozen(now + dt.timedelta(minutes=45)):
+        isolated = risk.assert_fact(
+            session,
+            officer.actor,
+            subject=contact.subject,
+            kind="in_quarantine",
+            source="staff",
+            evidence={},
+            valid_from=clock.now(),
+            setting="home",
+        )
+        deliver(session)
+    loop = service.overview(session, officer, None).loop
+    assert (loop.close_contacts, loop.contacts_controlled) == (1, 1)
+    assert loop.codes_to_control_min == pytest.approx(45.0, abs=0.5)
+    # A withdrawn record of it takes the step back.
+    risk.retract_fact(session, officer.actor, isolated.id, reason="登记有误")
+    deliver(session)
+    loop = service.overview(session, officer, None).loop
+    assert (loop.contacts_controlled, loop.codes_to_control_min) == (0, None)
     assert loop.arrival_to_codes_min == pytest.approx(30.0, abs=0.5)
 
 

@@ -93,3 +93,8 @@ class LoopDay(Base):
     arrival_to_contacts_min: Mapped[float | None] = mapped_column(Float)
     contacts_to_codes_min: Mapped[float | None] = mapped_column(Float)
     arrival_to_codes_min: Mapped[float | None] = mapped_column(Float)
+    # The last step (落地管控): of the close contacts those traces listed, how many are under
+    # control (an in_quarantine fact recorded), and the median minutes from their code to that.
+    close_contacts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    contacts_controlled: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    codes_to_control_min: Mapped[float | None] = mapped_column(Float)

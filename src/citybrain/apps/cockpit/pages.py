@@ -40,6 +40,7 @@ SCRIPT_KEYS = (
     "never",
     "minutes",
     "cases",
+    "controlled",
     "no_polygon",
     "sort_name",
     "sort_value",

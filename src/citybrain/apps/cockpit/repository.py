@@ -656,16 +656,72 @@ def refresh_loop_day(session: Session, day: dt.date) -> LoopDay:
         if done is not None:
             coding.append(max(0.0, (done - traced).total_seconds() / 60))
             whole.append(max(0.0, (done - arrived).total_seconds() / 60))
+    contacts, controlled, controlling = _control_of_contacts(session, keys)
     row = session.get(LoopDay, day)
     if row is None:
         row = LoopDay(day=day)
         session.add(row)
     row.cases = len(traces)
+    row.close_contacts = contacts
+    row.contacts_controlled = controlled
+    row.codes_to_control_min = _median(controlling)
     row.arrival_to_contacts_min = _median(listing)
     row.contacts_to_codes_min = _median(coding)
     row.arrival_to_codes_min = _median(whole)
     session.flush()
     return row
+
+
+def _control_of_contacts(session: Session, keys: list[str]) -> tuple[int, int, list[float]]:
+    """Of the close contacts listed by the traces ``keys`` (their facts carry the trace's
+    dedupe key): how many, how many have an in_quarantine fact recorded since, and the minutes
+    from each one's contact fact to their first such fact."""
+    if not keys:
+        return 0, 0, []
+    found: dict[str, dt.datetime] = {
+        subject: clock.as_utc(at)
+        for subject, at in session.execute(
+            select(Fact.subject, func.min(Fact.asserted_at))
+            .where(
+                Fact.dedupe_key.in_(keys),
+                Fact.kind == "close_contact",
+                Fact.retracted_at.is_(None),
+            )
+            .group_by(Fact.subject)
+        )
+    }
+    minutes: list[float] = []
+    for subject, at in session.execute(
+        select(Fact.subject, Fact.asserted_at)
+        .where(
+            Fact.subject.in_(list(found)),
+            Fact.kind == "in_quarantine",
+            Fact.retracted_at.is_(None),
+        )
+        .order_by(Fact.asserted_at)
+    ):
+        since = found.get(subject)
+        if since is not None and clock.as_utc(at) >= since:
+            found.pop(subject)  # the first one after the contact fact counts
+            minutes.append((clock.as_utc(at) - since).total_seconds() / 60)
+    contacts = len(found) + len(minutes)
+    return contacts, len(minutes), minutes
+
+
+def trace_days_of_subject(session: Session, subject: str) -> set[dt.date]:
+    """The days of the traces that listed ``subject`` (their facts carry the trace's key)."""
+    keys = session.scalars(
+        select(Fact.dedupe_key).where(Fact.subject == subject, Fact.dedupe_key.like("trace:%"))
+    )
+    cases = {int(k.split(":", 1)[1]) for k in keys if k and k.split(":", 1)[1].isdigit()}
+    if not cases:
+        return set()
+    return {
+        _local_day(at)
+        for at in session.scalars(
+            select(ContactTrace.traced_at).where(ContactTrace.case_key.in_(cases))
+        )
+    }
 
 
 def trace_day(session: Session, case_key: int) -> dt.date | None:

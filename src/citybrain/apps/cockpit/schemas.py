@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class AreaOut(BaseModel):
@@ -38,6 +38,11 @@ class LoopOut(BaseModel):
     contacts_to_codes_min: float | None
     arrival_to_codes_min: float | None
     cases: int
+    close_contacts: int = Field(default=0, description="密接人数（这些病例列出的）")
+    contacts_controlled: int = Field(default=0, description="其中已落地管控")
+    codes_to_control_min: float | None = Field(
+        default=None, description="转码 → 落地管控（中位数，分钟）"
+    )
     scope: str = "city"
 
 

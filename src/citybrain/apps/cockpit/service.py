@@ -427,6 +427,9 @@ def overview(session: Session, who: Principal, area_code: str | None) -> Overvie
             contacts_to_codes_min=loop.contacts_to_codes_min if loop else None,
             arrival_to_codes_min=loop.arrival_to_codes_min if loop else None,
             cases=loop.cases if loop else 0,
+            close_contacts=loop.close_contacts if loop else 0,
+            contacts_controlled=loop.contacts_controlled if loop else 0,
+            codes_to_control_min=loop.codes_to_control_min if loop else None,
         ),
     )
 

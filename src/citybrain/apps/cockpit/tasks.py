@@ -19,6 +19,7 @@ from citybrain.datahub.service import TOPIC_FILE_INGESTED
 from citybrain.healthcode.service import TOPIC_SCANS_RECORDED
 from citybrain.kit.db import get_database
 from citybrain.risk import service as risk
+from citybrain.risk.models import Fact
 
 TOPIC_HOUSEHOLD_REGISTERED = "residents.household.registered"
 TOPIC_HOUSEHOLD_CREATED = "household.created"  # staff open households in the registry too
@@ -51,14 +52,27 @@ def on_fact_asserted(session: Session, event: OutboxEvent) -> None:
         case_key = _int(fact.dedupe_key.split(":", 1)[1])
         if case_key is not None:
             service.loop_changed(session, repository.trace_day(session, case_key))
+    _control_changed(session, fact)
+
+
+def _control_changed(session: Session, fact: Fact) -> None:
+    """A traced contact put under control (or that record withdrawn) moves the last step of
+    the loop of the days their traces ran."""
+    if fact.kind == "in_quarantine":
+        for day in sorted(repository.trace_days_of_subject(session, fact.subject)):
+            service.loop_changed(session, day)
 
 
 @subscribe(risk.TOPIC_FACT_RETRACTED, name="cockpit.fact_retracted")
 def on_fact_retracted(session: Session, event: OutboxEvent) -> None:
-    """A retracted fact counts nowhere any more: recount its leaves."""
+    """A retracted fact counts nowhere any more: recount its leaves (and the loop, for a
+    withdrawn quarantine)."""
     fact_id = _int(_payload(event).get("fact_id"))
     if fact_id is not None:
-        service.refresh_leaves(session, repository.fact_leaves(session, fact_id)[0])
+        leaves, fact = repository.fact_leaves(session, fact_id)
+        service.refresh_leaves(session, leaves)
+        if fact is not None:
+            _control_changed(session, fact)
 
 
 @subscribe(risk.TOPIC_COLOUR_CHANGED, name="cockpit.colour_changed")

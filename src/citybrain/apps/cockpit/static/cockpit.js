@@ -155,7 +155,8 @@
       var v = loop[dd.getAttribute("data-key")];
       dd.textContent = v === null || v === undefined ? "—" : Number(v).toFixed(1) + " " + words.minutes;
     });
-    $("loop-cases").textContent = words.cases + ": " + fmt(loop.cases || 0);
+    $("loop-cases").textContent = words.cases + ": " + fmt(loop.cases || 0) + " · " +
+      words.controlled + ": " + fmt(loop.contacts_controlled || 0) + " / " + fmt(loop.close_contacts || 0);
   }
 
   function drawOverview() {
