@@ -286,25 +286,48 @@ def _never_received(
     return True
 
 
+def _alert_daily(
+    session: Session,
+    kind: str,
+    counts: dict[str, int],
+    title: Callable[[str, str, int], tuple[str, str]],
+) -> list[str]:
+    """Alert each area of ``counts`` once a local day with its count then: a street (9
+    digits) by its name, anything else at city level as ``未落位``; ``title`` makes the
+    Chinese and English titles from the area's names and the count. Returns the areas
+    alerted."""
+    today = clock.today_local().isoformat()
+    alerted = []
+    for code, count in sorted(counts.items()):
+        area = code if len(code) == 9 else CITY
+        zh, en = _place_title(session, area) if area != CITY else ("未落位", "placed nowhere")
+        title_zh, title_en = title(zh, en, count)
+        made = alert(
+            session,
+            kind=kind,
+            area_code=area,
+            title_zh=title_zh,
+            title_en=title_en,
+            dedupe_key=f"{kind}:{area}:{today}",
+        )
+        if made is not None:
+            alerted.append(area)
+    return alerted
+
+
 def check_overdue_appeals(session: Session) -> list[str]:
     """Alert each street with appeals past their deadline (申诉逾期), once a day per street:
     the deadline is the street office's promise to the person, and a queue that slips should
     be seen where the city is watched. Returns the streets alerted."""
-    today = clock.today_local().isoformat()
-    alerted = []
-    for street, count in sorted(risk.overdue_appeals_by_street(session).items()):
-        zh, en = _place_title(session, street)
-        made = alert(
-            session,
-            kind="appeal_overdue",
-            area_code=street,
-            title_zh=f"申诉逾期未处理：{zh}（{count} 件）",
-            title_en=f"Appeals past their deadline: {en} ({count})",
-            dedupe_key=f"appeal_overdue:{street}:{today}",
-        )
-        if made is not None:
-            alerted.append(street)
-    return alerted
+    return _alert_daily(
+        session,
+        "appeal_overdue",
+        risk.overdue_appeals_by_street(session),
+        lambda zh, en, n: (
+            f"申诉逾期未处理：{zh}（{n} 件）",
+            f"Appeals past their deadline: {en} ({n})",
+        ),
+    )
 
 
 def check_uncontrolled_contacts(session: Session) -> list[str]:
@@ -313,23 +336,16 @@ def check_uncontrolled_contacts(session: Session) -> list[str]:
     anywhere are alerted at city level. Finding contacts in minutes is worth little if they
     walk about for days: the lag of the streets is seen where the city is watched. Returns
     the areas alerted."""
-    today = clock.today_local().isoformat()
     hours = risk_settings().control_deadline_hours
-    alerted = []
-    for street, count in sorted(risk.uncontrolled_contacts_by_street(session).items()):
-        area = street if len(street) == 9 else CITY
-        zh, en = _place_title(session, area) if area != CITY else ("未落位", "placed nowhere")
-        made = alert(
-            session,
-            kind="contacts_uncontrolled",
-            area_code=area,
-            title_zh=f"密接超{hours}小时未管控：{zh}（{count} 人）",
-            title_en=f"Close contacts not under control after {hours} h: {en} ({count})",
-            dedupe_key=f"uncontrolled:{area}:{today}",
-        )
-        if made is not None:
-            alerted.append(area)
-    return alerted
+    return _alert_daily(
+        session,
+        "contacts_uncontrolled",
+        risk.uncontrolled_contacts_by_street(session),
+        lambda zh, en, n: (
+            f"密接超{hours}小时未管控：{zh}（{n} 人）",
+            f"Close contacts not under control after {hours} h: {en} ({n})",
+        ),
+    )
 
 
 def loop_changed(session: Session, day: dt.date | None) -> None:
