@@ -88,6 +88,14 @@ def test_the_red_and_yellow_list_filters_exports_and_stays_in_the_jurisdiction(
     ]
     yellow = client.get("/risk/people?colour=yellow")
     assert len(_listed(yellow.text)) == 1 and f"/risk/persons/{secondary.ref}" in yellow.text
+    # Narrowed to one community of the street, chosen by name from the street's communities.
+    community = first_compound(session, STREET_A)[:12]
+    assert re.search(rf'<option value="{community}" >[^<]+社区', page.text)
+    assert len(_listed(client.get("/risk/people", params={"area": community}).text)) == 4
+    other = re.findall(rf'<option value="({STREET_A}\d{{3}})"', page.text)
+    assert len(other) > 1 and not _listed(
+        client.get("/risk/people", params={"area": next(c for c in other if c != community)}).text
+    )
     outside = client.get(f"/risk/people?area={STREET_B}")
     assert outside.status_code == 422 and "辖区内" in outside.text
     assert not _listed(outside.text)

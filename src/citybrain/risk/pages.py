@@ -22,6 +22,7 @@ from citybrain.core.authz.deps import require
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.authz.service import actor_names
+from citybrain.core.geo import repository as geo_repository
 from citybrain.core.people import service as people_service
 from citybrain.kit import clock
 from citybrain.kit.db import rollback_keeping
@@ -190,7 +191,8 @@ TEXT: dict[str, tuple[str, str]] = {
     "control_all": ("全部", "All"),
     "control_uncontrolled": ("未管控", "Not under control"),
     "control_controlled": ("已管控", "Under control"),
-    "area": ("区域代码（可空）", "Area code (optional)"),
+    "area": ("区域", "Area"),
+    "whole_jurisdiction": ("整个辖区", "The whole jurisdiction"),
     "unregistered": (
         "未登记人员（市级核查）",
         "not in the registry (checked at city level)",
@@ -378,6 +380,7 @@ def people(
             "area": area,
             "page": page,
             "pages": max(1, -(-found.total // PEOPLE_PAGE_SIZE)),
+            "areas": _areas_under(session, who, area),
             "query": lambda **changes: urlencode(
                 {
                     k: v
@@ -395,6 +398,21 @@ def people(
         },
         status_code=422 if error else 200,
     )
+
+
+def _areas_under(session: Session, who: Principal, chosen: str) -> list[tuple[str, str]]:
+    """The parts of ``who``'s jurisdiction to narrow the list to, by name: the areas directly
+    under it (districts, streets, communities), or a community's compounds; and the area
+    chosen, if it lies deeper."""
+    under = [(a.code, a.name) for a in geo_repository.children(session, who.area_code)]
+    if not under:
+        under = [(c.code, c.name) for c in geo_repository.compounds_in(session, who.area_code)]
+    if chosen and chosen not in dict(under) and chosen.isdigit():
+        area = geo_repository.get_area(session, chosen) or geo_repository.get_compound(
+            session, chosen
+        )
+        under.append((chosen, area.name if area is not None else chosen))
+    return under
 
 
 @router.get("/risk/people/export.xlsx")
