@@ -17,6 +17,7 @@ from tests.risk.test_web import bearer
 from tests.web.conftest import csrf_of, log_in
 
 from citybrain.core.authz.models import User
+from citybrain.core.geo.models import Compound
 from citybrain.kit import clock
 from citybrain.risk import service
 
@@ -74,6 +75,9 @@ def test_the_red_and_yellow_list_filters_exports_and_stays_in_the_jurisdiction(
     assert len(listed) == 4 and "第 1 / 1 页，共 4 条" in page.text
     assert [c.split(":")[0] for c in listed] == ["red", "red", "red", "yellow"]
     assert "red:未登记" in listed
+    placed = session.get(Compound, first_compound(session, STREET_A))
+    assert placed is not None  # the unregistered contact is placed by name
+    assert f'data-testid="unregistered">未登记人员（市级核查） · {placed.name} ' in page.text
     assert all("*" in c for c in listed if not c.endswith("未登记"))
     assert page.text.count('data-testid="controlled"') == 1 and "已管控 · 居家隔离" in page.text
     assert f'href="/risk/persons/{contact.ref}"' in page.text

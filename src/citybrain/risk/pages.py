@@ -450,7 +450,7 @@ def people_export(
                 p.person.name if p.person else x["unregistered"],
                 p.person.id_number if p.person else "",
                 (p.person.phone or "") if p.person else "",
-                (p.person.compound_name or "") if p.person else (p.area_code or ""),
+                (p.person.compound_name or "") if p.person else (p.place_name or p.area_code or ""),
                 labels["colours"].get(p.colour, p.colour),
                 "；".join(r.text_zh if lang == "zh-CN" else r.text_en for r in p.reasons),
                 china_time(p.until, MINUTE) if p.until else "",

@@ -265,11 +265,14 @@ def orphan_rows_after(session: Session, after: str, limit: int) -> list[PersonCo
 
 
 def area_names(session: Session, codes: Iterable[str]) -> dict[str, str]:
-    """Names of areas by code."""
+    """Names of areas and compounds by code."""
     wanted = sorted({c for c in codes if c and c.isdigit()})
     names: dict[str, str] = {}
     for chunk in _chunks(wanted):
         for code, name in session.execute(select(Area.code, Area.name).where(Area.code.in_(chunk))):
+            names[code] = name
+        compounds = select(Compound.code, Compound.name).where(Compound.code.in_(chunk))
+        for code, name in session.execute(compounds):
             names[code] = name
     return names
 

@@ -55,6 +55,7 @@ class ColouredPersonOut(BaseModel):
     until: dt.datetime | None
     overridden: bool = False
     area_code: str | None
+    place_name: str | None = Field(default=None, description="所在小区或区域的名称")
     controlled: bool
     setting: str | None = Field(default=None, description="隔离方式：home、facility、hospital")
     person: PersonMasked | None = None

@@ -1481,6 +1481,7 @@ def coloured_people(
     subjects = [row.subject for row, _ in rows]
     persons = _masked_by_subject(session, subjects)
     settings = repository.quarantine_settings(session, subjects, now)
+    places = repository.area_names(session, [row.area_code or "" for row, _ in rows])
     items = []
     for row, controlled in rows:
         view = _view(row, now)
@@ -1492,6 +1493,7 @@ def coloured_people(
                 until=view.until,
                 overridden=view.overridden,
                 area_code=row.area_code,
+                place_name=places.get(row.area_code or ""),
                 controlled=controlled,
                 setting=settings.get(row.subject) if controlled else None,
                 person=persons[row.subject],
