@@ -187,11 +187,14 @@ def test_an_adult_without_a_phone_is_confirmed_in_person_by_the_compound_staff(
     resident: TestClient, staff: TestClient, session: Session, compound: str
 ) -> None:
     adult = next_synthetic_adult()
-    registered(resident, compound, members=[adult])
+    registrant = registered(resident, compound, members=[adult])
     invitation = invitation_of(session, adult.id_number)
     assert invitation is not None and invitation.phone_enc is None
-    page = resident.get("/residents/household").text
+    page = html.unescape(resident.get("/residents/household").text)
     assert 'data-testid="pending-in-person"' in page
+    # Who entered them is said, masked, to the household and to the staff who will check.
+    added_by = f"由{mask_name(registrant.name)}添加"
+    assert added_by in page
     assert _act(resident, invitation.id, "send_code").status_code == 422
     # Staff of another community see nothing of it and cannot confirm it.
     elsewhere = make_user(session, "grid_worker", OTHER_COMMUNITY)
@@ -217,6 +220,7 @@ def test_an_adult_without_a_phone_is_confirmed_in_person_by_the_compound_staff(
     listed = html.unescape(staff.get(residents_tab).text)
     assert listed.count('data-testid="pending-member"') == 1
     assert mask_name(adult.name) in listed and adult.id_number not in listed
+    assert added_by in listed
     token = csrf(staff, residents_tab)
     unticked = staff.post(path, data={"csrf_token": token, "compound": compound})
     assert unticked.status_code == 422 and "当面核对本人及其身份证" in html.unescape(unticked.text)

@@ -1192,6 +1192,7 @@ class PendingMember:
     phone: str | None
     expires_on: dt.date  # the city's calendar day it lapses
     household_id: int
+    invited_by: str | None = None  # who entered them, masked (None once they left the registry)
 
 
 def _phone_of(session: Session, invitation: MemberInvitation) -> str | None:
@@ -1222,7 +1223,15 @@ def _pending(session: Session, invitation: MemberInvitation) -> PendingMember:
         phone=mask_phone(phone) if phone else None,
         expires_on=clock.as_utc(invitation.expires_at).astimezone(clock.CHINA_TZ).date(),
         household_id=invitation.household_id,
+        invited_by=_masked_name_of(session, invitation.invited_by),
     )
+
+
+def _masked_name_of(session: Session, ref: str) -> str | None:
+    """The masked name of registered person ``ref`` (as household members and staff see each
+    other), or None when nobody holds it any more."""
+    person = repository.person_by_ref(session, ref)
+    return people_service.masked_views(session, [person])[0].name if person is not None else None
 
 
 def pending_members(session: Session, me: Person) -> list[PendingMember]:
