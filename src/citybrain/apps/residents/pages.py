@@ -781,7 +781,8 @@ def _household(
     sent: tuple[int, CodeSent] | None = None,
     status_code: int = 200,
 ) -> Response:
-    members = service.members_view(session, me)
+    household = service.household_of(session, me)
+    members = service.members_view(session, me, household)
     address = service.address_of(session, me)
     # The member to confirm removing, and whether that withdraws their registration.
     removing = next((m for m in members if m.ref == remove and not m.is_self), None)
@@ -792,7 +793,7 @@ def _household(
         {
             "me": me,
             "members": members,
-            "member_colours": colours.colours_for(session, service.household_of(session, me)),
+            "member_colours": colours.colours_for(session, household),
             "compound": address.compound,
             "unit": address.flat,
             "passes": service.my_passes(session, me),

@@ -865,10 +865,11 @@ def household_of(session: Session, me: Person) -> list[Person]:
     return repository.household_members(session, me)
 
 
-def members_view(session: Session, me: Person) -> list[Member]:
-    """The household, masked (a member's ID and name are theirs, not the registrant's)."""
+def members_view(session: Session, me: Person, persons: list[Person] | None = None) -> list[Member]:
+    """The household, masked (a member's ID and name are theirs, not the registrant's);
+    ``persons``: the household as the caller already read it."""
     cipher = field_cipher()
-    persons = household_of(session, me)
+    persons = household_of(session, me) if persons is None else persons
     reports = repository.reports_of_persons(session, [p.ref for p in persons], clock.today_local())
     out = []
     for person in persons:
