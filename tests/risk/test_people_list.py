@@ -4,6 +4,7 @@ filtered by colour, control and area, exported masked, audited; a clinic does no
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import re
 
@@ -20,6 +21,7 @@ from citybrain.core.authz.models import User
 from citybrain.core.geo.models import Compound
 from citybrain.kit import clock
 from citybrain.risk import service
+from citybrain.risk.models import Fact
 
 UNREGISTERED = "ab" * 16  # a subject the analysis found who is in no registry
 
@@ -137,12 +139,23 @@ def test_the_red_and_yellow_list_filters_exports_and_stays_in_the_jurisdiction(
         "csrf_token": csrf_of(client, "/risk/people?control=uncontrolled"),
         "kind": "in_quarantine",
         "setting": "facility",
+        "days": "14",
         "back": "/risk/people?control=uncontrolled",
     }
+    # The form says how long, 14 days unless changed: a quarantine without an end would keep
+    # the code red until someone remembered to record the release.
+    assert 'name="days" value="14"' in uncontrolled.text
     done = client.post(f"/risk/persons/{contact.ref}/facts", data=form, follow_redirects=False)
     assert done.status_code == 303 and done.headers["location"] == form["back"]
     assert len(_listed(client.get(form["back"]).text)) == 2
     assert "已管控 · 集中隔离" in client.get("/risk/people?control=controlled").text
+    ends = session.scalar(
+        select(Fact.valid_until).where(
+            Fact.subject == contact.subject, Fact.kind == "in_quarantine"
+        )
+    )
+    assert ends is not None
+    assert abs(clock.as_utc(ends) - (clock.now() + dt.timedelta(days=14))) < dt.timedelta(minutes=5)
     # An answer goes back only to the list, never elsewhere.
     form |= {"back": "https://elsewhere.example/risk/people", "setting": "home"}
     done = client.post(f"/risk/persons/{secondary.ref}/facts", data=form, follow_redirects=False)

@@ -187,6 +187,8 @@ TEXT: dict[str, tuple[str, str]] = {
     "all_colours": ("红码与黄码", "Red and yellow"),
     "list": ("名单", "List"),
     "record_quarantine": ("登记已隔离", "Record in quarantine"),
+    # Without an end an in_quarantine fact keeps the code red until someone records release.
+    "quarantine_days": ("隔离天数", "Days"),
     "control": ("管控状态", "Control"),
     "control_all": ("全部", "All"),
     "control_uncontrolled": ("未管控", "Not under control"),
