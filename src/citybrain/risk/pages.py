@@ -383,23 +383,25 @@ def people(
             "page": page,
             "pages": max(1, -(-found.total // PEOPLE_PAGE_SIZE)),
             "areas": _areas_under(session, who, area),
-            "query": lambda **changes: urlencode(
-                {
-                    k: v
-                    for k, v in {
-                        "colour": changes.get("colour", colour),
-                        "control": changes.get("control", control),
-                        "area": area,
-                        "page": changes.get("page", 1),
-                    }.items()
-                    if v and v != "all" and v != 1
-                }
+            "query": lambda **changes: _people_query(
+                changes.get("colour", colour),
+                changes.get("control", control),
+                area,
+                changes.get("page", 1),
             ),
             "can": _can(who),
             "error": error,
         },
         status_code=422 if error else 200,
     )
+
+
+def _people_query(colour: str, control: str, area: str, page: int = 1) -> str:
+    """The list's filters as a query string (its links, the export, a form's way back),
+    leaving out what is the default."""
+    values = {"colour": colour, "control": control, "area": area, "page": str(page)}
+    defaults = {"colour": "all", "control": "all", "area": "", "page": "1"}
+    return urlencode({k: v for k, v in values.items() if v != defaults[k]})
 
 
 def _areas_under(session: Session, who: Principal, chosen: str) -> list[tuple[str, str]]:
@@ -409,11 +411,8 @@ def _areas_under(session: Session, who: Principal, chosen: str) -> list[tuple[st
     under = [(a.code, a.name) for a in geo_repository.children(session, who.area_code)]
     if not under:
         under = [(c.code, c.name) for c in geo_repository.compounds_in(session, who.area_code)]
-    if chosen and chosen not in dict(under) and chosen.isdigit():
-        area = geo_repository.get_area(session, chosen) or geo_repository.get_compound(
-            session, chosen
-        )
-        under.append((chosen, area.name if area is not None else chosen))
+    if chosen and chosen not in dict(under):
+        under.append((chosen, geo_repository.names_of(session, [chosen]).get(chosen, chosen)))
     return under
 
 

@@ -264,19 +264,6 @@ def orphan_rows_after(session: Session, after: str, limit: int) -> list[PersonCo
     )
 
 
-def area_names(session: Session, codes: Iterable[str]) -> dict[str, str]:
-    """Names of areas and compounds by code."""
-    wanted = sorted({c for c in codes if c and c.isdigit()})
-    names: dict[str, str] = {}
-    for chunk in _chunks(wanted):
-        for code, name in session.execute(select(Area.code, Area.name).where(Area.code.in_(chunk))):
-            names[code] = name
-        compounds = select(Compound.code, Compound.name).where(Compound.code.in_(chunk))
-        for code, name in session.execute(compounds):
-            names[code] = name
-    return names
-
-
 def area_exists(session: Session, code: str, level: str) -> bool:
     """Whether ``code`` is an area of ``level`` (district, street, community)."""
     return bool(session.scalar(select(exists().where(Area.code == code, Area.level == level))))
@@ -592,11 +579,11 @@ def colour_counts_scoped(session: Session, who: Principal, now_: dt.datetime) ->
     return out
 
 
-def _quarantine_in_force(now_: dt.datetime) -> list[ColumnElement[bool]]:
-    """SQL conditions: a fact is an ``in_quarantine`` fact in force at ``now_`` (as the
-    cockpit counts "under control", 已管控)."""
+def _in_force(kind: str, now_: dt.datetime) -> list[ColumnElement[bool]]:
+    """SQL conditions: a fact is one of ``kind``, not withdrawn and in force at ``now_``
+    (for ``in_quarantine``: "under control", 已管控, as the cockpit counts it)."""
     return [
-        Fact.kind == "in_quarantine",
+        Fact.kind == kind,
         Fact.retracted_at.is_(None),
         Fact.valid_from <= now_,
         or_(Fact.valid_until.is_(None), Fact.valid_until > now_),
@@ -611,17 +598,13 @@ def uncontrolled_contacts_by_street(
     row places them in (``""`` for those no place puts anywhere), city-wide."""
     contact = (
         select(Fact.subject)
-        .where(
-            Fact.kind == "close_contact",
-            Fact.retracted_at.is_(None),
-            Fact.asserted_at < found_before,
-            Fact.valid_from <= now_,
-            or_(Fact.valid_until.is_(None), Fact.valid_until > now_),
-        )
+        .where(Fact.asserted_at < found_before, *_in_force("close_contact", now_))
         .distinct()
         .subquery()
     )
-    quarantined = exists().where(Fact.subject == contact.c.subject, *_quarantine_in_force(now_))
+    quarantined = exists().where(
+        Fact.subject == contact.c.subject, *_in_force("in_quarantine", now_)
+    )
     street = func.coalesce(func.substr(PersonColour.area_code, 1, 9), "")
     rows = session.execute(
         select(street, func.count())
@@ -650,7 +633,9 @@ def coloured_scoped(
     force (``controlled``; None: both): how many, and a page of them, red first, then the most
     recently computed, each with whether it is under control."""
     shown = shown_colour(now_)
-    quarantined = exists().where(Fact.subject == PersonColour.subject, *_quarantine_in_force(now_))
+    quarantined = exists().where(
+        Fact.subject == PersonColour.subject, *_in_force("in_quarantine", now_)
+    )
     where: list[Any] = [shown.in_(colours)]
     if len(who.area_code) > 4:
         where.append(within(cast(ColumnElement[str], PersonColour.area_code), who.area_code))
@@ -680,7 +665,9 @@ def quarantine_settings(
     in force at ``now_`` that names one."""
     rows = session.execute(
         select(Fact.subject, Fact.setting)
-        .where(Fact.subject.in_(subjects), Fact.setting.is_not(None), *_quarantine_in_force(now_))
+        .where(
+            Fact.subject.in_(subjects), Fact.setting.is_not(None), *_in_force("in_quarantine", now_)
+        )
         .order_by(Fact.valid_from)
     )
     return {str(subject): str(setting) for subject, setting in rows}

@@ -23,6 +23,7 @@ from citybrain.core.audit.service import SYSTEM, Actor, record
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.events.service import publish
+from citybrain.core.geo import repository as geo_repository
 from citybrain.kit import clock
 from citybrain.kit.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from citybrain.risk import repository
@@ -153,7 +154,7 @@ def dry_run(
             code="rule_refused",
             field="yaml_text",
         ) from exc
-    names = repository.area_names(session, [c for c in changes if c != UNPLACED])
+    names = geo_repository.names_of(session, [c for c in changes if c != UNPLACED])
     by_district = [
         DistrictChange(
             code=code,

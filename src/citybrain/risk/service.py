@@ -25,6 +25,7 @@ from citybrain.core.authz.roles import Permission
 from citybrain.core.authz.scope import covers
 from citybrain.core.authz.service import actor_names, actor_titles
 from citybrain.core.events.service import publish
+from citybrain.core.geo import repository as geo_repository
 from citybrain.core.people.models import Person
 from citybrain.core.people.schemas import PersonMasked
 from citybrain.core.people.service import PHONE_FIELD, masked_views
@@ -1023,17 +1024,16 @@ def tell_colour_changed(session: Session, subject: str, old: str, new: str) -> b
     row = session.get(PersonColour, subject)
     if row is None or old == new or person_of_subject(session, subject) is None:
         return False
-    now = clock.now()
-    if row.override_colour and row.override_until and clock.as_utc(row.override_until) > now:
+    view = _view(row, clock.now())
+    if view.overridden:
         return False
     if new == "green":
         text_zh, text_en = "您的健康码已恢复为绿码。", "Your health code is green again."
     else:
-        view = _view(row, now)
         first = view.reasons[0] if view.reasons else None
         why_zh = first.text_zh.split("。")[0] if first else ""
         why_en = first.text_en.split(". ")[0] if first else ""
-        colour_zh, colour_en = {"red": ("红码", "red"), "yellow": ("黄码", "yellow")}[new]
+        colour_zh, colour_en = COLOUR_LABELS[new]
         advice_zh, advice_en = COLOUR_ADVICE[new]
         text_zh = (
             f"您的健康码已转为{colour_zh}（{why_zh}）。{advice_zh}；"
@@ -1481,7 +1481,7 @@ def coloured_people(
     subjects = [row.subject for row, _ in rows]
     persons = _masked_by_subject(session, subjects)
     settings = repository.quarantine_settings(session, subjects, now)
-    places = repository.area_names(session, [row.area_code or "" for row, _ in rows])
+    places = geo_repository.names_of(session, [row.area_code or "" for row, _ in rows])
     items = []
     for row, controlled in rows:
         view = _view(row, now)

@@ -551,25 +551,6 @@ def alerts_within(session: Session, area_code: str, limit: int) -> list[Alert]:
     )
 
 
-def area_names(session: Session, codes: Collection[str]) -> dict[str, str]:
-    """Names of areas and compounds by code."""
-    areas = [c for c in codes if len(c) < 15]
-    compounds = [c for c in codes if len(c) == 15]
-    names: dict[str, str] = {}
-    if areas:
-        rows = session.execute(select(Area.code, Area.name).where(Area.code.in_(areas)))
-        names.update({code: name for code, name in rows})
-    if compounds:
-        found = session.execute(
-            select(Compound.code, Compound.name).where(Compound.code.in_(compounds))
-        )
-        names.update({code: name for code, name in found})
-    return names
-
-
-# --- freshness ---------------------------------------------------------------------------
-
-
 def refresh_source(session: Session, category: str, today: dt.date) -> SourceFreshness:
     """Recount one category's last arrival and records today from the intake ledger."""
     day = _day_sql(session, IntakeFile.ingested_at)
@@ -690,6 +671,7 @@ def _control_of_contacts(session: Session, keys: list[str]) -> tuple[int, int, l
             .group_by(Fact.subject)
         )
     }
+    contacts = len(found)
     minutes: list[float] = []
     for subject, at in session.execute(
         select(Fact.subject, Fact.asserted_at)
@@ -704,7 +686,6 @@ def _control_of_contacts(session: Session, keys: list[str]) -> tuple[int, int, l
         if since is not None and clock.as_utc(at) >= since:
             found.pop(subject)  # the first one after the contact fact counts
             minutes.append((clock.as_utc(at) - since).total_seconds() / 60)
-    contacts = len(found) + len(minutes)
     return contacts, len(minutes), minutes
 
 
@@ -713,7 +694,7 @@ def trace_days_of_subject(session: Session, subject: str) -> set[dt.date]:
     keys = session.scalars(
         select(Fact.dedupe_key).where(Fact.subject == subject, Fact.dedupe_key.like("trace:%"))
     )
-    cases = {int(k.split(":", 1)[1]) for k in keys if k and k.split(":", 1)[1].isdigit()}
+    cases = {int(case) for k in keys if k and (case := k.split(":", 1)[1]).isdigit()}
     if not cases:
         return set()
     return {

@@ -26,6 +26,7 @@ from citybrain.apps.cockpit.schemas import (
     OverviewOut,
 )
 from citybrain.core.authz.principal import Principal
+from citybrain.core.geo import repository as geo_repository
 from citybrain.datahub.catalog import Source, catalog
 from citybrain.kit import clock
 from citybrain.kit.errors import InvalidInput, NotFound, PermissionDenied
@@ -140,7 +141,7 @@ def _place_title(session: Session, code: str) -> tuple[str, str]:
     """A leaf's place in words (district, street, …), for the Chinese and English titles
     (the hierarchy's names are Chinese; the code goes with the English one)."""
     codes = repository.prefixes(code)[1:] or [code]
-    names = repository.area_names(session, codes)
+    names = geo_repository.names_of(session, codes)
     zh = "".join(names.get(c, "") for c in codes) or code
     return zh, f"{zh} ({code})"
 
@@ -165,7 +166,7 @@ def alert(
         at=clock.now(),
     )
     if row is not None:
-        names = repository.area_names(session, [area_code])
+        names = geo_repository.names_of(session, [area_code])
         out = alert_out(row, names.get(area_code, area_code))
         live.notify(session, {"event": "alert", "data": out.model_dump(mode="json")})
     return row
@@ -497,7 +498,7 @@ def alerts(session: Session, who: Principal, area_code: str | None, limit: int) 
     """The newest alerts inside an area of the viewer's jurisdiction."""
     area = _area(session, who, area_code)
     rows = repository.alerts_within(session, area.code, max(1, min(limit, 200)))
-    names = repository.area_names(session, {r.area_code for r in rows})
+    names = geo_repository.names_of(session, {r.area_code for r in rows})
     return [alert_out(r, names.get(r.area_code, r.area_code)) for r in rows]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterable
 from functools import lru_cache
 from importlib import resources
 from typing import Any, NamedTuple
@@ -189,6 +190,24 @@ def children(session: Session, code: str) -> list[Area]:
     """The areas directly under ``code``, by code (a community has none: its compounds are not
     areas, see ``compounds_in``)."""
     return list(session.scalars(select(Area).where(Area.parent_code == code).order_by(Area.code)))
+
+
+def names_of(session: Session, codes: Iterable[str]) -> dict[str, str]:
+    """Names by code of areas (district, street, community) and compounds; codes that name
+    nothing are left out. Read in chunks, so a long list stays one short query a chunk."""
+    wanted = sorted({c for c in codes if c and c.isdigit()})
+    names: dict[str, str] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        areas = [c for c in chunk if len(c) < 15]
+        compounds = [c for c in chunk if len(c) == 15]
+        if areas:
+            found_areas = select(Area.code, Area.name).where(Area.code.in_(areas))
+            names.update({code: name for code, name in session.execute(found_areas)})
+        if compounds:
+            found = select(Compound.code, Compound.name).where(Compound.code.in_(compounds))
+            names.update({code: name for code, name in session.execute(found)})
+    return names
 
 
 def ancestors(session: Session, code: str) -> list[Area]:
