@@ -283,7 +283,7 @@ def test_staff_pages_in_chinese(client: TestClient, session: Session) -> None:
     added = _form(
         client,
         f"/risk/persons/{person.ref}/facts",
-        {"kind": "risk_area_travel"},
+        {"kind": "risk_area_travel", "note": "流调报告 2026-031"},
         f"/risk/persons/{person.ref}",
     )
     assert added.status_code == 303

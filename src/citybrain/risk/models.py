@@ -27,7 +27,10 @@ class Fact(Base):
     """
 
     __tablename__ = "facts"
-    __table_args__ = (Index("ix_facts_subject_kind", "subject", "kind"),)
+    __table_args__ = (
+        Index("ix_facts_subject_kind", "subject", "kind"),
+        Index("ix_facts_asserted_by_at", "asserted_by", "asserted_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     subject: Mapped[str] = mapped_column(String(32))
@@ -46,6 +49,9 @@ class Fact(Base):
     retracted_by: Mapped[str | None] = mapped_column(String(64))
     retraction_reason: Mapped[str | None] = mapped_column(String(200))
     dedupe_key: Mapped[str | None] = mapped_column(String(96), index=True)
+    # Recorded by hand and turned the person's green code this colour (手工转码): counted
+    # against the account's daily limit and shown on the person's page.
+    turned_colour: Mapped[str | None] = mapped_column(String(8))
 
     def __repr__(self) -> str:
         return f"<Fact {self.id} {self.kind}>"

@@ -83,7 +83,13 @@ TEXT: dict[str, tuple[str, str]] = {
     "setting": ("隔离方式", "Setting"),
     "valid_days": ("有效天数（1至60，可空）", "Valid for, in days (1 to 60, optional)"),
     "days_unit": ("天", "days"),
-    "note": ("说明", "Note"),
+    "note": ("依据", "Basis"),
+    "note_hint": (
+        "使绿码转为红码或黄码的登记须写明依据：流调报告、检测报告或通报编号（不写个人信息）",
+        "A record that turns a green code red or yellow needs its basis: the trace, test "
+        "report or notice it rests on (no personal data)",
+    ),
+    "turned": ("手工转码", "Turned by hand"),
     "save": ("保存", "Save"),
     "request": ("申请人工赋码", "Request a manual colour"),
     "colour": ("颜色", "Colour"),
@@ -499,7 +505,10 @@ def _person_page(
     *,
     error: str | None = None,
     status_code: int = 200,
+    typed: dict[str, str] | None = None,
 ) -> Response:
+    """The person's page; ``typed``: the fact form as it was filled in, shown again with
+    ``error``."""
     subject = subject_for(session, who, ref, None, "risk.view")
     record(
         session,
@@ -531,6 +540,7 @@ def _person_page(
             "kinds": kinds if (can["assert"] or can["assert_clinical"]) else [],
             "can": can,
             "error": error,
+            "typed": typed or {},
         },
         status_code=status_code,
     )
@@ -571,13 +581,12 @@ def person_assert(
             if not days.strip().isdigit() or not 1 <= int(days) <= 60:
                 raise InvalidInput("天数应为1至60", "days must be 1 to 60", field="days")
             until = now + dt.timedelta(days=int(days))
-        service.assert_fact(
+        service.record_fact_by_hand(
             session,
-            who.actor,
+            who,
             subject=subject,
             kind=kind,
-            source="staff" if who.can(Permission.RISK_ASSERT) else "fever_clinic",
-            evidence={"note": " ".join(note.split())} if note.strip() else {},
+            note=note,
             valid_from=now,
             valid_until=until,
             setting=setting or None,
@@ -589,7 +598,13 @@ def person_assert(
         work,
         back if LIST_PATH.fullmatch(back) else f"/risk/persons/{ref}",
         lambda message, status: _person_page(
-            request, session, who, ref, error=message, status_code=status
+            request,
+            session,
+            who,
+            ref,
+            error=message,
+            status_code=status,
+            typed={"kind": kind, "setting": setting, "days": days, "note": note},
         ),
     )
 

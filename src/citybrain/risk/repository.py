@@ -309,6 +309,21 @@ def overrides_by_since(session: Session, actor_ref: str, role: str, since: dt.da
     return int(session.scalar(select(func.count()).select_from(Override).where(condition)) or 0)
 
 
+def codes_turned_by_since(session: Session, actor_ref: str, since: dt.datetime) -> int:
+    """How many green codes ``actor_ref`` turned by recording facts by hand since ``since``
+    (withdrawn facts too: the turn happened)."""
+    counting = (
+        select(func.count())
+        .select_from(Fact)
+        .where(
+            Fact.asserted_by == actor_ref,
+            Fact.asserted_at >= since,
+            Fact.turned_colour.is_not(None),
+        )
+    )
+    return int(session.scalar(counting) or 0)
+
+
 def override_counts(session: Session, who: Principal) -> dict[str, int]:
     """Overrides in ``who``'s jurisdiction by status."""
     counting: Any = _overrides_in(

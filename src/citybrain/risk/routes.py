@@ -19,7 +19,6 @@ from citybrain.core.authz.deps import authenticated, require
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.people import repository as people_repository
-from citybrain.kit import clock
 from citybrain.kit.errors import InvalidInput, NotFound, error_responses
 from citybrain.kit.web import DB, RowId
 from citybrain.risk import rulesets, service
@@ -127,20 +126,19 @@ def assert_fact(
     data: FactIn, session: DB, who: Annotated[Principal, Depends(authenticated)]
 ) -> FactOut:
     """Record a health or travel fact (clinic staff: fever visits and negative tests only).
-    The colour, and the compound's tier, follow at once."""
+    The colour, and the compound's tier, follow at once. A fact that turns a green code red
+    or yellow needs its basis (``note`` or ``record_ids``; else 422, field ``note``) and counts
+    against the account's daily limit of such turns (403 ``hand_turn_daily_limit``)."""
     service.check_may_assert(who, data.kind)
     subject = subject_for(session, who, data.person_ref, data.subject, "risk.fact.assert")
-    evidence: dict[str, object] = {"record_ids": data.record_ids} if data.record_ids else {}
-    if data.note:
-        evidence["note"] = " ".join(data.note.split())
-    fact = service.assert_fact(
+    fact = service.record_fact_by_hand(
         session,
-        who.actor,
+        who,
         subject=subject,
         kind=data.kind,
-        source="staff" if who.can(Permission.RISK_ASSERT) else "fever_clinic",
-        evidence=evidence,
-        valid_from=data.valid_from or clock.now(),
+        note=data.note or "",
+        record_ids=data.record_ids,
+        valid_from=data.valid_from,
         valid_until=data.valid_until,
         setting=data.setting,
     )

@@ -115,6 +115,9 @@ class FactOut(BaseModel):
     retracted_at: dt.datetime | None
     retracted_by: str | None = None
     retraction_reason: str | None
+    turned_colour: str | None = Field(
+        default=None, description="recorded by hand, it turned a green code this colour (手工转码)"
+    )
 
 
 class RetractIn(BaseModel):

@@ -105,6 +105,7 @@ TOPIC_APPEAL_FILED = "risk.appeal_filed"
 TOPIC_APPEAL_DECIDED = "risk.appeal_decided"
 TOPIC_PERSON_NOTIFIED = "risk.person_notified"
 TOPIC_RULES_ACTIVATED = "risk.rules_activated"
+TOPIC_HAND_TURN_LIMIT = "risk.hand_turn_limit_reached"
 
 
 # --- rule sets in force --------------------------------------------------------------------
@@ -229,6 +230,7 @@ def fact_out(fact: Fact) -> FactOut:
         retracted_at=fact.retracted_at,
         retracted_by=fact.retracted_by,
         retraction_reason=fact.retraction_reason,
+        turned_colour=fact.turned_colour,
     )
 
 
@@ -311,6 +313,7 @@ def assert_fact(
     setting: str | None = None,
     compound_code: str | None = None,
     dedupe_key: str | None = None,
+    turned_colour: str | None = None,
 ) -> Fact:
     """Assert a fact about ``subject`` (断言事实): the one way facts are added.
 
@@ -321,7 +324,8 @@ def assert_fact(
     contacts (evidence: the household and the case fact), in the same transaction.
     ``dedupe_key``: the same finding asserted again (a retried job) returns the standing fact.
     ``evidence`` holds ids only (record ids, the analysis run, the household), never personal
-    data. Nothing is committed here.
+    data. ``turned_colour``: recorded by hand, the fact turns a green code this colour
+    (``record_fact_by_hand`` decides). Nothing is committed here.
     """
     check_subject(subject)
     start, end = _check_fact(
@@ -345,10 +349,14 @@ def assert_fact(
         valid_from=start,
         valid_until=end,
         dedupe_key=dedupe_key[:96] if dedupe_key else None,
+        turned_colour=turned_colour,
     )
     session.add(fact)
     session.flush()
     area = person.area_code if person is not None else compound_code
+    detail = {"subject": subject, "kind": kind, "source": source}
+    if turned_colour is not None:
+        detail["turned"] = f"green→{turned_colour}"
     record(
         session,
         actor,
@@ -356,7 +364,7 @@ def assert_fact(
         object_type="fact",
         object_id=fact.id,
         area_code=area,
-        detail={"subject": subject, "kind": kind, "source": source},
+        detail=detail,
     )
     publish(
         session,
@@ -850,6 +858,144 @@ def check_may_assert(who: Principal, kind: str) -> None:
         f"your role may not assert {kind}",
         code="permission_denied",
     )
+
+
+def record_fact_by_hand(
+    session: Session,
+    who: Principal,
+    *,
+    subject: str,
+    kind: str,
+    note: str = "",
+    record_ids: Sequence[int] = (),
+    valid_from: dt.datetime | None = None,
+    valid_until: dt.datetime | None = None,
+    setting: str | None = None,
+) -> Fact:
+    """Record a fact by hand (手工登记事实): from a person's page, the red and yellow list or
+    the API. Clinic staff record fever visits and negative tests; other facts need
+    ``risk.assert``.
+
+    A fact that would turn a green code red or yellow (手工转码) is how codes were once turned
+    with no health reason, so — clinics' fever visits aside — it must state its basis (a note
+    of 4 characters or more, or the records it rests on), is marked with the colour it turns
+    the code to, and counts against the account's limit of such turns in 24 hours
+    (``CITYBRAIN_RISK_HAND_TURN_DAILY_LIMIT``); past the limit it is refused, the attempt
+    audited and announced (``risk.hand_turn_limit_reached``: the cockpit alerts it). Many
+    contacts at once belong to the collision analysis."""
+    check_may_assert(who, kind)
+    check_subject(subject)
+    note = " ".join(note.split())
+    evidence: dict[str, Any] = {"record_ids": list(record_ids)} if record_ids else {}
+    if note:
+        evidence["note"] = note
+    source = "staff" if who.can(Permission.RISK_ASSERT) else "fever_clinic"
+    start, end = _check_fact(
+        kind, source, evidence, valid_from or clock.now(), valid_until, setting, None
+    )
+    turned = None
+    if kind not in CLINICAL_KINDS:
+        turned = _turns_green(session, subject, kind, source, start, end, setting)
+    if turned is not None:
+        if len(note) < 4 and not record_ids:
+            label = COLOUR_LABELS[turned]
+            raise InvalidInput(
+                f"这条登记将使此人的健康码由绿码转为{label[0]}：请在“依据”中写明所依据的"
+                "流调报告、检测报告或通报编号（至少4个字，不写个人信息）",
+                f"this record turns the person's green code {label[1].lower()}: state its "
+                "basis (the trace, test report or notice it rests on; 4 characters or more, "
+                "no personal data) in the note",
+                field="note",
+                code="basis_required",
+            )
+        _within_turn_limit(session, who, subject, kind)
+    return assert_fact(
+        session,
+        who.actor,
+        subject=subject,
+        kind=kind,
+        source=source,
+        evidence=evidence,
+        valid_from=start,
+        valid_until=end,
+        setting=setting,
+        turned_colour=turned,
+    )
+
+
+def _turns_green(
+    session: Session,
+    subject: str,
+    kind: str,
+    source: str,
+    start: dt.datetime,
+    end: dt.datetime | None,
+    setting: str | None,
+) -> str | None:
+    """The colour one more fact would turn the subject's green code, when it would: their
+    facts with and without it under the active rules, at the moment it starts to count (so a
+    fact dated ahead is judged when it begins). A manual colour does not enter: it ends."""
+    now = clock.now()
+    moment = max(now, start)
+    rule_set = active_rule_set(session)
+    facts = [snapshot(f) for f in repository.facts_of(session, [subject])[subject]]
+    if compute_colour(facts, rule_set, moment).colour != "green":
+        return None
+    added = FactSnapshot(
+        id=0,
+        subject=subject,
+        kind=kind,
+        valid_from=start,
+        valid_until=end,
+        source=source,
+        asserted_at=now,
+        setting=setting,
+    )
+    colour = compute_colour([*facts, added], rule_set, moment).colour
+    return None if colour == "green" else colour
+
+
+def _within_turn_limit(session: Session, who: Principal, subject: str, kind: str) -> None:
+    """Refuse (and audit) a turn past the account's limit in 24 hours."""
+    limit = risk_settings().hand_turn_daily_limit
+    done = repository.codes_turned_by_since(
+        session, who.actor.ref, clock.now() - dt.timedelta(hours=24)
+    )
+    if done < limit:
+        return
+    error = PermissionDenied(
+        f"24小时内您已手工登记使 {done} 人的健康码由绿码转为红码或黄码，达到上限 {limit} 人。"
+        "成批的密接、次密接请以碰撞分析结果赋码；确需手工登记的，请由他人办理或报指挥部。",
+        f"in 24 hours you turned {done} green codes red or yellow by recording facts by hand, "
+        f"the limit is {limit}; many contacts at once come from the collision analysis",
+        code="hand_turn_daily_limit",
+    )
+
+    def keep_refusal(kept: Session) -> None:
+        # Audited, and announced so the command centre sees who reached the limit.
+        record(
+            kept,
+            who.actor,
+            "risk.fact.assert",
+            object_type="fact",
+            area_code=who.area_code,
+            outcome="denied",
+            detail={
+                "subject": subject,
+                "kind": kind,
+                "reason": "daily_limit",
+                "in_24h": done,
+                "limit": limit,
+            },
+        )
+        publish(
+            kept,
+            TOPIC_HAND_TURN_LIMIT,
+            {"actor": who.actor.ref, "area_code": who.area_code, "in_24h": done, "limit": limit},
+            key=who.actor.ref,
+        )
+
+    raise error.keep(keep_refusal)
 
 
 # --- overrides (人工赋码) ---------------------------------------------------------------------

@@ -63,6 +63,14 @@ class RiskSettings(BaseSettings):
         description="manual colours one person may request, and may approve, in 24 hours; "
         "a change for many people belongs in a rule version (dry run, two approvers)",
     )
+    hand_turn_daily_limit: int = Field(
+        default=30,
+        ge=1,
+        le=10_000,
+        description="green codes one person may turn red or yellow in 24 hours by recording "
+        "facts by hand (clinics' fever visits aside); many contacts at once belong to the "
+        "collision analysis, whose findings carry their records",
+    )
     text_notifications: bool = Field(
         default=True,
         description="also send each notification to the person's registered phone by text "

@@ -227,7 +227,7 @@ def test_a_case_asserted_through_the_api_reaches_map_and_alerts_within_five_seco
     response = httpx.post(
         f"{city.base}/api/v1/risk/facts",
         headers={"authorization": f"Bearer {city.commander_token}"},
-        json={"person_ref": city.spare_ref, "kind": "confirmed_case"},
+        json={"person_ref": city.spare_ref, "kind": "confirmed_case", "note": "核酸报告 A-17"},
         timeout=5,
     )
     assert response.status_code == 201, response.text

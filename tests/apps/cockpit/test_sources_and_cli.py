@@ -18,7 +18,9 @@ from citybrain.datahub.catalog import catalog
 from citybrain.datahub.models import IntakeFile
 from citybrain.kit import clock
 from citybrain.kit.db import Database
+from citybrain.kit.errors import PermissionDenied
 from citybrain.risk import service as risk
+from citybrain.risk.settings import reset_risk_settings
 from tests.apps.cockpit.conftest import deliver
 from tests.cli.test_cli import cli_env, run  # noqa: F401 - fixture
 from tests.factories import STREET_A, make_user
@@ -265,3 +267,42 @@ def test_close_contacts_not_under_control_past_the_deadline_alert_their_street_o
         for contact in contacts[1:]:
             fact(contact.subject, "in_quarantine", setting="facility")
         assert service.check_uncontrolled_contacts(session) == ["4101"]
+
+
+def test_an_account_refused_one_more_hand_turned_code_is_alerted_by_name_once_a_day(
+    session: Session, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    monkeypatch.setenv("CITYBRAIN_RISK_HAND_TURN_DAILY_LIMIT", "1")
+    reset_risk_settings()
+    request.addfinalizer(reset_risk_settings)  # the next test reads the default again
+    officer = make_user(session, "street_officer", STREET_A, "turns")
+    people = [resident(session, officer) for _ in range(3)]
+
+    def turn(subject: str) -> None:
+        risk.record_fact_by_hand(
+            session, officer, subject=subject, kind="close_contact", note="流调报告 2026-031"
+        )
+
+    def refused(subject: str) -> None:
+        with pytest.raises(PermissionDenied) as limit:
+            turn(subject)
+        for keep in limit.value.after_rollback:
+            keep(session)
+
+    with clock.frozen(NOON):
+        turn(people[0].subject)
+        deliver(session)
+        assert session.scalars(select(Alert).where(Alert.kind == "hand_turn_limit")).all() == []
+        refused(people[1].subject)
+        refused(people[2].subject)
+        deliver(session)
+        alerts = session.scalars(select(Alert).where(Alert.kind == "hand_turn_limit")).all()
+        assert [(a.area_code, a.title_zh) for a in alerts] == [
+            (
+                STREET_A,
+                f"手工转码达到上限：金水区经八路街道 街道防控专员 {officer.display_name}"
+                "（24小时内已转 1 人）",
+            )
+        ]
+        # The person it tried to turn is not named.
+        assert people[1].ref not in alerts[0].title_zh

@@ -106,7 +106,7 @@ def _assert_case(base: str, token: str, ref: str) -> float:
     response = httpx.post(
         f"{base}/api/v1/risk/facts",
         headers={"authorization": f"Bearer {token}"},
-        json={"person_ref": ref, "kind": "confirmed_case"},
+        json={"person_ref": ref, "kind": "confirmed_case", "note": "核酸报告 A-17"},
         timeout=30,
     )
     assert response.status_code == 201, response.text

@@ -26,6 +26,7 @@ from citybrain.apps.cockpit.schemas import (
     OverviewOut,
 )
 from citybrain.core.authz.principal import Principal
+from citybrain.core.authz.service import actor_titles
 from citybrain.core.geo import repository as geo_repository
 from citybrain.datahub.catalog import Source, catalog
 from citybrain.kit import clock
@@ -314,6 +315,23 @@ def _alert_daily(
         if made is not None:
             alerted.append(area)
     return alerted
+
+
+def alert_hand_turn_limit(
+    session: Session, actor_ref: str, area_code: str | None, in_24h: int
+) -> Alert | None:
+    """An account reached its limit of green codes turned by hand in 24 hours (手工转码达到
+    上限) and was refused one more: the command centre sees who, by unit, role and name —
+    the person it tried to turn is not named. Once a local day an account."""
+    who_zh, who_en = actor_titles(session, [actor_ref]).get(actor_ref, (actor_ref, actor_ref))
+    return alert(
+        session,
+        kind="hand_turn_limit",
+        area_code=area_code or CITY,
+        title_zh=f"手工转码达到上限：{who_zh}（24小时内已转 {in_24h} 人）",
+        title_en=f"Hand-turned codes at the limit: {who_en} ({in_24h} in 24 h)",
+        dedupe_key=f"hand_turn_limit:{actor_ref}:{clock.today_local().isoformat()}",
+    )
 
 
 def check_overdue_appeals(session: Session) -> list[str]:

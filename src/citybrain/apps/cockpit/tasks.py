@@ -111,6 +111,19 @@ def on_override_applied(session: Session, event: OutboxEvent) -> None:
         service.alert_override(session, override_id, leaf, str(_payload(event).get("colour")))
 
 
+@subscribe(risk.TOPIC_HAND_TURN_LIMIT, name="cockpit.hand_turn_limit")
+def on_hand_turn_limit(session: Session, event: OutboxEvent) -> None:
+    """An account was refused one more green code turned by hand: alert who."""
+    payload = _payload(event)
+    actor = payload.get("actor")
+    area = payload.get("area_code")
+    if isinstance(actor, str):
+        in_24h = _int(payload.get("in_24h")) or 0
+        service.alert_hand_turn_limit(
+            session, actor, area if isinstance(area, str) else None, in_24h
+        )
+
+
 @subscribe(risk.TOPIC_OVERRIDE_ENDED, name="cockpit.override_ended")
 def on_override_ended(session: Session, event: OutboxEvent) -> None:
     """A manual colour ended."""

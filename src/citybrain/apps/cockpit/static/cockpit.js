@@ -17,9 +17,11 @@
     : { red: "红码", yellow: "黄码", green: "绿码" };
   var KIND_WORDS = en
     ? { new_case: "New case", compound_red: "Red compound", source_stale: "Stale data", override: "Override",
-        appeal_overdue: "Appeal overdue", contacts_uncontrolled: "Contacts not controlled" }
+        appeal_overdue: "Appeal overdue", contacts_uncontrolled: "Contacts not controlled",
+        hand_turn_limit: "Hand turns at limit" }
     : { new_case: "新增病例", compound_red: "小区转红", source_stale: "数据停更", override: "人工赋码",
-        appeal_overdue: "申诉逾期", contacts_uncontrolled: "密接未管控" };
+        appeal_overdue: "申诉逾期", contacts_uncontrolled: "密接未管控",
+        hand_turn_limit: "手工转码超限" };
   var MAX_ALERTS = 50;
 
   var state = {
