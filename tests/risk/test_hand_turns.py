@@ -163,7 +163,7 @@ def test_the_person_page_and_the_api_ask_for_the_basis_and_show_the_turn(
     assert re.search(
         rf'data-testid="turned-{fact.id}"><span class="chip red">手工转码：绿码→红码', shown
     )
-    assert "note=流调报告 2026-031" in shown
+    assert "<div>依据：流调报告 2026-031</div>" in shown
 
     headers = bearer(session, officer.id)
     bare = client.post(

@@ -244,6 +244,23 @@ RULE_SET_STATUS_LABELS: dict[str, tuple[str, str]] = {
 }
 
 
+# What a fact's evidence holds, in words (ids and the basis written by hand).
+EVIDENCE_WORDS: dict[str, tuple[str, str]] = {
+    "note": ("依据", "Basis"),
+    "record_ids": ("湖中记录", "Lake records"),
+    "household_id": ("同户编号", "Household"),
+    "case_fact_id": ("病例事实", "Case fact"),
+    "case_key": ("病例", "Case"),
+    "contact_key": ("接触者", "Contact"),
+    "person_key": ("人员", "Person"),
+    "rules": ("碰撞规则", "Collision rules"),
+    "rule": ("规则", "Rule"),
+    "areas": ("地区", "Areas"),
+    "analysis_run": ("分析结果", "Analysis result"),
+    "appeal_id": ("申诉", "Appeal"),
+}
+
+
 def _labels(request: Request) -> dict[str, dict[str, str]]:
     index = 1 if language(request) == "en" else 0
     return {
@@ -253,6 +270,7 @@ def _labels(request: Request) -> dict[str, dict[str, str]]:
         "settings": {k: v[index] for k, v in SETTING_LABELS.items()},
         "override_status": {k: v[index] for k, v in OVERRIDE_STATUS_LABELS.items()},
         "rule_set_status": {k: v[index] for k, v in RULE_SET_STATUS_LABELS.items()},
+        "evidence": {k: v[index] for k, v in EVIDENCE_WORDS.items()},
     }
 
 
