@@ -119,6 +119,36 @@ def test_red_with_reasons_then_an_appeal_to_its_outcome(
     assert 'data-testid="risk-notice"' in decided
 
 
+def test_the_newest_notice_stands_above_the_code_and_older_ones_fold_away(
+    resident: TestClient, session: Session, compound: str
+) -> None:
+    me = _person(session, registered(resident, compound).id_number)
+    start = clock.now()
+    with clock.frozen(start):
+        contact = risk.assert_fact(
+            session,
+            CONTACT_TRACING,
+            subject=subject_of(me),
+            kind="close_contact",
+            source="analysis.contacts",
+            evidence={"run_id": 7},
+            valid_from=start - dt.timedelta(days=1),
+        )
+        assert risk.tell_colour_changed(session, subject_of(me), "green", "red")
+    with clock.frozen(start + dt.timedelta(hours=1)):
+        risk.retract_fact(session, CONTACT_TRACING, contact.id, reason="核实不在同一车厢")
+        assert risk.tell_colour_changed(session, subject_of(me), "red", "green")
+    page = resident.get("/residents/code").text
+    newest = re.findall(r'data-testid="risk-notice">([^<]*)', page)
+    assert len(newest) == 1 and "绿码" in newest[0] and "红码" not in newest[0]
+    assert page.index('data-testid="risk-notice"') < page.index('data-testid="code-card"')
+    older = re.search(
+        r'data-testid="older-notices"><summary>([^<]*)</summary>(.*?)</details>', page, re.S
+    )
+    assert older is not None and older.group(1) == "更早的通知（1 条）"
+    assert "已转为红码" in older.group(2)
+
+
 def test_a_view_reads_the_rule_set_once_and_judges_all_by_the_one_in_force(
     resident: TestClient, session: Session, compound: str
 ) -> None:
