@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import RedirectResponse, Response
 
 from citybrain.core.audit.service import record
+from citybrain.core.authz import repository as authz_repository
 from citybrain.core.authz.deps import require
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
@@ -90,6 +91,21 @@ TEXT: dict[str, tuple[str, str]] = {
         "report or notice it rests on (no personal data)",
     ),
     "turned": ("手工转码", "Turned by hand"),
+    "turns": ("手工转码台账", "Codes turned by hand"),
+    "turns_note": (
+        "登记事实使绿码转为红码或黄码的记录：谁、依据什么、何时；每个账号24小时内最多 {limit} 人，"
+        "超过即被拒绝并在驾驶舱告警。",
+        "Facts recorded by hand that turned a green code red or yellow: who, on what basis, "
+        "when; an account may turn at most {limit} in 24 hours, past that it is refused and "
+        "alerted on the cockpit.",
+    ),
+    "turns_window": ("时间范围", "Window"),
+    "last_days": ("近{days}天", "last {days} days"),
+    "account": ("账号", "Account"),
+    "account_hint": ("登录账号，如 street", "a username, e.g. street"),
+    "by_account": ("转码最多的账号", "Accounts that turned the most"),
+    "recorded_at": ("登记时间", "Recorded at"),
+    "turns_none": ("这段时间没有手工转码。", "No codes turned by hand in this window."),
     "save": ("保存", "Save"),
     "request": ("申请人工赋码", "Request a manual colour"),
     "colour": ("颜色", "Colour"),
@@ -489,6 +505,119 @@ def people_export(
         f"red-yellow-{colour}-{control}-{area or who.area_code}-{clock.today_local():%Y%m%d}.xlsx"
     )
     return download(body, name, XLSX_MEDIA_TYPE)
+
+
+# --- the register of hand turns (手工转码台账) ----------------------------------------------
+
+TURNS_PAGE_SIZE = 30
+
+
+def _account_ref(session: Session, account: str) -> str | None:
+    """A staff account named by its username (or as ``user:<id>``) as the actor it records."""
+    account = account.strip().lower()
+    if not account:
+        return None
+    if re.fullmatch(r"user:\d{1,12}", account):
+        return account
+    user = authz_repository.user_by_username(session, account)
+    if user is None:
+        raise InvalidInput("未找到该账号", "no such account", field="account")
+    return f"user:{user.id}"
+
+
+@router.get("/risk/turns")
+def turns(
+    request: Request,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.OVERRIDE_REQUEST))],
+    days: Annotated[int, Query(ge=1, le=30)] = 7,
+    account: Annotated[str, Query(max_length=64)] = "",
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+) -> Response:
+    """The register of green codes turned red or yellow by facts recorded by hand (手工转码
+    台账): who turned whose code, on what basis, in the last 1, 7 or 30 days, by one account
+    if asked, with the accounts that turned the most."""
+    error = None
+    try:
+        actor_ref = _account_ref(session, account)
+        found = service.hand_turns(
+            session,
+            who,
+            days=days,
+            actor_ref=actor_ref,
+            offset=(page - 1) * TURNS_PAGE_SIZE,
+            limit=TURNS_PAGE_SIZE,
+        )
+    except InvalidInput as problem:
+        error = problem.message(language(request))
+        found = service.hand_turns(session, who, days=7, limit=TURNS_PAGE_SIZE)
+    query = {"days": str(found.days), "account": "" if error else account.strip()}
+    return _page(
+        request,
+        "risk/turns.html",
+        {
+            "found": found,
+            "form": query,
+            "query": urlencode({k: v for k, v in query.items() if v}),
+            "page": page,
+            "pages": max(1, -(-found.total // TURNS_PAGE_SIZE)),
+            "windows": service.TURN_WINDOWS,
+            "limit": risk_settings().hand_turn_daily_limit,
+            "error": error,
+            "can": _can(who),
+        },
+        status_code=422 if error else 200,
+    )
+
+
+@router.get("/risk/turns/export.xlsx")
+def turns_export(
+    request: Request,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.OVERRIDE_REQUEST))],
+    days: Annotated[int, Query(ge=1, le=30)] = 7,
+    account: Annotated[str, Query(max_length=64)] = "",
+) -> Response:
+    """The register as filtered, as an Excel workbook: persons masked, who recorded and who
+    withdrew each by name, cells neutralised; the export is audited."""
+    x = _words(request)
+    labels = _labels(request)
+    found = service.hand_turns(
+        session,
+        who,
+        days=days,
+        actor_ref=_account_ref(session, account),
+        limit=service.EXPORT_LIMIT,
+        action="risk.turns.export",
+    )
+    header = [
+        x["number"], x["person"], x["compound"], x["kind"], x["turned"], x["note"],
+        x["asserted_by"], x["recorded_at"], x["retracted"], x["reason"],
+    ]  # fmt: skip
+
+    def when(value: dt.datetime | None) -> str:
+        return china_time(value, MINUTE) if value else ""
+
+    body = xlsx_bytes(
+        x["turns"],
+        header,
+        (
+            [
+                t.fact.id,
+                t.person.name if t.person else x["unregistered"],
+                (t.person.compound_name or "") if t.person else "",
+                labels["kinds"].get(t.fact.kind, t.fact.kind),
+                labels["colours"].get(t.fact.turned_colour or "", t.fact.turned_colour or ""),
+                str(t.fact.evidence.get("note") or t.fact.evidence.get("record_ids") or ""),
+                t.recorded_by,
+                when(t.fact.asserted_at),
+                f"{t.retracted_by or ''} {when(t.fact.retracted_at)}".strip(),
+                t.fact.retraction_reason or "",
+            ]
+            for t in found.items
+        ),
+    )
+    return download(body, f"hand-turns-{days}d-{clock.today_local():%Y%m%d}.xlsx", XLSX_MEDIA_TYPE)
 
 
 @router.post("/risk/lookup")

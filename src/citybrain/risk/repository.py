@@ -324,6 +324,59 @@ def codes_turned_by_since(session: Session, actor_ref: str, since: dt.datetime) 
     return int(session.scalar(counting) or 0)
 
 
+def _turns_in(who: Principal, since: dt.datetime) -> list[Any]:
+    """Hand turns since ``since`` about people ``who``'s jurisdiction holds (by where their
+    colour row places them; the city sees every one)."""
+    where: list[Any] = [Fact.turned_colour.is_not(None), Fact.asserted_at >= since]
+    if len(who.area_code) > 4:
+        placed = select(PersonColour.subject).where(
+            within(cast(ColumnElement[str], PersonColour.area_code), who.area_code)
+        )
+        where.append(Fact.subject.in_(placed))
+    return where
+
+
+def turned_facts_scoped(
+    session: Session,
+    who: Principal,
+    since: dt.datetime,
+    *,
+    actor_ref: str | None = None,
+    offset: int = 0,
+    limit: int = 30,
+) -> tuple[int, list[Fact]]:
+    """Facts recorded by hand that turned a green code (手工转码) since ``since`` in ``who``'s
+    jurisdiction, by ``actor_ref`` if given: how many, and a page, newest first."""
+    where = _turns_in(who, since)
+    if actor_ref:
+        where.append(Fact.asserted_by == actor_ref)
+    total = int(session.scalar(select(func.count()).select_from(Fact).where(*where)) or 0)
+    rows = session.scalars(
+        select(Fact)
+        .where(*where)
+        .order_by(Fact.asserted_at.desc(), Fact.id.desc())
+        .offset(offset)
+        .limit(limit)
+    )
+    return total, list(rows)
+
+
+def turns_by_account(
+    session: Session, who: Principal, since: dt.datetime, limit: int = 10
+) -> list[tuple[str, int]]:
+    """The accounts that turned the most green codes by hand since ``since`` in ``who``'s
+    jurisdiction, most first."""
+    turns = func.count().label("turns")
+    rows = session.execute(
+        select(Fact.asserted_by, turns)
+        .where(*_turns_in(who, since))
+        .group_by(Fact.asserted_by)
+        .order_by(turns.desc(), Fact.asserted_by)
+        .limit(limit)
+    )
+    return [(str(actor), int(n)) for actor, n in rows]
+
+
 def override_counts(session: Session, who: Principal) -> dict[str, int]:
     """Overrides in ``who``'s jurisdiction by status."""
     counting: Any = _overrides_in(

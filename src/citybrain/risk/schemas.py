@@ -231,6 +231,34 @@ class OverrideOut(BaseModel):
     )
 
 
+class HandTurnOut(BaseModel):
+    """A green code turned red or yellow by a fact recorded by hand (手工转码), as the
+    register shows it."""
+
+    fact: FactOut
+    person: PersonMasked | None = Field(default=None, description="本人（脱敏）；未登记者为空")
+    recorded_by: str = Field(description="登记人：姓名（账号）")
+    retracted_by: str | None = Field(default=None, description="撤销人：姓名（账号）")
+
+
+class AccountTurns(BaseModel):
+    """How many green codes one account turned by hand in the register's window."""
+
+    actor: str
+    name: str
+    turns: int
+
+
+class HandTurnPage(BaseModel):
+    """The register of hand turns (手工转码台账): a page of them, how many in all, and the
+    accounts that turned the most in the window."""
+
+    total: int
+    days: int
+    items: list[HandTurnOut]
+    by_account: list[AccountTurns]
+
+
 class AppealOut(BaseModel):
     """An appeal in a street office's queue, or as its person sees it."""
 

@@ -67,6 +67,7 @@ from citybrain.risk.rules import (
     rule_set_hash,
 )
 from citybrain.risk.schemas import (
+    AccountTurns,
     AppealOut,
     AppealSummary,
     ColouredPage,
@@ -74,6 +75,8 @@ from citybrain.risk.schemas import (
     ColourView,
     DecideIn,
     FactOut,
+    HandTurnOut,
+    HandTurnPage,
     NotificationOut,
     OverrideOut,
     ReasonView,
@@ -1539,6 +1542,66 @@ def _overrides_read(
         detail={"view": view, "offset": offset, "results": len(rows)},
     )
     return _overrides_named(session, rows, with_persons=True)
+
+
+TURN_WINDOWS = (1, 7, 30)  # days the hand-turn register looks back
+
+
+def hand_turns(
+    session: Session,
+    who: Principal,
+    *,
+    days: int = 7,
+    actor_ref: str | None = None,
+    offset: int = 0,
+    limit: int = 30,
+    action: str = "risk.turns.list",
+) -> HandTurnPage:
+    """The register of green codes turned by hand (手工转码台账) in ``who``'s jurisdiction in
+    the last ``days`` (one of :data:`TURN_WINDOWS`), by one account if ``actor_ref``: each
+    with the person (masked), the fact with its basis and who recorded and who withdrew it,
+    newest first; and the accounts that turned the most. For the same staff as the manual
+    colours' register; reading it is audited (``action``; ``risk.turns.export`` for the
+    spreadsheet)."""
+    _may_read_overrides(who)
+    if days not in TURN_WINDOWS:
+        raise InvalidInput("天数应为 1、7 或 30", "days: 1, 7 or 30", field="days")
+    since = clock.now() - dt.timedelta(days=days)
+    total, facts = repository.turned_facts_scoped(
+        session, who, since, actor_ref=actor_ref, offset=offset, limit=limit
+    )
+    counts = repository.turns_by_account(session, who, since)
+    names = actor_names(
+        session,
+        [f.asserted_by for f in facts]
+        + [f.retracted_by for f in facts]
+        + [actor for actor, _ in counts],
+    )
+    persons = _masked_by_subject(session, [f.subject for f in facts])
+    record(
+        session,
+        who.actor,
+        action,
+        object_type="fact",
+        area_code=who.area_code,
+        detail={"days": days, "actor": actor_ref, "offset": offset, "results": len(facts)},
+    )
+    return HandTurnPage(
+        total=total,
+        days=days,
+        items=[
+            HandTurnOut(
+                fact=fact_out(f),
+                person=persons.get(f.subject),
+                recorded_by=names.get(f.asserted_by, f.asserted_by),
+                retracted_by=names.get(f.retracted_by) if f.retracted_by else None,
+            )
+            for f in facts
+        ],
+        by_account=[
+            AccountTurns(actor=actor, name=names.get(actor, actor), turns=n) for actor, n in counts
+        ],
+    )
 
 
 def overrides_of_subject(session: Session, subject: str) -> list[OverrideOut]:

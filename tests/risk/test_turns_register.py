@@ -1,0 +1,93 @@
+"""The register of green codes turned by hand (手工转码台账, /risk/turns): who turned whose code
+red or yellow, on what basis, in the last 1, 7 or 30 days of the jurisdiction, by account,
+with the accounts that turned the most; exported masked; reading it audited; not for clinics."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import re
+from typing import Any
+
+from fastapi.testclient import TestClient
+from openpyxl import load_workbook
+from sqlalchemy.orm import Session
+from tests.factories import STREET_A, STREET_B, make_user
+from tests.risk.conftest import T0, audits, resident
+from tests.web.conftest import csrf_of, log_in
+
+from citybrain.risk import service
+
+DAY = dt.timedelta(days=1)
+
+
+def test_the_register_shows_each_turn_with_its_basis_and_who_by_account_and_window(
+    client: TestClient, session: Session, at: Any
+) -> None:
+    at(T0)
+    officer = make_user(session, "street_officer", STREET_A, "turnera")
+    colleague = make_user(session, "street_officer", STREET_A, "turnerb")
+    neighbour = make_user(session, "street_officer", STREET_B, "turnerc")
+    make_user(session, "clinic_staff", STREET_A, "turnclinic")
+    first, second, third = (resident(session, officer) for _ in range(3))
+    elsewhere = resident(session, neighbour)
+
+    def turn(who: Any, subject: str, note: str) -> int:
+        return service.record_fact_by_hand(
+            session, who, subject=subject, kind="close_contact", note=note
+        ).id
+
+    one = turn(officer, first.subject, "流调报告 2026-031")
+    at(T0 + dt.timedelta(hours=1))
+    two = turn(officer, second.subject, "流调报告 2026-032")
+    service.retract_fact(session, officer.actor, two, reason="录入错误，已核实")
+    three = turn(colleague, third.subject, "通报 第12号")
+    other = turn(neighbour, elsewhere.subject, "流调报告 2026-099")
+    # Not turns: a quarantine of someone already red; facts from the analysis.
+    service.record_fact_by_hand(
+        session, officer, subject=first.subject, kind="in_quarantine", setting="home"
+    )
+
+    log_in(client, "turnera")
+    page = client.get("/risk/turns")
+    assert page.status_code == 200
+    shown = re.findall(r'data-testid="turn-(\d+)"', page.text)
+    assert shown == [str(three), str(two), str(one)]  # newest first; the next street's absent
+    assert str(other) not in shown
+    assert "共 3 条" in page.text
+    card = page.text.split(f'data-testid="turn-{two}"')[1].split('class="card"')[0]
+    assert "绿码→红码" in card and "已撤销" in card and "录入错误，已核实" in card
+    assert "依据：流调报告 2026-032" in card
+    assert "turnera" in card and f'href="/risk/persons/{second.ref}"' in card
+    name = re.search(r'data-testid="turn-person">([^<·]+)', card)
+    assert name is not None and "*" in name.group(1)  # masked
+    accounts = re.findall(r'data-testid="account-turns"><a [^>]*>([^<]+)</a>：(\d+)', page.text)
+    assert [(n.split("（")[1].rstrip("）"), int(c)) for n, c in accounts] == [
+        ("turnera", 2),
+        ("turnerb", 1),
+    ]
+    assert audits(session, "risk.turns.list")[-1].detail["results"] == 3
+
+    by_account = client.get("/risk/turns?account=turnerb")
+    assert re.findall(r'data-testid="turn-(\d+)"', by_account.text) == [str(three)]
+    unknown = client.get("/risk/turns?account=nobody")
+    assert unknown.status_code == 422 and "未找到该账号" in unknown.text
+
+    exported = client.get("/risk/turns/export.xlsx?account=turnera")
+    assert exported.status_code == 200
+    sheet = load_workbook(io.BytesIO(exported.content)).active
+    assert sheet is not None
+    rows = list(sheet.iter_rows(values_only=True))
+    assert [r[0] for r in rows[1:]] == [two, one]
+    assert all("*" in str(r[1]) for r in rows[1:]) and rows[1][5] == "流调报告 2026-032"
+    assert audits(session, "risk.turns.export")[-1].detail["results"] == 2
+
+    # Two days on, the last day holds none; the last seven all three.
+    at(T0 + 2 * DAY)
+    assert 'data-testid="no-turns"' in client.get("/risk/turns?days=1").text
+    assert "共 3 条" in client.get("/risk/turns?days=7").text
+    assert client.get("/risk/turns?days=3").status_code == 422
+
+    client.post("/logout", data={"csrf_token": csrf_of(client, "/")})
+    log_in(client, "turnclinic")
+    assert client.get("/risk/turns").status_code == 403
