@@ -36,6 +36,7 @@ OPERATIONS = [
     ("POST", "/api/v1/risk/overrides"),
     ("POST", "/api/v1/risk/overrides/{override_id}/{decision}"),
     ("GET", "/api/v1/risk/people"),
+    ("GET", "/api/v1/risk/turns"),
     ("GET", "/api/v1/risk/appeals"),
     ("GET", "/api/v1/risk/appeals/summary"),
     ("POST", "/api/v1/risk/appeals/{appeal_id}/decide"),

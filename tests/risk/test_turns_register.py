@@ -14,6 +14,7 @@ from openpyxl import load_workbook
 from sqlalchemy.orm import Session
 from tests.factories import STREET_A, STREET_B, make_user
 from tests.risk.conftest import T0, audits, resident
+from tests.risk.test_web import bearer
 from tests.web.conftest import csrf_of, log_in
 
 from citybrain.risk import service
@@ -91,3 +92,25 @@ def test_the_register_shows_each_turn_with_its_basis_and_who_by_account_and_wind
     client.post("/logout", data={"csrf_token": csrf_of(client, "/")})
     log_in(client, "turnclinic")
     assert client.get("/risk/turns").status_code == 403
+
+
+def test_the_register_over_the_api(client: TestClient, session: Session) -> None:
+    officer = make_user(session, "street_officer", STREET_A)
+    clinic = make_user(session, "clinic_staff", STREET_A)
+    person = resident(session, officer)
+    fact = service.record_fact_by_hand(
+        session, officer, subject=person.subject, kind="risk_area_travel", record_ids=[4]
+    )
+    found = client.get("/api/v1/risk/turns?days=1", headers=bearer(session, officer.id))
+    assert found.status_code == 200
+    body = found.json()
+    assert body["total"] == 1 and body["days"] == 1
+    item = body["items"][0]
+    assert item["fact"]["id"] == fact.id and item["fact"]["turned_colour"] == "yellow"
+    assert "*" in item["person"]["name"] and item["fact"]["evidence"] == {"record_ids": [4]}
+    assert body["by_account"] == [
+        {"actor": officer.actor.ref, "name": item["recorded_by"], "turns": 1}
+    ]
+    other = client.get("/api/v1/risk/turns?actor=user:999999", headers=bearer(session, officer.id))
+    assert other.json()["total"] == 0
+    assert client.get("/api/v1/risk/turns", headers=bearer(session, clinic.id)).status_code == 403

@@ -30,6 +30,7 @@ from citybrain.risk.schemas import (
     DecideIn,
     FactIn,
     FactOut,
+    HandTurnPage,
     OverrideIn,
     OverrideOut,
     RetractIn,
@@ -244,6 +245,23 @@ def list_overrides(
     (awaiting a second person, and in force), ``requested``, ``active`` or ``ended``; each
     with its person masked and the names of who requested, approved and ended it."""
     return service.override_register(session, who, view=view, offset=offset, limit=limit)
+
+
+@router.get("/turns", response_model=HandTurnPage, summary="Codes turned by hand")
+def list_hand_turns(
+    session: DB,
+    who: Annotated[Principal, Depends(authenticated)],
+    days: Annotated[int, Query(ge=1, le=30, description="1、7 或 30")] = 7,
+    actor: Annotated[str | None, Query(pattern=r"^user:[0-9]{1,12}$")] = None,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> HandTurnPage:
+    """The register of green codes turned red or yellow by facts recorded by hand (手工转码
+    台账) in your jurisdiction in the last ``days``, by one account if ``actor``, newest
+    first: each with its person masked, the fact with its basis, who recorded and who withdrew
+    it; the total; and the accounts that turned the most. For those who may request or
+    approve a manual colour; audited."""
+    return service.hand_turns(session, who, days=days, actor_ref=actor, offset=offset, limit=limit)
 
 
 @router.post(
