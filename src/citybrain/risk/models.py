@@ -52,6 +52,10 @@ class Fact(Base):
     # Recorded by hand and turned the person's green code this colour (手工转码): counted
     # against the account's daily limit and shown on the person's page.
     turned_colour: Mapped[str | None] = mapped_column(String(8))
+    # A case is withdrawn by two people: the first's request waits here for a second.
+    retraction_requested_by: Mapped[str | None] = mapped_column(String(64))
+    retraction_requested_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    retraction_request_reason: Mapped[str | None] = mapped_column(String(200))
 
     def __repr__(self) -> str:
         return f"<Fact {self.id} {self.kind}>"

@@ -32,6 +32,7 @@ from citybrain.kit.export import XLSX_MEDIA_TYPE, xlsx_bytes
 from citybrain.kit.web import DB, Action, Ref, RowId, china_time, download, language, render
 from citybrain.risk import repository, rulesets, service
 from citybrain.risk.kinds import (
+    CASE_KINDS,
     CLINICAL_KINDS,
     COLOUR_LABELS,
     KIND_LABELS,
@@ -79,6 +80,15 @@ TEXT: dict[str, tuple[str, str]] = {
     "evidence": ("证据", "Evidence"),
     "retracted": ("已撤销", "withdrawn"),
     "retract": ("撤销", "Withdraw"),
+    "retract_ask": ("申请撤销", "Ask to withdraw"),
+    "retract_confirm": ("确认撤销", "Confirm the withdrawal"),
+    "retract_two": (
+        "确诊、无症状感染记录的撤销须两人办理：提交后由另一人在72小时内确认，确认前记录仍然有效。",
+        "A confirmed case or an asymptomatic infection is withdrawn by two people: another "
+        "confirms within 72 hours; until then the record counts.",
+    ),
+    "retract_pending": ("撤销申请", "Withdrawal asked"),
+    "retract_waiting": ("待另一人确认", "awaiting another person"),
     "reason": ("原因", "Reason"),
     "assert": ("登记事实", "Record a fact"),
     "setting": ("隔离方式", "Setting"),
@@ -679,8 +689,13 @@ def _person_page(
             # Who recorded and who withdrew each fact (经办人), by name: the hotline's answer
             # to "who set my code".
             "actors": actor_names(
-                session, [f.asserted_by for f in facts] + [f.retracted_by for f in facts]
+                session,
+                [f.asserted_by for f in facts]
+                + [f.retracted_by for f in facts]
+                + [f.retraction_requested_by for f in facts],
             ),
+            "me": who.actor.ref,
+            "case_kinds": CASE_KINDS,
             "person": service.masked_person_of(session, subject),
             "overrides": service.overrides_of_subject(session, subject),
             "appeals": service.appeals_of(session, subject),
@@ -772,7 +787,7 @@ def person_retract(
         fact = session.get(Fact, fact_id)
         if fact is None or fact.subject != subject:
             raise NotFound("事实不存在", "no such fact", code="fact_not_found")
-        service.retract_fact(session, who.actor, fact_id, reason=reason)
+        service.retract_fact_by_hand(session, who, fact_id, reason=reason)
 
     return _act(
         request,

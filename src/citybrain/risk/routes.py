@@ -153,12 +153,17 @@ def retract_fact(
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.RISK_ASSERT))],
 ) -> FactOut:
-    """The fact stops counting; the row stays, marked, with the reason."""
+    """The fact stops counting; the row stays, marked, with the reason. A confirmed case or
+    an asymptomatic infection takes two people: the first call asks (the answer shows
+    ``retraction_pending``, the fact still counts), another account's call within 72 hours
+    withdraws it; the one who asked cannot confirm (409)."""
     fact = session.get(Fact, fact_id)
     if fact is None:
         raise NotFound("事实不存在", "no such fact", code="fact_not_found")
     service.subject_in_scope(session, who, fact.subject, "risk.fact.retract")
-    return service.fact_out(service.retract_fact(session, who.actor, fact_id, reason=data.reason))
+    return service.fact_out(
+        service.retract_fact_by_hand(session, who, fact_id, reason=data.reason)
+    )
 
 
 @router.get("/compounds/{code}", response_model=TierView, summary="A compound's tier")

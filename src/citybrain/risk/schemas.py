@@ -118,6 +118,14 @@ class FactOut(BaseModel):
     turned_colour: str | None = Field(
         default=None, description="recorded by hand, it turned a green code this colour (手工转码)"
     )
+    retraction_requested_by: str | None = Field(
+        default=None, description="a case's withdrawal asked by this account, awaiting a second"
+    )
+    retraction_requested_at: dt.datetime | None = None
+    retraction_request_reason: str | None = None
+    retraction_pending: bool = Field(
+        default=False, description="a withdrawal awaits a second person's confirmation (72 h)"
+    )
 
 
 class RetractIn(BaseModel):

@@ -95,6 +95,7 @@ from citybrain.risk.subjects import (
 SOURCE_PATTERN = re.compile(r"[a-z][a-z0-9_.]{1,47}")
 COMPOUND_PATTERN = re.compile(r"\d{15}")
 MAX_EVIDENCE_BYTES = 4096
+RETRACTION_REQUEST_HOURS = 72  # a request to withdraw a case waits this long for a second
 EXPORT_LIMIT = 10_000  # rows in one spreadsheet export of a staff list
 APPEAL_TEXT_FIELD = "risk_appeals.text"
 TOPIC_FACT_ASSERTED = "risk.fact_asserted"
@@ -234,6 +235,10 @@ def fact_out(fact: Fact) -> FactOut:
         retracted_by=fact.retracted_by,
         retraction_reason=fact.retraction_reason,
         turned_colour=fact.turned_colour,
+        retraction_requested_by=fact.retraction_requested_by,
+        retraction_requested_at=fact.retraction_requested_at,
+        retraction_request_reason=fact.retraction_request_reason,
+        retraction_pending=_retraction_pending(fact, clock.now()),
     )
 
 
@@ -394,20 +399,109 @@ def assert_fact(
     return fact
 
 
-def retract_fact(session: Session, actor: Actor, fact_id: int, *, reason: str) -> Fact:
-    """Withdraw a fact (撤销): it stops counting at once; the row stays, marked. Household
-    close contacts derived from a withdrawn case are withdrawn with it. Audited, announced
-    (``risk.fact_retracted``), colours and tiers recomputed."""
+def _retraction_reason(reason: str) -> str:
     reason = " ".join(reason.split())
     if len(reason) < 4:
         raise InvalidInput(
             "请说明撤销原因（至少4个字）", "state why (at least 4 characters)", field="reason"
         )
+    return reason
+
+
+def _standing_fact(session: Session, fact_id: int) -> Fact:
+    """The fact, locked, still counting (else why not)."""
     fact = session.get(Fact, fact_id, with_for_update=True)
     if fact is None:
         raise NotFound("事实不存在", "no such fact", code="fact_not_found")
     if fact.retracted_at is not None:
         raise Conflict("该事实已撤销", "the fact is already withdrawn", code="fact_retracted")
+    return fact
+
+
+def _retraction_pending(fact: Fact, now: dt.datetime) -> bool:
+    return (
+        fact.retracted_at is None
+        and fact.retraction_requested_at is not None
+        and clock.as_utc(fact.retraction_requested_at)
+        > now - dt.timedelta(hours=RETRACTION_REQUEST_HOURS)
+    )
+
+
+def retract_fact_by_hand(session: Session, who: Principal, fact_id: int, *, reason: str) -> Fact:
+    """Withdraw a fact by hand (撤销事实), from a person's page or the API.
+
+    A confirmed case or an asymptomatic infection is a diagnosis: undoing it sets a person —
+    and their household's contacts — free, so it takes two people, as a manual colour does.
+    The first asks (申请撤销: the request is kept on the fact with who, when and why, audited
+    ``risk.fact.retract_request``; the fact still counts); within
+    :data:`RETRACTION_REQUEST_HOURS` another account that may withdraw facts there confirms,
+    and the fact is withdrawn with both named (a request past that is asked again). The one
+    who asked cannot confirm (refused and audited). Other facts are withdrawn at once."""
+    reason = _retraction_reason(reason)
+    fact = _standing_fact(session, fact_id)
+    if fact.kind not in CASE_KINDS:
+        return retract_fact(session, who.actor, fact_id, reason=reason)
+    now = clock.now()
+    person = person_of_subject(session, fact.subject)
+    area = person.area_code if person is not None else fact.compound_code
+    if not _retraction_pending(fact, now):
+        fact.retraction_requested_by = who.actor.ref[:64]
+        fact.retraction_requested_at = now
+        fact.retraction_request_reason = reason[:200]
+        session.flush()
+        record(
+            session,
+            who.actor,
+            "risk.fact.retract_request",
+            object_type="fact",
+            object_id=fact.id,
+            area_code=area,
+            detail={"subject": fact.subject, "kind": fact.kind},
+        )
+        return fact
+    requested_by = fact.retraction_requested_by or ""
+    if requested_by == who.actor.ref:
+        error = Conflict(
+            "撤销确诊或无症状感染记录须两人办理：您已申请，须由另一人确认",
+            "withdrawing a case takes two people: you asked, another must confirm",
+            code="retraction_needs_second_person",
+        )
+        raise error.keep(
+            lambda s: record(
+                s,
+                who.actor,
+                "risk.fact.retract",
+                object_type="fact",
+                object_id=fact_id,
+                area_code=area,
+                outcome="denied",
+                detail={"reason": "same_person"},
+            )
+        )
+    asked = fact.retraction_request_reason or ""
+    return retract_fact(
+        session,
+        who.actor,
+        fact.id,
+        reason=f"{asked}（确认：{reason}）"[:200],
+        requested_by=requested_by,
+    )
+
+
+def retract_fact(
+    session: Session,
+    actor: Actor,
+    fact_id: int,
+    *,
+    reason: str,
+    requested_by: str | None = None,
+) -> Fact:
+    """Withdraw a fact (撤销): it stops counting at once; the row stays, marked. Household
+    close contacts derived from a withdrawn case are withdrawn with it. Audited (with who
+    asked, ``requested_by``, when a second person confirms a case's withdrawal), announced
+    (``risk.fact_retracted``), colours and tiers recomputed."""
+    reason = _retraction_reason(reason)
+    fact = _standing_fact(session, fact_id)
     now = clock.now()
     fact.retracted_at = now
     fact.retracted_by = actor.ref[:64]
@@ -421,7 +515,8 @@ def retract_fact(session: Session, actor: Actor, fact_id: int, *, reason: str) -
         object_type="fact",
         object_id=fact.id,
         area_code=person.area_code if person is not None else fact.compound_code,
-        detail={"subject": fact.subject, "kind": fact.kind},
+        detail={"subject": fact.subject, "kind": fact.kind}
+        | ({"requested_by": requested_by} if requested_by else {}),
     )
     publish(
         session,
@@ -1939,6 +2034,14 @@ def decide_appeal(session: Session, who: Principal, appeal_id: int, data: Decide
         if fact is None or fact.subject != appeal.subject:
             raise InvalidInput(
                 "请选择申诉人本人的一条事实", "choose one of the appellant's facts", field="fact_id"
+            )
+        if fact.kind in CASE_KINDS:
+            raise InvalidInput(
+                "撤销确诊或无症状感染记录须两人办理：请在此人的赋码页面申请撤销，由另一人确认，"
+                "再处理申诉",
+                "withdrawing a case takes two people: ask on the person's page for another to "
+                "confirm, then decide the appeal",
+                field="fact_id",
             )
         retract_fact(session, who.actor, fact.id, reason=f"申诉 #{appeal.id} 成立：{note}"[:200])
         appeal.fact_id = fact.id
