@@ -161,9 +161,7 @@ def retract_fact(
     if fact is None:
         raise NotFound("事实不存在", "no such fact", code="fact_not_found")
     service.subject_in_scope(session, who, fact.subject, "risk.fact.retract")
-    return service.fact_out(
-        service.retract_fact_by_hand(session, who, fact_id, reason=data.reason)
-    )
+    return service.fact_out(service.retract_fact_by_hand(session, who, fact_id, reason=data.reason))
 
 
 @router.get("/compounds/{code}", response_model=TierView, summary="A compound's tier")

@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, object_session
@@ -31,7 +31,13 @@ from citybrain.core.people.schemas import PersonMasked
 from citybrain.core.people.service import PHONE_FIELD, masked_views
 from citybrain.kit import clock
 from citybrain.kit.crypto import field_cipher
-from citybrain.kit.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from citybrain.kit.errors import (
+    CitybrainError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+)
 from citybrain.risk import repository
 from citybrain.risk.engine import (
     FactSnapshot,
@@ -95,6 +101,7 @@ from citybrain.risk.subjects import (
 SOURCE_PATTERN = re.compile(r"[a-z][a-z0-9_.]{1,47}")
 COMPOUND_PATTERN = re.compile(r"\d{15}")
 MAX_EVIDENCE_BYTES = 4096
+_Refusal = TypeVar("_Refusal", bound=CitybrainError)
 RETRACTION_REQUEST_HOURS = 72  # a request to withdraw a case waits this long for a second
 EXPORT_LIMIT = 10_000  # rows in one spreadsheet export of a staff list
 APPEAL_TEXT_FIELD = "risk_appeals.text"
@@ -466,17 +473,14 @@ def retract_fact_by_hand(session: Session, who: Principal, fact_id: int, *, reas
             "withdrawing a case takes two people: you asked, another must confirm",
             code="retraction_needs_second_person",
         )
-        raise error.keep(
-            lambda s: record(
-                s,
-                who.actor,
-                "risk.fact.retract",
-                object_type="fact",
-                object_id=fact_id,
-                area_code=area,
-                outcome="denied",
-                detail={"reason": "same_person"},
-            )
+        raise _denied(
+            error,
+            who.actor,
+            "risk.fact.retract",
+            object_type="fact",
+            object_id=fact_id,
+            area_code=area,
+            detail={"reason": "same_person"},
         )
     asked = fact.retraction_request_reason or ""
     return retract_fact(
@@ -930,16 +934,39 @@ def subject_in_scope(session: Session, who: Principal, subject: str, action: str
     if allowed:
         return person
     error = NotFound("未找到该人员", "no such person", code="person_not_found")
-    raise error.keep(
+    raise _denied(
+        error,
+        who.actor,
+        action,
+        object_type="subject",
+        object_id=subject,
+        area_code=who.area_code,
+        detail={"reason": "out_of_jurisdiction"},
+    )
+
+
+def _denied(
+    error: _Refusal,
+    actor: Actor,
+    action: str,
+    *,
+    object_type: str,
+    object_id: str | int | None,
+    area_code: str | None,
+    detail: dict[str, Any],
+) -> _Refusal:
+    """``error``, keeping the refused attempt's audit row (outcome ``denied``) after the
+    failed work is rolled back."""
+    return error.keep(
         lambda s: record(
             s,
-            who.actor,
+            actor,
             action,
-            object_type="subject",
-            object_id=subject,
-            area_code=who.area_code,
+            object_type=object_type,
+            object_id=object_id,
+            area_code=area_code,
             outcome="denied",
-            detail={"reason": "out_of_jurisdiction"},
+            detail=detail,
         )
     )
 
@@ -1063,37 +1090,34 @@ def _within_turn_limit(session: Session, who: Principal, subject: str, kind: str
         return
     error = PermissionDenied(
         f"24小时内您已手工登记使 {done} 人的健康码由绿码转为红码或黄码，达到上限 {limit} 人。"
-        "成批的密接、次密接请以碰撞分析结果赋码；确需手工登记的，请由他人办理或报指挥部。",
+        "成批的密接、次密接请以碰撞分析结果赋码；确需继续手工登记的，请报指挥部。",
         f"in 24 hours you turned {done} green codes red or yellow by recording facts by hand, "
         f"the limit is {limit}; many contacts at once come from the collision analysis",
         code="hand_turn_daily_limit",
     )
-
-    def keep_refusal(kept: Session) -> None:
-        # Audited, and announced so the command centre sees who reached the limit.
-        record(
-            kept,
-            who.actor,
-            "risk.fact.assert",
-            object_type="fact",
-            area_code=who.area_code,
-            outcome="denied",
-            detail={
-                "subject": subject,
-                "kind": kind,
-                "reason": "daily_limit",
-                "in_24h": done,
-                "limit": limit,
-            },
-        )
-        publish(
+    # Audited, and announced so the command centre sees who reached the limit.
+    raise _denied(
+        error,
+        who.actor,
+        "risk.fact.assert",
+        object_type="fact",
+        object_id=None,
+        area_code=who.area_code,
+        detail={
+            "subject": subject,
+            "kind": kind,
+            "reason": "daily_limit",
+            "in_24h": done,
+            "limit": limit,
+        },
+    ).keep(
+        lambda kept: publish(
             kept,
             TOPIC_HAND_TURN_LIMIT,
             {"actor": who.actor.ref, "area_code": who.area_code, "in_24h": done, "limit": limit},
             key=who.actor.ref,
         )
-
-    raise error.keep(keep_refusal)
+    )
 
 
 # --- overrides (人工赋码) ---------------------------------------------------------------------
@@ -1205,17 +1229,14 @@ def _within_daily_limit(
         "many people's colours, propose a rule version (dry run, two approvers)",
         code="override_daily_limit",
     )
-    raise error.keep(
-        lambda s: record(
-            s,
-            who.actor,
-            f"risk.override.{role}",
-            object_type="override",
-            object_id=object_id,
-            area_code=who.area_code,
-            outcome="denied",
-            detail={"reason": "daily_limit", "in_24h": done, "limit": limit},
-        )
+    raise _denied(
+        error,
+        who.actor,
+        f"risk.override.{role}",
+        object_type="override",
+        object_id=object_id,
+        area_code=who.area_code,
+        detail={"reason": "daily_limit", "in_24h": done, "limit": limit},
     )
 
 
@@ -1348,17 +1369,14 @@ def approve_override(session: Session, who: Principal, override_id: int) -> Over
             "another authorised person must",
             code="override_needs_second_approver",
         )
-        raise error.keep(
-            lambda s: record(
-                s,
-                who.actor,
-                "risk.override.approve",
-                object_type="override",
-                object_id=override_id,
-                area_code=who.area_code,
-                outcome="denied",
-                detail={"reason": "same_person"},
-            )
+        raise _denied(
+            error,
+            who.actor,
+            "risk.override.approve",
+            object_type="override",
+            object_id=override_id,
+            area_code=who.area_code,
+            detail={"reason": "same_person"},
         )
     if row.status != "requested":
         raise Conflict(
