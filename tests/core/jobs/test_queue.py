@@ -112,10 +112,12 @@ def test_failing_job_is_retried_with_growing_delays(queue_file: str) -> None:
     assert [left for _, left, _ in runs] == [2, 1, 0]
     planned = [delay for _, _, delay in runs]
     assert planned == [0.25, 1.0, 4.0]  # each wait ``backoff`` times the previous one
+    # Each retry waits at least its planned delay. (Not that the second gap is longer than
+    # the first: the consumer looks at its schedule about once a second, so under load a
+    # 0.25 s wait can last longer than a 1 s one.)
     gaps = [later[0] - earlier[0] for earlier, later in itertools.pairwise(runs)]
     assert gaps[0] >= planned[0]
     assert gaps[1] >= planned[1]
-    assert gaps[1] > gaps[0]
 
 
 def test_job_defaults_retry_five_times_with_backoff() -> None:
