@@ -21,9 +21,17 @@ def upgrade() -> None:
     with op.batch_alter_table("facts", schema=None) as batch_op:
         batch_op.add_column(sa.Column("turned_colour", sa.String(length=8), nullable=True))
         batch_op.create_index("ix_facts_asserted_by_at", ["asserted_by", "asserted_at"])
+        # The register of hand turns reads these few among all the analysis's facts.
+        batch_op.create_index(
+            "ix_facts_turned_at",
+            ["asserted_at"],
+            postgresql_where=sa.text("turned_colour IS NOT NULL"),
+            sqlite_where=sa.text("turned_colour IS NOT NULL"),
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("facts", schema=None) as batch_op:
+        batch_op.drop_index("ix_facts_turned_at")
         batch_op.drop_index("ix_facts_asserted_by_at")
         batch_op.drop_column("turned_colour")

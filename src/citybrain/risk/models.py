@@ -11,7 +11,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from citybrain.kit.db import Base, JSONType, UTCDateTime
@@ -30,6 +39,13 @@ class Fact(Base):
     __table_args__ = (
         Index("ix_facts_subject_kind", "subject", "kind"),
         Index("ix_facts_asserted_by_at", "asserted_by", "asserted_at"),
+        # The register of hand turns reads these few among all the analysis's facts.
+        Index(
+            "ix_facts_turned_at",
+            "asserted_at",
+            postgresql_where=text("turned_colour IS NOT NULL"),
+            sqlite_where=text("turned_colour IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
