@@ -49,6 +49,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The PostgreSQL pass runs the tests that can reach a database: those built on
+    ``database_factory`` (every database of the tests comes from it). It leaves to the SQLite
+    pass what would only run the same code on the same input again — generators, engines on
+    the lake, parsers, pure functions — and what costs much CPU for an answer the backend does
+    not change: the Spark parity tests (``one_backend``) and the pages in Chromium
+    (``browser``; the queries behind every page run on PostgreSQL in their own tests). The
+    suite must fit CI's 20 minutes on two cores."""
+    if BACKEND != "postgresql":
+        return
+    kept, once = [], []
+    for item in items:
+        reaches_database = "database_factory" in getattr(item, "fixturenames", ())
+        backend_blind = item.get_closest_marker("one_backend") or item.get_closest_marker("browser")
+        if reaches_database and not backend_blind:
+            kept.append(item)
+        else:
+            once.append(item)
+    if once:
+        config.hook.pytest_deselected(items=once)
+        items[:] = kept
+
+
 def pytest_configure(config: pytest.Config) -> None:
     at = config.getoption("--clock-at")
     if at:

@@ -72,6 +72,7 @@ def _assert_same(duck: pa.Table, spark: pa.Table) -> None:
     assert left == right
 
 
+@pytest.mark.one_backend
 def test_cases_and_contacts_are_identical_on_duckdb_and_spark(
     city: City, spark: SparkEngine
 ) -> None:
@@ -183,6 +184,7 @@ RELIED_ON = [
 ]
 
 
+@pytest.mark.one_backend
 def test_sqlglot_keeps_the_meaning_of_what_the_queries_rely_on(spark: SparkEngine) -> None:
     # If a sqlglot upgrade changes what one of these means on Spark, this names it.
     with spark.connect() as con:

@@ -206,6 +206,7 @@ def test_screening_is_deterministic(city: City) -> None:
     assert again.equals(city.table)
 
 
+@pytest.mark.one_backend
 def test_spark_gives_the_same_list(city: City, request: pytest.FixtureRequest) -> None:
     # Two engines, one query: the same statements, transpiled by sqlglot, on Spark.
     engine: SparkEngine = request.getfixturevalue("spark")
@@ -257,7 +258,7 @@ def _part(paths: lake.LakePaths, kind: str, category: str, rows: list[dict[str, 
         pq.write_table(pa.table(columns, schema=schema), folder / "part.parquet")
 
 
-@pytest.mark.parametrize("engine", ["duckdb", "spark"])
+@pytest.mark.parametrize("engine", ["duckdb", pytest.param("spark", marks=pytest.mark.one_backend)])
 def test_presumed_car_occupants(
     database: Database, tmp_path: Path, engine: str, request: pytest.FixtureRequest
 ) -> None:
