@@ -26,6 +26,8 @@ OPERATIONS = [
     ("GET", "/api/v1/risk/subjects/{subject}"),
     ("POST", "/api/v1/risk/facts"),
     ("POST", "/api/v1/risk/facts/{fact_id}/retract"),
+    ("POST", "/api/v1/risk/facts/{fact_id}/retraction-request/decline"),
+    ("GET", "/api/v1/risk/retraction-requests"),
     ("GET", "/api/v1/risk/compounds/{code}"),
     ("GET", "/api/v1/risk/rule-sets"),
     ("GET", "/api/v1/risk/rule-sets/{version}"),

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
-from tests.factories import STREET_A, make_user
+from tests.factories import STREET_A, STREET_B, make_user
 from tests.risk.conftest import T0, audits, household, resident
 from tests.risk.test_web import bearer
 from tests.web.conftest import csrf_of, log_in
@@ -151,3 +151,97 @@ def test_the_person_page_and_the_api_ask_then_confirm(client: TestClient, sessio
     assert confirmed.json()["retracted_at"] is not None
     assert confirmed.json()["retraction_requested_by"] == first.actor.ref
     assert service.colour_of(session, person.subject).colour == "green"
+
+
+def test_the_queue_lists_waiting_requests_in_the_jurisdiction_until_confirmed_declined_or_lapsed(
+    session: Session, at: Any
+) -> None:
+    at(T0)
+    officer = make_user(session, "street_officer", STREET_A)
+    colleague = make_user(session, "street_officer", STREET_A)
+    elsewhere = make_user(session, "street_officer", STREET_B)
+    first, second, third = (resident(session, officer) for _ in range(3))
+    cases = [_case(session, officer, p.subject) for p in (first, second, third)]
+    for case in cases:
+        service.retract_fact_by_hand(session, officer, case.id, reason="录入人员有误")
+        at(T0 + HOUR)
+
+    queue = service.retraction_requests(session, colleague)
+    assert queue.total == 3 and [r.fact.id for r in queue.items] == [c.id for c in cases]
+    assert officer.name in queue.items[0].requested_by
+    assert queue.items[0].lapses_at == T0 + 72 * HOUR
+    assert queue.items[0].person is not None and queue.items[0].person.ref == first.ref
+    assert audits(session, "risk.retractions.list")[-1].actor == colleague.actor.ref
+    assert service.retraction_requests(session, elsewhere).total == 0  # another street's
+
+    # Turned down by another, taken back by the one who asked: the case counts on, and the
+    # trail keeps who asked, why, who declined and why.
+    service.decline_retraction_request(session, colleague, cases[0].id, reason="报告核实无误")
+    service.decline_retraction_request(session, officer, cases[1].id, reason="申请填错人员")
+    declined = audits(session, "risk.fact.retract_request_decline")
+    assert [a.actor for a in declined] == [colleague.actor.ref, officer.actor.ref]
+    assert declined[0].detail["requested_by"] == officer.actor.ref
+    assert declined[0].detail["request_reason"] == "录入人员有误"
+    assert service.colour_of(session, first.subject).colour == "red"
+    assert not service.fact_out(cases[0]).retraction_pending
+    assert [r.fact.id for r in service.retraction_requests(session, colleague).items] == [
+        cases[2].id
+    ]
+    with pytest.raises(Conflict) as nothing:
+        service.decline_retraction_request(session, colleague, cases[0].id, reason="再次驳回")
+    assert nothing.value.code == "no_retraction_request"
+
+    at(T0 + 75 * HOUR)  # the last request lapsed
+    assert service.retraction_requests(session, colleague).total == 0
+
+
+def test_the_second_person_confirms_from_the_queue_page(
+    client: TestClient, session: Session
+) -> None:
+    asker = make_user(session, "street_officer", STREET_A, "queueasker")
+    make_user(session, "street_officer", STREET_A, "queueconfirm")
+    person, other = (resident(session, asker) for _ in range(2))
+    case = _case(session, asker, person.subject)
+    kept = _case(session, asker, other.subject)
+    for fact in (case, kept):
+        service.retract_fact_by_hand(session, asker, fact.id, reason="录入人员有误")
+
+    log_in(client, "queueasker")
+    mine = client.get("/risk/retractions").text
+    assert f'data-testid="confirm-retraction-{case.id}"' not in mine  # not for the one who asked
+    assert "撤回申请" in mine and 'href="/risk/retractions"' in mine  # in the risk menu
+
+    log_in(client, "queueconfirm")
+    reminder = re.search(
+        r'data-testid="retractions-waiting"><a href="/risk/retractions">([^<]+)',
+        client.get("/risk").text,
+    )
+    assert reminder is not None and reminder.group(1).startswith("2 条")
+    page = client.get("/risk/retractions").text
+    assert f'data-testid="confirm-retraction-{case.id}"' in page
+    assert "queueasker" in page and "录入人员有误" in page
+    declined = client.post(
+        f"/risk/retractions/{kept.id}/decline",
+        data={"reason": "报告核实无误", "csrf_token": csrf_of(client, "/risk/retractions")},
+        follow_redirects=False,
+    )
+    assert declined.status_code == 303
+    late = client.post(  # confirming what was turned down is refused, not asked anew
+        f"/risk/retractions/{kept.id}/confirm",
+        data={"reason": "核实为同名误录", "csrf_token": csrf_of(client, "/risk/retractions")},
+    )
+    assert late.status_code == 409 and "没有待确认的撤销申请" in late.text
+    assert session.get(Fact, kept.id).retraction_requested_by is None  # type: ignore[union-attr]
+    confirmed = client.post(
+        f"/risk/retractions/{case.id}/confirm",
+        data={"reason": "核实为同名误录", "csrf_token": csrf_of(client, "/risk/retractions")},
+        follow_redirects=False,
+    )
+    assert confirmed.status_code == 303
+    assert service.colour_of(session, person.subject).colour == "green"
+    assert service.colour_of(session, other.subject).colour == "red"
+    assert 'data-testid="no-retractions"' in client.get("/risk/retractions").text
+    assert 'data-testid="retractions-waiting"' not in client.get("/risk").text
+
+    api = client.get("/api/v1/risk/retraction-requests", headers=bearer(session, asker.id))
+    assert api.status_code == 200 and api.json()["total"] == 0

@@ -114,3 +114,57 @@ def test_the_register_over_the_api(client: TestClient, session: Session) -> None
     other = client.get("/api/v1/risk/turns?actor=user:999999", headers=bearer(session, officer.id))
     assert other.json()["total"] == 0
     assert client.get("/api/v1/risk/turns", headers=bearer(session, clinic.id)).status_code == 403
+
+
+def test_withdrawals_that_turn_a_code_green_are_listed_beside_the_turns_to_red(
+    client: TestClient, session: Session, at: Any
+) -> None:
+    at(T0)
+    officer = make_user(session, "street_officer", STREET_A, "freeera")
+    colleague = make_user(session, "street_officer", STREET_A, "freeerb")
+    freed, still_red = (resident(session, officer) for _ in range(2))
+    contact = service.record_fact_by_hand(
+        session, officer, subject=freed.subject, kind="close_contact", note="流调报告 2026-040"
+    )
+    kept = service.record_fact_by_hand(
+        session, officer, subject=still_red.subject, kind="close_contact", note="流调报告 2026-041"
+    )
+    service.record_fact_by_hand(
+        session, officer, subject=still_red.subject, kind="risk_area_travel", record_ids=[7]
+    )
+    at(T0 + dt.timedelta(hours=1))
+    service.retract_fact_by_hand(session, colleague, contact.id, reason="核实无接触史")
+    # Still red from another fact: no turn to green, not listed.
+    service.retract_fact_by_hand(session, colleague, kept.id, reason="核实无接触史")
+    assert contact.freed_colour == "red" and kept.freed_colour is None
+    retracted = audits(session, "risk.fact.retract")
+    assert [a.detail.get("freed") for a in retracted[-2:]] == ["red→green", None]
+
+    log_in(client, "freeera")
+    page = client.get("/risk/turns?way=green")
+    assert page.status_code == 200
+    assert re.findall(r'data-testid="turn-(\d+)"', page.text) == [str(contact.id)]
+    card = page.text.split(f'data-testid="turn-{contact.id}"')[1]
+    assert f'data-testid="freed-{contact.id}">红码→绿码' in card and "核实无接触史" in card
+    accounts = re.findall(r'data-testid="account-turns"><a [^>]*>([^<]+)</a>：(\d+)', page.text)
+    assert [(n.split("（")[1].rstrip("）"), int(c)) for n, c in accounts] == [("freeerb", 1)]
+    assert audits(session, "risk.turns.list")[-1].detail["way"] == "green"
+    # The turn to red is still in its own list, marked withdrawn.
+    reds = re.findall(r'data-testid="turn-(\d+)"', client.get("/risk/turns").text)
+    assert str(contact.id) in reds
+    person = client.get(f"/risk/persons/{freed.ref}").text
+    assert f'data-testid="freed-{contact.id}"' in person and "撤销转绿：红码→绿码" in person
+
+    sheet = load_workbook(
+        io.BytesIO(client.get("/risk/turns/export.xlsx?way=green").content)
+    ).active
+    assert sheet is not None
+    rows = list(sheet.iter_rows(values_only=True))
+    assert [(r[0], r[4]) for r in rows[1:]] == [(contact.id, "红码→绿码")]
+
+    api = client.get(
+        "/api/v1/risk/turns?way=green&actor=" + colleague.actor.ref,
+        headers=bearer(session, officer.id),
+    ).json()
+    assert api["way"] == "green" and [i["fact"]["id"] for i in api["items"]] == [contact.id]
+    assert api["items"][0]["fact"]["freed_colour"] == "red"

@@ -46,6 +46,20 @@ class Fact(Base):
             postgresql_where=text("turned_colour IS NOT NULL"),
             sqlite_where=text("turned_colour IS NOT NULL"),
         ),
+        # The register's withdrawals that turned a code green.
+        Index(
+            "ix_facts_freed_at",
+            "retracted_at",
+            postgresql_where=text("freed_colour IS NOT NULL"),
+            sqlite_where=text("freed_colour IS NOT NULL"),
+        ),
+        # The queue of diagnoses asked to be withdrawn reads these few.
+        Index(
+            "ix_facts_retraction_asked",
+            "retraction_requested_at",
+            postgresql_where=text("retraction_requested_at IS NOT NULL AND retracted_at IS NULL"),
+            sqlite_where=text("retraction_requested_at IS NOT NULL AND retracted_at IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -68,6 +82,9 @@ class Fact(Base):
     # Recorded by hand and turned the person's green code this colour (手工转码): counted
     # against the account's daily limit and shown on the person's page.
     turned_colour: Mapped[str | None] = mapped_column(String(8))
+    # Withdrawn, it turned the person's code from this colour to green (手工转绿): listed in
+    # the register beside the turns to red.
+    freed_colour: Mapped[str | None] = mapped_column(String(8))
     # A case is withdrawn by two people: the first's request waits here for a second.
     retraction_requested_by: Mapped[str | None] = mapped_column(String(64))
     retraction_requested_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

@@ -27,7 +27,7 @@ from citybrain.core.geo import repository as geo_repository
 from citybrain.core.people import service as people_service
 from citybrain.kit import clock
 from citybrain.kit.db import rollback_keeping
-from citybrain.kit.errors import CitybrainError, InvalidInput, NotFound
+from citybrain.kit.errors import CitybrainError, Conflict, InvalidInput, NotFound
 from citybrain.kit.export import XLSX_MEDIA_TYPE, xlsx_bytes
 from citybrain.kit.web import DB, Action, Ref, RowId, china_time, download, language, render
 from citybrain.risk import repository, rulesets, service
@@ -43,7 +43,7 @@ from citybrain.risk.kinds import (
 from citybrain.risk.models import Fact
 from citybrain.risk.routes import subject_for
 from citybrain.risk.rules import packaged_rules_text
-from citybrain.risk.schemas import ColouredPage, DecideIn
+from citybrain.risk.schemas import ColouredPage, DecideIn, FactOut
 from citybrain.risk.settings import risk_settings
 
 router = APIRouter(include_in_schema=False)
@@ -89,6 +89,26 @@ TEXT: dict[str, tuple[str, str]] = {
     ),
     "retract_pending": ("撤销申请", "Withdrawal asked"),
     "retract_waiting": ("待另一人确认", "awaiting another person"),
+    "retractions": ("撤销确诊待确认", "Case withdrawals to confirm"),
+    "retractions_note": (
+        "撤销确诊、无症状感染记录须两人办理：另一人核实后确认，或说明理由驳回；申请72小时无人确认即失效，"
+        "确认前记录仍然有效。申请人本人可撤回申请。",
+        "Withdrawing a confirmed case or an asymptomatic infection takes two people: another "
+        "checks and confirms, or turns it down with a reason; a request nobody confirms lapses "
+        "after 72 hours, and until then the record counts. The one who asked may take it back.",
+    ),
+    "retractions_waiting": (
+        "{n} 条撤销确诊申请待另一人确认",
+        "{n} case withdrawals await a second person",
+    ),
+    "retractions_none": ("没有待确认的撤销申请", "No withdrawal is waiting"),
+    "requested_reason": ("申请理由", "Why asked"),
+    "lapses": ("失效时间", "Lapses at"),
+    "confirm_reason": ("确认意见", "Confirmation"),
+    "decline": ("驳回", "Turn down"),
+    "take_back": ("撤回申请", "Take back"),
+    "decline_reason": ("驳回或撤回理由", "Why turned down or taken back"),
+    "your_request": ("您提交的申请，须由另一人确认", "Your request: another person confirms"),
     "reason": ("原因", "Reason"),
     "assert": ("登记事实", "Record a fact"),
     "setting": ("隔离方式", "Setting"),
@@ -101,6 +121,7 @@ TEXT: dict[str, tuple[str, str]] = {
         "report or notice it rests on (no personal data)",
     ),
     "turned": ("手工转码", "Turned by hand"),
+    "freed": ("撤销转绿", "Withdrawn, turned green"),
     "turns": ("手工转码台账", "Codes turned by hand"),
     "turns_note": (
         "登记事实使绿码转为红码或黄码的记录：谁、依据什么、何时；每个账号24小时内最多 {limit} 人，"
@@ -115,6 +136,13 @@ TEXT: dict[str, tuple[str, str]] = {
     "account_hint": ("登录账号，如 street", "a username, e.g. street"),
     "by_account": ("转码最多的账号", "Accounts that turned the most"),
     "recorded_at": ("登记时间", "Recorded at"),
+    "way_red": ("登记事实转红黄", "Turned red or yellow"),
+    "way_green": ("撤销事实转绿", "Turned green"),
+    "turns_green_note": (
+        "撤销事实使红码或黄码转为绿码的记录：谁撤销、原因、何时。日常核销不设上限，但每一条都在此可查。",
+        "Facts withdrawn by hand that turned a red or yellow code green: who, why, when. "
+        "Daily clearing has no limit, but each one is listed here.",
+    ),
     "turns_none": ("这段时间没有手工转码。", "No codes turned by hand in this window."),
     "save": ("保存", "Save"),
     "request": ("申请人工赋码", "Request a manual colour"),
@@ -370,6 +398,11 @@ def overview(
             "active": service.active_rule_set(session),
             "can": _can(who),
             "lookup_error": f"lookup_{lookup}" if lookup in ("none", "invalid") else None,
+            "retractions_waiting": (
+                service.retraction_requests_waiting(session, who)
+                if who.can(Permission.RISK_ASSERT)
+                else 0
+            ),
         },
     )
 
@@ -541,27 +574,35 @@ def turns(
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.OVERRIDE_REQUEST))],
     days: Annotated[int, Query(ge=1, le=30)] = 7,
+    way: Annotated[str, Query(max_length=8)] = "red",
     account: Annotated[str, Query(max_length=64)] = "",
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> Response:
-    """The register of green codes turned red or yellow by facts recorded by hand (手工转码
-    台账): who turned whose code, on what basis, in the last 1, 7 or 30 days, by one account
-    if asked, with the accounts that turned the most."""
+    """The register of codes turned by hand (手工转码台账): green codes turned red or yellow
+    by facts recorded, or turned green by facts withdrawn (``way`` green) — who turned whose
+    code, on what basis, in the last 1, 7 or 30 days, by one account if asked, with the
+    accounts that turned the most."""
     error = None
+    way = way if way in service.TURN_WAYS else "red"
     try:
         actor_ref = _account_ref(session, account)
         found = service.hand_turns(
             session,
             who,
             days=days,
+            way=way,
             actor_ref=actor_ref,
             offset=(page - 1) * TURNS_PAGE_SIZE,
             limit=TURNS_PAGE_SIZE,
         )
     except InvalidInput as problem:
         error = problem.message(language(request))
-        found = service.hand_turns(session, who, days=7, limit=TURNS_PAGE_SIZE)
-    query = {"days": str(found.days), "account": "" if error else account.strip()}
+        found = service.hand_turns(session, who, days=7, way=way, limit=TURNS_PAGE_SIZE)
+    query = {
+        "days": str(found.days),
+        "way": way,
+        "account": "" if error else account.strip(),
+    }
     return _page(
         request,
         "risk/turns.html",
@@ -586,6 +627,7 @@ def turns_export(
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.OVERRIDE_REQUEST))],
     days: Annotated[int, Query(ge=1, le=30)] = 7,
+    way: Annotated[str, Query(max_length=8)] = "red",
     account: Annotated[str, Query(max_length=64)] = "",
 ) -> Response:
     """The register as filtered, as an Excel workbook: persons masked, who recorded and who
@@ -596,6 +638,7 @@ def turns_export(
         session,
         who,
         days=days,
+        way=way,
         actor_ref=_account_ref(session, account),
         limit=service.EXPORT_LIMIT,
         action="risk.turns.export",
@@ -617,7 +660,7 @@ def turns_export(
                 t.person.name if t.person else x["unregistered"],
                 (t.person.compound_name or "") if t.person else "",
                 labels["kinds"].get(t.fact.kind, t.fact.kind),
-                labels["colours"].get(t.fact.turned_colour or "", t.fact.turned_colour or ""),
+                _turn_words(t.fact, way, labels["colours"]),
                 str(t.fact.evidence.get("note") or t.fact.evidence.get("record_ids") or ""),
                 t.recorded_by,
                 when(t.fact.asserted_at),
@@ -627,7 +670,16 @@ def turns_export(
             for t in found.items
         ),
     )
-    return download(body, f"hand-turns-{days}d-{clock.today_local():%Y%m%d}.xlsx", XLSX_MEDIA_TYPE)
+    name = f"hand-turns-{way}-{days}d-{clock.today_local():%Y%m%d}.xlsx"
+    return download(body, name, XLSX_MEDIA_TYPE)
+
+
+def _turn_words(fact: FactOut, way: str, colours: dict[str, str]) -> str:
+    """A hand turn's colours in words: 绿码→红码, or 红码→绿码 for a withdrawal."""
+    if way == "green" and fact.freed_colour:
+        return f"{colours.get(fact.freed_colour, fact.freed_colour)}→{colours['green']}"
+    turned = fact.turned_colour or ""
+    return f"{colours['green']}→{colours.get(turned, turned)}"
 
 
 @router.post("/risk/lookup")
@@ -946,6 +998,92 @@ def rules_decide(
         work,
         "/risk/rules",
         lambda message, status: _rules_page(
+            request, session, who, error=message, status_code=status
+        ),
+    )
+
+
+# --- withdrawals of a diagnosis awaiting a second person --------------------------------------
+
+
+RETRACTIONS_PAGE_SIZE = 30
+
+
+def _retractions_page(
+    request: Request,
+    session: Session,
+    who: Principal,
+    *,
+    page: int = 1,
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    queue = service.retraction_requests(
+        session, who, offset=(page - 1) * RETRACTIONS_PAGE_SIZE, limit=RETRACTIONS_PAGE_SIZE
+    )
+    return _page(
+        request,
+        "risk/retractions.html",
+        {
+            "queue": queue,
+            "page": page,
+            "pages": max(1, -(-queue.total // RETRACTIONS_PAGE_SIZE)),
+            "error": error,
+            "can": _can(who),
+            "me": who.actor.ref,
+        },
+        status_code=status_code,
+    )
+
+
+@router.get("/risk/retractions")
+def retractions(
+    request: Request,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.RISK_ASSERT))],
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+) -> Response:
+    """The requests to withdraw a confirmed case or an asymptomatic infection waiting for a
+    second person (撤销确诊待确认), the nearest to lapsing first: confirm, turn down, or take
+    back one's own."""
+    return _retractions_page(request, session, who, page=page)
+
+
+@router.post("/risk/retractions/{fact_id}/{decision}")
+def retractions_decide(
+    request: Request,
+    fact_id: RowId,
+    decision: Action,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.RISK_ASSERT))],
+    reason: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    """Confirm a request to withdraw a case (the second person), or turn it down."""
+
+    def work() -> None:
+        fact = session.get(Fact, fact_id)
+        if fact is None or decision not in ("confirm", "decline"):
+            raise NotFound("事实不存在", "no such fact", code="fact_not_found")
+        if decision == "decline":
+            service.decline_retraction_request(session, who, fact_id, reason=reason)
+            return
+        service.subject_in_scope(session, who, fact.subject, "risk.fact.retract")
+        # Confirm only what is still asked: a request turned down or lapsed meanwhile must
+        # not become a new request in the confirming person's name.
+        if not service.fact_out(fact).retraction_pending:
+            raise Conflict(
+                "该事实没有待确认的撤销申请（可能已被驳回或已失效）",
+                "no withdrawal of this fact is waiting (turned down or lapsed)",
+                code="no_retraction_request",
+            )
+        service.retract_fact_by_hand(session, who, fact_id, reason=reason)
+
+    return _act(
+        request,
+        session,
+        work,
+        "/risk/retractions",
+        lambda message, status: _retractions_page(
             request, session, who, error=message, status_code=status
         ),
     )

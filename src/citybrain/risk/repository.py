@@ -324,16 +324,66 @@ def codes_turned_by_since(session: Session, actor_ref: str, since: dt.datetime) 
     return int(session.scalar(counting) or 0)
 
 
-def _turns_in(who: Principal, since: dt.datetime) -> list[Any]:
-    """Hand turns since ``since`` about people ``who``'s jurisdiction holds (by where their
-    colour row places them; the city sees every one)."""
-    where: list[Any] = [Fact.turned_colour.is_not(None), Fact.asserted_at >= since]
-    if len(who.area_code) > 4:
-        placed = select(PersonColour.subject).where(
-            within(cast(ColumnElement[str], PersonColour.area_code), who.area_code)
-        )
-        where.append(Fact.subject.in_(placed))
-    return where
+def _placed_within(who: Principal) -> list[Any]:
+    """Facts about people ``who``'s jurisdiction holds, by where their colour row places
+    them (the city sees every one)."""
+    if len(who.area_code) <= 4:
+        return []
+    placed = select(PersonColour.subject).where(
+        within(cast(ColumnElement[str], PersonColour.area_code), who.area_code)
+    )
+    return [Fact.subject.in_(placed)]
+
+
+def _turns_in(who: Principal, since: dt.datetime, way: str) -> list[Any]:
+    """Hand turns since ``since`` about people ``who``'s jurisdiction holds: green codes
+    turned by a fact recorded (``way`` "red"), or codes turned green by one withdrawn
+    ("green")."""
+    if way == "green":
+        return [Fact.freed_colour.is_not(None), Fact.retracted_at >= since, *_placed_within(who)]
+    return [Fact.turned_colour.is_not(None), Fact.asserted_at >= since, *_placed_within(who)]
+
+
+def _turned_by(way: str) -> Any:
+    return Fact.retracted_by if way == "green" else Fact.asserted_by
+
+
+def _turned_at(way: str) -> Any:
+    return Fact.retracted_at if way == "green" else Fact.asserted_at
+
+
+def _asked_since(who: Principal, since: dt.datetime) -> list[Any]:
+    return [
+        Fact.retraction_requested_at.is_not(None),
+        Fact.retracted_at.is_(None),
+        Fact.retraction_requested_at > since,
+        *_placed_within(who),
+    ]
+
+
+def retraction_requests_count(session: Session, who: Principal, since: dt.datetime) -> int:
+    """How many requests to withdraw a diagnosis made since ``since`` wait for a second
+    person in ``who``'s jurisdiction."""
+    counting = select(func.count()).select_from(Fact).where(*_asked_since(who, since))
+    return int(session.scalar(counting) or 0)
+
+
+def retraction_requests_scoped(
+    session: Session, who: Principal, since: dt.datetime, *, offset: int = 0, limit: int = 30
+) -> tuple[int, list[Fact]]:
+    """Requests to withdraw a diagnosis (撤销确诊申请) made since ``since`` and still waiting
+    for a second person, about people ``who``'s jurisdiction holds: how many, and a page,
+    oldest first (the nearest to lapsing on top)."""
+    where = _asked_since(who, since)
+    total = int(session.scalar(select(func.count()).select_from(Fact).where(*where)) or 0)
+    rows = session.scalars(
+        select(Fact)
+        .where(*where)
+        .order_by(Fact.retraction_requested_at, Fact.id)
+        .offset(offset)
+        .limit(limit)
+    )
+    return total, list(rows)
 
 
 def turned_facts_scoped(
@@ -341,20 +391,22 @@ def turned_facts_scoped(
     who: Principal,
     since: dt.datetime,
     *,
+    way: str = "red",
     actor_ref: str | None = None,
     offset: int = 0,
     limit: int = 30,
 ) -> tuple[int, list[Fact]]:
-    """Facts recorded by hand that turned a green code (手工转码) since ``since`` in ``who``'s
-    jurisdiction, by ``actor_ref`` if given: how many, and a page, newest first."""
-    where = _turns_in(who, since)
+    """Facts recorded by hand that turned a green code (手工转码), or withdrawn and turned a
+    code green (``way`` "green", 手工转绿), since ``since`` in ``who``'s jurisdiction, by
+    ``actor_ref`` if given: how many, and a page, newest first."""
+    where = _turns_in(who, since, way)
     if actor_ref:
-        where.append(Fact.asserted_by == actor_ref)
+        where.append(_turned_by(way) == actor_ref)
     total = int(session.scalar(select(func.count()).select_from(Fact).where(*where)) or 0)
     rows = session.scalars(
         select(Fact)
         .where(*where)
-        .order_by(Fact.asserted_at.desc(), Fact.id.desc())
+        .order_by(_turned_at(way).desc(), Fact.id.desc())
         .offset(offset)
         .limit(limit)
     )
@@ -362,16 +414,17 @@ def turned_facts_scoped(
 
 
 def turns_by_account(
-    session: Session, who: Principal, since: dt.datetime, limit: int = 10
+    session: Session, who: Principal, since: dt.datetime, way: str = "red", limit: int = 10
 ) -> list[tuple[str, int]]:
-    """The accounts that turned the most green codes by hand since ``since`` in ``who``'s
-    jurisdiction, most first."""
+    """The accounts that turned the most codes by hand (``way`` as above) since ``since`` in
+    ``who``'s jurisdiction, most first."""
     turns = func.count().label("turns")
+    by = _turned_by(way)
     rows = session.execute(
-        select(Fact.asserted_by, turns)
-        .where(*_turns_in(who, since))
-        .group_by(Fact.asserted_by)
-        .order_by(turns.desc(), Fact.asserted_by)
+        select(by, turns)
+        .where(*_turns_in(who, since, way))
+        .group_by(by)
+        .order_by(turns.desc(), by)
         .limit(limit)
     )
     return [(str(actor), int(n)) for actor, n in rows]

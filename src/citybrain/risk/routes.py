@@ -34,6 +34,7 @@ from citybrain.risk.schemas import (
     OverrideIn,
     OverrideOut,
     RetractIn,
+    RetractionQueue,
     RuleSetDetail,
     RuleSetIn,
     RuleSetOut,
@@ -164,6 +165,43 @@ def retract_fact(
     return service.fact_out(service.retract_fact_by_hand(session, who, fact_id, reason=data.reason))
 
 
+@router.post(
+    "/facts/{fact_id}/retraction-request/decline",
+    response_model=FactOut,
+    summary="Turn down a request to withdraw a case",
+)
+def decline_retraction_request(
+    fact_id: Id,
+    data: RetractIn,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.RISK_ASSERT))],
+) -> FactOut:
+    """A request to withdraw a confirmed case or an asymptomatic infection is turned down
+    (or taken back by the one who asked), with the reason: the case keeps counting; audited.
+    409 ``no_retraction_request`` when none is waiting."""
+    return service.fact_out(
+        service.decline_retraction_request(session, who, fact_id, reason=data.reason)
+    )
+
+
+@router.get(
+    "/retraction-requests",
+    response_model=RetractionQueue,
+    summary="Requests to withdraw a case awaiting a second person",
+)
+def list_retraction_requests(
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.RISK_ASSERT))],
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> RetractionQueue:
+    """Requests to withdraw a confirmed case or an asymptomatic infection in your
+    jurisdiction still waiting for a second person (撤销确诊待确认), the nearest to lapsing
+    first, with the person masked, who asked, why and until when; audited. Confirm one with
+    ``POST /facts/{id}/retract``, turn it down with ``.../retraction-request/decline``."""
+    return service.retraction_requests(session, who, offset=offset, limit=limit)
+
+
 @router.get("/compounds/{code}", response_model=TierView, summary="A compound's tier")
 def compound_tier(
     code: Annotated[str, Path(min_length=15, max_length=15, pattern=r"^\d+$")],
@@ -255,16 +293,20 @@ def list_hand_turns(
     session: DB,
     who: Annotated[Principal, Depends(authenticated)],
     days: Annotated[int, Query(ge=1, le=30, description="1、7 或 30")] = 7,
+    way: Annotated[Literal["red", "green"], Query(description="red 转红黄；green 转绿")] = "red",
     actor: Annotated[str | None, Query(pattern=r"^user:[0-9]{1,12}$")] = None,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> HandTurnPage:
-    """The register of green codes turned red or yellow by facts recorded by hand (手工转码
-    台账) in your jurisdiction in the last ``days``, by one account if ``actor``, newest
+    """The register of codes turned by hand (手工转码台账) in your jurisdiction in the last
+    ``days``: green codes turned red or yellow by facts recorded (``way`` red), or codes
+    turned green by facts withdrawn (``way`` green), by one account if ``actor``, newest
     first: each with its person masked, the fact with its basis, who recorded and who withdrew
     it; the total; and the accounts that turned the most. For those who may request or
     approve a manual colour; audited."""
-    return service.hand_turns(session, who, days=days, actor_ref=actor, offset=offset, limit=limit)
+    return service.hand_turns(
+        session, who, days=days, way=way, actor_ref=actor, offset=offset, limit=limit
+    )
 
 
 @router.post(

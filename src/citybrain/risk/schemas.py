@@ -118,6 +118,9 @@ class FactOut(BaseModel):
     turned_colour: str | None = Field(
         default=None, description="recorded by hand, it turned a green code this colour (手工转码)"
     )
+    freed_colour: str | None = Field(
+        default=None, description="withdrawn, it turned a code from this colour to green (手工转绿)"
+    )
     retraction_requested_by: str | None = Field(
         default=None, description="a case's withdrawal asked by this account, awaiting a second"
     )
@@ -263,8 +266,27 @@ class HandTurnPage(BaseModel):
 
     total: int
     days: int
+    way: str = Field(description="red：登记事实转红黄；green：撤销事实转绿")
     items: list[HandTurnOut]
     by_account: list[AccountTurns]
+
+
+class RetractionRequestOut(BaseModel):
+    """A request to withdraw a confirmed case or an asymptomatic infection (撤销确诊申请),
+    waiting for a second person, as the queue shows it."""
+
+    fact: FactOut
+    person: PersonMasked | None = Field(default=None, description="本人（脱敏）；未登记者为空")
+    requested_by: str = Field(description="申请人：姓名（账号）")
+    lapses_at: dt.datetime = Field(description="无人确认时申请失效的时间（申请后72小时）")
+
+
+class RetractionQueue(BaseModel):
+    """The requests to withdraw a diagnosis waiting for a second person (撤销确诊待确认):
+    a page of them, the nearest to lapsing first, and how many in all."""
+
+    total: int
+    items: list[RetractionRequestOut]
 
 
 class AppealOut(BaseModel):

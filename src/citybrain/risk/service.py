@@ -86,6 +86,8 @@ from citybrain.risk.schemas import (
     NotificationOut,
     OverrideOut,
     ReasonView,
+    RetractionQueue,
+    RetractionRequestOut,
     StreetBacklog,
     TierView,
 )
@@ -242,6 +244,7 @@ def fact_out(fact: Fact) -> FactOut:
         retracted_by=fact.retracted_by,
         retraction_reason=fact.retraction_reason,
         turned_colour=fact.turned_colour,
+        freed_colour=fact.freed_colour,
         retraction_requested_by=fact.retraction_requested_by,
         retraction_requested_at=fact.retraction_requested_at,
         retraction_request_reason=fact.retraction_request_reason,
@@ -507,11 +510,25 @@ def retract_fact(
     reason = _retraction_reason(reason)
     fact = _standing_fact(session, fact_id)
     now = clock.now()
+    before = compute_colour(
+        [snapshot(f) for f in repository.facts_of(session, [fact.subject])[fact.subject]],
+        active_rule_set(session),
+        now,
+    ).colour
     fact.retracted_at = now
     fact.retracted_by = actor.ref[:64]
     fact.retraction_reason = reason[:200]
     session.flush()
     person = person_of_subject(session, fact.subject)
+    _after_change(session, fact.subject, person, now, extra_compounds={fact.compound_code})
+    after = session.get(PersonColour, fact.subject)
+    if before != "green" and after is not None and after.colour == "green":
+        fact.freed_colour = before  # 手工转绿: the register lists it beside the turns to red
+    detail: dict[str, Any] = {"subject": fact.subject, "kind": fact.kind}
+    if requested_by:
+        detail["requested_by"] = requested_by
+    if fact.freed_colour:
+        detail["freed"] = f"{before}→green"
     record(
         session,
         actor,
@@ -519,8 +536,7 @@ def retract_fact(
         object_type="fact",
         object_id=fact.id,
         area_code=person.area_code if person is not None else fact.compound_code,
-        detail={"subject": fact.subject, "kind": fact.kind}
-        | ({"requested_by": requested_by} if requested_by else {}),
+        detail=detail,
     )
     publish(
         session,
@@ -528,7 +544,6 @@ def retract_fact(
         {"fact_id": fact.id, "subject": fact.subject, "kind": fact.kind},
         key=fact.subject,
     )
-    _after_change(session, fact.subject, person, now, extra_compounds={fact.compound_code})
     if fact.kind in CASE_KINDS:
         for derived in repository.facts_by_dedupe_key(session, f"household_case:{fact.id}"):
             retract_fact(session, actor, derived.id, reason=f"病例事实 #{fact.id} 已撤销")
@@ -1658,6 +1673,7 @@ def _overrides_read(
 
 
 TURN_WINDOWS = (1, 7, 30)  # days the hand-turn register looks back
+TURN_WAYS = ("red", "green")  # turned red or yellow by a fact recorded; green by one withdrawn
 
 
 def hand_turns(
@@ -1665,25 +1681,29 @@ def hand_turns(
     who: Principal,
     *,
     days: int = 7,
+    way: str = "red",
     actor_ref: str | None = None,
     offset: int = 0,
     limit: int = 30,
     action: str = "risk.turns.list",
 ) -> HandTurnPage:
-    """The register of green codes turned by hand (手工转码台账) in ``who``'s jurisdiction in
-    the last ``days`` (one of :data:`TURN_WINDOWS`), by one account if ``actor_ref``: each
-    with the person (masked), the fact with its basis and who recorded and who withdrew it,
-    newest first; and the accounts that turned the most. For the same staff as the manual
-    colours' register; reading it is audited (``action``; ``risk.turns.export`` for the
-    spreadsheet)."""
+    """The register of codes turned by hand (手工转码台账) in ``who``'s jurisdiction in the
+    last ``days`` (one of :data:`TURN_WINDOWS`): green codes turned red or yellow by facts
+    recorded (``way`` "red"), or codes turned green by facts withdrawn ("green", 手工转绿),
+    by one account if ``actor_ref``: each with the person (masked), the fact with its basis
+    and who recorded and who withdrew it, newest first; and the accounts that turned the
+    most. For the same staff as the manual colours' register; reading it is audited
+    (``action``; ``risk.turns.export`` for the spreadsheet)."""
     _may_read_overrides(who)
     if days not in TURN_WINDOWS:
         raise InvalidInput("天数应为 1、7 或 30", "days: 1, 7 or 30", field="days")
+    if way not in TURN_WAYS:
+        raise InvalidInput("方向应为 red 或 green", "way: red or green", field="way")
     since = clock.now() - dt.timedelta(days=days)
     total, facts = repository.turned_facts_scoped(
-        session, who, since, actor_ref=actor_ref, offset=offset, limit=limit
+        session, who, since, way=way, actor_ref=actor_ref, offset=offset, limit=limit
     )
-    counts = repository.turns_by_account(session, who, since)
+    counts = repository.turns_by_account(session, who, since, way)
     names = actor_names(
         session,
         [f.asserted_by for f in facts]
@@ -1697,11 +1717,18 @@ def hand_turns(
         action,
         object_type="fact",
         area_code=who.area_code,
-        detail={"days": days, "actor": actor_ref, "offset": offset, "results": len(facts)},
+        detail={
+            "days": days,
+            "way": way,
+            "actor": actor_ref,
+            "offset": offset,
+            "results": len(facts),
+        },
     )
     return HandTurnPage(
         total=total,
         days=days,
+        way=way,
         items=[
             HandTurnOut(
                 fact=fact_out(f),
@@ -1715,6 +1742,89 @@ def hand_turns(
             AccountTurns(actor=actor, name=names.get(actor, actor), turns=n) for actor, n in counts
         ],
     )
+
+
+def retraction_requests(
+    session: Session, who: Principal, *, offset: int = 0, limit: int = 30
+) -> RetractionQueue:
+    """The requests to withdraw a diagnosis waiting for a second person in ``who``'s
+    jurisdiction (撤销确诊待确认), the nearest to lapsing first: each with the person
+    (masked), the case, who asked, why and until when. For those who may withdraw facts;
+    reading it is audited (``risk.retractions.list``)."""
+    who.require(Permission.RISK_ASSERT)
+    now = clock.now()
+    lapse = dt.timedelta(hours=RETRACTION_REQUEST_HOURS)
+    total, facts = repository.retraction_requests_scoped(
+        session, who, now - lapse, offset=offset, limit=limit
+    )
+    names = actor_names(session, [f.retraction_requested_by for f in facts])
+    persons = _masked_by_subject(session, [f.subject for f in facts])
+    record(
+        session,
+        who.actor,
+        "risk.retractions.list",
+        object_type="fact",
+        area_code=who.area_code,
+        detail={"offset": offset, "results": len(facts)},
+    )
+    items = []
+    for fact in facts:
+        asked_by = fact.retraction_requested_by or ""
+        items.append(
+            RetractionRequestOut(
+                fact=fact_out(fact),
+                person=persons.get(fact.subject),
+                requested_by=names.get(asked_by, asked_by),
+                lapses_at=clock.as_utc(fact.retraction_requested_at or now) + lapse,
+            )
+        )
+    return RetractionQueue(total=total, items=items)
+
+
+def retraction_requests_waiting(session: Session, who: Principal) -> int:
+    """How many requests to withdraw a diagnosis wait for a second person in ``who``'s
+    jurisdiction (for the overview's reminder; no names, not audited)."""
+    since = clock.now() - dt.timedelta(hours=RETRACTION_REQUEST_HOURS)
+    return repository.retraction_requests_count(session, who, since)
+
+
+def decline_retraction_request(
+    session: Session, who: Principal, fact_id: int, *, reason: str
+) -> Fact:
+    """Turn down a request to withdraw a diagnosis (驳回撤销申请), or take one's own back:
+    the case keeps counting, the request is cleared, and who asked, why, who declined and
+    why stay in the audit trail (``risk.fact.retract_request_decline``)."""
+    who.require(Permission.RISK_ASSERT)
+    reason = _retraction_reason(reason)
+    fact = _standing_fact(session, fact_id)
+    person = subject_in_scope(session, who, fact.subject, "risk.fact.retract_request_decline")
+    if not _retraction_pending(fact, clock.now()):
+        raise Conflict(
+            "该事实没有待确认的撤销申请",
+            "no withdrawal of this fact is waiting",
+            code="no_retraction_request",
+        )
+    detail = {
+        "subject": fact.subject,
+        "kind": fact.kind,
+        "requested_by": fact.retraction_requested_by,
+        "request_reason": fact.retraction_request_reason,
+        "reason": reason,
+    }
+    fact.retraction_requested_by = None
+    fact.retraction_requested_at = None
+    fact.retraction_request_reason = None
+    session.flush()
+    record(
+        session,
+        who.actor,
+        "risk.fact.retract_request_decline",
+        object_type="fact",
+        object_id=fact.id,
+        area_code=person.area_code if person is not None else fact.compound_code,
+        detail=detail,
+    )
+    return fact
 
 
 def overrides_of_subject(session: Session, subject: str) -> list[OverrideOut]:
