@@ -156,10 +156,18 @@ def test_the_red_and_yellow_list_filters_exports_and_stays_in_the_jurisdiction(
     )
     assert ends is not None
     assert abs(clock.as_utc(ends) - (clock.now() + dt.timedelta(days=14))) < dt.timedelta(minutes=5)
-    # An answer goes back only to the list, never elsewhere.
-    form |= {"back": "https://elsewhere.example/risk/people", "setting": "home"}
+    # An answer goes back only to the list, never elsewhere; a quarantine recorded with no
+    # days (as the person's page allows) ends after 14 all the same.
+    form |= {"back": "https://elsewhere.example/risk/people", "setting": "home", "days": ""}
     done = client.post(f"/risk/persons/{secondary.ref}/facts", data=form, follow_redirects=False)
     assert done.headers["location"] == f"/risk/persons/{secondary.ref}"
+    ends = session.scalar(
+        select(Fact.valid_until).where(
+            Fact.subject == secondary.subject, Fact.kind == "in_quarantine"
+        )
+    )
+    assert ends is not None
+    assert abs(clock.as_utc(ends) - (clock.now() + dt.timedelta(days=14))) < dt.timedelta(minutes=5)
 
     log_in(client, "cliniclist")
     assert client.get("/risk/people").status_code == 403

@@ -112,7 +112,10 @@ TEXT: dict[str, tuple[str, str]] = {
     "reason": ("原因", "Reason"),
     "assert": ("登记事实", "Record a fact"),
     "setting": ("隔离方式", "Setting"),
-    "valid_days": ("有效天数（1至60，可空）", "Valid for, in days (1 to 60, optional)"),
+    "valid_days": (
+        "有效天数（1至60，可空；隔离不填为14天）",
+        "Valid for, in days (1 to 60, optional; a quarantine 14 if empty)",
+    ),
     "days_unit": ("天", "days"),
     "note": ("依据", "Basis"),
     "note_hint": (
@@ -422,6 +425,7 @@ def _can(who: Principal) -> dict[str, bool]:
 
 
 PEOPLE_PAGE_SIZE = 30
+QUARANTINE_DAYS = 14  # a quarantine recorded by hand without its days
 # Where a form on the red and yellow list may send its answer back to: the list, filtered.
 LIST_PATH = re.compile(r"/risk/people(\?[a-z0-9=&]{0,120})?")
 
@@ -795,6 +799,10 @@ def person_assert(
             if not days.strip().isdigit() or not 1 <= int(days) <= 60:
                 raise InvalidInput("天数应为1至60", "days must be 1 to 60", field="days")
             until = now + dt.timedelta(days=int(days))
+        elif kind == FactKind.IN_QUARANTINE:
+            # Without an end a quarantine keeps the code red until someone remembers to
+            # record the release: the list's form says 14 days, and so does this one.
+            until = now + dt.timedelta(days=QUARANTINE_DAYS)
         service.record_fact_by_hand(
             session,
             who,
