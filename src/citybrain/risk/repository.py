@@ -324,6 +324,21 @@ def codes_turned_by_since(session: Session, actor_ref: str, since: dt.datetime) 
     return int(session.scalar(counting) or 0)
 
 
+def codes_freed_by_since(session: Session, actor_ref: str, since: dt.datetime) -> int:
+    """How many red or yellow codes ``actor_ref`` turned green by withdrawing facts since
+    ``since`` (手工转绿)."""
+    counting = (
+        select(func.count())
+        .select_from(Fact)
+        .where(
+            Fact.retracted_by == actor_ref,
+            Fact.retracted_at >= since,
+            Fact.freed_colour.is_not(None),
+        )
+    )
+    return int(session.scalar(counting) or 0)
+
+
 def _placed_within(who: Principal) -> list[Any]:
     """Facts about people ``who``'s jurisdiction holds, by where their colour row places
     them (the city sees every one)."""

@@ -119,6 +119,7 @@ TOPIC_APPEAL_DECIDED = "risk.appeal_decided"
 TOPIC_PERSON_NOTIFIED = "risk.person_notified"
 TOPIC_RULES_ACTIVATED = "risk.rules_activated"
 TOPIC_HAND_TURN_LIMIT = "risk.hand_turn_limit_reached"
+TOPIC_HAND_FREE_MANY = "risk.hand_free_many"
 
 
 # --- rule sets in force --------------------------------------------------------------------
@@ -544,10 +545,33 @@ def retract_fact(
         {"fact_id": fact.id, "subject": fact.subject, "kind": fact.kind},
         key=fact.subject,
     )
+    if fact.freed_colour:
+        _watch_hand_frees(session, actor, now)
     if fact.kind in CASE_KINDS:
         for derived in repository.facts_by_dedupe_key(session, f"household_case:{fact.id}"):
             retract_fact(session, actor, derived.id, reason=f"病例事实 #{fact.id} 已撤销")
     return fact
+
+
+def _watch_hand_frees(session: Session, actor: Actor, now: dt.datetime) -> None:
+    """Past the daily number of codes one account turns green by withdrawing facts, tell
+    the command centre (``risk.hand_free_many``; the cockpit alerts once a day an account).
+    No refusal: clearing the analysis's wrong contacts is daily work, but mass clearing by
+    one account is how codes are turned green for favour."""
+    threshold = risk_settings().hand_free_daily_alert
+    freed = repository.codes_freed_by_since(session, actor.ref, now - dt.timedelta(hours=24))
+    if freed >= threshold:
+        publish(
+            session,
+            TOPIC_HAND_FREE_MANY,
+            {
+                "actor": actor.ref,
+                "area_code": actor.area_code,
+                "in_24h": freed,
+                "threshold": threshold,
+            },
+            key=actor.ref,
+        )
 
 
 def _cases_in_force(

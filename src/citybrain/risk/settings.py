@@ -71,6 +71,14 @@ class RiskSettings(BaseSettings):
         "facts by hand (clinics' fever visits aside); many contacts at once belong to the "
         "collision analysis, whose findings carry their records",
     )
+    hand_free_daily_alert: int = Field(
+        default=30,
+        ge=1,
+        le=10_000,
+        description="red or yellow codes one person may turn green in 24 hours by withdrawing "
+        "facts by hand before the command centre is alerted (no refusal: streets clear the "
+        "analysis's contacts every day)",
+    )
     text_notifications: bool = Field(
         default=True,
         description="also send each notification to the person's registered phone by text "

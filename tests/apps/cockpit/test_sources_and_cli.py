@@ -306,3 +306,36 @@ def test_an_account_refused_one_more_hand_turned_code_is_alerted_by_name_once_a_
         ]
         # The person it tried to turn is not named.
         assert people[1].ref not in alerts[0].title_zh
+
+
+def test_an_account_turning_many_codes_green_by_hand_is_alerted_by_name_once_a_day(
+    session: Session, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    monkeypatch.setenv("CITYBRAIN_RISK_HAND_FREE_DAILY_ALERT", "2")
+    reset_risk_settings()
+    request.addfinalizer(reset_risk_settings)
+    officer = make_user(session, "street_officer", STREET_A, "frees")
+    people = [resident(session, officer) for _ in range(3)]
+    with clock.frozen(NOON):
+        contacts = [
+            risk.record_fact_by_hand(
+                session, officer, subject=p.subject, kind="close_contact", note="流调报告 2026-050"
+            )
+            for p in people
+        ]
+        risk.retract_fact_by_hand(session, officer, contacts[0].id, reason="核实无接触史")
+        deliver(session)
+        assert session.scalars(select(Alert).where(Alert.kind == "hand_free_many")).all() == []
+        for contact in contacts[1:]:  # no refusal past the number: only the alert
+            risk.retract_fact_by_hand(session, officer, contact.id, reason="核实无接触史")
+        assert all(c.retracted_at is not None for c in contacts)
+        deliver(session)
+        alerts = session.scalars(select(Alert).where(Alert.kind == "hand_free_many")).all()
+        assert [(a.area_code, a.title_zh) for a in alerts] == [
+            (
+                STREET_A,
+                f"手工转绿较多：金水区经八路街道 街道防控专员 {officer.display_name}"
+                "（24小时内撤销事实转绿 2 人）",
+            )
+        ]
+        assert all(p.ref not in alerts[0].title_zh for p in people)

@@ -334,6 +334,23 @@ def alert_hand_turn_limit(
     )
 
 
+def alert_hand_frees(
+    session: Session, actor_ref: str, area_code: str | None, in_24h: int
+) -> Alert | None:
+    """An account turned many red or yellow codes green by withdrawing facts in 24 hours
+    (手工转绿较多): the command centre sees who, by unit, role and name, and looks at the
+    register's withdrawals; no resident is named. Once a local day an account."""
+    who_zh, who_en = actor_titles(session, [actor_ref]).get(actor_ref, (actor_ref, actor_ref))
+    return alert(
+        session,
+        kind="hand_free_many",
+        area_code=area_code or CITY,
+        title_zh=f"手工转绿较多：{who_zh}（24小时内撤销事实转绿 {in_24h} 人）",
+        title_en=f"Many codes turned green by hand: {who_en} ({in_24h} in 24 h)",
+        dedupe_key=f"hand_free_many:{actor_ref}:{clock.today_local().isoformat()}",
+    )
+
+
 def check_overdue_appeals(session: Session) -> list[str]:
     """Alert each street with appeals past their deadline (申诉逾期), once a day per street:
     the deadline is the street office's promise to the person, and a queue that slips should

@@ -124,6 +124,17 @@ def on_hand_turn_limit(session: Session, event: OutboxEvent) -> None:
         )
 
 
+@subscribe(risk.TOPIC_HAND_FREE_MANY, name="cockpit.hand_free_many")
+def on_hand_free_many(session: Session, event: OutboxEvent) -> None:
+    """An account turned many codes green by withdrawing facts: alert who."""
+    payload = _payload(event)
+    actor = payload.get("actor")
+    area = payload.get("area_code")
+    if isinstance(actor, str):
+        in_24h = _int(payload.get("in_24h")) or 0
+        service.alert_hand_frees(session, actor, area if isinstance(area, str) else None, in_24h)
+
+
 @subscribe(risk.TOPIC_OVERRIDE_ENDED, name="cockpit.override_ended")
 def on_override_ended(session: Session, event: OutboxEvent) -> None:
     """A manual colour ended."""
