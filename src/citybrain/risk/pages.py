@@ -142,9 +142,11 @@ TEXT: dict[str, tuple[str, str]] = {
     "way_red": ("登记事实转红黄", "Turned red or yellow"),
     "way_green": ("撤销事实转绿", "Turned green"),
     "turns_green_note": (
-        "撤销事实使红码或黄码转为绿码的记录：谁撤销、原因、何时。日常核销不设上限，但每一条都在此可查。",
+        "撤销事实使红码或黄码转为绿码的记录：谁撤销、原因、何时。日常核销不设上限，但每一条都在此可查；"
+        "一个账号24小时内转绿达 {alert} 人即在驾驶舱告警。",
         "Facts withdrawn by hand that turned a red or yellow code green: who, why, when. "
-        "Daily clearing has no limit, but each one is listed here.",
+        "Daily clearing has no limit, but each one is listed here, and an account that turns "
+        "{alert} green in 24 hours is alerted on the cockpit.",
     ),
     "turns_none": ("这段时间没有手工转码。", "No codes turned by hand in this window."),
     "save": ("保存", "Save"),
@@ -618,6 +620,7 @@ def turns(
             "pages": max(1, -(-found.total // TURNS_PAGE_SIZE)),
             "windows": service.TURN_WINDOWS,
             "limit": risk_settings().hand_turn_daily_limit,
+            "free_alert": risk_settings().hand_free_daily_alert,
             "error": error,
             "can": _can(who),
         },
