@@ -36,6 +36,7 @@ class Resident:
     subject: str
     area_code: str
     household_id: int | None
+    id_number: str = ""  # synthetic, for the tests that hand lists of numbers over
 
 
 def resident(
@@ -61,7 +62,9 @@ def resident(
     )
     assert created
     person = session.scalars(select(Person).where(Person.ref == masked.ref)).one()
-    return Resident(masked.ref, subject_of(person), person.area_code, person.household_id)
+    return Resident(
+        masked.ref, subject_of(person), person.area_code, person.household_id, synthetic.id_number
+    )
 
 
 def household(

@@ -19,7 +19,7 @@ from tests.risk.test_web import bearer
 from tests.web.test_api_fuzz import CHECKS, FUZZ_SETTINGS
 
 from citybrain.kit import clock
-from citybrain.risk import service
+from citybrain.risk import batches, service
 
 OPERATIONS = [
     ("GET", "/api/v1/risk/persons/{ref}"),
@@ -28,6 +28,10 @@ OPERATIONS = [
     ("POST", "/api/v1/risk/facts/{fact_id}/retract"),
     ("POST", "/api/v1/risk/facts/{fact_id}/retraction-request/decline"),
     ("GET", "/api/v1/risk/retraction-requests"),
+    ("POST", "/api/v1/risk/batches"),
+    ("GET", "/api/v1/risk/batches"),
+    ("POST", "/api/v1/risk/batches/{batch_id}/approve"),
+    ("POST", "/api/v1/risk/batches/{batch_id}/reject"),
     ("GET", "/api/v1/risk/compounds/{code}"),
     ("GET", "/api/v1/risk/rule-sets"),
     ("GET", "/api/v1/risk/rule-sets/{version}"),
@@ -71,6 +75,14 @@ def api(app: FastAPI, session: Session) -> tuple[Any, dict[str, str]]:
         reason="测试理由说明",
         hours=2,
     )
+    batch = batches.request_batch(
+        session,
+        officer,
+        kind="close_contact",
+        note="协查函 测试",
+        days=14,
+        rows=batches.rows_of([(person.id_number, "")]),
+    )
     session.commit()
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     real = {
@@ -79,6 +91,7 @@ def api(app: FastAPI, session: Session) -> tuple[Any, dict[str, str]]:
         "fact_id": fact.id,
         "appeal_id": appeal.id,
         "override_id": override.id,
+        "batch_id": batch.id,
         "version": 1,
         "code": person.area_code,
     }
@@ -99,6 +112,8 @@ def api(app: FastAPI, session: Session) -> tuple[Any, dict[str, str]]:
             body, dict
         ):
             return st.just(body) | st.just({**body, "person_ref": person.ref, "subject": None})
+        if ctx.operation.path == "/api/v1/risk/batches" and isinstance(body, dict):
+            return st.just(body) | st.just({**body, "rows": [{"id_number": person.id_number}]})
         return st.just(body)
 
     return schema, bearer(session, commander.id)

@@ -204,6 +204,37 @@ class Override(Base):
     appeal_id: Mapped[int | None] = mapped_column(Integer)
 
 
+class FactBatch(Base):
+    """A list of people handed over at once (批量登记), e.g. a flight's close contacts from
+    the CDC: uploaded by one account with its basis, asserted only when another approves.
+
+    ``items`` holds, per accepted row, its row number, the risk subject and the contact date
+    (never the ID number); ``errors`` the rejected rows by row, field and what is wrong;
+    ``dry_run`` what approving would do. ``status``: requested → approved, or rejected; a
+    request nobody decides lapses after 72 hours.
+    """
+
+    __tablename__ = "risk_fact_batches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(24))
+    note: Mapped[str] = mapped_column(String(200))
+    days: Mapped[int] = mapped_column(Integer)
+    area_code: Mapped[str] = mapped_column(String(15), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    rows_total: Mapped[int] = mapped_column(Integer)
+    rows_accepted: Mapped[int] = mapped_column(Integer)
+    items: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    errors: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    dry_run: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    requested_by: Mapped[str] = mapped_column(String(64))
+    requested_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    decision_reason: Mapped[str | None] = mapped_column(String(200))
+    facts_asserted: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class Appeal(Base):
     """A person's appeal against their colour (申诉), in their street office's queue."""
 

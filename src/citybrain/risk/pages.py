@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.responses import RedirectResponse, Response
@@ -30,7 +30,7 @@ from citybrain.kit.db import rollback_keeping
 from citybrain.kit.errors import CitybrainError, Conflict, InvalidInput, NotFound
 from citybrain.kit.export import XLSX_MEDIA_TYPE, xlsx_bytes
 from citybrain.kit.web import DB, Action, Ref, RowId, china_time, download, language, render
-from citybrain.risk import repository, rulesets, service
+from citybrain.risk import batches, repository, rulesets, service
 from citybrain.risk.kinds import (
     CASE_KINDS,
     CLINICAL_KINDS,
@@ -101,6 +101,41 @@ TEXT: dict[str, tuple[str, str]] = {
         "{n} 条撤销确诊申请待另一人确认",
         "{n} case withdrawals await a second person",
     ),
+    "batches": ("批量登记", "Lists of people"),
+    "batches_note": (
+        "疾控移交的航班、场所密接等名单：上传 Excel 或 CSV"
+        "（表头须有“身份证号码”，可有“接触日期”），逐行核对，有误的行列明行号和原因，"
+        "其余保留并试算；须由另一人（指挥部）在72小时内批准后才登记为事实，"
+        "不计入个人手工转码上限，在手工转码台账中可查。名单文件和身份证号码都不保存。",
+        "A list handed over by the CDC — a flight's or a venue's close contacts: upload Excel or "
+        "CSV (a header with “身份证号码”, optionally “接触日期”); every row is checked, wrong rows "
+        "listed by row and reason, the rest kept with a dry run; facts are recorded only when "
+        "another person (the command centre) approves within 72 hours; not counted against "
+        "anyone's daily hand turns, listed in the register. Neither the file nor an ID number "
+        "is kept.",
+    ),
+    "batch_file": ("名单文件（.xlsx 或 .csv）", "List (.xlsx or .csv)"),
+    "batch_upload": ("上传并试算", "Upload and dry-run"),
+    "batch_rows": (
+        "共 {total} 行：可登记 {accepted} 人，有误 {bad} 行",
+        "{total} rows: {accepted} to record, {bad} wrong",
+    ),
+    "batch_dry": (
+        "试算：转红码 {red} 人，转黄码 {yellow} 人，颜色不变 {same} 人；"
+        "已登记 {registered} 人，未登记 {unregistered} 人",
+        "Dry run: {red} to red, {yellow} to yellow, {same} unchanged; {registered} registered, "
+        "{unregistered} not",
+    ),
+    "batch_streets": ("按街道", "By street"),
+    "batch_errors": ("有误的行（{n}）", "Wrong rows ({n})"),
+    "batch_done": ("已登记事实 {n} 条", "{n} facts recorded"),
+    "row": ("行", "Row"),
+    "field": ("列", "Column"),
+    "problem": ("问题", "Problem"),
+    "decided_by": ("处理人", "Decided by"),
+    "approve_batch": ("批准登记", "Approve"),
+    "batches_waiting": ("{n} 份名单待批准登记", "{n} lists await approval"),
+    "batches_none": ("还没有上传名单。", "No list uploaded yet."),
     "retractions_none": ("没有待确认的撤销申请", "No withdrawal is waiting"),
     "requested_reason": ("申请理由", "Why asked"),
     "lapses": ("失效时间", "Lapses at"),
@@ -286,6 +321,14 @@ def _words(request: Request) -> dict[str, str]:
     return {key: pair[index] for key, pair in TEXT.items()}
 
 
+BATCH_STATUS_LABELS: dict[str, tuple[str, str]] = {
+    "requested": ("待批准", "awaiting approval"),
+    "approved": ("已批准", "approved"),
+    "rejected": ("已驳回", "turned down"),
+    "lapsed": ("已失效", "lapsed"),
+}
+
+
 OVERRIDE_STATUS_LABELS: dict[str, tuple[str, str]] = {
     "requested": ("待批准", "awaiting approval"),
     "active": ("生效中", "in force"),
@@ -317,6 +360,7 @@ EVIDENCE_WORDS: dict[str, tuple[str, str]] = {
     "areas": ("地区", "Areas"),
     "analysis_run": ("分析结果", "Analysis result"),
     "appeal_id": ("申诉", "Appeal"),
+    "batch_id": ("批量登记", "List"),
 }
 
 
@@ -328,6 +372,7 @@ def _labels(request: Request) -> dict[str, dict[str, str]]:
         "tiers": {k: v[index] for k, v in TIER_LABELS.items()},
         "settings": {k: v[index] for k, v in SETTING_LABELS.items()},
         "override_status": {k: v[index] for k, v in OVERRIDE_STATUS_LABELS.items()},
+        "batch_status": {k: v[index] for k, v in BATCH_STATUS_LABELS.items()},
         "rule_set_status": {k: v[index] for k, v in RULE_SET_STATUS_LABELS.items()},
         "evidence": {k: v[index] for k, v in EVIDENCE_WORDS.items()},
     }
@@ -407,6 +452,9 @@ def overview(
                 service.retraction_requests_waiting(session, who)
                 if who.can(Permission.RISK_ASSERT)
                 else 0
+            ),
+            "batches_waiting": (
+                batches.batches_waiting(session, who) if who.can(Permission.OVERRIDE_APPROVE) else 0
             ),
         },
     )
@@ -1095,6 +1143,130 @@ def retractions_decide(
         work,
         "/risk/retractions",
         lambda message, status: _retractions_page(
+            request, session, who, error=message, status_code=status
+        ),
+    )
+
+
+# --- lists of people at once (批量登记) --------------------------------------------------------
+
+
+BATCHES_PAGE_SIZE = 20
+BATCH_FILE_BYTES = 5 * 1024 * 1024
+BATCH_ERRORS_SHOWN = 200
+
+
+def _batches_page(
+    request: Request,
+    session: Session,
+    who: Principal,
+    *,
+    page: int = 1,
+    error: str | None = None,
+    status_code: int = 200,
+    typed: dict[str, str] | None = None,
+) -> Response:
+    total, items = batches.batches_scoped(
+        session, who, offset=(page - 1) * BATCHES_PAGE_SIZE, limit=BATCHES_PAGE_SIZE
+    )
+    streets = geo_repository.names_of(
+        session, {code for b in items for code in b.dry_run.get("by_street", {})}
+    )
+    return _page(
+        request,
+        "risk/batches.html",
+        {
+            "batches": items,
+            "total": total,
+            "page": page,
+            "pages": max(1, -(-total // BATCHES_PAGE_SIZE)),
+            "streets": streets,
+            "kinds": batches.BATCH_KINDS,
+            "errors_shown": BATCH_ERRORS_SHOWN,
+            "typed": typed or {"kind": "close_contact", "note": "", "days": "14"},
+            "error": error,
+            "can": _can(who),
+            "me": who.actor.ref,
+        },
+        status_code=status_code,
+    )
+
+
+@router.get("/risk/batches")
+def batch_list(
+    request: Request,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.OVERRIDE_REQUEST))],
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+) -> Response:
+    """Lists of people handed over at once (批量登记): upload one with its basis, see each
+    list's checked rows and dry run, approve (a second person) or turn down."""
+    return _batches_page(request, session, who, page=page)
+
+
+@router.post("/risk/batches")
+async def batch_upload(
+    request: Request,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.OVERRIDE_REQUEST))],
+    file: Annotated[UploadFile | None, File()] = None,
+    kind: Annotated[str, Form(max_length=24)] = "",
+    note: Annotated[str, Form(max_length=200)] = "",
+    days: Annotated[str, Form(max_length=3)] = "14",
+) -> Response:
+    """Upload a list: read, checked row by row, stored with its dry run for a second person
+    to approve."""
+    content = await file.read(BATCH_FILE_BYTES + 1) if file is not None else b""
+
+    def work() -> None:
+        if len(content) > BATCH_FILE_BYTES:
+            raise InvalidInput("文件超过 5 MB，请分批上传", "the file exceeds 5 MB", field="file")
+        if not days.strip().isdigit():
+            raise InvalidInput("天数应为1至60", "days must be 1 to 60", field="days")
+        rows = batches.read_list(content)
+        batches.request_batch(session, who, kind=kind, note=note, days=int(days), rows=rows)
+
+    return _act(
+        request,
+        session,
+        work,
+        "/risk/batches",
+        lambda message, status: _batches_page(
+            request,
+            session,
+            who,
+            error=message,
+            status_code=status,
+            typed={"kind": kind, "note": note.replace("\x00", ""), "days": days},
+        ),
+    )
+
+
+@router.post("/risk/batches/{batch_id}/{decision}")
+def batch_decide(
+    request: Request,
+    batch_id: RowId,
+    decision: Action,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.OVERRIDE_REQUEST))],
+    reason: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    """Approve a list (the second person), or turn it down."""
+
+    def work() -> None:
+        if decision == "approve":
+            batches.approve_batch(session, who, batch_id)
+        elif decision == "reject":
+            batches.reject_batch(session, who, batch_id, reason=reason)
+        else:
+            raise NotFound("操作不存在", "no such action")
+
+    return _act(
+        request,
+        session,
+        work,
+        "/risk/batches",
+        lambda message, status: _batches_page(
             request, session, who, error=message, status_code=status
         ),
     )

@@ -319,6 +319,7 @@ def codes_turned_by_since(session: Session, actor_ref: str, since: dt.datetime) 
             Fact.asserted_by == actor_ref,
             Fact.asserted_at >= since,
             Fact.turned_colour.is_not(None),
+            Fact.source != "batch",  # a list two people approved is not one person's turns
         )
     )
     return int(session.scalar(counting) or 0)

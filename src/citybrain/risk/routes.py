@@ -21,13 +21,16 @@ from citybrain.core.authz.roles import Permission
 from citybrain.core.people import repository as people_repository
 from citybrain.kit.errors import InvalidInput, NotFound, error_responses
 from citybrain.kit.web import DB, RowId
-from citybrain.risk import rulesets, service
+from citybrain.risk import batches, rulesets, service
 from citybrain.risk.models import Fact
 from citybrain.risk.schemas import (
     AppealOut,
     AppealSummary,
     ColouredPage,
     DecideIn,
+    FactBatchIn,
+    FactBatchOut,
+    FactBatchPage,
     FactIn,
     FactOut,
     HandTurnPage,
@@ -200,6 +203,66 @@ def list_retraction_requests(
     first, with the person masked, who asked, why and until when; audited. Confirm one with
     ``POST /facts/{id}/retract``, turn it down with ``.../retraction-request/decline``."""
     return service.retraction_requests(session, who, offset=offset, limit=limit)
+
+
+@router.post(
+    "/batches", response_model=FactBatchOut, status_code=201, summary="Send a list of people"
+)
+def request_batch(
+    data: FactBatchIn,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.OVERRIDE_REQUEST))],
+) -> FactBatchOut:
+    """A list of people handed over at once (批量登记), e.g. a flight's close contacts: each
+    row checked (rejected rows listed by row and field, the rest kept), a dry run made;
+    nothing counts until another account approves it within 72 hours. 422 when no row is
+    acceptable or the basis is missing."""
+    batch = batches.request_batch(
+        session,
+        who,
+        kind=data.kind,
+        note=data.note,
+        days=data.days,
+        rows=batches.rows_of([(r.id_number, r.contact_date) for r in data.rows]),
+    )
+    return batches.batch_view(session, batch)
+
+
+@router.get("/batches", response_model=FactBatchPage, summary="Lists of people sent")
+def list_batches(
+    session: DB,
+    who: Annotated[Principal, Depends(authenticated)],
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> FactBatchPage:
+    """The lists sent in your jurisdiction, newest first; audited."""
+    total, items = batches.batches_scoped(session, who, offset=offset, limit=limit)
+    return FactBatchPage(total=total, items=items)
+
+
+@router.post("/batches/{batch_id}/approve", response_model=FactBatchOut, summary="Approve a list")
+def approve_batch(
+    batch_id: Id,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.OVERRIDE_APPROVE))],
+) -> FactBatchOut:
+    """The second person approves: every accepted row becomes a fact at once. The one who
+    sent it cannot (409 ``batch_needs_second_person``); a list past 72 hours has lapsed
+    (409 ``batch_lapsed``)."""
+    return batches.batch_view(session, batches.approve_batch(session, who, batch_id))
+
+
+@router.post("/batches/{batch_id}/reject", response_model=FactBatchOut, summary="Turn a list down")
+def reject_batch(
+    batch_id: Id,
+    data: RetractIn,
+    session: DB,
+    who: Annotated[Principal, Depends(authenticated)],
+) -> FactBatchOut:
+    """Turn a list down (an approver), or take one's own back, with the reason."""
+    return batches.batch_view(
+        session, batches.reject_batch(session, who, batch_id, reason=data.reason)
+    )
 
 
 @router.get("/compounds/{code}", response_model=TierView, summary="A compound's tier")

@@ -289,6 +289,67 @@ class RetractionQueue(BaseModel):
     items: list[RetractionRequestOut]
 
 
+class BatchRowError(BaseModel):
+    """A rejected row of an uploaded list: where and what is wrong (never the value)."""
+
+    row: int = Field(description="行号（表头为第1行）")
+    field: str = Field(description="列：身份证号码或接触日期")
+    message_zh: str
+    message_en: str
+
+
+class FactBatchOut(BaseModel):
+    """A list of people handed over at once (批量登记): counts, rejected rows, the dry run
+    and who asked and decided; never the people's numbers."""
+
+    id: int
+    kind: str
+    kind_zh: str
+    note: str = Field(description="依据")
+    days: int
+    status: str = Field(
+        description="requested 待批准 · approved 已批准 · rejected 已驳回 · lapsed 已失效"
+    )
+    rows_total: int
+    rows_accepted: int
+    errors: list[BatchRowError]
+    dry_run: dict[str, Any] = Field(
+        description="turns_red, turns_yellow, unchanged, registered, unregistered, by_street"
+    )
+    requested_by: str
+    requested_by_name: str
+    requested_at: dt.datetime
+    lapses_at: dt.datetime
+    decided_by: str | None = None
+    decided_by_name: str | None = None
+    decided_at: dt.datetime | None = None
+    decision_reason: str | None = None
+    facts_asserted: int
+
+
+class FactBatchPage(BaseModel):
+    """Lists uploaded in the jurisdiction, newest first, and how many."""
+
+    total: int
+    items: list[FactBatchOut]
+
+
+class BatchRowIn(BaseModel):
+    """One person of a list sent through the API."""
+
+    id_number: str = Field(max_length=32, description="居民身份证号码")
+    contact_date: str = Field(default="", max_length=10, description="接触日期，如 2026-11-20")
+
+
+class FactBatchIn(BaseModel):
+    """A list sent through the API (批量登记): the same checks as an uploaded file."""
+
+    kind: Literal["close_contact", "secondary_contact", "risk_area_travel"]
+    note: str = Field(max_length=200, description="依据：流调报告、协查函或通报编号")
+    days: int = Field(default=14, ge=1, le=60)
+    rows: list[BatchRowIn] = Field(min_length=1, max_length=1000)
+
+
 class AppealOut(BaseModel):
     """An appeal in a street office's queue, or as its person sees it."""
 

@@ -333,6 +333,7 @@ def assert_fact(
     compound_code: str | None = None,
     dedupe_key: str | None = None,
     turned_colour: str | None = None,
+    compounds_later: set[str] | None = None,
 ) -> Fact:
     """Assert a fact about ``subject`` (断言事实): the one way facts are added.
 
@@ -344,7 +345,9 @@ def assert_fact(
     ``dedupe_key``: the same finding asserted again (a retried job) returns the standing fact.
     ``evidence`` holds ids only (record ids, the analysis run, the household), never personal
     data. ``turned_colour``: recorded by hand, the fact turns a green code this colour
-    (``record_fact_by_hand`` decides). Nothing is committed here.
+    (``record_fact_by_hand`` decides). ``compounds_later``: many facts asserted in one go
+    collect the compounds to recompute there, and the caller recomputes each once
+    (``recompute_compounds``). Nothing is committed here.
     """
     check_subject(subject)
     start, end = _check_fact(
@@ -391,7 +394,14 @@ def assert_fact(
         {"fact_id": fact.id, "subject": subject, "kind": kind, "source": source},
         key=subject,
     )
-    _after_change(session, subject, person, now, extra_compounds={compound_code})
+    _after_change(
+        session,
+        subject,
+        person,
+        now,
+        extra_compounds={compound_code},
+        compounds_later=compounds_later,
+    )
     if kind in CASE_KINDS and person is not None:
         # Living together is exposure until the case is taken away: from now, or from the
         # case's own start when that is later.
@@ -754,8 +764,10 @@ def _after_change(
     person: Person | None,
     now: dt.datetime,
     extra_compounds: Iterable[str | None] = (),
+    compounds_later: set[str] | None = None,
 ) -> None:
-    """Recompute a subject's colour and the tiers of every compound they count for."""
+    """Recompute a subject's colour and the tiers of every compound they count for (or
+    collect those in ``compounds_later``, for the caller to recompute once)."""
     rule_set = active_rule_set(session)
     old = session.get(PersonColour, subject)
     old_area = old.area_code if old is not None else None
@@ -765,7 +777,19 @@ def _after_change(
     facts = repository.facts_of(session, [subject])[subject]
     compounds = {old_area, row.area_code, compound_of(person), *extra_compounds}
     compounds |= {f.compound_code for f in facts}
-    for code in sorted(c for c in compounds if c and len(c) == 15):
+    codes = sorted(c for c in compounds if c and len(c) == 15)
+    if compounds_later is not None:
+        compounds_later.update(codes)
+        return
+    for code in codes:
+        recompute_compound(session, code, now=now, rule_set=rule_set)
+
+
+def recompute_compounds(session: Session, codes: Iterable[str]) -> None:
+    """Recompute the tiers of ``codes``, each once (after facts asserted in one go)."""
+    now = clock.now()
+    rule_set = active_rule_set(session)
+    for code in sorted(set(codes)):
         recompute_compound(session, code, now=now, rule_set=rule_set)
 
 
@@ -1059,7 +1083,7 @@ def record_fact_by_hand(
     )
     turned = None
     if kind not in CLINICAL_KINDS:
-        turned = _turns_green(session, subject, kind, source, start, end, setting)
+        turned = turns_green(session, subject, kind, source, start, end, setting)
     if turned is not None:
         if len(note) < 4 and not record_ids:
             label = COLOUR_LABELS[turned]
@@ -1087,7 +1111,7 @@ def record_fact_by_hand(
     )
 
 
-def _turns_green(
+def turns_green(
     session: Session,
     subject: str,
     kind: str,

@@ -28,12 +28,15 @@ JSON_NUL = b"\\u0000"
 FORM_TYPE = b"application/x-www-form-urlencoded"
 MULTIPART_TYPE = b"multipart/form-data"
 # Binary uploads that legitimately hold NUL bytes (an Excel workbook is a zip archive); their
-# bytes are parsed by the intake, never stored as text. Only this path and this type.
+# bytes are parsed by the intake, never stored as text. Only these paths and types: the
+# intake's workbooks, and the form that uploads a list of people (批量登记), whose text fields
+# are refused there when they hold a NUL.
 BINARY_UPLOADS = {
     (
         "/api/v1/datahub/batches",
         b"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
     ),
+    ("/risk/batches", MULTIPART_TYPE),
 }
 
 
