@@ -1153,9 +1153,10 @@ def _within_turn_limit(session: Session, who: Principal, subject: str, kind: str
         return
     error = PermissionDenied(
         f"24小时内您已手工登记使 {done} 人的健康码由绿码转为红码或黄码，达到上限 {limit} 人。"
-        "成批的密接、次密接请以碰撞分析结果赋码；确需继续手工登记的，请报指挥部。",
+        "成批的密接、次密接请以碰撞分析结果赋码，或以“批量登记”上传名单、经指挥部批准。",
         f"in 24 hours you turned {done} green codes red or yellow by recording facts by hand, "
-        f"the limit is {limit}; many contacts at once come from the collision analysis",
+        f"the limit is {limit}; many contacts at once come from the collision analysis, or "
+        "from a list uploaded under “Lists of people” that the command centre approves",
         code="hand_turn_daily_limit",
     )
     # Audited, and announced so the command centre sees who reached the limit.
