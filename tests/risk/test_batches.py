@@ -54,43 +54,44 @@ def test_a_list_is_checked_row_by_row_and_counts_only_when_a_second_person_appro
         (_wrong_check_digit(green.id_number), ""),
         (green.id_number, ""),  # the same person again
         (neighbour.id_number, ""),  # another street's
-        (stranger, ""),  # unregistered: a street may not list them
+        (stranger, ""),  # a visitor, not in the registry: kept
         (stranger, "2026-03-09"),  # ahead of today
         (stranger, "2026-01-02"),  # the fact would have ended
         (stranger, "27/02/2026"),
     )
     batch = service_request(session, officer, content)
-    assert (batch.rows_total, batch.rows_accepted) == (9, 2)
+    assert (batch.rows_total, batch.rows_accepted) == (9, 3)
     assert [(e["row"], e["field"]) for e in batch.errors] == [
         (4, "身份证号码"),
         (5, "身份证号码"),
         (6, "身份证号码"),
-        (7, "身份证号码"),
         (8, "接触日期"),
         (9, "接触日期"),
         (10, "接触日期"),
     ]
     messages = [e["message_zh"] for e in batch.errors]
     assert "校验" in messages[0] and messages[1] == "与第 2 行是同一人"
-    assert messages[2] == "该人员不在您的辖区" and "未登记" in messages[3]
-    assert "不能晚于今天" in messages[4] and "已超过 14 天" in messages[5]
+    assert messages[2] == "该人员不在您的辖区"
+    assert "不能晚于今天" in messages[3] and "已超过 14 天" in messages[4]
+    # A street sees no colour of someone outside the registry, not even counted.
     assert batch.dry_run == {
         "turns_red": 1,
         "turns_yellow": 0,
         "unchanged": 1,
         "registered": 2,
-        "unregistered": 0,
+        "unregistered": 1,
+        "unregistered_judged": False,
         "by_street": {STREET_A: 2},
     }
     assert green.id_number not in repr(batch.items) + repr(batch.errors)  # no number kept
-    assert audits(session, "risk.batch.request")[-1].detail["rejected"] == 7
+    assert audits(session, "risk.batch.request")[-1].detail["rejected"] == 6
     assert service.colour_of(session, green.subject).colour == "green"  # nothing counts yet
 
     with pytest.raises(PermissionDenied):
         batches.approve_batch(session, officer, batch.id)  # a street officer approves nothing
     at(T0 + 2 * HOUR)
     approved = batches.approve_batch(session, commander, batch.id)
-    assert approved.status == "approved" and approved.facts_asserted == 2
+    assert approved.status == "approved" and approved.facts_asserted == 3
     fact = session.scalars(
         select(Fact).where(Fact.subject == green.subject, Fact.kind == "close_contact")
     ).one()
@@ -101,7 +102,9 @@ def test_a_list_is_checked_row_by_row_and_counts_only_when_a_second_person_appro
     # Two people approved it: nobody's daily hand turns are used up.
     since = T0 - 24 * HOUR
     assert repository.codes_turned_by_since(session, commander.actor.ref, since) == 0
-    assert audits(session, "risk.batch.approve")[-1].detail["turned_red"] == 1
+    assert audits(session, "risk.batch.approve")[-1].detail["turned_red"] == 2  # the visitor
+    visitor = batches.subject_of_id_number(stranger)
+    assert service.colour_of(session, visitor).colour == "red"
     turns = service.hand_turns(session, commander, days=1)
     assert fact.id in [t.fact.id for t in turns.items]
     with pytest.raises(Conflict) as twice:
@@ -124,7 +127,7 @@ def test_the_one_who_uploaded_cannot_approve_and_a_list_lapses_or_is_taken_back(
     person = resident(session, officer)
     unregistered = next_synthetic().id_number
     own = service_request(session, commander, _csv((person.id_number, ""), (unregistered, "")))
-    assert own.dry_run["unregistered"] == 1  # the city lists people not in the registry
+    assert own.dry_run["unregistered"] == 1 and own.dry_run["turns_red"] == 2  # judged
     with pytest.raises(Conflict) as alone:
         batches.approve_batch(session, commander, own.id)
     assert alone.value.code == "batch_needs_second_person"
@@ -149,7 +152,7 @@ def test_the_one_who_uploaded_cannot_approve_and_a_list_lapses_or_is_taken_back(
     assert audits(session, "risk.batch.reject")[-1].actor == officer.actor.ref
 
     with pytest.raises(InvalidInput) as nobody:
-        service_request(session, officer, _csv((unregistered, "")))
+        service_request(session, officer, _csv((unregistered[:-2], "")))
     assert nobody.value.field == "file" and "第 2 行" in nobody.value.message_zh
     with pytest.raises(InvalidInput) as header:
         batches.read_list("姓名,电话\n张三,13800000000".encode())

@@ -183,7 +183,8 @@ def check_rows(
     """Each row's subject and start, or what is wrong with it (row, field): an ID number that
     fails its checks, a contact date that is unreadable, ahead or so long ago the fact would
     already have ended, a repeat of an earlier row, a registered person outside ``who``'s
-    jurisdiction, or (below city level) someone not in the registry."""
+    jurisdiction. Someone not in the registry (a visitor on the flight) is kept: the
+    command centre's approval reaches them."""
     now = clock.now()
     items: list[list[Any]] = []
     errors: list[dict[str, Any]] = []
@@ -224,42 +225,41 @@ def check_rows(
                 _error(row.row, "身份证号码", "该人员不在您的辖区", "outside your jurisdiction")
             )
             continue
-        if person is None and len(who.area_code) > 4:
-            errors.append(
-                _error(
-                    row.row,
-                    "身份证号码",
-                    "该人员未登记，未登记人员只能由市级账号批量登记",
-                    "not registered: only a city-level account lists unregistered people",
-                )
-            )
-            continue
         items.append([row.row, subject, start.isoformat(), person.area_code if person else None])
     return items, errors
 
 
-def _dry_run(session: Session, kind: str, days: int, items: Sequence[list[Any]]) -> dict[str, Any]:
-    """What approving would do now: codes turned red or yellow, people already red or
-    yellow, registered and not, and how many in each street."""
+def _dry_run(
+    session: Session, who: Principal, kind: str, days: int, items: Sequence[list[Any]]
+) -> dict[str, Any]:
+    """What approving would do now: codes turned red or yellow, codes that stay as they
+    are, registered and not, and how many in each street. The colours of people not in the
+    registry are judged only for a city-level account (below it they lie in nobody's
+    jurisdiction: a list of one would tell a street someone's colour); for others they are
+    judged when the command centre approves."""
+    judge_unregistered = len(who.area_code) <= 4
     turned: Counter[str] = Counter()
     streets: Counter[str] = Counter()
     unregistered = 0
     for _row, subject, start_text, area in items:
+        if area:
+            streets[area[:9]] += 1
+        else:
+            unregistered += 1
+            if not judge_unregistered:
+                continue
         start = dt.datetime.fromisoformat(start_text)
         colour = turns_green(
             session, subject, kind, BATCH_SOURCE, start, start + dt.timedelta(days=days), None
         )
         turned[colour or "none"] += 1
-        if area:
-            streets[area[:9]] += 1
-        else:
-            unregistered += 1
     return {
         "turns_red": turned["red"],
         "turns_yellow": turned["yellow"],
         "unchanged": turned["none"],
         "registered": len(items) - unregistered,
         "unregistered": unregistered,
+        "unregistered_judged": judge_unregistered,
         "by_street": dict(sorted(streets.items())),
     }
 
@@ -315,7 +315,7 @@ def request_batch(
         rows_accepted=len(items),
         items=items,
         errors=errors,
-        dry_run=_dry_run(session, kind, days, items),
+        dry_run=_dry_run(session, who, kind, days, items),
         requested_by=who.actor.ref,
         requested_at=clock.now(),
         facts_asserted=0,

@@ -127,6 +127,10 @@ TEXT: dict[str, tuple[str, str]] = {
         "{unregistered} not",
     ),
     "batch_streets": ("按街道", "By street"),
+    "batch_unjudged": (
+        "未登记人员的颜色在指挥部批准时判定",
+        "the colours of people not registered are judged when the command centre approves",
+    ),
     "batch_errors": ("有误的行（{n}）", "Wrong rows ({n})"),
     "batch_done": ("已登记事实 {n} 条", "{n} facts recorded"),
     "row": ("行", "Row"),
