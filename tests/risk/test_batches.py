@@ -218,7 +218,7 @@ def test_an_excel_list_is_uploaded_on_the_page_and_approved_by_the_command_centr
     assert approved.status_code == 303
     assert all(service.colour_of(session, p.subject).colour == "red" for p in people)
     page = client.get("/risk/batches").text
-    assert "已登记事实 3 条" in page and "已批准" in page
+    assert "已登记事实 3 条：转红码 3 人" in page and "已批准" in page
     assert 'data-testid="batches-waiting"' not in client.get("/risk").text
 
     listed = client.get("/api/v1/risk/batches", headers=bearer(session, commander.id)).json()

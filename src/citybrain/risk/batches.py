@@ -417,6 +417,11 @@ def approve_batch(session: Session, who: Principal, batch_id: int) -> FactBatch:
     batch.decided_by = who.actor.ref
     batch.decided_at = now
     batch.facts_asserted = len(batch.items)
+    # What it did, beside what the dry run foresaw (people not judged then are now).
+    batch.dry_run = dict(batch.dry_run) | {
+        "approved_red": turned["red"],
+        "approved_yellow": turned["yellow"],
+    }
     session.flush()
     detail = {
         "facts": batch.facts_asserted,

@@ -114,6 +114,7 @@ TEXT: dict[str, tuple[str, str]] = {
         "anyone's daily hand turns, listed in the register. Neither the file nor an ID number "
         "is kept.",
     ),
+    "batch_list": ("名单", "List"),
     "batch_file": ("名单文件（.xlsx 或 .csv）", "List (.xlsx or .csv)"),
     "batch_upload": ("上传并试算", "Upload and dry-run"),
     "batch_rows": (
@@ -132,7 +133,10 @@ TEXT: dict[str, tuple[str, str]] = {
         "the colours of people not registered are judged when the command centre approves",
     ),
     "batch_errors": ("有误的行（{n}）", "Wrong rows ({n})"),
-    "batch_done": ("已登记事实 {n} 条", "{n} facts recorded"),
+    "batch_done": (
+        "已登记事实 {n} 条：转红码 {red} 人，转黄码 {yellow} 人",
+        "{n} facts recorded: {red} turned red, {yellow} yellow",
+    ),
     "row": ("行", "Row"),
     "field": ("列", "Column"),
     "problem": ("问题", "Problem"),
