@@ -317,20 +317,42 @@ def _alert_daily(
     return alerted
 
 
+def _alert_account(
+    session: Session,
+    kind: str,
+    actor_ref: str,
+    area_code: str | None,
+    title: Callable[[str, str], tuple[str, str]],
+) -> Alert | None:
+    """Alert a staff account's conduct at its area, once a local day an account, naming it
+    by unit, role and name (``title`` makes the Chinese and English titles from those)."""
+    who_zh, who_en = actor_titles(session, [actor_ref]).get(actor_ref, (actor_ref, actor_ref))
+    title_zh, title_en = title(who_zh, who_en)
+    return alert(
+        session,
+        kind=kind,
+        area_code=area_code or CITY,
+        title_zh=title_zh,
+        title_en=title_en,
+        dedupe_key=f"{kind}:{actor_ref}:{clock.today_local().isoformat()}",
+    )
+
+
 def alert_hand_turn_limit(
     session: Session, actor_ref: str, area_code: str | None, in_24h: int
 ) -> Alert | None:
     """An account reached its limit of green codes turned by hand in 24 hours (手工转码达到
     上限) and was refused one more: the command centre sees who, by unit, role and name —
     the person it tried to turn is not named. Once a local day an account."""
-    who_zh, who_en = actor_titles(session, [actor_ref]).get(actor_ref, (actor_ref, actor_ref))
-    return alert(
+    return _alert_account(
         session,
-        kind="hand_turn_limit",
-        area_code=area_code or CITY,
-        title_zh=f"手工转码达到上限：{who_zh}（24小时内已转 {in_24h} 人）",
-        title_en=f"Hand-turned codes at the limit: {who_en} ({in_24h} in 24 h)",
-        dedupe_key=f"hand_turn_limit:{actor_ref}:{clock.today_local().isoformat()}",
+        "hand_turn_limit",
+        actor_ref,
+        area_code,
+        lambda zh, en: (
+            f"手工转码达到上限：{zh}（24小时内已转 {in_24h} 人）",
+            f"Hand-turned codes at the limit: {en} ({in_24h} in 24 h)",
+        ),
     )
 
 
@@ -340,14 +362,15 @@ def alert_hand_frees(
     """An account turned many red or yellow codes green by withdrawing facts in 24 hours
     (手工转绿较多): the command centre sees who, by unit, role and name, and looks at the
     register's withdrawals; no resident is named. Once a local day an account."""
-    who_zh, who_en = actor_titles(session, [actor_ref]).get(actor_ref, (actor_ref, actor_ref))
-    return alert(
+    return _alert_account(
         session,
-        kind="hand_free_many",
-        area_code=area_code or CITY,
-        title_zh=f"手工转绿较多：{who_zh}（24小时内撤销事实转绿 {in_24h} 人）",
-        title_en=f"Many codes turned green by hand: {who_en} ({in_24h} in 24 h)",
-        dedupe_key=f"hand_free_many:{actor_ref}:{clock.today_local().isoformat()}",
+        "hand_free_many",
+        actor_ref,
+        area_code,
+        lambda zh, en: (
+            f"手工转绿较多：{zh}（24小时内撤销事实转绿 {in_24h} 人）",
+            f"Many codes turned green by hand: {en} ({in_24h} in 24 h)",
+        ),
     )
 
 

@@ -111,28 +111,29 @@ def on_override_applied(session: Session, event: OutboxEvent) -> None:
         service.alert_override(session, override_id, leaf, str(_payload(event).get("colour")))
 
 
+def _account_counted(event: OutboxEvent) -> tuple[str, str | None, int] | None:
+    """An account event's account, its area and its count in 24 hours."""
+    payload = _payload(event)
+    actor, area = payload.get("actor"), payload.get("area_code")
+    if not isinstance(actor, str):
+        return None
+    return actor, area if isinstance(area, str) else None, _int(payload.get("in_24h")) or 0
+
+
 @subscribe(risk.TOPIC_HAND_TURN_LIMIT, name="cockpit.hand_turn_limit")
 def on_hand_turn_limit(session: Session, event: OutboxEvent) -> None:
     """An account was refused one more green code turned by hand: alert who."""
-    payload = _payload(event)
-    actor = payload.get("actor")
-    area = payload.get("area_code")
-    if isinstance(actor, str):
-        in_24h = _int(payload.get("in_24h")) or 0
-        service.alert_hand_turn_limit(
-            session, actor, area if isinstance(area, str) else None, in_24h
-        )
+    counted = _account_counted(event)
+    if counted is not None:
+        service.alert_hand_turn_limit(session, *counted)
 
 
 @subscribe(risk.TOPIC_HAND_FREE_MANY, name="cockpit.hand_free_many")
 def on_hand_free_many(session: Session, event: OutboxEvent) -> None:
     """An account turned many codes green by withdrawing facts: alert who."""
-    payload = _payload(event)
-    actor = payload.get("actor")
-    area = payload.get("area_code")
-    if isinstance(actor, str):
-        in_24h = _int(payload.get("in_24h")) or 0
-        service.alert_hand_frees(session, actor, area if isinstance(area, str) else None, in_24h)
+    counted = _account_counted(event)
+    if counted is not None:
+        service.alert_hand_frees(session, *counted)
 
 
 @subscribe(risk.TOPIC_OVERRIDE_ENDED, name="cockpit.override_ended")
