@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.Column("requested_by", sa.String(length=64), nullable=False),
         sa.Column("requested_at", UTCDateTime(timezone=True), nullable=False),
         sa.Column("decided_by", sa.String(length=64), nullable=True),
+        sa.Column("decided_role", sa.String(length=32), nullable=True),
         sa.Column("decided_at", UTCDateTime(timezone=True), nullable=True),
         sa.Column("decision_reason", sa.String(length=200), nullable=True),
         sa.Column("facts_asserted", sa.Integer(), nullable=False),

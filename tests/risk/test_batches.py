@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,9 +20,14 @@ from tests.risk.conftest import T0, audits, resident
 from tests.risk.test_web import bearer
 from tests.web.conftest import csrf_of, log_in
 
+from citybrain.core.events.models import OutboxEvent
+from citybrain.core.geo.service import load_hierarchy
+from citybrain.core.jobs.queue import get_queue, reset_queue
+from citybrain.kit.db import Database, use_database
 from citybrain.kit.errors import Conflict, InvalidInput, PermissionDenied
 from citybrain.risk import batches, repository, service
-from citybrain.risk.models import Fact
+from citybrain.risk.models import Fact, FactBatch
+from citybrain.risk.tasks import assert_batch, on_batch_approved
 
 HOUR = dt.timedelta(hours=1)
 
@@ -91,7 +97,13 @@ def test_a_list_is_checked_row_by_row_and_counts_only_when_a_second_person_appro
         batches.approve_batch(session, officer, batch.id)  # a street officer approves nothing
     at(T0 + 2 * HOUR)
     approved = batches.approve_batch(session, commander, batch.id)
+    assert approved.status == "approving" and approved.facts_asserted == 0
+    # The worker asserts a chunk a transaction (SQLite's lock let go in between).
+    assert not batches.assert_batch_chunk(session, batch.id, size=2)
+    assert approved.facts_asserted == 2 and approved.status == "approving"
+    assert batches.assert_batch_chunk(session, batch.id, size=2)
     assert approved.status == "approved" and approved.facts_asserted == 3
+    assert batches.assert_batch_chunk(session, batch.id)  # run again: nothing more
     fact = session.scalars(
         select(Fact).where(Fact.subject == green.subject, Fact.kind == "close_contact")
     ).one()
@@ -102,7 +114,7 @@ def test_a_list_is_checked_row_by_row_and_counts_only_when_a_second_person_appro
     # Two people approved it: nobody's daily hand turns are used up.
     since = T0 - 24 * HOUR
     assert repository.codes_turned_by_since(session, commander.actor.ref, since) == 0
-    assert audits(session, "risk.batch.approve")[-1].detail["turned_red"] == 2  # the visitor
+    assert audits(session, "risk.batch.asserted")[-1].detail["turned_red"] == 2  # the visitor
     visitor = batches.subject_of_id_number(stranger)
     assert service.colour_of(session, visitor).colour == "red"
     turns = service.hand_turns(session, commander, days=1)
@@ -216,7 +228,15 @@ def test_an_excel_list_is_uploaded_on_the_page_and_approved_by_the_command_centr
         follow_redirects=False,
     )
     assert approved.status_code == 303
+    page = client.get("/risk/batches").text
+    assert "已批准，正在登记" in page and "正在登记：0 / 3" in page
+    assert f'hx-get="/risk/batches/{batch_id}/card"' in page  # the card follows its progress
+    while not batches.assert_batch_chunk(session, batch_id, size=2):  # as the worker does
+        card = client.get(f"/risk/batches/{batch_id}/card").text
+        assert "正在登记：2 / 3" in card and "<progress" in card
     assert all(service.colour_of(session, p.subject).colour == "red" for p in people)
+    card = client.get(f"/risk/batches/{batch_id}/card").text
+    assert "已登记事实 3 条" in card and "hx-get" not in card  # done: it stops polling
     page = client.get("/risk/batches").text
     assert "已登记事实 3 条：转红码 3 人" in page and "已批准" in page
     assert 'data-testid="batches-waiting"' not in client.get("/risk").text
@@ -252,3 +272,32 @@ def test_a_list_over_the_api(client: TestClient, session: Session) -> None:
     )
     assert turned_down.status_code == 200 and turned_down.json()["status"] == "rejected"
     assert service.colour_of(session, person.subject).colour == "green"
+
+
+def test_approving_a_list_hands_its_facts_to_the_worker(
+    fresh_database: Database, tmp_path: Path
+) -> None:
+    with fresh_database.unit_of_work() as session:
+        load_hierarchy(session)
+    with fresh_database.unit_of_work() as session:
+        officer = make_user(session, "street_officer", STREET_A)
+        commander = make_user(session, "city_commander", "4101")
+        person = resident(session, officer)
+        batch = service_request(session, officer, _csv((person.id_number, "")))
+        batches.approve_batch(session, commander, batch.id)
+        batch_id = batch.id
+    reset_queue(f"sqlite:///{tmp_path / 'jobs.db'}")
+    try:
+        with fresh_database.unit_of_work() as session:
+            event = session.scalars(
+                select(OutboxEvent).where(OutboxEvent.topic == batches.TOPIC_BATCH_APPROVED)
+            ).one()
+            on_batch_approved(session, event)
+        assert get_queue().pending_count() == 1
+        with use_database(fresh_database):
+            assert assert_batch.call_local(batch_id) == 1
+    finally:
+        reset_queue()
+    with fresh_database.unit_of_work() as session:
+        assert service.colour_of(session, person.subject).colour == "red"
+        assert session.get(FactBatch, batch_id).status == "approved"  # type: ignore[union-attr]

@@ -7,9 +7,10 @@ lake may not hold, too many for one officer to record by hand (one account may t
 every row is checked — a wrong ID, a date in the future or too long ago, a repeat, a person
 outside the jurisdiction is rejected by row and field, and the rest kept — and a dry run says
 how many codes approving would turn. Nothing counts until a second account that may approve
-manual colours approves it; then each accepted row becomes a fact (source ``batch``, evidence
-the batch and its basis), listed in the register of hand turns, not counted against either
-account's daily limit. A request nobody decides lapses after 72 hours.
+manual colours approves it; then the worker makes each accepted row a fact (source ``batch``,
+evidence the batch and its basis), a chunk a transaction, listed in the register of hand
+turns, not counted against either account's daily limit. A request nobody decides lapses
+after 72 hours.
 
 ID numbers are turned into risk subjects as they are read; neither the file nor a number is
 kept, and the rejected rows keep only their row number and what was wrong.
@@ -30,7 +31,7 @@ from openpyxl import load_workbook
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from citybrain.core.audit.service import record
+from citybrain.core.audit.service import Actor, record
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.authz.scope import covers, within
@@ -45,7 +46,7 @@ from citybrain.risk.service import _denied, assert_fact, recompute_compounds, tu
 from citybrain.risk.subjects import person_of_subject, subject_of_id_number
 
 BATCH_KINDS = (FactKind.CLOSE_CONTACT, FactKind.SECONDARY_CONTACT, FactKind.RISK_AREA_TRAVEL)
-BATCH_MAX_ROWS = 1_000  # approving one takes about 4 s on SQLite, 7 s on PostgreSQL
+BATCH_MAX_ROWS = 1_000
 BATCH_HOURS = 72  # a request nobody decides lapses after this
 BATCH_SOURCE = "batch"
 ID_HEADERS = ("身份证号码", "公民身份号码", "身份证号", "身份证", "id_number")
@@ -53,6 +54,8 @@ DATE_HEADERS = ("接触日期", "日期", "contact_date", "date")
 DATE_FORMATS = ("%Y-%m-%d", "%Y/%m/%d", "%Y%m%d", "%Y.%m.%d")
 TOPIC_BATCH_REQUESTED = "risk.batch_requested"
 TOPIC_BATCH_APPROVED = "risk.batch_approved"
+TOPIC_BATCH_ASSERTED = "risk.batch_asserted"
+BATCH_CHUNK = 100  # rows a transaction of the worker asserts
 
 
 @dataclass(frozen=True)
@@ -349,8 +352,10 @@ def _lapsed(batch: FactBatch, now: dt.datetime) -> bool:
     )
 
 
-def _batch_in_scope(session: Session, who: Principal, batch_id: int) -> FactBatch:
-    batch = session.get(FactBatch, batch_id, with_for_update=True)
+def _batch_in_scope(
+    session: Session, who: Principal, batch_id: int, *, lock: bool = True
+) -> FactBatch:
+    batch = session.get(FactBatch, batch_id, with_for_update=lock)
     if batch is None or not covers(who, batch.area_code):
         raise NotFound("未找到该批量登记", "no such list", code="batch_not_found")
     return batch
@@ -368,10 +373,11 @@ def _waiting(batch: FactBatch) -> None:
 
 
 def approve_batch(session: Session, who: Principal, batch_id: int) -> FactBatch:
-    """The second person approves a list (批准批量登记): each accepted row becomes a fact
-    (source ``batch``; evidence the batch and its basis; from the contact date
-    for the batch's days), marked when it turns a green code, in one transaction. The one
-    who uploaded cannot approve (refused and audited). Audited (``risk.batch.approve``)."""
+    """The second person approves a list (批准批量登记). The one who uploaded cannot
+    (refused and audited). Audited (``risk.batch.approve``) and announced
+    (``risk.batch_approved``): the worker then asserts the facts a chunk at a time
+    (:func:`assert_batch_chunk`), so a long list neither holds a request nor SQLite's write
+    lock for seconds while gates scan."""
     who.require(Permission.OVERRIDE_APPROVE)
     batch = _batch_in_scope(session, who, batch_id)
     _waiting(batch)
@@ -390,16 +396,47 @@ def approve_batch(session: Session, who: Principal, batch_id: int) -> FactBatch:
             area_code=batch.area_code,
             detail={"reason": "same_person"},
         )
+    batch.status = "approving"
+    batch.decided_by = who.actor.ref
+    batch.decided_role = who.actor.role
+    batch.decided_at = clock.now()
+    batch.dry_run = dict(batch.dry_run) | {"approved_red": 0, "approved_yellow": 0}
+    session.flush()
+    detail = {"rows": len(batch.items), "requested_by": batch.requested_by}
+    record(
+        session,
+        who.actor,
+        "risk.batch.approve",
+        object_type="fact_batch",
+        object_id=batch.id,
+        area_code=batch.area_code,
+        detail=detail,
+    )
+    publish(session, TOPIC_BATCH_APPROVED, {"batch_id": batch.id} | detail, key=str(batch.id))
+    return batch
+
+
+def assert_batch_chunk(session: Session, batch_id: int, size: int = BATCH_CHUNK) -> bool:
+    """Assert the next ``size`` rows of an approved list as facts, in the approver's name
+    (source ``batch``; evidence the batch and its basis; from the contact date for the
+    batch's days; marked when it turns a green code); the compounds they touch recomputed
+    once. The last chunk marks the list approved, audited ``risk.batch.asserted`` with what
+    it turned. True when nothing is left to do; a chunk run twice asserts nothing twice."""
+    batch = session.get(FactBatch, batch_id, with_for_update=True)
+    if batch is None or batch.status != "approving":
+        return True
+    actor = Actor(batch.decided_by or "system", batch.decided_role, batch.area_code)
     evidence = {"batch_id": batch.id, "note": batch.note}
     turned: Counter[str] = Counter()
-    compounds: set[str] = set()  # each recomputed once, after every fact
-    for _row, subject, start_text, _area in batch.items:
+    compounds: set[str] = set()  # each recomputed once, after the chunk's facts
+    chunk = batch.items[batch.facts_asserted : batch.facts_asserted + size]
+    for _row, subject, start_text, _area in chunk:
         start = dt.datetime.fromisoformat(start_text)
         end = start + dt.timedelta(days=batch.days)
         colour = turns_green(session, subject, batch.kind, BATCH_SOURCE, start, end, None)
         assert_fact(
             session,
-            who.actor,
+            actor,
             subject=subject,
             kind=batch.kind,
             source=BATCH_SOURCE,
@@ -412,34 +449,31 @@ def approve_batch(session: Session, who: Principal, batch_id: int) -> FactBatch:
         )
         turned[colour or "none"] += 1
     recompute_compounds(session, compounds)
-    now = clock.now()
-    batch.status = "approved"
-    batch.decided_by = who.actor.ref
-    batch.decided_at = now
-    batch.facts_asserted = len(batch.items)
-    # What it did, beside what the dry run foresaw (people not judged then are now).
-    batch.dry_run = dict(batch.dry_run) | {
-        "approved_red": turned["red"],
-        "approved_yellow": turned["yellow"],
-    }
+    batch.facts_asserted += len(chunk)
+    counts = dict(batch.dry_run)
+    counts["approved_red"] = int(counts.get("approved_red", 0)) + turned["red"]
+    counts["approved_yellow"] = int(counts.get("approved_yellow", 0)) + turned["yellow"]
+    batch.dry_run = counts
+    done = batch.facts_asserted >= len(batch.items)
+    if done:
+        batch.status = "approved"
+        detail = {
+            "facts": batch.facts_asserted,
+            "turned_red": counts["approved_red"],
+            "turned_yellow": counts["approved_yellow"],
+        }
+        record(
+            session,
+            actor,
+            "risk.batch.asserted",
+            object_type="fact_batch",
+            object_id=batch.id,
+            area_code=batch.area_code,
+            detail=detail,
+        )
+        publish(session, TOPIC_BATCH_ASSERTED, {"batch_id": batch.id} | detail, key=str(batch.id))
     session.flush()
-    detail = {
-        "facts": batch.facts_asserted,
-        "turned_red": turned["red"],
-        "turned_yellow": turned["yellow"],
-        "requested_by": batch.requested_by,
-    }
-    record(
-        session,
-        who.actor,
-        "risk.batch.approve",
-        object_type="fact_batch",
-        object_id=batch.id,
-        area_code=batch.area_code,
-        detail=detail,
-    )
-    publish(session, TOPIC_BATCH_APPROVED, {"batch_id": batch.id} | detail, key=str(batch.id))
-    return batch
+    return done
 
 
 def reject_batch(session: Session, who: Principal, batch_id: int, *, reason: str) -> FactBatch:
@@ -503,6 +537,14 @@ def batch_view(session: Session, batch: FactBatch) -> FactBatchOut:
     """One list as shown, with who asked and decided by name."""
     names = actor_names(session, [batch.requested_by, batch.decided_by])
     return batch_out(batch, names, clock.now())
+
+
+def batch_card(session: Session, who: Principal, batch_id: int) -> FactBatchOut:
+    """One list in ``who``'s jurisdiction as shown, for its page to follow its progress
+    (counts and staff names only: not audited, as the list it refreshes was)."""
+    if not (who.can(Permission.OVERRIDE_APPROVE) or who.can(Permission.OVERRIDE_REQUEST)):
+        who.require(Permission.OVERRIDE_APPROVE)
+    return batch_view(session, _batch_in_scope(session, who, batch_id, lock=False))
 
 
 def rows_of(items: Sequence[tuple[str, str]]) -> list[ListRow]:

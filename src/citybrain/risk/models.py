@@ -210,8 +210,10 @@ class FactBatch(Base):
 
     ``items`` holds, per accepted row, its row number, the risk subject and the contact date
     (never the ID number); ``errors`` the rejected rows by row, field and what is wrong;
-    ``dry_run`` what approving would do. ``status``: requested → approved, or rejected; a
-    request nobody decides lapses after 72 hours.
+    ``dry_run`` what approving would do (and, once approved, what it did). ``status``:
+    requested → approving (the facts asserted a chunk at a time in the background,
+    ``facts_asserted`` so far) → approved, or rejected; a request nobody decides lapses after
+    72 hours.
     """
 
     __tablename__ = "risk_fact_batches"
@@ -230,6 +232,7 @@ class FactBatch(Base):
     requested_by: Mapped[str] = mapped_column(String(64))
     requested_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     decided_by: Mapped[str | None] = mapped_column(String(64))
+    decided_role: Mapped[str | None] = mapped_column(String(32))
     decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     decision_reason: Mapped[str | None] = mapped_column(String(200))
     facts_asserted: Mapped[int] = mapped_column(Integer, default=0)

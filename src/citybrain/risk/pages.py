@@ -115,6 +115,7 @@ TEXT: dict[str, tuple[str, str]] = {
         "is kept.",
     ),
     "batch_list": ("名单", "List"),
+    "batch_progress": ("正在登记：{done} / {total}", "Recording: {done} of {total}"),
     "batch_file": ("名单文件（.xlsx 或 .csv）", "List (.xlsx or .csv)"),
     "batch_upload": ("上传并试算", "Upload and dry-run"),
     "batch_rows": (
@@ -331,6 +332,7 @@ def _words(request: Request) -> dict[str, str]:
 
 BATCH_STATUS_LABELS: dict[str, tuple[str, str]] = {
     "requested": ("待批准", "awaiting approval"),
+    "approving": ("已批准，正在登记", "approved, recording"),
     "approved": ("已批准", "approved"),
     "rejected": ("已驳回", "turned down"),
     "lapsed": ("已失效", "lapsed"),
@@ -1247,6 +1249,28 @@ async def batch_upload(
             status_code=status,
             typed={"kind": kind, "note": note.replace("\x00", ""), "days": days},
         ),
+    )
+
+
+@router.get("/risk/batches/{batch_id}/card")
+def batch_card(
+    request: Request,
+    batch_id: RowId,
+    session: DB,
+    who: Annotated[Principal, Depends(require(Permission.OVERRIDE_REQUEST))],
+) -> Response:
+    """One list's card, which the page polls while the list's facts are being asserted."""
+    card = batches.batch_card(session, who, batch_id)
+    return _page(
+        request,
+        "risk/_batch_card.html",
+        {
+            "b": card,
+            "streets": geo_repository.names_of(session, card.dry_run.get("by_street", {})),
+            "errors_shown": BATCH_ERRORS_SHOWN,
+            "can": _can(who),
+            "me": who.actor.ref,
+        },
     )
 
 

@@ -23,8 +23,9 @@ from citybrain.kit import clock
 from citybrain.kit.db import get_database
 from citybrain.kit.logging import get_logger
 from citybrain.kit.sms import SmsNotSent, send_sms
-from citybrain.risk import service
+from citybrain.risk import batches, service
 from citybrain.risk.findings import facts_from_trace
+from citybrain.risk.models import FactBatch
 from citybrain.risk.rulesets import recompute_compounds_batch, recompute_subjects_batch
 from citybrain.risk.settings import risk_settings
 
@@ -50,6 +51,30 @@ def on_contacts_listed(session: Session, event: OutboxEvent) -> None:
     if payload.get("case_key") is None or not payload.get("result_path"):
         return
     contact_facts(int(payload["case_key"]), str(payload["result_path"]))
+
+
+@job(retries=3, retry_delay=10)
+def assert_batch(batch_id: int) -> int:
+    """Assert an approved list's facts (批量登记) a chunk at a time, each chunk its own
+    transaction: SQLite's write lock is let go between them, so gates go on scanning; a
+    retry starts where the last committed chunk ended. Returns the facts asserted."""
+    while True:
+        with get_database().unit_of_work(immediate=True) as session:
+            done = batches.assert_batch_chunk(session, batch_id)
+            batch = session.get(FactBatch, batch_id)
+            asserted = batch.facts_asserted if batch is not None else 0
+        if done:
+            break
+    log.info("risk.batch_asserted", batch_id=batch_id, facts=asserted)
+    return asserted
+
+
+@subscribe(batches.TOPIC_BATCH_APPROVED, name="risk.assert_batch")
+def on_batch_approved(session: Session, event: OutboxEvent) -> None:
+    """A list was approved: enqueue the job that asserts its facts."""
+    batch_id = (event.payload or {}).get("batch_id")
+    if isinstance(batch_id, int):
+        assert_batch(batch_id)
 
 
 @subscribe(service.TOPIC_COLOUR_CHANGED, name="risk.tell_colour_changed")
