@@ -76,7 +76,8 @@ def test_a_list_is_checked_row_by_row_and_counts_only_when_a_second_person_appro
         (10, "接触日期"),
     ]
     messages = [e["message_zh"] for e in batch.errors]
-    assert "校验" in messages[0] and messages[1] == "与第 2 行是同一人"
+    # What is wrong, not which digit: a rejected row keeps no piece of the number.
+    assert messages[0] == "身份证号码校验码错误" and messages[1] == "与第 2 行是同一人"
     assert messages[2] == "该人员不在您的辖区"
     assert "不能晚于今天" in messages[3] and "已超过 14 天" in messages[4]
     # A street sees no colour of someone outside the registry, not even counted.
@@ -301,3 +302,19 @@ def test_approving_a_list_hands_its_facts_to_the_worker(
     with fresh_database.unit_of_work() as session:
         assert service.colour_of(session, person.subject).colour == "red"
         assert session.get(FactBatch, batch_id).status == "approved"  # type: ignore[union-attr]
+
+
+def test_a_lists_people_are_cleared_after_the_facts_retention(session: Session, at: Any) -> None:
+    at(T0)
+    officer = make_user(session, "street_officer", STREET_A)
+    person = resident(session, officer)
+    batch = service_request(session, officer, _csv((person.id_number, ""), ("410105", "")))
+    batches.reject_batch(session, officer, batch.id, reason="名单有误，重新整理")
+    at(T0 + dt.timedelta(days=179))
+    assert batches.purge_expired_batch_lists(session) == 0
+    at(T0 + dt.timedelta(days=181))  # CITYBRAIN_RISK_FACT_RETENTION_DAYS: 180
+    assert batches.purge_expired_batch_lists(session) == 1
+    assert batch.items == [] and batch.errors == []
+    assert (batch.rows_total, batch.rows_accepted, batch.note) == (2, 1, "协查函 2026-118")
+    assert audits(session, "risk.batch_lists_purge")[-1].detail["deleted"] == 1
+    assert batches.purge_expired_batch_lists(session) == 0

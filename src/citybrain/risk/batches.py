@@ -31,7 +31,7 @@ from openpyxl import load_workbook
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from citybrain.core.audit.service import Actor, record
+from citybrain.core.audit.service import Actor, record, record_purge
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.authz.scope import covers, within
@@ -43,6 +43,7 @@ from citybrain.risk.kinds import FactKind, kind_label
 from citybrain.risk.models import FactBatch
 from citybrain.risk.schemas import BatchRowError, FactBatchOut
 from citybrain.risk.service import _denied, assert_fact, recompute_compounds, turns_green
+from citybrain.risk.settings import risk_settings
 from citybrain.risk.subjects import person_of_subject, subject_of_id_number
 
 BATCH_KINDS = (FactKind.CLOSE_CONTACT, FactKind.SECONDARY_CONTACT, FactKind.RISK_AREA_TRAVEL)
@@ -160,6 +161,23 @@ def _error(row: int, field: str, zh: str, en: str) -> dict[str, Any]:
     return {"row": row, "field": field, "message_zh": zh, "message_en": en}
 
 
+# What is wrong with an ID number, without the digits the check's own message quotes (its
+# area code, birth date or check digit are pieces of the number, and rejected rows are kept).
+ID_PROBLEMS = {
+    "(length)": ("身份证号码应为18位", "a resident ID has 18 characters"),
+    "(area code)": ("身份证号码地区码无效", "the ID's area code is not valid"),
+    "(birth date)": ("身份证号码出生日期无效", "the ID's birth date is not valid"),
+    "(checksum)": ("身份证号码校验码错误", "the ID's check character is wrong"),
+}
+
+
+def _id_problem(problem: InvalidInput) -> tuple[str, str]:
+    for marker, words in ID_PROBLEMS.items():
+        if problem.message_en.endswith(marker):
+            return words
+    return ("身份证号码格式有误", "the resident ID is malformed")
+
+
 def _start_of(text: str, days: int, now: dt.datetime) -> dt.datetime:
     """When a row's fact starts: the contact date's local midnight, or now."""
     if not text:
@@ -196,7 +214,7 @@ def check_rows(
         try:
             subject = subject_of_id_number(row.id_number)
         except InvalidInput as exc:
-            errors.append(_error(row.row, "身份证号码", exc.message_zh, exc.message_en))
+            errors.append(_error(row.row, "身份证号码", *_id_problem(exc)))
             continue
         try:
             start = _start_of(row.contact_date, days, now)
@@ -505,6 +523,36 @@ def reject_batch(session: Session, who: Principal, batch_id: int, *, reason: str
         detail={"reason": batch.decision_reason, "requested_by": batch.requested_by},
     )
     return batch
+
+
+def purge_expired_batch_lists(session: Session) -> int:
+    """Clear the people of every list uploaded longer ago than ``fact_retention_days`` and
+    decided (their subjects, and the rejected rows' numbers and reasons; the counts, basis and
+    who asked and decided stay, as the audit rows do): the facts they made follow their own
+    retention. Audited when any were cleared; returns how many lists. Never commits."""
+    days = risk_settings().fact_retention_days
+    before = clock.now() - dt.timedelta(days=days)
+    stale = session.scalars(
+        select(FactBatch).where(
+            FactBatch.requested_at < before,
+            FactBatch.status.in_(("requested", "approved", "rejected")),
+        )
+    )
+    cleared = 0
+    for batch in stale:
+        if batch.items or batch.errors:
+            batch.items, batch.errors = [], []
+            cleared += 1
+    session.flush()
+    record_purge(
+        session,
+        "risk.batch_lists_purge",
+        object_type="fact_batch",
+        deleted=cleared,
+        before=before,
+        retention_days=days,
+    )
+    return cleared
 
 
 def batch_out(batch: FactBatch, names: dict[str, str], now: dt.datetime) -> FactBatchOut:

@@ -208,10 +208,12 @@ def purge_risk_notifications() -> None:
 
 
 def purge_old_facts() -> int:
-    """Delete the facts of persons at rest past their retention period; returns how many."""
+    """Delete the facts of persons at rest past their retention period, and clear the
+    people of the lists uploaded as long ago; returns how many facts."""
     with get_database().unit_of_work(immediate=True) as session:
         purged = service.purge_expired_facts(session)
-    log.info("risk.facts_purged", count=purged)
+        lists = batches.purge_expired_batch_lists(session)
+    log.info("risk.facts_purged", count=purged, lists=lists)
     return purged
 
 
