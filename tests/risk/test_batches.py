@@ -179,9 +179,11 @@ def _xlsx(numbers: list[str]) -> bytes:
     book = Workbook()
     sheet = book.active
     assert sheet is not None
-    sheet.append(["身份证号码", "接触日期"])
-    for number in numbers:
-        sheet.append([number, dt.date(2026, 2, 28)])
+    sheet.append(["CA1234 航班密接人员名单"])  # a title above the header, as lists come
+    sheet.append(["序号", "身份证号码 *", "接触日期"])
+    for n, number in enumerate(numbers, start=1):
+        sheet.append([n, number, dt.date(2026, 2, 28)])
+    sheet.append([len(numbers) + 1, 410105199001011234, dt.date(2026, 2, 28)])  # as a number
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()
@@ -217,7 +219,8 @@ def test_an_excel_list_is_uploaded_on_the_page_and_approved_by_the_command_centr
     page = client.get("/risk/batches").text
     batch_id = int(re.findall(r'data-testid="batch-(\d+)"', page)[0])
     rows = re.search(rf'data-testid="rows-of-batch-{batch_id}">([^<]+)', page)
-    assert rows is not None and rows.group(1) == "共 4 行：可登记 3 人，有误 1 行"
+    assert rows is not None and rows.group(1) == "共 5 行：可登记 3 人，有误 2 行"
+    assert "身份证号码被 Excel 存成了数字" in page
     assert "转红码 3 人" in page and "经八路街道 3" in page
     assert f'data-testid="approve-batch-{batch_id}"' not in page  # not the sender's to approve
 
@@ -244,7 +247,7 @@ def test_an_excel_list_is_uploaded_on_the_page_and_approved_by_the_command_centr
 
     listed = client.get("/api/v1/risk/batches", headers=bearer(session, commander.id)).json()
     assert listed["total"] == 1 and listed["items"][0]["facts_asserted"] == 3
-    assert listed["items"][0]["errors"][0]["row"] == 5
+    assert [e["row"] for e in listed["items"][0]["errors"]] == [6, 7]  # under title and header
 
 
 def test_a_list_over_the_api(client: TestClient, session: Session) -> None:

@@ -52,6 +52,7 @@ BATCH_HOURS = 72  # a request nobody decides lapses after this
 BATCH_SOURCE = "batch"
 ID_HEADERS = ("身份证号码", "公民身份号码", "身份证号", "身份证", "id_number")
 DATE_HEADERS = ("接触日期", "日期", "contact_date", "date")
+HEADER_ROWS_SEARCHED = 5  # a title row or two often stands above a list's header
 DATE_FORMATS = ("%Y-%m-%d", "%Y/%m/%d", "%Y%m%d", "%Y.%m.%d")
 TOPIC_BATCH_REQUESTED = "risk.batch_requested"
 TOPIC_BATCH_APPROVED = "risk.batch_approved"
@@ -61,12 +62,14 @@ BATCH_CHUNK = 100  # rows a transaction of the worker asserts
 
 @dataclass(frozen=True)
 class ListRow:
-    """One row of an uploaded list as read: its row number in the file (the header is row 1)
-    and the cells that matter, as text."""
+    """One row of an uploaded list as read: its row number in the file and the cells that
+    matter, as text; ``id_as_number`` when a workbook holds the ID number as a number (Excel
+    keeps 15 digits of it: the rest is lost)."""
 
     row: int
     id_number: str
     contact_date: str
+    id_as_number: bool = False
 
 
 def _bad_file(zh: str, en: str) -> InvalidInput:
@@ -85,9 +88,9 @@ def _text(value: object) -> str:
     return str(value).strip()
 
 
-def _table(content: bytes) -> list[list[str]]:
-    """The file's rows as text: an Excel workbook's first sheet, else CSV in UTF-8 or GB18030
-    (what Excel in Chinese saves)."""
+def _table(content: bytes) -> list[list[object]]:
+    """The file's rows: an Excel workbook's first sheet as its cells' values, else CSV in
+    UTF-8 or GB18030 (what Excel in Chinese saves) as text."""
     if content[:2] == b"PK":
         try:
             sheet = load_workbook(io.BytesIO(content), read_only=True, data_only=True).worksheets[0]
@@ -96,10 +99,10 @@ def _table(content: bytes) -> list[list[str]]:
                 "无法读取该 Excel 文件，请另存为 .xlsx 或 CSV 后再上传",
                 "the Excel file cannot be read; save it as .xlsx or CSV and upload again",
             ) from exc
-        rows: list[list[str]] = []
+        rows: list[list[object]] = []
         for cells in sheet.iter_rows(values_only=True):
-            rows.append([_text(c) for c in cells])
-            if len(rows) > BATCH_MAX_ROWS + 1:
+            rows.append(list(cells))
+            if len(rows) > BATCH_MAX_ROWS + HEADER_ROWS_SEARCHED:
                 break
         return rows
     for encoding in ("utf-8-sig", "gb18030"):
@@ -113,40 +116,54 @@ def _table(content: bytes) -> list[list[str]]:
     return [[c.strip() for c in row] for row in csv.reader(io.StringIO(decoded))]
 
 
+def _heading(value: object) -> str:
+    """A header cell as compared: no spaces, no required-field star, lower case."""
+    return "".join(_text(value).split()).strip("*＊").lower()
+
+
 def read_list(content: bytes) -> list[ListRow]:
-    """The rows of an uploaded list (``.xlsx`` or CSV): the first row names the columns, one
-    of them the resident ID number (身份证号码), optionally one the contact date (接触日期).
-    Blank rows are skipped. Refused as a whole, on the field ``file``, when empty,
-    unreadable, without an ID column, or longer than :data:`BATCH_MAX_ROWS` rows."""
+    """The rows of an uploaded list (``.xlsx`` or CSV) under its header — the first of the
+    first :data:`HEADER_ROWS_SEARCHED` rows naming a resident ID column (身份证号码), which
+    may have a title above it; optionally a contact-date column (接触日期). Rows keep their
+    numbers in the file; blank ones are skipped. Refused as a whole, on the field ``file``,
+    when empty, unreadable, without an ID column, or longer than :data:`BATCH_MAX_ROWS`."""
     if not content:
         raise _bad_file("请选择要上传的名单文件", "choose the list to upload")
     table = _table(content)
     if not table:
         raise _bad_file("文件是空的", "the file is empty")
-    header = [h.strip().lower() for h in table[0]]
+    names = [n.lower() for n in ID_HEADERS]
+    headers = [[_heading(c) for c in cells] for cells in table[:HEADER_ROWS_SEARCHED]]
+    top = next((i for i, h in enumerate(headers) if any(n in h for n in names)), None)
+    if top is None:
+        raise _bad_file(
+            f"前{HEADER_ROWS_SEARCHED}行中没有表头“身份证号码”（可另有“接触日期”一列）",
+            f"no header “身份证号码” in the first {HEADER_ROWS_SEARCHED} rows "
+            "(optionally “接触日期”)",
+        )
 
-    def column(names: Sequence[str]) -> int | None:
-        for name in names:
+    header = headers[top]
+
+    def column(options: Sequence[str]) -> int | None:
+        for name in options:
             if name.lower() in header:
                 return header.index(name.lower())
         return None
 
-    id_column = column(ID_HEADERS)
-    if id_column is None:
-        raise _bad_file(
-            "第1行应为表头，且有“身份证号码”一列（可另有“接触日期”一列）",
-            "row 1 must be the header with a column “身份证号码” (and optionally “接触日期”)",
-        )
-    date_column = column(DATE_HEADERS)
+    id_column, date_column = column(ID_HEADERS), column(DATE_HEADERS)
     rows = []
-    for number, cells in enumerate(table[1:], start=2):
-        if not any(cells):
+    for number, cells in enumerate(table[top + 1 :], start=top + 2):
+        if not any(_text(c) for c in cells):
             continue
 
-        def cell(index: int | None, cells: list[str] = cells) -> str:
-            return cells[index] if index is not None and index < len(cells) else ""
+        def cell(index: int | None, cells: list[object] = cells) -> object:
+            return cells[index] if index is not None and index < len(cells) else None
 
-        rows.append(ListRow(number, cell(id_column), cell(date_column)))
+        raw_id = cell(id_column)
+        as_number = isinstance(raw_id, int | float) and not isinstance(raw_id, bool)
+        rows.append(
+            ListRow(number, "" if as_number else _text(raw_id), _text(cell(date_column)), as_number)
+        )
     if not rows:
         raise _bad_file("名单中没有人员", "the list holds nobody")
     if len(rows) > BATCH_MAX_ROWS:
@@ -211,6 +228,17 @@ def check_rows(
     errors: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
     for row in rows:
+        if row.id_as_number:
+            errors.append(
+                _error(
+                    row.row,
+                    "身份证号码",
+                    "身份证号码被 Excel 存成了数字，15位以后已丢失：请把该列设为文本后重新填写",
+                    "Excel holds the ID number as a number and lost its digits past the 15th: "
+                    "format the column as text and enter it again",
+                )
+            )
+            continue
         try:
             subject = subject_of_id_number(row.id_number)
         except InvalidInput as exc:
