@@ -181,18 +181,16 @@ def _error(row: int, field: str, zh: str, en: str) -> dict[str, Any]:
 # What is wrong with an ID number, without the digits the check's own message quotes (its
 # area code, birth date or check digit are pieces of the number, and rejected rows are kept).
 ID_PROBLEMS = {
-    "(length)": ("身份证号码应为18位", "a resident ID has 18 characters"),
-    "(area code)": ("身份证号码地区码无效", "the ID's area code is not valid"),
-    "(birth date)": ("身份证号码出生日期无效", "the ID's birth date is not valid"),
-    "(checksum)": ("身份证号码校验码错误", "the ID's check character is wrong"),
+    "id_length": ("身份证号码应为18位", "a resident ID has 18 characters"),
+    "id_characters": ("身份证号码前17位应为数字，末位为数字或X", "17 digits then a digit or X"),
+    "id_area_code": ("身份证号码地区码无效", "the ID's area code is not valid"),
+    "id_birth_date": ("身份证号码出生日期无效", "the ID's birth date is not valid"),
+    "id_checksum": ("身份证号码校验码错误", "the ID's check character is wrong"),
 }
 
 
 def _id_problem(problem: InvalidInput) -> tuple[str, str]:
-    for marker, words in ID_PROBLEMS.items():
-        if problem.message_en.endswith(marker):
-            return words
-    return ("身份证号码格式有误", "the resident ID is malformed")
+    return ID_PROBLEMS.get(problem.code, ("身份证号码格式有误", "the resident ID is malformed"))
 
 
 def _start_of(text: str, days: int, now: dt.datetime) -> dt.datetime:
