@@ -840,3 +840,11 @@ def tiers_scoped(
         .limit(limit)
     )
     return [(tier, name, community) for tier, name, community in rows]
+
+
+def has_notification(session: Session, subject: str, kind: str) -> bool:
+    """Whether ``subject`` was ever left a notification of ``kind``."""
+    found = select(RiskNotification.id).where(
+        RiskNotification.subject == subject, RiskNotification.kind == kind
+    )
+    return session.scalar(found.limit(1)) is not None

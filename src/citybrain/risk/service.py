@@ -1330,6 +1330,16 @@ def _notify(session: Session, subject: str, kind: str, text_zh: str, text_en: st
     )
 
 
+def leave_notice(session: Session, subject: str, kind: str, text_zh: str, text_en: str) -> bool:
+    """Leave a message of ``kind`` for the person once (shown on their code page and texted
+    to their phone, as every notification); False when they already have one of that kind."""
+    check_subject(subject)
+    if repository.has_notification(session, subject, kind):
+        return False
+    _notify(session, subject, kind, text_zh, text_en)
+    return True
+
+
 # What a person is asked to do when the rules turn their code (Chinese, English).
 COLOUR_ADVICE: dict[str, tuple[str, str]] = {
     "red": (

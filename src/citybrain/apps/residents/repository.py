@@ -441,3 +441,14 @@ def purge_reports_before(session: Session, before: dt.date) -> int:
         )
     )
     return rows_affected(result)
+
+
+def household_members_born_on(session: Session, days: list[dt.date]) -> list[Person]:
+    """The registered persons in a household born on one of ``days``."""
+    return list(
+        session.scalars(
+            select(Person)
+            .where(Person.birth_date.in_(days), Person.household_id.is_not(None))
+            .order_by(Person.id)
+        )
+    )

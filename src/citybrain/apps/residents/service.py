@@ -9,6 +9,7 @@ listed and revoked through ``healthcode.passes``, which the gate decision consul
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import secrets
 from collections.abc import Callable
@@ -1122,6 +1123,58 @@ ALREADY_INVITED = (
 
 # ---------------------------------------------------------------------------------------------
 # Adult members' consent (成年家庭成员本人确认)
+
+
+COMING_OF_AGE = "coming_of_age"
+COMING_OF_AGE_TEXT = (
+    "您已年满18周岁。您由家人代为登记在本户：今后可以用本人手机号管理自己的健康码"
+    "（在登录页“手机号已更换，或登记时未留本人手机号？”中登记本人手机号），"
+    "是否留在本户也由您本人决定（可在“我的家庭”中退出本户）。",
+    "You have turned 18. A family member registered you in this household: you can now manage "
+    "your own health code with your own phone (register it on the login page, under “changed "
+    "your phone, or registered without one of your own?”), and whether you stay in this "
+    "household is yours to decide (you can leave it under “my household”).",
+)
+
+
+def _born_years_before(today: dt.date, years: int) -> list[dt.date]:
+    """The birthdays that make ``years`` today: 29 February's children come of age on
+    1 March in a year without one."""
+    year = today.year - years
+    try:
+        days = [today.replace(year=year)]
+    except ValueError:  # 29 February today, and not in that year
+        days = []
+    if (
+        (today.month, today.day) == (3, 1)
+        and calendar.isleap(year)
+        and not calendar.isleap(today.year)
+    ):
+        days.append(dt.date(year, 2, 29))
+    return days
+
+
+def tell_coming_of_age(session: Session, today: dt.date | None = None) -> int:
+    """Tell each household member who turns 18 today that their code and their place in the
+    household are now theirs (成年提醒): a member registered as a child by a guardian never
+    consented as an adult. The notice shows on their code page and goes to the phone on their
+    registration; nobody is told twice. Audited (a count, no names); returns how many."""
+    today = today or clock.today_local()
+    told = 0
+    for person in repository.household_members_born_on(
+        session, _born_years_before(today, ADULT_AGE)
+    ):
+        if risk.leave_notice(session, subject_of(person), COMING_OF_AGE, *COMING_OF_AGE_TEXT):
+            told += 1
+    if told:
+        record(
+            session,
+            SYSTEM,
+            "residents.coming_of_age",
+            object_type="person",
+            detail={"told": told, "day": today.isoformat()},
+        )
+    return told
 
 
 def is_adult(id_number: str, today: dt.date) -> bool:

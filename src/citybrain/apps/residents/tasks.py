@@ -2,14 +2,19 @@
 rate-limit window has passed (they hold a pseudonymous key and an address, nothing more),
 one-time SMS codes a day after they were sent (the daily limit no longer needs them), adult
 members' invitations whose consent never came, and daily health reports past their retention
-period."""
+period; and, each morning, telling the household members who turn 18 that their code and
+their place in the household are now theirs."""
 
 from __future__ import annotations
 
 import datetime as dt
 
 from citybrain.apps.residents.repository import purge_failures_before, purge_sms_codes_before
-from citybrain.apps.residents.service import purge_expired_reports, purge_lapsed_invitations
+from citybrain.apps.residents.service import (
+    purge_expired_reports,
+    purge_lapsed_invitations,
+    tell_coming_of_age,
+)
 from citybrain.core.jobs.queue import schedule
 from citybrain.kit import clock
 from citybrain.kit.db import get_database
@@ -65,3 +70,17 @@ def purge_old_reports() -> int:
 def purge_resident_health_reports() -> None:
     """At 03:50 in the city: delete the daily health reports past their retention period."""
     purge_old_reports()
+
+
+def tell_members_coming_of_age() -> int:
+    """Tell today's household members who turn 18; returns how many."""
+    with get_database().unit_of_work() as session:
+        told = tell_coming_of_age(session)
+    log.info("residents told of coming of age", count=told)
+    return told
+
+
+@schedule(minute="0", hour="8")
+def tell_residents_coming_of_age() -> None:
+    """At 08:00 in the city: tell the household members who turn 18 today (成年提醒)."""
+    tell_members_coming_of_age()

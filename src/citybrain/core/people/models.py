@@ -41,7 +41,8 @@ class Person(Base):
     # Not unique: families share a phone.
     phone_bidx: Mapped[str | None] = mapped_column(String(64), index=True)
     name_bidx: Mapped[str] = mapped_column(String(64), index=True)
-    birth_date: Mapped[dt.date] = mapped_column(Date)
+    # Indexed for the daily look for the household members who turn 18 (成年提醒).
+    birth_date: Mapped[dt.date] = mapped_column(Date, index=True)
     sex: Mapped[str] = mapped_column(String(1))
     household_id: Mapped[int | None] = mapped_column(ForeignKey("households.id"), index=True)
     area_code: Mapped[str] = mapped_column(String(15), index=True)
