@@ -59,18 +59,17 @@ def test_a_list_is_checked_row_by_row_and_counts_only_when_a_second_person_appro
         (already_red.id_number, ""),
         (_wrong_check_digit(green.id_number), ""),
         (green.id_number, ""),  # the same person again
-        (neighbour.id_number, ""),  # another street's
+        (neighbour.id_number, ""),  # another street's: kept, the city approves
         (stranger, ""),  # a visitor, not in the registry: kept
         (stranger, "2026-03-09"),  # ahead of today
         (stranger, "2026-01-02"),  # the fact would have ended
         (stranger, "27/02/2026"),
     )
     batch = service_request(session, officer, content)
-    assert (batch.rows_total, batch.rows_accepted) == (9, 3)
+    assert (batch.rows_total, batch.rows_accepted) == (9, 4)
     assert [(e["row"], e["field"]) for e in batch.errors] == [
         (4, "身份证号码"),
         (5, "身份证号码"),
-        (6, "身份证号码"),
         (8, "接触日期"),
         (9, "接触日期"),
         (10, "接触日期"),
@@ -78,20 +77,20 @@ def test_a_list_is_checked_row_by_row_and_counts_only_when_a_second_person_appro
     messages = [e["message_zh"] for e in batch.errors]
     # What is wrong, not which digit: a rejected row keeps no piece of the number.
     assert messages[0] == "身份证号码校验码错误" and messages[1] == "与第 2 行是同一人"
-    assert messages[2] == "该人员不在您的辖区"
-    assert "不能晚于今天" in messages[3] and "已超过 14 天" in messages[4]
-    # A street sees no colour of someone outside the registry, not even counted.
+    assert "不能晚于今天" in messages[2] and "已超过 14 天" in messages[3]
+    # A street learns no colour outside its jurisdiction: the neighbour's and the visitor's
+    # are judged only when the city approves.
     assert batch.dry_run == {
         "turns_red": 1,
         "turns_yellow": 0,
         "unchanged": 1,
-        "registered": 2,
+        "registered": 3,
         "unregistered": 1,
-        "unregistered_judged": False,
-        "by_street": {STREET_A: 2},
+        "not_judged": 2,
+        "by_street": {STREET_A: 2, STREET_B: 1},
     }
     assert green.id_number not in repr(batch.items) + repr(batch.errors)  # no number kept
-    assert audits(session, "risk.batch.request")[-1].detail["rejected"] == 6
+    assert audits(session, "risk.batch.request")[-1].detail["rejected"] == 5
     assert service.colour_of(session, green.subject).colour == "green"  # nothing counts yet
 
     with pytest.raises(PermissionDenied):
@@ -103,7 +102,7 @@ def test_a_list_is_checked_row_by_row_and_counts_only_when_a_second_person_appro
     assert not batches.assert_batch_chunk(session, batch.id, size=2)
     assert approved.facts_asserted == 2 and approved.status == "approving"
     assert batches.assert_batch_chunk(session, batch.id, size=2)
-    assert approved.status == "approved" and approved.facts_asserted == 3
+    assert approved.status == "approved" and approved.facts_asserted == 4
     assert batches.assert_batch_chunk(session, batch.id)  # run again: nothing more
     fact = session.scalars(
         select(Fact).where(Fact.subject == green.subject, Fact.kind == "close_contact")
@@ -115,7 +114,8 @@ def test_a_list_is_checked_row_by_row_and_counts_only_when_a_second_person_appro
     # Two people approved it: nobody's daily hand turns are used up.
     since = T0 - 24 * HOUR
     assert repository.codes_turned_by_since(session, commander.actor.ref, since) == 0
-    assert audits(session, "risk.batch.asserted")[-1].detail["turned_red"] == 2  # the visitor
+    # The visitor and the neighbour too, judged now.
+    assert audits(session, "risk.batch.asserted")[-1].detail["turned_red"] == 3
     visitor = batches.subject_of_id_number(stranger)
     assert service.colour_of(session, visitor).colour == "red"
     turns = service.hand_turns(session, commander, days=1)
@@ -140,7 +140,8 @@ def test_the_one_who_uploaded_cannot_approve_and_a_list_lapses_or_is_taken_back(
     person = resident(session, officer)
     unregistered = next_synthetic().id_number
     own = service_request(session, commander, _csv((person.id_number, ""), (unregistered, "")))
-    assert own.dry_run["unregistered"] == 1 and own.dry_run["turns_red"] == 2  # judged
+    assert own.dry_run["unregistered"] == 1 and own.dry_run["turns_red"] == 2  # the city's
+    assert own.dry_run["not_judged"] == 0
     with pytest.raises(Conflict) as alone:
         batches.approve_batch(session, commander, own.id)
     assert alone.value.code == "batch_needs_second_person"

@@ -4,13 +4,12 @@ The CDC hands over a flight's close contacts, a venue's visitors in a risk windo
 lake may not hold, too many for one officer to record by hand (one account may turn
 ``CITYBRAIN_RISK_HAND_TURN_DAILY_LIMIT`` green codes a day). One account uploads the list
 (Excel or CSV: a column of resident ID numbers, optionally the contact date) with its basis;
-every row is checked — a wrong ID, a date in the future or too long ago, a repeat, a person
-outside the jurisdiction is rejected by row and field, and the rest kept — and a dry run says
-how many codes approving would turn. Nothing counts until a second account that may approve
-manual colours approves it; then the worker makes each accepted row a fact (source ``batch``,
-evidence the batch and its basis), a chunk a transaction, listed in the register of hand
-turns, not counted against either account's daily limit. A request nobody decides lapses
-after 72 hours.
+every row is checked — a wrong ID, a date in the future or too long ago, a repeat is rejected
+by row and field, and the rest kept — and a dry run says how many codes approving would turn.
+Nothing counts until a second account that may approve manual colours approves it; then the
+worker makes each accepted row a fact (source ``batch``, evidence the batch and its basis), a
+chunk a transaction, listed in the register of hand turns, not counted against either
+account's daily limit. A request nobody decides lapses after 72 hours.
 
 ID numbers are turned into risk subjects as they are read; neither the file nor a number is
 kept, and the rejected rows keep only their row number and what was wrong.
@@ -216,11 +215,12 @@ def _start_of(text: str, days: int, now: dt.datetime) -> dt.datetime:
 def check_rows(
     session: Session, who: Principal, rows: Sequence[ListRow], days: int
 ) -> tuple[list[list[Any]], list[dict[str, Any]]]:
-    """Each row's subject and start, or what is wrong with it (row, field): an ID number that
-    fails its checks, a contact date that is unreadable, ahead or so long ago the fact would
-    already have ended, a repeat of an earlier row, a registered person outside ``who``'s
-    jurisdiction. Someone not in the registry (a visitor on the flight) is kept: the
-    command centre's approval reaches them."""
+    """Each row's subject, start and where the registry places them, or what is wrong with
+    it (row, field): an ID number that fails its checks, a contact date that is unreadable,
+    ahead or so long ago the fact would already have ended, a repeat of an earlier row. People
+    outside ``who``'s jurisdiction or not in the registry (a flight's passengers live all over
+    the city, or elsewhere) are kept: the command centre's approval reaches them, and the
+    list says nothing of them to ``who`` but how many (:func:`_dry_run`)."""
     now = clock.now()
     items: list[list[Any]] = []
     errors: list[dict[str, Any]] = []
@@ -267,11 +267,6 @@ def check_rows(
             continue
         seen[subject] = row.row
         person = person_of_subject(session, subject)
-        if person is not None and not covers(who, person.area_code):
-            errors.append(
-                _error(row.row, "身份证号码", "该人员不在您的辖区", "outside your jurisdiction")
-            )
-            continue
         items.append([row.row, subject, start.isoformat(), person.area_code if person else None])
     return items, errors
 
@@ -280,21 +275,21 @@ def _dry_run(
     session: Session, who: Principal, kind: str, days: int, items: Sequence[list[Any]]
 ) -> dict[str, Any]:
     """What approving would do now: codes turned red or yellow, codes that stay as they
-    are, registered and not, and how many in each street. The colours of people not in the
-    registry are judged only for a city-level account (below it they lie in nobody's
-    jurisdiction: a list of one would tell a street someone's colour); for others they are
-    judged when the command centre approves."""
-    judge_unregistered = len(who.area_code) <= 4
+    are, registered and not, and how many in each street. Only the colours of people inside
+    ``who``'s jurisdiction are judged (all of them for the city): anyone else's colour is not
+    ``who``'s to learn — a list of one would tell it — and is judged when the command centre
+    approves."""
     turned: Counter[str] = Counter()
     streets: Counter[str] = Counter()
-    unregistered = 0
+    unregistered = not_judged = 0
     for _row, subject, start_text, area in items:
         if area:
             streets[area[:9]] += 1
         else:
             unregistered += 1
-            if not judge_unregistered:
-                continue
+        if not (covers(who, area) or len(who.area_code) <= 4):
+            not_judged += 1
+            continue
         start = dt.datetime.fromisoformat(start_text)
         colour = turns_green(
             session, subject, kind, BATCH_SOURCE, start, start + dt.timedelta(days=days), None
@@ -306,7 +301,7 @@ def _dry_run(
         "unchanged": turned["none"],
         "registered": len(items) - unregistered,
         "unregistered": unregistered,
-        "unregistered_judged": judge_unregistered,
+        "not_judged": not_judged,
         "by_street": dict(sorted(streets.items())),
     }
 

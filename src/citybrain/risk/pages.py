@@ -130,8 +130,9 @@ TEXT: dict[str, tuple[str, str]] = {
     ),
     "batch_streets": ("按街道", "By street"),
     "batch_unjudged": (
-        "未登记人员的颜色在指挥部批准时判定",
-        "the colours of people not registered are judged when the command centre approves",
+        "其中辖区外或未登记的 {n} 人，颜色在指挥部批准时判定",
+        "the colours of {n} outside the jurisdiction or not registered are judged when the "
+        "command centre approves",
     ),
     "batch_errors": ("有误的行（{n}）", "Wrong rows ({n})"),
     "batch_done": (
