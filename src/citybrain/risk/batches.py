@@ -372,17 +372,31 @@ def request_batch(
         "turns_red": batch.dry_run["turns_red"],
         "turns_yellow": batch.dry_run["turns_yellow"],
     }
+    _audit_and_announce(
+        session, who.actor, batch, "risk.batch.request", TOPIC_BATCH_REQUESTED, counts
+    )
+    return batch
+
+
+def _audit_and_announce(
+    session: Session,
+    actor: Actor,
+    batch: FactBatch,
+    action: str,
+    topic: str,
+    detail: dict[str, Any],
+) -> None:
+    """A list's step: its audit row and its event (counts only), in the caller's transaction."""
     record(
         session,
-        who.actor,
-        "risk.batch.request",
+        actor,
+        action,
         object_type="fact_batch",
         object_id=batch.id,
-        area_code=who.area_code,
-        detail=counts,
+        area_code=batch.area_code,
+        detail=detail,
     )
-    publish(session, TOPIC_BATCH_REQUESTED, {"batch_id": batch.id} | counts, key=str(batch.id))
-    return batch
+    publish(session, topic, {"batch_id": batch.id} | detail, key=str(batch.id))
 
 
 def _lapsed(batch: FactBatch, now: dt.datetime) -> bool:
@@ -442,16 +456,9 @@ def approve_batch(session: Session, who: Principal, batch_id: int) -> FactBatch:
     batch.dry_run = dict(batch.dry_run) | {"approved_red": 0, "approved_yellow": 0}
     session.flush()
     detail = {"rows": len(batch.items), "requested_by": batch.requested_by}
-    record(
-        session,
-        who.actor,
-        "risk.batch.approve",
-        object_type="fact_batch",
-        object_id=batch.id,
-        area_code=batch.area_code,
-        detail=detail,
+    _audit_and_announce(
+        session, who.actor, batch, "risk.batch.approve", TOPIC_BATCH_APPROVED, detail
     )
-    publish(session, TOPIC_BATCH_APPROVED, {"batch_id": batch.id} | detail, key=str(batch.id))
     return batch
 
 
@@ -501,16 +508,9 @@ def assert_batch_chunk(session: Session, batch_id: int, size: int = BATCH_CHUNK)
             "turned_red": counts["approved_red"],
             "turned_yellow": counts["approved_yellow"],
         }
-        record(
-            session,
-            actor,
-            "risk.batch.asserted",
-            object_type="fact_batch",
-            object_id=batch.id,
-            area_code=batch.area_code,
-            detail=detail,
+        _audit_and_announce(
+            session, actor, batch, "risk.batch.asserted", TOPIC_BATCH_ASSERTED, detail
         )
-        publish(session, TOPIC_BATCH_ASSERTED, {"batch_id": batch.id} | detail, key=str(batch.id))
     session.flush()
     return done
 
