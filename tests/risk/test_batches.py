@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from openpyxl import Workbook
+from openpyxl import Workbook, load_workbook
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from tests.factories import STREET_A, STREET_B, make_user, next_synthetic
@@ -245,6 +245,28 @@ def test_an_excel_list_is_uploaded_on_the_page_and_approved_by_the_command_centr
     page = client.get("/risk/batches").text
     assert "已登记事实 3 条：转红码 3 人" in page and "已批准" in page
     assert 'data-testid="batches-waiting"' not in client.get("/risk").text
+    exported = client.get("/risk/batches/export.xlsx")
+    assert exported.status_code == 200
+    book = load_workbook(io.BytesIO(exported.content)).active
+    assert book is not None
+    rows = list(book.iter_rows(values_only=True))
+    assert rows[0][:5] == ("编号", "类型", "依据", "天数", "状态")
+    assert rows[1][:12] == (
+        batch_id,
+        "密切接触者",
+        "协查函 2026-120",
+        14,
+        "已批准",
+        5,
+        3,
+        2,
+        3,
+        0,
+        3,
+        3,
+    )
+    assert "listsender" in str(rows[1][12]) and "listapprover" in str(rows[1][14])
+    assert audits(session, "risk.batches.export")[-1].detail["results"] == 1
 
     listed = client.get("/api/v1/risk/batches", headers=bearer(session, commander.id)).json()
     assert listed["total"] == 1 and listed["items"][0]["facts_asserted"] == 3

@@ -638,10 +638,15 @@ def batches_waiting(session: Session, who: Principal) -> int:
 
 
 def batches_scoped(
-    session: Session, who: Principal, *, offset: int = 0, limit: int = 30
+    session: Session,
+    who: Principal,
+    *,
+    offset: int = 0,
+    limit: int = 30,
+    action: str = "risk.batches.list",
 ) -> tuple[int, list[FactBatchOut]]:
     """The lists uploaded in ``who``'s jurisdiction, newest first, and how many; reading
-    them is audited (``risk.batches.list``)."""
+    them is audited (``action``; ``risk.batches.export`` for the spreadsheet)."""
     if not (who.can(Permission.OVERRIDE_APPROVE) or who.can(Permission.OVERRIDE_REQUEST)):
         who.require(Permission.OVERRIDE_APPROVE)
     where = within(FactBatch.area_code, who.area_code)
@@ -659,7 +664,7 @@ def batches_scoped(
     record(
         session,
         who.actor,
-        "risk.batches.list",
+        action,
         object_type="fact_batch",
         area_code=who.area_code,
         detail={"offset": offset, "results": len(rows)},
