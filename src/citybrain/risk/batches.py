@@ -41,7 +41,13 @@ from citybrain.kit.errors import Conflict, InvalidInput, NotFound
 from citybrain.risk.kinds import FactKind, kind_label
 from citybrain.risk.models import FactBatch
 from citybrain.risk.schemas import BatchRowError, FactBatchOut
-from citybrain.risk.service import _denied, assert_fact, recompute_compounds, turns_green
+from citybrain.risk.service import (
+    _denied,
+    assert_fact,
+    may_read_overrides,
+    recompute_compounds,
+    turns_green,
+)
 from citybrain.risk.settings import risk_settings
 from citybrain.risk.subjects import person_of_subject, subject_of_id_number
 
@@ -193,22 +199,27 @@ def _id_problem(problem: InvalidInput) -> tuple[str, str]:
 
 
 def _start_of(text: str, days: int, now: dt.datetime) -> dt.datetime:
-    """When a row's fact starts: the contact date's local midnight, or now."""
+    """When a row's fact starts: the contact date's local midnight, or now; refused (on the
+    column 接触日期) when unreadable, after today, or so long ago the fact would have ended."""
     if not text:
         return now
+    day = None
     for pattern in DATE_FORMATS:
         try:
             day = dt.datetime.strptime(text, pattern).date()
             break
         except ValueError:
             continue
-    else:
-        raise ValueError("format")
+    if day is None:
+        raise InvalidInput("接触日期应为 2026-11-20 这样的日期", "the date reads like 2026-11-20")
     if day > clock.today_local():
-        raise ValueError("future")
-    start = clock.as_utc(dt.datetime.combine(day, dt.time(), tzinfo=clock.CHINA_TZ))
+        raise InvalidInput("接触日期不能晚于今天", "the contact date is after today")
+    start = clock.local_midnight(day)
     if start + dt.timedelta(days=days) <= now:
-        raise ValueError("past")
+        raise InvalidInput(
+            f"接触日期距今已超过 {days} 天，事实已经结束",
+            f"the contact is more than {days} days ago; the fact would have ended",
+        )
     return start
 
 
@@ -244,16 +255,8 @@ def check_rows(
             continue
         try:
             start = _start_of(row.contact_date, days, now)
-        except ValueError as why:
-            words = {
-                "format": ("接触日期应为 2026-11-20 这样的日期", "the date reads like 2026-11-20"),
-                "future": ("接触日期不能晚于今天", "the contact date is after today"),
-                "past": (
-                    f"接触日期距今已超过 {days} 天，事实已经结束",
-                    f"the contact is more than {days} days ago; the fact would have ended",
-                ),
-            }[str(why)]
-            errors.append(_error(row.row, "接触日期", *words))
+        except InvalidInput as exc:
+            errors.append(_error(row.row, "接触日期", exc.message_zh, exc.message_en))
             continue
         if subject in seen:
             errors.append(
@@ -518,8 +521,7 @@ def assert_batch_chunk(session: Session, batch_id: int, size: int = BATCH_CHUNK)
 def reject_batch(session: Session, who: Principal, batch_id: int, *, reason: str) -> FactBatch:
     """Turn a list down (驳回), or take one's own back, with the reason; nothing is
     asserted. Audited (``risk.batch.reject``)."""
-    if not (who.can(Permission.OVERRIDE_APPROVE) or who.can(Permission.OVERRIDE_REQUEST)):
-        who.require(Permission.OVERRIDE_APPROVE)
+    may_read_overrides(who)
     reason = " ".join(reason.split())
     if len(reason) < 4:
         raise InvalidInput(
@@ -611,8 +613,7 @@ def batch_view(session: Session, batch: FactBatch) -> FactBatchOut:
 def batch_card(session: Session, who: Principal, batch_id: int) -> FactBatchOut:
     """One list in ``who``'s jurisdiction as shown, for its page to follow its progress
     (counts and staff names only: not audited, as the list it refreshes was)."""
-    if not (who.can(Permission.OVERRIDE_APPROVE) or who.can(Permission.OVERRIDE_REQUEST)):
-        who.require(Permission.OVERRIDE_APPROVE)
+    may_read_overrides(who)
     return batch_view(session, _batch_in_scope(session, who, batch_id, lock=False))
 
 
@@ -647,8 +648,7 @@ def batches_scoped(
 ) -> tuple[int, list[FactBatchOut]]:
     """The lists uploaded in ``who``'s jurisdiction, newest first, and how many; reading
     them is audited (``action``; ``risk.batches.export`` for the spreadsheet)."""
-    if not (who.can(Permission.OVERRIDE_APPROVE) or who.can(Permission.OVERRIDE_REQUEST)):
-        who.require(Permission.OVERRIDE_APPROVE)
+    may_read_overrides(who)
     where = within(FactBatch.area_code, who.area_code)
     total = int(session.scalar(select(func.count()).select_from(FactBatch).where(where)) or 0)
     rows = list(

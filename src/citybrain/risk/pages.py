@@ -27,7 +27,7 @@ from citybrain.core.geo import repository as geo_repository
 from citybrain.core.people import service as people_service
 from citybrain.kit import clock
 from citybrain.kit.db import rollback_keeping
-from citybrain.kit.errors import CitybrainError, Conflict, InvalidInput, NotFound
+from citybrain.kit.errors import CitybrainError, InvalidInput, NotFound
 from citybrain.kit.export import XLSX_MEDIA_TYPE, xlsx_bytes
 from citybrain.kit.web import DB, Action, Ref, RowId, china_time, download, language, render
 from citybrain.risk import batches, repository, rulesets, service
@@ -1139,22 +1139,12 @@ def retractions_decide(
     """Confirm a request to withdraw a case (the second person), or turn it down."""
 
     def work() -> None:
-        fact = session.get(Fact, fact_id)
-        if fact is None or decision not in ("confirm", "decline"):
-            raise NotFound("事实不存在", "no such fact", code="fact_not_found")
         if decision == "decline":
             service.decline_retraction_request(session, who, fact_id, reason=reason)
-            return
-        service.subject_in_scope(session, who, fact.subject, "risk.fact.retract")
-        # Confirm only what is still asked: a request turned down or lapsed meanwhile must
-        # not become a new request in the confirming person's name.
-        if not service.fact_out(fact).retraction_pending:
-            raise Conflict(
-                "该事实没有待确认的撤销申请（可能已被驳回或已失效）",
-                "no withdrawal of this fact is waiting (turned down or lapsed)",
-                code="no_retraction_request",
-            )
-        service.retract_fact_by_hand(session, who, fact_id, reason=reason)
+        elif decision == "confirm":
+            service.confirm_retraction_request(session, who, fact_id, reason=reason)
+        else:
+            raise NotFound("操作不存在", "no such action")
 
     return _act(
         request,

@@ -246,7 +246,8 @@ def approve_batch(
     session: DB,
     who: Annotated[Principal, Depends(require(Permission.OVERRIDE_APPROVE))],
 ) -> FactBatchOut:
-    """The second person approves: every accepted row becomes a fact at once. The one who
+    """The second person approves (the answer says ``approving``): the worker then makes
+    every accepted row a fact, a chunk at a time, until it says ``approved``. The one who
     sent it cannot (409 ``batch_needs_second_person``); a list past 72 hours has lapsed
     (409 ``batch_lapsed``)."""
     return batches.batch_view(session, batches.approve_batch(session, who, batch_id))

@@ -1694,7 +1694,7 @@ def override_export(session: Session, who: Principal, *, view: str = "open") -> 
 
 def override_summary(session: Session, who: Principal) -> dict[str, int]:
     """How many manual colours each view of the register holds."""
-    _may_read_overrides(who)
+    may_read_overrides(who)
     counts = repository.override_counts(session, who)
     return {
         view: sum(counts.get(status, 0) for status in statuses)
@@ -1702,7 +1702,9 @@ def override_summary(session: Session, who: Principal) -> dict[str, int]:
     }
 
 
-def _may_read_overrides(who: Principal) -> None:
+def may_read_overrides(who: Principal) -> None:
+    """Refuse anyone who may neither request nor approve a manual colour (the registers and
+    lists of hand-made changes are theirs)."""
     if not (who.can(Permission.OVERRIDE_APPROVE) or who.can(Permission.OVERRIDE_REQUEST)):
         who.require(Permission.OVERRIDE_APPROVE)
 
@@ -1710,7 +1712,7 @@ def _may_read_overrides(who: Principal) -> None:
 def _overrides_read(
     session: Session, who: Principal, action: str, view: str, offset: int, limit: int
 ) -> list[OverrideOut]:
-    _may_read_overrides(who)
+    may_read_overrides(who)
     if view not in OVERRIDE_VIEWS:
         raise InvalidInput(
             "视图应为 open、requested、active 或 ended",
@@ -1753,7 +1755,7 @@ def hand_turns(
     and who recorded and who withdrew it, newest first; and the accounts that turned the
     most. For the same staff as the manual colours' register; reading it is audited
     (``action``; ``risk.turns.export`` for the spreadsheet)."""
-    _may_read_overrides(who)
+    may_read_overrides(who)
     if days not in TURN_WINDOWS:
         raise InvalidInput("天数应为 1、7 或 30", "days: 1, 7 or 30", field="days")
     if way not in TURN_WAYS:
@@ -1847,6 +1849,27 @@ def retraction_requests_waiting(session: Session, who: Principal) -> int:
     return repository.retraction_requests_count(session, who, since)
 
 
+def _require_request_waiting(fact: Fact) -> None:
+    if not _retraction_pending(fact, clock.now()):
+        raise Conflict(
+            "该事实没有待确认的撤销申请（可能已被驳回或已失效）",
+            "no withdrawal of this fact is waiting (turned down or lapsed)",
+            code="no_retraction_request",
+        )
+
+
+def confirm_retraction_request(
+    session: Session, who: Principal, fact_id: int, *, reason: str
+) -> Fact:
+    """The second person confirms a waiting request to withdraw a diagnosis (确认撤销), as
+    :func:`retract_fact_by_hand` does; but only one still waiting: a request turned down or
+    lapsed meanwhile must not become a new request in the confirming person's name."""
+    fact = _standing_fact(session, fact_id)
+    subject_in_scope(session, who, fact.subject, "risk.fact.retract")
+    _require_request_waiting(fact)
+    return retract_fact_by_hand(session, who, fact_id, reason=reason)
+
+
 def decline_retraction_request(
     session: Session, who: Principal, fact_id: int, *, reason: str
 ) -> Fact:
@@ -1857,12 +1880,7 @@ def decline_retraction_request(
     reason = _retraction_reason(reason)
     fact = _standing_fact(session, fact_id)
     person = subject_in_scope(session, who, fact.subject, "risk.fact.retract_request_decline")
-    if not _retraction_pending(fact, clock.now()):
-        raise Conflict(
-            "该事实没有待确认的撤销申请",
-            "no withdrawal of this fact is waiting",
-            code="no_retraction_request",
-        )
+    _require_request_waiting(fact)
     detail = {
         "subject": fact.subject,
         "kind": fact.kind,

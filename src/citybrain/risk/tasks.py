@@ -60,11 +60,10 @@ def assert_batch(batch_id: int) -> int:
     retry starts where the last committed chunk ended. Returns the facts asserted."""
     while True:
         with get_database().unit_of_work(immediate=True) as session:
-            done = batches.assert_batch_chunk(session, batch_id)
-            batch = session.get(FactBatch, batch_id)
-            asserted = batch.facts_asserted if batch is not None else 0
-        if done:
-            break
+            if batches.assert_batch_chunk(session, batch_id):
+                batch = session.get(FactBatch, batch_id)
+                asserted = batch.facts_asserted if batch is not None else 0
+                break
     log.info("risk.batch_asserted", batch_id=batch_id, facts=asserted)
     return asserted
 
