@@ -14,6 +14,7 @@ segno's encoder module, not only its public API, so segno is pinned to its minor
 from __future__ import annotations
 
 import io
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -185,7 +186,14 @@ def qr_svg(text: str, *, scale: int = 4, title: str | None = None) -> str:
         svgclass="qr",
         lineclass=None,
     )
-    return buffer.getvalue().decode("utf-8")
+    svg = buffer.getvalue().decode("utf-8")
+    # segno writes width and height but no viewBox, so a page that sizes the image with CSS (a
+    # poster or a card on a phone, in print) cut the drawing off instead of scaling it.
+    size = re.search(r'width="(\d+)" height="(\d+)"', svg)
+    if size is not None:
+        width, height = size.groups()
+        svg = svg.replace(size.group(0), f'{size.group(0)} viewBox="0 0 {width} {height}"', 1)
+    return svg
 
 
 def qr_png(text: str, *, scale: int = 6) -> bytes:
