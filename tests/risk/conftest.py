@@ -4,7 +4,11 @@ subjects, and the clock moved by hand."""
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +26,7 @@ from citybrain.core.people.models import Person
 from citybrain.core.people.schemas import HouseholdIn, PersonIn
 from citybrain.core.people.service import create_household, register_person
 from citybrain.kit import clock
+from citybrain.kit.db import Database
 from citybrain.risk.settings import reset_risk_settings
 from citybrain.risk.subjects import subject_of
 
@@ -118,3 +123,42 @@ def _fresh_risk_settings() -> Iterator[None]:
     reset_risk_settings()
     yield
     reset_risk_settings()
+
+
+@dataclass
+class GateWriter:
+    """How often a gate's scan writer found SQLite's write lock free (``taken``)."""
+
+    taken: int = 0
+
+
+@contextmanager
+def a_gate_writing(database: Database) -> Iterator[GateWriter]:
+    """Beside the block, a gate's scan writer as ``healthcode.writer`` behaves on SQLite: it
+    looks for the write lock every 2 ms and never waits for it (``BEGIN IMMEDIATE`` with no
+    busy timeout). A long job in the block must leave it free now and then."""
+    seen = GateWriter()
+    done = threading.Event()
+
+    def look() -> None:
+        raw = sqlite3.connect(database.url.removeprefix("sqlite:///"), timeout=0)
+        try:
+            while not done.is_set():
+                try:
+                    raw.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError:  # busy: look again in 2 ms
+                    time.sleep(0.002)
+                    continue
+                raw.execute("COMMIT")
+                seen.taken += 1
+                time.sleep(0.002)
+        finally:
+            raw.close()
+
+    thread = threading.Thread(target=look)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        thread.join(5)

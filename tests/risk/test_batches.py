@@ -16,7 +16,7 @@ from openpyxl import Workbook, load_workbook
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from tests.factories import STREET_A, STREET_B, make_user, next_synthetic
-from tests.risk.conftest import T0, audits, resident
+from tests.risk.conftest import T0, a_gate_writing, audits, resident
 from tests.risk.test_web import bearer
 from tests.web.conftest import csrf_of, log_in
 
@@ -344,3 +344,24 @@ def test_a_lists_people_are_cleared_after_the_facts_retention(session: Session, 
     assert (batch.rows_total, batch.rows_accepted, batch.note) == (2, 1, "协查函 2026-118")
     assert audits(session, "risk.batch_lists_purge")[-1].detail["deleted"] == 1
     assert batches.purge_expired_batch_lists(session) == 0
+
+
+def test_gates_get_the_write_lock_between_a_lists_chunks(fresh_database: Database) -> None:
+    # A gate's scan writer never waits for SQLite's write lock: it looks every 2 ms and
+    # goes back to serving. While a long list is asserted, it must find the lock free between
+    # the chunks, or the gate's scans wait for the whole list.
+    if fresh_database.dialect != "sqlite":
+        pytest.skip("SQLite's one write lock")
+    with fresh_database.unit_of_work() as session:
+        load_hierarchy(session)
+    with fresh_database.unit_of_work() as session:
+        officer = make_user(session, "street_officer", STREET_A)
+        commander = make_user(session, "city_commander", "4101")
+        rows = [(next_synthetic().id_number, "") for _ in range(4 * batches.BATCH_CHUNK)]
+        batch = service_request(session, officer, _csv(*rows))
+        batches.approve_batch(session, commander, batch.id)
+        batch_id = batch.id
+    with use_database(fresh_database), a_gate_writing(fresh_database) as gate:
+        assert assert_batch.call_local(batch_id) == 4 * batches.BATCH_CHUNK
+    # Between each of the four chunks the gate got in at least once.
+    assert gate.taken >= 3

@@ -16,18 +16,21 @@ import pytest
 from sqlalchemy import func, select
 from tests.analysis.test_contacts import build_city
 from tests.conftest import DatabaseFactory
+from tests.risk.conftest import a_gate_writing
 
 from citybrain.analysis.linkage import OUTPUT
 from citybrain.analysis.screening import screen
 from citybrain.analysis.tracing import TOPIC_CONTACTS_LISTED, TraceResult, trace_new_cases
+from citybrain.core.audit.models import AuditEntry
 from citybrain.core.audit.service import SYSTEM
 from citybrain.core.events.models import OutboxEvent
 from citybrain.core.jobs import get_queue, reset_queue
 from citybrain.datahub import lake
 from citybrain.kit import clock
-from citybrain.kit.db import Database, use_database
+from citybrain.kit.db import Database, let_writers_in, use_database
 from citybrain.kit.settings import reset_settings
 from citybrain.risk import service
+from citybrain.risk import tasks as risk_tasks
 from citybrain.risk.findings import TRAVEL_RULES, facts_from_screening, facts_from_trace
 from citybrain.risk.models import Fact
 from citybrain.risk.tasks import contact_facts, on_contacts_listed
@@ -202,3 +205,47 @@ def test_screening_travellers_become_risk_area_travel_facts(traced: Traced, at: 
     with traced.database.unit_of_work() as session:
         again = facts_from_screening(session, SYSTEM, rows, traced.paths.root / OUTPUT)
         assert again.asserted == {} and again.already_known == sum(summary.asserted.values())
+
+
+def test_a_traced_cases_job_lets_gates_in_between_its_chunks(
+    traced: Traced, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A case with hundreds of contacts is asserted a chunk a transaction: gates' scan writers
+    # (every 2 ms, never waiting) find SQLite's write lock free between the chunks.
+    if traced.database.dialect != "sqlite":
+        pytest.skip("SQLite's one write lock")
+    monkeypatch.setattr(risk_tasks, "FINDINGS_CHUNK", 1)
+    pauses: list[int] = []
+
+    def pausing(database: Database) -> None:
+        pauses.append(1)
+        let_writers_in(database)
+
+    monkeypatch.setattr(risk_tasks, "let_writers_in", pausing)
+    monkeypatch.setenv("CITYBRAIN_DATA_DIR", str(traced.paths.root))
+    reset_settings()
+    busiest = max(traced.traces, key=lambda t: t.close_contacts)
+    trace = max(
+        (t for t in traced.traces if t is not busiest),
+        key=lambda t: t.close_contacts + t.secondary_contacts,
+    )
+    try:
+        with use_database(traced.database), a_gate_writing(traced.database) as gate:
+            counts = risk_tasks.contact_facts.call_local(trace.case_key, trace.result_path)
+    finally:
+        monkeypatch.undo()
+        reset_settings()
+    asserted = sum(int(n) for n in dict(counts["asserted"]).values()) + int(counts["already_known"])
+    assert asserted >= 4, counts
+    # One transaction a finding here (a person may have several subjects), each followed by
+    # a pause in which the gate got in.
+    assert 3 <= len(pauses) <= asserted
+    assert gate.taken >= 3
+    with traced.database.unit_of_work() as session:
+        audited = session.scalars(
+            select(AuditEntry).where(
+                AuditEntry.action == "risk.facts.from_trace",
+                AuditEntry.object_id == str(trace.case_key),
+            )
+        ).all()
+        assert audited and audited[-1].detail["persons"] == counts["persons"]

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from tests.factories import OTHER_DISTRICT_STREET, STREET_A, STREET_B, make_user
-from tests.risk.conftest import T0, audits, events, resident
+from tests.risk.conftest import T0, a_gate_writing, audits, events, resident
 
 from citybrain.core.audit.service import Actor
 from citybrain.core.authz.principal import Principal
@@ -202,3 +202,29 @@ def test_a_big_city_recomputes_in_a_job_and_reads_never_show_the_old_version(
     with fresh_database.unit_of_work() as session:
         rows = session.scalars(select(PersonColour)).all()
         assert {(r.colour, r.rule_set_version) for r in rows} == {("red", version)}
+
+
+def test_gates_get_the_write_lock_while_a_city_is_recomputed(
+    fresh_database: Database, monkeypatch: pytest.MonkeyPatch, at: Any
+) -> None:
+    # A rule change in a big city recomputes every colour in a job, a batch a transaction:
+    # gates must find SQLite's write lock free between the batches, or wait for the city.
+    if fresh_database.dialect != "sqlite":
+        pytest.skip("SQLite's one write lock")
+    monkeypatch.setenv("CITYBRAIN_RISK_INLINE_RECOMPUTE_LIMIT", "0")
+    monkeypatch.setenv("CITYBRAIN_RISK_BATCH_SIZE", "10")
+    reset_risk_settings()
+    at(T0)
+    with fresh_database.unit_of_work() as session:
+        load_hierarchy(session)
+    with fresh_database.unit_of_work() as session:
+        proposer, first, second = (make_user(session, "city_commander", "4101") for _ in range(3))
+        for n in range(40):
+            secondary(session, f"{n:032x}")
+        version = propose_rule_set(session, proposer, SECONDARY_RED).version
+        approve_rule_set(session, first, version)
+        approve_rule_set(session, second, version)
+    with use_database(fresh_database), a_gate_writing(fresh_database) as gate:
+        counts = recompute_colours.call_local(version)
+    assert counts["recomputed"] == 40 and counts["changed"] == 40
+    assert gate.taken >= 3  # four batches of colours, then the compounds'

@@ -36,7 +36,7 @@ from citybrain.kit import clock
 from citybrain.kit.errors import InvalidInput
 from citybrain.risk import repository
 from citybrain.risk.kinds import FactKind
-from citybrain.risk.service import assert_fact
+from citybrain.risk.service import assert_fact, recompute_compounds
 from citybrain.risk.subjects import subject_of_lake_hash
 
 # Screening rules whose hits are travel from a risk area (the ticket, or the phone roaming
@@ -128,55 +128,76 @@ def _case_reports(paths: LakePaths, keys: Path, case_key: int) -> tuple[str, dt.
     return kind, _aware(row[1])
 
 
+@dataclass(frozen=True)
+class Finding:
+    """One fact to assert about the subjects of one person key (a case, or a contact)."""
+
+    subjects: tuple[str, ...]
+    kind: str
+    source: str
+    evidence: dict[str, Any]
+    valid_from: dt.datetime
+    dedupe_key: str
+    compound_code: str | None = None
+
+
 def _assert_for(
     session: Session,
     actor: Actor,
     summary: FindingsSummary,
-    subjects: Sequence[str],
-    kind: str,
-    *,
-    source: str,
-    evidence: dict[str, Any],
-    valid_from: dt.datetime,
-    dedupe_key: str,
-    compound_code: str | None = None,
+    finding: Finding,
+    compounds: set[str],
 ) -> None:
-    for subject in subjects:
-        if repository.duplicate_fact(session, subject, kind, dedupe_key) is not None:
+    for subject in finding.subjects:
+        if repository.duplicate_fact(session, subject, finding.kind, finding.dedupe_key):
             summary.already_known += 1
             continue
         assert_fact(
             session,
             actor,
             subject=subject,
-            kind=kind,
-            source=source,
-            evidence=evidence,
-            valid_from=valid_from,
-            compound_code=compound_code,
-            dedupe_key=dedupe_key,
+            kind=finding.kind,
+            source=finding.source,
+            evidence=finding.evidence,
+            valid_from=finding.valid_from,
+            compound_code=finding.compound_code,
+            dedupe_key=finding.dedupe_key,
+            compounds_later=compounds,
         )
-        summary.asserted[kind] = summary.asserted.get(kind, 0) + 1
+        summary.asserted[finding.kind] = summary.asserted.get(finding.kind, 0) + 1
 
 
-def facts_from_trace(
+def assert_findings(
+    session: Session, actor: Actor, summary: FindingsSummary, findings: Sequence[Finding]
+) -> None:
+    """Assert ``findings`` in the caller's transaction (each fact once: one already asserted
+    under its dedupe key is counted as known), the compounds they touch recomputed once at the
+    end; ``summary`` counts them."""
+    compounds: set[str] = set()
+    for finding in findings:
+        _assert_for(session, actor, summary, finding, compounds)
+    recompute_compounds(session, compounds)
+
+
+def trace_findings(
     session: Session,
-    actor: Actor,
     paths: LakePaths,
     *,
     case_key: int,
     result_path: str,
     keys: Path | None = None,
-) -> FindingsSummary:
-    """Assert the facts a traced case gives (``analysis.contacts_listed``): the case's own
-    confirmed or asymptomatic fact from its reports, close contacts (hop 1) and secondary
-    contacts (hop 2) with strong evidence, each from their last exposure; for every person
-    key whose resident ID is known. Audited as one row with the counts."""
+) -> tuple[list[Finding], FindingsSummary]:
+    """The facts a traced case gives (``analysis.contacts_listed``), not yet asserted: the
+    case's own confirmed or asymptomatic fact from its reports, close contacts (hop 1) and
+    secondary contacts (hop 2) with strong evidence, each from their last exposure; for every
+    person key whose resident ID is known. Reads only; the summary counts the persons, the
+    weak leads and those without a known identity."""
     keys = keys or paths.root / OUTPUT
     target = (paths.root / result_path).resolve()
     if paths.root.resolve() not in target.parents or target.suffix != ".parquet":
         raise InvalidInput("结果文件路径无效", "invalid result path", field="result_path")
     summary = FindingsSummary()
+    findings: list[Finding] = []
     table = pq.read_table(target)
     strong = table.filter(pc.equal(table.column("strength"), "strong"))
     contacts = set(table.column("contact").to_pylist())
@@ -189,17 +210,16 @@ def facts_from_trace(
     case = _case_reports(paths, keys, case_key)
     if case is not None and subjects.get(case_key):
         kind, found_at = case
-        _assert_for(
-            session,
-            actor,
-            summary,
-            subjects[case_key],
-            kind,
-            source="analysis.case_report",
-            evidence={"case_key": case_key, "analysis_run": result_path},
-            valid_from=found_at,
-            dedupe_key=f"lake_case:{case_key}",
-            compound_code=homes.get(case_key),
+        findings.append(
+            Finding(
+                tuple(subjects[case_key]),
+                kind,
+                source="analysis.case_report",
+                evidence={"case_key": case_key, "analysis_run": result_path},
+                valid_from=found_at,
+                dedupe_key=f"lake_case:{case_key}",
+                compound_code=homes.get(case_key),
+            )
         )
     exposures: dict[tuple[int, int], tuple[dt.datetime, list[int], set[str]]] = {}
     for row in strong.to_pylist():
@@ -215,24 +235,28 @@ def facts_from_trace(
         if not found:
             summary.without_identity += 1
             continue
-        _assert_for(
-            session,
-            actor,
-            summary,
-            found,
-            FactKind.CLOSE_CONTACT if hop == 1 else FactKind.SECONDARY_CONTACT,
-            source="analysis.contacts",
-            evidence={
-                "case_key": case_key,
-                "contact_key": contact,
-                "record_ids": records,
-                "rules": sorted(rules),
-                "analysis_run": result_path,
-            },
-            valid_from=_aware(last),
-            dedupe_key=f"trace:{case_key}",
-            compound_code=homes.get(contact),
+        findings.append(
+            Finding(
+                tuple(found),
+                FactKind.CLOSE_CONTACT if hop == 1 else FactKind.SECONDARY_CONTACT,
+                source="analysis.contacts",
+                evidence={
+                    "case_key": case_key,
+                    "contact_key": contact,
+                    "record_ids": records,
+                    "rules": sorted(rules),
+                    "analysis_run": result_path,
+                },
+                valid_from=_aware(last),
+                dedupe_key=f"trace:{case_key}",
+                compound_code=homes.get(contact),
+            )
         )
+    return findings, summary
+
+
+def record_trace(session: Session, actor: Actor, case_key: int, summary: FindingsSummary) -> None:
+    """Audit a traced case's facts as one row with the counts."""
     record(
         session,
         actor,
@@ -242,6 +266,25 @@ def facts_from_trace(
         purpose="密接赋码 facts from contact tracing",
         detail=summary.as_dict(),
     )
+
+
+def facts_from_trace(
+    session: Session,
+    actor: Actor,
+    paths: LakePaths,
+    *,
+    case_key: int,
+    result_path: str,
+    keys: Path | None = None,
+) -> FindingsSummary:
+    """Assert the facts a traced case gives (:func:`trace_findings`) in the caller's
+    transaction. Audited as one row with the counts. (The worker's job asserts them a chunk
+    a transaction instead: ``risk.tasks.contact_facts``.)"""
+    findings, summary = trace_findings(
+        session, paths, case_key=case_key, result_path=result_path, keys=keys
+    )
+    assert_findings(session, actor, summary, findings)
+    record_trace(session, actor, case_key, summary)
     return summary
 
 
@@ -258,6 +301,7 @@ def facts_from_screening(
     whose rule is a travel rule: from the latest journey, with the records and the home
     compound the screening found. Audited as one row with the counts."""
     summary = FindingsSummary()
+    findings: list[Finding] = []
     hits = [r for r in rows if r.get("rule") in rules]
     subjects = subjects_of_keys(keys, [int(r["person_key"]) for r in hits])
     for hit in hits:
@@ -272,23 +316,25 @@ def facts_from_screening(
         if not isinstance(moment, dt.datetime):
             continue
         compound = hit.get("compound_code")
-        _assert_for(
-            session,
-            actor,
-            summary,
-            found,
-            FactKind.RISK_AREA_TRAVEL,
-            source="screening",
-            evidence={
-                "person_key": key,
-                "rule": str(hit["rule"]),
-                "areas": list(hit.get("areas") or [])[:5],
-                "record_ids": [int(r) for r in (hit.get("record_ids") or [])[:RECORDS_KEPT]],
-            },
-            valid_from=_aware(moment),
-            compound_code=compound if isinstance(compound, str) and len(compound) == 15 else None,
-            dedupe_key=f"screening:{key}:{hit['rule']}:{_aware(moment).isoformat()}",
+        findings.append(
+            Finding(
+                tuple(found),
+                FactKind.RISK_AREA_TRAVEL,
+                source="screening",
+                evidence={
+                    "person_key": key,
+                    "rule": str(hit["rule"]),
+                    "areas": list(hit.get("areas") or [])[:5],
+                    "record_ids": [int(r) for r in (hit.get("record_ids") or [])[:RECORDS_KEPT]],
+                },
+                valid_from=_aware(moment),
+                compound_code=(
+                    compound if isinstance(compound, str) and len(compound) == 15 else None
+                ),
+                dedupe_key=f"screening:{key}:{hit['rule']}:{_aware(moment).isoformat()}",
+            )
         )
+    assert_findings(session, actor, summary, findings)
     record(
         session,
         actor,

@@ -20,11 +20,11 @@ from citybrain.core.events.models import OutboxEvent
 from citybrain.core.jobs.queue import job, schedule
 from citybrain.datahub.lake import LakePaths
 from citybrain.kit import clock
-from citybrain.kit.db import get_database
+from citybrain.kit.db import get_database, let_writers_in
 from citybrain.kit.logging import get_logger
 from citybrain.kit.sms import SmsNotSent, send_sms
 from citybrain.risk import batches, service
-from citybrain.risk.findings import facts_from_trace
+from citybrain.risk.findings import assert_findings, record_trace, trace_findings
 from citybrain.risk.models import FactBatch
 from citybrain.risk.rulesets import recompute_compounds_batch, recompute_subjects_batch
 from citybrain.risk.settings import risk_settings
@@ -32,14 +32,27 @@ from citybrain.risk.settings import risk_settings
 log = get_logger(__name__)
 
 
+# Facts a transaction of a traced case's job asserts (SQLite's write lock is let go between).
+FINDINGS_CHUNK = 50
+
+
 @job(retries=3, retry_delay=10)
 def contact_facts(case_key: int, result_path: str) -> dict[str, object]:
     """Assert the facts of one traced case (its contacts' close and secondary contact facts,
-    and the case's own); returns the counts."""
-    with get_database().unit_of_work(immediate=True) as session:
-        summary = facts_from_trace(
-            session, SYSTEM, LakePaths.default(), case_key=case_key, result_path=result_path
+    and the case's own) a chunk a transaction, the write lock left free between them (a case
+    with hundreds of contacts does not keep gates waiting); a retry asserts nothing twice.
+    Returns the counts."""
+    database = get_database()
+    with database.sessions() as session:
+        findings, summary = trace_findings(
+            session, LakePaths.default(), case_key=case_key, result_path=result_path
         )
+    for at in range(0, len(findings), FINDINGS_CHUNK):
+        with database.unit_of_work(immediate=True) as session:
+            assert_findings(session, SYSTEM, summary, findings[at : at + FINDINGS_CHUNK])
+        let_writers_in(database)
+    with database.unit_of_work(immediate=True) as session:
+        record_trace(session, SYSTEM, case_key, summary)
     log.info("risk.contact_facts", case_key=case_key, **summary.as_dict())
     return summary.as_dict()
 
@@ -56,14 +69,16 @@ def on_contacts_listed(session: Session, event: OutboxEvent) -> None:
 @job(retries=3, retry_delay=10)
 def assert_batch(batch_id: int) -> int:
     """Assert an approved list's facts (批量登记) a chunk at a time, each chunk its own
-    transaction: SQLite's write lock is let go between them, so gates go on scanning; a
-    retry starts where the last committed chunk ended. Returns the facts asserted."""
+    transaction: SQLite's write lock is let go between them, and left free for a moment
+    (``let_writers_in``), so gates go on scanning; a retry starts where the last committed
+    chunk ended. Returns the facts asserted."""
     while True:
         with get_database().unit_of_work(immediate=True) as session:
             if batches.assert_batch_chunk(session, batch_id):
                 batch = session.get(FactBatch, batch_id)
                 asserted = batch.facts_asserted if batch is not None else 0
                 break
+        let_writers_in(get_database())
     log.info("risk.batch_asserted", batch_id=batch_id, facts=asserted)
     return asserted
 
@@ -135,8 +150,9 @@ def on_person_registered(session: Session, event: OutboxEvent) -> None:
 @job(retries=3, retry_delay=30)
 def recompute_colours(version: int) -> dict[str, int]:
     """After a rule set was activated in a city too big to recompute at once: every colour
-    and tier under ``version``, a batch per transaction. Stops if another version took over
-    meanwhile (its own job does the work)."""
+    and tier under ``version``, a batch per transaction, the write lock left free for a moment
+    between them (gates scan meanwhile). Stops if another version took over meanwhile (its own
+    job does the work)."""
     database = get_database()
     size = risk_settings().batch_size
     subjects = changed = compounds = 0
@@ -151,6 +167,7 @@ def recompute_colours(version: int) -> dict[str, int]:
             )
             subjects += done
             changed += moved
+        let_writers_in(database)
     after = ""
     while after is not None:
         with database.unit_of_work(immediate=True) as session:
@@ -161,6 +178,7 @@ def recompute_colours(version: int) -> dict[str, int]:
                 session, rule_set, after, clock.now(), max(10, size // 10)
             )
             compounds += done
+        let_writers_in(database)
     counts = {"recomputed": subjects, "changed": changed, "compounds": compounds}
     with database.unit_of_work() as session:
         record(

@@ -47,7 +47,13 @@ from sqlalchemy.orm import Session
 from citybrain.core.events.models import EventDelivery, OutboxEvent
 from citybrain.core.events.service import validate_topic
 from citybrain.kit import clock
-from citybrain.kit.db import Database, get_database, on_any_commit, rows_affected
+from citybrain.kit.db import (
+    Database,
+    get_database,
+    let_writers_in,
+    on_any_commit,
+    rows_affected,
+)
 from citybrain.kit.logging import get_logger, scrub
 
 log = get_logger(__name__)
@@ -437,8 +443,9 @@ def deliver_pending(
 
 def purge_dispatched(database: Database, before: dt.datetime, *, chunk: int = 5000) -> int:
     """Delete the events dispatched before ``before`` with their delivery rows, ``chunk`` at
-    a time, each chunk its own short transaction (SQLite's write lock is not held for the
-    whole night's purge). Events not yet dispatched stay, however old. Returns how many went."""
+    a time, each chunk its own short transaction, the write lock left free for a moment
+    between them (a night's purge neither holds it nor keeps gates from it). Events not yet
+    dispatched stay, however old. Returns how many went."""
     purged = 0
     while True:
         with database.unit_of_work(immediate=True) as session:
@@ -456,6 +463,7 @@ def purge_dispatched(database: Database, before: dt.datetime, *, chunk: int = 50
         purged += len(ids)
         if len(ids) < chunk:
             return purged
+        let_writers_in(database)
 
 
 # Dispatchers running in this process; one after-commit hook wakes them all, so stopping a
