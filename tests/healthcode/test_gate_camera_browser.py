@@ -97,6 +97,8 @@ def test_the_phone_camera_reads_a_code_and_the_gate_answers(
         with camera_browser(video) as browser, serving(create_app(fresh_database)) as base:
             context, page = _open_gate_page(browser, base, "camera-gate", gate_code)
             start = page.get_by_test_id("camera-start")
+            # The camera section is shown by its script once it has loaded: wait for that.
+            expect(start).to_be_visible()
             expect(start).to_have_text("摄像头扫码")
             expect(page.get_by_test_id("camera-box")).to_be_hidden()
             # A thumb can hit it: the whole width, at least 44 CSS pixels high.
