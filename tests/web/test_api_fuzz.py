@@ -88,6 +88,9 @@ OPERATIONS: list[Operation] = [
     ("POST", "/api/v1/demo/clock"),
     ("POST", "/api/v1/residents/compounds/{code}/passes"),
     ("POST", "/api/v1/residents/passes/{pass_id}/revoke"),
+    ("GET", "/api/v1/residents/compounds/{code}/cards"),
+    ("POST", "/api/v1/residents/persons/{ref}/card"),
+    ("POST", "/api/v1/residents/cards/{card_id}/end"),
 ]
 NOT_FUZZED: set[Operation] = {
     ("GET", "/readyz"),  # see the module docstring

@@ -3,7 +3,8 @@
 A code is a CBOR Web Token (claims ``iss`` 1, ``exp`` 4, ``iat`` 6 and one private claim map)
 in a COSE_Sign1 signed with ES256 (protected header: ``alg`` -7 and the 8-byte ``kid``),
 zlib-compressed, base45-encoded and prefixed: ``CB1:`` for a person's health code, ``CBP1:``
-for a place code (场所码). base45 is within the QR alphanumeric set, so the QR stays small.
+for a place code (场所码), ``CBK1:`` for a printed health card (纸质健康卡: who holds it, never a
+colour). base45 is within the QR alphanumeric set, so the QR stays small.
 
 Signing and verification are short paths of our own over ``cbor2`` and ``cryptography``
 (OpenSSL): the COSE_Sign1 structure is four CBOR items, and pycose, the reference COSE library,
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
 HEALTH_PREFIX = "CB1:"
 PLACE_PREFIX = "CBP1:"
+CARD_PREFIX = "CBK1:"
 # A printed place code is a link to the residents' page that records the visit, so a phone's
 # own camera opens it; the signed code travels in its ``c`` parameter.
 PLACE_SCAN_PATH = "/residents/place"
@@ -58,6 +60,7 @@ CLAIM_IAT = 6
 CLAIM_CITYBRAIN = -65537
 TYPE_HEALTH = "hc"
 TYPE_PLACE = "pc"
+TYPE_CARD = "hk"
 COLOURS = ("green", "yellow", "red")
 # A health code is about 250 characters; the caps leave room and refuse anything absurd.
 MAX_TEXT = 4096
@@ -75,6 +78,14 @@ REASONS: dict[str, tuple[str, str]] = {
     "expired": ("码已过期，请刷新后重新出示", "the code has expired; refresh and show it again"),
     "not_yet_valid": ("码尚未生效（设备时间有误？）", "the code is not valid yet (clock wrong?)"),
     "wrong_type": ("码的类型不符", "the code is of another type"),
+    "card_revoked": (
+        "此健康卡已挂失、作废或已补办新卡，不能使用",
+        "this health card was reported lost, cancelled or replaced",
+    ),
+    "card_unknown": (
+        "此健康卡无效（持卡人不在登记库或卡已清除）",
+        "this health card is not valid (holder not registered, or the card was purged)",
+    ),
 }
 
 
@@ -122,6 +133,20 @@ class VerifiedPlace:
 
     place_code: str
     place_kind: str | None
+    issuer: str
+    kid: str
+    issued_at: dt.datetime
+    expires_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class VerifiedCard:
+    """A printed health card (纸质健康卡) that verified: whose (pseudonymous ref) and which card
+    (its number, so a card reported lost or replaced is refused at the gate). It carries no
+    colour: the gate takes the holder's current colour online."""
+
+    person_ref: str
+    card_no: int
     issuer: str
     kid: str
     issued_at: dt.datetime
@@ -208,6 +233,37 @@ def issue_code(
         person_ref, colour, issued_at=issued, expires_at=expires, rule_set_version=rule_set_version
     )
     return IssuedCode(sign(signer, claims, HEALTH_PREFIX), signer.kid, issued, expires)
+
+
+def card_claims(
+    person_ref: str, card_no: int, *, issued_at: dt.datetime, expires_at: dt.datetime
+) -> dict[int, Any]:
+    """The CWT claims of a printed health card: the holder's ref and the card's number, no
+    colour (a card lives months; the colour is always taken online)."""
+    return {
+        CLAIM_ISS: get_healthcode_settings().issuer,
+        CLAIM_IAT: _epoch(issued_at),
+        CLAIM_EXP: _epoch(expires_at),
+        CLAIM_CITYBRAIN: {"t": TYPE_CARD, "ref": person_ref, "n": int(card_no)},
+    }
+
+
+def sign_card(
+    session: Session,
+    person_ref: str,
+    card_no: int,
+    *,
+    issued_at: dt.datetime,
+    expires_at: dt.datetime,
+) -> str:
+    """The text of card ``card_no`` (what its QR holds), signed by the active key. Printing the
+    same card again signs the same claims again: every copy is the same card, and reporting
+    it lost refuses them all. Never commits."""
+    from citybrain.healthcode.keys import current_signer
+
+    signer = current_signer(session)
+    claims = card_claims(person_ref, card_no, issued_at=issued_at, expires_at=expires_at)
+    return sign(signer, claims, CARD_PREFIX)
 
 
 def place_code_url(base_url: str, text: str) -> str:
@@ -359,30 +415,68 @@ def _verify(text: str, prefix: str, trust_list: TrustList, now: dt.datetime | No
     return _Checked(kid, claims, issued, expires)
 
 
+def _private(checked: _Checked, kind: str) -> dict[Any, Any]:
+    """The code's own claims (the private claim map), refused unless of ``kind``."""
+    private: dict[Any, Any] = checked.claims[CLAIM_CITYBRAIN]
+    if private.get("t") != kind:
+        raise CodeRefused("wrong_type")
+    return private
+
+
+def _issuer(checked: _Checked) -> str:
+    issuer = checked.claims.get(CLAIM_ISS)
+    return str(issuer) if issuer is not None else ""
+
+
 def verify_code(
     text: str, trust_list: TrustList, *, now: dt.datetime | None = None
 ) -> VerifiedCode:
     """Verify a health code against ``trust_list`` (offline: no database); raises
     ``CodeRefused`` with the reason. The signature is checked before the payload is read."""
     checked = _verify(text, HEALTH_PREFIX, trust_list, now)
-    private = checked.claims[CLAIM_CITYBRAIN]
-    if private.get("t") != TYPE_HEALTH:
-        raise CodeRefused("wrong_type")
+    private = _private(checked, TYPE_HEALTH)
     ref, colour, version = private.get("ref"), private.get("c"), private.get("v")
     if not isinstance(ref, str) or not ref or len(ref) > 32 or colour not in COLOURS:
         raise CodeRefused("malformed")
     if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
         raise CodeRefused("malformed")
-    issuer = checked.claims.get(CLAIM_ISS)
     return VerifiedCode(
         person_ref=ref,
         colour=colour,
         rule_set_version=version,
-        issuer=str(issuer) if issuer is not None else "",
+        issuer=_issuer(checked),
         kid=checked.kid,
         issued_at=checked.issued_at,
         expires_at=checked.expires_at,
     )
+
+
+def verify_card(
+    text: str, trust_list: TrustList, *, now: dt.datetime | None = None
+) -> VerifiedCard:
+    """Verify a printed health card (纸质健康卡) against ``trust_list``; raises ``CodeRefused``.
+    Whether the card is still in force (not lost, not replaced) is the database's to say
+    (``healthcode.cards.card_holder``)."""
+    checked = _verify(text, CARD_PREFIX, trust_list, now)
+    private = _private(checked, TYPE_CARD)
+    ref, number = private.get("ref"), private.get("n")
+    if not isinstance(ref, str) or not ref or len(ref) > 32:
+        raise CodeRefused("malformed")
+    if not isinstance(number, int) or isinstance(number, bool) or not 0 < number < 2**31:
+        raise CodeRefused("malformed")
+    return VerifiedCard(
+        person_ref=ref,
+        card_no=number,
+        issuer=_issuer(checked),
+        kid=checked.kid,
+        issued_at=checked.issued_at,
+        expires_at=checked.expires_at,
+    )
+
+
+def is_card(text: str) -> bool:
+    """Whether ``text`` is a printed health card's (its prefix), not a phone's health code."""
+    return text.lstrip().startswith(CARD_PREFIX)
 
 
 def verify_place_code(
@@ -390,19 +484,16 @@ def verify_place_code(
 ) -> VerifiedPlace:
     """Verify a place code (场所码) against ``trust_list``; raises ``CodeRefused``."""
     checked = _verify(text, PLACE_PREFIX, trust_list, now)
-    private = checked.claims[CLAIM_CITYBRAIN]
-    if private.get("t") != TYPE_PLACE:
-        raise CodeRefused("wrong_type")
+    private = _private(checked, TYPE_PLACE)
     place, kind = private.get("p"), private.get("k")
     if not isinstance(place, str) or not place or len(place) > 24:
         raise CodeRefused("malformed")
     if kind is not None and not isinstance(kind, str):
         raise CodeRefused("malformed")
-    issuer = checked.claims.get(CLAIM_ISS)
     return VerifiedPlace(
         place_code=place,
         place_kind=kind,
-        issuer=str(issuer) if issuer is not None else "",
+        issuer=_issuer(checked),
         kid=checked.kid,
         issued_at=checked.issued_at,
         expires_at=checked.expires_at,

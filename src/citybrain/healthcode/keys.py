@@ -51,6 +51,7 @@ def grace_period() -> dt.timedelta:
     longest = max(
         dt.timedelta(seconds=settings.code_validity_seconds),
         dt.timedelta(days=settings.place_code_validity_days),
+        dt.timedelta(days=settings.card_validity_days),
     )
     return longest + dt.timedelta(seconds=settings.clock_skew_seconds)
 

@@ -173,3 +173,48 @@ class HouseholdPass(Base):
 
     def __repr__(self) -> str:
         return f"<HouseholdPass {self.id} {self.compound_code}>"
+
+
+# Why a printed health card stopped being valid before its time (作废原因).
+CARD_LOST = "lost"  # 挂失
+CARD_REPLACED = "replaced"  # 补办新卡，旧卡作废
+CARD_CANCELLED = "cancelled"  # 其他原因作废
+CARD_END_REASONS = (CARD_LOST, CARD_REPLACED, CARD_CANCELLED)
+CARD_BY_STAFF = "staff"  # issued by the community's staff (社区代办)
+CARD_BY_HOUSEHOLD = "household"  # printed by the holder's household on the residents' pages
+
+
+class HealthCard(Base):
+    """A printed health card (纸质健康卡) for a resident without a smartphone of their own (an
+    elder, a child): its QR names the holder and the card, never a colour, and the gate takes
+    the holder's current colour online, then shows the holder's masked name and the last four
+    characters of their ID number so the gate staff check the ID card beside it.
+
+    ``id`` is the card's number, printed on it and signed into it: a card reported lost, or
+    replaced by a new one, is refused at the gate however many copies were printed. The masked
+    name and the ID's tail are kept here (not decrypted per scan) as printed. A person's cards
+    go with their registration (ON DELETE CASCADE). Issued and ended by
+    ``healthcode.cards``."""
+
+    __tablename__ = "health_cards"
+    __table_args__ = (Index("ix_health_cards_area_code_issued_at", "area_code", "issued_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_ref: Mapped[str] = mapped_column(
+        ForeignKey("persons.ref", ondelete="CASCADE"), index=True
+    )
+    holder_name: Mapped[str] = mapped_column(String(40))  # masked, as printed: 张*明
+    id_tail: Mapped[str] = mapped_column(String(4))
+    # The holder's area when the card was issued (the staff's lists are scoped by it).
+    area_code: Mapped[str] = mapped_column(String(15))
+    issued_via: Mapped[str] = mapped_column(String(12))
+    issued_by: Mapped[str] = mapped_column(String(64))
+    issued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    ended_by: Mapped[str | None] = mapped_column(String(64))
+    end_reason: Mapped[str | None] = mapped_column(String(12))
+
+    def __repr__(self) -> str:
+        # Never the holder: reprs end up in logs.
+        return f"<HealthCard {self.id}>"

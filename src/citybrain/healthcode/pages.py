@@ -30,6 +30,7 @@ from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.geo.models import Place
 from citybrain.healthcode import devices, repository
+from citybrain.healthcode.cards import card_number
 from citybrain.healthcode.deps import device_tokens
 from citybrain.healthcode.qr import qr_svg
 from citybrain.healthcode.routes import gate_scan, printable_place_code
@@ -52,7 +53,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "direction": ("方向", "Direction"),
     "entry": ("进", "Entry"),
     "exit": ("出", "Exit"),
-    "code": ("健康码（扫码枪扫入或粘贴）", "Health code (scanner, or paste)"),
+    "code": ("健康码或纸质健康卡（扫码枪扫入或粘贴）", "Health code or card (scanner, or paste)"),
     "scan": ("核验", "Check"),
     "pass": ("通行", "PASS"),
     "deny": ("禁止通行", "DENY"),
@@ -62,6 +63,10 @@ TEXT: dict[str, tuple[str, str]] = {
     "yellow": ("黄码", "yellow"),
     "red": ("红码", "red"),
     "colour_code": ("（离线：码内颜色）", "(offline: colour in the code)"),
+    "card_check": ("纸质健康卡：请核对身份证", "Health card: check the ID card"),
+    "card_holder": ("持卡人", "Holder"),
+    "card_id_tail": ("身份证尾号", "ID ends"),
+    "card_no": ("卡号", "Card No."),
     "busy": ("系统繁忙", "Busy"),
     "no_places": ("辖区内没有可扫码的场所", "no scanning places in your area"),
     "codes_title": ("场所码", "Place codes"),
@@ -253,6 +258,10 @@ async def gate_submit(
             "colour_source": outcome.colour_source,
             "place_name": outcome.place_name,
         }
+        if outcome.card is not None:
+            result["card_holder"] = outcome.card.name
+            result["card_id_tail"] = outcome.card.id_tail
+            result["card_no"] = card_number(outcome.card.card_no)
     except Overloaded as error:
         result = {
             "passed": False,

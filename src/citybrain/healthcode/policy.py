@@ -68,6 +68,11 @@ REASONS: dict[str, Reason] = {
             "resident with a red or yellow code must stay home",
         ),
         Reason("checked_in", "已登记到访", "visit recorded"),
+        Reason(
+            "card_holder_unknown",
+            "健康卡持卡人不在登记库，禁止通行，请联系社区",
+            "the card's holder is not registered: no entry, contact the community",
+        ),
     )
 }
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Annotated
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,14 +28,18 @@ from citybrain.core.authz.deps import GUARD_ATTRIBUTE, public, require
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.geo.models import Place
+from citybrain.healthcode.cards import CardHolder, card_holder, card_number
 from citybrain.healthcode.codes import (
     CodeRefused,
     IssuedCode,
+    VerifiedCard,
     VerifiedCode,
     VerifiedPlace,
+    is_card,
     issue_place_code,
     place_code_url,
     place_text_from,
+    verify_card,
     verify_code,
     verify_place_code,
 )
@@ -81,6 +87,7 @@ from citybrain.kit.web import (
 )
 
 router = APIRouter(tags=["healthcode 健康码"])
+T = TypeVar("T")
 TRUST_LIST_MAX_AGE = 60
 
 
@@ -98,27 +105,39 @@ def _kid_hint(text: str) -> str:
     return f"?{text[:16]}"
 
 
-def verify_health_code(request: Request, text: str) -> VerifiedCode:
-    """Verify a health code with the server's trust list; a code naming a key the list does
-    not know makes it re-read the list once (a rotation by another process)."""
+def _verified(request: Request, verify: Callable[[str, TrustList], T], text: str) -> T:
+    """``verify(text, trust list)`` with the server's trust list; a code naming a key the list
+    does not know makes it re-read the list once (a rotation by another process)."""
     try:
-        return verify_code(text.strip(), _trust_list(request))
+        return verify(text, _trust_list(request))
     except CodeRefused as refused:
         if refused.reason_code != "unknown_key":
             raise
-        return verify_code(text.strip(), _trust_list(request, unknown_kid=_kid_hint(text)))
+        return verify(text, _trust_list(request, unknown_kid=_kid_hint(text)))
+
+
+def verify_health_code(request: Request, text: str) -> VerifiedCode:
+    """Verify a health code with the server's trust list."""
+    return _verified(request, verify_code, text.strip())
+
+
+def verify_health_card(request: Request, text: str) -> VerifiedCard:
+    """Verify a printed health card's signature with the server's trust list."""
+    return _verified(request, verify_card, text.strip())
+
+
+def _card_holder(request: Request, card: VerifiedCard) -> CardHolder:
+    test_session = getattr(request.app.state, "test_session", None)
+    if test_session is not None:
+        return card_holder(test_session, card)
+    with request_database(request).sessions() as session:
+        return card_holder(session, card)
 
 
 def verify_place(request: Request, scanned: str) -> VerifiedPlace:
     """Verify a place code (the printed link, or the code itself) with the server's trust
-    list, re-reading it once for a key it does not know."""
-    text = place_text_from(scanned)
-    try:
-        return verify_place_code(text, _trust_list(request))
-    except CodeRefused as refused:
-        if refused.reason_code != "unknown_key":
-            raise
-        return verify_place_code(text, _trust_list(request, unknown_kid=_kid_hint(text)))
+    list."""
+    return _verified(request, verify_place_code, place_text_from(scanned))
 
 
 class _PlaceCache:
@@ -199,7 +218,7 @@ def overloaded(error: Overloaded, lang: str) -> JSONResponse:
 
 def outcome_json(outcome: ScanOutcome, lang: str) -> dict[str, object]:
     """The answer to a scan."""
-    return {
+    answer: dict[str, object] = {
         "scan_id": outcome.scan_id,
         "passed": outcome.passed,
         "decision": outcome.decision,
@@ -214,27 +233,49 @@ def outcome_json(outcome: ScanOutcome, lang: str) -> dict[str, object]:
         "direction": outcome.direction,
         "scanned_at": outcome.scanned_at.isoformat(),
     }
+    if outcome.card is not None:
+        answer["card"] = {
+            "card_no": card_number(outcome.card.card_no),
+            "name": outcome.card.name,
+            "id_tail": outcome.card.id_tail,
+            "check_identity": True,
+        }
+    return answer
 
 
 async def gate_scan(
     request: Request, who: Principal, text: str, direction: str, place_code: str | None
 ) -> ScanOutcome:
-    """Verify a health code at a gate and record the decision (raises CodeRefused,
-    Overloaded, InvalidInput, NotFound)."""
+    """Verify a health code, or a printed health card, at a gate and record the decision
+    (raises CodeRefused, Overloaded, InvalidInput, NotFound).
+
+    A card (``CBK1:``) carries no colour: after its signature, the card itself is checked in
+    the database (one read, for cards only: not lost, not replaced), the holder's current
+    colour decides, and the answer carries the holder's masked name and ID tail for the
+    gate staff to check against their ID card."""
     place = await scan_place_of(request, who, place_code)
-    verified = verify_health_code(request, text)
-    return await record(
+    holder: CardHolder | None = None
+    if is_card(text):
+        card = verify_health_card(request, text)
+        holder = await run_in_threadpool(_card_holder, request, card)
+        person_ref, colour = card.person_ref, ""
+    else:
+        verified = verify_health_code(request, text)
+        person_ref, colour = verified.person_ref, verified.colour
+    outcome = await record(
         request,
         ScanRequest(
             method=SCAN_GATE,
             place_code=place,
-            person_ref=verified.person_ref,
-            code_colour=verified.colour,
+            person_ref=person_ref,
+            code_colour=colour,
             direction=direction,
             device_token_id=who.id if who.kind == "device" else None,
             scanned_at=clock.now(),
+            card_no=holder.card_no if holder else None,
         ),
     )
+    return replace(outcome, card=holder) if holder else outcome
 
 
 @router.get(
@@ -281,6 +322,10 @@ async def post_scan(request: Request) -> Response:
     decide pass or deny by the place's policy and the compound's tier, record the scan and
     answer after it is committed. 422 names why a code is refused (``bad_signature``,
     ``expired``, ``unknown_key``…); 429 with Retry-After when too many scans wait.
+
+    A printed health card (``CBK1:``, 纸质健康卡) is scanned the same way: it is checked not
+    lost or replaced (422 ``card_revoked``), the holder's current colour decides, and the
+    answer's ``card`` gives their masked name and ID tail to check against the ID card.
 
     The hot path of the morning peak, so it takes the request as it is: the body is read and
     validated here by pydantic's own JSON parser (its schema is ``ScanIn``, documented above)

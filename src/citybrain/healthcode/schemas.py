@@ -32,15 +32,30 @@ class TrustListOut(BaseModel):
 
 
 class ScanIn(BaseModel):
-    """A gate's scan of a person's health code (扫码)."""
+    """A gate's scan of a person's health code, or of their printed health card (扫码)."""
 
-    code: str = Field(min_length=1, max_length=MAX_CODE_TEXT, description="码的文本（CB1:…）")
+    code: str = Field(
+        min_length=1,
+        max_length=MAX_CODE_TEXT,
+        description="码的文本：健康码 CB1:…，或纸质健康卡 CBK1:… "
+        "a health code (CB1:) or a printed health card (CBK1:)",
+    )
     direction: Literal["entry", "exit"] = Field(default="entry", description="进 entry / 出 exit")
     place_code: str | None = Field(
         default=None,
         max_length=24,
         description="场所代码：设备令牌不需填写（设备即场所）；工作人员须填写 place (staff only)",
     )
+
+
+class CardHolderOut(BaseModel):
+    """A printed health card's holder (纸质健康卡), for the gate staff to check against the ID
+    card the holder shows: the card has no photograph."""
+
+    card_no: str = Field(description="卡号 the card's number as printed")
+    name: str = Field(description="姓名（脱敏） the holder's name, masked")
+    id_tail: str = Field(description="身份证号后四位 the ID number's last four characters")
+    check_identity: bool = Field(True, description="须核对身份证 the ID card must be checked")
 
 
 class ScanOut(BaseModel):
@@ -53,10 +68,11 @@ class ScanOut(BaseModel):
     reason: str = Field(description="原因（按请求语言） reason in the request's language")
     reason_zh: str
     reason_en: str
-    colour: Literal["green", "yellow", "red"]
-    colour_source: Literal["online", "code"] = Field(
+    colour: Literal["green", "yellow", "red", "unknown"]
+    colour_source: Literal["online", "code", "unknown"] = Field(
         description="online: 当前颜色（风险引擎） current; "
-        "code: 码内颜色（登记库无此人） the colour in the code"
+        "code: 码内颜色（登记库无此人） the colour in the code; "
+        "unknown: 健康卡持卡人已不在登记库 a card whose holder is no longer registered"
     )
     place_code: str
     place_name: str
@@ -66,6 +82,11 @@ class ScanOut(BaseModel):
         False,
         description="同一场所5分钟内重复扫码：返回已记录的那次，不再记录 "
         "a repeat place-code scan within five minutes: the visit already recorded",
+    )
+    card: CardHolderOut | None = Field(
+        None,
+        description="扫的是纸质健康卡时：持卡人（脱敏），请核对身份证 "
+        "a printed health card: its holder, masked, to check against the ID card",
     )
 
 

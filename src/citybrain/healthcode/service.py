@@ -38,7 +38,8 @@ from citybrain.core.geo.models import (
     Place,
 )
 from citybrain.healthcode import repository
-from citybrain.healthcode.codes import CodeRefused, verify_code
+from citybrain.healthcode.cards import CardHolder
+from citybrain.healthcode.codes import CodeRefused, is_card, verify_code
 from citybrain.healthcode.keys import trust_list_of
 from citybrain.healthcode.models import (
     DECISION_DENY,
@@ -60,6 +61,7 @@ from citybrain.risk import service as risk
 TOPIC_SCANS_RECORDED = "healthcode.scans_recorded"
 COLOUR_ONLINE = "online"  # the risk engine's current colour
 COLOUR_CODE = "code"  # only the colour inside the code (person not in the registry)
+COLOUR_UNKNOWN = "unknown"  # a printed card whose holder left the registry meanwhile
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,8 @@ class ScanRequest:
     direction: str
     device_token_id: int | None
     scanned_at: dt.datetime
+    # A printed health card's number (纸质健康卡): no colour inside, only the online one counts.
+    card_no: int | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,8 @@ class ScanOutcome:
     reason_zh: str
     reason_en: str
     scanned_at: dt.datetime
+    # A printed card's holder as the gate staff check them against the ID card (card scans).
+    card: CardHolder | None = None
 
     @property
     def passed(self) -> bool:
@@ -263,6 +269,10 @@ def record_scans(
         source = COLOUR_ONLINE if online is not None else COLOUR_CODE
         if request.method == SCAN_PLACE:
             decision = Decision(DECISION_PASS, REASONS["checked_in"])
+        elif request.card_no is not None and online is None:
+            # The card was checked a moment ago, its holder withdrawn since: no colour to go by.
+            colour, source = COLOUR_UNKNOWN, COLOUR_UNKNOWN
+            decision = Decision(DECISION_DENY, REASONS["card_holder_unknown"])
         else:
             decision = decide(
                 place_kind=place.kind,
@@ -309,6 +319,8 @@ def record_scans(
         "gate": methods.get(SCAN_GATE, 0),
         "place": methods.get(SCAN_PLACE, 0),
         "denied": denied,
+        # Printed health cards among the gate scans (纸质健康卡): how often gates checked an ID.
+        "cards": sum(1 for r in requests if r.card_no is not None),
     }
     record(
         session,
@@ -435,6 +447,10 @@ OFFLINE_REFUSALS: dict[str, tuple[str, str]] = {
     "place_not_found": (
         "场所不存在或不在辖区内",
         "the place does not exist or lies outside your area",
+    ),
+    "card_offline": (
+        "纸质健康卡不含颜色，须联网核验，离线扫卡不予记录",
+        "a printed health card holds no colour: it is checked online only, never offline",
     ),
 }
 
@@ -581,6 +597,9 @@ def record_offline_scans(
         place = places.get(place_code)
         if place is None or not place.area_code.startswith(who.area_code):
             results[i] = _refused(item, "place_not_found", "place_code")
+            continue
+        if is_card(item.code):
+            results[i] = _refused(item, "card_offline", "code")
             continue
         try:
             verified = verify_code(item.code.strip(), trust, now=scanned_at)

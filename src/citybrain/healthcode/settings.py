@@ -19,6 +19,9 @@ class HealthcodeSettings(BaseSettings):
     code_validity_seconds: int = Field(default=300, ge=30, le=86_400)
     # A place code (场所码) is printed and posted: it lives for weeks.
     place_code_validity_days: int = Field(default=30, ge=1, le=366)
+    # A printed health card (纸质健康卡) for someone without a smartphone: it names its holder,
+    # never a colour, so it may live for months; a lost card is cancelled at once.
+    card_validity_days: int = Field(default=180, ge=1, le=366)
     # Gates' clocks drift; a code is not refused for a few seconds of disagreement.
     clock_skew_seconds: int = Field(default=30, ge=0, le=600)
     # The in-memory trust list of a server is re-read this often (and at once after a

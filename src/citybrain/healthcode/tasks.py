@@ -20,7 +20,7 @@ from citybrain.core.events.dispatcher import subscribe
 from citybrain.core.events.models import OutboxEvent
 from citybrain.core.jobs.queue import job, schedule
 from citybrain.datahub.lake import LakePaths
-from citybrain.healthcode import passes
+from citybrain.healthcode import cards, passes
 from citybrain.healthcode.export import export_scans
 from citybrain.healthcode.keys import (
     TOPIC_KEY_CREATED,
@@ -95,3 +95,11 @@ def purge_passes() -> None:
     with get_database().unit_of_work() as session:
         gone = passes.purge_expired(session)
     log.info("healthcode.passes_purged", count=gone)
+
+
+@schedule(minute="40", hour="3")
+def purge_cards() -> None:
+    """Every night: delete printed health cards that ended longer ago than they are kept."""
+    with get_database().unit_of_work() as session:
+        gone = cards.purge_ended_cards(session)
+    log.info("healthcode.cards_purged", count=gone)

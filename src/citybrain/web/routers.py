@@ -8,6 +8,7 @@ from citybrain.analysis import pages as analysis_pages
 from citybrain.analysis import routes as analysis_routes
 from citybrain.apps.cockpit import pages as cockpit_pages
 from citybrain.apps.cockpit import routes as cockpit_routes
+from citybrain.apps.residents import card_pages as residents_card_pages
 from citybrain.apps.residents import pages as residents_pages
 from citybrain.apps.residents import routes as residents_routes
 from citybrain.core.authz import pages as authz_pages
@@ -43,6 +44,7 @@ ROUTERS: list[APIRouter] = [
     healthcode_pages.router,
     residents_routes.router,
     residents_pages.router,
+    residents_card_pages.router,
     cockpit_routes.router,
     cockpit_pages.router,
 ]

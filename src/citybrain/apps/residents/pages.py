@@ -35,6 +35,7 @@ from citybrain.core.authz.roles import Permission
 from citybrain.core.geo.models import Place
 from citybrain.core.people import service as people_service
 from citybrain.core.people.models import Person
+from citybrain.healthcode import cards as gate_cards
 from citybrain.healthcode.codes import PLACE_SCAN_PATH
 from citybrain.healthcode.models import PASS_REASONS
 from citybrain.healthcode.routes import record as record_scan
@@ -794,6 +795,8 @@ def _household(
             "me": me,
             "members": members,
             "member_colours": colours.colours_for(session, household),
+            "member_cards": gate_cards.current_cards(session, [m.ref for m in members]),
+            "card_ended": "card_ended" in request.query_params,
             "compound": address.compound,
             "unit": address.flat,
             "passes": service.my_passes(session, me),
@@ -1183,6 +1186,13 @@ def _compound_page(
         for r in residents:
             r.colour = found.get(r.ref)
         context["residents"] = residents
+        context["cards"] = gate_cards.current_cards(session, [r.ref for r in residents])
+        context["needing_cards"] = (
+            len(service.residents_needing_cards(session, who, code))
+            if context["can_correct"]
+            else 0
+        )
+        context["card_ended"] = "card_ended" in request.query_params
         context["withdrawing"] = next((r for r in residents if r.ref == withdraw), None)
         context["pending"] = service.pending_in_compound(session, who, code)
         context["member_confirmed"] = "member_confirmed" in request.query_params
@@ -1242,6 +1252,7 @@ def staff_export(
     if list_ == "residents":
         residents = service.list_residents(session, who, code, building=building or None)
         found = colours.colours_for_refs(session, [r.ref for r in residents])
+        held = gate_cards.current_cards(session, [r.ref for r in residents])
         header = [
             t(k)
             for k in (
@@ -1257,6 +1268,7 @@ def staff_export(
                 "res.self_registered",
                 "res.reported_today_col",
                 "res.colour",
+                "card.column",
             )
         ]
         rows = [
@@ -1273,6 +1285,7 @@ def staff_export(
                 t("res.yes") if r.self_registered else t("res.no"),
                 t("res.yes") if r.reported_today else t("res.no"),
                 t("colour." + found[r.ref]) if r.ref in found else "",
+                f"No.{gate_cards.card_number(held[r.ref].id)}" if r.ref in held else "",
             ]
             for r in residents
         ]
@@ -1457,9 +1470,11 @@ def staff_confirm_member(
     csrf_token: Annotated[str, Form()] = "",
     compound: Annotated[str, Form(max_length=15)] = "",
     seen: Annotated[str, Form(max_length=8)] = "",
+    card: Annotated[str, Form(max_length=8)] = "",
 ) -> Response:
     """Confirm an adult awaiting consent after seeing them and their ID card (当面核验); the
-    box saying so must be ticked. Back to the compound's residents."""
+    box saying so must be ticked. Back to the compound's residents, or, with ``card`` ticked
+    (an adult without a smartphone: 同时办理纸质健康卡), on to their new card to print."""
     check_csrf(request, csrf_token)
     try:
         if seen != "yes":
@@ -1468,9 +1483,14 @@ def staff_confirm_member(
                 "check the person and their ID card in person first, and tick the box",
                 field=f"seen-{invitation_id}",
             )
-        service.confirm_member_in_person(session, who, invitation_id)
+        person = service.confirm_member_in_person(session, who, invitation_id)
+        printable = gate_cards.issue_by_staff(session, who, person.ref) if card == "yes" else None
     except CitybrainError as error:
         return _residents_tab_refusing(request, session, who, compound, error)
+    if printable is not None:
+        return RedirectResponse(
+            f"/residents/staff/cards/{printable.card.id}?issued=1", status_code=303
+        )
     return _residents_tab_after(compound, "member_confirmed")
 
 

@@ -105,6 +105,34 @@ class PassIn(BaseModel):
     note: str | None = Field(default=None, max_length=100)
 
 
+class CardView(BaseModel):
+    """A printed health card (纸质健康卡) as staff see it: the holder masked, as printed."""
+
+    id: int
+    card_no: str = Field(description="卡号，如 000012 the number printed on the card")
+    person_ref: str
+    holder_name: str = Field(description="姓名（脱敏） the holder's name, masked")
+    id_tail: str = Field(description="身份证号后四位 the ID number's last four characters")
+    issued_via: Literal["staff", "household"]
+    issued_at: dt.datetime
+    expires_at: dt.datetime
+    ended_at: dt.datetime | None
+    end_reason: Literal["lost", "replaced", "cancelled"] | None
+    in_force: bool
+
+
+class CardIssued(CardView):
+    """A card just issued, with the text its QR holds (``CBK1:…``) for a printing system."""
+
+    code: str = Field(description="二维码内容 the signed text the card's QR holds")
+
+
+class CardEndIn(BaseModel):
+    """Why a card ends (挂失 or 作废)."""
+
+    reason: Literal["lost", "cancelled"] = "lost"
+
+
 class PassView(BaseModel):
     """A pass as staff and the household see it."""
 

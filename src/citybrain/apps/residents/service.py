@@ -51,8 +51,9 @@ from citybrain.core.people import repository as people_repository
 from citybrain.core.people import service as people_service
 from citybrain.core.people.models import Household, Person
 from citybrain.core.people.schemas import HouseholdIn, PersonIn
+from citybrain.healthcode import cards as gate_cards
 from citybrain.healthcode import passes as gate_passes
-from citybrain.healthcode.models import HouseholdPass
+from citybrain.healthcode.models import HealthCard, HouseholdPass
 from citybrain.kit import clock
 from citybrain.kit.attempts import ask_once
 from citybrain.kit.crypto import BlindIndex, FieldCipher, blind_index, field_cipher
@@ -897,6 +898,82 @@ def member_of(session: Session, me: Person, ref: str | None) -> Person:
         if person.ref == ref:
             return person
     raise NotFound("未找到该家庭成员", "no such household member", code="member_not_found")
+
+
+def issue_member_card(session: Session, me: Person, ref: str) -> gate_cards.PrintableCard:
+    """Print a health card (纸质健康卡) for the resident or a member of their household, who
+    may have no smartphone of their own (``healthcode.cards``: it ends the card they held,
+    audits and announces it)."""
+    member = member_of(session, me, ref)
+    return gate_cards.issue_by_household(session, resident_actor(me), member)
+
+
+CARD_NOTICE_TEXT = (
+    "已为您办理纸质健康卡（卡号 {number}），由{who}办理。卡上不显示颜色，闸机联网核验当前颜色，"
+    "并核对身份证。如您不知情，请在“我的家庭”中挂失，或联系所在社区。",
+    "A printed health card (No. {number}) was issued for you by {who_en}. It shows no colour: "
+    "gates check your current colour online and your ID card. If you did not know of it, "
+    "report it lost under My household, or contact your community.",
+)
+
+
+def tell_card_holder(
+    session: Session, person_ref: str, card_id: int, issued_by: str, via: str
+) -> bool:
+    """Tell a holder who logs in themselves that someone else issued them a printed health
+    card (its number, by whom, how to report it lost): a card in their name is not printed
+    behind their back. On their code page and texted, once per card; nobody is told of a card
+    they printed themselves, and a child or an elder without an account is not texted here
+    (the household or the community printed it with them). Returns whether a notice was
+    left."""
+    person = repository.person_by_ref(session, person_ref)
+    if person is None or not has_own_account(session, person_ref):
+        return False
+    if issued_by == resident_actor(person).ref:
+        return False
+    zh, en = CARD_NOTICE_TEXT
+    number = gate_cards.card_number(card_id)
+    by_household = via == "household"
+    return risk.leave_notice(
+        session,
+        subject_of(person),
+        f"card_issued:{card_id}",
+        zh.format(number=number, who="家人" if by_household else "社区工作人员"),
+        en.format(number=number, who_en="your household" if by_household else "community staff"),
+    )
+
+
+def residents_needing_cards(session: Session, who: Principal, compound_code: str) -> list[str]:
+    """The refs of a compound's residents who have never logged in themselves (a child, an
+    elder registered by their family) and hold no card in force: whom the community prints
+    cards for first. Scoped to ``who``'s jurisdiction (the caller has checked the compound
+    with :func:`compound_for_staff`)."""
+    persons = repository.residents_scoped(session, who, compound_code)
+    refs = [p.ref for p in persons]
+    accounts = repository.account_refs(session, refs)
+    held = gate_cards.current_cards(session, refs)
+    return [ref for ref in refs if ref not in accounts and ref not in held]
+
+
+def household_card(session: Session, me: Person, card_id: int) -> HealthCard:
+    """A card of the resident's household (of a member now); anyone else's is not found."""
+    card = session.get(HealthCard, card_id)
+    refs = {person.ref for person in household_of(session, me)}
+    if card is None or card.person_ref not in refs:
+        raise NotFound("未找到该健康卡", "no such health card", code="card_not_found")
+    return card
+
+
+def print_member_card(session: Session, me: Person, card_id: int) -> gate_cards.PrintableCard:
+    """A card of the household to print again (audited)."""
+    card = household_card(session, me, card_id)
+    return gate_cards.printable_for_household(session, resident_actor(me), card)
+
+
+def end_member_card(session: Session, me: Person, card_id: int, reason: str) -> HealthCard:
+    """Report a card of the household lost, or cancel it (挂失): refused at gates at once."""
+    card = household_card(session, me, card_id)
+    return gate_cards.end_by_household(session, resident_actor(me), card, reason)
 
 
 @dataclass(frozen=True)

@@ -3,19 +3,26 @@ rate-limit window has passed (they hold a pseudonymous key and an address, nothi
 one-time SMS codes a day after they were sent (the daily limit no longer needs them), adult
 members' invitations whose consent never came, and daily health reports past their retention
 period; and, each morning, telling the household members who turn 18 that their code and
-their place in the household are now theirs."""
+their place in the household are now theirs; and telling a resident who logs in themselves of
+a printed health card someone else issued for them."""
 
 from __future__ import annotations
 
 import datetime as dt
 
+from sqlalchemy.orm import Session
+
 from citybrain.apps.residents.repository import purge_failures_before, purge_sms_codes_before
 from citybrain.apps.residents.service import (
     purge_expired_reports,
     purge_lapsed_invitations,
+    tell_card_holder,
     tell_coming_of_age,
 )
+from citybrain.core.events.dispatcher import subscribe
+from citybrain.core.events.models import OutboxEvent
 from citybrain.core.jobs.queue import schedule
+from citybrain.healthcode import cards as gate_cards
 from citybrain.kit import clock
 from citybrain.kit.db import get_database
 from citybrain.kit.logging import get_logger
@@ -84,3 +91,12 @@ def tell_members_coming_of_age() -> int:
 def tell_residents_coming_of_age() -> None:
     """At 08:00 in the city: tell the household members who turn 18 today (成年提醒)."""
     tell_members_coming_of_age()
+
+
+@subscribe(gate_cards.TOPIC_CARD_ISSUED, name="residents.tell_card_holder")
+def on_card_issued(session: Session, event: OutboxEvent) -> None:
+    """A printed health card was issued: its holder is told if someone else issued it."""
+    payload = event.payload or {}
+    ref, card, by, via = (payload.get(k) for k in ("person_ref", "card", "issued_by", "via"))
+    if isinstance(ref, str) and isinstance(card, int) and isinstance(by, str):
+        tell_card_holder(session, ref, card, by, str(via))

@@ -2,7 +2,8 @@
 //
 // A gate worker with only a phone has no scanner wedge: this opens the rear camera, draws a
 // frame to a canvas a few times a second and decodes it with jsQR (vendored from npm, served
-// from /static/vendor). A text starting with "CB1:" goes into the form's code field and the
+// from /static/vendor). A text starting with "CB1:" (a phone's health code) or "CBK1:" (a
+// printed health card, 纸质健康卡) goes into the form's code field and the
 // form is submitted as pressing Enter would (form.requestSubmit()), so the page's own submit
 // handling (gate-offline.js: online by fetch, offline verification) applies unchanged. The
 // same code read again while the phone is still over it is not submitted again. "Camera on"
@@ -20,6 +21,8 @@
   if (typeof window.jsQR !== "function") { return; }
 
   var PREFIX = "CB1:";
+  var CARD_PREFIX = "CBK1:";
+  function ours(text) { return text.indexOf(PREFIX) === 0 || text.indexOf(CARD_PREFIX) === 0; }
   var STATE_KEY = "citybrain.gate.camera";
   var SEEN_KEY = "citybrain.gate.camera.seen";
   var REPEAT_MS = 3000; // the same code again within this time: the phone is still over it
@@ -176,10 +179,10 @@
     lastText = text;
     lastSeen = now; // still over the same code: the window starts anew
     if (again) {
-      if (text.indexOf(PREFIX) === 0) { saveSeen(text, now); }
+      if (ours(text)) { saveSeen(text, now); }
       return;
     }
-    if (text.indexOf(PREFIX) !== 0) {
+    if (!ours(text)) {
       say("notCode", true);
       return;
     }

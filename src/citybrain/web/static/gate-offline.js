@@ -20,6 +20,10 @@
   var TRUST_KEY = "citybrain.gate.trust";
   var QUEUE_KEY = "citybrain.gate.queue";
   var PREFIX = "CB1:";
+  // A printed health card (纸质健康卡) holds no colour: only the server can judge it.
+  var CARD_PREFIX = "CBK1:";
+  var CARD_OFFLINE = ["纸质健康卡须联网核验当前颜色，离线时不能放行；请稍后重试，或联系社区核实",
+    "a health card needs the network to check the current colour: not passed offline"];
   var MAX_TEXT = 4096;
   var MAX_INFLATED = 4096;
   var MAX_UPLOAD = 500;
@@ -361,6 +365,14 @@
   }
 
   function scanOffline(text) {
+    if (text.indexOf(CARD_PREFIX) === 0) {
+      // Not queued: the card names its holder, not a colour, so there is nothing to decide by.
+      showOffline("deny", CARD_OFFLINE, null, "");
+      result.querySelector("[data-testid=verdict]").setAttribute("data-refused", "card_offline");
+      showNetwork();
+      nextPerson();
+      return Promise.resolve();
+    }
     var option = placeSelect ? placeSelect.options[placeSelect.selectedIndex] : null;
     var direction = (form.querySelector("[name=direction]:checked") || {}).value === "exit" ? "exit" : "entry";
     var now = Date.now();
