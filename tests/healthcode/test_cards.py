@@ -32,7 +32,7 @@ from citybrain.healthcode.codes import (
     verify_code,
 )
 from citybrain.healthcode.keys import current_signer, trust_list
-from citybrain.healthcode.models import HealthCard, Scan
+from citybrain.healthcode.models import CardPresentation, HealthCard, Scan
 from citybrain.healthcode.service import ScanRequest, record_scans
 from citybrain.kit import clock
 from citybrain.kit.crypto import field_cipher
@@ -182,6 +182,73 @@ def test_a_lost_or_replaced_card_is_refused_with_every_copy(
         not_in_force.value.code == "card_not_in_force" and "已失效" in not_in_force.value.message_zh
     )
     assert cards.current_cards(session, [gate.resident.ref]) == {}
+
+
+def test_an_ended_card_presented_at_a_gate_is_noted_once_a_place_and_announced(
+    client: TestClient, session: Session, gate: Gate
+) -> None:
+    lost = cards.issue_by_staff(session, gate.officer, gate.resident.ref)
+    cards.end_by_staff(session, gate.officer, lost.card.id, "lost")
+    name, tail = _holder_name_and_tail(gate)
+    # Read twice at the venue (a scanner wedge, or the staff trying again): refused both
+    # times, noted once; then at the compound's gate, noted there too.
+    for token in (gate.venue_token, gate.venue_token, gate.gate_token):
+        status, answer = _scan(client, token, lost.text, direction="exit")
+        assert status == 422 and answer["error"]["code"] == "card_revoked"
+        assert "核实持卡人身份" in answer["error"]["message"]
+    noted = session.scalars(select(CardPresentation).order_by(CardPresentation.id)).all()
+    assert [(p.card_id, p.place_code, p.direction) for p in noted] == [
+        (lost.card.id, gate.venue.code, "exit"),
+        (lost.card.id, gate.gate.code, "exit"),
+    ]
+    assert noted[0].presented_by.startswith("device:")
+    audits = session.scalars(
+        select(AuditEntry)
+        .where(AuditEntry.action == "healthcode.ended_card_presented")
+        .order_by(AuditEntry.seq)
+    ).all()
+    assert [(a.object_id, a.detail["place_code"], a.detail["reason"]) for a in audits] == [
+        (str(lost.card.id), gate.venue.code, "lost"),
+        (str(lost.card.id), gate.gate.code, "lost"),
+    ]
+    assert name not in str(audits[0].detail) and tail not in str(audits[0].detail)
+    events = session.scalars(
+        select(OutboxEvent).where(OutboxEvent.topic == cards.TOPIC_ENDED_CARD_PRESENTED)
+    ).all()
+    assert [(e.payload["person_ref"], e.payload["place_code"]) for e in events] == [
+        (gate.resident.ref, gate.venue.code),
+        (gate.resident.ref, gate.gate.code),
+    ]
+    # Five minutes on, the same place notes it again; no scan row was ever written.
+    with clock.shifted(cards.PRESENTATION_REPEAT + dt.timedelta(seconds=1)):
+        assert _scan(client, gate.venue_token, lost.text)[0] == 422
+        listed = cards.presented_cards(session, [gate.resident.ref])
+    assert session.scalar(select(func.count()).select_from(Scan)) == 0
+    assert [(p.card.id, p.times, p.last.place_code) for p in listed] == [
+        (lost.card.id, 3, gate.venue.code)
+    ]
+    assert listed[0].last.place_name == gate.venue.name
+    history = cards.presentations_of(session, lost.card.id)
+    assert [h.place_code for h in history] == [gate.venue.code, gate.gate.code, gate.venue.code]
+    assert history[0].direction == "entry"
+    # A card in force, or one merely expired, is never noted.
+    current = cards.issue_by_staff(session, gate.officer, gate.resident.ref)
+    assert _scan(client, gate.venue_token, current.text)[0] == 200
+    verified = verify_card(current.text, trust_list(session))
+    later = clock.now() + dt.timedelta(days=181)
+    for at in (None, later):
+        noted_now = cards.note_presentation(
+            session, TEST_ACTOR, verified, gate.venue.code, "entry", now=at
+        )
+        assert noted_now is None
+    assert session.scalar(select(func.count()).select_from(CardPresentation)) == 3
+    # Nothing is listed a fortnight on; purged with its card.
+    with clock.shifted(cards.PRESENTED_WITHIN + dt.timedelta(minutes=10)):
+        assert cards.presented_cards(session, [gate.resident.ref]) == []
+    lost.card.ended_at = clock.now() - dt.timedelta(days=cards.CARD_KEEP_DAYS + 1)
+    session.flush()
+    assert cards.purge_ended_cards(session) == 1
+    assert session.scalar(select(func.count()).select_from(CardPresentation)) == 0
 
 
 def test_only_staff_of_the_jurisdiction_issue_and_end_cards(session: Session, gate: Gate) -> None:

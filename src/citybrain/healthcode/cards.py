@@ -16,7 +16,13 @@ old one. Cards end after ``card_validity_days`` (180), and the rows of cards end
 ``CARD_KEEP_DAYS`` ago are purged nightly. A person's cards go with their registration (the
 foreign key cascades). Issuing, printing and ending are audited (ids and counts, never the
 holder); issuing and ending are announced (``healthcode.card_issued`` and
-``healthcode.card_ended``). Nothing here commits.
+``healthcode.card_ended``).
+
+A card that ended and is still presented at a gate (挂失卡被出示) is refused there and noted
+(``CardPresentation``: where, when, by which scanner), audited and announced
+(``healthcode.ended_card_presented``): someone may be going about with another's card, or the
+holder with an old copy, and their household and community are told where and when. Nothing
+here commits.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.authz.scope import scoped
 from citybrain.core.events.service import publish
+from citybrain.core.geo.models import Place
 from citybrain.core.people import repository as people_repository
 from citybrain.core.people import service as people_service
 from citybrain.core.people.models import Person
@@ -44,6 +51,7 @@ from citybrain.healthcode.models import (
     CARD_END_REASONS,
     CARD_LOST,
     CARD_REPLACED,
+    CardPresentation,
     HealthCard,
 )
 from citybrain.healthcode.passes import not_found_in_area
@@ -56,6 +64,12 @@ from citybrain.kit.masking import mask_name
 
 TOPIC_CARD_ISSUED = "healthcode.card_issued"
 TOPIC_CARD_ENDED = "healthcode.card_ended"
+TOPIC_ENDED_CARD_PRESENTED = "healthcode.ended_card_presented"
+# An ended card read again at the same place within this time is noted once (a scanner wedge
+# reading it twice, or the gate staff trying again).
+PRESENTATION_REPEAT = dt.timedelta(minutes=5)
+# How far back the staff's and the household's pages list ended cards presented at gates.
+PRESENTED_WITHIN = dt.timedelta(days=14)
 # A card's row is kept this long after it ended (expired, lost, replaced), so a gate can say
 # "reported lost" rather than "not valid" for a while; then it is purged.
 CARD_KEEP_DAYS = 90
@@ -75,6 +89,26 @@ class CardHolder:
     card_no: int
     name: str  # masked: 张*明
     id_tail: str  # the ID number's last four characters
+
+
+@dataclass(frozen=True)
+class Presentation:
+    """An ended card presented at a gate, as the card's page lists it."""
+
+    presented_at: dt.datetime
+    place_code: str
+    place_name: str
+    direction: str
+
+
+@dataclass(frozen=True)
+class PresentedCard:
+    """An ended card of a household or a compound presented at gates lately: how often, and
+    where and when last."""
+
+    card: HealthCard
+    times: int
+    last: Presentation
 
 
 @dataclass(frozen=True)
@@ -242,6 +276,12 @@ def _card_for_staff(session: Session, who: Principal, card_id: int, action: str)
     return card
 
 
+def card_for_staff(session: Session, who: Principal, card_id: int) -> HealthCard:
+    """A card of ``who``'s jurisdiction (any, in force or not); outside it, the same 404 as no
+    such card, audited as denied."""
+    return _card_for_staff(session, who, card_id, "healthcode.card_view")
+
+
 def printable_for_staff(session: Session, who: Principal, card_id: int) -> PrintableCard:
     """A card of ``who``'s jurisdiction to print (again): the same card, signed afresh. A card
     no longer in force is refused (print a new one instead). Audited (a print puts a bearer
@@ -366,3 +406,108 @@ def purge_ended_cards(session: Session, *, now: dt.datetime | None = None) -> in
         actor=SYSTEM,
     )
     return gone
+
+
+def note_presentation(
+    session: Session,
+    actor: Actor,
+    card: VerifiedCard,
+    place_code: str,
+    direction: str,
+    *,
+    now: dt.datetime | None = None,
+) -> CardPresentation | None:
+    """Note that ``card``, which has ended (reported lost, replaced or cancelled), was presented
+    at ``place_code`` and refused there (挂失卡被出示): audited in the card's area, so the
+    community sees it, and announced (``healthcode.ended_card_presented``: the holder's
+    household is told). Read again at the same place within ``PRESENTATION_REPEAT``, it is
+    noted once. A card still in force, unknown or merely expired is not noted. Returns the
+    new row, if any."""
+    at = now or clock.now()
+    row = session.get(HealthCard, card.card_no)
+    if row is None or row.person_ref != card.person_ref or row.ended_at is None:
+        return None
+    seen = session.scalar(
+        select(CardPresentation.id)
+        .where(
+            CardPresentation.card_id == row.id,
+            CardPresentation.place_code == place_code,
+            CardPresentation.presented_at >= at - PRESENTATION_REPEAT,
+        )
+        .limit(1)
+    )
+    if seen is not None:
+        return None
+    presentation = CardPresentation(
+        card_id=row.id,
+        place_code=place_code,
+        direction=direction,
+        presented_by=actor.ref,
+        presented_at=at,
+    )
+    session.add(presentation)
+    session.flush()
+    detail: dict[str, object] = {
+        "card": row.id,
+        "reason": row.end_reason,
+        "place_code": place_code,
+        "direction": direction,
+    }
+    record(
+        session,
+        actor,
+        "healthcode.ended_card_presented",
+        object_type="health_card",
+        object_id=row.id,
+        area_code=row.area_code,
+        detail=detail,
+    )
+    publish(
+        session,
+        TOPIC_ENDED_CARD_PRESENTED,
+        {**detail, "person_ref": row.person_ref, "presented_at": at.isoformat()},
+        key=row.person_ref,
+    )
+    return presentation
+
+
+def presentations_of(session: Session, card_id: int) -> list[Presentation]:
+    """Where and when an ended card was presented at gates, newest first."""
+    rows = session.execute(
+        select(CardPresentation, Place.name)
+        .outerjoin(Place, Place.code == CardPresentation.place_code)
+        .where(CardPresentation.card_id == card_id)
+        .order_by(CardPresentation.presented_at.desc(), CardPresentation.id.desc())
+    )
+    return [_presentation(row, name) for row, name in rows]
+
+
+def _presentation(row: CardPresentation, place_name: str | None) -> Presentation:
+    return Presentation(
+        clock.as_utc(row.presented_at), row.place_code, place_name or row.place_code, row.direction
+    )
+
+
+def presented_cards(
+    session: Session, refs: Sequence[str], *, now: dt.datetime | None = None
+) -> list[PresentedCard]:
+    """The ended cards of ``refs`` presented at gates within ``PRESENTED_WITHIN``, the most
+    recently presented first (one read): what a household's or a compound's page warns of."""
+    if not refs:
+        return []
+    since = (now or clock.now()) - PRESENTED_WITHIN
+    rows = session.execute(
+        select(CardPresentation, HealthCard, Place.name)
+        .join(HealthCard, HealthCard.id == CardPresentation.card_id)
+        .outerjoin(Place, Place.code == CardPresentation.place_code)
+        .where(HealthCard.person_ref.in_(list(refs)), CardPresentation.presented_at >= since)
+        .order_by(CardPresentation.presented_at.desc(), CardPresentation.id.desc())
+    )
+    found: dict[int, PresentedCard] = {}
+    for presentation, card, name in rows:
+        known = found.get(card.id)
+        if known is None:
+            found[card.id] = PresentedCard(card, 1, _presentation(presentation, name))
+        else:
+            found[card.id] = PresentedCard(card, known.times + 1, known.last)
+    return list(found.values())

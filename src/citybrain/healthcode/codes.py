@@ -79,8 +79,9 @@ REASONS: dict[str, tuple[str, str]] = {
     "not_yet_valid": ("码尚未生效（设备时间有误？）", "the code is not valid yet (clock wrong?)"),
     "wrong_type": ("码的类型不符", "the code is of another type"),
     "card_revoked": (
-        "此健康卡已挂失、作废或已补办新卡，不能使用",
-        "this health card was reported lost, cancelled or replaced",
+        "此健康卡已挂失、作废或已补办新卡，不能使用；请核实持卡人身份（本次出示已记录）",
+        "this health card was reported lost, cancelled or replaced; check who holds it (this "
+        "presentation is recorded)",
     ),
     "card_unknown": (
         "此健康卡无效（持卡人不在登记库或卡已清除）",

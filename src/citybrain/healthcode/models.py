@@ -218,3 +218,26 @@ class HealthCard(Base):
     def __repr__(self) -> str:
         # Never the holder: reprs end up in logs.
         return f"<HealthCard {self.id}>"
+
+
+class CardPresentation(Base):
+    """A printed health card that had ended (reported lost, replaced or cancelled) presented at
+    a gate and refused there (挂失卡被出示): someone may be going about with another's card, or
+    the holder with an old copy. The holder's household and community see where and when; one
+    row per card and place within a few minutes (a scanner reading the same card again adds
+    none). Goes with its card (ON DELETE CASCADE). Written by ``healthcode.cards``."""
+
+    __tablename__ = "card_presentations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    card_id: Mapped[int] = mapped_column(
+        ForeignKey("health_cards.id", ondelete="CASCADE"), index=True
+    )
+    place_code: Mapped[str] = mapped_column(String(24))
+    direction: Mapped[str] = mapped_column(String(8))
+    # The device or staff account that scanned it.
+    presented_by: Mapped[str] = mapped_column(String(64))
+    presented_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+    def __repr__(self) -> str:
+        return f"<CardPresentation {self.id} card={self.card_id}>"

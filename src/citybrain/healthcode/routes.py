@@ -28,7 +28,7 @@ from citybrain.core.authz.deps import GUARD_ATTRIBUTE, public, require
 from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.geo.models import Place
-from citybrain.healthcode.cards import CardHolder, card_holder, card_number
+from citybrain.healthcode.cards import CardHolder, card_holder, card_number, note_presentation
 from citybrain.healthcode.codes import (
     CodeRefused,
     IssuedCode,
@@ -77,6 +77,7 @@ from citybrain.healthcode.trust import TrustList
 from citybrain.healthcode.writer import Overloaded, check_capacity, writer_for
 from citybrain.kit import clock
 from citybrain.kit.errors import InvalidInput, NotFound, error_responses
+from citybrain.kit.logging import get_logger
 from citybrain.kit.web import (
     DB,
     PlaceCode,
@@ -85,6 +86,8 @@ from citybrain.kit.web import (
     request_database,
     request_unit,
 )
+
+log = get_logger(__name__)
 
 router = APIRouter(tags=["healthcode 健康码"])
 T = TypeVar("T")
@@ -126,12 +129,31 @@ def verify_health_card(request: Request, text: str) -> VerifiedCard:
     return _verified(request, verify_card, text.strip())
 
 
-def _card_holder(request: Request, card: VerifiedCard) -> CardHolder:
-    test_session = getattr(request.app.state, "test_session", None)
-    if test_session is not None:
-        return card_holder(test_session, card)
-    with request_database(request).sessions() as session:
-        return card_holder(session, card)
+def _card_holder(
+    request: Request, card: VerifiedCard, who: Principal, place: str, direction: str
+) -> CardHolder:
+    """The holder of a card in force; a card that has ended is refused and its presentation
+    here noted (挂失卡被出示), in a unit of work of its own."""
+    try:
+        test_session = getattr(request.app.state, "test_session", None)
+        if test_session is not None:
+            return card_holder(test_session, card)
+        with request_database(request).sessions() as session:
+            return card_holder(session, card)
+    except CodeRefused as refused:
+        if refused.reason_code == "card_revoked":
+            _note_presentation(request, card, who, place, direction)
+        raise
+
+
+def _note_presentation(
+    request: Request, card: VerifiedCard, who: Principal, place: str, direction: str
+) -> None:
+    try:
+        with request_unit(request) as session:
+            note_presentation(session, who.actor, card, place, direction)
+    except OperationalError as exc:  # the database busy or away: the gate still hears why
+        log.warning("healthcode.card_presentation_not_noted", error=type(exc).__name__)
 
 
 def verify_place(request: Request, scanned: str) -> VerifiedPlace:
@@ -257,7 +279,7 @@ async def gate_scan(
     holder: CardHolder | None = None
     if is_card(text):
         card = verify_health_card(request, text)
-        holder = await run_in_threadpool(_card_holder, request, card)
+        holder = await run_in_threadpool(_card_holder, request, card, who, place, direction)
         person_ref, colour = card.person_ref, ""
     else:
         verified = verify_health_code(request, text)
@@ -324,8 +346,9 @@ async def post_scan(request: Request) -> Response:
     ``expired``, ``unknown_key``…); 429 with Retry-After when too many scans wait.
 
     A printed health card (``CBK1:``, 纸质健康卡) is scanned the same way: it is checked not
-    lost or replaced (422 ``card_revoked``), the holder's current colour decides, and the
-    answer's ``card`` gives their masked name and ID tail to check against the ID card.
+    lost or replaced (422 ``card_revoked``, the presentation noted and the holder's household
+    told), the holder's current colour decides, and the answer's ``card`` gives their masked
+    name and ID tail to check against the ID card.
 
     The hot path of the morning peak, so it takes the request as it is: the body is read and
     validated here by pydantic's own JSON parser (its schema is ``ScanIn``, documented above)

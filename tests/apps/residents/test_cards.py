@@ -15,11 +15,12 @@ from openpyxl import load_workbook
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from citybrain.apps.residents.tasks import on_card_issued
+from citybrain.apps.residents.tasks import on_card_issued, on_ended_card_presented
 from citybrain.core.audit.models import AuditEntry
 from citybrain.core.authz import repository as authz_repository
 from citybrain.core.authz.service import issue_token
 from citybrain.core.events.models import OutboxEvent
+from citybrain.core.geo.models import Place
 from citybrain.healthcode import cards as gate_cards
 from citybrain.healthcode.cards import current_cards as cards_in_force
 from citybrain.healthcode.codes import verify_card
@@ -122,8 +123,12 @@ def test_a_household_prints_a_card_for_a_child_and_reports_it_lost(
     assert card is not None and card.end_reason == "lost" and card.ended_at is not None
     again = resident.get(ended.headers["location"]).text
     assert 'data-testid="card-ended"' in again and 'data-testid="issue-member-card"' in again
+    # The card's page now says it ended, with no QR to print and nothing presented since.
     gone = resident.get(f"/residents/household/cards/{card_id}")
-    assert gone.status_code == 422 and "已失效" in html.unescape(gone.text)
+    assert gone.status_code == 200 and 'data-testid="card-qr"' not in gone.text
+    assert (
+        "此卡已挂失" in html.unescape(gone.text) and 'data-testid="no-presentations"' in gone.text
+    )
     audit = session.scalars(
         select(AuditEntry).where(AuditEntry.action == "healthcode.card_issue")
     ).one()
@@ -174,7 +179,7 @@ def test_staff_issue_cards_in_their_jurisdiction_only(
     denied = session.scalar(
         select(func.count()).where(
             AuditEntry.action.in_(
-                ["healthcode.card_issue", "healthcode.card_print", "healthcode.card_end"]
+                ["healthcode.card_issue", "healthcode.card_view", "healthcode.card_end"]
             ),
             AuditEntry.outcome == "denied",
         )
@@ -389,3 +394,67 @@ def test_more_needing_cards_than_a_sheet_holds_are_issued_a_sheet_at_a_time(
     second = html.unescape(staff.post(url, data={"csrf_token": token, "scope": "needing"}).text)
     assert second.count('data-testid="health-card"') == 1 and "人未办理" not in second
     assert 'data-testid="issue-needing-cards"' not in staff.get(tab).text
+
+
+def test_an_ended_card_presented_at_a_gate_is_told_to_the_household_and_the_community(
+    resident: TestClient, staff: TestClient, session: Session, compound: str
+) -> None:
+    child = next_synthetic_child()
+    person = registered(resident, compound, members=[child])
+    me, kid = person_by_id(session, person.id_number), person_by_id(session, child.id_number)
+    assert me is not None and kid is not None
+    worker = make_user(session, "grid_worker", compound[:12])
+    log_in(staff, worker.name)
+    tab = f"/residents/staff/compounds/{compound}?tab=residents"
+    # The community printed the child's card; the household then reported it lost.
+    card_id = _card_id(_staff_issue(staff, kid.ref, csrf(staff, tab)))
+    text = segno_qr_text(_svg(staff.get(f"/residents/staff/cards/{card_id}").text))
+    resident.post(
+        f"/residents/household/cards/{card_id}/end",
+        data={"csrf_token": csrf(resident, "/residents/household"), "reason": "lost"},
+    )
+    verified = verify_card(text, trust_list(session))
+    gate = session.scalars(select(Place).where(Place.compound_code == compound)).first()
+    assert gate is not None
+    # Somebody shows it at the compound's gate (the gate's API is in healthcode's tests).
+    assert gate_cards.note_presentation(session, worker.actor, verified, gate.code, "exit")
+    event = session.scalars(
+        select(OutboxEvent).where(OutboxEvent.topic == gate_cards.TOPIC_ENDED_CARD_PRESENTED)
+    ).one()
+    on_ended_card_presented(session, event)
+    on_ended_card_presented(session, event)  # delivered twice: told once
+    notices = session.scalars(
+        select(RiskNotification).where(RiskNotification.kind.startswith("card_presented:"))
+    ).all()
+    # The registrant is told (the child has no account of their own), once.
+    assert [n.subject for n in notices] == [subject_of(me)]
+    told = notices[0].text_zh
+    assert f"卡号 {card_id:06d}" in told and "挂失" in told and gate.name in told
+    assert child.name not in told and mask_name(child.name) in told
+    assert "闸机未放行" in html.unescape(resident.get("/residents/code").text)
+    # The household's page warns of it and links the card's page, which lists where and when.
+    household = html.unescape(resident.get("/residents/household").text)
+    assert 'data-testid="presented-cards"' in household and gate.name in household
+    assert f"/residents/household/cards/{card_id}" in household
+    page = html.unescape(resident.get(f"/residents/household/cards/{card_id}").text)
+    assert page.count('data-testid="presentation-row"') == 1 and gate.name in page
+    # So do the community's residents tab and the staff's card page.
+    listed = html.unescape(staff.get(tab).text)
+    assert 'data-testid="presented-card"' in listed
+    assert f"/residents/staff/cards/{card_id}" in listed
+    staff_page = html.unescape(staff.get(f"/residents/staff/cards/{card_id}").text)
+    assert "此卡已挂失" in staff_page and staff_page.count('data-testid="presentation-row"') == 1
+    assert child.name not in staff_page
+    # From there, a new card for the child, by staff and by the household.
+    assert f'action="/residents/staff/persons/{kid.ref}/card"' in staff_page
+    assert f'name="member" value="{kid.ref}"' in page
+    assert _card_id(_staff_issue(staff, kid.ref, csrf(staff, f"/residents/staff/cards/{card_id}")))
+    anew = resident.post(
+        "/residents/household/cards",
+        data={
+            "csrf_token": csrf(resident, f"/residents/household/cards/{card_id}"),
+            "member": kid.ref,
+        },
+        follow_redirects=False,
+    )
+    assert _card_id(anew) > card_id

@@ -51,6 +51,7 @@ def test_a_card_is_issued_scanned_at_the_gate_and_refused_once_lost(
         )
         assert gate is not None
         gate_code = gate.code
+        gate_name = gate.name
         make_user(session, "checkpoint_staff", gate.area_code, "cardgate")
     ARTIFACTS.mkdir(exist_ok=True)
     with serving(create_app(fresh_database)) as base:
@@ -129,8 +130,22 @@ def test_a_card_is_issued_scanned_at_the_gate_and_refused_once_lost(
         type_code(page, text)
         expect(verdict).to_have_attribute("data-verdict", "deny")
         expect(verdict).to_contain_text("挂失")
+        expect(verdict).to_contain_text("请核实持卡人身份")
         expect(page.get_by_test_id("card-check")).to_have_count(0)
         at_gate.close()
+        # The community sees where the lost card turned up, on its residents tab and the
+        # card's page.
+        desk.reload()
+        expect(desk.get_by_test_id("presented-card")).to_contain_text(gate_name)
+        desk.get_by_test_id("presented-card").get_by_role("link").click()
+        expect(desk.get_by_test_id("ended-card-status")).to_contain_text("此卡已挂失")
+        expect(desk.get_by_test_id("presentation-row")).to_have_count(1)
+        expect(desk.get_by_test_id("presentation-row")).to_contain_text(gate_name)
+        desk.screenshot(path=str(ARTIFACTS / "health-card-presented.png"), full_page=True)
+        assert desk.evaluate(
+            "() => document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+        ), "the ended card's page is wider than the phone"
+        desk.goto(f"{base}/residents/staff/compounds/{compound}?tab=residents")
 
         # A sheet for everyone who never logs in and holds no card: the elder (whose card was
         # lost) and the two neighbours; printed on A4, two across.

@@ -5,7 +5,8 @@ size of an ID card: its QR names them and the card, never a colour, and the gate
 current colour online and shows their masked name and ID tail to check against the ID card
 (``healthcode.cards``). The community's staff issue one from the compound's residents tab
 (社区代办); a household prints one for any of its members from 我的家庭. Either prints it again,
-or reports it lost (挂失), from the card's page; a new card ends the old one.
+or reports it lost (挂失), from the card's page; a new card ends the old one. The page of a card
+that has ended says so and lists where and when it was still presented at gates (挂失卡被出示).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from citybrain.core.authz.roles import Permission
 from citybrain.core.geo.models import Compound
 from citybrain.core.people.models import Person
 from citybrain.healthcode import cards
-from citybrain.healthcode.models import CARD_CANCELLED, CARD_LOST
+from citybrain.healthcode.models import CARD_CANCELLED, CARD_LOST, HealthCard
 from citybrain.healthcode.qr import qr_svg
+from citybrain.kit import clock
 from citybrain.kit.web import DB, CompoundCode, Ref, RowId, check_csrf
 
 router = APIRouter(tags=["residents 居民健康登记"], include_in_schema=False)
@@ -75,6 +77,35 @@ def _card_page(
     )
 
 
+def _ended_card_page(
+    request: Request,
+    session: Session,
+    card: HealthCard,
+    *,
+    layout: str,
+    back_url: str,
+    reissue_url: str,
+    me: Person | None = None,
+) -> Response:
+    """A card no longer in force: why and since when, where it was presented since, and a new
+    card for its holder."""
+    return _page(
+        request,
+        "residents/card_ended.html",
+        {
+            "card": card,
+            "number": cards.card_number(card.id),
+            "status": card.end_reason or "expired",
+            "ended_at": card.ended_at or card.expires_at,
+            "presentations": cards.presentations_of(session, card.id),
+            "layout": layout,
+            "back_url": back_url,
+            "reissue_url": reissue_url,
+            "me": me,
+        },
+    )
+
+
 # -- the community's staff -------------------------------------------------------------------
 
 
@@ -95,14 +126,25 @@ def staff_issue_card(
 
 @router.get("/residents/staff/cards/{card_id}")
 def staff_card(request: Request, card_id: RowId, session: DB, who: CardStaff) -> Response:
-    """A card of the jurisdiction, to print (again) or to report lost."""
-    printable = cards.printable_for_staff(session, who, card_id)
+    """A card of the jurisdiction, to print (again) or to report lost; one that has ended, with
+    where it was presented since."""
+    card = cards.card_for_staff(session, who, card_id)
+    back_url = f"/residents/staff/compounds/{card.area_code}?tab=residents"
+    if not cards.in_force(card, clock.now()):
+        return _ended_card_page(
+            request,
+            session,
+            card,
+            layout=STAFF_LAYOUT,
+            back_url=back_url,
+            reissue_url=f"/residents/staff/persons/{card.person_ref}/card",
+        )
     return _card_page(
         request,
         session,
-        printable,
+        cards.printable_for_staff(session, who, card_id),
         layout=STAFF_LAYOUT,
-        back_url=f"/residents/staff/compounds/{printable.card.area_code}?tab=residents",
+        back_url=back_url,
         end_url=f"/residents/staff/cards/{card_id}/end",
     )
 
@@ -208,9 +250,21 @@ def household_issue_card(
 
 @router.get("/residents/household/cards/{card_id}")
 def household_card(request: Request, card_id: RowId, session: DB, me: Resident) -> Response:
-    """A card of the household, to print (again) or to report lost."""
+    """A card of the household, to print (again) or to report lost; one that has ended, with
+    where it was presented since."""
     if me is None:
         return _to_login(request)
+    card = service.household_card(session, me, card_id)
+    if not cards.in_force(card, clock.now()):
+        return _ended_card_page(
+            request,
+            session,
+            card,
+            layout=RESIDENT_LAYOUT,
+            back_url="/residents/household",
+            reissue_url="/residents/household/cards",
+            me=me,
+        )
     printable = service.print_member_card(session, me, card_id)
     return _card_page(
         request,

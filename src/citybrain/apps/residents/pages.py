@@ -796,6 +796,7 @@ def _household(
             "members": members,
             "member_colours": colours.colours_for(session, household),
             "member_cards": gate_cards.current_cards(session, [m.ref for m in members]),
+            "presented_cards": gate_cards.presented_cards(session, [m.ref for m in members]),
             "card_ended": "card_ended" in request.query_params,
             "compound": address.compound,
             "unit": address.flat,
@@ -1187,6 +1188,11 @@ def _compound_page(
             r.colour = found.get(r.ref)
         context["residents"] = residents
         context["cards"] = gate_cards.current_cards(session, [r.ref for r in residents])
+        context["presented_cards"] = (
+            gate_cards.presented_cards(session, [r.ref for r in residents])
+            if context["can_correct"]
+            else []
+        )
         context["needing_cards"] = (
             len(service.residents_needing_cards(session, who, code))
             if context["can_correct"]

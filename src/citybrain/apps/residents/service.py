@@ -46,7 +46,7 @@ from citybrain.core.authz.principal import Principal
 from citybrain.core.authz.roles import Permission
 from citybrain.core.authz.scope import covers
 from citybrain.core.events.service import publish
-from citybrain.core.geo.models import Compound
+from citybrain.core.geo.models import Compound, Place
 from citybrain.core.people import repository as people_repository
 from citybrain.core.people import service as people_service
 from citybrain.core.people.models import Household, Person
@@ -941,6 +941,60 @@ def tell_card_holder(
         zh.format(number=number, who="家人" if by_household else "社区工作人员"),
         en.format(number=number, who_en="your household" if by_household else "community staff"),
     )
+
+
+CARD_PRESENTED_TEXT = (
+    "{whose}纸质健康卡（卡号 {number}，{status}）于{at}在{place}被出示，闸机未放行。"
+    "如不是本人所用，请联系所在社区；需要时可在“我的家庭”中补办新卡。",
+    "{whose_en} printed health card (No. {number}, {status_en}) was presented at {place} at "
+    "{at}; the gate did not let it through. If it was not its holder, contact your community; "
+    "you can issue a new card under My household.",
+)
+
+
+def tell_household_of_presented_card(
+    session: Session,
+    person_ref: str,
+    card_id: int,
+    reason: str,
+    place_code: str,
+    presented_at: dt.datetime,
+) -> int:
+    """Tell the holder of a card that had ended and was presented at a gate (挂失卡被出示), if
+    they log in themselves, and every member of their household who does: where and when, and
+    that the gate refused it. On their code pages and texted, once a card a day each (a card
+    presented at several gates in a morning sends one text). Returns how many were told."""
+    holder = repository.person_by_ref(session, person_ref)
+    if holder is None:
+        return 0
+    household = household_of(session, holder)
+    accounts = repository.account_refs(session, [p.ref for p in household])
+    card = session.get(HealthCard, card_id)
+    place = session.get(Place, place_code)
+    zh, en = CARD_PRESENTED_TEXT
+    status_zh, status_en = gate_cards.END_REASON_LABELS.get(reason, (reason, reason))
+    local = clock.as_utc(presented_at).astimezone(clock.CHINA_TZ)
+    values = {
+        "number": gate_cards.card_number(card_id),
+        "status": status_zh,
+        "status_en": status_en,
+        "at": local.strftime("%m-%d %H:%M"),
+        "place": place.name if place else place_code,
+    }
+    name = card.holder_name if card else ""
+    told = 0
+    for member in household:
+        if member.ref not in accounts:
+            continue
+        own = member.ref == holder.ref
+        told += risk.leave_notice(
+            session,
+            subject_of(member),
+            f"card_presented:{card_id}:{local.date().isoformat()}",
+            zh.format(whose="您的" if own else f"您家庭成员{name}的", **values),
+            en.format(whose_en="Your" if own else f"Your household member {name}'s", **values),
+        )
+    return told
 
 
 def residents_needing_cards(session: Session, who: Principal, compound_code: str) -> list[str]:

@@ -4,7 +4,8 @@ one-time SMS codes a day after they were sent (the daily limit no longer needs t
 members' invitations whose consent never came, and daily health reports past their retention
 period; and, each morning, telling the household members who turn 18 that their code and
 their place in the household are now theirs; and telling a resident who logs in themselves of
-a printed health card someone else issued for them."""
+a printed health card someone else issued for them, and a household of an ended card of theirs
+presented at a gate."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from citybrain.apps.residents.service import (
     purge_lapsed_invitations,
     tell_card_holder,
     tell_coming_of_age,
+    tell_household_of_presented_card,
 )
 from citybrain.core.events.dispatcher import subscribe
 from citybrain.core.events.models import OutboxEvent
@@ -100,3 +102,15 @@ def on_card_issued(session: Session, event: OutboxEvent) -> None:
     ref, card, by, via = (payload.get(k) for k in ("person_ref", "card", "issued_by", "via"))
     if isinstance(ref, str) and isinstance(card, int) and isinstance(by, str):
         tell_card_holder(session, ref, card, by, str(via))
+
+
+@subscribe(gate_cards.TOPIC_ENDED_CARD_PRESENTED, name="residents.tell_card_presented")
+def on_ended_card_presented(session: Session, event: OutboxEvent) -> None:
+    """A card that had ended was presented at a gate: the holder's household is told."""
+    payload = event.payload or {}
+    ref, card, reason, place, at = (
+        payload.get(k) for k in ("person_ref", "card", "reason", "place_code", "presented_at")
+    )
+    if isinstance(ref, str) and isinstance(card, int) and isinstance(place, str):
+        when = dt.datetime.fromisoformat(at) if isinstance(at, str) else event.created_at
+        tell_household_of_presented_card(session, ref, card, str(reason), place, when)
