@@ -124,6 +124,7 @@ def test_a_card_scanned_at_a_gate_takes_the_current_colour_and_shows_the_holder(
     assert holder["card_no"].lstrip("0") == str(session.scalars(select(HealthCard.id)).first())
     scan = session.get(Scan, answer["scan_id"])
     assert scan is not None and scan.person_ref == gate.resident.ref
+    assert scan.card_id == session.scalars(select(HealthCard.id)).first()  # the ID was checked
     audit = session.scalar(
         select(AuditEntry).where(
             AuditEntry.action == "healthcode.scans_record", AuditEntry.object_id == scan.batch
@@ -147,6 +148,8 @@ def test_a_card_scanned_at_a_gate_takes_the_current_colour_and_shows_the_holder(
         client, gate.venue_token, issue_code(session, gate.resident.ref, "red").text
     )
     assert status == 200 and "card" not in plain
+    phone_scan = session.get(Scan, plain["scan_id"])
+    assert phone_scan is not None and phone_scan.card_id is None
 
 
 def test_a_lost_or_replaced_card_is_refused_with_every_copy(

@@ -102,6 +102,9 @@ class Scan(Base):
     # Offline scans only (``service.record_offline_scans``): the scanner and the gate's own id
     # of the scan, "<kind>:<principal id>:<client id>"; None for every scan made online.
     offline_key: Mapped[str | None] = mapped_column(String(100))
+    # A printed health card's number when the scan was of a card (纸质健康卡), not of a phone:
+    # the gate checked an ID card. No foreign key: a card's row is purged before its scans.
+    card_id: Mapped[int | None] = mapped_column(Integer)
 
     def __repr__(self) -> str:
         # Never the person: reprs end up in logs.

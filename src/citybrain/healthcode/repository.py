@@ -258,6 +258,7 @@ _SCAN_COLUMNS = (
     ("device_token_id", "INTEGER"),
     ("scanned_at", "TIMESTAMPTZ"),
     ("batch", "VARCHAR"),
+    ("card_id", "INTEGER"),
 )
 # PostgreSQL: every row in one statement of fixed text, one array per column (a driver's
 # executemany sends, and converts in Python, one statement per row).

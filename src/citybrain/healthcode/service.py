@@ -305,6 +305,7 @@ def record_scans(
                 "device_token_id": request.device_token_id,
                 "scanned_at": request.scanned_at,
                 "batch": batch,
+                "card_id": request.card_no,
             }
         )
     ids = repository.insert_scans(session, rows)

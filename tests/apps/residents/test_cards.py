@@ -25,7 +25,9 @@ from citybrain.healthcode import cards as gate_cards
 from citybrain.healthcode.cards import current_cards as cards_in_force
 from citybrain.healthcode.codes import verify_card
 from citybrain.healthcode.keys import trust_list
-from citybrain.healthcode.models import HealthCard
+from citybrain.healthcode.models import SCAN_GATE, HealthCard
+from citybrain.healthcode.service import ScanRequest, record_scans
+from citybrain.kit import clock
 from citybrain.kit.masking import mask_name
 from citybrain.risk.models import RiskNotification
 from citybrain.risk.subjects import subject_of
@@ -458,3 +460,42 @@ def test_an_ended_card_presented_at_a_gate_is_told_to_the_household_and_the_comm
         follow_redirects=False,
     )
     assert _card_id(anew) > card_id
+
+
+def test_a_card_scanned_at_the_gate_is_marked_in_the_entries_and_exits(
+    resident: TestClient, staff: TestClient, session: Session, compound: str
+) -> None:
+    person = registered(resident, compound)
+    me = person_by_id(session, person.id_number)
+    assert me is not None
+    worker = make_user(session, "grid_worker", compound[:12])
+    log_in(staff, worker.name)
+    tab = f"/residents/staff/compounds/{compound}?tab=residents"
+    card_id = _card_id(_staff_issue(staff, me.ref, csrf(staff, tab)))
+    gate = session.scalars(select(Place).where(Place.compound_code == compound)).first()
+    assert gate is not None
+    for card_no in (card_id, None):  # the card, then the phone's code
+        record_scans(
+            session,
+            [
+                ScanRequest(
+                    method=SCAN_GATE,
+                    place_code=gate.code,
+                    person_ref=me.ref,
+                    code_colour="" if card_no else "green",
+                    direction="exit",
+                    device_token_id=None,
+                    scanned_at=clock.now(),
+                    card_no=card_no,
+                )
+            ],
+        )
+    scans = html.unescape(staff.get(f"/residents/staff/compounds/{compound}?tab=scans").text)
+    assert scans.count('data-testid="scan-card"') == 1
+    assert f"凭纸质卡 No.{card_id:06d}" in scans
+    exported = staff.get(f"/residents/staff/compounds/{compound}/export.xlsx?list=scans")
+    sheet = load_workbook(io.BytesIO(exported.content)).active
+    assert sheet is not None
+    rows = [[c.value for c in row] for row in sheet.iter_rows()]
+    assert rows[0][-1] == "纸质健康卡"
+    assert sorted(str(r[-1] or "") for r in rows[1:]) == ["", f"No.{card_id:06d}"]

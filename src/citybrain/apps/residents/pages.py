@@ -1339,6 +1339,7 @@ def staff_export(
                 "res.colour",
                 "res.decision",
                 "res.reason",
+                "card.column",
             )
         ]
         rows = [
@@ -1350,6 +1351,7 @@ def staff_export(
                 t("colour." + s.colour),
                 t("decision." + s.decision),
                 s.reason,
+                f"No.{gate_cards.card_number(s.card_id)}" if s.card_id else "",
             ]
             for s in scans
         ]

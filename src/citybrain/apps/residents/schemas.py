@@ -159,6 +159,8 @@ class ScanView(BaseModel):
     decision: str
     reason: str
     name: str | None
+    # The printed health card's number when a card was scanned (纸质健康卡: the ID was checked).
+    card_id: int | None = None
 
 
 class CompoundRow(BaseModel):

@@ -2191,6 +2191,7 @@ def list_scans(
             colour=scan.colour,
             decision=scan.decision,
             reason=scan.reason,
+            card_id=scan.card_id,
             name=mask_name(cipher.decrypt(person.name_enc, people_service.NAME_FIELD))
             if person is not None
             else None,
