@@ -38,7 +38,14 @@ from citybrain.kit import clock
 from citybrain.kit.crypto import field_cipher
 from citybrain.kit.db import Database
 from citybrain.kit.errors import InvalidInput, NotFound, PermissionDenied
-from tests.factories import STREET_A, STREET_B, TEST_ACTOR, make_person, make_user
+from tests.factories import (
+    STREET_A,
+    STREET_B,
+    TEST_ACTOR,
+    first_compound,
+    make_person,
+    make_user,
+)
 from tests.healthcode.conftest import Gate, make_red
 
 
@@ -268,6 +275,36 @@ def test_only_staff_of_the_jurisdiction_issue_and_end_cards(session: Session, ga
     checkpoint = make_user(session, "checkpoint_staff", gate.officer.area_code)
     with pytest.raises(PermissionDenied):
         cards.issue_by_staff(session, checkpoint, gate.resident.ref)
+
+
+def test_a_card_follows_its_holder_to_their_new_community(session: Session, gate: Gate) -> None:
+    card = cards.issue_by_staff(session, gate.officer, gate.resident.ref).card
+    assert cards.holder_area(session, card) == gate.compound
+    elsewhere = make_user(session, "street_officer", STREET_B)
+    with pytest.raises(NotFound):
+        cards.card_for_staff(session, elsewhere, card.id)
+    # The holder moves to a compound of another street: its staff now look after the card,
+    # and the street they left no longer prints or ends it.
+    gate.resident.area_code = first_compound(session, STREET_B)
+    session.flush()
+    assert cards.holder_area(session, card) == gate.resident.area_code
+    for attempt in (
+        lambda: cards.card_for_staff(session, gate.officer, card.id),
+        lambda: cards.printable_for_staff(session, gate.officer, card.id),
+        lambda: cards.end_by_staff(session, gate.officer, card.id),
+    ):
+        with pytest.raises(NotFound):
+            attempt()
+    assert cards.printable_for_staff(session, elsewhere, card.id).card.id == card.id
+    cards.end_by_staff(session, elsewhere, card.id)
+    ended = session.scalar(
+        select(AuditEntry).where(
+            AuditEntry.action == "healthcode.card_end", AuditEntry.outcome == "ok"
+        )
+    )
+    assert ended is not None and ended.area_code == gate.resident.area_code
+    # The card still says where it was printed.
+    assert card.area_code == gate.compound
 
 
 def test_a_withdrawn_holder_takes_their_cards_along_and_ended_cards_are_purged(

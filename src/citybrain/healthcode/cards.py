@@ -124,6 +124,13 @@ def in_force(card: HealthCard, now: dt.datetime) -> bool:
     return card.ended_at is None and clock.as_utc(card.expires_at) > now
 
 
+def holder_area(session: Session, card: HealthCard) -> str:
+    """Where the card's holder lives now (their compound), or, were they gone, where the card
+    was issued: whose staff look after the card."""
+    area = session.scalar(select(Person.area_code).where(Person.ref == card.person_ref))
+    return area or card.area_code
+
+
 def card_number(card_no: int) -> str:
     """A card's number as printed: No. 000123."""
     return f"{card_no:06d}"
@@ -267,9 +274,17 @@ def issue_many_by_staff(
 
 
 def _card_for_staff(session: Session, who: Principal, card_id: int, action: str) -> HealthCard:
+    # Scoped by where the holder lives now, not where the card was issued: a card follows its
+    # holder when they move, and the community they left no longer prints or ends it.
     who.require(Permission.RESIDENTS_CORRECT)
     card = session.scalars(
-        scoped(select(HealthCard).where(HealthCard.id == card_id), HealthCard.area_code, who)
+        scoped(
+            select(HealthCard)
+            .join(Person, Person.ref == HealthCard.person_ref)
+            .where(HealthCard.id == card_id),
+            Person.area_code,
+            who,
+        )
     ).first()
     if card is None:
         raise not_found_in_area(who, action, "health_card", str(card_id))
@@ -309,7 +324,7 @@ def _printable(session: Session, actor: Actor, card: HealthCard) -> PrintableCar
         "healthcode.card_print",
         object_type="health_card",
         object_id=card.id,
-        area_code=card.area_code,
+        area_code=holder_area(session, card),
     )
     return PrintableCard(card, _text(session, card))
 
@@ -331,7 +346,7 @@ def _end(session: Session, actor: Actor, card: HealthCard, reason: str) -> Healt
         "healthcode.card_end",
         object_type="health_card",
         object_id=card.id,
-        area_code=card.area_code,
+        area_code=holder_area(session, card),
         detail=detail,
     )
     publish(
@@ -459,7 +474,7 @@ def note_presentation(
         "healthcode.ended_card_presented",
         object_type="health_card",
         object_id=row.id,
-        area_code=row.area_code,
+        area_code=holder_area(session, row),
         detail=detail,
     )
     publish(

@@ -208,7 +208,8 @@ class HealthCard(Base):
     )
     holder_name: Mapped[str] = mapped_column(String(40))  # masked, as printed: 张*明
     id_tail: Mapped[str] = mapped_column(String(4))
-    # The holder's area when the card was issued (the staff's lists are scoped by it).
+    # The holder's area when the card was issued (printed on it). The staff who look after a
+    # card are those of where the holder lives now (``cards.holder_area``).
     area_code: Mapped[str] = mapped_column(String(15))
     issued_via: Mapped[str] = mapped_column(String(12))
     issued_by: Mapped[str] = mapped_column(String(64))

@@ -129,7 +129,7 @@ def staff_card(request: Request, card_id: RowId, session: DB, who: CardStaff) ->
     """A card of the jurisdiction, to print (again) or to report lost; one that has ended, with
     where it was presented since."""
     card = cards.card_for_staff(session, who, card_id)
-    back_url = f"/residents/staff/compounds/{card.area_code}?tab=residents"
+    back_url = f"/residents/staff/compounds/{cards.holder_area(session, card)}?tab=residents"
     if not cards.in_force(card, clock.now()):
         return _ended_card_page(
             request,
@@ -161,7 +161,7 @@ def staff_end_card(
     """Report a card lost or cancel it: every copy is refused at gates from now on."""
     check_csrf(request, csrf_token)
     card = cards.end_by_staff(session, who, card_id, reason)
-    return _residents_tab_after(card.area_code, "card_ended")
+    return _residents_tab_after(cards.holder_area(session, card), "card_ended")
 
 
 TICKED = "selected"  # the residents ticked on the residents tab
