@@ -339,20 +339,39 @@ def _end(session: Session, actor: Actor, card: HealthCard, reason: str) -> Healt
     card.ended_at = clock.now()
     card.ended_by = actor.ref
     card.end_reason = reason
-    detail = {"card": card.id, "reason": reason}
+    _audit_and_announce(
+        session, actor, card, "healthcode.card_end", TOPIC_CARD_ENDED, {"reason": reason}
+    )
+    return card
+
+
+def _audit_and_announce(
+    session: Session,
+    actor: Actor,
+    card: HealthCard,
+    action: str,
+    topic: str,
+    detail: dict[str, object],
+    **announced: object,
+) -> None:
+    """Audit ``action`` on ``card`` under its holder's area and announce ``topic`` with the
+    same detail, the holder's ref and ``announced`` (never the holder's name)."""
+    detail = {"card": card.id, **detail}
     record(
         session,
         actor,
-        "healthcode.card_end",
+        action,
         object_type="health_card",
         object_id=card.id,
         area_code=holder_area(session, card),
         detail=detail,
     )
     publish(
-        session, TOPIC_CARD_ENDED, {**detail, "person_ref": card.person_ref}, key=card.person_ref
+        session,
+        topic,
+        {**detail, "person_ref": card.person_ref, **announced},
+        key=card.person_ref,
     )
-    return card
 
 
 def end_by_staff(
@@ -462,26 +481,14 @@ def note_presentation(
     )
     session.add(presentation)
     session.flush()
-    detail: dict[str, object] = {
-        "card": row.id,
-        "reason": row.end_reason,
-        "place_code": place_code,
-        "direction": direction,
-    }
-    record(
+    _audit_and_announce(
         session,
         actor,
+        row,
         "healthcode.ended_card_presented",
-        object_type="health_card",
-        object_id=row.id,
-        area_code=holder_area(session, row),
-        detail=detail,
-    )
-    publish(
-        session,
         TOPIC_ENDED_CARD_PRESENTED,
-        {**detail, "person_ref": row.person_ref, "presented_at": at.isoformat()},
-        key=row.person_ref,
+        {"reason": row.end_reason, "place_code": place_code, "direction": direction},
+        presented_at=at.isoformat(),
     )
     return presentation
 

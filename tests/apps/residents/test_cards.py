@@ -63,6 +63,14 @@ def _staff_issue(staff: TestClient, ref: str, token: str) -> Any:
     )
 
 
+def _grid_worker_at(session: Session, staff: TestClient, compound: str) -> tuple[Any, str]:
+    """A grid worker of the compound's community logged in on ``staff``, and the compound's
+    residents tab."""
+    worker = make_user(session, "grid_worker", compound[:12])
+    log_in(staff, worker.name)
+    return worker, f"/residents/staff/compounds/{compound}?tab=residents"
+
+
 def _svg(page: str) -> str:
     found = re.search(r'<div class="qr" data-testid="card-qr">(.*?)</div>', page, re.S)
     assert found, "no QR on the card"
@@ -143,9 +151,7 @@ def test_staff_issue_cards_in_their_jurisdiction_only(
     person = registered(resident, compound)
     me = person_by_id(session, person.id_number)
     assert me is not None
-    worker = make_user(session, "grid_worker", compound[:12])
-    log_in(staff, worker.name)
-    tab = f"/residents/staff/compounds/{compound}?tab=residents"
+    worker, tab = _grid_worker_at(session, staff, compound)
     listed = staff.get(tab).text
     assert f"/residents/staff/persons/{me.ref}/card" in listed
     token = csrf(staff, tab)
@@ -285,9 +291,7 @@ def test_a_holder_who_logs_in_is_told_of_a_card_someone_else_issued(
     me = person_by_id(session, person.id_number)
     kid = person_by_id(session, child.id_number)
     assert me is not None and kid is not None
-    worker = make_user(session, "grid_worker", compound[:12])
-    log_in(staff, worker.name)
-    tab = f"/residents/staff/compounds/{compound}?tab=residents"
+    worker, tab = _grid_worker_at(session, staff, compound)
     token = csrf(staff, tab)
     by_staff = _card_id(_staff_issue(staff, me.ref, token))
     # The resident prints their own card, and the child's: nobody is told of those.
@@ -405,9 +409,7 @@ def test_an_ended_card_presented_at_a_gate_is_told_to_the_household_and_the_comm
     person = registered(resident, compound, members=[child])
     me, kid = person_by_id(session, person.id_number), person_by_id(session, child.id_number)
     assert me is not None and kid is not None
-    worker = make_user(session, "grid_worker", compound[:12])
-    log_in(staff, worker.name)
-    tab = f"/residents/staff/compounds/{compound}?tab=residents"
+    worker, tab = _grid_worker_at(session, staff, compound)
     # The community printed the child's card; the household then reported it lost.
     card_id = _card_id(_staff_issue(staff, kid.ref, csrf(staff, tab)))
     text = segno_qr_text(_svg(staff.get(f"/residents/staff/cards/{card_id}").text))
@@ -468,9 +470,7 @@ def test_a_card_scanned_at_the_gate_is_marked_in_the_entries_and_exits(
     person = registered(resident, compound)
     me = person_by_id(session, person.id_number)
     assert me is not None
-    worker = make_user(session, "grid_worker", compound[:12])
-    log_in(staff, worker.name)
-    tab = f"/residents/staff/compounds/{compound}?tab=residents"
+    _, tab = _grid_worker_at(session, staff, compound)
     card_id = _card_id(_staff_issue(staff, me.ref, csrf(staff, tab)))
     gate = session.scalars(select(Place).where(Place.compound_code == compound)).first()
     assert gate is not None
