@@ -137,6 +137,9 @@ def test_a_card_is_issued_scanned_at_the_gate_and_refused_once_lost(
         # card's page.
         desk.reload()
         expect(desk.get_by_test_id("presented-card")).to_contain_text(gate_name)
+        desk.get_by_test_id("presented-cards").screenshot(
+            path=str(ARTIFACTS / "health-card-presented-tab.png")
+        )
         desk.get_by_test_id("presented-card").get_by_role("link").click()
         expect(desk.get_by_test_id("ended-card-status")).to_contain_text("此卡已挂失")
         expect(desk.get_by_test_id("presentation-row")).to_have_count(1)
