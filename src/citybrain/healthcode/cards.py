@@ -489,6 +489,7 @@ def note_presentation(
         TOPIC_ENDED_CARD_PRESENTED,
         {"reason": row.end_reason, "place_code": place_code, "direction": direction},
         presented_at=at.isoformat(),
+        area_code=holder_area(session, row),
     )
     return presentation
 

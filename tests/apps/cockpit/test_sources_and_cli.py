@@ -7,15 +7,19 @@ import datetime as dt
 import json
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from citybrain.analysis.models import ContactTrace
 from citybrain.apps.cockpit import service
 from citybrain.apps.cockpit.models import Alert, Figure
 from citybrain.core.audit.service import Actor
+from citybrain.core.geo.models import Place
 from citybrain.datahub.catalog import catalog
 from citybrain.datahub.models import IntakeFile
+from citybrain.healthcode import cards
+from citybrain.healthcode.codes import verify_card
+from citybrain.healthcode.keys import trust_list
 from citybrain.kit import clock
 from citybrain.kit.db import Database
 from citybrain.kit.errors import PermissionDenied
@@ -23,7 +27,7 @@ from citybrain.risk import service as risk
 from citybrain.risk.settings import reset_risk_settings
 from tests.apps.cockpit.conftest import deliver
 from tests.cli.test_cli import cli_env, run  # noqa: F401 - fixture
-from tests.factories import STREET_A, make_user
+from tests.factories import STREET_A, make_person, make_user
 from tests.risk.conftest import resident
 
 STAFF = Actor("user:77", "street_officer", None)
@@ -339,3 +343,30 @@ def test_an_account_turning_many_codes_green_by_hand_is_alerted_by_name_once_a_d
             )
         ]
         assert all(p.ref not in alerts[0].title_zh for p in people)
+
+
+def test_an_ended_card_shown_at_a_gate_alerts_the_holders_street_once_a_day(
+    session: Session,
+) -> None:
+    officer = make_user(session, "street_officer", STREET_A)
+    masked, person = make_person(session, officer)
+    printable = cards.issue_by_staff(session, officer, masked.ref)
+    cards.end_by_staff(session, officer, printable.card.id, "lost")
+    verified = verify_card(printable.text, trust_list(session))
+    gates = session.scalars(select(Place.code).where(Place.compound_code == masked.area_code)).all()
+    assert len(gates) >= 2
+    deliver(session)
+    # Shown at two gates: one alert for the street that day, naming nobody.
+    for gate in gates[:2]:
+        assert cards.note_presentation(session, officer.actor, verified, gate, "exit")
+    deliver(session)
+    alerts = session.scalars(select(Alert).where(Alert.kind == "card_presented")).all()
+    assert [(a.area_code, a.title_zh) for a in alerts] == [
+        (STREET_A, "已挂失或作废的纸质健康卡在闸机被出示：金水区经八路街道（请社区核实）")
+    ]
+    assert person.name not in alerts[0].title_zh and person.id_number[-4:] not in alerts[0].title_zh
+    # The next day, again.
+    with clock.shifted(dt.timedelta(days=1)):
+        cards.note_presentation(session, officer.actor, verified, gates[0], "entry")
+        deliver(session)
+    assert session.scalar(select(func.count()).where(Alert.kind == "card_presented")) == 2

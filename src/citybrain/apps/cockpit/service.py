@@ -374,6 +374,23 @@ def alert_hand_frees(
     )
 
 
+def alert_card_presented(session: Session, area_code: str) -> Alert | None:
+    """A printed health card that had ended (lost, replaced, cancelled) was presented at a gate
+    (挂失卡被出示), its holder living in ``area_code``: someone may be going out on another's
+    card. The command centre sees the holder's street, once a local day; the street's
+    communities see the card and where it was shown on their residents tab. Nobody named."""
+    street = area_code[:9] if len(area_code) >= 9 else CITY
+    zh, en = _place_title(session, street) if street != CITY else ("未落位", "placed nowhere")
+    return alert(
+        session,
+        kind="card_presented",
+        area_code=street,
+        title_zh=f"已挂失或作废的纸质健康卡在闸机被出示：{zh}（请社区核实）",
+        title_en=f"A printed health card that had ended was shown at a gate: {en} (to check)",
+        dedupe_key=f"card_presented:{street}:{clock.today_local().isoformat()}",
+    )
+
+
 def check_overdue_appeals(session: Session) -> list[str]:
     """Alert each street with appeals past their deadline (申诉逾期), once a day per street:
     the deadline is the street office's promise to the person, and a queue that slips should

@@ -16,6 +16,7 @@ from citybrain.core.events.models import OutboxEvent
 from citybrain.core.jobs.queue import schedule
 from citybrain.core.people import service as people_service
 from citybrain.datahub.service import TOPIC_FILE_INGESTED
+from citybrain.healthcode.cards import TOPIC_ENDED_CARD_PRESENTED
 from citybrain.healthcode.service import TOPIC_SCANS_RECORDED
 from citybrain.kit.db import get_database
 from citybrain.risk import service as risk
@@ -262,3 +263,12 @@ def on_household_moved(session: Session, event: OutboxEvent) -> None:
     payload = _payload(event)
     codes = {c for c in (payload.get("from_compound"), payload.get("compound_code")) if c}
     service.refresh_leaves(session, {str(c) for c in codes})
+
+
+@subscribe(TOPIC_ENDED_CARD_PRESENTED, name="cockpit.ended_card_presented")
+def on_ended_card_presented(session: Session, event: OutboxEvent) -> None:
+    """An ended printed health card was shown at a gate: alert the holder's street (once a
+    day)."""
+    area = _payload(event).get("area_code")
+    if isinstance(area, str) and area:
+        service.alert_card_presented(session, area)

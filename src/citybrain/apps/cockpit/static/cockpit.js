@@ -18,10 +18,12 @@
   var KIND_WORDS = en
     ? { new_case: "New case", compound_red: "Red compound", source_stale: "Stale data", override: "Override",
         appeal_overdue: "Appeal overdue", contacts_uncontrolled: "Contacts not controlled",
-        hand_turn_limit: "Hand turns at limit", hand_free_many: "Many turned green" }
+        hand_turn_limit: "Hand turns at limit", hand_free_many: "Many turned green",
+        card_presented: "Ended card shown" }
     : { new_case: "新增病例", compound_red: "小区转红", source_stale: "数据停更", override: "人工赋码",
         appeal_overdue: "申诉逾期", contacts_uncontrolled: "密接未管控",
-        hand_turn_limit: "手工转码超限", hand_free_many: "手工转绿较多" };
+        hand_turn_limit: "手工转码超限", hand_free_many: "手工转绿较多",
+        card_presented: "挂失卡被出示" };
   var MAX_ALERTS = 50;
 
   var state = {
