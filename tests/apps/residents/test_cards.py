@@ -337,6 +337,10 @@ def test_staff_issue_a_sheet_of_cards_for_those_who_never_log_in(
     # The registrant logs in themselves; the two children never do, and hold no card.
     assert "为未自行登录且无卡的居民办理（2人）" in listed
     assert listed.count('data-testid="choose-resident"') == 3
+    # Filtered to a building with nobody in it, the button still counts the whole compound.
+    filtered = html.unescape(staff.get(f"{tab}&building=99号楼").text)
+    assert filtered.count('data-testid="choose-resident"') == 0
+    assert "为未自行登录且无卡的居民办理（2人）" in filtered
     token = csrf(staff, tab)
     url = f"/residents/staff/compounds/{compound}/cards"
     done = staff.post(url, data={"csrf_token": token, "scope": "needing"}, follow_redirects=False)

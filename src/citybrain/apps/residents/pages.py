@@ -1193,11 +1193,14 @@ def _compound_page(
             if context["can_correct"]
             else []
         )
-        context["needing_cards"] = (
-            len(service.residents_needing_cards(session, who, code))
-            if context["can_correct"]
-            else 0
-        )
+        if not context["can_correct"]:
+            context["needing_cards"] = 0
+        elif building:
+            context["needing_cards"] = len(service.residents_needing_cards(session, who, code))
+        else:  # the whole compound is listed already: counted from it, not read again
+            context["needing_cards"] = sum(
+                1 for r in residents if not r.self_registered and r.ref not in context["cards"]
+            )
         context["card_ended"] = "card_ended" in request.query_params
         context["withdrawing"] = next((r for r in residents if r.ref == withdraw), None)
         context["pending"] = service.pending_in_compound(session, who, code)
