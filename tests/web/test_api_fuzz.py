@@ -90,6 +90,7 @@ OPERATIONS: list[Operation] = [
     ("POST", "/api/v1/residents/passes/{pass_id}/revoke"),
     ("GET", "/api/v1/residents/compounds/{code}/cards"),
     ("POST", "/api/v1/residents/persons/{ref}/card"),
+    ("GET", "/api/v1/residents/cards/{card_id}"),
     ("POST", "/api/v1/residents/cards/{card_id}/end"),
 ]
 NOT_FUZZED: set[Operation] = {

@@ -233,6 +233,18 @@ def test_the_staff_api_issues_lists_and_ends_cards(
     )
     assert ended.status_code == 200 and ended.json()["end_reason"] == "lost"
     assert ended.json()["in_force"] is False
+    # Shown at a gate after that: the card's detail lists where and when.
+    gate = session.scalars(select(Place).where(Place.compound_code == compound)).first()
+    assert gate is not None
+    verified = verify_card(card["code"], trust_list(session))
+    gate_cards.note_presentation(session, worker.actor, verified, gate.code, "entry")
+    detail = staff.get(f"/api/v1/residents/cards/{card['id']}", headers=headers)
+    assert detail.status_code == 200, detail.text
+    shown = detail.json()["presentations"]
+    assert [(p["place_code"], p["place_name"], p["direction"]) for p in shown] == [
+        (gate.code, gate.name, "entry")
+    ]
+    assert detail.json()["end_reason"] == "lost" and "code" not in detail.json()
     active = f"/api/v1/residents/compounds/{compound}/cards?in_force_only=true"
     assert staff.get(active, headers=headers).json() == []
     # A reason the API does not take is refused by field.
@@ -246,6 +258,9 @@ def test_the_staff_api_issues_lists_and_ends_cards(
     assert far_user is not None
     _, far_secret = issue_token(session, TEST_ACTOR, name="far-app", user=far_user)
     far_headers = {"Authorization": f"Bearer {far_secret}"}
+    assert (
+        staff.get(f"/api/v1/residents/cards/{card['id']}", headers=far_headers).status_code == 404
+    )
     assert (
         staff.post(f"/api/v1/residents/persons/{me.ref}/card", headers=far_headers).status_code
         == 404

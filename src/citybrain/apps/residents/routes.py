@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query
 
 from citybrain.apps.residents import colours, service
 from citybrain.apps.residents.schemas import (
+    CardDetail,
     CardEndIn,
     CardIssued,
     CardView,
@@ -144,6 +145,28 @@ def issue_card(ref: Ref, session: DB, who: CardStaff) -> CardIssued:
     holds (no colour); announced as ``healthcode.card_issued``."""
     printable = cards.issue_by_staff(session, who, ref)
     return CardIssued.model_validate({**_card_view(printable.card), "code": printable.text})
+
+
+@router.get(
+    "/cards/{card_id}",
+    response_model=CardDetail,
+    summary="A printed health card, with where it was shown after it ended (挂失卡被出示)",
+)
+def get_card(card_id: RowId, session: DB, who: CardStaff) -> CardDetail:
+    """A card of a resident of the caller's jurisdiction (where the holder lives now), its
+    holder masked; ``presentations``: each time it was shown at a gate and refused after it
+    had ended, newest first."""
+    card = cards.card_for_staff(session, who, card_id)
+    shown = [
+        {
+            "presented_at": p.presented_at,
+            "place_code": p.place_code,
+            "place_name": p.place_name,
+            "direction": p.direction,
+        }
+        for p in cards.presentations_of(session, card.id)
+    ]
+    return CardDetail.model_validate({**_card_view(card), "presentations": shown})
 
 
 @router.post(

@@ -121,6 +121,21 @@ class CardView(BaseModel):
     in_force: bool
 
 
+class CardPresentationView(BaseModel):
+    """An ended card shown at a gate and refused there (挂失卡被出示)."""
+
+    presented_at: dt.datetime
+    place_code: str
+    place_name: str
+    direction: Literal["entry", "exit"]
+
+
+class CardDetail(CardView):
+    """A card with where it was shown at gates after it ended, newest first."""
+
+    presentations: list[CardPresentationView]
+
+
 class CardIssued(CardView):
     """A card just issued, with the text its QR holds (``CBK1:…``) for a printing system."""
 
