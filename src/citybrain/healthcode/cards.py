@@ -355,21 +355,22 @@ def _audit_and_announce(
     **announced: object,
 ) -> None:
     """Audit ``action`` on ``card`` under its holder's area and announce ``topic`` with the
-    same detail, the holder's ref and ``announced`` (never the holder's name)."""
+    same detail, the holder's ref and area, and ``announced`` (never the holder's name)."""
     detail = {"card": card.id, **detail}
+    area = holder_area(session, card)
     record(
         session,
         actor,
         action,
         object_type="health_card",
         object_id=card.id,
-        area_code=holder_area(session, card),
+        area_code=area,
         detail=detail,
     )
     publish(
         session,
         topic,
-        {**detail, "person_ref": card.person_ref, **announced},
+        {**detail, "person_ref": card.person_ref, "area_code": area, **announced},
         key=card.person_ref,
     )
 
@@ -489,7 +490,6 @@ def note_presentation(
         TOPIC_ENDED_CARD_PRESENTED,
         {"reason": row.end_reason, "place_code": place_code, "direction": direction},
         presented_at=at.isoformat(),
-        area_code=holder_area(session, row),
     )
     return presentation
 
