@@ -302,15 +302,13 @@ def printable_for_staff(session: Session, who: Principal, card_id: int) -> Print
     no longer in force is refused (print a new one instead). Audited (a print puts a bearer
     card in someone's hands)."""
     card = _card_for_staff(session, who, card_id, "healthcode.card_print")
-    return _printable(session, who.actor, card)
+    return printable(session, who.actor, card)
 
 
-def printable_for_household(session: Session, actor: Actor, card: HealthCard) -> PrintableCard:
-    """A card of the resident's household to print again (the caller checked the household)."""
-    return _printable(session, actor, card)
-
-
-def _printable(session: Session, actor: Actor, card: HealthCard) -> PrintableCard:
+def printable(session: Session, actor: Actor, card: HealthCard) -> PrintableCard:
+    """``card`` to print (again), the caller having checked that ``actor`` may (a household
+    member's, or one of the staff's jurisdiction: :func:`card_for_staff`): the same card,
+    signed afresh; refused once it is no longer in force. Audited."""
     if not in_force(card, clock.now()):
         raise InvalidInput(
             "此卡已失效，请重新办理新卡",
@@ -410,17 +408,6 @@ def cards_of_compound(
             HealthCard.ended_at.is_(None), HealthCard.expires_at > clock.now()
         )
     return list(session.scalars(statement.order_by(HealthCard.id.desc())))
-
-
-def cards_of_person(session: Session, person_ref: str) -> list[HealthCard]:
-    """A person's cards, newest first."""
-    return list(
-        session.scalars(
-            select(HealthCard)
-            .where(HealthCard.person_ref == person_ref)
-            .order_by(HealthCard.id.desc())
-        )
-    )
 
 
 def purge_ended_cards(session: Session, *, now: dt.datetime | None = None) -> int:

@@ -374,20 +374,20 @@ def alert_hand_frees(
     )
 
 
-def alert_card_presented(session: Session, area_code: str) -> Alert | None:
+def alert_card_presented(session: Session, area_code: str) -> list[str]:
     """A printed health card that had ended (lost, replaced, cancelled) was presented at a gate
     (挂失卡被出示), its holder living in ``area_code``: someone may be going out on another's
     card. The command centre sees the holder's street, once a local day; the street's
-    communities see the card and where it was shown on their residents tab. Nobody named."""
-    street = area_code[:9] if len(area_code) >= 9 else CITY
-    zh, en = _place_title(session, street) if street != CITY else ("未落位", "placed nowhere")
-    return alert(
+    communities see the card and where it was shown on their residents tab. Nobody named.
+    Returns the street alerted, if any."""
+    return _alert_daily(
         session,
-        kind="card_presented",
-        area_code=street,
-        title_zh=f"已挂失或作废的纸质健康卡在闸机被出示：{zh}（请社区核实）",
-        title_en=f"A printed health card that had ended was shown at a gate: {en} (to check)",
-        dedupe_key=f"card_presented:{street}:{clock.today_local().isoformat()}",
+        "card_presented",
+        {area_code[:9]: 1},
+        lambda zh, en, _n: (
+            f"已挂失或作废的纸质健康卡在闸机被出示：{zh}（请社区核实）",
+            f"A printed health card that had ended was shown at a gate: {en} (to check)",
+        ),
     )
 
 

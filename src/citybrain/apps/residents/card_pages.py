@@ -142,7 +142,7 @@ def staff_card(request: Request, card_id: RowId, session: DB, who: CardStaff) ->
     return _card_page(
         request,
         session,
-        cards.printable_for_staff(session, who, card_id),
+        cards.printable(session, who.actor, card),
         layout=STAFF_LAYOUT,
         back_url=back_url,
         end_url=f"/residents/staff/cards/{card_id}/end",
@@ -265,7 +265,7 @@ def household_card(request: Request, card_id: RowId, session: DB, me: Resident) 
             reissue_url="/residents/household/cards",
             me=me,
         )
-    printable = service.print_member_card(session, me, card_id)
+    printable = service.print_member_card(session, me, card)
     return _card_page(
         request,
         session,

@@ -1018,10 +1018,9 @@ def household_card(session: Session, me: Person, card_id: int) -> HealthCard:
     return card
 
 
-def print_member_card(session: Session, me: Person, card_id: int) -> gate_cards.PrintableCard:
-    """A card of the household to print again (audited)."""
-    card = household_card(session, me, card_id)
-    return gate_cards.printable_for_household(session, resident_actor(me), card)
+def print_member_card(session: Session, me: Person, card: HealthCard) -> gate_cards.PrintableCard:
+    """A card of the household (found by :func:`household_card`) to print again (audited)."""
+    return gate_cards.printable(session, resident_actor(me), card)
 
 
 def end_member_card(session: Session, me: Person, card_id: int, reason: str) -> HealthCard:
